@@ -1,0 +1,88 @@
+//! `registry`: parses the command line, sets up logging, binds, and serves
+//! until SIGINT or SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use registry::cli::{self, Lifetime};
+use registry::server::{self, Config};
+use registry::store::Leases;
+use registry::telemetry::{self, LogFormat};
+use tokio::net::TcpListener;
+
+/// HIT6 contacts registry: keeps the running nodes in memory and tells each
+/// new node about the ones registered before it.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "REGISTRY_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Lease of a registration; nodes renew it by heartbeat.
+    #[arg(long, env = "REGISTRY_TTL", default_value = "15s", value_parser = cli::duration)]
+    ttl: Duration,
+    /// How often expired entries are removed.
+    #[arg(long, env = "REGISTRY_SWEEP_INTERVAL", default_value = "1s", value_parser = cli::duration)]
+    sweep_interval: Duration,
+    /// Lifetime of registrations from the original programs, which never
+    /// heartbeat: a duration, or `never` to keep them until deregistered.
+    #[arg(long, env = "REGISTRY_LEGACY_TTL", default_value = "never", value_parser = cli::lifetime)]
+    legacy_ttl: Lifetime,
+    /// Connections served at once; further ones wait to be accepted.
+    #[arg(long, env = "REGISTRY_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// How long a connection may stay silent before it is closed.
+    #[arg(long, env = "REGISTRY_IDLE_TIMEOUT", default_value = "10s", value_parser = cli::duration)]
+    idle_timeout: Duration,
+    /// How long a client may take to read a reply before it is dropped.
+    #[arg(long, env = "REGISTRY_WRITE_TIMEOUT", default_value = "5s", value_parser = cli::duration)]
+    write_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
+}
+
+impl Cli {
+    fn config(&self) -> Config {
+        Config {
+            leases: Leases { ttl: self.ttl, legacy_ttl: self.legacy_ttl.0 },
+            sweep_interval: self.sweep_interval,
+            max_connections: self.max_connections as usize,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+        }
+    }
+}
+
+/// Exit code when the listening address cannot be bound.
+const EXIT_BIND: u8 = 3;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let shutdown = match registry::shutdown::signals() {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            eprintln!("registry: failed to install signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(cli.listen).await.with_context(|| format!("failed to listen on {}", cli.listen)) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("registry: {error:#}");
+            return ExitCode::from(EXIT_BIND);
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(cli.listen);
+    let config = cli.config();
+    tracing::info!(event = "listening", %addr, ttl = ?config.leases.ttl, legacy_ttl = ?config.leases.legacy_ttl);
+    server::run(listener, config, shutdown).await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,38 @@
+//! Command-line value parsers shared by the registry and the node.
+
+use std::time::Duration;
+
+/// A positive duration such as `15s`, `500ms` or `1m`.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("`{text}` isn't a duration like 15s or 500ms: {e}"))?;
+    if duration.is_zero() {
+        return Err("the duration must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+/// A lifetime that may be unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime(pub Option<Duration>);
+
+/// `never`, or a positive duration.
+pub fn lifetime(text: &str) -> Result<Lifetime, String> {
+    match text {
+        "never" => Ok(Lifetime(None)),
+        _ => duration(text).map(|d| Lifetime(Some(d))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_durations() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(lifetime("never"), Ok(Lifetime(None)));
+        assert_eq!(lifetime("2m"), Ok(Lifetime(Some(Duration::from_secs(120)))));
+        assert!(duration("0s").unwrap_err().contains("greater than zero"));
+        assert!(duration("soon").unwrap_err().contains("`soon` isn't a duration"));
+    }
+}

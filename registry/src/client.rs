@@ -1,0 +1,204 @@
+//! An async client for the registry, used by the node, the launcher and the tests.
+//!
+//! One `Client` is one connection; requests on it are answered in order. A
+//! registration may also be answered by an original HIT6 registry (a bare
+//! array) or by the `clientes` variant; `register` tells them apart.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
+
+use crate::codec::{FrameError, JsonCodec, MAX_REPLY_BYTES};
+use crate::protocol::{
+    parse_ip, parse_port, Contact, ErrorBody, ErrorCode, Found, Listed, NativeRequest, Registered, Renewed,
+};
+
+/// Where the registry listens: a host name or ip, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for RegistryAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<SocketAddr> for RegistryAddr {
+    fn from(addr: SocketAddr) -> Self {
+        Self { host: addr.ip().to_string(), port: addr.port() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("failed to connect to the registry at {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the registry at {addr} did not answer `{op}` within {timeout:?}")]
+    Timeout { addr: String, op: &'static str, timeout: Duration },
+    #[error("the registry at {addr} closed the connection before answering `{op}`")]
+    Closed { addr: String, op: &'static str },
+    #[error("failed to exchange `{op}` with the registry at {addr}")]
+    Exchange {
+        addr: String,
+        op: &'static str,
+        #[source]
+        source: FrameError,
+    },
+    #[error("the registry at {addr} sent an unexpected reply to `{op}`: {detail}")]
+    Unexpected { addr: String, op: &'static str, detail: String },
+    #[error("the registry refused `{op}`")]
+    Refused {
+        op: &'static str,
+        #[source]
+        error: ErrorBody,
+    },
+}
+
+impl ClientError {
+    /// The registry's error code, when it answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Refused { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+/// What a registration returned, whichever registry answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joined {
+    /// A registry of ours: a lease to renew, and the earlier contacts.
+    Leased(Registered),
+    /// An original HIT6 registry or the `clientes` variant: no lease, no ids,
+    /// and nothing else may be asked of it.
+    Original(Vec<SocketAddr>),
+}
+
+pub struct Client {
+    framed: Framed<TcpStream, JsonCodec>,
+    addr: String,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects, giving up after `timeout`, which also bounds each request.
+    pub async fn connect(addr: &RegistryAddr, timeout: Duration) -> Result<Client, ClientError> {
+        let name = addr.to_string();
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect((addr.host.as_str(), addr.port))).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => return Err(ClientError::Connect { addr: name, source }),
+            Err(_) => return Err(ClientError::Timeout { addr: name, op: "connect", timeout }),
+        };
+        // Requests are small and answered one at a time: send them at once.
+        let _ = stream.set_nodelay(true);
+        Ok(Client { framed: Framed::new(stream, JsonCodec::new(MAX_REPLY_BYTES)), addr: name, timeout })
+    }
+
+    /// Our end of the connection: the address the registry sees us at, barring NAT.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.framed.get_ref().local_addr()
+    }
+
+    pub async fn register(&mut self, request: &NativeRequest<'_>) -> Result<Joined, ClientError> {
+        let op = "register";
+        match self.call(op, request).await? {
+            Value::Array(contacts) => Ok(Joined::Original(original_contacts(&contacts, "ip"))),
+            Value::Object(mut fields) if !fields.contains_key("ok") && fields.contains_key("clientes") => {
+                match fields.remove("clientes") {
+                    Some(Value::Array(contacts)) => Ok(Joined::Original(original_contacts(&contacts, "IP"))),
+                    _ => Err(self.unexpected(op, "`clientes` is not an array")),
+                }
+            }
+            reply => self.success(op, reply).map(Joined::Leased),
+        }
+    }
+
+    pub async fn heartbeat(&mut self, id: &str) -> Result<Duration, ClientError> {
+        let op = "heartbeat";
+        let reply = self.call(op, &NativeRequest::Heartbeat { id }).await?;
+        self.success::<Renewed>(op, reply).map(|r| Duration::from_millis(r.ttl_ms))
+    }
+
+    pub async fn deregister(&mut self, id: &str) -> Result<Contact, ClientError> {
+        let op = "deregister";
+        let reply = self.call(op, &NativeRequest::Deregister { id }).await?;
+        self.success::<Found>(op, reply).map(|f| f.entry)
+    }
+
+    pub async fn lookup(&mut self, name: &str) -> Result<Contact, ClientError> {
+        let op = "lookup";
+        let reply = self.call(op, &NativeRequest::Lookup { name }).await?;
+        self.success::<Found>(op, reply).map(|f| f.entry)
+    }
+
+    pub async fn list(&mut self) -> Result<Vec<Contact>, ClientError> {
+        let op = "list";
+        let reply = self.call(op, &NativeRequest::List).await?;
+        self.success::<Listed>(op, reply).map(|l| l.contactos)
+    }
+
+    async fn call(&mut self, op: &'static str, request: &NativeRequest<'_>) -> Result<Value, ClientError> {
+        let exchange = async {
+            self.framed.send(request).await?;
+            self.framed.next().await.transpose()
+        };
+        let reply = match timeout(self.timeout, exchange).await {
+            Err(_) => return Err(ClientError::Timeout { addr: self.addr.clone(), op, timeout: self.timeout }),
+            Ok(Err(source)) => return Err(ClientError::Exchange { addr: self.addr.clone(), op, source }),
+            Ok(Ok(None)) => return Err(ClientError::Closed { addr: self.addr.clone(), op }),
+            Ok(Ok(Some(reply))) => reply,
+        };
+        reply.map_err(|malformed| self.unexpected(op, &malformed.to_string()))
+    }
+
+    /// Unwraps `{"ok":true,...}` into `T`, and `{"ok":false,"error":...}` into `Refused`.
+    fn success<T: DeserializeOwned>(&self, op: &'static str, reply: Value) -> Result<T, ClientError> {
+        match reply.get("ok") {
+            Some(Value::Bool(true)) => serde_json::from_value(reply).map_err(|e| self.unexpected(op, &e.to_string())),
+            Some(Value::Bool(false)) => match reply.get("error").cloned().map(serde_json::from_value::<ErrorBody>) {
+                Some(Ok(error)) => Err(ClientError::Refused { op, error }),
+                _ => Err(self.unexpected(op, "an error without a valid `error` object")),
+            },
+            _ => Err(self.unexpected(op, "no boolean `ok` field")),
+        }
+    }
+
+    fn unexpected(&self, op: &'static str, detail: &str) -> ClientError {
+        ClientError::Unexpected { addr: self.addr.clone(), op, detail: detail.to_owned() }
+    }
+}
+
+/// Contacts of an original reply. Entries without a usable address cannot be
+/// greeted; they are skipped so that the valid ones still are.
+fn original_contacts(contacts: &[Value], ip_key: &str) -> Vec<SocketAddr> {
+    contacts
+        .iter()
+        .filter_map(|contact| {
+            let ip = parse_ip(contact.get(ip_key), ip_key).ok().flatten();
+            let port = contact.get("puerto").and_then(|p| parse_port(p, "puerto").ok());
+            let addr = ip.zip(port).map(|(ip, port)| SocketAddr::new(ip, port));
+            if addr.is_none() {
+                tracing::debug!(%contact, "skipped a contact without a usable address");
+            }
+            addr
+        })
+        .collect()
+}

@@ -1,0 +1,230 @@
+//! Framing: one JSON value per message, with or without a trailing newline.
+//!
+//! The original HIT6 programs send a bare JSON object and read it with a
+//! single `recv(1024)`, so messages cannot be split on newlines. Instead a
+//! small scanner tracks string and bracket state to find where the top-level
+//! value ends, in one pass over each byte, and only then hands the bytes to
+//! serde_json. Re-parsing the whole buffer on every read would let a client
+//! that trickles bytes make the server do quadratic work.
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Largest message a server accepts from a client.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Largest reply a client accepts: a registry's contact list grows with the
+/// number of nodes (about 80 bytes each), so it needs more room than a request.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+/// A complete message that is not valid JSON. The framing is intact (its end
+/// was found), so the connection can go on after an error reply.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed JSON: {0}")]
+pub struct MalformedJson(#[source] pub serde_json::Error);
+
+/// Errors after which the byte stream cannot be resynchronised.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("message exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("message is not a JSON object or array")]
+    NotJson,
+    #[error("connection closed in the middle of a message ({pending} bytes pending)")]
+    Truncated { pending: usize },
+    #[error("failed to encode a message: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A decoded message: a JSON value, or a well-delimited message that failed to parse.
+pub type Decoded = Result<Value, MalformedJson>;
+
+#[derive(Debug)]
+pub struct JsonCodec {
+    max_len: usize,
+    scan: Scan,
+}
+
+/// How far the current message has been scanned, so each byte is looked at once.
+#[derive(Debug, Default)]
+struct Scan {
+    pos: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonCodec {
+    pub fn new(max_len: usize) -> Self {
+        Self { max_len, scan: Scan::default() }
+    }
+
+    /// Index one past the end of the top-level value that starts `buf[0]`, if it is complete.
+    fn find_end(&mut self, buf: &[u8]) -> Option<usize> {
+        let s = &mut self.scan;
+        while s.pos < buf.len() {
+            let byte = buf[s.pos];
+            s.pos += 1;
+            if s.in_string {
+                match byte {
+                    _ if s.escaped => s.escaped = false,
+                    b'\\' => s.escaped = true,
+                    b'"' => s.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => s.in_string = true,
+                b'{' | b'[' => s.depth += 1,
+                b'}' | b']' => {
+                    s.depth = s.depth.saturating_sub(1);
+                    if s.depth == 0 {
+                        return Some(s.pos);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+impl Decoder for JsonCodec {
+    type Item = Decoded;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        if self.scan.pos == 0 {
+            let blanks = src.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            src.advance(blanks);
+            match src.first() {
+                None => return Ok(None),
+                Some(b'{' | b'[') => {}
+                Some(_) => return Err(FrameError::NotJson),
+            }
+        }
+        let Some(end) = self.find_end(src) else {
+            if src.len() > self.max_len {
+                return Err(FrameError::TooLarge { limit: self.max_len });
+            }
+            return Ok(None);
+        };
+        self.scan = Scan::default();
+        if end > self.max_len {
+            return Err(FrameError::TooLarge { limit: self.max_len });
+        }
+        let message = src.split_to(end);
+        Ok(Some(serde_json::from_slice(&message).map_err(MalformedJson)))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.iter().all(u8::is_ascii_whitespace) => Ok(None),
+            None => Err(FrameError::Truncated { pending: src.len() }),
+        }
+    }
+}
+
+impl<T: Serialize> Encoder<&T> for JsonCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
+        serde_json::to_writer(dst.writer(), item).map_err(FrameError::Encode)?;
+        dst.put_u8(b'\n');
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decode_all(codec: &mut JsonCodec, bytes: &[u8]) -> Vec<Decoded> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            out.push(frame);
+        }
+        out
+    }
+
+    #[test]
+    fn splits_values_without_newlines() {
+        let mut codec = JsonCodec::new(MAX_REQUEST_BYTES);
+        let frames = decode_all(&mut codec, br#"{"a":1}{"b":"}{"} [2]"#);
+        let values: Vec<Value> = frames.into_iter().map(Result::unwrap).collect();
+        assert_eq!(values, vec![json!({"a":1}), json!({"b":"}{"}), json!([2])]);
+    }
+
+    #[test]
+    fn handles_escaped_quotes_and_byte_by_byte_arrival() {
+        let mut codec = JsonCodec::new(MAX_REQUEST_BYTES);
+        let input = br#"{"s":"a\"}\\","n":[1,{"x":2}]}"#;
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for (i, byte) in input.iter().enumerate() {
+            buf.put_u8(*byte);
+            let frame = codec.decode(&mut buf).unwrap();
+            if i + 1 < input.len() {
+                assert!(frame.is_none(), "value ended early at byte {i}");
+            } else {
+                got = frame;
+            }
+        }
+        assert_eq!(got.unwrap().unwrap(), json!({"s":"a\"}\\","n":[1,{"x":2}]}));
+    }
+
+    #[test]
+    fn malformed_but_delimited_message_keeps_the_stream_usable() {
+        let mut codec = JsonCodec::new(MAX_REQUEST_BYTES);
+        let frames = decode_all(&mut codec, b"{\"a\":\xff}{\"b\":2}");
+        assert!(frames[0].is_err());
+        assert_eq!(frames[1].as_ref().unwrap(), &json!({"b":2}));
+    }
+
+    #[test]
+    fn rejects_oversized_messages_before_they_complete() {
+        let mut codec = JsonCodec::new(16);
+        let mut buf = BytesMut::from(&br#"{"a":"0123456789abcdef"#[..]);
+        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { limit: 16 })));
+    }
+
+    #[test]
+    fn rejects_a_complete_message_over_the_limit() {
+        let mut codec = JsonCodec::new(8);
+        let mut buf = BytesMut::from(&br#"{"a":"0123456789"}"#[..]);
+        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { limit: 8 })));
+    }
+
+    #[test]
+    fn rejects_bare_scalars_and_garbage() {
+        let mut codec = JsonCodec::new(MAX_REQUEST_BYTES);
+        assert!(matches!(codec.decode(&mut BytesMut::from(&b"hello"[..])), Err(FrameError::NotJson)));
+    }
+
+    #[test]
+    fn truncated_message_at_eof_is_an_error_but_trailing_blanks_are_not() {
+        let mut codec = JsonCodec::new(MAX_REQUEST_BYTES);
+        let mut buf = BytesMut::from(&br#"{"a":"#[..]);
+        assert!(matches!(codec.decode_eof(&mut buf), Err(FrameError::Truncated { pending: 5 })));
+        let mut codec = JsonCodec::new(MAX_REQUEST_BYTES);
+        let mut buf = BytesMut::from(&b"{}\n \n"[..]);
+        assert!(codec.decode_eof(&mut buf).unwrap().unwrap().is_ok());
+        assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn encodes_one_value_per_line() {
+        let mut codec = JsonCodec::new(MAX_REQUEST_BYTES);
+        let mut buf = BytesMut::new();
+        codec.encode(&json!({"ok":true}), &mut buf).unwrap();
+        assert_eq!(&buf[..], b"{\"ok\":true}\n");
+    }
+}

@@ -1,0 +1,522 @@
+//! The registry's wire protocol: requests, replies and the original dialects.
+//!
+//! Requests are parsed from a `serde_json::Value` by hand rather than derived,
+//! because one connection may speak three dialects (native `op` requests, the
+//! original `{"ip","puerto"}` registration and the `{"IP","puerto"}` variant)
+//! and because every rejection must say exactly which field was wrong.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// Longest accepted node name, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Stable error codes; clients match on these, people read the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownOp,
+    NameTaken,
+    NotFound,
+    UnknownId,
+    TooLarge,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.serialize(f)
+    }
+}
+
+/// `{"code": ..., "message": ...}`: what went wrong, for machines and people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+/// A live entry as the registry reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: String,
+    pub name: String,
+    pub ip: IpAddr,
+    pub puerto: u16,
+}
+
+impl Contact {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.puerto)
+    }
+}
+
+/// Which dialect a registration arrived in; it decides the reply's shape and the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"op":"register",...}`: leased, answered with `{"ok":true,...}`.
+    Native,
+    /// The original HIT6 node: `{"ip","puerto"}`, answered with a bare array, then closed.
+    Original,
+    /// Another group's variant: `{"IP","puerto"}`, answered with `{"clientes":[...]}`, then closed.
+    Clientes,
+}
+
+/// A registration after validation. `ip` is `None` when the sender gave none,
+/// or an unspecified one, or is known to give a wrong one: the registry then
+/// records the address it sees the connection come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub ip: Option<IpAddr>,
+    pub puerto: u16,
+    pub name: Option<String>,
+    pub dialect: Dialect,
+}
+
+/// How a deregistration names its entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKey {
+    Id(String),
+    Name(String),
+}
+
+/// A validated request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Register(Registration),
+    Heartbeat { id: String },
+    Deregister(EntryKey),
+    Lookup { name: String },
+    List,
+}
+
+/// A native request as a client sends it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum NativeRequest<'a> {
+    Register {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ip: Option<IpAddr>,
+        puerto: u16,
+        name: &'a str,
+    },
+    Heartbeat { id: &'a str },
+    Deregister { id: &'a str },
+    Lookup { name: &'a str },
+    List,
+}
+
+impl Request {
+    /// Validates one decoded message.
+    pub fn parse(value: Value) -> Result<Request, ErrorBody> {
+        let Value::Object(fields) = value else {
+            return Err(ErrorBody::bad_request(format!(
+                "expected a JSON object, got {}",
+                kind_of(&value)
+            )));
+        };
+        let op = match fields.get("op") {
+            None => return parse_dialect_registration(&fields),
+            Some(Value::String(op)) => op.as_str(),
+            Some(other) => {
+                return Err(ErrorBody::bad_request(format!(
+                    "field `op` must be a string, got {}",
+                    kind_of(other)
+                )))
+            }
+        };
+        match op {
+            "register" => Ok(Request::Register(Registration {
+                ip: parse_ip(fields.get("ip"), "ip")?,
+                puerto: parse_port(required(&fields, "puerto")?, "puerto")?,
+                name: optional_name(&fields)?,
+                dialect: Dialect::Native,
+            })),
+            "heartbeat" => Ok(Request::Heartbeat { id: required_str(&fields, "id")? }),
+            "deregister" => match (fields.get("id"), fields.get("name")) {
+                (Some(_), _) => Ok(Request::Deregister(EntryKey::Id(required_str(&fields, "id")?))),
+                (None, Some(_)) => Ok(Request::Deregister(EntryKey::Name(required_name(&fields)?))),
+                (None, None) => Err(ErrorBody::bad_request("`deregister` needs an `id` or a `name`")),
+            },
+            "lookup" => Ok(Request::Lookup { name: required_name(&fields)? }),
+            "list" => Ok(Request::List),
+            other => Err(ErrorBody::new(
+                ErrorCode::UnknownOp,
+                format!(
+                    "unknown op `{}`; expected register, heartbeat, deregister, lookup or list",
+                    truncate(other)
+                ),
+            )),
+        }
+    }
+}
+
+/// A request without `op`: one of the original registrations.
+fn parse_dialect_registration(fields: &Map<String, Value>) -> Result<Request, ErrorBody> {
+    let (dialect, ip) = if fields.contains_key("IP") {
+        // That variant's sender fills `IP` with an address peers cannot reach,
+        // so it is validated but the observed source address is recorded.
+        parse_ip(fields.get("IP"), "IP")?;
+        (Dialect::Clientes, None)
+    } else if fields.contains_key("ip") {
+        (Dialect::Original, parse_ip(fields.get("ip"), "ip")?)
+    } else {
+        return Err(ErrorBody::bad_request(
+            "missing field `op` (or `ip` and `puerto` for an original registration)",
+        ));
+    };
+    let puerto = parse_port(required(fields, "puerto")?, "puerto")?;
+    Ok(Request::Register(Registration { ip, puerto, name: None, dialect }))
+}
+
+fn required<'v>(fields: &'v Map<String, Value>, key: &str) -> Result<&'v Value, ErrorBody> {
+    fields
+        .get(key)
+        .ok_or_else(|| ErrorBody::bad_request(format!("missing field `{key}`")))
+}
+
+fn required_str(fields: &Map<String, Value>, key: &str) -> Result<String, ErrorBody> {
+    match required(fields, key)? {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(ErrorBody::bad_request(format!(
+            "field `{key}` must be a string, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+fn required_name(fields: &Map<String, Value>) -> Result<String, ErrorBody> {
+    let name = required_str(fields, "name")?;
+    validate_name(&name).map_err(ErrorBody::bad_request)?;
+    Ok(name)
+}
+
+fn optional_name(fields: &Map<String, Value>) -> Result<Option<String>, ErrorBody> {
+    match fields.get("name") {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => required_name(fields).map(Some),
+    }
+}
+
+/// A name is 1 to 128 bytes of printable text.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("field `name` must not be empty".into());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!("field `name` is longer than {MAX_NAME_BYTES} bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("field `name` must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// A port as the original programs send it: a number or a string of digits, 1 to 65535.
+pub fn parse_port(value: &Value, key: &str) -> Result<u16, ErrorBody> {
+    let number = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        other => {
+            return Err(ErrorBody::bad_request(format!(
+                "field `{key}` must be a port number, got {}",
+                kind_of(other)
+            )))
+        }
+    };
+    match number {
+        Some(port @ 1..=65535) => Ok(port as u16),
+        _ => Err(ErrorBody::bad_request(format!(
+            "field `{key}`: `{}` isn't a port number (1-65535)",
+            truncate(&value.to_string())
+        ))),
+    }
+}
+
+/// An advertised ip. Absent, null, empty and unspecified (`0.0.0.0`, `::`) all
+/// mean "use the address the connection comes from", and give `None`.
+pub fn parse_ip(value: Option<&Value>, key: &str) -> Result<Option<IpAddr>, ErrorBody> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => match s.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => Ok(None),
+            Ok(ip) => Ok(Some(ip)),
+            Err(_) => Err(ErrorBody::bad_request(format!(
+                "field `{key}`: `{}` isn't an IP address",
+                truncate(s)
+            ))),
+        },
+        Some(other) => Err(ErrorBody::bad_request(format!(
+            "field `{key}` must be an IP address string, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+/// Names a JSON value's type for error messages.
+pub fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Echoing hostile input back in full would let a client make error replies huge.
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+/// Body of a successful registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub id: String,
+    pub ttl_ms: u64,
+    /// The entry as recorded, with the address the registry settled on.
+    pub entry: Contact,
+    /// The live contacts registered before this one, oldest first.
+    pub contactos: Vec<Contact>,
+}
+
+/// Body of a successful heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewed {
+    pub ttl_ms: u64,
+}
+
+/// Body of a successful lookup or deregistration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Found {
+    pub entry: Contact,
+}
+
+/// Body of a successful list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    pub contactos: Vec<Contact>,
+}
+
+/// A contact in the original registry's bare-array reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OriginalContact {
+    pub ip: IpAddr,
+    pub puerto: u16,
+    pub name: String,
+}
+
+/// A contact in the `{"clientes":[...]}` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientesContact {
+    #[serde(rename = "IP")]
+    pub ip: IpAddr,
+    pub puerto: u16,
+}
+
+/// Everything the registry answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Registered(Registered),
+    Renewed(Renewed),
+    Found(Found),
+    Listed(Listed),
+    Error(ErrorBody),
+    /// The original dialect: a bare array, then the connection is closed.
+    Original(Vec<OriginalContact>),
+    /// The `IP` variant: `{"clientes":[...]}`, then the connection is closed.
+    Clientes(Vec<ClientesContact>),
+}
+
+impl Reply {
+    /// The original programs read one reply and expect the registry to hang up.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Reply::Original(_) | Reply::Clientes(_))
+    }
+}
+
+#[derive(Serialize)]
+struct Success<'a, T> {
+    ok: bool,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+#[derive(Serialize)]
+struct Failure<'a> {
+    ok: bool,
+    error: &'a ErrorBody,
+}
+
+fn success<T: Serialize, S: Serializer>(body: &T, s: S) -> Result<S::Ok, S::Error> {
+    Success { ok: true, body }.serialize(s)
+}
+
+impl Serialize for Reply {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Reply::Registered(body) => success(body, s),
+            Reply::Renewed(body) => success(body, s),
+            Reply::Found(body) => success(body, s),
+            Reply::Listed(body) => success(body, s),
+            Reply::Error(error) => Failure { ok: false, error }.serialize(s),
+            Reply::Original(contacts) => contacts.serialize(s),
+            Reply::Clientes(clientes) => {
+                #[derive(Serialize)]
+                struct Clientes<'a> {
+                    clientes: &'a [ClientesContact],
+                }
+                Clientes { clientes }.serialize(s)
+            }
+        }
+    }
+}
+
+/// Milliseconds for the wire, saturating rather than wrapping.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> Result<Request, ErrorBody> {
+        Request::parse(value)
+    }
+
+    fn rejected(value: Value) -> ErrorBody {
+        parse(value).expect_err("request should be rejected")
+    }
+
+    #[test]
+    fn native_register_with_all_fields() {
+        let request = parse(json!({"op":"register","ip":"203.0.113.7","puerto":8089,"name":"node-3"}));
+        assert_eq!(
+            request.unwrap(),
+            Request::Register(Registration {
+                ip: Some("203.0.113.7".parse().unwrap()),
+                puerto: 8089,
+                name: Some("node-3".into()),
+                dialect: Dialect::Native,
+            })
+        );
+    }
+
+    #[test]
+    fn unspecified_null_and_missing_ips_mean_observed_address() {
+        for ip in [json!("0.0.0.0"), json!("::"), json!(null), json!("")] {
+            let Request::Register(r) = parse(json!({"op":"register","ip":ip,"puerto":1})).unwrap() else {
+                panic!("not a registration")
+            };
+            assert_eq!(r.ip, None);
+        }
+    }
+
+    #[test]
+    fn original_registration_accepts_string_port() {
+        let Request::Register(r) = parse(json!({"ip":"10.0.0.2","puerto":"8089"})).unwrap() else {
+            panic!("not a registration")
+        };
+        assert_eq!((r.ip, r.puerto, r.dialect), (Some("10.0.0.2".parse().unwrap()), 8089, Dialect::Original));
+    }
+
+    #[test]
+    fn clientes_variant_ignores_its_ip() {
+        let Request::Register(r) = parse(json!({"IP":"10.9.9.9","puerto":8090})).unwrap() else {
+            panic!("not a registration")
+        };
+        assert_eq!((r.ip, r.dialect), (None, Dialect::Clientes));
+    }
+
+    #[test]
+    fn ports_out_of_range_or_unparsable_are_rejected() {
+        for port in [json!(0), json!(65536), json!(-1), json!("80a"), json!(8.5), json!(true), json!([1])] {
+            let error = rejected(json!({"op":"register","puerto":port}));
+            assert_eq!(error.code, ErrorCode::BadRequest);
+            assert!(error.message.contains("puerto"), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn unparsable_ip_is_rejected_with_its_value() {
+        let error = rejected(json!({"ip":"999.1.1.1","puerto":1}));
+        assert_eq!(error.message, "field `ip`: `999.1.1.1` isn't an IP address");
+    }
+
+    #[test]
+    fn wrong_types_say_which_field() {
+        assert_eq!(rejected(json!([1, 2])).message, "expected a JSON object, got an array");
+        assert_eq!(rejected(json!({"op":5})).message, "field `op` must be a string, got a number");
+        assert_eq!(
+            rejected(json!({"op":"heartbeat","id":5})).message,
+            "field `id` must be a string, got a number"
+        );
+        assert_eq!(rejected(json!({"op":"lookup"})).message, "missing field `name`");
+        assert_eq!(rejected(json!({"op":"fly"})).code, ErrorCode::UnknownOp);
+        assert_eq!(rejected(json!({"hola":1})).code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn names_must_be_printable_and_short() {
+        assert!(rejected(json!({"op":"lookup","name":""})).message.contains("empty"));
+        assert!(rejected(json!({"op":"lookup","name":"a\nb"})).message.contains("control"));
+        assert!(rejected(json!({"op":"lookup","name":"x".repeat(129)})).message.contains("128"));
+    }
+
+    #[test]
+    fn echoed_values_are_truncated() {
+        let error = rejected(json!({"op":"x".repeat(10_000)}));
+        assert!(error.message.len() < 200, "{}", error.message.len());
+    }
+
+    #[test]
+    fn client_requests_parse_back_on_the_server() {
+        let sent = NativeRequest::Register { ip: None, puerto: 9, name: "n" };
+        let value = serde_json::to_value(&sent).unwrap();
+        assert_eq!(
+            parse(value).unwrap(),
+            Request::Register(Registration { ip: None, puerto: 9, name: Some("n".into()), dialect: Dialect::Native })
+        );
+        let value = serde_json::to_value(NativeRequest::Deregister { id: "abc" }).unwrap();
+        assert_eq!(parse(value).unwrap(), Request::Deregister(EntryKey::Id("abc".into())));
+    }
+
+    #[test]
+    fn replies_have_the_documented_shapes() {
+        let contact = Contact { id: "i".into(), name: "n".into(), ip: "127.0.0.1".parse().unwrap(), puerto: 5 };
+        let ok = Reply::Renewed(Renewed { ttl_ms: 15000 });
+        assert_eq!(serde_json::to_value(&ok).unwrap(), json!({"ok":true,"ttl_ms":15000}));
+        let err = Reply::Error(ErrorBody::new(ErrorCode::UnknownId, "gone"));
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"ok":false,"error":{"code":"unknown_id","message":"gone"}})
+        );
+        let original = Reply::Original(vec![OriginalContact { ip: contact.ip, puerto: 5, name: "n".into() }]);
+        assert_eq!(serde_json::to_value(&original).unwrap(), json!([{"ip":"127.0.0.1","puerto":5,"name":"n"}]));
+        let clientes = Reply::Clientes(vec![ClientesContact { ip: contact.ip, puerto: 5 }]);
+        assert_eq!(serde_json::to_value(&clientes).unwrap(), json!({"clientes":[{"IP":"127.0.0.1","puerto":5}]}));
+        assert!(original.closes_connection() && clientes.closes_connection() && !ok.closes_connection());
+    }
+}

@@ -1,0 +1,377 @@
+//! The registry's state: live entries, their leases, and the name and address indexes.
+//!
+//! A `std::sync::Mutex` guards it: no operation awaits while holding the lock,
+//! and each one is a few map operations, so an async mutex would only add cost.
+//! Registration computes the earlier contacts and inserts the new entry under
+//! one lock, which is what makes every pair of nodes greet exactly once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::protocol::{Contact, Dialect, EntryKey, ErrorCode, Registration};
+
+/// How long entries live without a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leases {
+    /// Lease of a native registration; each heartbeat renews it.
+    pub ttl: Duration,
+    /// Lifetime of an original-dialect registration, which never heartbeats.
+    /// `None` keeps it until it is deregistered.
+    pub legacy_ttl: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("name `{name}` is taken by {} at {} (id {})", holder.name, holder.addr(), holder.id)]
+    NameTaken { name: String, holder: Contact },
+    #[error("no live entry has id `{id}`; register again")]
+    UnknownId { id: String },
+    #[error("no live entry is named `{name}`")]
+    NotFound { name: String },
+}
+
+impl StoreError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::NameTaken { .. } => ErrorCode::NameTaken,
+            StoreError::UnknownId { .. } => ErrorCode::UnknownId,
+            StoreError::NotFound { .. } => ErrorCode::NotFound,
+        }
+    }
+}
+
+/// A registration the store accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub entry: Contact,
+    /// Live entries registered before it, oldest first.
+    pub earlier: Vec<Contact>,
+    /// Entries it replaced: the same node registering again.
+    pub replaced: Vec<Contact>,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    state: Mutex<State>,
+    leases: Leases,
+    /// Random per store, so ids handed out before a restart never match new entries.
+    id_prefix: String,
+}
+
+#[derive(Debug)]
+struct Entry {
+    contact: Contact,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// Entries keyed by registration order, plus indexes into that order.
+#[derive(Debug, Default)]
+struct State {
+    next_seq: u64,
+    entries: BTreeMap<u64, Entry>,
+    by_id: HashMap<String, u64>,
+    by_name: HashMap<String, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+}
+
+impl State {
+    fn remove(&mut self, seq: u64) -> Option<Contact> {
+        let entry = self.entries.remove(&seq)?;
+        let contact = entry.contact;
+        self.by_id.remove(&contact.id);
+        self.by_name.remove(&contact.name);
+        self.by_addr.remove(&contact.addr());
+        Some(contact)
+    }
+
+    fn live(&self, seq: Option<&u64>, now: Instant) -> Option<(u64, &Entry)> {
+        let seq = *seq?;
+        let entry = self.entries.get(&seq)?;
+        entry.is_live(now).then_some((seq, entry))
+    }
+}
+
+impl Store {
+    pub fn new(leases: Leases) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            leases,
+            id_prefix: format!("{:08x}", fastrand::u32(..)),
+        }
+    }
+
+    pub fn leases(&self) -> Leases {
+        self.leases
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in
+        // a way later calls would trip on, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits a registration. `observed` is the address the connection came
+    /// from, recorded when the registration gives no usable ip.
+    ///
+    /// An address belongs to one listener, so an entry at the same address is
+    /// the same node registering again and is replaced. A live entry holding
+    /// the name at another address makes the registration fail.
+    pub fn register(&self, registration: &Registration, observed: IpAddr, now: Instant) -> Result<Admitted, StoreError> {
+        let addr = SocketAddr::new(registration.ip.unwrap_or(observed), registration.puerto);
+        let name = registration.name.clone().unwrap_or_else(|| addr.to_string());
+        let expires_at = match registration.dialect {
+            Dialect::Native => Some(now + self.leases.ttl),
+            Dialect::Original | Dialect::Clientes => self.leases.legacy_ttl.map(|ttl| now + ttl),
+        };
+
+        let mut state = self.lock();
+        if let Some((_, holder)) = state.live(state.by_name.get(&name), now) {
+            if holder.contact.addr() != addr {
+                return Err(StoreError::NameTaken { name, holder: holder.contact.clone() });
+            }
+        }
+        let stale: Vec<u64> = [state.by_name.get(&name), state.by_addr.get(&addr)].into_iter().flatten().copied().collect();
+        let replaced = stale.into_iter().filter_map(|seq| state.remove(seq)).collect();
+
+        let earlier = state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact.clone()).collect();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let entry = Contact { id: format!("{}-{seq}", self.id_prefix), name, ip: addr.ip(), puerto: addr.port() };
+        state.by_id.insert(entry.id.clone(), seq);
+        state.by_name.insert(entry.name.clone(), seq);
+        state.by_addr.insert(addr, seq);
+        state.entries.insert(seq, Entry { contact: entry.clone(), expires_at });
+        Ok(Admitted { entry, earlier, replaced })
+    }
+
+    /// Renews a lease, returning its length.
+    pub fn heartbeat(&self, id: &str, now: Instant) -> Result<Duration, StoreError> {
+        let mut state = self.lock();
+        let seq = state.live(state.by_id.get(id), now).map(|(seq, _)| seq);
+        let entry = seq.and_then(|seq| state.entries.get_mut(&seq));
+        match entry {
+            Some(entry) if entry.expires_at.is_some() => {
+                entry.expires_at = Some(now + self.leases.ttl);
+                Ok(self.leases.ttl)
+            }
+            // An entry without a lease needs no renewal.
+            Some(_) => Ok(self.leases.ttl),
+            None => Err(StoreError::UnknownId { id: id.to_owned() }),
+        }
+    }
+
+    pub fn deregister(&self, key: &EntryKey, now: Instant) -> Result<Contact, StoreError> {
+        let mut state = self.lock();
+        let (index, missing) = match key {
+            EntryKey::Id(id) => (state.by_id.get(id), StoreError::UnknownId { id: id.clone() }),
+            EntryKey::Name(name) => (state.by_name.get(name), StoreError::NotFound { name: name.clone() }),
+        };
+        match state.live(index, now) {
+            Some((seq, _)) => Ok(state.remove(seq).expect("indexed entry exists")),
+            None => Err(missing),
+        }
+    }
+
+    pub fn lookup(&self, name: &str, now: Instant) -> Result<Contact, StoreError> {
+        let state = self.lock();
+        match state.live(state.by_name.get(name), now) {
+            Some((_, entry)) => Ok(entry.contact.clone()),
+            None => Err(StoreError::NotFound { name: name.to_owned() }),
+        }
+    }
+
+    /// Live entries, oldest first.
+    pub fn list(&self, now: Instant) -> Vec<Contact> {
+        let state = self.lock();
+        state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact.clone()).collect()
+    }
+
+    /// Removes expired entries and returns them.
+    pub fn sweep(&self, now: Instant) -> Vec<Contact> {
+        let mut state = self.lock();
+        let expired: Vec<u64> = state.entries.iter().filter(|(_, e)| !e.is_live(now)).map(|(seq, _)| *seq).collect();
+        expired.into_iter().filter_map(|seq| state.remove(seq)).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(15);
+
+    fn store() -> Store {
+        Store::new(Leases { ttl: TTL, legacy_ttl: None })
+    }
+
+    fn native(name: &str, port: u16) -> Registration {
+        Registration { ip: Some("10.0.0.1".parse().unwrap()), puerto: port, name: Some(name.into()), dialect: Dialect::Native }
+    }
+
+    fn observed() -> IpAddr {
+        "192.0.2.1".parse().unwrap()
+    }
+
+    fn names(contacts: &[Contact]) -> Vec<&str> {
+        contacts.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn each_registration_sees_the_earlier_ones_but_never_itself() {
+        let store = store();
+        let now = Instant::now();
+        let a = store.register(&native("a", 1), observed(), now).unwrap();
+        let b = store.register(&native("b", 2), observed(), now).unwrap();
+        let c = store.register(&native("c", 3), observed(), now).unwrap();
+        assert!(a.earlier.is_empty());
+        assert_eq!(names(&b.earlier), ["a"]);
+        assert_eq!(names(&c.earlier), ["a", "b"]);
+        assert_eq!(names(&store.list(now)), ["a", "b", "c"]);
+        assert_ne!(a.entry.id, b.entry.id);
+    }
+
+    #[test]
+    fn a_taken_name_is_refused_and_names_its_holder() {
+        let store = store();
+        let now = Instant::now();
+        store.register(&native("a", 1), observed(), now).unwrap();
+        let err = store.register(&native("a", 2), observed(), now).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NameTaken);
+        assert!(err.to_string().contains("10.0.0.1:1"), "{err}");
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn the_same_node_registering_again_replaces_its_entry() {
+        let store = store();
+        let now = Instant::now();
+        let first = store.register(&native("a", 1), observed(), now).unwrap();
+        store.register(&native("b", 2), observed(), now).unwrap();
+        let again = store.register(&native("a", 1), observed(), now).unwrap();
+        assert_eq!(again.replaced, vec![first.entry.clone()]);
+        assert_eq!(names(&again.earlier), ["b"]);
+        assert_eq!(names(&store.list(now)), ["b", "a"]);
+        assert_eq!(store.heartbeat(&first.entry.id, now).unwrap_err().code(), ErrorCode::UnknownId);
+    }
+
+    #[test]
+    fn a_new_name_at_an_old_address_replaces_the_old_entry() {
+        let store = store();
+        let now = Instant::now();
+        store.register(&native("old", 1), observed(), now).unwrap();
+        let new = store.register(&native("new", 1), observed(), now).unwrap();
+        assert_eq!(names(&new.replaced), ["old"]);
+        assert_eq!(names(&store.list(now)), ["new"]);
+    }
+
+    #[test]
+    fn missing_ip_records_the_observed_address_and_defaults_the_name() {
+        let store = store();
+        let reg = Registration { ip: None, puerto: 8089, name: None, dialect: Dialect::Original };
+        let admitted = store.register(&reg, observed(), Instant::now()).unwrap();
+        assert_eq!(admitted.entry.addr(), "192.0.2.1:8089".parse().unwrap());
+        assert_eq!(admitted.entry.name, "192.0.2.1:8089");
+    }
+
+    #[test]
+    fn leases_expire_unless_renewed() {
+        let store = store();
+        let start = Instant::now();
+        let a = store.register(&native("a", 1), observed(), start).unwrap();
+        store.register(&native("b", 2), observed(), start).unwrap();
+        let later = start + TTL - Duration::from_millis(1);
+        assert_eq!(store.heartbeat(&a.entry.id, later).unwrap(), TTL);
+        let after = start + TTL;
+        assert_eq!(names(&store.list(after)), ["a"], "b expired, a was renewed");
+        assert_eq!(names(&store.sweep(after)), ["b"]);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.lookup("b", after).unwrap_err().code(), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn an_expired_holder_does_not_block_its_name_even_before_the_sweep() {
+        let store = store();
+        let start = Instant::now();
+        store.register(&native("a", 1), observed(), start).unwrap();
+        let later = start + TTL;
+        let again = store.register(&native("a", 2), observed(), later).unwrap();
+        assert!(again.earlier.is_empty());
+        assert_eq!(store.lookup("a", later).unwrap().puerto, 2);
+        assert_eq!(store.len(), 1, "the expired holder was replaced, not kept beside");
+    }
+
+    #[test]
+    fn legacy_entries_have_no_lease_unless_configured() {
+        let legacy = Registration { ip: None, puerto: 1, name: None, dialect: Dialect::Original };
+        let forever = store();
+        let start = Instant::now();
+        forever.register(&legacy, observed(), start).unwrap();
+        assert!(forever.sweep(start + Duration::from_secs(86_400)).is_empty());
+
+        let bounded = Store::new(Leases { ttl: TTL, legacy_ttl: Some(Duration::from_secs(60)) });
+        bounded.register(&legacy, observed(), start).unwrap();
+        assert_eq!(bounded.sweep(start + Duration::from_secs(60)).len(), 1);
+    }
+
+    #[test]
+    fn deregister_by_id_or_name_and_lookup() {
+        let store = store();
+        let now = Instant::now();
+        let a = store.register(&native("a", 1), observed(), now).unwrap();
+        store.register(&native("b", 2), observed(), now).unwrap();
+        assert_eq!(store.lookup("a", now).unwrap(), a.entry);
+        assert_eq!(store.deregister(&EntryKey::Id(a.entry.id.clone()), now).unwrap(), a.entry);
+        assert_eq!(store.deregister(&EntryKey::Name("b".into()), now).unwrap().name, "b");
+        assert_eq!(store.deregister(&EntryKey::Name("b".into()), now).unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(store.deregister(&EntryKey::Id(a.entry.id), now).unwrap_err().code(), ErrorCode::UnknownId);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn concurrent_registrations_see_each_pair_exactly_once() {
+        let store = std::sync::Arc::new(store());
+        let now = Instant::now();
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|i| {
+                            let port = 1 + t * 50 + i;
+                            let admitted = store.register(&native(&format!("n{port}"), port), observed(), now).unwrap();
+                            (admitted.entry.name, names(&admitted.earlier).iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut pairs = std::collections::HashSet::new();
+        for handle in handles {
+            for (name, earlier) in handle.join().unwrap() {
+                for other in earlier {
+                    let pair = if name < other { (name.clone(), other) } else { (other, name.clone()) };
+                    assert!(pairs.insert(pair), "a pair was introduced twice");
+                }
+            }
+        }
+        assert_eq!(pairs.len(), 400 * 399 / 2);
+    }
+}
