@@ -11,6 +11,14 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A TCP port a peer can connect to: 1 to 65535.
+pub fn port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!("`{text}` isn't a port number (1-65535)")),
+    }
+}
+
 /// A lifetime that may be unbounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetime(pub Option<Duration>);
@@ -34,5 +42,8 @@ mod tests {
         assert_eq!(lifetime("2m"), Ok(Lifetime(Some(Duration::from_secs(120)))));
         assert!(duration("0s").unwrap_err().contains("greater than zero"));
         assert!(duration("soon").unwrap_err().contains("`soon` isn't a duration"));
+        assert_eq!(port("8086"), Ok(8086));
+        assert_eq!(port("70000").unwrap_err(), "`70000` isn't a port number (1-65535)");
+        assert!(port("0").is_err());
     }
 }

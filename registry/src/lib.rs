@@ -7,7 +7,9 @@
 //!   and in the two original ones.
 //! - [`codec`]: framing of one JSON value per message, with a size cap.
 //! - [`store`]: entries, leases, and the name and address indexes.
-//! - [`server`]: the accept loop and the per-connection handler.
+//! - [`connection`]: the capped accept loop, reply deadlines and error replies
+//!   to broken framing, shared with the node's greeting listener.
+//! - [`server`]: the registry service: request loop and lease sweeper.
 //! - [`client`]: an async client, used by the node and the tests.
 //! - [`shutdown`], [`telemetry`], [`cli`]: signal handling, log output and
 //!   argument parsing shared by the registry and node binaries.
@@ -16,6 +18,7 @@
 pub mod cli;
 pub mod client;
 pub mod codec;
+pub mod connection;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

@@ -1,40 +1,30 @@
-//! Accept loop and per-connection handler.
+//! The registry service: the sweeper and the per-connection request loop.
 //!
-//! Connections are capped by a semaphore whose permit is taken *before*
-//! `accept()`, so the excess waits in the kernel's backlog instead of costing
-//! a file descriptor. Every read has an idle deadline and every write a write
-//! deadline, so neither a silent client nor one that never reads holds a
-//! permit for long.
+//! A connection may carry many requests, answered in order. Every read has
+//! an idle deadline and every write a write deadline (see [`crate::connection`]),
+//! so neither a silent client nor one that never reads holds a slot for long.
 
 use std::future::Future;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use futures::StreamExt;
+use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
-use crate::codec::{FrameError, JsonCodec, MAX_REQUEST_BYTES};
+use crate::connection::{self, JsonStream};
 use crate::protocol::{
-    millis, ClientesContact, Dialect, ErrorBody, ErrorCode, Found, Listed, OriginalContact, Registered, Renewed,
+    millis, ClientesContact, Dialect, ErrorBody, Found, Listed, OriginalContact, Registered, Registration, Renewed,
     Reply, Request,
 };
 use crate::store::{Leases, Store, StoreError};
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
-
-/// How long a connection that sent something unusable is drained before it is
-/// closed, so that the client reads the error instead of a reset.
-const DRAIN_BEFORE_CLOSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -68,58 +58,23 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let store = Arc::new(Store::new(config.leases));
     tracker.spawn(sweep(store.clone(), config.sweep_interval, token.clone()));
 
-    let server = Server { store, config: Arc::new(config), token: token.clone(), tracker: tracker.clone() };
+    let config = Arc::new(config);
+    let max_connections = config.max_connections;
+    let serve = {
+        let token = token.clone();
+        move |framed, peer| {
+            let connection = Connection { store: store.clone(), config: config.clone(), peer };
+            connection.serve(framed, token.clone())
+        }
+    };
     tokio::select! {
-        () = server.accept_loop(listener) => {}
+        () = connection::accept_loop(listener, max_connections, tracker.clone(), serve) => {}
         _ = shutdown => info!(event = "shutting_down"),
     }
     token.cancel();
     tracker.close();
     if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         warn!(grace = ?SHUTDOWN_GRACE, "connections still open at shutdown were dropped");
-    }
-}
-
-struct Server {
-    store: Arc<Store>,
-    config: Arc<Config>,
-    token: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Server {
-    async fn accept_loop(&self, listener: TcpListener) {
-        let limit = Arc::new(Semaphore::new(self.config.max_connections));
-        loop {
-            let permit = limit.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let (stream, peer) = accept(&listener).await;
-            let connection = Connection { store: self.store.clone(), config: self.config.clone(), peer };
-            let token = self.token.clone();
-            let span = tracing::info_span!("connection", %peer);
-            self.tracker.spawn(
-                async move {
-                    connection.serve(stream, token).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
-        }
-    }
-}
-
-/// Accepts the next connection. Errors such as running out of file
-/// descriptors are transient: back off and try again rather than exit.
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        match listener.accept().await {
-            Ok(accepted) => return accepted,
-            Err(error) => {
-                warn!(%error, retry_in = ?backoff, "failed to accept a connection");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
     }
 }
 
@@ -144,8 +99,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(&self, stream: TcpStream, token: CancellationToken) {
-        let mut framed = Framed::new(stream, JsonCodec::new(MAX_REQUEST_BYTES));
+    async fn serve(self, mut framed: JsonStream, token: CancellationToken) {
         loop {
             let next = tokio::select! {
                 next = timeout(self.config.idle_timeout, framed.next()) => next,
@@ -159,35 +113,14 @@ impl Connection {
                     debug!(error = %malformed, "rejected a malformed message");
                     Reply::Error(ErrorBody::bad_request(malformed.to_string()))
                 }
-                Ok(Some(Err(error))) => return self.fail(framed, error).await,
+                Ok(Some(Err(error))) => return connection::reject(framed, error, self.config.write_timeout).await,
             };
-            if let Err(error) = self.send(&mut framed, &reply).await {
+            if let Err(error) = connection::send(&mut framed, &reply, self.config.write_timeout).await {
                 return debug!(%error, "failed to send a reply");
             }
             if reply.closes_connection() {
                 return;
             }
-        }
-    }
-
-    /// Answers an unrecoverable framing error where the client can still read it, then hangs up.
-    async fn fail(&self, mut framed: Framed<TcpStream, JsonCodec>, error: FrameError) {
-        debug!(%error, "closing a connection after a framing error");
-        let body = match &error {
-            FrameError::TooLarge { .. } => ErrorBody::new(ErrorCode::TooLarge, error.to_string()),
-            FrameError::NotJson | FrameError::Truncated { .. } => ErrorBody::bad_request(error.to_string()),
-            FrameError::Encode(_) | FrameError::Io(_) => return,
-        };
-        if self.send(&mut framed, &Reply::Error(body)).await.is_ok() {
-            drain(framed.into_inner()).await;
-        }
-    }
-
-    async fn send(&self, framed: &mut Framed<TcpStream, JsonCodec>, reply: &Reply) -> io::Result<()> {
-        match timeout(self.config.write_timeout, framed.send(reply)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(io::Error::other(error)),
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the client does not read its replies")),
         }
     }
 
@@ -217,9 +150,8 @@ impl Connection {
         })
     }
 
-    fn register(&self, registration: &crate::protocol::Registration, now: Instant) -> Result<Reply, StoreError> {
-        let observed: IpAddr = self.peer.ip();
-        let admitted = self.store.register(registration, observed, now)?;
+    fn register(&self, registration: &Registration, now: Instant) -> Result<Reply, StoreError> {
+        let admitted = self.store.register(registration, self.peer.ip(), now)?;
         let entry = admitted.entry;
         for old in &admitted.replaced {
             debug!(id = %old.id, name = %old.name, addr = %old.addr(), "replaced an earlier entry of the same node");
@@ -248,18 +180,4 @@ impl Connection {
             }
         })
     }
-}
-
-/// Discards what the client is still sending, for a bounded time, after
-/// closing our side: closing a socket with unread input makes the kernel send
-/// a reset, which can destroy the error reply before the client reads it.
-async fn drain(mut stream: TcpStream) {
-    if stream.shutdown().await.is_err() {
-        return;
-    }
-    let mut sink = vec![0u8; 64 * 1024];
-    let _ = timeout(DRAIN_BEFORE_CLOSE, async {
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
 }

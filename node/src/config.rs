@@ -1,0 +1,137 @@
+//! The node's configuration: command line and environment, read once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Parser;
+use registry::cli;
+use registry::client::RegistryAddr;
+use registry::telemetry::LogFormat;
+
+use crate::greeter::GreetConfig;
+use crate::listener::ListenConfig;
+
+/// HIT6 node: registers with the registry, greets every node registered
+/// before it, and keeps listening for greetings.
+#[derive(Debug, Parser)]
+#[command(name = "node", version, about)]
+pub struct Args {
+    /// The registry's ip address or host name.
+    #[arg(env = "REGISTRY_HOST")]
+    pub registry_host: String,
+    /// The registry's port.
+    #[arg(env = "REGISTRY_PORT", value_parser = cli::port)]
+    pub registry_port: u16,
+    /// Address to listen for greetings on; port 0 picks a free one.
+    #[arg(long, env = "NODE_LISTEN", default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+    /// The ip peers reach this node at (the host's, behind docker -p).
+    #[arg(long, env = "IP_EXT")]
+    pub advertise_ip: Option<IpAddr>,
+    /// The port peers reach this node at, when it is published under another
+    /// one (docker -p $PUERTO_EXT:8080).
+    #[arg(long, env = "PUERTO_EXT", value_parser = cli::port)]
+    pub puerto_ext: Option<u16>,
+    /// Unique name in the registry [default: <hostname>-<advertised port>].
+    #[arg(long, env = "NODE_NAME", value_parser = name)]
+    pub name: Option<String>,
+    /// Longest time between heartbeats; a third of the registry's lease when that is shorter.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "5s", value_parser = cli::duration)]
+    pub heartbeat_interval: Duration,
+    /// Time allowed to connect to a peer or to the registry.
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "2s", value_parser = cli::duration)]
+    pub connect_timeout: Duration,
+    /// Time allowed for a peer or the registry to answer.
+    #[arg(long, env = "REPLY_TIMEOUT", default_value = "5s", value_parser = cli::duration)]
+    pub reply_timeout: Duration,
+    /// Peers greeted at once.
+    #[arg(long, env = "GREET_FANOUT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub fanout: u32,
+    /// Greetings received at once; more wait to be accepted.
+    #[arg(long, env = "NODE_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+}
+
+fn name(text: &str) -> Result<String, String> {
+    registry::protocol::validate_name(text).map(|()| text.to_owned())
+}
+
+/// Retry delays while registering: doubling from `initial` up to `max`, with jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub registry: RegistryAddr,
+    pub advertise_ip: Option<IpAddr>,
+    pub puerto_ext: Option<u16>,
+    pub name: Option<String>,
+    pub heartbeat_interval: Duration,
+    /// Bounds each exchange with the registry.
+    pub registry_timeout: Duration,
+    pub backoff: Backoff,
+    pub greet: GreetConfig,
+    pub listen: ListenConfig,
+}
+
+impl Args {
+    pub fn config(&self) -> Config {
+        Config {
+            registry: RegistryAddr { host: self.registry_host.clone(), port: self.registry_port },
+            advertise_ip: self.advertise_ip.filter(|ip| !ip.is_unspecified()),
+            puerto_ext: self.puerto_ext,
+            name: self.name.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            registry_timeout: self.connect_timeout + self.reply_timeout,
+            backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) },
+            greet: GreetConfig {
+                connect_timeout: self.connect_timeout,
+                reply_timeout: self.reply_timeout,
+                fanout: self.fanout as usize,
+                attempts: 3,
+            },
+            listen: ListenConfig {
+                max_connections: self.max_connections as usize,
+                read_timeout: self.reply_timeout,
+                write_timeout: self.reply_timeout,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn rejects_bad_ports_and_names_with_clear_messages() {
+        let error = Args::try_parse_from(["node", "127.0.0.1", "70000"]).unwrap_err().to_string();
+        assert!(error.contains("`70000` isn't a port number"), "{error}");
+        let error = Args::try_parse_from(["node", "h", "1", "--name", ""]).unwrap_err().to_string();
+        assert!(error.contains("must not be empty"), "{error}");
+        let error = Args::try_parse_from(["node", "h", "1", "--advertise-ip", "1.2.3"]).unwrap_err().to_string();
+        assert!(error.contains("1.2.3"), "{error}");
+    }
+
+    #[test]
+    fn the_lab_invocation_parses() {
+        let args = Args::try_parse_from(["node", "127.0.0.1", "8080"]).unwrap();
+        let config = args.config();
+        assert_eq!(config.registry.to_string(), "127.0.0.1:8080");
+        assert_eq!(args.listen, "0.0.0.0:0".parse().unwrap());
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
+    }
+}

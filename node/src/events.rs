@@ -1,0 +1,230 @@
+//! The node's log contract: the events it emits, and a parser for them.
+//!
+//! Each event carries a stable `event` field (`event=greeting_sent` in text
+//! logs, `"event":"greeting_sent"` in JSON logs) and the fields documented
+//! on its emitter. The launcher and the tests read JSON logs through
+//! [`Record::parse`], so names live here and nowhere else.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+/// Every event a node emits, by its stable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Listening,
+    Registered,
+    RegistrationRefused,
+    RegistryUnreachable,
+    Reregistered,
+    GreetingSent,
+    GreetingFailed,
+    GreetingReceived,
+    Deregistered,
+}
+
+impl Event {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Event::Listening => "listening",
+            Event::Registered => "registered",
+            Event::RegistrationRefused => "registration_refused",
+            Event::RegistryUnreachable => "registry_unreachable",
+            Event::Reregistered => "reregistered",
+            Event::GreetingSent => "greeting_sent",
+            Event::GreetingFailed => "greeting_failed",
+            Event::GreetingReceived => "greeting_received",
+            Event::Deregistered => "deregistered",
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A peer as the node knows it: a name for people, an address to greet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// One node event read back from a JSON log line. Fields an event does not
+/// carry are `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Record {
+    pub event: Event,
+    pub timestamp: Option<String>,
+    /// This node's name, id and advertised address (`listening`, `registered`, `reregistered`).
+    pub name: Option<String>,
+    pub id: Option<String>,
+    pub addr: Option<String>,
+    /// The listening socket (`listening`).
+    pub listen: Option<String>,
+    /// Contacts the registry returned, and how many of them this node will greet.
+    pub contacts: Option<u64>,
+    pub to_greet: Option<u64>,
+    /// `leased` for a registry of ours, `original` for an original HIT6 registry.
+    pub mode: Option<String>,
+    pub peer_name: Option<String>,
+    pub peer_addr: Option<String>,
+    pub registry: Option<String>,
+    pub error: Option<String>,
+    pub attempt: Option<u64>,
+}
+
+impl Record {
+    /// Parses one JSON log line; `None` for lines that are not node events.
+    pub fn parse(line: &str) -> Option<Record> {
+        serde_json::from_str(line).ok()
+    }
+}
+
+/// This node's identity as reported in its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity<'a> {
+    pub name: &'a str,
+    pub id: Option<&'a str>,
+    pub addr: &'a str,
+}
+
+pub fn listening(listen: SocketAddr, advertise: &str) {
+    info!(event = %Event::Listening, %listen, addr = %advertise, "listening for greetings");
+}
+
+/// `event` is [`Event::Registered`] the first time, [`Event::Reregistered`] after.
+pub fn registered(event: Event, me: &Identity<'_>, registry: &str, mode: &str, contacts: usize, to_greet: usize) {
+    info!(
+        event = %event, name = %me.name, id = me.id, addr = %me.addr, %registry, mode, contacts, to_greet,
+        "registered"
+    );
+}
+
+pub fn registration_refused(registry: &str, error: &dyn std::error::Error, attempt: u32) {
+    warn!(event = %Event::RegistrationRefused, %registry, error = %Chain(error), attempt, "registration refused");
+}
+
+pub fn registry_unreachable(registry: &str, error: &dyn std::error::Error, attempt: u32) {
+    warn!(event = %Event::RegistryUnreachable, %registry, error = %Chain(error), attempt, "registry unreachable");
+}
+
+pub fn greeting_sent(peer: &Peer) {
+    info!(event = %Event::GreetingSent, peer_name = %peer.name, peer_addr = %peer.addr, "greeted a peer");
+}
+
+pub fn greeting_failed(peer: &Peer, error: &dyn std::error::Error) {
+    warn!(event = %Event::GreetingFailed, peer_name = %peer.name, peer_addr = %peer.addr, error = %Chain(error), "failed to greet a peer");
+}
+
+pub fn greeting_received(peer: &Peer, from: SocketAddr) {
+    info!(event = %Event::GreetingReceived, peer_name = %peer.name, peer_addr = %peer.addr, %from, "received a greeting");
+}
+
+pub fn deregistered(registry: &str, id: &str) {
+    info!(event = %Event::Deregistered, %registry, id, "deregistered");
+}
+
+pub fn deregistration_failed(registry: &str, error: &dyn std::error::Error) {
+    debug!(%registry, error = %Chain(error), "failed to deregister");
+}
+
+/// An error with its causes on one line, like anyhow's `{:#}`.
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what a JSON subscriber writes, so the emitted lines can be parsed back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_emitted_event_parses_back_with_its_fields() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let peer = Peer { name: "node-2".into(), addr: "127.0.0.1:4000".parse().unwrap() };
+        let error = std::io::Error::other("connection refused");
+        tracing::subscriber::with_default(subscriber, || {
+            listening("0.0.0.0:4001".parse().unwrap(), "127.0.0.1:4001");
+            let me = Identity { name: "node-1", id: Some("ab-1"), addr: "127.0.0.1:4001" };
+            registered(Event::Registered, &me, "127.0.0.1:8080", "leased", 3, 2);
+            registration_refused("127.0.0.1:8080", &error, 2);
+            registry_unreachable("127.0.0.1:8080", &error, 1);
+            greeting_sent(&peer);
+            greeting_failed(&peer, &error);
+            greeting_received(&peer, "127.0.0.1:5555".parse().unwrap());
+            deregistered("127.0.0.1:8080", "ab-1");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let records: Vec<Record> = text.lines().map(|line| Record::parse(line).expect(line)).collect();
+        let events: Vec<Event> = records.iter().map(|r| r.event).collect();
+        assert_eq!(
+            events,
+            [
+                Event::Listening,
+                Event::Registered,
+                Event::RegistrationRefused,
+                Event::RegistryUnreachable,
+                Event::GreetingSent,
+                Event::GreetingFailed,
+                Event::GreetingReceived,
+                Event::Deregistered,
+            ]
+        );
+        let registered = &records[1];
+        assert_eq!(registered.name.as_deref(), Some("node-1"));
+        assert_eq!(registered.id.as_deref(), Some("ab-1"));
+        assert_eq!((registered.contacts, registered.to_greet), (Some(3), Some(2)));
+        assert_eq!(records[3].attempt, Some(1));
+        assert_eq!(records[4].peer_addr.as_deref(), Some("127.0.0.1:4000"));
+        assert_eq!(records[5].error.as_deref(), Some("connection refused"));
+        assert_eq!(records[6].peer_name.as_deref(), Some("node-2"));
+        for (record, event) in records.iter().zip(events) {
+            assert_eq!(serde_json::to_value(event).unwrap(), event.as_str(), "{record:?}");
+        }
+    }
+
+    #[test]
+    fn lines_that_are_not_events_are_skipped() {
+        assert_eq!(Record::parse("hello"), None);
+        assert_eq!(Record::parse(r#"{"event":"no_such_event"}"#), None);
+        assert_eq!(Record::parse(r#"{"message":"x"}"#), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! The HIT6 node (node C of the lab): it registers with the registry, greets
+//! every node registered before it, and keeps listening for greetings.
+//!
+//! # Layout
+//! - [`config`]: command line and environment, read once into [`Config`].
+//! - [`membership`]: registering with retries, heartbeats, deregistering.
+//! - [`greeting`]: the greeting messages, as the original nodes exchange them.
+//! - [`greeter`]: greeting peers, many at once, with timeouts and retries.
+//! - [`listener`]: answering greetings from peers.
+//! - [`events`]: the log contract ([`events::Event`]), read back by the launcher.
+//!
+//! [`run`] ties them together: listen, register, greet, then heartbeat until
+//! shutdown, re-registering whenever the registry has forgotten this node.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod events;
+pub mod greeter;
+pub mod greeting;
+pub mod listener;
+pub mod membership;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use registry::client::ClientError;
+use registry::connection;
+use registry::protocol::ErrorCode;
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+use events::{Event, Identity, Peer};
+use greeting::{Greeting, GREETING};
+use listener::{Known, Me};
+use membership::{Advertise, Membership, Session};
+
+/// Deregistering at shutdown must not hold up the exit for long.
+const LEAVE_DEADLINE: Duration = Duration::from_millis(500);
+/// How long shutdown waits for greetings in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+
+/// Runs a node on `listener` until `shutdown` completes, then deregisters.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
+    let local = listener.local_addr().expect("a bound listener has an address");
+    let node = Node::new(&config, local);
+    events::listening(local, &node.describe_advertised());
+
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let serve = {
+        let (me, known, listen) = (node.me.clone(), node.known.clone(), config.listen);
+        move |framed, from| listener::serve(framed, from, me.clone(), known.clone(), listen)
+    };
+    let accepting = connection::accept_loop(listener, config.listen.max_connections, tracker.clone(), serve);
+    tracker.spawn(cancellable(token.clone(), accepting));
+
+    tokio::select! {
+        () = node.stay_registered(&config, &tracker, &token) => {}
+        _ = shutdown => {}
+    }
+    node.leave().await;
+    token.cancel();
+    tracker.close();
+    let _ = timeout(SHUTDOWN_GRACE, tracker.wait()).await;
+}
+
+async fn cancellable(token: CancellationToken, work: impl Future<Output = ()>) {
+    tokio::select! {
+        () = work => {}
+        () = token.cancelled() => {}
+    }
+}
+
+struct Node {
+    membership: Membership,
+    me: Me,
+    known: Known,
+}
+
+impl Node {
+    fn new(config: &Config, local: SocketAddr) -> Node {
+        let puerto = config.puerto_ext.unwrap_or(local.port());
+        let advertise = match (config.advertise_ip, config.puerto_ext) {
+            (Some(ip), _) => Advertise::Ip(ip),
+            (None, Some(_)) => Advertise::Observed,
+            (None, None) if !local.ip().is_unspecified() => Advertise::Ip(local.ip()),
+            (None, None) => Advertise::ConnectionLocal,
+        };
+        let name = config.name.clone().unwrap_or_else(|| default_name(puerto));
+        Node {
+            membership: Membership {
+                registry: config.registry.clone(),
+                name: name.clone(),
+                puerto,
+                advertise,
+                timeout: config.registry_timeout,
+                backoff: config.backoff,
+            },
+            me: Me { name, id: Arc::new(Mutex::new(None)) },
+            known: Known::default(),
+        }
+    }
+
+    /// The advertised address as far as it is known before registering.
+    fn describe_advertised(&self) -> String {
+        let puerto = self.membership.puerto;
+        match self.membership.advertise {
+            Advertise::Ip(ip) => SocketAddr::new(ip, puerto).to_string(),
+            Advertise::Observed => format!("<address the registry sees>:{puerto}"),
+            Advertise::ConnectionLocal => format!("<local address towards the registry>:{puerto}"),
+        }
+    }
+
+    fn id(&self) -> Option<String> {
+        self.me.id.lock().expect("no panics while holding it").clone()
+    }
+
+    /// Registers and greets, then heartbeats for as long as the lease lasts,
+    /// registering again whenever the registry answers `unknown_id`.
+    async fn stay_registered(&self, config: &Config, tracker: &TaskTracker, token: &CancellationToken) {
+        let mut event = Event::Registered;
+        loop {
+            let session = self.membership.join().await;
+            self.start_greeting(event, session.clone(), config, tracker, token);
+            let Some((id, ttl)) = session.lease else {
+                // An original registry has no leases and understands nothing but registration.
+                return std::future::pending().await;
+            };
+            self.heartbeat_until_forgotten(&id, ttl, config.heartbeat_interval).await;
+            event = Event::Reregistered;
+        }
+    }
+
+    fn start_greeting(&self, event: Event, session: Session, config: &Config, tracker: &TaskTracker, token: &CancellationToken) {
+        let id = session.lease.as_ref().map(|(id, _)| id.clone());
+        *self.me.id.lock().expect("no panics while holding it") = id.clone();
+        let contacts = session.peers.len();
+        let new_peers: Vec<Peer> = {
+            let mut known = self.known.lock().expect("no panics while holding it");
+            session.peers.into_iter().filter(|peer| known.insert(peer.addr)).collect()
+        };
+        let addr = session.addr.to_string();
+        let mode = if id.is_some() { "leased" } else { "original" };
+        let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr };
+        events::registered(event, &me, &self.membership.registry.to_string(), mode, contacts, new_peers.len());
+
+        let (name, greet) = (self.membership.name.clone(), config.greet);
+        let greeting = async move {
+            let hello = Greeting { mensaje: GREETING, ip: Some(session.addr.ip()), puerto: session.addr.port(), name: &name, id: id.as_deref() };
+            greeter::greet_all(new_peers, &hello, greet).await;
+        };
+        tracker.spawn(cancellable(token.clone(), greeting));
+    }
+
+    /// Returns once the registry no longer knows `id`.
+    async fn heartbeat_until_forgotten(&self, id: &str, mut ttl: Duration, configured: Duration) {
+        let registry = self.membership.registry.to_string();
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(membership::heartbeat_interval(configured, ttl)).await;
+            match self.membership.heartbeat(id).await {
+                Ok(renewed) => {
+                    ttl = renewed;
+                    failures = 0;
+                }
+                Err(error) if error.code() == Some(ErrorCode::UnknownId) => return,
+                Err(error) => {
+                    failures += 1;
+                    events::registry_unreachable(&registry, &error, failures);
+                }
+            }
+        }
+    }
+
+    async fn leave(&self) {
+        let Some(id) = self.id() else { return };
+        let registry = self.membership.registry.to_string();
+        match timeout(LEAVE_DEADLINE, self.membership.leave(&id)).await {
+            Ok(Ok(())) => events::deregistered(&registry, &id),
+            Ok(Err(error)) => events::deregistration_failed(&registry, &error),
+            Err(_) => events::deregistration_failed(&registry, &ClientError::Timeout {
+                addr: registry.clone(),
+                op: "deregister",
+                timeout: LEAVE_DEADLINE,
+            }),
+        }
+    }
+}
+
+/// `<hostname>-<port>`: readable, and unique among the nodes of one host.
+fn default_name(puerto: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{puerto}")
+}

@@ -1,0 +1,129 @@
+//! The node's side of the registry: register (with retries), heartbeat, deregister.
+//!
+//! Every exchange opens its own connection: a node talks to the registry
+//! once per heartbeat, and a fresh connection survives a registry restart
+//! with no reconnect logic.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use registry::client::{Client, ClientError, Joined, RegistryAddr};
+use registry::protocol::NativeRequest;
+
+use crate::config::Backoff;
+use crate::events::{self, Peer};
+
+/// Where the advertised ip comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advertise {
+    /// Given (`--advertise-ip` / `IP_EXT`), or the ip the node listens on.
+    Ip(IpAddr),
+    /// Behind port mapping the node's own addresses are not what peers
+    /// reach: send none, and the registry records the source of the connection.
+    Observed,
+    /// The local address of the connection to the registry.
+    ConnectionLocal,
+}
+
+/// A registration the registry accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Id and lease length, from a registry of ours; `None` from an original registry.
+    pub lease: Option<(String, Duration)>,
+    /// This node's address as the registry recorded it.
+    pub addr: SocketAddr,
+    /// The contacts registered before this node.
+    pub peers: Vec<Peer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub registry: RegistryAddr,
+    pub name: String,
+    pub puerto: u16,
+    pub advertise: Advertise,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+}
+
+impl Membership {
+    /// Registers, retrying with exponential backoff and jitter until it works.
+    pub async fn join(&self) -> Session {
+        let registry = self.registry.to_string();
+        let mut delay = self.backoff.initial;
+        for attempt in 1.. {
+            match self.try_join().await {
+                Ok(session) => return session,
+                Err(error @ ClientError::Refused { .. }) => events::registration_refused(&registry, &error, attempt),
+                Err(error) => events::registry_unreachable(&registry, &error, attempt),
+            }
+            tokio::time::sleep(jitter(delay)).await;
+            delay = (delay * 2).min(self.backoff.max);
+        }
+        unreachable!("the attempts never run out")
+    }
+
+    async fn try_join(&self) -> Result<Session, ClientError> {
+        let mut client = Client::connect(&self.registry, self.timeout).await?;
+        let local_ip = client.local_addr().map(|a| a.ip()).map_err(|source| ClientError::Connect {
+            addr: self.registry.to_string(),
+            source,
+        })?;
+        let ip = match self.advertise {
+            Advertise::Ip(ip) => Some(ip),
+            Advertise::Observed => None,
+            Advertise::ConnectionLocal => Some(local_ip),
+        };
+        let request = NativeRequest::Register { ip, puerto: self.puerto, name: &self.name };
+        Ok(match client.register(&request).await? {
+            Joined::Leased(registered) => Session {
+                lease: Some((registered.id, Duration::from_millis(registered.ttl_ms))),
+                addr: registered.entry.addr(),
+                peers: registered.contactos.into_iter().map(|c| Peer { addr: c.addr(), name: c.name }).collect(),
+            },
+            Joined::Original(addrs) => Session {
+                lease: None,
+                addr: SocketAddr::new(ip.unwrap_or(local_ip), self.puerto),
+                peers: addrs.into_iter().map(|addr| Peer { name: addr.to_string(), addr }).collect(),
+            },
+        })
+    }
+
+    /// Renews the lease, returning its length.
+    pub async fn heartbeat(&self, id: &str) -> Result<Duration, ClientError> {
+        Client::connect(&self.registry, self.timeout).await?.heartbeat(id).await
+    }
+
+    pub async fn leave(&self, id: &str) -> Result<(), ClientError> {
+        Client::connect(&self.registry, self.timeout).await?.deregister(id).await.map(drop)
+    }
+}
+
+/// Between half and all of `delay`, so that nodes started together spread out their retries.
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// How often to heartbeat: at most `configured`, and at least three times per lease.
+pub fn heartbeat_interval(configured: Duration, ttl: Duration) -> Duration {
+    configured.min(ttl / 3).max(Duration::from_millis(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_fit_three_times_in_a_lease() {
+        assert_eq!(heartbeat_interval(Duration::from_secs(5), Duration::from_secs(15)), Duration::from_secs(5));
+        assert_eq!(heartbeat_interval(Duration::from_secs(5), Duration::from_secs(3)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_all_of_the_delay() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_millis(100));
+            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100), "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Serving JSON connections, shared by the registry and the node's greeting listener.
+//!
+//! Connections are capped by a semaphore whose permit is taken *before*
+//! `accept()`, so the excess waits in the kernel's backlog instead of costing
+//! a file descriptor. Every reply is written under a deadline, so a client
+//! that never reads cannot hold a permit for long.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::SinkExt;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn, Instrument};
+
+use crate::codec::{FrameError, JsonCodec, MAX_REQUEST_BYTES};
+use crate::protocol::{ErrorBody, ErrorCode, Reply};
+
+/// A connection carrying one JSON value per message.
+pub type JsonStream = Framed<TcpStream, JsonCodec>;
+
+/// How long a connection that sent something unusable is drained before it
+/// is closed, so that the client reads the error instead of a reset.
+const DRAIN_BEFORE_CLOSE: Duration = Duration::from_secs(1);
+
+/// Accepts connections forever, serving at most `max_connections` at once,
+/// each in a task on `tracker` inside a span naming the peer.
+pub async fn accept_loop<F, Fut>(listener: TcpListener, max_connections: usize, tracker: TaskTracker, serve: F)
+where
+    F: Fn(JsonStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let permit = limit.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let (stream, peer) = accept(&listener).await;
+        let connection = serve(Framed::new(stream, JsonCodec::new(MAX_REQUEST_BYTES)), peer);
+        let span = tracing::info_span!("connection", %peer);
+        tracker.spawn(
+            async move {
+                connection.await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Accepts the next connection. Errors such as running out of file
+/// descriptors are transient: back off and try again rather than exit.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                warn!(%error, retry_in = ?backoff, "failed to accept a connection");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Writes one message, giving up after `deadline`.
+pub async fn send<T: Serialize>(framed: &mut JsonStream, message: &T, deadline: Duration) -> io::Result<()> {
+    match timeout(deadline, framed.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(io::Error::other(error)),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the client does not read its replies")),
+    }
+}
+
+/// The error reply to a framing error, when the client can still read one.
+pub fn framing_error_reply(error: &FrameError) -> Option<Reply> {
+    let body = match error {
+        FrameError::TooLarge { .. } => ErrorBody::new(ErrorCode::TooLarge, error.to_string()),
+        FrameError::NotJson | FrameError::Truncated { .. } => ErrorBody::bad_request(error.to_string()),
+        FrameError::Encode(_) | FrameError::Io(_) => return None,
+    };
+    Some(Reply::Error(body))
+}
+
+/// Answers a framing error after which the stream cannot go on, then hangs up.
+pub async fn reject(mut framed: JsonStream, error: FrameError, deadline: Duration) {
+    debug!(%error, "closing a connection after a framing error");
+    let Some(reply) = framing_error_reply(&error) else { return };
+    if send(&mut framed, &reply, deadline).await.is_ok() {
+        drain(framed.into_inner()).await;
+    }
+}
+
+/// Discards what the client is still sending, for a bounded time, after
+/// closing our side: closing a socket with unread input makes the kernel send
+/// a reset, which can destroy the error reply before the client reads it.
+pub async fn drain(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = vec![0u8; 64 * 1024];
+    let _ = timeout(DRAIN_BEFORE_CLOSE, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
