@@ -1,0 +1,219 @@
+//! Support for tests and benchmarks that run the real `registry` and `node`
+//! binaries on loopback.
+//!
+//! # Layout
+//! - [`binary`]: builds the workspace's binaries once and finds them.
+//! - [`Process`]: a child process whose JSON log lines can be awaited; it is
+//!   killed when dropped, so a failing test leaves nothing running.
+//! - [`Registry`] and [`Node`]: the two services, started on `127.0.0.1:0`,
+//!   ready once they have logged the address they listen on.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use registry::client::{Client, RegistryAddr};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// Generous bound for anything a test awaits: reaching it means a failure,
+/// never a slow pass.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary, built on first use in the profile the tests run in.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // target/<profile>/deps/<test binary> -> target/<profile>
+        let exe = std::env::current_exe().expect("the test binary has a path");
+        let dir = exe.ancestors().find(|p| p.file_name().is_some_and(|n| n == "deps")).and_then(|p| p.parent());
+        let dir = dir.unwrap_or_else(|| exe.parent().expect("the binary is in a directory")).to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "registry", "-p", "node", "--bins"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the registry and node binaries failed");
+        dir
+    });
+    dir.join(name)
+}
+
+/// A running child process and the JSON lines it has logged so far.
+pub struct Process {
+    child: Child,
+    name: String,
+    lines: watch::Receiver<Vec<Value>>,
+}
+
+impl Process {
+    /// Starts `binary` with `args`, logging JSON, and collects its stdout.
+    pub fn spawn(name: &str, binary: &str, args: &[String], envs: &[(&str, &str)]) -> anyhow::Result<Process> {
+        let mut command = Command::new(crate::binary(binary));
+        command
+            .args(args)
+            .env("LOG_FORMAT", "json")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().with_context(|| format!("failed to start {binary}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, lines) = watch::channel(Vec::new());
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                sender.send_modify(|lines| lines.push(value));
+            }
+        });
+        Ok(Process { child, name: name.to_owned(), lines })
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id().expect("the process has not been reaped") as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("the process can be signalled");
+    }
+
+    /// Waits for the process to exit, returning its exit code.
+    pub async fn wait(&mut self) -> anyhow::Result<Option<i32>> {
+        Ok(self.child.wait().await?.code())
+    }
+
+    /// All log lines so far.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.borrow().clone()
+    }
+
+    /// Log lines whose `event` field is `event`.
+    pub fn events(&self, event: &str) -> Vec<Value> {
+        self.lines.borrow().iter().filter(|l| l["event"] == event).cloned().collect()
+    }
+
+    /// Waits until `count` lines satisfy `matches`, and returns them.
+    pub async fn wait_for_lines(&self, count: usize, matches: impl Fn(&Value) -> bool) -> anyhow::Result<Vec<Value>> {
+        let mut lines = self.lines.clone();
+        let found = tokio::time::timeout(PATIENCE, async {
+            let all = lines.wait_for(|all| all.iter().filter(|l| matches(l)).count() >= count).await;
+            all.map(|all| all.iter().filter(|l| matches(l)).cloned().collect::<Vec<_>>())
+        })
+        .await;
+        match found {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(_)) => bail!("{} exited before logging what was awaited; its log:\n{}", self.name, self.dump()),
+            Err(_) => bail!("{} did not log what was awaited within {PATIENCE:?}; its log:\n{}", self.name, self.dump()),
+        }
+    }
+
+    /// Waits for the first line with `event`, and returns it.
+    pub async fn wait_for_event(&self, event: &str) -> anyhow::Result<Value> {
+        self.wait_for_nth_event(event, 1).await
+    }
+
+    /// Waits for the `n`th line with `event` (counting from 1), and returns it.
+    pub async fn wait_for_nth_event(&self, event: &str, n: usize) -> anyhow::Result<Value> {
+        let lines = self.wait_for_lines(n, |l| l["event"] == event).await?;
+        Ok(lines[n - 1].clone())
+    }
+
+    fn dump(&self) -> String {
+        self.lines.borrow().iter().map(|l| format!("  {l}\n")).collect()
+    }
+}
+
+/// A `registry` process listening on loopback.
+pub struct Registry {
+    pub process: Process,
+    pub addr: SocketAddr,
+}
+
+impl Registry {
+    /// Starts a registry on `127.0.0.1:0` with extra `args`.
+    pub async fn start(args: &[&str]) -> anyhow::Result<Registry> {
+        Self::start_on("127.0.0.1:0".parse()?, args).await
+    }
+
+    /// Starts a registry on a given address (to restart one where it was).
+    pub async fn start_on(listen: SocketAddr, args: &[&str]) -> anyhow::Result<Registry> {
+        let mut all = vec!["--listen".to_owned(), listen.to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let process = Process::spawn("registry", "registry", &all, &[])?;
+        let listening = process.wait_for_event("listening").await?;
+        let addr = listening["addr"].as_str().context("`listening` has an addr")?.parse()?;
+        Ok(Registry { process, addr })
+    }
+
+    pub fn registry_addr(&self) -> RegistryAddr {
+        self.addr.into()
+    }
+
+    /// A client connection to this registry.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(&self.registry_addr(), Duration::from_secs(5)).await?)
+    }
+
+    /// Names of the live entries.
+    pub async fn names(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.client().await?.list().await?.into_iter().map(|c| c.name).collect())
+    }
+}
+
+/// A `node` process listening on loopback.
+pub struct Node {
+    pub process: Process,
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+impl Node {
+    /// Starts a node named `name` that registers with `registry`.
+    pub async fn start(registry: SocketAddr, name: &str, args: &[&str]) -> anyhow::Result<Node> {
+        let mut all = vec![
+            registry.ip().to_string(),
+            registry.port().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--name".into(),
+            name.into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let process = Process::spawn(name, "node", &all, &[])?;
+        let listening = process.wait_for_event("listening").await?;
+        let addr = listening["listen"].as_str().context("`listening` has a listen address")?.parse()?;
+        Ok(Node { process, name: name.to_owned(), addr })
+    }
+
+    /// Starts `count` nodes named `node-1`, `node-2`, ... in order, each once
+    /// the previous one has registered, so that node `i` greets `i - 1` peers.
+    pub async fn start_in_order(registry: SocketAddr, count: usize, args: &[&str]) -> anyhow::Result<Vec<Node>> {
+        let mut nodes = Vec::with_capacity(count);
+        for i in 1..=count {
+            let node = Node::start(registry, &format!("node-{i}"), args).await?;
+            node.process.wait_for_event("registered").await?;
+            nodes.push(node);
+        }
+        Ok(nodes)
+    }
+}
+
+/// Whether `name` is among the registry's live entries.
+pub fn contains(names: &[String], name: &str) -> bool {
+    names.iter().any(|n| n == name)
+}

@@ -1,0 +1,63 @@
+//! Leases: dead nodes disappear, and a restarted registry is repopulated by the nodes.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tests::{contains, Node, Registry};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_is_gone_within_a_ttl() -> anyhow::Result<()> {
+    let ttl = Duration::from_secs(1);
+    let sweep = Duration::from_millis(100);
+    let registry = Registry::start(&["--ttl", "1s", "--sweep-interval", "100ms"]).await?;
+    let nodes = Node::start_in_order(registry.addr, 2, &[]).await?;
+
+    let killed = Instant::now();
+    nodes[0].process.signal(Signal::SIGKILL);
+    registry.process.wait_for_lines(1, |l| l["event"] == "expired" && l["name"] == "node-1").await?;
+    // The last heartbeat came before the kill, so the lease ran out within a
+    // TTL of it; the sweep may take one more interval to notice.
+    let slack = Duration::from_millis(500);
+    assert!(killed.elapsed() < ttl + sweep + slack, "expired after {:?}", killed.elapsed());
+    assert_eq!(registry.names().await?, ["node-2"], "the live node keeps its lease");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_registry_is_repopulated_within_two_heartbeats() -> anyhow::Result<()> {
+    // A 1.5 s lease makes the nodes heartbeat every 500 ms.
+    let heartbeat = Duration::from_millis(500);
+    let args = ["--ttl", "1500ms"];
+    let mut registry = Registry::start(&args).await?;
+    let nodes = Node::start_in_order(registry.addr, 5, &[]).await?;
+
+    registry.process.signal(Signal::SIGKILL);
+    registry.process.wait().await?;
+    registry = Registry::start_on(registry.addr, &args).await?;
+    let restarted = Instant::now();
+
+    for node in &nodes {
+        let again = node.process.wait_for_event("reregistered").await?;
+        assert_eq!(again["to_greet"], 0, "{} would greet peers it already knows", node.name);
+    }
+    assert!(restarted.elapsed() < 2 * heartbeat, "repopulated after {:?}", restarted.elapsed());
+    let names = registry.names().await?;
+    for node in &nodes {
+        assert!(contains(&names, &node.name), "{} is missing from {names:?}", node.name);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_the_registry_registers_once_it_is_up() -> anyhow::Result<()> {
+    // Reserve a free port for the registry, then release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let node = Node::start(port, "early", &[]).await?;
+    let unreachable = node.process.wait_for_event("registry_unreachable").await?;
+    assert_eq!(unreachable["attempt"], 1);
+
+    let registry = Registry::start_on(port, &[]).await?;
+    node.process.wait_for_event("registered").await?;
+    assert_eq!(registry.names().await?, ["early"]);
+    Ok(())
+}
