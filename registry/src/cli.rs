@@ -1,6 +1,29 @@
-//! Command-line value parsers shared by the registry and the node.
+//! What the registry and node binaries share: value parsers for their
+//! command lines, and the start-up steps before serving.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+/// Exit code when the listening address cannot be bound.
+pub const EXIT_BIND: u8 = 3;
+
+/// Installs the shutdown signal handlers and binds `listen`. On failure,
+/// prints why (prefixed with `program`) and returns the exit code to use.
+pub async fn start(program: &str, listen: SocketAddr) -> Result<(TcpListener, impl Future<Output = &'static str>), ExitCode> {
+    let shutdown = crate::shutdown::signals().map_err(|error| {
+        eprintln!("{program}: failed to install signal handlers: {error}");
+        ExitCode::FAILURE
+    })?;
+    let listener = TcpListener::bind(listen).await.map_err(|error| {
+        eprintln!("{program}: failed to listen on {listen}: {error}");
+        ExitCode::from(EXIT_BIND)
+    })?;
+    Ok((listener, shutdown))
+}
 
 /// A positive duration such as `15s`, `500ms` or `1m`.
 pub fn duration(text: &str) -> Result<Duration, String> {

@@ -6,13 +6,11 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use registry::cli::{self, Lifetime};
 use registry::server::{self, Config};
 use registry::store::Leases;
 use registry::telemetry::{self, LogFormat};
-use tokio::net::TcpListener;
 
 /// HIT6 contacts registry: keeps the running nodes in memory and tells each
 /// new node about the ones registered before it.
@@ -59,26 +57,13 @@ impl Cli {
     }
 }
 
-/// Exit code when the listening address cannot be bound.
-const EXIT_BIND: u8 = 3;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let shutdown = match registry::shutdown::signals() {
-        Ok(shutdown) => shutdown,
-        Err(error) => {
-            eprintln!("registry: failed to install signal handlers: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let listener = match TcpListener::bind(cli.listen).await.with_context(|| format!("failed to listen on {}", cli.listen)) {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("registry: {error:#}");
-            return ExitCode::from(EXIT_BIND);
-        }
+    let (listener, shutdown) = match cli::start("registry", cli.listen).await {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let addr = listener.local_addr().unwrap_or(cli.listen);
     let config = cli.config();
