@@ -1,0 +1,71 @@
+//! The launcher: runs the HIT6 mesh (a registry and N greeting nodes) in
+//! Docker or as local processes, shows it forming, and tells whether every
+//! pair of nodes has greeted.
+//!
+//! # Layout
+//! - [`cli`]: the command line; one module per subcommand: [`up`], [`down`],
+//!   [`ps`], [`logs`], [`build`].
+//! - [`docker`]: bollard calls, and the project's labelled resources.
+//! - [`images`]: the registry and node images: present, pulled, or built
+//!   from the workspace with no base image.
+//! - [`ports`]: host port ranges and free ports.
+//! - [`stream`]: log lines of containers and processes, merged.
+//! - [`mesh`]: what the nodes' events say about the mesh.
+//! - [`ui`]: progress, prefixed log lines, and the summary.
+//! - [`local`]: `--runtime local`, the mesh as local processes.
+#![forbid(unsafe_code)]
+
+pub mod build;
+pub mod cli;
+pub mod docker;
+pub mod down;
+pub mod images;
+pub mod local;
+pub mod logs;
+pub mod mesh;
+pub mod ports;
+pub mod ps;
+pub mod stream;
+pub mod ui;
+pub mod up;
+
+use cli::Command;
+
+/// Exit codes, so scripts can tell failures apart.
+pub mod exit {
+    /// A bad command line (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The Docker daemon cannot be reached.
+    pub const NO_DOCKER: u8 = 3;
+    /// The mesh did not complete in time.
+    pub const INCOMPLETE: u8 = 4;
+    /// The project is already up.
+    pub const ALREADY_UP: u8 = 5;
+}
+
+impl Command {
+    pub async fn run(self, project: &str) -> anyhow::Result<()> {
+        match self {
+            Command::Up(args) => args.run(project).await,
+            Command::Down(args) => args.run(project).await,
+            Command::Ps(args) => args.run(project).await,
+            Command::Logs(args) => args.run(project).await,
+            Command::Build(args) => args.run().await,
+        }
+    }
+}
+
+/// The exit code for an error, by what failed.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(docker::DockerError::Unreachable { .. }) = error.downcast_ref() {
+        return exit::NO_DOCKER;
+    }
+    if error.downcast_ref::<ports::PortError>().is_some() {
+        return exit::USAGE;
+    }
+    match error.downcast_ref::<up::UpError>() {
+        Some(up::UpError::Incomplete { .. }) => exit::INCOMPLETE,
+        Some(up::UpError::AlreadyUp { .. }) => exit::ALREADY_UP,
+        _ => 1,
+    }
+}

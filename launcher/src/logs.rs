@@ -1,0 +1,39 @@
+//! `launcher logs [-f]`: the project's logs, prefixed by container.
+
+use tokio::sync::mpsc;
+
+use crate::docker::{self, container_name, Project};
+use crate::stream;
+use crate::ui::{self, Ui};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Keep following new lines until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+impl Args {
+    pub async fn run(self, project: &str) -> anyhow::Result<()> {
+        let project = Project { docker: docker::connect().await?, name: project.to_owned() };
+        let names: Vec<String> = project.containers().await?.iter().filter_map(container_name).collect();
+        let prefix = |name: &str| name.strip_prefix(&format!("{}-", project.name)).unwrap_or(name).to_owned();
+        let sources: Vec<String> = names.iter().map(|n| prefix(n)).collect();
+        let ui = Ui::new(false, &sources);
+        let (lines, mut received) = mpsc::channel(1024);
+        for name in &names {
+            stream::follow_container(project.docker.clone(), name.clone(), prefix(name), self.follow, lines.clone());
+        }
+        drop(lines);
+        let mut interrupt = std::pin::pin!(registry::shutdown::signals()?);
+        loop {
+            tokio::select! {
+                line = received.recv() => {
+                    let Some(line) = line else { return Ok(()) };
+                    ui.line(&line.source, &ui::render(&line).1);
+                }
+                _ = &mut interrupt => return Ok(()),
+            }
+        }
+    }
+}

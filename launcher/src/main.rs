@@ -1,0 +1,24 @@
+//! `launcher`: parses the command line, sets up logging, runs the subcommand.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use launcher::cli::Cli;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The launcher's own diagnostics, for RUST_LOG=debug; what it shows a person goes through `ui`.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command.run(&cli.project).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("launcher: {error:#}");
+            ExitCode::from(launcher::exit_code(&error))
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! What the nodes' events say about the mesh: who registered, who greeted
+//! whom, and whether every pair has met.
+//!
+//! The expected number of greetings is not N(N-1)/2 but the sum of what each
+//! node reports the registry gave it, so that joining an existing registry,
+//! with nodes of its own, is counted right.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use node::events::{Event, Record};
+
+/// One node's view, built from its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// The host port it is published on, when it runs in a container.
+    pub host_port: Option<u16>,
+    /// The address the registry recorded for it.
+    pub advertised: Option<String>,
+    pub registered: bool,
+    /// Greetings it was told to send (the contacts the registry gave it).
+    pub to_greet: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub failed: u64,
+    /// Names of the peers that greeted it.
+    pub greeted_by: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Mesh {
+    nodes: BTreeMap<String, NodeStats>,
+}
+
+/// What an event changed, for the caller to redraw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    None,
+    Progress,
+}
+
+impl Mesh {
+    /// A mesh of the named nodes, none registered yet.
+    pub fn new(nodes: impl IntoIterator<Item = (String, Option<u16>)>) -> Mesh {
+        let nodes = nodes.into_iter().map(|(name, host_port)| (name, NodeStats { host_port, ..NodeStats::default() }));
+        Mesh { nodes: nodes.collect() }
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<String, NodeStats> {
+        &self.nodes
+    }
+
+    /// Applies an event logged by `node`.
+    pub fn apply(&mut self, node: &str, record: &Record) -> Change {
+        let Some(stats) = self.nodes.get_mut(node) else { return Change::None };
+        match record.event {
+            Event::Registered | Event::Reregistered => {
+                stats.registered = true;
+                stats.advertised = record.addr.clone();
+                stats.to_greet += record.to_greet.unwrap_or(0);
+            }
+            Event::GreetingSent => stats.sent += 1,
+            Event::GreetingFailed => stats.failed += 1,
+            Event::GreetingReceived => {
+                stats.received += 1;
+                stats.greeted_by.extend(record.peer_name.clone());
+            }
+            _ => return Change::None,
+        }
+        Change::Progress
+    }
+
+    /// Greetings expected in all: known once every node has registered.
+    pub fn expected(&self) -> Option<u64> {
+        self.nodes.values().all(|n| n.registered).then(|| self.nodes.values().map(|n| n.to_greet).sum())
+    }
+
+    /// Greetings that have arrived.
+    pub fn received(&self) -> u64 {
+        self.nodes.values().map(|n| n.received).sum()
+    }
+
+    /// Every node registered, and every greeting it was to send has been
+    /// sent (or failed) and received.
+    pub fn is_complete(&self) -> bool {
+        match self.expected() {
+            Some(expected) => {
+                let settled: u64 = self.nodes.values().map(|n| n.sent + n.failed).sum();
+                settled >= expected && self.received() >= expected && self.failed() == 0
+            }
+            None => false,
+        }
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.nodes.values().map(|n| n.failed).sum()
+    }
+
+    /// Pairs of our nodes that have not greeted, either way round.
+    pub fn missing_pairs(&self) -> Vec<(String, String)> {
+        let names: Vec<&String> = self.nodes.keys().collect();
+        let met = |a: &String, b: &String| self.nodes[a].greeted_by.contains(b) || self.nodes[b].greeted_by.contains(a);
+        let mut missing = Vec::new();
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                if !met(a, b) {
+                    missing.push(((*a).clone(), (*b).clone()));
+                }
+            }
+        }
+        missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event: Event) -> Record {
+        serde_json::from_value(serde_json::json!({ "event": event })).unwrap()
+    }
+
+    fn registered(to_greet: u64) -> Record {
+        Record { to_greet: Some(to_greet), addr: Some("10.0.0.1:8087".into()), ..record(Event::Registered) }
+    }
+
+    fn received_from(peer: &str) -> Record {
+        Record { peer_name: Some(peer.into()), ..record(Event::GreetingReceived) }
+    }
+
+    fn three() -> Mesh {
+        Mesh::new(["a", "b", "c"].map(|n| (n.to_owned(), None)))
+    }
+
+    #[test]
+    fn expected_count_comes_from_what_the_registry_gave_each_node() {
+        let mut mesh = three();
+        mesh.apply("a", &registered(0));
+        mesh.apply("b", &registered(1));
+        assert_eq!(mesh.expected(), None, "c has not registered");
+        mesh.apply("c", &registered(2));
+        assert_eq!(mesh.expected(), Some(3));
+    }
+
+    #[test]
+    fn complete_once_every_greeting_is_sent_and_received() {
+        let mut mesh = three();
+        for (node, k) in [("a", 0), ("b", 1), ("c", 2)] {
+            mesh.apply(node, &registered(k));
+        }
+        mesh.apply("b", &record(Event::GreetingSent));
+        mesh.apply("a", &received_from("b"));
+        mesh.apply("c", &record(Event::GreetingSent));
+        mesh.apply("c", &record(Event::GreetingSent));
+        mesh.apply("a", &received_from("c"));
+        assert!(!mesh.is_complete());
+        assert_eq!(mesh.missing_pairs(), [("b".to_owned(), "c".to_owned())]);
+        mesh.apply("b", &received_from("c"));
+        assert!(mesh.is_complete());
+        assert!(mesh.missing_pairs().is_empty());
+    }
+
+    #[test]
+    fn a_failed_greeting_keeps_the_mesh_incomplete_and_unknown_nodes_are_ignored() {
+        let mut mesh = three();
+        for (node, k) in [("a", 0), ("b", 1), ("c", 0)] {
+            mesh.apply(node, &registered(k));
+        }
+        mesh.apply("b", &record(Event::GreetingFailed));
+        assert!(!mesh.is_complete());
+        assert_eq!(mesh.nodes()["b"].failed, 1);
+        assert_eq!(mesh.apply("stranger", &record(Event::GreetingSent)), Change::None);
+    }
+}

@@ -1,0 +1,218 @@
+//! What a person sees: prefixed, coloured log lines and a progress bar on
+//! stderr (through one `MultiProgress`, so lines never tear the bar), and
+//! the summary on stdout.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use console::{Color, Style};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use node::events::{Event, Record};
+use serde_json::Value;
+
+use crate::mesh::Mesh;
+use crate::stream::Line;
+
+const PALETTE: [Color; 6] = [Color::Cyan, Color::Green, Color::Yellow, Color::Magenta, Color::Blue, Color::Red];
+
+pub struct Ui {
+    multi: MultiProgress,
+    /// indicatif draws nothing, not even `println`, when stderr is not a terminal.
+    terminal: bool,
+    quiet: bool,
+    width: usize,
+    styles: Mutex<HashMap<String, Style>>,
+    bar: ProgressBar,
+}
+
+impl Ui {
+    /// `sources` are the names that prefix log lines, to align them.
+    pub fn new(quiet: bool, sources: &[String]) -> Ui {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let bar = multi.add(ProgressBar::hidden());
+        let terminal = console::Term::stderr().is_term();
+        let width = sources.iter().map(String::len).max().unwrap_or(0);
+        Ui { multi, terminal, quiet, width, styles: Mutex::default(), bar }
+    }
+
+    pub fn multi(&self) -> &MultiProgress {
+        &self.multi
+    }
+
+    /// A message from the launcher itself.
+    pub fn note(&self, text: &str) {
+        self.print(text);
+    }
+
+    fn print(&self, text: &str) {
+        if self.terminal {
+            let _ = self.multi.println(text);
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    /// A line logged by `source`, as `source | text`, unless quiet.
+    pub fn line(&self, source: &str, text: &str) {
+        if self.quiet {
+            return;
+        }
+        let style = {
+            let mut styles = self.styles.lock().expect("no panics while holding it");
+            let next = PALETTE[styles.len() % PALETTE.len()];
+            styles.entry(source.to_owned()).or_insert_with(|| Style::new().fg(next).for_stderr()).clone()
+        };
+        let prefix = style.apply_to(format!("{source:<width$} |", width = self.width));
+        self.print(&format!("{prefix} {text}"));
+    }
+
+    /// Shows greetings done over greetings expected, once the total is known.
+    pub fn progress(&self, mesh: &Mesh) {
+        let Some(expected) = mesh.expected() else { return };
+        if self.bar.is_hidden() && self.terminal && !self.quiet {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template("greetings {bar:40.cyan/blue} {pos}/{len} {elapsed}")
+                .expect("the template is valid");
+            self.bar.set_style(style);
+        }
+        self.bar.set_length(expected);
+        self.bar.set_position(mesh.received().min(expected));
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A log line in words, and the node event it carries, if any. The
+/// registry logs JSON too, but its events are not node events.
+pub fn render(line: &Line) -> (Option<Record>, String) {
+    let record = if line.source == "registry" { None } else { Record::parse(&line.text) };
+    let text = match (&record, serde_json::from_str::<Value>(&line.text)) {
+        (Some(record), _) => describe(record),
+        (None, Ok(value)) => describe_json(&value),
+        (None, Err(_)) => line.text.clone(),
+    };
+    (record, text)
+}
+
+/// A node event in words: `greeted node-1 (172.18.0.1:8087)`.
+pub fn describe(record: &Record) -> String {
+    let peer = || format!("{} ({})", text(&record.peer_name), text(&record.peer_addr));
+    match record.event {
+        Event::Listening => format!("listening on {}, advertising {}", text(&record.listen), text(&record.addr)),
+        Event::Registered | Event::Reregistered => format!(
+            "{} as {} at {}: {} contacts to greet",
+            if record.event == Event::Registered { "registered" } else { "registered again" },
+            text(&record.name),
+            text(&record.addr),
+            record.to_greet.unwrap_or(0)
+        ),
+        Event::RegistrationRefused => format!("registration refused: {}", text(&record.error)),
+        Event::RegistryUnreachable => {
+            format!("registry {} unreachable (attempt {}): {}", text(&record.registry), record.attempt.unwrap_or(0), text(&record.error))
+        }
+        Event::GreetingSent => format!("greeted {}", peer()),
+        Event::GreetingFailed => format!("failed to greet {}: {}", peer(), text(&record.error)),
+        Event::GreetingReceived => format!("greeting from {}", peer()),
+        Event::Deregistered => "deregistered".to_owned(),
+    }
+}
+
+/// Any other JSON log line: its event or message, then its fields.
+pub fn describe_json(line: &Value) -> String {
+    let Value::Object(fields) = line else { return line.to_string() };
+    let mut out = String::new();
+    for key in ["event", "message"] {
+        if let Some(Value::String(s)) = fields.get(key) {
+            let _ = write!(out, "{s} ");
+        }
+    }
+    for (key, value) in fields {
+        if !matches!(key.as_str(), "event" | "message" | "timestamp" | "level" | "target") {
+            let value = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+            let _ = write!(out, "{key}={value} ");
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+fn text(field: &Option<String>) -> &str {
+    field.as_deref().unwrap_or("?")
+}
+
+/// The per-node summary table.
+pub fn summary(mesh: &Mesh, elapsed: Duration) -> String {
+    let nodes = mesh.nodes();
+    let mut out = format!(
+        "mesh complete: {} nodes, {} greetings in {:.2?}\n",
+        nodes.len(),
+        mesh.received(),
+        elapsed
+    );
+    let _ = writeln!(out, "{:<12} {:>9}  {:<22} {:>5} {:>8} {:>6}", "NODE", "HOST PORT", "ADVERTISED", "SENT", "RECEIVED", "FAILED");
+    for (name, stats) in nodes {
+        let port = stats.host_port.map_or("-".to_owned(), |p| p.to_string());
+        let advertised = stats.advertised.as_deref().unwrap_or("-");
+        let _ = writeln!(
+            out,
+            "{name:<12} {port:>9}  {advertised:<22} {:>5} {:>8} {:>6}",
+            stats.sent, stats.received, stats.failed
+        );
+    }
+    out
+}
+
+/// The summary as one JSON object, for scripts and tests.
+pub fn summary_json(mesh: &Mesh, elapsed: Duration) -> Value {
+    let nodes: Vec<Value> = mesh
+        .nodes()
+        .iter()
+        .map(|(name, stats)| {
+            serde_json::json!({
+                "name": name,
+                "host_port": stats.host_port,
+                "advertised": stats.advertised,
+                "sent": stats.sent,
+                "received": stats.received,
+                "failed": stats.failed,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "complete": mesh.is_complete(),
+        "elapsed_ms": u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        "greetings": mesh.received(),
+        "nodes": nodes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_node_events_in_words() {
+        let record: Record = serde_json::from_value(serde_json::json!({
+            "event": "greeting_sent", "peer_name": "node-1", "peer_addr": "172.18.0.1:8087"
+        }))
+        .unwrap();
+        assert_eq!(describe(&record), "greeted node-1 (172.18.0.1:8087)");
+    }
+
+    #[test]
+    fn describes_other_json_by_event_and_fields() {
+        let line = serde_json::json!({"timestamp":"t","level":"INFO","event":"expired","name":"node-2","target":"x"});
+        assert_eq!(describe_json(&line), "expired name=node-2");
+    }
+
+    #[test]
+    fn summary_lists_every_node() {
+        let mesh = Mesh::new([("node-1".to_owned(), Some(8087)), ("node-2".to_owned(), Some(8088))]);
+        let text = summary(&mesh, Duration::from_millis(1500));
+        assert!(text.starts_with("mesh complete: 2 nodes, 0 greetings in 1.50s"), "{text}");
+        assert!(text.contains("node-1") && text.contains("8088"), "{text}");
+    }
+}
