@@ -19,7 +19,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bollard::errors::Error as BollardError;
-use bollard::models::ProgressDetail;
+use bollard::models::{CreateImageInfo, ProgressDetail};
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
 use bollard::Docker;
 use futures::StreamExt;
@@ -185,6 +185,8 @@ pub async fn ensure(docker: &Docker, images: &Images, progress: &MultiProgress) 
         match pull(docker, image, progress).await {
             Ok(()) if image_size(docker, image).await?.is_some() => {}
             Ok(()) => missing.push((service, "the pull ended but the image is still not there".to_owned())),
+            // The message says the pull failed already: keep only why.
+            Err(ImageError::Pull { source, .. }) => missing.push((service, error_chain(&source))),
             Err(error) => missing.push((service, error_chain(&error))),
         }
     }
@@ -306,7 +308,9 @@ pub fn split_reference(reference: &str) -> (&str, &str) {
 /// current directory that is the workspace root, else the one this launcher
 /// was compiled from, if it is still there.
 pub fn workspace_root() -> Option<PathBuf> {
-    let from_cwd = std::env::current_dir().ok().and_then(|dir| dir.ancestors().find(|d| is_workspace_root(d)).map(Path::to_path_buf));
+    let from_cwd = std::env::current_dir()
+        .ok()
+        .and_then(|dir| dir.ancestors().find(|d| is_workspace_root(d)).map(Path::to_path_buf));
     from_cwd.or_else(|| {
         let compiled_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         is_workspace_root(&compiled_in).then(|| compiled_in.canonicalize().unwrap_or(compiled_in))
@@ -315,7 +319,9 @@ pub fn workspace_root() -> Option<PathBuf> {
 
 fn is_workspace_root(dir: &Path) -> bool {
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
-    manifest.lines().any(|line| line.trim() == "[workspace]") && dir.join("registry").is_dir() && dir.join("node").is_dir()
+    manifest.lines().any(|line| line.trim() == "[workspace]")
+        && dir.join("registry").is_dir()
+        && dir.join("node").is_dir()
 }
 
 async fn build_services(
@@ -338,28 +344,37 @@ async fn cargo_build(root: &Path, kind: BinaryKind, progress: &MultiProgress) ->
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut args = vec!["build", "--release"];
     let triple;
+    let mut rustflags = None;
     let mut shown = String::new();
     if kind == BinaryKind::Static {
         triple = host_triple(root).await?;
         args.extend(["--locked", "--target", &triple]);
-        shown = format!("RUSTFLAGS='{STATIC_RUSTFLAGS}' ");
+        // Added to the user's own; CARGO_ENCODED_RUSTFLAGS (removed below) would win over both.
+        let user_flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        let flags = format!("{user_flags} {STATIC_RUSTFLAGS}").trim().to_owned();
+        shown = format!("RUSTFLAGS='{flags}' ");
+        rustflags = Some(flags);
     }
     args.extend(["-p", "registry", "-p", "node", "--message-format=json-render-diagnostics"]);
     shown.push_str(&format!("{cargo} {}", args.join(" ")));
 
     let mut command = tokio::process::Command::new(&cargo);
-    command.current_dir(root).args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    if kind == BinaryKind::Static {
-        // CARGO_ENCODED_RUSTFLAGS would win over RUSTFLAGS.
-        let user_flags = std::env::var("RUSTFLAGS").unwrap_or_default();
-        command.env("RUSTFLAGS", format!("{user_flags} {STATIC_RUSTFLAGS}").trim()).env_remove("CARGO_ENCODED_RUSTFLAGS");
+    command
+        .current_dir(root)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(flags) = &rustflags {
+        command.env("RUSTFLAGS", flags).env_remove("CARGO_ENCODED_RUSTFLAGS");
     }
     let what = match kind {
         BinaryKind::Static => "static",
         BinaryKind::Native => "native",
     };
     let started = Instant::now();
-    let bar = progress.add(spinner(format!("cargo ({what} registry and node)")));
+    let bar = progress.add(spinner(format!("cargo {what}")));
     log_if_hidden(progress, &format!("building the {what} registry and node binaries: {shown}"));
     let spawned = |source| ImageError::Spawn { command: shown.clone(), source };
     let mut child = command.spawn().map_err(spawned)?;
@@ -385,7 +400,9 @@ async fn cargo_build(root: &Path, kind: BinaryKind, progress: &MultiProgress) ->
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let trimmed = line.trim();
-            if trimmed.starts_with("Compiling ") {
+            // Cargo's status lines: what it compiles, or waits for (the build lock, downloads).
+            if ["Compiling ", "Blocking ", "Downloading ", "Updating "].iter().any(|status| trimmed.starts_with(status))
+            {
                 bar.set_message(trimmed.to_owned());
             }
             if tail.len() == CARGO_TAIL_LINES {
@@ -410,9 +427,9 @@ async fn cargo_build(root: &Path, kind: BinaryKind, progress: &MultiProgress) ->
         };
         dir = path.parent().map(Path::to_path_buf);
     }
-    let done = format!("built the {what} registry and node binaries in {}", elapsed(started));
-    log_if_hidden(progress, &done);
-    bar.finish_with_message(done);
+    let took = elapsed(started);
+    log_if_hidden(progress, &format!("built the {what} registry and node binaries in {took}"));
+    bar.finish_with_message(format!("built registry and node in {took}"));
     Ok(dir.unwrap_or_default())
 }
 
@@ -442,14 +459,21 @@ async fn build_image(
     progress: &MultiProgress,
 ) -> Result<(), ImageError> {
     // A few MB, read once: not worth tokio's `fs` feature.
-    let contents = std::fs::read(binary).map_err(|source| ImageError::ReadBinary { path: binary.display().to_string(), source })?;
-    let context = build_context(service, &contents).map_err(|source| ImageError::Context { image: image.to_owned(), source })?;
+    let contents = std::fs::read(binary)
+        .map_err(|source| ImageError::ReadBinary { path: binary.display().to_string(), source })?;
+    let context =
+        build_context(service, &contents).map_err(|source| ImageError::Context { image: image.to_owned(), source })?;
     let labels = HashMap::from([(LABEL_BUILT_BY, "launcher")]);
-    let options =
-        BuildImageOptionsBuilder::default().dockerfile("Dockerfile").t(image).labels(&labels).rm(true).forcerm(true).build();
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(image)
+        .labels(&labels)
+        .rm(true)
+        .forcerm(true)
+        .build();
 
     let started = Instant::now();
-    let bar = progress.add(spinner(format!("image {image}")));
+    let bar = progress.add(spinner(image.to_owned()));
     log_if_hidden(progress, &format!("building the image {image}"));
     let failed = |message: String| {
         bar.abandon_with_message("failed");
@@ -472,11 +496,10 @@ async fn build_image(
             bar.set_message(line.to_owned());
         }
     }
-    let size = image_size(docker, image)
-        .await?
-        .ok_or_else(|| failed("the build ended but the image is not there".into()))?;
-    let done = format!("built {image} ({}) in {}", megabytes(size), elapsed(started));
-    log_if_hidden(progress, &done);
+    let size =
+        image_size(docker, image).await?.ok_or_else(|| failed("the build ended but the image is not there".into()))?;
+    let done = format!("built ({}) in {}", megabytes(size), elapsed(started));
+    log_if_hidden(progress, &format!("{image}: {done}"));
     bar.finish_with_message(done);
     Ok(())
 }
@@ -485,55 +508,85 @@ async fn build_image(
 async fn pull(docker: &Docker, image: &str, progress: &MultiProgress) -> Result<(), ImageError> {
     let (name, tag) = split_reference(image);
     let options = CreateImageOptionsBuilder::default().from_image(name).tag(tag).build();
-    let status = progress.add(spinner(format!("pull {image}")));
     log_if_hidden(progress, &format!("pulling {image}"));
-    let layer_style = ProgressStyle::with_template("  {prefix:.dim} [{bar:30}] {bytes}/{total_bytes} {wide_msg}")
-        .expect("the template is valid")
-        .progress_chars("=> ");
-    let mut layers: HashMap<String, ProgressBar> = HashMap::new();
+    let mut bars = PullProgress::new(progress, image);
     let mut stream = docker.create_image(Some(options), None, None);
+    let failed = |source| ImageError::Pull { image: image.to_owned(), source };
     let result = loop {
-        let Some(item) = stream.next().await else { break Ok(()) };
-        let info = match item {
-            Ok(info) => info,
-            Err(source) => break Err(ImageError::Pull { image: image.to_owned(), source }),
-        };
+        match stream.next().await {
+            None => break Ok(()),
+            Some(Ok(info)) => {
+                if let Err(error) = bars.show(info) {
+                    break Err(failed(BollardError::DockerStreamError { error }));
+                }
+            }
+            Some(Err(source)) => break Err(failed(source)),
+        }
+    };
+    bars.finish(result.is_ok());
+    result
+}
+
+/// A pull's bars: a status line, and one bar per layer with a known size.
+struct PullProgress<'a> {
+    multi: &'a MultiProgress,
+    status: ProgressBar,
+    layers: HashMap<String, ProgressBar>,
+    layer_style: ProgressStyle,
+}
+
+impl<'a> PullProgress<'a> {
+    fn new(multi: &'a MultiProgress, image: &str) -> Self {
+        let layer_style = ProgressStyle::with_template("  {prefix:.dim} [{bar:30}] {bytes}/{total_bytes} {wide_msg}")
+            .expect("the template is valid")
+            .progress_chars("=> ");
+        let status = multi.add(spinner(image.to_owned()).with_message("pulling"));
+        PullProgress { multi, status, layers: HashMap::new(), layer_style }
+    }
+
+    /// Shows one item of the pull stream, or returns the error it carries.
+    fn show(&mut self, info: CreateImageInfo) -> Result<(), String> {
         if let Some(detail) = info.error_detail {
-            let error = detail.message.unwrap_or_else(|| "the daemon reported an error".into());
-            break Err(ImageError::Pull { image: image.to_owned(), source: BollardError::DockerStreamError { error } });
+            return Err(detail.message.unwrap_or_else(|| "the daemon reported an error".into()));
         }
         let message = info.status.unwrap_or_default();
         match (info.id, info.progress_detail) {
             (Some(id), Some(ProgressDetail { current: Some(current), total: Some(total) })) if total > 0 => {
-                let bar = layers.entry(id.clone()).or_insert_with(|| {
-                    progress.add(ProgressBar::new(total as u64).with_style(layer_style.clone()).with_prefix(id))
+                let bar = self.layers.entry(id.clone()).or_insert_with(|| {
+                    self.multi.add(ProgressBar::new(total as u64).with_style(self.layer_style.clone()).with_prefix(id))
                 });
                 bar.set_length(total as u64);
-                bar.set_position(current.max(0) as u64);
+                bar.set_position(current.clamp(0, total) as u64);
                 bar.set_message(message);
             }
-            (Some(id), _) => match layers.get(&id) {
+            (Some(id), _) => match self.layers.get(&id) {
                 Some(bar) if message.contains("complete") || message.contains("Already exists") => {
-                    bar.finish_with_message(message);
+                    bar.set_position(bar.length().unwrap_or(0));
+                    bar.set_message(message);
                 }
                 Some(bar) => bar.set_message(message),
-                None => status.set_message(format!("{id}: {message}")),
+                None => self.status.set_message(format!("{id}: {message}")),
             },
-            (None, _) => status.set_message(message),
+            (None, _) => self.status.set_message(message),
         }
-    };
-    for bar in layers.values() {
-        bar.finish_and_clear();
+        Ok(())
     }
-    match &result {
-        Ok(()) => status.finish_with_message("pulled"),
-        Err(_) => status.finish_and_clear(),
+
+    fn finish(&self, pulled: bool) {
+        for bar in self.layers.values() {
+            bar.finish_and_clear();
+        }
+        if pulled {
+            self.status.finish_with_message("pulled");
+        } else {
+            self.status.finish_and_clear();
+        }
     }
-    result
 }
 
 fn spinner(prefix: String) -> ProgressBar {
-    let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {elapsed:>4} {wide_msg}").expect("the template is valid");
+    let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {elapsed:>4} {wide_msg}")
+        .expect("the template is valid");
     let bar = ProgressBar::new_spinner().with_style(style).with_prefix(prefix);
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
@@ -595,7 +648,8 @@ mod tests {
     /// `COPY --from=build <path>/<bin> /<bin>` as `COPY <bin> /<bin>`.
     fn runtime_stage(dockerfile: &str) -> String {
         let lines: Vec<&str> = dockerfile.lines().collect();
-        let start = lines.iter().rposition(|l| l.trim() == "FROM scratch").expect("the Dockerfile has a FROM scratch stage");
+        let start =
+            lines.iter().rposition(|l| l.trim() == "FROM scratch").expect("the Dockerfile has a FROM scratch stage");
         let mut stage = String::new();
         for line in &lines[start..] {
             if line.trim_start().starts_with('#') {
@@ -698,6 +752,36 @@ mod tests {
         assert_eq!(split_reference("localhost:5000/node"), ("localhost:5000/node", "latest"));
         assert_eq!(split_reference("localhost:5000/node:dev"), ("localhost:5000/node", "dev"));
         assert_eq!(split_reference("node@sha256:abc"), ("node", "sha256:abc"));
+    }
+
+    #[test]
+    fn pull_progress_shows_one_bar_per_layer_and_stops_at_errors() {
+        let multi = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
+        let mut bars = PullProgress::new(&multi, "hit6-mesh/node:0.1.0");
+        let item = |id: Option<&str>, status: &str, progress: Option<(i64, i64)>| CreateImageInfo {
+            id: id.map(str::to_owned),
+            status: Some(status.to_owned()),
+            progress_detail: progress
+                .map(|(current, total)| ProgressDetail { current: Some(current), total: Some(total) }),
+            ..Default::default()
+        };
+        bars.show(item(None, "Pulling from hit6-mesh/node", None)).unwrap();
+        bars.show(item(Some("a1"), "Pulling fs layer", None)).unwrap();
+        bars.show(item(Some("a1"), "Downloading", Some((500, 2000)))).unwrap();
+        bars.show(item(Some("b2"), "Downloading", Some((10, 100)))).unwrap();
+        assert_eq!(bars.layers.len(), 2);
+        assert_eq!((bars.layers["a1"].position(), bars.layers["a1"].length()), (500, Some(2000)));
+        bars.show(item(Some("a1"), "Download complete", None)).unwrap();
+        assert_eq!(bars.layers["a1"].position(), 2000);
+        assert_eq!(bars.layers["a1"].message(), "Download complete");
+        assert_eq!(bars.status.message(), "a1: Pulling fs layer");
+
+        let error = CreateImageInfo {
+            error_detail: Some(bollard::models::ErrorDetail { code: None, message: Some("manifest unknown".into()) }),
+            ..Default::default()
+        };
+        assert_eq!(bars.show(error), Err("manifest unknown".to_owned()));
+        bars.finish(false);
     }
 
     #[test]

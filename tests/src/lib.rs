@@ -7,7 +7,10 @@
 //!   killed when dropped, so a failing test leaves nothing running.
 //! - [`Registry`] and [`Node`]: the two services, started on `127.0.0.1:0`,
 //!   ready once they have logged the address they listen on.
+//! - [`docker`]: the docker CLI, skipping without a daemon, and cleanup guards.
 #![forbid(unsafe_code)]
+
+pub mod docker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,12 +41,12 @@ pub fn binary(name: &str) -> PathBuf {
         let dir = dir.unwrap_or_else(|| exe.parent().expect("the binary is in a directory")).to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "registry", "-p", "node", "--bins"]);
+        build.args(["build", "--quiet", "-p", "registry", "-p", "node", "-p", "launcher", "--bins"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
         let status = build.status().expect("cargo runs");
-        assert!(status.success(), "building the registry and node binaries failed");
+        assert!(status.success(), "building the workspace binaries failed");
         dir
     });
     dir.join(name)

@@ -1,0 +1,206 @@
+//! The launcher against the real Docker engine. Each test uses its own
+//! project and host ports, and a guard removes what it made even if it fails.
+//! Skips (saying so) when no daemon is reachable, unless REQUIRE_DOCKER is set.
+
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tests::docker::{self, leftovers, text, ProjectGuard, PROJECT_LABEL};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const REGISTRY_IMAGE: &str = concat!("hit6-mesh/registry:", env!("CARGO_PKG_VERSION"));
+const NODE_IMAGE: &str = concat!("hit6-mesh/node:", env!("CARGO_PKG_VERSION"));
+
+/// How long a Docker step may take on a loaded 2-core machine before it counts as a failure.
+const DOCKER_PATIENCE: Duration = Duration::from_secs(120);
+
+fn launcher(project: &str, args: &[&str]) -> Output {
+    Command::new(tests::binary("launcher"))
+        .args(["--project", project])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the launcher runs")
+}
+
+/// Builds the images once for all the tests here (the first build compiles
+/// static binaries), so that parallel tests do not build them side by side.
+fn images_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let output = launcher("hit6-test-build", &["build"]);
+        assert!(output.status.success(), "launcher build failed: {}", text(&output));
+    });
+}
+
+/// The JSON summary an `up --json` printed.
+fn summary(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no summary in {stdout}"));
+    serde_json::from_str(line).expect("the summary is JSON")
+}
+
+#[test]
+fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everything() {
+    if !docker::available("the launcher tests") {
+        return;
+    }
+    images_built();
+    let project = "hit6-test-up";
+    let _guard = ProjectGuard(project.into());
+
+    let output = launcher(project, &["up", "--nodes", "5", "--detach", "--quiet", "--json", "--timeout", "120s"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary = summary(&output);
+    assert_eq!(summary["complete"], true);
+    assert_eq!(summary["greetings"], 10);
+    let nodes = summary["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5);
+    let mut ports: Vec<u64> = Vec::new();
+    for node in nodes {
+        let port = node["host_port"].as_u64().expect("every node is published");
+        assert!((8087..=8095).contains(&port), "{node}");
+        let advertised = node["advertised"].as_str().unwrap();
+        assert!(advertised.ends_with(&format!(":{port}")), "node did not advertise its PUERTO_EXT: {node}");
+        assert_eq!(node["sent"].as_u64().unwrap() + node["received"].as_u64().unwrap(), 4, "{node}");
+        ports.push(port);
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 5, "each node has its own host port");
+
+    let ps = launcher(project, &["ps"]);
+    assert!(ps.status.success(), "{}", text(&ps));
+    let rows: Vec<String> = String::from_utf8_lossy(&ps.stdout).lines().skip(1).map(str::to_owned).collect();
+    assert_eq!(rows.len(), 6, "a registry and five nodes: {rows:?}");
+    assert!(rows.iter().all(|row| row.contains("running")), "{rows:?}");
+
+    let again = launcher(project, &["up", "--nodes", "1"]);
+    assert_eq!(again.status.code(), Some(5), "{}", text(&again));
+    assert!(text(&again).contains("is already up"), "{}", text(&again));
+
+    let down = launcher(project, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
+}
+
+#[test]
+fn a_port_range_smaller_than_the_nodes_fails_before_creating_anything() {
+    if !docker::available("the launcher tests") {
+        return;
+    }
+    let project = "hit6-test-small";
+    let _guard = ProjectGuard(project.into());
+    let output = launcher(project, &["up", "--nodes", "20"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("8087-8095 holds 9 ports; --nodes 20 needs 20: widen --port-range"), "{}", text(&output));
+    assert!(leftovers(project).is_empty());
+}
+
+#[tokio::test]
+async fn sigint_to_a_foreground_up_removes_everything() {
+    if !docker::available("the launcher tests") {
+        return;
+    }
+    images_built();
+    let project = "hit6-test-sigint";
+    let _guard = ProjectGuard(project.into());
+    let mut up = tokio::process::Command::new(tests::binary("launcher"))
+        .args(["--project", project, "up", "--nodes", "3", "--json", "--quiet"])
+        .args(["--port-range", "18187-18195", "--registry-port", "18186"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let complete = tokio::time::timeout(DOCKER_PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if serde_json::from_str::<Value>(&line).is_ok_and(|s| s["complete"] == true) {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(complete.await.unwrap(), "the mesh never completed");
+    assert_eq!(docker::labelled("container", project).len(), 4);
+
+    kill(Pid::from_raw(up.id().unwrap() as i32), Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(DOCKER_PATIENCE, up.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
+}
+
+/// Follows a container's log until `count` lines contain `needle`.
+async fn await_log_lines(container: &str, needle: &str, count: usize) -> Vec<Value> {
+    let mut logs = tokio::process::Command::new("docker")
+        .args(["logs", "-f", container])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
+    let mut found = Vec::new();
+    let wait = async {
+        while found.len() < count {
+            let Some(line) = lines.next_line().await.unwrap() else { break };
+            if line.contains(needle) {
+                found.push(serde_json::from_str(&line).unwrap());
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DOCKER_PATIENCE, wait).await;
+    assert_eq!(found.len(), count, "{container} logged {} of {count} `{needle}` lines", found.len());
+    found
+}
+
+/// The host's address on the default bridge, which containers reach
+/// published ports through: the gateway, which Docker leaves implicit as the
+/// subnet's first address unless it was configured.
+fn bridge_gateway() -> String {
+    let inspect = docker::docker(&["network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}"]);
+    let text = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
+    let (gateway, subnet) = text.split_once(' ').unwrap_or(("", &text));
+    if let Ok(ip) = gateway.parse::<std::net::Ipv4Addr>() {
+        return ip.to_string();
+    }
+    let network: std::net::Ipv4Addr = subnet.split('/').next().unwrap_or("").parse().unwrap_or_else(|_| panic!("no bridge subnet: {text}"));
+    std::net::Ipv4Addr::from(u32::from(network) + 1).to_string()
+}
+
+#[tokio::test]
+async fn docker_run_of_each_image_forms_a_mesh_as_in_the_readme() {
+    if !docker::available("the launcher tests") {
+        return;
+    }
+    images_built();
+    let project = "hit6-test-run";
+    let _guard = ProjectGuard(project.into());
+    let label = format!("{PROJECT_LABEL}={project}");
+    let host_ip = bridge_gateway();
+
+    let registry = format!("{project}-registry");
+    let run = docker::docker(&["run", "-d", "--name", &registry, "--label", &label, "-p", "18286:8080", REGISTRY_IMAGE]);
+    assert!(run.status.success(), "{}", text(&run));
+    let mut nodes = Vec::new();
+    for (i, puerto) in (18287..=18289).enumerate() {
+        let name = format!("{project}-node-{}", i + 1);
+        let (publish, puerto_ext, ip_ext) = (format!("{puerto}:8080"), format!("PUERTO_EXT={puerto}"), format!("IP_EXT={host_ip}"));
+        let args = ["run", "-d", "--name", &name, "--label", &label, "-p", &publish, "-e", &puerto_ext, "-e", &ip_ext];
+        let run = docker::docker(&[&args[..], &["-e", "LOG_FORMAT=json", NODE_IMAGE, &host_ip, "18286"]].concat());
+        assert!(run.status.success(), "{}", text(&run));
+        // Started one after another, node i+1 greets the i before it.
+        let registered = await_log_lines(&name, "\"event\":\"registered\"", 1).await;
+        assert_eq!(registered[0]["contacts"], i as u64);
+        assert_eq!(registered[0]["addr"], format!("{host_ip}:{puerto}"));
+        nodes.push(name);
+    }
+    for (i, name) in nodes.iter().enumerate() {
+        await_log_lines(name, "\"event\":\"greeting_sent\"", i).await;
+        await_log_lines(name, "\"event\":\"greeting_received\"", nodes.len() - 1 - i).await;
+    }
+}
