@@ -60,7 +60,10 @@ pub async fn serve(mut framed: JsonStream, from: SocketAddr, me: Me, known: Know
             connection::send(&mut framed, &Reply::Error(error), config.write_timeout).await
         }
     };
-    if let Err(error) = result {
-        debug!(%error, "failed to answer a greeting");
+    match result {
+        // Hang up only once the peer has: closing with unread input would
+        // reset the connection and could destroy the answer in flight.
+        Ok(()) => connection::drain(framed.into_inner()).await,
+        Err(error) => debug!(%error, "failed to answer a greeting"),
     }
 }

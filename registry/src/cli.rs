@@ -6,10 +6,14 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 /// Exit code when the listening address cannot be bound.
 pub const EXIT_BIND: u8 = 3;
+
+/// Connections the kernel queues while every connection slot is taken
+/// (tokio's default is 128); the kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Installs the shutdown signal handlers and binds `listen`. On failure,
 /// prints why (prefixed with `program`) and returns the exit code to use.
@@ -18,11 +22,20 @@ pub async fn start(program: &str, listen: SocketAddr) -> Result<(TcpListener, im
         eprintln!("{program}: failed to install signal handlers: {error}");
         ExitCode::FAILURE
     })?;
-    let listener = TcpListener::bind(listen).await.map_err(|error| {
+    let listener = bind(listen).map_err(|error| {
         eprintln!("{program}: failed to listen on {listen}: {error}");
         ExitCode::from(EXIT_BIND)
     })?;
     Ok((listener, shutdown))
+}
+
+/// Binds with a deep accept backlog, so that a burst of connections beyond
+/// the served ones waits instead of being dropped and retried a second later.
+pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A positive duration such as `15s`, `500ms` or `1m`.

@@ -1,8 +1,8 @@
 //! Serving JSON connections, shared by the registry and the node's greeting listener.
 //!
 //! Connections are capped by a semaphore whose permit is taken *before*
-//! `accept()`, so the excess waits in the kernel's backlog instead of costing
-//! a file descriptor. Every reply is written under a deadline, so a client
+//! `accept()`, so the excess waits in the kernel's accept backlog (see
+//! [`crate::cli::bind`]) instead of costing a file descriptor. Every reply is written under a deadline, so a client
 //! that never reads cannot hold a permit for long.
 
 use std::future::Future;
@@ -98,9 +98,9 @@ pub async fn reject(mut framed: JsonStream, error: FrameError, deadline: Duratio
     }
 }
 
-/// Discards what the client is still sending, for a bounded time, after
-/// closing our side: closing a socket with unread input makes the kernel send
-/// a reset, which can destroy the error reply before the client reads it.
+/// Closes our side, then discards what the client still sends until it
+/// hangs up, for a bounded time: closing a socket with unread input makes
+/// the kernel send a reset, which can destroy a reply before it is read.
 pub async fn drain(mut stream: TcpStream) {
     if stream.shutdown().await.is_err() {
         return;
