@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{build, down, logs, ps, up};
+use crate::{build, down, logs, ps, send, up};
 
 /// Runs the HIT6 mesh (a registry and greeting nodes) in Docker, shows it
 /// forming, and tells whether it is complete.
@@ -29,6 +29,8 @@ pub enum Command {
     Logs(logs::Args),
     /// Build the registry and node images from the workspace sources.
     Build(build::Args),
+    /// Multicast a message to a group and print the delivery report.
+    Send(send::Args),
 }
 
 /// Docker names allow `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; keep it short enough for host names.

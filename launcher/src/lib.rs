@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line; one module per subcommand: [`up`], [`down`],
-//!   [`ps`], [`logs`], [`build`].
+//!   [`ps`], [`logs`], [`build`], [`send`].
 //! - [`docker`]: bollard calls, and the project's labelled resources.
 //! - [`images`]: the registry and node images: present, pulled, or built
 //!   from the workspace with no base image.
@@ -25,6 +25,7 @@ pub mod logs;
 pub mod mesh;
 pub mod ports;
 pub mod ps;
+pub mod send;
 pub mod stream;
 pub mod ui;
 pub mod up;
@@ -41,6 +42,8 @@ pub mod exit {
     pub const INCOMPLETE: u8 = 4;
     /// The project is already up.
     pub const ALREADY_UP: u8 = 5;
+    /// A multicast reached only some members.
+    pub const UNDELIVERED: u8 = 6;
 }
 
 impl Command {
@@ -51,6 +54,7 @@ impl Command {
             Command::Ps(args) => args.run(project).await,
             Command::Logs(args) => args.run(project).await,
             Command::Build(args) => args.run().await,
+            Command::Send(args) => args.run(project).await,
         }
     }
 }
@@ -62,6 +66,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     }
     if error.downcast_ref::<ports::PortError>().is_some() {
         return exit::USAGE;
+    }
+    if error.downcast_ref::<send::Undelivered>().is_some() {
+        return exit::UNDELIVERED;
     }
     match error.downcast_ref::<up::UpError>() {
         Some(up::UpError::Incomplete { .. }) => exit::INCOMPLETE,

@@ -23,8 +23,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts a registry on a free loopback port.
-    pub async fn start_registry(&mut self, bin: &Path, lines: &mpsc::Sender<Line>) -> anyhow::Result<RegistryAddr> {
-        let mut child = spawn(&bin.join("registry"), &["--listen".into(), "127.0.0.1:0".into()])?;
+    pub async fn start_registry(&mut self, bin: &Path, groups: u32, lines: &mpsc::Sender<Line>) -> anyhow::Result<RegistryAddr> {
+        let args = ["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups.to_string()];
+        let mut child = spawn(&bin.join("registry"), &args)?;
         let stdout = child.stdout.take().expect("stdout is piped");
         self.children.push(child);
         // Its first event says which port it got.

@@ -16,6 +16,8 @@ pub struct NodeStats {
     pub host_port: Option<u16>,
     /// The address the registry recorded for it.
     pub advertised: Option<String>,
+    /// The group the registry placed it in.
+    pub group: Option<u64>,
     pub registered: bool,
     /// Greetings it was told to send (the contacts the registry gave it).
     pub to_greet: u64,
@@ -56,6 +58,7 @@ impl Mesh {
             Event::Registered | Event::Reregistered => {
                 stats.registered = true;
                 stats.advertised = record.addr.clone();
+                stats.group = record.group;
                 stats.to_greet += record.to_greet.unwrap_or(0);
             }
             Event::GreetingSent => stats.sent += 1,

@@ -104,10 +104,11 @@ pub fn describe(record: &Record) -> String {
     match record.event {
         Event::Listening => format!("listening on {}, advertising {}", text(&record.listen), text(&record.addr)),
         Event::Registered | Event::Reregistered => format!(
-            "{} as {} at {}: {} contacts to greet",
+            "{} as {} at {}{}: {} contacts to greet",
             if record.event == Event::Registered { "registered" } else { "registered again" },
             text(&record.name),
             text(&record.addr),
+            record.group.map(|g| format!(" in group {g}")).unwrap_or_default(),
             record.to_greet.unwrap_or(0)
         ),
         Event::RegistrationRefused => format!("registration refused: {}", text(&record.error)),
@@ -117,6 +118,13 @@ pub fn describe(record: &Record) -> String {
         Event::GreetingSent => format!("greeted {}", peer()),
         Event::GreetingFailed => format!("failed to greet {}: {}", peer(), text(&record.error)),
         Event::GreetingReceived => format!("greeting from {}", peer()),
+        Event::GroupMessageReceived => format!(
+            "group {} message from {} via {}: {}",
+            record.group.unwrap_or(0),
+            text(&record.sender),
+            text(&record.coordinator),
+            text(&record.text)
+        ),
         Event::Deregistered => "deregistered".to_owned(),
     }
 }
@@ -152,13 +160,18 @@ pub fn summary(mesh: &Mesh, elapsed: Duration) -> String {
         mesh.received(),
         elapsed
     );
-    let _ = writeln!(out, "{:<12} {:>9}  {:<22} {:>5} {:>8} {:>6}", "NODE", "HOST PORT", "ADVERTISED", "SENT", "RECEIVED", "FAILED");
+    let _ = writeln!(
+        out,
+        "{:<12} {:>5} {:>9}  {:<22} {:>5} {:>8} {:>6}",
+        "NODE", "GROUP", "HOST PORT", "ADVERTISED", "SENT", "RECEIVED", "FAILED"
+    );
     for (name, stats) in nodes {
         let port = stats.host_port.map_or("-".to_owned(), |p| p.to_string());
+        let group = stats.group.map_or("-".to_owned(), |g| g.to_string());
         let advertised = stats.advertised.as_deref().unwrap_or("-");
         let _ = writeln!(
             out,
-            "{name:<12} {port:>9}  {advertised:<22} {:>5} {:>8} {:>6}",
+            "{name:<12} {group:>5} {port:>9}  {advertised:<22} {:>5} {:>8} {:>6}",
             stats.sent, stats.received, stats.failed
         );
     }
@@ -173,6 +186,7 @@ pub fn summary_json(mesh: &Mesh, elapsed: Duration) -> Value {
         .map(|(name, stats)| {
             serde_json::json!({
                 "name": name,
+                "group": stats.group,
                 "host_port": stats.host_port,
                 "advertised": stats.advertised,
                 "sent": stats.sent,

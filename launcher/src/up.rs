@@ -38,8 +38,11 @@ pub struct Args {
     /// Host port the registry is published on.
     #[arg(long, default_value_t = 8086, value_parser = registry::cli::port)]
     pub registry_port: u16,
+    /// Groups the registry places nodes in, least loaded first.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub groups: u32,
     /// Join an existing registry (on another VM, say) instead of starting one.
-    #[arg(long, value_name = "HOST:PORT", value_parser = registry_addr)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = registry::cli::registry_addr)]
     pub registry: Option<RegistryAddr>,
     /// The ip the nodes advertise [default: the host's address on the project network].
     #[arg(long, env = "IP_EXT")]
@@ -61,15 +64,6 @@ pub struct Args {
     pub runtime: Runtime,
     #[command(flatten)]
     pub images: Images,
-}
-
-fn registry_addr(text: &str) -> Result<RegistryAddr, String> {
-    let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("`{text}` isn't HOST:PORT"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("`{text}` has no host"));
-    }
-    Ok(RegistryAddr { host: host.to_owned(), port: registry::cli::port(port)? })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +188,7 @@ impl Args {
                 let mut cluster = Cluster::default();
                 let registry = match &self.registry {
                     Some(addr) => addr.clone(),
-                    None => cluster.start_registry(&bin, lines).await?,
+                    None => cluster.start_registry(&bin, self.groups, lines).await?,
                 };
                 for name in self.node_names() {
                     cluster.start_node(&bin, &registry, &name, lines)?;
@@ -224,7 +218,7 @@ impl Args {
                 let spec = ContainerSpec {
                     role: Role::Registry,
                     image: self.images.registry.clone(),
-                    env: vec!["LOG_FORMAT=json".into()],
+                    env: vec!["LOG_FORMAT=json".into(), format!("REGISTRY_GROUPS={}", self.groups)],
                     cmd: vec![],
                     host_port: Some(self.registry_port),
                 };
@@ -344,17 +338,4 @@ fn show(ui: &Ui, mesh: &mut Mesh, line: &Line) {
         ui.progress(mesh);
     }
     ui.line(&line.source, &text);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_addresses_parse() {
-        assert_eq!(registry_addr("10.0.0.1:8086"), Ok(RegistryAddr { host: "10.0.0.1".into(), port: 8086 }));
-        assert_eq!(registry_addr("[::1]:8086").unwrap().host, "::1");
-        assert!(registry_addr("vm1").unwrap_err().contains("HOST:PORT"));
-        assert!(registry_addr("vm1:0").unwrap_err().contains("isn't a port number"));
-    }
 }

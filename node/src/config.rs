@@ -8,13 +8,14 @@ use registry::cli;
 use registry::client::RegistryAddr;
 use registry::telemetry::LogFormat;
 
+use crate::exchange::Deadlines;
 use crate::greeter::GreetConfig;
 use crate::listener::ListenConfig;
 
 /// HIT6 node: registers with the registry, greets every node registered
 /// before it, and keeps listening for greetings.
 #[derive(Debug, Parser)]
-#[command(name = "node", version, about)]
+#[command(name = "node", version, about, after_help = "To multicast to a group: node send --help")]
 pub struct Args {
     /// The registry's ip address or host name.
     #[arg(env = "REGISTRY_HOST")]
@@ -35,6 +36,12 @@ pub struct Args {
     /// Unique name in the registry [default: <hostname>-<advertised port>].
     #[arg(long, env = "NODE_NAME", value_parser = name)]
     pub name: Option<String>,
+    /// Group to join [default: the registry assigns the least loaded].
+    #[arg(long, env = "GROUP", value_parser = group)]
+    pub group: Option<u32>,
+    /// How long a coordinator waits for each member's ACK.
+    #[arg(long, env = "ACK_TIMEOUT", default_value = "5s", value_parser = cli::duration)]
+    pub ack_timeout: Duration,
     /// Longest time between heartbeats; a third of the registry's lease when that is shorter.
     #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "5s", value_parser = cli::duration)]
     pub heartbeat_interval: Duration,
@@ -56,8 +63,46 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+/// `node send`: multicast a message to a group through its coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "node send", version, about)]
+pub struct SendArgs {
+    /// The registry, as HOST:PORT.
+    #[arg(long, env = "REGISTRY", value_parser = cli::registry_addr)]
+    pub registry: RegistryAddr,
+    /// The group to send to.
+    #[arg(long, value_parser = group)]
+    pub group: u32,
+    /// The name the members are told sent it.
+    #[arg(long, default_value = "node-send", value_parser = name)]
+    pub sender: String,
+    /// Print the delivery report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Time allowed for the report; it must exceed the coordinator's ACK timeout.
+    #[arg(long, default_value = "10s", value_parser = cli::duration)]
+    pub timeout: Duration,
+    /// Time allowed to connect to the registry and the coordinator.
+    #[arg(long, default_value = "2s", value_parser = cli::duration)]
+    pub connect_timeout: Duration,
+    /// The message.
+    #[arg(value_parser = text)]
+    pub text: String,
+}
+
+fn text(text: &str) -> Result<String, String> {
+    if text.len() > crate::group::MAX_TEXT_BYTES {
+        return Err(format!("the message is longer than {} bytes", crate::group::MAX_TEXT_BYTES));
+    }
+    Ok(text.to_owned())
+}
+
 fn name(text: &str) -> Result<String, String> {
     registry::protocol::validate_name(text).map(|()| text.to_owned())
+}
+
+fn group(text: &str) -> Result<u32, String> {
+    registry::protocol::parse_group(&serde_json::Value::String(text.to_owned()), "group").map_err(|e| e.message)
 }
 
 /// Retry delays while registering: doubling from `initial` up to `max`, with jitter.
@@ -73,6 +118,8 @@ pub struct Config {
     pub advertise_ip: Option<IpAddr>,
     pub puerto_ext: Option<u16>,
     pub name: Option<String>,
+    pub group: Option<u32>,
+    pub ack_timeout: Duration,
     pub heartbeat_interval: Duration,
     /// Bounds each exchange with the registry.
     pub registry_timeout: Duration,
@@ -88,12 +135,13 @@ impl Args {
             advertise_ip: self.advertise_ip.filter(|ip| !ip.is_unspecified()),
             puerto_ext: self.puerto_ext,
             name: self.name.clone(),
+            group: self.group,
+            ack_timeout: self.ack_timeout,
             heartbeat_interval: self.heartbeat_interval,
             registry_timeout: self.connect_timeout + self.reply_timeout,
             backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) },
             greet: GreetConfig {
-                connect_timeout: self.connect_timeout,
-                reply_timeout: self.reply_timeout,
+                deadlines: Deadlines { connect: self.connect_timeout, reply: self.reply_timeout },
                 fanout: self.fanout as usize,
                 attempts: 3,
             },
@@ -124,6 +172,15 @@ mod tests {
         assert!(error.contains("must not be empty"), "{error}");
         let error = Args::try_parse_from(["node", "h", "1", "--advertise-ip", "1.2.3"]).unwrap_err().to_string();
         assert!(error.contains("1.2.3"), "{error}");
+    }
+
+    #[test]
+    fn send_is_well_formed_and_checks_its_values() {
+        SendArgs::command().debug_assert();
+        let args = SendArgs::try_parse_from(["node send", "--registry", "h:8086", "--group", "2", "hola"]).unwrap();
+        assert_eq!((args.group, args.text.as_str()), (2, "hola"));
+        let error = SendArgs::try_parse_from(["node send", "--registry", "h:8086", "--group", "0", "x"]).unwrap_err();
+        assert!(error.to_string().contains("isn't a group number"), "{error}");
     }
 
     #[test]

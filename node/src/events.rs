@@ -23,6 +23,7 @@ pub enum Event {
     GreetingSent,
     GreetingFailed,
     GreetingReceived,
+    GroupMessageReceived,
     Deregistered,
 }
 
@@ -37,6 +38,7 @@ impl Event {
             Event::GreetingSent => "greeting_sent",
             Event::GreetingFailed => "greeting_failed",
             Event::GreetingReceived => "greeting_received",
+            Event::GroupMessageReceived => "group_message_received",
             Event::Deregistered => "deregistered",
         }
     }
@@ -72,6 +74,12 @@ pub struct Record {
     pub to_greet: Option<u64>,
     /// `leased` for a registry of ours, `original` for an original HIT6 registry.
     pub mode: Option<String>,
+    /// The node's group (`registered`), or the group a message went to.
+    pub group: Option<u64>,
+    /// Who multicast a group message, through which coordinator, and its text.
+    pub sender: Option<String>,
+    pub coordinator: Option<String>,
+    pub text: Option<String>,
     pub peer_name: Option<String>,
     pub peer_addr: Option<String>,
     pub registry: Option<String>,
@@ -92,6 +100,7 @@ pub struct Identity<'a> {
     pub name: &'a str,
     pub id: Option<&'a str>,
     pub addr: &'a str,
+    pub group: Option<u32>,
 }
 
 pub fn listening(listen: SocketAddr, advertise: &str) {
@@ -101,7 +110,7 @@ pub fn listening(listen: SocketAddr, advertise: &str) {
 /// `event` is [`Event::Registered`] the first time, [`Event::Reregistered`] after.
 pub fn registered(event: Event, me: &Identity<'_>, registry: &str, mode: &str, contacts: usize, to_greet: usize) {
     info!(
-        event = %event, name = %me.name, id = me.id, addr = %me.addr, %registry, mode, contacts, to_greet,
+        event = %event, name = %me.name, id = me.id, addr = %me.addr, group = me.group, %registry, mode, contacts, to_greet,
         "registered"
     );
 }
@@ -126,6 +135,10 @@ pub fn greeting_received(peer: &Peer, from: SocketAddr) {
     info!(event = %Event::GreetingReceived, peer_name = %peer.name, peer_addr = %peer.addr, %from, "received a greeting");
 }
 
+pub fn group_message_received(group: u32, sender: &str, coordinator: &str, text: &str) {
+    info!(event = %Event::GroupMessageReceived, group, sender, coordinator, text, "received a group message");
+}
+
 pub fn deregistered(registry: &str, id: &str) {
     info!(event = %Event::Deregistered, %registry, id, "deregistered");
 }
@@ -135,7 +148,7 @@ pub fn deregistration_failed(registry: &str, error: &dyn std::error::Error) {
 }
 
 /// An error with its causes on one line, like anyhow's `{:#}`.
-struct Chain<'a>(&'a dyn std::error::Error);
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -183,13 +196,14 @@ mod tests {
         let error = std::io::Error::other("connection refused");
         tracing::subscriber::with_default(subscriber, || {
             listening("0.0.0.0:4001".parse().unwrap(), "127.0.0.1:4001");
-            let me = Identity { name: "node-1", id: Some("ab-1"), addr: "127.0.0.1:4001" };
+            let me = Identity { name: "node-1", id: Some("ab-1"), addr: "127.0.0.1:4001", group: Some(2) };
             registered(Event::Registered, &me, "127.0.0.1:8080", "leased", 3, 2);
             registration_refused("127.0.0.1:8080", &error, 2);
             registry_unreachable("127.0.0.1:8080", &error, 1);
             greeting_sent(&peer);
             greeting_failed(&peer, &error);
             greeting_received(&peer, "127.0.0.1:5555".parse().unwrap());
+            group_message_received(2, "cli", "node-1", "hola");
             deregistered("127.0.0.1:8080", "ab-1");
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
@@ -205,13 +219,16 @@ mod tests {
                 Event::GreetingSent,
                 Event::GreetingFailed,
                 Event::GreetingReceived,
+                Event::GroupMessageReceived,
                 Event::Deregistered,
             ]
         );
         let registered = &records[1];
         assert_eq!(registered.name.as_deref(), Some("node-1"));
         assert_eq!(registered.id.as_deref(), Some("ab-1"));
-        assert_eq!((registered.contacts, registered.to_greet), (Some(3), Some(2)));
+        assert_eq!((registered.contacts, registered.to_greet, registered.group), (Some(3), Some(2), Some(2)));
+        let message = &records[7];
+        assert_eq!((message.group, message.sender.as_deref(), message.text.as_deref()), (Some(2), Some("cli"), Some("hola")));
         assert_eq!(records[3].attempt, Some(1));
         assert_eq!(records[4].peer_addr.as_deref(), Some("127.0.0.1:4000"));
         assert_eq!(records[5].error.as_deref(), Some("connection refused"));

@@ -5,8 +5,10 @@
 //! - [`config`]: command line and environment, read once into [`Config`].
 //! - [`membership`]: registering with retries, heartbeats, deregistering.
 //! - [`greeting`]: the greeting messages, as the original nodes exchange them.
+//! - [`exchange`]: one request and its answer on a connection of its own, under deadlines.
 //! - [`greeter`]: greeting peers, many at once, with timeouts and retries.
-//! - [`listener`]: answering greetings from peers.
+//! - [`listener`]: answering peers: greetings and group operations.
+//! - [`group`]: group communication: coordinator, member and sender sides.
 //! - [`events`]: the log contract ([`events::Event`]), read back by the launcher.
 //!
 //! [`run`] ties them together: listen, register, greet, then heartbeat until
@@ -15,14 +17,16 @@
 
 pub mod config;
 pub mod events;
+pub mod exchange;
 pub mod greeter;
 pub mod greeting;
+pub mod group;
 pub mod listener;
 pub mod membership;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use registry::client::ClientError;
@@ -35,8 +39,9 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 use events::{Event, Identity, Peer};
+use exchange::Deadlines;
 use greeting::{Greeting, GREETING};
-use listener::{Known, Me};
+use listener::{Context, Known};
 use membership::{Advertise, Membership, Session};
 
 /// Deregistering at shutdown must not hold up the exit for long.
@@ -53,8 +58,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let serve = {
-        let (me, known, listen) = (node.me.clone(), node.known.clone(), config.listen);
-        move |framed, from| listener::serve(framed, from, me.clone(), known.clone(), listen)
+        let context = node.context.clone();
+        move |framed, from| listener::serve(framed, from, context.clone())
     };
     let accepting = connection::accept_loop(listener, config.listen.max_connections, tracker.clone(), serve);
     tracker.spawn(cancellable(token.clone(), accepting));
@@ -78,8 +83,7 @@ async fn cancellable(token: CancellationToken, work: impl Future<Output = ()>) {
 
 struct Node {
     membership: Membership,
-    me: Me,
-    known: Known,
+    context: Arc<Context>,
 }
 
 impl Node {
@@ -92,17 +96,24 @@ impl Node {
             (None, None) => Advertise::ConnectionLocal,
         };
         let name = config.name.clone().unwrap_or_else(|| default_name(puerto));
+        let context = Context {
+            name: name.clone(),
+            id: Default::default(),
+            known: Known::default(),
+            config: config.listen,
+            registry: config.registry.clone(),
+            deliveries: Deadlines { connect: config.greet.deadlines.connect, reply: config.ack_timeout },
+        };
         Node {
             membership: Membership {
                 registry: config.registry.clone(),
-                name: name.clone(),
+                name,
                 puerto,
                 advertise,
                 timeout: config.registry_timeout,
                 backoff: config.backoff,
             },
-            me: Me { name, id: Arc::new(Mutex::new(None)) },
-            known: Known::default(),
+            context: Arc::new(context),
         }
     }
 
@@ -117,15 +128,18 @@ impl Node {
     }
 
     fn id(&self) -> Option<String> {
-        self.me.id.lock().expect("no panics while holding it").clone()
+        self.context.id.lock().expect("no panics while holding it").clone()
     }
 
     /// Registers and greets, then heartbeats for as long as the lease lasts,
     /// registering again whenever the registry answers `unknown_id`.
     async fn stay_registered(&self, config: &Config, tracker: &TaskTracker, token: &CancellationToken) {
         let mut event = Event::Registered;
+        let mut group = config.group;
         loop {
-            let session = self.membership.join().await;
+            let session = self.membership.join(group).await;
+            // Keep the assigned group: a restarted registry puts the node back in it.
+            group = session.group.or(group);
             self.start_greeting(event, session.clone(), config, tracker, token);
             let Some((id, ttl)) = session.lease else {
                 // An original registry has no leases and understands nothing but registration.
@@ -138,15 +152,15 @@ impl Node {
 
     fn start_greeting(&self, event: Event, session: Session, config: &Config, tracker: &TaskTracker, token: &CancellationToken) {
         let id = session.lease.as_ref().map(|(id, _)| id.clone());
-        *self.me.id.lock().expect("no panics while holding it") = id.clone();
+        *self.context.id.lock().expect("no panics while holding it") = id.clone();
         let contacts = session.peers.len();
         let new_peers: Vec<Peer> = {
-            let mut known = self.known.lock().expect("no panics while holding it");
+            let mut known = self.context.known.lock().expect("no panics while holding it");
             session.peers.into_iter().filter(|peer| known.insert(peer.addr)).collect()
         };
         let addr = session.addr.to_string();
         let mode = if id.is_some() { "leased" } else { "original" };
-        let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr };
+        let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr, group: session.group };
         events::registered(event, &me, &self.membership.registry.to_string(), mode, contacts, new_peers.len());
 
         let (name, greet) = (self.membership.name.clone(), config.greet);

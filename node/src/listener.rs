@@ -1,4 +1,6 @@
-//! Receiving greetings: one message per connection, answered, then closed.
+//! Answering peers: one message per connection, answered, then closed. A
+//! message is a greeting, or, with an `op` field, a group operation (see
+//! [`crate::group`]).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -6,19 +8,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use registry::client::RegistryAddr;
 use registry::connection::{self, JsonStream};
 use registry::protocol::{ErrorBody, Reply};
+use serde_json::{Map, Value};
 use tokio::time::timeout;
 use tracing::debug;
 
 use crate::events;
+use crate::exchange::Deadlines;
+use crate::group::{self, Incoming};
 use crate::greeting::{self, GreetingReply, GREETING_REPLY};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ListenConfig {
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
-    /// How long a peer may take to send its greeting.
+    /// How long a peer may take to send its message.
     pub read_timeout: Duration,
     /// How long a peer may take to read the answer.
     pub write_timeout: Duration,
@@ -28,42 +34,64 @@ pub struct ListenConfig {
 /// re-registration, only the contacts not in here are greeted.
 pub type Known = Arc<Mutex<HashSet<SocketAddr>>>;
 
-/// How this node introduces itself in answers.
-#[derive(Debug, Clone)]
-pub struct Me {
+/// What answering needs to know about this node.
+#[derive(Debug)]
+pub struct Context {
     pub name: String,
-    pub id: Arc<Mutex<Option<String>>>,
+    /// The id the registry gave this node, once it has one.
+    pub id: Mutex<Option<String>>,
+    pub known: Known,
+    pub config: ListenConfig,
+    /// Where a coordinator looks up its group's members.
+    pub registry: RegistryAddr,
+    /// Per-member deadlines of the deliveries it coordinates.
+    pub deliveries: Deadlines,
 }
 
-/// Serves one greeting on one connection.
-pub async fn serve(mut framed: JsonStream, from: SocketAddr, me: Me, known: Known, config: ListenConfig) {
+/// Serves one message on one connection.
+pub async fn serve(mut framed: JsonStream, from: SocketAddr, context: Arc<Context>) {
+    let config = context.config;
     let next = match timeout(config.read_timeout, framed.next()).await {
-        Err(_) => return debug!(timeout = ?config.read_timeout, "no greeting arrived"),
-        Ok(None) => return debug!("closed without greeting"),
+        Err(_) => return debug!(timeout = ?config.read_timeout, "no message arrived"),
+        Ok(None) => return debug!("closed without a message"),
         Ok(Some(next)) => next,
     };
-    let message = match next {
+    let answer = match next {
         Err(error) => return connection::reject(framed, error, config.write_timeout).await,
         Ok(Err(malformed)) => Err(ErrorBody::bad_request(malformed.to_string())),
-        Ok(Ok(message)) => greeting::parse(message, from),
+        Ok(Ok(Value::Object(fields))) if fields.contains_key("op") => answer_group(&fields, &context).await,
+        Ok(Ok(message)) => answer_greeting(message, from, &context),
     };
-    let result = match message {
-        Ok(peer) => {
-            events::greeting_received(&peer, from);
-            known.lock().expect("no panics while holding it").insert(peer.addr);
-            let id = me.id.lock().expect("no panics while holding it").clone();
-            let answer = GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(me.name), id };
-            connection::send(&mut framed, &answer, config.write_timeout).await
-        }
-        Err(error) => {
-            debug!(code = %error.code, message = %error.message, "rejected a greeting");
-            connection::send(&mut framed, &Reply::Error(error), config.write_timeout).await
-        }
-    };
-    match result {
+    let reply = answer.unwrap_or_else(|error| {
+        debug!(code = %error.code, message = %error.message, "rejected a message");
+        serde_json::to_value(Reply::Error(error)).expect("an error reply serializes")
+    });
+    match connection::send(&mut framed, &reply, config.write_timeout).await {
         // Hang up only once the peer has: closing with unread input would
         // reset the connection and could destroy the answer in flight.
         Ok(()) => connection::drain(framed.into_inner()).await,
-        Err(error) => debug!(%error, "failed to answer a greeting"),
+        Err(error) => debug!(%error, "failed to answer"),
+    }
+}
+
+fn answer_greeting(message: Value, from: SocketAddr, context: &Context) -> Result<Value, ErrorBody> {
+    let peer = greeting::parse(message, from)?;
+    events::greeting_received(&peer, from);
+    context.known.lock().expect("no panics while holding it").insert(peer.addr);
+    let id = context.id.lock().expect("no panics while holding it").clone();
+    let answer = GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(context.name.clone()), id };
+    Ok(serde_json::to_value(answer).expect("an answer serializes"))
+}
+
+async fn answer_group(fields: &Map<String, Value>, context: &Context) -> Result<Value, ErrorBody> {
+    match group::parse(fields)? {
+        Incoming::Deliver { message, coordinator } => {
+            events::group_message_received(message.group, &message.sender, &coordinator, &message.text);
+            Ok(group::ack(&context.name))
+        }
+        Incoming::Multicast(message) => {
+            let report = group::coordinate(&context.registry, &context.name, &message, context.deliveries).await?;
+            Ok(group::report_reply(&report))
+        }
     }
 }

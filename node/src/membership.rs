@@ -32,6 +32,8 @@ pub struct Session {
     pub lease: Option<(String, Duration)>,
     /// This node's address as the registry recorded it.
     pub addr: SocketAddr,
+    /// The group it was placed in; `None` from an original registry.
+    pub group: Option<u32>,
     /// The contacts registered before this node.
     pub peers: Vec<Peer>,
 }
@@ -47,12 +49,14 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Registers, retrying with exponential backoff and jitter until it works.
-    pub async fn join(&self) -> Session {
+    /// Registers, retrying with exponential backoff and jitter until it
+    /// works. `group` is the one to ask for: chosen, or kept from an earlier
+    /// registration so that a restarted registry puts the node back in it.
+    pub async fn join(&self, group: Option<u32>) -> Session {
         let registry = self.registry.to_string();
         let mut delay = self.backoff.initial;
         for attempt in 1.. {
-            match self.try_join().await {
+            match self.try_join(group).await {
                 Ok(session) => return session,
                 Err(error @ ClientError::Refused { .. }) => events::registration_refused(&registry, &error, attempt),
                 Err(error) => events::registry_unreachable(&registry, &error, attempt),
@@ -63,7 +67,7 @@ impl Membership {
         unreachable!("the attempts never run out")
     }
 
-    async fn try_join(&self) -> Result<Session, ClientError> {
+    async fn try_join(&self, group: Option<u32>) -> Result<Session, ClientError> {
         let mut client = Client::connect(&self.registry, self.timeout).await?;
         let local_ip = client.local_addr().map(|a| a.ip()).map_err(|source| ClientError::Connect {
             addr: self.registry.to_string(),
@@ -74,16 +78,18 @@ impl Membership {
             Advertise::Observed => None,
             Advertise::ConnectionLocal => Some(local_ip),
         };
-        let request = NativeRequest::Register { ip, puerto: self.puerto, name: &self.name };
+        let request = NativeRequest::Register { ip, puerto: self.puerto, name: &self.name, group };
         Ok(match client.register(&request).await? {
             Joined::Leased(registered) => Session {
                 lease: Some((registered.id, Duration::from_millis(registered.ttl_ms))),
                 addr: registered.entry.addr(),
+                group: registered.entry.group,
                 peers: registered.contactos.into_iter().map(|c| Peer { addr: c.addr(), name: c.name }).collect(),
             },
             Joined::Original(addrs) => Session {
                 lease: None,
                 addr: SocketAddr::new(ip.unwrap_or(local_ip), self.puerto),
+                group: None,
                 peers: addrs.into_iter().map(|addr| Peer { name: addr.to_string(), addr }).collect(),
             },
         })

@@ -55,6 +55,16 @@ pub fn port(text: &str) -> Result<u16, String> {
     }
 }
 
+/// A registry address written `HOST:PORT` (`[v6]:PORT` for IPv6).
+pub fn registry_addr(text: &str) -> Result<crate::client::RegistryAddr, String> {
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("`{text}` isn't HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("`{text}` has no host"));
+    }
+    Ok(crate::client::RegistryAddr { host: host.to_owned(), port: self::port(port)? })
+}
+
 /// A lifetime that may be unbounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetime(pub Option<Duration>);
@@ -79,6 +89,10 @@ mod tests {
         assert!(duration("0s").unwrap_err().contains("greater than zero"));
         assert!(duration("soon").unwrap_err().contains("`soon` isn't a duration"));
         assert_eq!(port("8086"), Ok(8086));
+        assert_eq!(registry_addr("10.0.0.1:8086").unwrap().to_string(), "10.0.0.1:8086");
+        assert_eq!(registry_addr("[::1]:8086").unwrap().host, "::1");
+        assert!(registry_addr("vm1").unwrap_err().contains("HOST:PORT"));
+        assert!(registry_addr("vm1:0").unwrap_err().contains("isn't a port number"));
         assert_eq!(port("70000").unwrap_err(), "`70000` isn't a port number (1-65535)");
         assert!(port("0").is_err());
     }

@@ -17,7 +17,7 @@ use tokio_util::codec::Framed;
 
 use crate::codec::{FrameError, JsonCodec, MAX_REPLY_BYTES};
 use crate::protocol::{
-    parse_ip, parse_port, Contact, ErrorBody, ErrorCode, Found, Listed, NativeRequest, Registered, Renewed,
+    parse_ip, parse_port, Contact, ErrorBody, ErrorCode, Found, GroupView, Listed, NativeRequest, Registered, Renewed,
 };
 
 /// Where the registry listens: a host name or ip, and a port.
@@ -153,6 +153,13 @@ impl Client {
         let op = "list";
         let reply = self.call(op, &NativeRequest::List).await?;
         self.success::<Listed>(op, reply).map(|l| l.contactos)
+    }
+
+    /// The coordinator and live members of `group`.
+    pub async fn group(&mut self, group: u32) -> Result<GroupView, ClientError> {
+        let op = "group";
+        let reply = self.call(op, &NativeRequest::Group { group }).await?;
+        self.success(op, reply)
     }
 
     async fn call(&mut self, op: &'static str, request: &NativeRequest<'_>) -> Result<Value, ClientError> {

@@ -25,6 +25,10 @@ pub enum ErrorCode {
     NotFound,
     UnknownId,
     TooLarge,
+    EmptyGroup,
+    UnknownGroup,
+    /// A node could not reach the registry on a client's behalf.
+    RegistryUnavailable,
 }
 
 impl fmt::Display for ErrorCode {
@@ -58,6 +62,9 @@ pub struct Contact {
     pub name: String,
     pub ip: IpAddr,
     pub puerto: u16,
+    /// The group it belongs to; original-dialect entries belong to none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u32>,
 }
 
 impl Contact {
@@ -85,6 +92,8 @@ pub struct Registration {
     pub ip: Option<IpAddr>,
     pub puerto: u16,
     pub name: Option<String>,
+    /// The group asked for; `None` lets the registry assign one.
+    pub group: Option<u32>,
     pub dialect: Dialect,
 }
 
@@ -103,6 +112,8 @@ pub enum Request {
     Deregister(EntryKey),
     Lookup { name: String },
     List,
+    /// The coordinator and live members of a group.
+    Group { group: u32 },
 }
 
 /// A native request as a client sends it.
@@ -114,11 +125,14 @@ pub enum NativeRequest<'a> {
         ip: Option<IpAddr>,
         puerto: u16,
         name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<u32>,
     },
     Heartbeat { id: &'a str },
     Deregister { id: &'a str },
     Lookup { name: &'a str },
     List,
+    Group { group: u32 },
 }
 
 impl Request {
@@ -145,6 +159,7 @@ impl Request {
                 ip: parse_ip(fields.get("ip"), "ip")?,
                 puerto: parse_port(required(&fields, "puerto")?, "puerto")?,
                 name: optional_name(&fields)?,
+                group: fields.get("group").filter(|g| !g.is_null()).map(|g| parse_group(g, "group")).transpose()?,
                 dialect: Dialect::Native,
             })),
             "heartbeat" => Ok(Request::Heartbeat { id: required_str(&fields, "id")? }),
@@ -155,10 +170,11 @@ impl Request {
             },
             "lookup" => Ok(Request::Lookup { name: required_name(&fields)? }),
             "list" => Ok(Request::List),
+            "group" => Ok(Request::Group { group: parse_group(required(&fields, "group")?, "group")? }),
             other => Err(ErrorBody::new(
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op `{}`; expected register, heartbeat, deregister, lookup or list",
+                    "unknown op `{}`; expected register, heartbeat, deregister, lookup, list or group",
                     truncate(other)
                 ),
             )),
@@ -181,7 +197,7 @@ fn parse_dialect_registration(fields: &Map<String, Value>) -> Result<Request, Er
         ));
     };
     let puerto = parse_port(required(fields, "puerto")?, "puerto")?;
-    Ok(Request::Register(Registration { ip, puerto, name: None, dialect }))
+    Ok(Request::Register(Registration { ip, puerto, name: None, group: None, dialect }))
 }
 
 fn required<'v>(fields: &'v Map<String, Value>, key: &str) -> Result<&'v Value, ErrorBody> {
@@ -243,6 +259,27 @@ pub fn parse_port(value: &Value, key: &str) -> Result<u16, ErrorBody> {
         Some(port @ 1..=65535) => Ok(port as u16),
         _ => Err(ErrorBody::bad_request(format!(
             "field `{key}`: `{}` isn't a port number (1-65535)",
+            truncate(&value.to_string())
+        ))),
+    }
+}
+
+/// A group: a positive whole number, or a string of digits.
+pub fn parse_group(value: &Value, key: &str) -> Result<u32, ErrorBody> {
+    let number = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        other => {
+            return Err(ErrorBody::bad_request(format!(
+                "field `{key}` must be a group number, got {}",
+                kind_of(other)
+            )))
+        }
+    };
+    match number.and_then(|n| u32::try_from(n).ok()) {
+        Some(group) if group > 0 => Ok(group),
+        _ => Err(ErrorBody::bad_request(format!(
+            "field `{key}`: `{}` isn't a group number (1 or more)",
             truncate(&value.to_string())
         ))),
     }
@@ -318,6 +355,16 @@ pub struct Listed {
     pub contactos: Vec<Contact>,
 }
 
+/// Body of a successful group lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub group: u32,
+    /// The member that multicasts to the others: the oldest live one.
+    pub coordinator: Contact,
+    /// The live members, oldest first, the coordinator among them.
+    pub members: Vec<Contact>,
+}
+
 /// A contact in the original registry's bare-array reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OriginalContact {
@@ -341,6 +388,7 @@ pub enum Reply {
     Renewed(Renewed),
     Found(Found),
     Listed(Listed),
+    Group(GroupView),
     Error(ErrorBody),
     /// The original dialect: a bare array, then the connection is closed.
     Original(Vec<OriginalContact>),
@@ -379,6 +427,7 @@ impl Serialize for Reply {
             Reply::Renewed(body) => success(body, s),
             Reply::Found(body) => success(body, s),
             Reply::Listed(body) => success(body, s),
+            Reply::Group(body) => success(body, s),
             Reply::Error(error) => Failure { ok: false, error }.serialize(s),
             Reply::Original(contacts) => contacts.serialize(s),
             Reply::Clientes(clientes) => {
@@ -419,6 +468,7 @@ mod tests {
                 ip: Some("203.0.113.7".parse().unwrap()),
                 puerto: 8089,
                 name: Some("node-3".into()),
+                group: None,
                 dialect: Dialect::Native,
             })
         );
@@ -479,6 +529,18 @@ mod tests {
     }
 
     #[test]
+    fn groups_are_positive_numbers_or_digit_strings() {
+        assert_eq!(parse(json!({"op":"group","group":"2"})).unwrap(), Request::Group { group: 2 });
+        for group in [json!(0), json!(-1), json!("x"), json!(1.5), json!(5_000_000_000u64), json!([2])] {
+            let error = rejected(json!({"op":"group","group":group}));
+            assert!(error.message.contains("group"), "{}", error.message);
+        }
+        assert_eq!(rejected(json!({"op":"group"})).message, "missing field `group`");
+        let Request::Register(r) = parse(json!({"op":"register","puerto":1,"group":3})).unwrap() else { panic!() };
+        assert_eq!(r.group, Some(3));
+    }
+
+    #[test]
     fn names_must_be_printable_and_short() {
         assert!(rejected(json!({"op":"lookup","name":""})).message.contains("empty"));
         assert!(rejected(json!({"op":"lookup","name":"a\nb"})).message.contains("control"));
@@ -493,11 +555,11 @@ mod tests {
 
     #[test]
     fn client_requests_parse_back_on_the_server() {
-        let sent = NativeRequest::Register { ip: None, puerto: 9, name: "n" };
+        let sent = NativeRequest::Register { ip: None, puerto: 9, name: "n", group: Some(2) };
         let value = serde_json::to_value(&sent).unwrap();
         assert_eq!(
             parse(value).unwrap(),
-            Request::Register(Registration { ip: None, puerto: 9, name: Some("n".into()), dialect: Dialect::Native })
+            Request::Register(Registration { ip: None, puerto: 9, name: Some("n".into()), group: Some(2), dialect: Dialect::Native })
         );
         let value = serde_json::to_value(NativeRequest::Deregister { id: "abc" }).unwrap();
         assert_eq!(parse(value).unwrap(), Request::Deregister(EntryKey::Id("abc".into())));
@@ -505,7 +567,7 @@ mod tests {
 
     #[test]
     fn replies_have_the_documented_shapes() {
-        let contact = Contact { id: "i".into(), name: "n".into(), ip: "127.0.0.1".parse().unwrap(), puerto: 5 };
+        let contact = Contact { id: "i".into(), name: "n".into(), ip: "127.0.0.1".parse().unwrap(), puerto: 5, group: None };
         let ok = Reply::Renewed(Renewed { ttl_ms: 15000 });
         assert_eq!(serde_json::to_value(&ok).unwrap(), json!({"ok":true,"ttl_ms":15000}));
         let err = Reply::Error(ErrorBody::new(ErrorCode::UnknownId, "gone"));

@@ -31,6 +31,8 @@ pub struct Config {
     pub leases: Leases,
     /// How often expired entries are removed.
     pub sweep_interval: Duration,
+    /// Groups nodes are assigned to when they choose none.
+    pub groups: u32,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
     /// How long a connection may stay silent, or stall in the middle of a message.
@@ -44,6 +46,7 @@ impl Default for Config {
         Self {
             leases: Leases { ttl: Duration::from_secs(15), legacy_ttl: None },
             sweep_interval: Duration::from_secs(1),
+            groups: 3,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(5),
@@ -55,7 +58,7 @@ impl Default for Config {
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let store = Arc::new(Store::new(config.leases));
+    let store = Arc::new(Store::new(config.leases, config.groups));
     tracker.spawn(sweep(store.clone(), config.sweep_interval, token.clone()));
 
     let config = Arc::new(config);
@@ -143,6 +146,7 @@ impl Connection {
             }),
             Request::Lookup { name } => store.lookup(&name, now).map(|entry| Reply::Found(Found { entry })),
             Request::List => Ok(Reply::Listed(Listed { contactos: store.list(now) })),
+            Request::Group { group } => store.group(group, now).map(Reply::Group),
         };
         result.unwrap_or_else(|error| {
             debug!(%error, "refused a request");
@@ -161,6 +165,7 @@ impl Connection {
             id = %entry.id,
             name = %entry.name,
             addr = %entry.addr(),
+            group = entry.group,
             dialect = ?registration.dialect,
             contacts = admitted.earlier.len(),
         );

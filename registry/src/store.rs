@@ -2,8 +2,9 @@
 //!
 //! A `std::sync::Mutex` guards it: no operation awaits while holding the lock,
 //! and each one is a few map operations, so an async mutex would only add cost.
-//! Registration computes the earlier contacts and inserts the new entry under
-//! one lock, which is what makes every pair of nodes greet exactly once.
+//! Registration computes the earlier contacts, assigns a group and inserts
+//! the new entry under one lock, which is what makes every pair of nodes
+//! greet exactly once and keeps groups balanced when nodes join together.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::protocol::{Contact, Dialect, EntryKey, ErrorCode, Registration};
+use crate::protocol::{Contact, Dialect, EntryKey, ErrorCode, GroupView, Registration};
 
 /// How long entries live without a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,10 @@ pub enum StoreError {
     UnknownId { id: String },
     #[error("no live entry is named `{name}`")]
     NotFound { name: String },
+    #[error("group {group} has no live members")]
+    EmptyGroup { group: u32 },
+    #[error("there is no group {group}: groups are 1 to {groups}, and no node chose {group}")]
+    UnknownGroup { group: u32, groups: u32 },
 }
 
 impl StoreError {
@@ -40,6 +45,8 @@ impl StoreError {
             StoreError::NameTaken { .. } => ErrorCode::NameTaken,
             StoreError::UnknownId { .. } => ErrorCode::UnknownId,
             StoreError::NotFound { .. } => ErrorCode::NotFound,
+            StoreError::EmptyGroup { .. } => ErrorCode::EmptyGroup,
+            StoreError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
         }
     }
 }
@@ -58,6 +65,8 @@ pub struct Admitted {
 pub struct Store {
     state: Mutex<State>,
     leases: Leases,
+    /// Groups 1 to `groups` are assigned to nodes that choose none.
+    groups: u32,
     /// Random per store, so ids handed out before a restart never match new entries.
     id_prefix: String,
 }
@@ -102,10 +111,11 @@ impl State {
 }
 
 impl Store {
-    pub fn new(leases: Leases) -> Self {
+    pub fn new(leases: Leases, groups: u32) -> Self {
         Self {
             state: Mutex::new(State::default()),
             leases,
+            groups: groups.max(1),
             id_prefix: format!("{:08x}", fastrand::u32(..)),
         }
     }
@@ -143,15 +153,48 @@ impl Store {
         let stale: Vec<u64> = [state.by_name.get(&name), state.by_addr.get(&addr)].into_iter().flatten().copied().collect();
         let replaced = stale.into_iter().filter_map(|seq| state.remove(seq)).collect();
 
-        let earlier = state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact.clone()).collect();
+        let earlier: Vec<Contact> = state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact.clone()).collect();
+        // Original nodes cannot take part in group communication.
+        let group = match registration.dialect {
+            Dialect::Native => Some(registration.group.unwrap_or_else(|| self.least_loaded(&earlier))),
+            Dialect::Original | Dialect::Clientes => None,
+        };
         let seq = state.next_seq;
         state.next_seq += 1;
-        let entry = Contact { id: format!("{}-{seq}", self.id_prefix), name, ip: addr.ip(), puerto: addr.port() };
+        let entry = Contact { id: format!("{}-{seq}", self.id_prefix), name, ip: addr.ip(), puerto: addr.port(), group };
         state.by_id.insert(entry.id.clone(), seq);
         state.by_name.insert(entry.name.clone(), seq);
         state.by_addr.insert(addr, seq);
         state.entries.insert(seq, Entry { contact: entry.clone(), expires_at });
         Ok(Admitted { entry, earlier, replaced })
+    }
+
+    /// The assigned group with the fewest live members, the lowest on a tie.
+    fn least_loaded(&self, live: &[Contact]) -> u32 {
+        let mut load = vec![0usize; self.groups as usize];
+        for group in live.iter().filter_map(|c| c.group) {
+            if let Some(count) = load.get_mut(group as usize - 1) {
+                *count += 1;
+            }
+        }
+        let (index, _) = load.iter().enumerate().min_by_key(|(i, count)| (**count, *i)).expect("there is at least one group");
+        index as u32 + 1
+    }
+
+    /// A group's live members, oldest first; the oldest coordinates.
+    pub fn group(&self, group: u32, now: Instant) -> Result<GroupView, StoreError> {
+        let state = self.lock();
+        let members: Vec<Contact> = state
+            .entries
+            .values()
+            .filter(|e| e.is_live(now) && e.contact.group == Some(group))
+            .map(|e| e.contact.clone())
+            .collect();
+        match members.first() {
+            Some(oldest) => Ok(GroupView { group, coordinator: oldest.clone(), members }),
+            None if group <= self.groups => Err(StoreError::EmptyGroup { group }),
+            None => Err(StoreError::UnknownGroup { group, groups: self.groups }),
+        }
     }
 
     /// Renews a lease, returning its length.
@@ -219,11 +262,15 @@ mod tests {
     const TTL: Duration = Duration::from_secs(15);
 
     fn store() -> Store {
-        Store::new(Leases { ttl: TTL, legacy_ttl: None })
+        Store::new(Leases { ttl: TTL, legacy_ttl: None }, 3)
     }
 
     fn native(name: &str, port: u16) -> Registration {
-        Registration { ip: Some("10.0.0.1".parse().unwrap()), puerto: port, name: Some(name.into()), dialect: Dialect::Native }
+        Registration { ip: Some("10.0.0.1".parse().unwrap()), puerto: port, name: Some(name.into()), group: None, dialect: Dialect::Native }
+    }
+
+    fn in_group(name: &str, port: u16, group: u32) -> Registration {
+        Registration { group: Some(group), ..native(name, port) }
     }
 
     fn observed() -> IpAddr {
@@ -285,7 +332,7 @@ mod tests {
     #[test]
     fn missing_ip_records_the_observed_address_and_defaults_the_name() {
         let store = store();
-        let reg = Registration { ip: None, puerto: 8089, name: None, dialect: Dialect::Original };
+        let reg = Registration { ip: None, puerto: 8089, name: None, group: None, dialect: Dialect::Original };
         let admitted = store.register(&reg, observed(), Instant::now()).unwrap();
         assert_eq!(admitted.entry.addr(), "192.0.2.1:8089".parse().unwrap());
         assert_eq!(admitted.entry.name, "192.0.2.1:8089");
@@ -320,13 +367,13 @@ mod tests {
 
     #[test]
     fn legacy_entries_have_no_lease_unless_configured() {
-        let legacy = Registration { ip: None, puerto: 1, name: None, dialect: Dialect::Original };
+        let legacy = Registration { ip: None, puerto: 1, name: None, group: None, dialect: Dialect::Original };
         let forever = store();
         let start = Instant::now();
         forever.register(&legacy, observed(), start).unwrap();
         assert!(forever.sweep(start + Duration::from_secs(86_400)).is_empty());
 
-        let bounded = Store::new(Leases { ttl: TTL, legacy_ttl: Some(Duration::from_secs(60)) });
+        let bounded = Store::new(Leases { ttl: TTL, legacy_ttl: Some(Duration::from_secs(60)) }, 3);
         bounded.register(&legacy, observed(), start).unwrap();
         assert_eq!(bounded.sweep(start + Duration::from_secs(60)).len(), 1);
     }
@@ -343,6 +390,45 @@ mod tests {
         assert_eq!(store.deregister(&EntryKey::Name("b".into()), now).unwrap_err().code(), ErrorCode::NotFound);
         assert_eq!(store.deregister(&EntryKey::Id(a.entry.id), now).unwrap_err().code(), ErrorCode::UnknownId);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn groups_are_assigned_least_loaded_first_and_chosen_ones_count() {
+        let store = store();
+        let now = Instant::now();
+        store.register(&in_group("chooser", 1, 2), observed(), now).unwrap();
+        let groups: Vec<Option<u32>> =
+            (2..=9).map(|p| store.register(&native(&format!("n{p}"), p), observed(), now).unwrap().entry.group).collect();
+        assert_eq!(groups, [1, 3, 1, 2, 3, 1, 2, 3].map(Some));
+        let legacy = Registration { ip: None, puerto: 99, name: None, group: None, dialect: Dialect::Original };
+        assert_eq!(store.register(&legacy, observed(), now).unwrap().entry.group, None);
+    }
+
+    #[test]
+    fn the_oldest_live_member_coordinates_and_the_next_takes_over() {
+        let store = store();
+        let start = Instant::now();
+        store.register(&in_group("first", 1, 2), observed(), start).unwrap();
+        let later = start + Duration::from_secs(10);
+        let second = store.register(&in_group("second", 2, 2), observed(), later).unwrap();
+        store.register(&in_group("other", 3, 1), observed(), later).unwrap();
+        let view = store.group(2, later).unwrap();
+        assert_eq!((view.coordinator.name.as_str(), names(&view.members)), ("first", vec!["first", "second"]));
+
+        let after = start + TTL;
+        store.heartbeat(&second.entry.id, after - Duration::from_millis(1)).unwrap();
+        let view = store.group(2, after).unwrap();
+        assert_eq!(view.coordinator.name, "second", "the first member's lease ran out");
+    }
+
+    #[test]
+    fn empty_and_unknown_groups_are_told_apart() {
+        let store = store();
+        let now = Instant::now();
+        store.register(&in_group("far", 1, 7), observed(), now).unwrap();
+        assert_eq!(store.group(2, now).unwrap_err(), StoreError::EmptyGroup { group: 2 });
+        assert_eq!(store.group(4, now).unwrap_err(), StoreError::UnknownGroup { group: 4, groups: 3 });
+        assert_eq!(store.group(7, now).unwrap().members.len(), 1, "a chosen group outside 1-3 exists while it has members");
     }
 
     #[test]

@@ -26,6 +26,9 @@ struct Cli {
     /// How often expired entries are removed.
     #[arg(long, env = "REGISTRY_SWEEP_INTERVAL", default_value = "1s", value_parser = cli::duration)]
     sweep_interval: Duration,
+    /// Number of groups; nodes that choose none are placed in the least loaded.
+    #[arg(long, env = "REGISTRY_GROUPS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    groups: u32,
     /// Lifetime of registrations from the original programs, which never
     /// heartbeat: a duration, or `never` to keep them until deregistered.
     #[arg(long, env = "REGISTRY_LEGACY_TTL", default_value = "never", value_parser = cli::lifetime)]
@@ -50,6 +53,7 @@ impl Cli {
         Config {
             leases: Leases { ttl: self.ttl, legacy_ttl: self.legacy_ttl.0 },
             sweep_interval: self.sweep_interval,
+            groups: self.groups,
             max_connections: self.max_connections as usize,
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
@@ -67,7 +71,7 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(cli.listen);
     let config = cli.config();
-    tracing::info!(event = "listening", %addr, ttl = ?config.leases.ttl, legacy_ttl = ?config.leases.legacy_ttl);
+    tracing::info!(event = "listening", %addr, ttl = ?config.leases.ttl, legacy_ttl = ?config.leases.legacy_ttl, groups = config.groups);
     server::run(listener, config, shutdown).await;
     ExitCode::SUCCESS
 }

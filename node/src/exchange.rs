@@ -1,0 +1,106 @@
+//! One request on its own connection: connect, send one JSON message in one
+//! write, then wait for one JSON object back or for the peer to hang up,
+//! each step under a deadline. Greetings, deliveries and multicasts all
+//! travel this way.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use registry::codec::{FrameError, JsonCodec, MAX_REPLY_BYTES};
+use registry::protocol::{kind_of, ErrorBody};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::codec::FramedRead;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub connect: Duration,
+    pub reply: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("failed to connect")]
+    Connect(#[source] io::Error),
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("failed to send")]
+    Send(#[source] io::Error),
+    #[error("no answer within {0:?}")]
+    ReplyTimeout(Duration),
+    #[error("failed to read the answer")]
+    Reply(#[source] FrameError),
+    #[error("the answer is not JSON")]
+    Malformed(#[source] serde_json::Error),
+    #[error("the answer is {0}, not an object")]
+    NotAnObject(&'static str),
+    #[error("refused")]
+    Refused(#[source] ErrorBody),
+}
+
+impl ExchangeError {
+    /// Nothing reached the peer, so trying again cannot deliver twice.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ExchangeError::Connect(_) | ExchangeError::ConnectTimeout(_))
+    }
+}
+
+/// A message as one buffer, newline-terminated.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(message).expect("our messages always serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Sends `message` to `addr` and returns the answer, or `None` when the peer
+/// hung up without one (as some original nodes do). An answer of our error
+/// shape, `{"ok":false,"error":...}`, is [`ExchangeError::Refused`].
+pub async fn exchange(addr: SocketAddr, message: &[u8], deadlines: Deadlines) -> Result<Option<Map<String, Value>>, ExchangeError> {
+    let mut stream = match timeout(deadlines.connect, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err(ExchangeError::Connect(error)),
+        Err(_) => return Err(ExchangeError::ConnectTimeout(deadlines.connect)),
+    };
+    let _ = stream.set_nodelay(true);
+    // Original nodes read a single recv(1024): the message must go in one write.
+    stream.write_all(message).await.map_err(ExchangeError::Send)?;
+    let mut replies = FramedRead::new(stream, JsonCodec::new(MAX_REPLY_BYTES));
+    let reply = match timeout(deadlines.reply, replies.next()).await {
+        Err(_) => return Err(ExchangeError::ReplyTimeout(deadlines.reply)),
+        Ok(None) => return Ok(None),
+        Ok(Some(Err(error))) => return Err(ExchangeError::Reply(error)),
+        Ok(Some(Ok(reply))) => reply.map_err(|e| ExchangeError::Malformed(e.0))?,
+    };
+    check(reply).map(Some)
+}
+
+fn check(reply: Value) -> Result<Map<String, Value>, ExchangeError> {
+    let Value::Object(fields) = reply else {
+        return Err(ExchangeError::NotAnObject(kind_of(&reply)));
+    };
+    if fields.get("ok") == Some(&Value::Bool(false)) {
+        let error = fields.get("error").cloned().and_then(|e| serde_json::from_value(e).ok());
+        return Err(ExchangeError::Refused(error.unwrap_or_else(|| ErrorBody::bad_request("no reason given"))));
+    }
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn any_object_is_an_answer_and_our_error_shape_is_a_refusal() {
+        assert!(check(json!({"mensaje":"Hola, un gusto!"})).is_ok());
+        assert!(check(json!({})).is_ok());
+        assert!(matches!(check(json!([1])), Err(ExchangeError::NotAnObject("an array"))));
+        let refused = check(json!({"ok":false,"error":{"code":"bad_request","message":"no"}}));
+        assert!(matches!(refused, Err(ExchangeError::Refused(e)) if e.message == "no"));
+    }
+}

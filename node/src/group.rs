@@ -1,0 +1,284 @@
+//! Group communication: a sender asks the registry for a group's
+//! coordinator and sends it the message; the coordinator asks the registry
+//! for the live members, delivers to all of them at once, collects each
+//! one's ACK under a deadline, and answers the sender with a report naming
+//! every member that did not acknowledge.
+//!
+//! Wire format, one message per connection like greetings:
+//! - sender -> coordinator: `{"op":"multicast","group":2,"text":"hola","sender":"cli"}`,
+//!   answered `{"ok":true, <Report>}` or with an error;
+//! - coordinator -> member: `{"op":"deliver","group":2,"text":"hola","sender":"cli","coordinator":"node-4"}`,
+//!   answered `{"ok":true,"ack":"<member name>"}`.
+
+use std::fmt;
+
+use futures::StreamExt;
+use registry::client::{Client, ClientError, RegistryAddr};
+use registry::protocol::{kind_of, parse_group, validate_name, Contact, ErrorBody, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::events::Chain;
+use crate::exchange::{self, Deadlines, ExchangeError};
+
+/// Longest text a group message may carry, in bytes.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// Members delivered to at once by a coordinator.
+const DELIVERY_FANOUT: usize = 256;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Outgoing<'a> {
+    Multicast { group: u32, text: &'a str, sender: &'a str },
+    Deliver { group: u32, text: &'a str, sender: &'a str, coordinator: &'a str },
+}
+
+/// A group operation a node received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// This node is asked to coordinate a multicast.
+    Multicast(Message),
+    /// A coordinator delivers a message to this member.
+    Deliver { message: Message, coordinator: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub group: u32,
+    pub text: String,
+    pub sender: String,
+}
+
+/// Parses a message with an `op` field sent to a node.
+pub fn parse(fields: &Map<String, Value>) -> Result<Incoming, ErrorBody> {
+    let op = fields.get("op").and_then(Value::as_str);
+    let group = parse_group(fields.get("group").ok_or_else(|| ErrorBody::bad_request("missing field `group`"))?, "group")?;
+    let text = match fields.get("text") {
+        Some(Value::String(text)) if text.len() <= MAX_TEXT_BYTES => text.clone(),
+        Some(Value::String(_)) => return Err(ErrorBody::bad_request(format!("field `text` is longer than {MAX_TEXT_BYTES} bytes"))),
+        Some(other) => return Err(ErrorBody::bad_request(format!("field `text` must be a string, got {}", kind_of(other)))),
+        None => return Err(ErrorBody::bad_request("missing field `text`")),
+    };
+    let name = |key: &str| match fields.get(key) {
+        Some(Value::String(name)) => validate_name(name).map(|()| name.clone()).map_err(ErrorBody::bad_request),
+        Some(other) => Err(ErrorBody::bad_request(format!("field `{key}` must be a string, got {}", kind_of(other)))),
+        None => Err(ErrorBody::bad_request(format!("missing field `{key}`"))),
+    };
+    let message = Message { group, text, sender: name("sender")? };
+    match op {
+        Some("multicast") => Ok(Incoming::Multicast(message)),
+        Some("deliver") => Ok(Incoming::Deliver { message, coordinator: name("coordinator")? }),
+        _ => Err(ErrorBody::new(ErrorCode::UnknownOp, "a node understands `multicast` and `deliver`, or a greeting")),
+    }
+}
+
+/// What a multicast achieved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub group: u32,
+    pub coordinator: String,
+    /// Live members when the coordinator asked the registry.
+    pub members: usize,
+    pub delivered: usize,
+    /// Names of the members that acknowledged.
+    pub acked: Vec<String>,
+    pub failed: Vec<Undelivered>,
+}
+
+/// A member that did not acknowledge, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undelivered {
+    pub name: String,
+    pub addr: String,
+    pub error: String,
+}
+
+impl Report {
+    /// Every member acknowledged.
+    pub fn is_complete(&self) -> bool {
+        self.delivered == self.members
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "group {}: delivered to {} of {} members (coordinator {})",
+            self.group, self.delivered, self.members, self.coordinator
+        )?;
+        for member in &self.acked {
+            writeln!(f, "  acked   {member}")?;
+        }
+        for member in &self.failed {
+            writeln!(f, "  FAILED  {} ({}): {}", member.name, member.addr, member.error)?;
+        }
+        Ok(())
+    }
+}
+
+/// The coordinator's side: deliver `message` to every live member of its
+/// group, at once, each within `deadlines`.
+pub async fn coordinate(
+    registry: &RegistryAddr,
+    coordinator: &str,
+    message: &Message,
+    deadlines: Deadlines,
+) -> Result<Report, ErrorBody> {
+    let view = match Client::connect(registry, deadlines.reply).await {
+        Ok(mut client) => client.group(message.group).await,
+        Err(error) => Err(error),
+    };
+    let view = view.map_err(|error| match error {
+        ClientError::Refused { error, .. } => error,
+        other => ErrorBody::new(ErrorCode::RegistryUnavailable, Chain(&other).to_string()),
+    })?;
+    let outgoing = Outgoing::Deliver { group: message.group, text: &message.text, sender: &message.sender, coordinator };
+    let bytes = exchange::encode(&outgoing);
+    let outcomes: Vec<(Contact, Result<(), ExchangeError>)> = futures::stream::iter(view.members.iter().cloned())
+        .map(|member| {
+            let bytes = &bytes;
+            async move {
+                let outcome = deliver(&member, bytes, deadlines).await;
+                (member, outcome)
+            }
+        })
+        .buffer_unordered(DELIVERY_FANOUT)
+        .collect()
+        .await;
+    let mut report = Report {
+        group: message.group,
+        coordinator: coordinator.to_owned(),
+        members: view.members.len(),
+        delivered: 0,
+        acked: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (member, outcome) in outcomes {
+        match outcome {
+            Ok(()) => report.acked.push(member.name),
+            Err(error) => report.failed.push(Undelivered {
+                name: member.name.clone(),
+                addr: member.addr().to_string(),
+                error: Chain(&error).to_string(),
+            }),
+        }
+    }
+    report.delivered = report.acked.len();
+    report.acked.sort();
+    report.failed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(report)
+}
+
+/// One delivery; only an answer carrying `ack` counts.
+async fn deliver(member: &Contact, bytes: &[u8], deadlines: Deadlines) -> Result<(), ExchangeError> {
+    match exchange::exchange(member.addr(), bytes, deadlines).await? {
+        Some(answer) if answer.contains_key("ack") => Ok(()),
+        _ => Err(ExchangeError::Refused(ErrorBody::bad_request("the member answered without an ACK"))),
+    }
+}
+
+/// The member's answer to a delivery.
+pub fn ack(member: &str) -> Value {
+    serde_json::json!({ "ok": true, "ack": member })
+}
+
+/// The coordinator's answer to the sender.
+pub fn report_reply(report: &Report) -> Value {
+    let mut value = serde_json::to_value(report).expect("a report serializes");
+    value.as_object_mut().expect("a report is an object").insert("ok".into(), Value::Bool(true));
+    value
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("failed to find the coordinator of group {group}")]
+    Lookup {
+        group: u32,
+        #[source]
+        source: ClientError,
+    },
+    #[error("failed to multicast through the coordinator {name} at {addr}")]
+    Coordinator {
+        name: String,
+        addr: String,
+        #[source]
+        source: ExchangeError,
+    },
+    #[error("the coordinator {name} sent no report")]
+    NoReport { name: String },
+    #[error("the coordinator {name} sent a malformed report")]
+    MalformedReport {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The sender's side: multicast `text` to `group` through its coordinator.
+/// The coordinator needs up to its own per-member deadline, so `deadlines.reply`
+/// must be longer.
+pub async fn send(registry: &RegistryAddr, group: u32, text: &str, sender: &str, deadlines: Deadlines) -> Result<Report, SendError> {
+    let lookup = async { Client::connect(registry, deadlines.connect + deadlines.reply).await?.group(group).await };
+    let view = lookup.await.map_err(|source| SendError::Lookup { group, source })?;
+    let coordinator = view.coordinator;
+    let bytes = exchange::encode(&Outgoing::Multicast { group, text, sender });
+    let answer = exchange::exchange(coordinator.addr(), &bytes, deadlines).await.map_err(|source| SendError::Coordinator {
+        name: coordinator.name.clone(),
+        addr: coordinator.addr().to_string(),
+        source,
+    })?;
+    let answer = answer.ok_or_else(|| SendError::NoReport { name: coordinator.name.clone() })?;
+    serde_json::from_value(Value::Object(answer)).map_err(|source| SendError::MalformedReport { name: coordinator.name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn parses_both_operations() {
+        let multicast = parse(&fields(json!({"op":"multicast","group":2,"text":"hola","sender":"cli"}))).unwrap();
+        let message = Message { group: 2, text: "hola".into(), sender: "cli".into() };
+        assert_eq!(multicast, Incoming::Multicast(message.clone()));
+        let deliver = parse(&fields(json!({"op":"deliver","group":"2","text":"hola","sender":"cli","coordinator":"n1"})));
+        assert_eq!(deliver.unwrap(), Incoming::Deliver { message, coordinator: "n1".into() });
+    }
+
+    #[test]
+    fn bad_group_messages_say_what_is_wrong() {
+        let reject = |v: Value| parse(&fields(v)).unwrap_err();
+        assert!(reject(json!({"op":"multicast","text":"x","sender":"s"})).message.contains("`group`"));
+        assert!(reject(json!({"op":"multicast","group":0,"text":"x","sender":"s"})).message.contains("group number"));
+        assert!(reject(json!({"op":"multicast","group":1,"text":5,"sender":"s"})).message.contains("`text` must be a string"));
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        assert!(reject(json!({"op":"multicast","group":1,"text":long,"sender":"s"})).message.contains("longer"));
+        assert!(reject(json!({"op":"deliver","group":1,"text":"x","sender":"s"})).message.contains("`coordinator`"));
+        assert_eq!(reject(json!({"op":"fly","group":1,"text":"x","sender":"s"})).code, ErrorCode::UnknownOp);
+    }
+
+    #[test]
+    fn a_report_round_trips_through_the_reply_and_reads_well() {
+        let report = Report {
+            group: 2,
+            coordinator: "n1".into(),
+            members: 3,
+            delivered: 2,
+            acked: vec!["n1".into(), "n2".into()],
+            failed: vec![Undelivered { name: "n3".into(), addr: "127.0.0.1:9".into(), error: "failed to connect".into() }],
+        };
+        let reply = report_reply(&report);
+        assert_eq!(reply["ok"], true);
+        assert_eq!(serde_json::from_value::<Report>(reply).unwrap(), report);
+        assert!(!report.is_complete());
+        let text = report.to_string();
+        assert!(text.starts_with("group 2: delivered to 2 of 3 members (coordinator n1)"), "{text}");
+        assert!(text.contains("FAILED  n3 (127.0.0.1:9): failed to connect"), "{text}");
+    }
+}

@@ -1,0 +1,143 @@
+//! Group communication through real processes: a registry that assigns
+//! groups, nodes that coordinate and acknowledge, and `node send`.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use tests::{Node, Registry};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Nine nodes registered one after another: the registry deals them out
+/// round-robin, so group g holds node-g, node-(g+3) and node-(g+6), and the
+/// oldest, node-g, coordinates.
+async fn nine_in_three_groups(registry_args: &[&str]) -> anyhow::Result<(Registry, Vec<Node>)> {
+    let registry = Registry::start(&[&["--groups", "3"], registry_args].concat()).await?;
+    let nodes = Node::start_in_order(registry.addr, 9, &["--ack-timeout", "1s"]).await?;
+    for (i, node) in nodes.iter().enumerate() {
+        let registered = node.process.wait_for_event("registered").await?;
+        assert_eq!(registered["group"], (i % 3 + 1) as u64, "{} is in the wrong group", node.name);
+    }
+    Ok((registry, nodes))
+}
+
+/// Runs `node send` and returns its output.
+async fn send(registry: &Registry, group: u32, text: &str) -> Output {
+    let registry = registry.addr.to_string();
+    let group = group.to_string();
+    let args = ["send", "--registry", &registry, "--group", &group, "--json", text];
+    tokio::process::Command::new(tests::binary("node")).args(args).output().await.expect("node send runs")
+}
+
+fn report(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("no report: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array().unwrap().iter().map(|v| v.as_str().or(v["name"].as_str()).unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_group_two_reaches_exactly_its_three_members() -> anyhow::Result<()> {
+    let (registry, nodes) = nine_in_three_groups(&[]).await?;
+    let output = send(&registry, 2, "hola").await;
+    assert!(output.status.success(), "{output:?}");
+    let report = report(&output);
+    assert_eq!((report["members"].as_u64(), report["delivered"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(report["coordinator"], "node-2");
+    assert_eq!(names(&report["acked"]), ["node-2", "node-5", "node-8"]);
+
+    // Every ACK came after the member logged the message, so the logs are complete now.
+    for node in &nodes {
+        let received = node.process.events("group_message_received");
+        if ["node-2", "node-5", "node-8"].contains(&node.name.as_str()) {
+            assert_eq!(received.len(), 1, "{} did not get it exactly once", node.name);
+            assert_eq!((received[0]["group"].as_u64(), received[0]["text"].as_str()), (Some(2), Some("hola")));
+            assert_eq!(received[0]["coordinator"], "node-2");
+        } else {
+            assert!(received.is_empty(), "{} is not in group 2 but got the message", node.name);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_with_sigkill_is_named_in_a_two_of_three_report() -> anyhow::Result<()> {
+    let (registry, nodes) = nine_in_three_groups(&[]).await?;
+    nodes[4].process.signal(Signal::SIGKILL);
+    let output = send(&registry, 2, "hola").await;
+    assert_eq!(output.status.code(), Some(4), "not every member acknowledged: {output:?}");
+    let report = report(&output);
+    assert_eq!((report["members"].as_u64(), report["delivered"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(names(&report["failed"]), ["node-5"]);
+    assert_eq!(names(&report["acked"]), ["node-2", "node-8"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_coordinator_serves_within_a_ttl_of_the_old_one_dying() -> anyhow::Result<()> {
+    let ttl = Duration::from_secs(1);
+    let (registry, nodes) = nine_in_three_groups(&["--ttl", "1s", "--sweep-interval", "100ms"]).await?;
+    let killed = Instant::now();
+    nodes[1].process.signal(Signal::SIGKILL);
+    registry.process.wait_for_lines(1, |l| l["event"] == "expired" && l["name"] == "node-2").await?;
+
+    let output = send(&registry, 2, "sigue").await;
+    assert!(output.status.success(), "{output:?}");
+    let report = report(&output);
+    assert_eq!(report["coordinator"], "node-5", "the next oldest member took over");
+    assert_eq!(names(&report["acked"]), ["node-5", "node-8"]);
+    let slack = Duration::from_millis(500);
+    assert!(killed.elapsed() < ttl + Duration::from_millis(100) + slack, "took {:?}", killed.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn empty_and_unknown_groups_fail_at_once_with_a_clear_error() -> anyhow::Result<()> {
+    let registry = Registry::start(&["--groups", "3"]).await?;
+    let _nodes = Node::start_in_order(registry.addr, 2, &[]).await?;
+    for (group, says) in [(3, "group 3 has no live members"), (7, "there is no group 7: groups are 1 to 3")] {
+        let started = Instant::now();
+        let output = send(&registry, group, "nadie").await;
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+        // "At once" means without waiting for any ACK deadline (5 s by default).
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    }
+    Ok(())
+}
+
+/// One raw request and its answer.
+async fn raw(addr: std::net::SocketAddr, request: &Value) -> anyhow::Result<Value> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(request.to_string().as_bytes()).await?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(tests::PATIENCE, stream.read(&mut buf)).await??;
+    Ok(serde_json::from_slice(&buf[..n])?)
+}
+
+#[tokio::test]
+async fn malformed_group_requests_get_clear_errors_and_service_goes_on() -> anyhow::Result<()> {
+    let registry = Registry::start(&[]).await?;
+    let node = Node::start(registry.addr, "solo", &[]).await?;
+    node.process.wait_for_event("registered").await?;
+    let cases = [
+        (json!({"op":"group"}), "missing field `group`"),
+        (json!({"op":"group","group":"dos"}), "field `group`: `\"dos\"` isn't a group number (1 or more)"),
+        (json!({"op":"group","group":0}), "isn't a group number"),
+    ];
+    for (request, says) in cases {
+        let answer = raw(registry.addr, &request).await?;
+        assert_eq!(answer["error"]["code"], "bad_request", "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(says), "{answer}");
+    }
+    let answer = raw(node.addr, &json!({"op":"multicast","group":1,"sender":"x"})).await?;
+    assert_eq!(answer["error"]["message"], "missing field `text`");
+    assert_eq!(registry.names().await?, ["solo"], "the registry still serves");
+    let view = registry.client().await?.group(1).await?;
+    assert_eq!(view.coordinator.name, "solo");
+    Ok(())
+}
