@@ -72,6 +72,14 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     ports.sort_unstable();
     ports.dedup();
     assert_eq!(ports.len(), 5, "each node has its own host port");
+    let mut groups: Vec<u64> = nodes.iter().map(|n| n["group"].as_u64().expect("every node has a group")).collect();
+    groups.sort_unstable();
+    assert_eq!(groups, [1, 1, 2, 2, 3], "five nodes dealt into the default three groups");
+
+    let send = launcher(project, &["send", "--group", "2", "--json", "hola"]);
+    assert!(send.status.success(), "{}", text(&send));
+    let report: Value = serde_json::from_slice(&send.stdout).expect("a JSON report");
+    assert_eq!((report["members"].as_u64(), report["delivered"].as_u64()), (Some(2), Some(2)), "{report}");
 
     let ps = launcher(project, &["ps"]);
     assert!(ps.status.success(), "{}", text(&ps));
