@@ -66,11 +66,16 @@ pub async fn exchange(addr: SocketAddr, message: &[u8], deadlines: Deadlines) ->
         Ok(Err(error)) => return Err(ExchangeError::Connect(error)),
         Err(_) => return Err(ExchangeError::ConnectTimeout(deadlines.connect)),
     };
-    let _ = stream.set_nodelay(true);
     // Original nodes read a single recv(1024): the message must go in one write.
     stream.write_all(message).await.map_err(ExchangeError::Send)?;
     let mut replies = FramedRead::new(stream, JsonCodec::new(MAX_REPLY_BYTES));
-    let reply = match timeout(deadlines.reply, replies.next()).await {
+    let reply = timeout(deadlines.reply, replies.next()).await;
+    // The exchange is over either way. Closing with a reset rather than a
+    // FIN spares both hosts the TIME_WAIT state and its connection-tracking
+    // entry, which a large mesh (one connection per pair) would otherwise
+    // pile up by the hundred thousand.
+    let _ = replies.get_ref().set_zero_linger();
+    let reply = match reply {
         Err(_) => return Err(ExchangeError::ReplyTimeout(deadlines.reply)),
         Ok(None) => return Ok(None),
         Ok(Some(Err(error))) => return Err(ExchangeError::Reply(error)),

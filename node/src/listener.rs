@@ -67,9 +67,7 @@ pub async fn serve(mut framed: JsonStream, from: SocketAddr, context: Arc<Contex
         serde_json::to_value(Reply::Error(error)).expect("an error reply serializes")
     });
     match connection::send(&mut framed, &reply, config.write_timeout).await {
-        // Hang up only once the peer has: closing with unread input would
-        // reset the connection and could destroy the answer in flight.
-        Ok(()) => connection::drain(framed.into_inner()).await,
+        Ok(()) => connection::close(framed).await,
         Err(error) => debug!(%error, "failed to answer"),
     }
 }

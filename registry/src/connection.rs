@@ -43,7 +43,9 @@ where
         let permit = limit.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (stream, peer) = accept(&listener).await;
         let connection = serve(Framed::new(stream, JsonCodec::new(MAX_REQUEST_BYTES)), peer);
-        let span = tracing::info_span!("connection", %peer);
+        // A span per connection names the peer in debug logs; at the default
+        // level it is disabled and costs nothing on this hot path.
+        let span = tracing::debug_span!("connection", %peer);
         tracker.spawn(
             async move {
                 connection.await;
@@ -95,6 +97,18 @@ pub async fn reject(mut framed: JsonStream, error: FrameError, deadline: Duratio
     let Some(reply) = framing_error_reply(&error) else { return };
     if send(&mut framed, &reply, deadline).await.is_ok() {
         drain(framed.into_inner()).await;
+    }
+}
+
+/// Hangs up after the last reply. Closing a socket with unread input makes
+/// the kernel send a reset, which can destroy the reply before the peer
+/// reads it; so when input is pending, drain it first. When none is (the
+/// usual case), close at once.
+pub async fn close(framed: JsonStream) {
+    let stream = framed.into_inner();
+    let mut probe = [0u8; 1];
+    if matches!(stream.try_read(&mut probe), Ok(n) if n > 0) {
+        drain(stream).await;
     }
 }
 
