@@ -9,7 +9,7 @@ impl Args {
     pub async fn run(self, project: &str) -> anyhow::Result<()> {
         let project = Project { docker: docker::connect().await?, name: project.to_owned() };
         let mut containers = project.containers().await?;
-        containers.sort_by_key(|c| container_name(c));
+        containers.sort_by_key(container_name);
         println!("{:<28} {:<9} {:<8} {:<24} PORTS", "NAME", "ROLE", "STATE", "STATUS");
         for container in &containers {
             let label = |key: &str| container.labels.as_ref().and_then(|l| l.get(key)).cloned().unwrap_or_default();

@@ -245,41 +245,25 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 
 /// A port as the original programs send it: a number or a string of digits, 1 to 65535.
 pub fn parse_port(value: &Value, key: &str) -> Result<u16, ErrorBody> {
-    let number = match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse::<u64>().ok(),
-        other => {
-            return Err(ErrorBody::bad_request(format!(
-                "field `{key}` must be a port number, got {}",
-                kind_of(other)
-            )))
-        }
-    };
-    match number {
-        Some(port @ 1..=65535) => Ok(port as u16),
-        _ => Err(ErrorBody::bad_request(format!(
-            "field `{key}`: `{}` isn't a port number (1-65535)",
-            truncate(&value.to_string())
-        ))),
-    }
+    parse_whole(value, key, "port number", "1-65535", 1..=65535).map(|port| port as u16)
 }
 
 /// A group: a positive whole number, or a string of digits.
 pub fn parse_group(value: &Value, key: &str) -> Result<u32, ErrorBody> {
+    parse_whole(value, key, "group number", "1 or more", 1..=u64::from(u32::MAX)).map(|group| group as u32)
+}
+
+/// A whole number in `range`, given as a number or a string of digits.
+fn parse_whole(value: &Value, key: &str, noun: &str, bounds: &str, range: std::ops::RangeInclusive<u64>) -> Result<u64, ErrorBody> {
     let number = match value {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse::<u64>().ok(),
-        other => {
-            return Err(ErrorBody::bad_request(format!(
-                "field `{key}` must be a group number, got {}",
-                kind_of(other)
-            )))
-        }
+        other => return Err(ErrorBody::bad_request(format!("field `{key}` must be a {noun}, got {}", kind_of(other)))),
     };
-    match number.and_then(|n| u32::try_from(n).ok()) {
-        Some(group) if group > 0 => Ok(group),
+    match number {
+        Some(n) if range.contains(&n) => Ok(n),
         _ => Err(ErrorBody::bad_request(format!(
-            "field `{key}`: `{}` isn't a group number (1 or more)",
+            "field `{key}`: `{}` isn't a {noun} ({bounds})",
             truncate(&value.to_string())
         ))),
     }
