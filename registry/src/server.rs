@@ -122,7 +122,7 @@ impl Connection {
                 return debug!(%error, "failed to send a reply");
             }
             if reply.closes_connection() {
-                return;
+                return connection::close(framed).await;
             }
         }
     }

@@ -4,10 +4,18 @@
 //! Tests drive Docker through the `docker` CLI, as the README's users do, and
 //! through the real `launcher` binary.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The label the launcher puts on every resource of a project.
 pub const PROJECT_LABEL: &str = "io.hit6.project";
+
+/// How long a Docker step may take on a loaded 2-core machine before it counts as a failure.
+pub const DOCKER_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Runs the docker CLI.
 pub fn docker(args: &[&str]) -> Output {
@@ -66,4 +74,57 @@ impl Drop for ProjectGuard {
             docker(&["network", "rm", &network]);
         }
     }
+}
+
+/// Builds the images once per test binary with `launcher build` (the first
+/// build compiles static binaries), so that parallel tests do not build them
+/// side by side.
+pub fn images_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let output = Command::new(crate::binary("launcher"))
+            .args(["--project", "hit6-test-build", "build"])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("the launcher runs");
+        assert!(output.status.success(), "launcher build failed: {}", text(&output));
+    });
+}
+
+/// The host's address on the default bridge, which containers reach
+/// published ports through: the gateway, which Docker leaves implicit as the
+/// subnet's first address unless it was configured.
+pub fn bridge_gateway() -> String {
+    let inspect = docker(&["network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}"]);
+    let text = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
+    let (gateway, subnet) = text.split_once(' ').unwrap_or(("", &text));
+    if let Ok(ip) = gateway.parse::<std::net::Ipv4Addr>() {
+        return ip.to_string();
+    }
+    let network: std::net::Ipv4Addr = subnet.split('/').next().unwrap_or("").parse().unwrap_or_else(|_| panic!("no bridge subnet: {text}"));
+    std::net::Ipv4Addr::from(u32::from(network) + 1).to_string()
+}
+
+/// Follows a container's log until `count` lines contain `needle`, and
+/// returns them parsed as JSON; fails after [`DOCKER_PATIENCE`].
+pub async fn await_log_lines(container: &str, needle: &str, count: usize) -> Vec<Value> {
+    let mut logs = tokio::process::Command::new("docker")
+        .args(["logs", "-f", container])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
+    let mut found = Vec::new();
+    let wait = async {
+        while found.len() < count {
+            let Some(line) = lines.next_line().await.unwrap() else { break };
+            if line.contains(needle) {
+                found.push(serde_json::from_str(&line).unwrap());
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DOCKER_PATIENCE, wait).await;
+    assert_eq!(found.len(), count, "{container} logged {} of {count} `{needle}` lines", found.len());
+    found
 }

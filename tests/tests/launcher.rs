@@ -3,20 +3,15 @@
 //! Skips (saying so) when no daemon is reachable, unless REQUIRE_DOCKER is set.
 
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use tests::docker::{self, leftovers, text, ProjectGuard, PROJECT_LABEL};
+use tests::docker::{self, await_log_lines, bridge_gateway, images_built, leftovers, text, ProjectGuard, DOCKER_PATIENCE, PROJECT_LABEL};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const REGISTRY_IMAGE: &str = concat!("hit6-mesh/registry:", env!("CARGO_PKG_VERSION"));
 const NODE_IMAGE: &str = concat!("hit6-mesh/node:", env!("CARGO_PKG_VERSION"));
-
-/// How long a Docker step may take on a loaded 2-core machine before it counts as a failure.
-const DOCKER_PATIENCE: Duration = Duration::from_secs(120);
 
 fn launcher(project: &str, args: &[&str]) -> Output {
     Command::new(tests::binary("launcher"))
@@ -25,16 +20,6 @@ fn launcher(project: &str, args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("the launcher runs")
-}
-
-/// Builds the images once for all the tests here (the first build compiles
-/// static binaries), so that parallel tests do not build them side by side.
-fn images_built() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let output = launcher("hit6-test-build", &["build"]);
-        assert!(output.status.success(), "launcher build failed: {}", text(&output));
-    });
 }
 
 /// The JSON summary an `up --json` printed.
@@ -141,43 +126,6 @@ async fn sigint_to_a_foreground_up_removes_everything() {
     let status = tokio::time::timeout(DOCKER_PATIENCE, up.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
     assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
-}
-
-/// Follows a container's log until `count` lines contain `needle`.
-async fn await_log_lines(container: &str, needle: &str, count: usize) -> Vec<Value> {
-    let mut logs = tokio::process::Command::new("docker")
-        .args(["logs", "-f", container])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
-    let mut found = Vec::new();
-    let wait = async {
-        while found.len() < count {
-            let Some(line) = lines.next_line().await.unwrap() else { break };
-            if line.contains(needle) {
-                found.push(serde_json::from_str(&line).unwrap());
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DOCKER_PATIENCE, wait).await;
-    assert_eq!(found.len(), count, "{container} logged {} of {count} `{needle}` lines", found.len());
-    found
-}
-
-/// The host's address on the default bridge, which containers reach
-/// published ports through: the gateway, which Docker leaves implicit as the
-/// subnet's first address unless it was configured.
-fn bridge_gateway() -> String {
-    let inspect = docker::docker(&["network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}"]);
-    let text = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
-    let (gateway, subnet) = text.split_once(' ').unwrap_or(("", &text));
-    if let Ok(ip) = gateway.parse::<std::net::Ipv4Addr>() {
-        return ip.to_string();
-    }
-    let network: std::net::Ipv4Addr = subnet.split('/').next().unwrap_or("").parse().unwrap_or_else(|_| panic!("no bridge subnet: {text}"));
-    std::net::Ipv4Addr::from(u32::from(network) + 1).to_string()
 }
 
 #[tokio::test]

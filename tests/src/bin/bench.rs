@@ -959,6 +959,14 @@ struct Mesh {
 }
 
 impl Mesh {
+    fn new(nodes: usize) -> Arc<Mesh> {
+        Arc::new(Mesh {
+            nodes,
+            pairs: mesh_pairs(nodes),
+            ..Mesh::default()
+        })
+    }
+
     /// Counts the events in `chunk`, which holds whole lines only.
     fn count(&self, chunk: &[u8]) {
         let text = String::from_utf8_lossy(chunk);
@@ -1103,47 +1111,32 @@ impl Spawned {
     }
 }
 
-async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> anyhow::Result<()> {
-    let section = format!("mesh N={nodes}");
-    let section = section.as_str();
-    let target = match nodes {
-        200 => Some(Target::AtMost(1.5)),
-        1000 => Some(Target::AtMost(30.0)),
-        _ => None,
-    };
-    // Each node costs this process a stdout pipe, a stderr pipe and a pidfd.
-    if let Some((soft, open)) = fd_budget() {
-        let need = 3 * nodes as u64 + 64;
-        if open + need > soft {
-            rows.error(section, "full mesh", target, format!("would need ~{need} file descriptors; the soft limit is {soft} with {open} open (ulimit -n)"));
-            return Ok(());
-        }
-    }
-    let registry = LeanRegistry::start(&["--ttl", "60s", "--max-connections", "1024"]).await?;
-    let (host, port) = (
-        registry.addr.ip().to_string(),
-        registry.addr.port().to_string(),
-    );
-    let pairs = nodes * (nodes - 1) / 2;
-    let mesh = Arc::new(Mesh {
-        nodes,
-        pairs,
-        ..Mesh::default()
-    });
+fn mesh_pairs(nodes: usize) -> usize {
+    nodes * (nodes - 1) / 2
+}
+
+/// How long `nodes` nodes may take to mesh.
+fn mesh_limit(opts: &Opts, nodes: usize) -> Duration {
+    opts.mesh_timeout
+        .unwrap_or(Duration::from_secs(15) + Duration::from_millis(75) * nodes as u32)
+}
+
+/// Spawns `mesh.nodes` nodes named `node-1`, `node-2`, ... that register
+/// with `registry`, counting their events into `mesh`. Stops at the first
+/// node that fails to spawn, and says so.
+async fn spawn_nodes(
+    opts: &Opts,
+    node_bin: &Path,
+    registry: SocketAddr,
+    mesh: &Arc<Mesh>,
+) -> (Spawned, Option<String>) {
+    let (host, port) = (registry.ip().to_string(), registry.port().to_string());
     let mut spawned = Spawned {
-        children: Vec::with_capacity(nodes),
+        children: Vec::with_capacity(mesh.nodes),
         readers: Vec::new(),
         stderr: Vec::new(),
     };
-    let mut spawn_error = None;
-
-    let bench_cpu_before = cpu_seconds("self");
-    let counters_before = kernel_counters();
-    let load_before = loadavg();
-    let mut conntrack_peak = conntrack();
-    let mut time_wait_peak = time_wait().unwrap_or(0);
-    let t0 = Instant::now();
-    for i in 1..=nodes {
+    for i in 1..=mesh.nodes {
         let args = [
             &host,
             &port,
@@ -1169,17 +1162,46 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
                 spawned.children.push(child);
             }
             Err(error) => {
-                spawn_error = Some(format!(
+                return (spawned, Some(format!(
                     "spawning node-{i} failed after {} nodes: {error}",
                     i - 1
-                ));
-                break;
+                )));
             }
         }
         if i % 32 == 0 {
             tokio::task::yield_now().await;
         }
     }
+    (spawned, None)
+}
+
+async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> anyhow::Result<()> {
+    let section = format!("mesh N={nodes}");
+    let section = section.as_str();
+    let target = match nodes {
+        200 => Some(Target::AtMost(1.5)),
+        1000 => Some(Target::AtMost(30.0)),
+        _ => None,
+    };
+    // Each node costs this process a stdout pipe, a stderr pipe and a pidfd.
+    if let Some((soft, open)) = fd_budget() {
+        let need = 3 * nodes as u64 + 64;
+        if open + need > soft {
+            rows.error(section, "full mesh", target, format!("would need ~{need} file descriptors; the soft limit is {soft} with {open} open (ulimit -n)"));
+            return Ok(());
+        }
+    }
+    let registry = LeanRegistry::start(&["--ttl", "60s", "--max-connections", "1024"]).await?;
+    let pairs = mesh_pairs(nodes);
+    let mesh = Mesh::new(nodes);
+
+    let bench_cpu_before = cpu_seconds("self");
+    let counters_before = kernel_counters();
+    let load_before = loadavg();
+    let mut conntrack_peak = conntrack();
+    let mut time_wait_peak = time_wait().unwrap_or(0);
+    let t0 = Instant::now();
+    let (spawned, spawn_error) = spawn_nodes(opts, node_bin, registry.addr, &mesh).await;
     let spawn_time = t0.elapsed();
     eprintln!(
         "  {section}: spawned {} nodes in {:.3} s",
@@ -1187,9 +1209,7 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
         spawn_time.as_secs_f64()
     );
 
-    let limit = opts
-        .mesh_timeout
-        .unwrap_or(Duration::from_secs(15) + Duration::from_millis(75) * nodes as u32);
+    let limit = mesh_limit(opts, nodes);
     let mut outcome = String::new();
     if spawn_error.is_none() {
         let deadline = t0 + limit;
