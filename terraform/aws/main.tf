@@ -1,0 +1,109 @@
+# terraform/aws: the VMs of terraform/modules/cluster on EC2. One Elastic IP
+# per VM is allocated first, so that every startup script (user_data) can be
+# rendered with the registry's address and its own VM's address; the module
+# does everything else.
+
+module "cluster" {
+  source = "../modules/cluster"
+
+  project         = var.name
+  registry_host   = aws_eip.vm[0].public_ip
+  registry_port   = var.registry_port
+  node_vms        = var.node_vms
+  nodes_per_vm    = var.nodes_per_vm
+  node_port_range = var.node_port_range
+  registry_image  = var.registry_image
+  node_image      = var.node_image
+  image_tag       = var.image_tag
+  advertise_ips   = aws_eip.vm[*].public_ip
+}
+
+data "aws_ami" "debian" {
+  count       = var.ami == null ? 1 : 0
+  most_recent = true
+  owners      = ["136693071363"] # Debian
+
+  filter {
+    name   = "name"
+    values = ["debian-12-amd64-*"]
+  }
+}
+
+resource "aws_eip" "vm" {
+  count  = var.node_vms
+  domain = "vpc"
+  tags   = { Name = "${var.name}-vm${count.index + 1}" }
+}
+
+resource "aws_key_pair" "ssh" {
+  count      = var.ssh_public_key == null ? 0 : 1
+  key_name   = "${var.name}-ssh"
+  public_key = var.ssh_public_key
+}
+
+data "aws_subnet" "chosen" {
+  count = var.subnet_id == null ? 0 : 1
+  id    = var.subnet_id
+}
+
+locals {
+  # Who may connect: var.allowed_cidrs, and the VMs themselves, whose nodes
+  # greet each other through their public ips.
+  allowed_cidrs = distinct(concat(var.allowed_cidrs, [for a in aws_eip.vm : "${a.public_ip}/32"]))
+}
+
+resource "aws_security_group" "mesh" {
+  name        = "${var.name}-mesh"
+  vpc_id      = var.subnet_id == null ? null : data.aws_subnet.chosen[0].vpc_id # null: the default VPC
+  description = "hit6-mesh: ssh, the registry and the node ports"
+
+  ingress {
+    description = "ssh"
+    protocol    = "tcp"
+    from_port   = 22
+    to_port     = 22
+    cidr_blocks = local.allowed_cidrs
+  }
+
+  ingress {
+    description = "registry"
+    protocol    = "tcp"
+    from_port   = module.cluster.registry_port
+    to_port     = module.cluster.registry_port
+    cidr_blocks = local.allowed_cidrs
+  }
+
+  ingress {
+    description = "nodes"
+    protocol    = "tcp"
+    from_port   = module.cluster.node_port_range.from
+    to_port     = module.cluster.node_port_range.to
+    cidr_blocks = local.allowed_cidrs
+  }
+
+  egress {
+    description = "everything out: images, the Docker installer, the other VMs"
+    protocol    = "-1"
+    from_port   = 0
+    to_port     = 0
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+}
+
+resource "aws_instance" "vm" {
+  count                       = var.node_vms
+  ami                         = var.ami == null ? data.aws_ami.debian[0].id : var.ami
+  instance_type               = var.instance_type
+  subnet_id                   = var.subnet_id
+  key_name                    = var.ssh_public_key == null ? null : aws_key_pair.ssh[0].key_name
+  vpc_security_group_ids      = [aws_security_group.mesh.id]
+  user_data                   = module.cluster.startup_scripts[count.index]
+  user_data_replace_on_change = true
+  tags                        = { Name = "${var.name}-vm${count.index + 1}" }
+}
+
+resource "aws_eip_association" "vm" {
+  count         = var.node_vms
+  instance_id   = aws_instance.vm[count.index].id
+  allocation_id = aws_eip.vm[count.index].id
+}

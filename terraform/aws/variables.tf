@@ -1,0 +1,93 @@
+# The cloud side: where the VMs run and how to reach them.
+
+variable "region" {
+  description = "AWS region of the VMs."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "instance_type" {
+  description = "Machine type of every VM."
+  type        = string
+  default     = "t3.small"
+}
+
+variable "ami" {
+  description = "AMI of the VMs; by default the latest Debian 12 (amd64) from Debian's own account. Its default user is admin."
+  type        = string
+  default     = null
+}
+
+variable "ssh_user" {
+  description = "User to ssh in as, for the mesh command: admin on Debian AMIs, ubuntu on Ubuntu ones."
+  type        = string
+  default     = "admin"
+}
+
+variable "ssh_public_key" {
+  description = "OpenSSH public key (the contents of ~/.ssh/id_ed25519.pub, say) installed for ssh_user. Without it the VMs can only be reached through the console."
+  type        = string
+  default     = null
+}
+
+variable "subnet_id" {
+  description = "Subnet of the VMs, which must give them a route to the internet; by default a default subnet of the region's default VPC."
+  type        = string
+  default     = null
+}
+
+variable "allowed_cidrs" {
+  description = "Addresses allowed to reach ssh, the registry and the nodes, besides the VMs themselves (the nodes greet each other through the VMs' public ips, which are always allowed). The protocol has no authentication: narrow this to your own address when you can."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+# The mesh: passed to terraform/modules/cluster as they are.
+
+variable "name" {
+  description = "Name of the deployment: prefix of the AWS resource names and of the containers, and the io.hit6.project label."
+  type        = string
+  default     = "hit6"
+}
+
+variable "node_vms" {
+  description = "Number of VMs. VM 1 runs the registry and nodes, the others nodes only."
+  type        = number
+  default     = 1
+}
+
+variable "nodes_per_vm" {
+  description = "Node containers on each VM."
+  type        = number
+  default     = 3
+}
+
+variable "registry_port" {
+  description = "Port of the registry on VM 1."
+  type        = number
+  default     = 8086
+}
+
+variable "node_port_range" {
+  description = "Host ports of the nodes on each VM, \"FROM-TO\"."
+  type        = string
+  default     = "8087-8095"
+}
+
+variable "registry_image" {
+  description = "Repository of the registry image, without tag, in a registry the VMs can pull from."
+  type        = string
+  default     = "hit6-mesh/registry"
+}
+
+variable "node_image" {
+  description = "Repository of the node image, without tag, in a registry the VMs can pull from."
+  type        = string
+  default     = "hit6-mesh/node"
+}
+
+variable "image_tag" {
+  description = "Tag of both images."
+  type        = string
+  default     = "0.1.0"
+}

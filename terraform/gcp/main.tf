@@ -1,0 +1,66 @@
+# terraform/gcp: the VMs of terraform/modules/cluster on Compute Engine. One
+# static external address per VM is reserved first, so that every startup
+# script can be rendered with the registry's address and its own VM's
+# address; the module does everything else.
+
+module "cluster" {
+  source = "../modules/cluster"
+
+  project         = var.name
+  registry_host   = google_compute_address.vm[0].address
+  registry_port   = var.registry_port
+  node_vms        = var.node_vms
+  nodes_per_vm    = var.nodes_per_vm
+  node_port_range = var.node_port_range
+  registry_image  = var.registry_image
+  node_image      = var.node_image
+  image_tag       = var.image_tag
+  advertise_ips   = google_compute_address.vm[*].address
+}
+
+resource "google_compute_address" "vm" {
+  count        = var.node_vms
+  name         = "${var.name}-vm${count.index + 1}"
+  region       = var.region
+  address_type = "EXTERNAL"
+}
+
+resource "google_compute_firewall" "mesh" {
+  name          = "${var.name}-mesh"
+  network       = var.network
+  direction     = "INGRESS"
+  source_ranges = distinct(concat(var.allowed_cidrs, [for a in google_compute_address.vm : "${a.address}/32"]))
+  target_tags   = ["${var.name}-mesh"]
+
+  allow {
+    protocol = "tcp"
+    ports    = concat(["22"], module.cluster.firewall_ports)
+  }
+}
+
+resource "google_compute_instance" "vm" {
+  count        = var.node_vms
+  name         = "${var.name}-vm${count.index + 1}"
+  machine_type = var.machine_type
+  zone         = var.zone
+  tags         = ["${var.name}-mesh"]
+
+  boot_disk {
+    initialize_params {
+      image = var.image
+    }
+  }
+
+  network_interface {
+    network = var.network
+
+    access_config {
+      nat_ip = google_compute_address.vm[count.index].address
+    }
+  }
+
+  # A changed script replaces the VM (metadata_startup_script forces it),
+  # rather than waiting for a reboot that may never come.
+  metadata_startup_script = module.cluster.startup_scripts[count.index]
+  metadata                = var.ssh_public_key == null ? {} : { ssh-keys = "${var.ssh_user}:${var.ssh_public_key}" }
+}

@@ -1,0 +1,89 @@
+# terraform/gcp against a mocked Google provider: nothing is created and no
+# credentials are needed, but the provider binary must be installed (it gives
+# the schema), so this runs only where it is at hand: see tests/tests/terraform.rs.
+
+mock_provider "google" {
+  mock_resource "google_compute_address" {
+    defaults = { address = "203.0.113.10" }
+  }
+}
+
+variables {
+  gcp_project    = "hit6-test"
+  node_vms       = 2
+  ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhpdDYtbWVzaC10ZXN0LWtleQ test"
+}
+
+run "two_vms_with_the_module_scripts" {
+  override_resource {
+    target = google_compute_address.vm[1]
+    values = { address = "203.0.113.11" }
+  }
+
+  assert {
+    condition     = length(google_compute_instance.vm) == 2 && length(google_compute_address.vm) == 2
+    error_message = "one instance and one static address per VM"
+  }
+
+  assert {
+    condition     = google_compute_instance.vm[0].metadata_startup_script == module.cluster.startup_scripts[0] && google_compute_instance.vm[1].metadata_startup_script == module.cluster.startup_scripts[1]
+    error_message = "each instance boots with its VM's script"
+  }
+
+  assert {
+    condition     = google_compute_instance.vm[1].network_interface[0].access_config[0].nat_ip == "203.0.113.11"
+    error_message = "each instance gets its reserved address"
+  }
+
+  assert {
+    condition     = strcontains(google_compute_instance.vm[0].metadata_startup_script, "-p 8086:8080") && !strcontains(google_compute_instance.vm[1].metadata_startup_script, "hit6-registry")
+    error_message = "the registry runs on VM 1 only"
+  }
+
+  assert {
+    condition = alltrue([
+      for port in [8087, 8088, 8089] :
+      strcontains(google_compute_instance.vm[1].metadata_startup_script, "-p ${port}:8080 -e PUERTO_EXT=${port} -e IP_EXT=203.0.113.11 ") &&
+      strcontains(google_compute_instance.vm[0].metadata_startup_script, "-p ${port}:8080 -e PUERTO_EXT=${port} -e IP_EXT=203.0.113.10 ")
+    ])
+    error_message = "the nodes of each VM advertise that VM's address and their PUERTO_EXT"
+  }
+
+  assert {
+    condition     = strcontains(google_compute_instance.vm[1].metadata_startup_script, " hit6-mesh/node:0.1.0 203.0.113.10 8086")
+    error_message = "the nodes of VM 2 register with VM 1"
+  }
+
+  assert {
+    condition     = google_compute_instance.vm[0].metadata["ssh-keys"] == "hit6:${var.ssh_public_key}" && google_compute_instance.vm[0].machine_type == "e2-small"
+    error_message = "the ssh key and the machine type"
+  }
+
+  assert {
+    condition     = tolist(google_compute_firewall.mesh.allow)[0].ports == tolist(["22", "8086", "8087-8095"]) && google_compute_firewall.mesh.target_tags == toset(["hit6-mesh"])
+    error_message = "the firewall opens ssh, the registry and the node range to the VMs"
+  }
+
+  assert {
+    condition     = google_compute_firewall.mesh.source_ranges == toset(["0.0.0.0/0", "203.0.113.10/32", "203.0.113.11/32"])
+    error_message = "allowed_cidrs and the VMs' own addresses may connect"
+  }
+
+  assert {
+    condition     = output.registry_address == "203.0.113.10:8086"
+    error_message = "registry address: ${output.registry_address}"
+  }
+
+  assert {
+    condition = jsonencode(output.node_endpoints) == jsonencode([
+      "203.0.113.10:8087", "203.0.113.10:8088", "203.0.113.10:8089",
+      "203.0.113.11:8087", "203.0.113.11:8088", "203.0.113.11:8089",
+    ])
+    error_message = "node endpoints: ${jsonencode(output.node_endpoints)}"
+  }
+
+  assert {
+    condition     = output.mesh_command == "for ip in 203.0.113.10 203.0.113.11; do ssh hit6@$ip sudo hit6-mesh-status; done" && output.expected_greetings == 15
+    error_message = "mesh command: ${output.mesh_command}"
+  }
+}

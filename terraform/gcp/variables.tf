@@ -1,0 +1,104 @@
+# The cloud side: where the VMs run and how to reach them.
+
+variable "gcp_project" {
+  description = "Id of the Google Cloud project to create the VMs in."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the VMs' static addresses; it must hold zone."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "zone" {
+  description = "Zone of the VMs."
+  type        = string
+  default     = "us-central1-a"
+}
+
+variable "machine_type" {
+  description = "Machine type of every VM."
+  type        = string
+  default     = "e2-small"
+}
+
+variable "image" {
+  description = "Boot image of the VMs."
+  type        = string
+  default     = "debian-cloud/debian-12"
+}
+
+variable "network" {
+  description = "VPC network of the VMs and of the firewall rule."
+  type        = string
+  default     = "default"
+}
+
+variable "ssh_user" {
+  description = "User that ssh_public_key is installed for, and that the mesh command logs in as."
+  type        = string
+  default     = "hit6"
+}
+
+variable "ssh_public_key" {
+  description = "OpenSSH public key (the contents of ~/.ssh/id_ed25519.pub, say) installed for ssh_user through the ssh-keys metadata. Without it, use gcloud compute ssh."
+  type        = string
+  default     = null
+}
+
+variable "allowed_cidrs" {
+  description = "Addresses allowed to reach ssh, the registry and the nodes, besides the VMs themselves (the nodes greet each other through the VMs' public ips, which are always allowed). The protocol has no authentication: narrow this to your own address when you can."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+# The mesh: passed to terraform/modules/cluster as they are.
+
+variable "name" {
+  description = "Name of the deployment: prefix of the Google Cloud resource names and of the containers, and the io.hit6.project label."
+  type        = string
+  default     = "hit6"
+}
+
+variable "node_vms" {
+  description = "Number of VMs. VM 1 runs the registry and nodes, the others nodes only."
+  type        = number
+  default     = 1
+}
+
+variable "nodes_per_vm" {
+  description = "Node containers on each VM."
+  type        = number
+  default     = 3
+}
+
+variable "registry_port" {
+  description = "Port of the registry on VM 1."
+  type        = number
+  default     = 8086
+}
+
+variable "node_port_range" {
+  description = "Host ports of the nodes on each VM, \"FROM-TO\"."
+  type        = string
+  default     = "8087-8095"
+}
+
+variable "registry_image" {
+  description = "Repository of the registry image, without tag, in a registry the VMs can pull from."
+  type        = string
+  default     = "hit6-mesh/registry"
+}
+
+variable "node_image" {
+  description = "Repository of the node image, without tag, in a registry the VMs can pull from."
+  type        = string
+  default     = "hit6-mesh/node"
+}
+
+variable "image_tag" {
+  description = "Tag of both images."
+  type        = string
+  default     = "0.1.0"
+}

@@ -1,0 +1,56 @@
+output "vms" {
+  description = "Per VM, in order (VM 1 runs the registry): index, runs_registry, node_names, node_ports, images, docker_commands (the container-starting lines, which startup_script holds between the '# >>> hit6-mesh containers >>>' and '# <<< hit6-mesh containers <<<' markers) and startup_script."
+  value = [
+    for i, vm in local.vms : merge(vm, { startup_script = local.startup_scripts[i] })
+  ]
+}
+
+output "startup_scripts" {
+  description = "The startup script of each VM, in order: metadata startup-script on GCP, user_data on AWS."
+  value       = local.startup_scripts
+}
+
+output "registry_port" {
+  description = "Host port of the registry on VM 1."
+  value       = var.registry_port
+}
+
+output "node_ports" {
+  description = "Host ports of the nodes, the same on every VM: node i is published on node_ports[i-1], which is also its PUERTO_EXT."
+  value       = local.node_ports
+}
+
+output "node_port_range" {
+  description = "The node port range as numbers, for firewall rules that take a from and a to port."
+  value       = { from = local.port_from, to = local.port_to }
+}
+
+output "firewall_ports" {
+  description = "TCP ports for the cloud firewall, in the form firewall rules take: the registry port and the whole node range."
+  value       = [tostring(var.registry_port), local.port_from == local.port_to ? tostring(local.port_from) : var.node_port_range]
+}
+
+output "status_script" {
+  description = "The script the startup script installs as /usr/local/bin/hit6-mesh-status: greetings sent and received per node on the VM."
+  value       = local.status_script
+}
+
+output "mesh_command" {
+  description = "What to run on a VM (e.g. over ssh, with sudo) to see its part of the mesh."
+  value       = "hit6-mesh-status"
+}
+
+output "expected_greetings" {
+  description = "Greetings received over all nodes once every pair has greeted: n(n-1)/2 for n nodes."
+  value       = local.expected_greetings
+}
+
+output "summary" {
+  description = "One line on what the VMs run."
+  value = format(
+    "%d VM%s: VM 1 runs the registry on port %d; each VM runs %d node%s on ports %s (%d nodes in all); the mesh is complete at %d greetings.",
+    var.node_vms, var.node_vms == 1 ? "" : "s", var.registry_port, var.nodes_per_vm, var.nodes_per_vm == 1 ? "" : "s",
+    var.nodes_per_vm == 1 ? tostring(local.port_from) : "${local.port_from}-${local.port_from + var.nodes_per_vm - 1}",
+    local.node_count, local.expected_greetings,
+  )
+}

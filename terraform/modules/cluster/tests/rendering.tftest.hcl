@@ -1,0 +1,244 @@
+# What the module renders for the lab's layout: the registry and nodes on VM 1,
+# nodes on VM 2, each node advertising its VM's public ip and its own port.
+# Plan mode: the module has no provider and no resource, so every output is
+# known at plan time and nothing is downloaded.
+
+variables {
+  registry_host = "203.0.113.10"
+  node_vms      = 2
+  nodes_per_vm  = 3
+  advertise_ips = ["203.0.113.10", "203.0.113.11"]
+}
+
+run "two_vms_as_in_the_lab" {
+  command = plan
+
+  assert {
+    condition     = length(output.vms) == 2 && length(output.startup_scripts) == 2
+    error_message = "one VM per node_vms"
+  }
+
+  assert {
+    condition     = output.vms[0].runs_registry && !output.vms[1].runs_registry
+    error_message = "the registry runs on VM 1 only"
+  }
+
+  assert {
+    condition     = output.node_ports == [8087, 8088, 8089] && output.vms[1].node_ports == [8087, 8088, 8089]
+    error_message = "nodes take the first ports of the range, the same on every VM: ${jsonencode(output.node_ports)}"
+  }
+
+  assert {
+    condition     = output.firewall_ports == ["8086", "8087-8095"]
+    error_message = "the firewall opens the registry port and the whole node range: ${jsonencode(output.firewall_ports)}"
+  }
+
+  assert {
+    condition     = length(output.vms[0].docker_commands) == 5 && length(output.vms[1].docker_commands) == 4
+    error_message = "VM 1: network, registry and 3 nodes; VM 2: network and 3 nodes"
+  }
+
+  assert {
+    condition = output.vms[0].docker_commands[1] == join(" ", [
+      "docker container inspect hit6-registry >/dev/null 2>&1 ||",
+      "docker run -d --name hit6-registry --network hit6 --restart unless-stopped",
+      "--label io.hit6.project=hit6 --label io.hit6.role=registry --label io.hit6.index=0",
+      "-p 8086:8080 -e LOG_FORMAT=json hit6-mesh/registry:0.1.0",
+    ])
+    error_message = "the registry is published on 8086: ${output.vms[0].docker_commands[1]}"
+  }
+
+  assert {
+    condition = output.vms[1].docker_commands[3] == join(" ", [
+      "docker container inspect hit6-vm2-node-3 >/dev/null 2>&1 ||",
+      "docker run -d --name hit6-vm2-node-3 --network hit6 --restart unless-stopped",
+      "--label io.hit6.project=hit6 --label io.hit6.role=node --label io.hit6.index=3 --label io.hit6.vm=2",
+      "-p 8089:8080 -e PUERTO_EXT=8089 -e IP_EXT=203.0.113.11 -e NODE_NAME=hit6-vm2-node-3 -e LOG_FORMAT=json",
+      "hit6-mesh/node:0.1.0 203.0.113.10 8086",
+    ])
+    error_message = "node 3 of VM 2 publishes 8089, advertises VM 2's ip and that port, and registers with VM 1: ${output.vms[1].docker_commands[3]}"
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for vm in output.vms : [
+        for i, port in vm.node_ports : strcontains(
+          vm.docker_commands[i + (vm.runs_registry ? 2 : 1)],
+          "-p ${port}:8080 -e PUERTO_EXT=${port} -e IP_EXT=${var.advertise_ips[vm.index - 1]} ",
+        )
+      ]
+    ]))
+    error_message = "every node publishes its PUERTO_EXT and advertises its own VM's ip"
+  }
+
+  assert {
+    condition     = length(distinct(flatten(output.vms[*].node_names))) == 6
+    error_message = "node names (NODE_NAME, unique in the registry) differ across VMs: ${jsonencode(output.vms[*].node_names)}"
+  }
+
+  assert {
+    condition = alltrue([
+      for vm in output.vms : strcontains(vm.startup_script, join("\n", concat(
+        ["# >>> hit6-mesh containers >>>"], vm.docker_commands, ["# <<< hit6-mesh containers <<<"],
+      )))
+    ])
+    error_message = "each startup script holds exactly its docker_commands between the markers"
+  }
+
+  assert {
+    condition = alltrue([
+      for script in output.startup_scripts : startswith(script, "#!/bin/sh\n") &&
+      strcontains(script, "if ! command -v docker >/dev/null 2>&1; then") &&
+      strcontains(script, "curl -fsSL https://get.docker.com | sh") &&
+      strcontains(script, "cat >/usr/local/bin/hit6-mesh-status <<'HIT6_MESH_STATUS'\n${output.status_script}HIT6_MESH_STATUS\n")
+    ])
+    error_message = "each script installs Docker when missing and the status command"
+  }
+
+  assert {
+    condition     = output.vms[0].images == tolist(["hit6-mesh/registry:0.1.0", "hit6-mesh/node:0.1.0"]) && output.vms[1].images == tolist(["hit6-mesh/node:0.1.0"])
+    error_message = "VM 1 gets both images, the other VMs only the node's"
+  }
+
+  assert {
+    condition = (
+      strcontains(output.startup_scripts[0], "docker pull hit6-mesh/registry:0.1.0 ||") &&
+      strcontains(output.startup_scripts[0], "docker pull hit6-mesh/node:0.1.0 ||") &&
+      !strcontains(output.startup_scripts[1], "hit6-mesh/registry") &&
+      strcontains(output.startup_scripts[1], "docker pull hit6-mesh/node:0.1.0 ||")
+    )
+    error_message = "each script pulls the images its VM runs"
+  }
+
+  assert {
+    condition     = !strcontains(join("", output.startup_scripts), "PUBLIC_IP")
+    error_message = "with advertise_ips, no address is looked up on the VM"
+  }
+
+  assert {
+    condition     = output.expected_greetings == 15
+    error_message = "6 nodes: 15 pairs"
+  }
+
+  assert {
+    condition     = output.summary == "2 VMs: VM 1 runs the registry on port 8086; each VM runs 3 nodes on ports 8087-8089 (6 nodes in all); the mesh is complete at 15 greetings."
+    error_message = "summary: ${output.summary}"
+  }
+
+  assert {
+    condition = (
+      strcontains(output.status_script, "--filter label=io.hit6.project=hit6 --filter label=io.hit6.role=node") &&
+      strcontains(output.status_script, "echo \"received on this VM: $total\"") &&
+      output.mesh_command == "hit6-mesh-status"
+    )
+    error_message = "the status command counts this project's node greetings"
+  }
+}
+
+run "adding_a_vm_leaves_the_other_scripts_alone" {
+  command = plan
+
+  variables {
+    node_vms      = 3
+    advertise_ips = ["203.0.113.10", "203.0.113.11", "203.0.113.12"]
+  }
+
+  assert {
+    condition     = length(output.startup_scripts) == 3 && strcontains(output.startup_scripts[2], "-e IP_EXT=203.0.113.12 ")
+    error_message = "VM 3 is rendered"
+  }
+
+  assert {
+    condition = (
+      sha256(output.startup_scripts[0]) == sha256(run.two_vms_as_in_the_lab.startup_scripts[0]) &&
+      sha256(output.startup_scripts[1]) == sha256(run.two_vms_as_in_the_lab.startup_scripts[1])
+    )
+    error_message = "the scripts of VMs 1 and 2 do not depend on node_vms, so that adding a VM does not replace them"
+  }
+
+  assert {
+    condition     = output.expected_greetings == 36
+    error_message = "9 nodes: 36 pairs"
+  }
+}
+
+run "advertised_ip_from_a_metadata_command" {
+  command = plan
+
+  variables {
+    advertise_ips        = []
+    advertise_ip_command = "curl -fsS http://169.254.169.254/latest/meta-data/public-ipv4"
+  }
+
+  assert {
+    condition = alltrue([
+      for script in output.startup_scripts :
+      strcontains(script, "until PUBLIC_IP=\"$(curl -fsS http://169.254.169.254/latest/meta-data/public-ipv4)\" && [ -n \"$PUBLIC_IP\" ]; do")
+    ])
+    error_message = "each VM reads its public ip with advertise_ip_command"
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for vm in output.vms : [for command in slice(vm.docker_commands, vm.runs_registry ? 2 : 1, length(vm.docker_commands)) : strcontains(command, " -e IP_EXT=\"$PUBLIC_IP\" ")]
+    ]))
+    error_message = "the nodes advertise $PUBLIC_IP"
+  }
+
+  assert {
+    condition     = strcontains(output.vms[1].docker_commands[1], " hit6-mesh/node:0.1.0 203.0.113.10 8086")
+    error_message = "the registry is still found at registry_host"
+  }
+}
+
+run "ports_images_and_project_from_variables" {
+  command = plan
+
+  variables {
+    project         = "sim-a"
+    node_vms        = 1
+    nodes_per_vm    = 4
+    registry_port   = 18486
+    node_port_range = "18487-18490"
+    advertise_ips   = ["198.51.100.7"]
+    registry_image  = "ghcr.io/acme/hit6-registry"
+    node_image      = "localhost:5000/hit6/node"
+    image_tag       = "1.2.3"
+    log_format      = "text"
+  }
+
+  assert {
+    condition     = output.node_ports == [18487, 18488, 18489, 18490] && output.firewall_ports == ["18486", "18487-18490"]
+    error_message = "ports: ${jsonencode(output.node_ports)} ${jsonencode(output.firewall_ports)}"
+  }
+
+  assert {
+    condition = output.vms[0].docker_commands == concat(
+      ["docker network inspect sim-a >/dev/null 2>&1 || docker network create --label io.hit6.project=sim-a sim-a"],
+      ["docker container inspect sim-a-registry >/dev/null 2>&1 || docker run -d --name sim-a-registry --network sim-a --restart unless-stopped --label io.hit6.project=sim-a --label io.hit6.role=registry --label io.hit6.index=0 -p 18486:8080 -e LOG_FORMAT=text ghcr.io/acme/hit6-registry:1.2.3"],
+      [for i in range(4) : "docker container inspect sim-a-vm1-node-${i + 1} >/dev/null 2>&1 || docker run -d --name sim-a-vm1-node-${i + 1} --network sim-a --restart unless-stopped --label io.hit6.project=sim-a --label io.hit6.role=node --label io.hit6.index=${i + 1} --label io.hit6.vm=1 -p ${18487 + i}:8080 -e PUERTO_EXT=${18487 + i} -e IP_EXT=198.51.100.7 -e NODE_NAME=sim-a-vm1-node-${i + 1} -e LOG_FORMAT=text localhost:5000/hit6/node:1.2.3 203.0.113.10 18486"],
+    )
+    error_message = "docker commands: ${jsonencode(output.vms[0].docker_commands)}"
+  }
+
+  assert {
+    condition     = output.expected_greetings == 6 && output.summary == "1 VM: VM 1 runs the registry on port 18486; each VM runs 4 nodes on ports 18487-18490 (4 nodes in all); the mesh is complete at 6 greetings."
+    error_message = "summary: ${output.summary}"
+  }
+}
+
+run "a_range_of_one_port" {
+  command = plan
+
+  variables {
+    node_vms        = 1
+    nodes_per_vm    = 1
+    node_port_range = "9000-9000"
+    advertise_ips   = ["203.0.113.10"]
+  }
+
+  assert {
+    condition     = output.node_ports == [9000] && output.firewall_ports == ["8086", "9000"] && output.expected_greetings == 0
+    error_message = "one node on 9000: ${jsonencode(output.firewall_ports)}"
+  }
+}

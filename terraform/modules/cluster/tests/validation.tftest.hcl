@@ -1,0 +1,165 @@
+# Values the module refuses before anything is rendered. Each run expects the
+# named variable's validation rule to fail, and nothing else.
+
+variables {
+  registry_host = "203.0.113.10"
+  node_vms      = 2
+  advertise_ips = ["203.0.113.10", "203.0.113.11"]
+}
+
+run "a_full_port_range_is_accepted" {
+  command = plan
+
+  variables {
+    nodes_per_vm    = 9
+    node_port_range = "8087-8095"
+  }
+
+  assert {
+    condition     = length(output.node_ports) == 9 && output.node_ports[8] == 8095
+    error_message = "9 nodes fit in 8087-8095"
+  }
+}
+
+run "more_nodes_per_vm_than_the_port_range_holds" {
+  command = plan
+
+  variables {
+    nodes_per_vm    = 10
+    node_port_range = "8087-8095"
+  }
+
+  expect_failures = [var.nodes_per_vm]
+}
+
+run "a_backwards_port_range" {
+  command = plan
+
+  variables {
+    node_port_range = "8095-8087"
+  }
+
+  expect_failures = [var.node_port_range]
+}
+
+run "a_port_range_beyond_65535" {
+  command = plan
+
+  variables {
+    node_port_range = "65530-65536"
+  }
+
+  expect_failures = [var.node_port_range]
+}
+
+run "a_port_range_that_is_not_one" {
+  command = plan
+
+  variables {
+    node_port_range = "8087:8095"
+  }
+
+  expect_failures = [var.node_port_range]
+}
+
+run "the_registry_port_inside_the_node_range" {
+  command = plan
+
+  variables {
+    registry_port = 8090
+  }
+
+  expect_failures = [var.registry_port]
+}
+
+run "no_nodes" {
+  command = plan
+
+  variables {
+    nodes_per_vm = 0
+  }
+
+  expect_failures = [var.nodes_per_vm]
+}
+
+run "no_vms" {
+  command = plan
+
+  variables {
+    node_vms      = 0
+    advertise_ips = []
+  }
+
+  expect_failures = [var.node_vms]
+}
+
+run "an_address_per_vm_missing" {
+  command = plan
+
+  variables {
+    node_vms      = 3
+    advertise_ips = ["203.0.113.10", "203.0.113.11"]
+  }
+
+  expect_failures = [var.advertise_ips]
+}
+
+run "no_source_for_the_advertised_ip" {
+  command = plan
+
+  variables {
+    advertise_ips = []
+  }
+
+  expect_failures = [var.advertise_ips]
+}
+
+run "an_advertised_ip_that_is_not_an_ip" {
+  command = plan
+
+  variables {
+    advertise_ips = ["203.0.113.10", "vm2.example.com"]
+  }
+
+  expect_failures = [var.advertise_ips]
+}
+
+run "shell_syntax_in_the_project" {
+  command = plan
+
+  variables {
+    project = "hit6; rm -rf /"
+  }
+
+  expect_failures = [var.project]
+}
+
+run "shell_syntax_in_the_registry_host" {
+  command = plan
+
+  variables {
+    registry_host = "203.0.113.10 $(id)"
+  }
+
+  expect_failures = [var.registry_host]
+}
+
+run "a_tag_in_the_image_name" {
+  command = plan
+
+  variables {
+    node_image = "hit6-mesh/node:latest"
+  }
+
+  expect_failures = [var.node_image]
+}
+
+run "an_unknown_log_format" {
+  command = plan
+
+  variables {
+    log_format = "xml"
+  }
+
+  expect_failures = [var.log_format]
+}

@@ -1,0 +1,175 @@
+# Every value here ends up in a shell script, so each one is checked against a
+# strict pattern: none can carry quotes, spaces or other shell syntax.
+
+variable "project" {
+  description = "Name of the deployment: prefix of container names, name of the Docker network on each VM, and value of the io.hit6.project label."
+  type        = string
+  default     = "hit6"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9_.-]{0,39}$", var.project))
+    error_message = "project must be 1-40 characters of a-z, 0-9, '_', '.' or '-', starting with a letter or digit."
+  }
+}
+
+variable "registry_host" {
+  description = "Address at which every node, on every VM, reaches the registry: normally the public ip of the registry VM (VM 1)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$", var.registry_host))
+    error_message = "registry_host must be an ip address or a host name (letters, digits, '.', ':' and '-')."
+  }
+}
+
+variable "registry_port" {
+  description = "Host port on which the registry VM publishes the registry (the lab uses 8086)."
+  type        = number
+  default     = 8086
+
+  validation {
+    condition     = var.registry_port == floor(var.registry_port) && var.registry_port >= 1 && var.registry_port <= 65535
+    error_message = "registry_port must be a whole number from 1 to 65535."
+  }
+
+  validation {
+    condition = try(
+      var.registry_port < tonumber(split("-", var.node_port_range)[0]) || var.registry_port > tonumber(split("-", var.node_port_range)[1]),
+      true, # a malformed range is reported by node_port_range itself
+    )
+    error_message = "registry_port must lie outside node_port_range: the registry VM publishes both."
+  }
+}
+
+variable "node_vms" {
+  description = "Number of VMs that run nodes. VM 1 also runs the registry; VMs 2 and up run only nodes."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.node_vms == floor(var.node_vms) && var.node_vms >= 1 && var.node_vms <= 100
+    error_message = "node_vms must be a whole number from 1 to 100."
+  }
+}
+
+variable "nodes_per_vm" {
+  description = "Number of node containers on each VM, published on the first ports of node_port_range."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.nodes_per_vm == floor(var.nodes_per_vm) && var.nodes_per_vm >= 1
+    error_message = "nodes_per_vm must be a whole number of at least 1."
+  }
+
+  validation {
+    condition = try(
+      var.nodes_per_vm <= tonumber(split("-", var.node_port_range)[1]) - tonumber(split("-", var.node_port_range)[0]) + 1,
+      true, # a malformed range is reported by node_port_range itself
+    )
+    error_message = "nodes_per_vm is larger than node_port_range holds: each node on a VM needs its own host port (PUERTO_EXT). Widen node_port_range or lower nodes_per_vm."
+  }
+}
+
+variable "node_port_range" {
+  description = "Host ports for the nodes, \"FROM-TO\" inclusive. Node i of each VM is published on FROM+i-1 and advertises it as PUERTO_EXT; the cloud firewall opens the whole range."
+  type        = string
+  default     = "8087-8095"
+
+  validation {
+    condition = can(regex("^[0-9]{1,5}-[0-9]{1,5}$", var.node_port_range)) && try(
+      tonumber(split("-", var.node_port_range)[0]) >= 1 &&
+      tonumber(split("-", var.node_port_range)[0]) <= tonumber(split("-", var.node_port_range)[1]) &&
+      tonumber(split("-", var.node_port_range)[1]) <= 65535,
+      false,
+    )
+    error_message = "node_port_range must be \"FROM-TO\" with 1 <= FROM <= TO <= 65535, e.g. \"8087-8095\"."
+  }
+}
+
+variable "registry_image" {
+  description = "Repository of the registry image, without a tag. The VMs pull it, so it must be in a registry they can reach, or already loaded on them."
+  type        = string
+  default     = "hit6-mesh/registry"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._/:-]*$", var.registry_image)) && !can(regex(":[^/]*$", var.registry_image))
+    error_message = "registry_image must be an image repository such as ghcr.io/acme/hit6-registry, without a tag (set image_tag)."
+  }
+}
+
+variable "node_image" {
+  description = "Repository of the node image, without a tag. The VMs pull it, so it must be in a registry they can reach, or already loaded on them."
+  type        = string
+  default     = "hit6-mesh/node"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._/:-]*$", var.node_image)) && !can(regex(":[^/]*$", var.node_image))
+    error_message = "node_image must be an image repository such as ghcr.io/acme/hit6-node, without a tag (set image_tag)."
+  }
+}
+
+variable "image_tag" {
+  description = "Tag of both images: the workspace version that built them (`launcher build` tags <version>)."
+  type        = string
+  default     = "0.1.0"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag))
+    error_message = "image_tag must be a Docker tag: letters, digits, '_', '.' and '-', at most 128 characters."
+  }
+}
+
+variable "advertise_ips" {
+  description = "Where the advertised ip comes from, option 1: the public ip of each VM, in order (VM 1 first), written into the scripts as IP_EXT. Use it when the addresses are known before the VMs boot (static addresses). Leave empty to use advertise_ip_command."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for ip in var.advertise_ips : can(cidrhost("${ip}/${strcontains(ip, ":") ? 128 : 32}", 0))])
+    error_message = "Every entry of advertise_ips must be an IPv4 or IPv6 address."
+  }
+
+  validation {
+    condition     = length(var.advertise_ips) == 0 || length(var.advertise_ips) == var.node_vms
+    error_message = "advertise_ips must hold one address per VM (node_vms of them), or be empty to use advertise_ip_command."
+  }
+
+  validation {
+    condition     = length(var.advertise_ips) > 0 || var.advertise_ip_command != null
+    error_message = "Say where the advertised ip comes from: set advertise_ips, or advertise_ip_command."
+  }
+}
+
+variable "advertise_ip_command" {
+  description = "Where the advertised ip comes from, option 2: a shell command that prints the VM's public ip when run on the VM (typically a cloud metadata query). The script stores its output in $PUBLIC_IP, which the docker commands then use. Ignored when advertise_ips is set."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.advertise_ip_command == null || try(length(trimspace(var.advertise_ip_command)) > 0 && !strcontains(var.advertise_ip_command, "\n"), false)
+    error_message = "advertise_ip_command must be a one-line shell command."
+  }
+}
+
+variable "log_format" {
+  description = "LOG_FORMAT of the registry and the nodes: json (one object per line, as the launcher uses) or text."
+  type        = string
+  default     = "json"
+
+  validation {
+    condition     = contains(["json", "text"], var.log_format)
+    error_message = "log_format must be \"json\" or \"text\"."
+  }
+}
+
+variable "docker_install_command" {
+  description = "Shell command that installs and starts Docker on a VM that has none."
+  type        = string
+  default     = "curl -fsSL https://get.docker.com | sh"
+
+  validation {
+    condition     = length(trimspace(var.docker_install_command)) > 0 && !strcontains(var.docker_install_command, "\n")
+    error_message = "docker_install_command must be a one-line shell command."
+  }
+}

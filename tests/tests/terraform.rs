@@ -1,0 +1,433 @@
+//! terraform/, offline: formatting; the provider-free module
+//! (terraform/modules/cluster) validated and put through its `.tftest.hcl`
+//! files; the cloud roots put through theirs against mock providers when the
+//! provider binary is at hand (TF_PLUGIN_DIR); and a two-VM simulation that
+//! runs the module's rendered container commands on the local Docker engine.
+//!
+//! Terraform runs in copies of terraform/ under the system temp directory, so
+//! that nothing (.terraform/, state, lock files) is written into the checkout,
+//! with CHECKPOINT_DISABLE set so that it makes no network request of its own.
+//! Skips (saying so) when terraform is missing unless REQUIRE_TERRAFORM is set,
+//! and the simulation when no Docker daemon is reachable unless REQUIRE_DOCKER is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tests::docker::{self, await_log_lines, bridge_gateway, images_built, labelled, leftovers, text, ProjectGuard};
+
+const REGISTRY_IMAGE: &str = concat!("hit6-mesh/registry:", env!("CARGO_PKG_VERSION"));
+const NODE_IMAGE: &str = concat!("hit6-mesh/node:", env!("CARGO_PKG_VERSION"));
+
+/// The oldest Terraform the module accepts (`required_version`): validation
+/// rules that refer to other variables came in 1.9; `terraform test` in 1.6
+/// and `mock_provider` in 1.7.
+const MIN_TERRAFORM: (u64, u64) = (1, 9);
+
+/// Lines between which a startup script holds its `docker_commands`.
+const BEGIN_MARKER: &str = "# >>> hit6-mesh containers >>>";
+const END_MARKER: &str = "# <<< hit6-mesh containers <<<";
+
+/// terraform/ in the checkout.
+fn terraform_sources() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform").canonicalize().expect("terraform/ is in the checkout")
+}
+
+/// Runs terraform with `args`, in `dir` when given. The environment cannot
+/// redirect it elsewhere (TF_DATA_DIR, TF_WORKSPACE, TF_CLI_ARGS*), and it
+/// neither asks for input nor checks for a newer version over the network.
+fn terraform(dir: Option<&Path>, args: &[&str]) -> Output {
+    let mut command = Command::new("terraform");
+    if let Some(dir) = dir {
+        command.arg(format!("-chdir={}", dir.display()));
+    }
+    command.args(args).env("CHECKPOINT_DISABLE", "1").env("TF_IN_AUTOMATION", "1").env("TF_INPUT", "0");
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("TF_CLI_ARGS") || key == "TF_DATA_DIR" || key == "TF_WORKSPACE" {
+            command.env_remove(&*key);
+        }
+    }
+    command.output().unwrap_or_else(|error| panic!("terraform {args:?} did not run: {error}"))
+}
+
+/// Runs terraform and fails the test, with its output, unless it succeeds.
+fn terraform_ok(dir: &Path, args: &[&str]) -> Output {
+    let output = terraform(Some(dir), args);
+    assert!(output.status.success(), "terraform {} in {} failed:\n{}", args.join(" "), dir.display(), text(&output));
+    output
+}
+
+/// Whether a terraform recent enough for the module is on PATH. When none
+/// is, a test may skip, saying so, unless REQUIRE_TERRAFORM is set: then it fails.
+fn terraform_available(suite: &str) -> bool {
+    static FOUND: OnceLock<Result<String, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let output = match Command::new("terraform").args(["version", "-json"]).env("CHECKPOINT_DISABLE", "1").output() {
+            Ok(output) if output.status.success() => output,
+            Ok(output) => return Err(format!("`terraform version` failed: {}", text(&output).trim())),
+            Err(error) => return Err(format!("no terraform on PATH ({error})")),
+        };
+        let version: Value = serde_json::from_slice(&output.stdout).map_err(|e| format!("`terraform version -json` printed no JSON: {e}"))?;
+        let version = version["terraform_version"].as_str().unwrap_or("").to_owned();
+        let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if (major, minor) < MIN_TERRAFORM {
+            return Err(format!("terraform {version} is older than {}.{}, which the module needs", MIN_TERRAFORM.0, MIN_TERRAFORM.1));
+        }
+        eprintln!("using terraform {version}");
+        Ok(version)
+    });
+    match found {
+        Ok(_) => true,
+        Err(why) if std::env::var_os("REQUIRE_TERRAFORM").is_some() => {
+            panic!("REQUIRE_TERRAFORM is set but {why}; .ci/run installs one when it is missing")
+        }
+        Err(why) => {
+            eprintln!("skipping {suite}: {why}; set REQUIRE_TERRAFORM=1 to fail instead");
+            false
+        }
+    }
+}
+
+/// A directory under the system temp directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("hit6-terraform-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("the temp directory is writable");
+        TempDir(path)
+    }
+
+    /// A copy of terraform/ (sources only: no .terraform/, state or lock file) inside this directory.
+    fn with_terraform_sources(name: &str) -> TempDir {
+        let dir = TempDir::new(name);
+        copy_sources(&terraform_sources(), &dir.0);
+        dir
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_sources(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == ".terraform" || name == ".terraform.lock.hcl" || name.contains(".tfstate") || name.ends_with(".tfplan") {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_sources(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Applies `main_tf`, a root module that calls `../modules/cluster`, with
+/// local state in a temp directory (the module has no provider, so this
+/// creates nothing), and returns its outputs' values by name.
+fn render(name: &str, main_tf: &str) -> BTreeMap<String, Value> {
+    let dir = TempDir::with_terraform_sources(name);
+    let root = dir.path().join("render");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("main.tf"), main_tf).unwrap();
+    terraform_ok(&root, &["init", "-input=false", "-no-color"]);
+    terraform_ok(&root, &["apply", "-auto-approve", "-input=false", "-no-color"]);
+    let output = terraform_ok(&root, &["output", "-json", "-no-color"]);
+    let outputs: BTreeMap<String, Value> = serde_json::from_slice(&output.stdout).expect("`terraform output -json` prints JSON");
+    outputs.into_iter().map(|(name, output)| (name, output["value"].clone())).collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value.as_array().unwrap_or_else(|| panic!("not a list: {value}")).iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn terraform_files_are_formatted() {
+    if !terraform_available("the terraform tests") {
+        return;
+    }
+    let sources = terraform_sources();
+    let output = terraform(None, &["fmt", "-check", "-recursive", "-diff", "-no-color", sources.to_str().unwrap()]);
+    assert!(output.status.success(), "`terraform fmt -check -recursive` wants changes (run `terraform fmt -recursive terraform`):\n{}", text(&output));
+}
+
+#[test]
+fn the_cluster_module_validates_and_passes_its_tests() {
+    if !terraform_available("the terraform tests") {
+        return;
+    }
+    let dir = TempDir::with_terraform_sources("module");
+    let module = dir.path().join("modules/cluster");
+    // No provider to install: this works offline.
+    terraform_ok(&module, &["init", "-input=false", "-no-color"]);
+    let validate = terraform_ok(&module, &["validate", "-no-color"]);
+    assert!(text(&validate).contains("The configuration is valid"), "{}", text(&validate));
+
+    let test = terraform_ok(&module, &["test", "-no-color"]);
+    let stdout = String::from_utf8_lossy(&test.stdout);
+    for file in ["tests/rendering.tftest.hcl... pass", "tests/validation.tftest.hcl... pass"] {
+        assert!(stdout.contains(file), "`terraform test` did not report `{file}`:\n{stdout}");
+    }
+    // The refusals are among the runs that passed.
+    assert!(stdout.contains("run \"more_nodes_per_vm_than_the_port_range_holds\"... pass"), "{stdout}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[test]
+fn the_cloud_roots_pass_their_mock_provider_tests_where_the_provider_is_at_hand() {
+    if !terraform_available("the terraform tests") {
+        return;
+    }
+    let plugin_dir = std::env::var_os("TF_PLUGIN_DIR").map(PathBuf::from);
+    for (root, provider) in [("gcp", "google"), ("aws", "aws")] {
+        let at_hand = plugin_dir.as_ref().map(|dir| dir.join("registry.terraform.io/hashicorp").join(provider));
+        let Some(plugin_dir) = plugin_dir.as_ref().filter(|_| at_hand.as_ref().is_some_and(|p| p.is_dir())) else {
+            let why = match &plugin_dir {
+                None => "TF_PLUGIN_DIR is not set".to_owned(),
+                Some(dir) => format!("TF_PLUGIN_DIR ({}) has no registry.terraform.io/hashicorp/{provider}", dir.display()),
+            };
+            eprintln!(
+                "skipping terraform/{root}: its provider, hashicorp/{provider}, is needed for its schema even under mock_provider, \
+                 and cannot be downloaded offline: {why}. Point TF_PLUGIN_DIR at a plugin directory holding it to validate and test this root \
+                 (terraform/modules/cluster, which renders everything the VMs run, is tested regardless)"
+            );
+            continue;
+        };
+        let dir = TempDir::with_terraform_sources(root);
+        let root_dir = dir.path().join(root);
+        let plugin_dir_flag = format!("-plugin-dir={}", plugin_dir.display());
+        terraform_ok(&root_dir, &["init", "-input=false", "-no-color", "-backend=false", &plugin_dir_flag]);
+        let validate = terraform_ok(&root_dir, &["validate", "-no-color"]);
+        assert!(text(&validate).contains("The configuration is valid"), "{}", text(&validate));
+        let test = terraform_ok(&root_dir, &["test", "-no-color"]);
+        let stdout = String::from_utf8_lossy(&test.stdout);
+        assert!(stdout.contains(&format!("tests/{root}.tftest.hcl... pass")) && stdout.contains(" 0 failed"), "{stdout}");
+        eprintln!("terraform/{root}: validated, and its tests passed against a mocked hashicorp/{provider}");
+    }
+}
+
+#[test]
+fn the_module_renders_scripts_that_parse_and_pull_the_images_launcher_build_tags() {
+    if !terraform_available("the terraform tests") {
+        return;
+    }
+    let outputs = render(
+        "defaults",
+        r#"
+module "literal_ips" {
+  source        = "../modules/cluster"
+  registry_host = "203.0.113.10"
+  node_vms      = 2
+  advertise_ips = ["203.0.113.10", "203.0.113.11"]
+}
+
+module "ip_from_metadata" {
+  source               = "../modules/cluster"
+  registry_host        = "203.0.113.10"
+  node_vms             = 2
+  advertise_ip_command = "curl -fsS -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/network-interfaces/0/access-configs/0/external-ip"
+}
+
+output "images" {
+  value = module.literal_ips.vms[0].images
+}
+
+output "scripts" {
+  value = concat(module.literal_ips.startup_scripts, module.ip_from_metadata.startup_scripts, [module.literal_ips.status_script])
+}
+"#,
+    );
+    assert_eq!(
+        strings(&outputs["images"]),
+        [REGISTRY_IMAGE, NODE_IMAGE],
+        "the module's default image_tag is not the workspace version: update it in terraform/modules/cluster/variables.tf"
+    );
+    for script in strings(&outputs["scripts"]) {
+        let parse = Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
+        assert!(parse.status.success(), "sh cannot parse the rendered script: {}\n{script}", text(&parse));
+    }
+}
+
+/// The container-starting part of a startup script: the lines between the markers.
+fn container_section(script: &str) -> Vec<String> {
+    let begin = script.find(&format!("\n{BEGIN_MARKER}\n")).unwrap_or_else(|| panic!("no `{BEGIN_MARKER}` in\n{script}"));
+    let section = &script[begin + BEGIN_MARKER.len() + 2..];
+    let end = section.find(&format!("\n{END_MARKER}\n")).unwrap_or_else(|| panic!("no `{END_MARKER}` in\n{script}"));
+    section[..end].lines().map(str::to_owned).collect()
+}
+
+/// Runs one line of a startup script, as the VM's shell would.
+fn sh(line: &str) -> Output {
+    Command::new("sh").args(["-c", line]).output().expect("sh runs")
+}
+
+const REGISTRY_VM_PROJECT: &str = "hit6-test-tf1";
+const NODE_VM_PROJECT: &str = "hit6-test-tf2";
+
+/// Two VMs on one Docker engine: the module renders the lab's layout (the
+/// registry and 3 nodes on VM 1, 3 nodes on VM 2), and the container-starting
+/// part of each VM's script runs here as is. Each "VM" is its own project on
+/// its own network, which Docker isolates from the other one, so the nodes
+/// reach the registry and each other only at the "public ip" they advertise
+/// (the host's address on the default bridge) and the published ports. The
+/// two VMs share that ip, so they take different port ranges, and each
+/// renders its own project, which two calls of the module give.
+#[tokio::test]
+async fn the_rendered_scripts_of_two_vms_form_one_mesh_through_published_ports() {
+    if !terraform_available("the two-VM simulation") || !docker::available("the two-VM simulation") {
+        return;
+    }
+    let public_ip = bridge_gateway();
+    let outputs = render(
+        "simulation",
+        &format!(
+            r#"
+# Both calls describe the same two-VM deployment; VM 1 is taken from the
+# first and VM 2 from the second, so that the VMs, sharing one host, get
+# their own projects and port ranges.
+locals {{
+  public_ip = "{public_ip}"
+}}
+
+module "registry_vm" {{
+  source          = "../modules/cluster"
+  project         = "{REGISTRY_VM_PROJECT}"
+  registry_host   = local.public_ip
+  registry_port   = 18486
+  node_vms        = 2
+  nodes_per_vm    = 3
+  node_port_range = "18487-18489"
+  advertise_ips   = [local.public_ip, local.public_ip]
+}}
+
+module "node_vm" {{
+  source          = "../modules/cluster"
+  project         = "{NODE_VM_PROJECT}"
+  registry_host   = local.public_ip
+  registry_port   = 18486
+  node_vms        = 2
+  nodes_per_vm    = 3
+  node_port_range = "18490-18492"
+  advertise_ips   = [local.public_ip, local.public_ip]
+}}
+
+output "vms" {{
+  value = [module.registry_vm.vms[0], module.node_vm.vms[1]]
+}}
+
+output "status_scripts" {{
+  value = [module.registry_vm.status_script, module.node_vm.status_script]
+}}
+
+output "expected_greetings" {{
+  value = module.registry_vm.expected_greetings
+}}
+"#
+        ),
+    );
+    let vms = outputs["vms"].as_array().unwrap();
+    let expected_greetings = outputs["expected_greetings"].as_u64().unwrap();
+    assert_eq!(expected_greetings, 15);
+
+    // What runs is exactly what each VM's startup script holds between the
+    // markers, with nothing to substitute: the addresses are literal.
+    let mut commands = Vec::new();
+    for vm in vms {
+        let docker_commands = strings(&vm["docker_commands"]);
+        assert_eq!(container_section(vm["startup_script"].as_str().unwrap()), docker_commands);
+        assert!(docker_commands.iter().all(|c| !c.contains('$')), "a placeholder is left: {docker_commands:#?}");
+        commands.push(docker_commands);
+    }
+    assert_eq!(vms[0]["runs_registry"], true);
+    assert_eq!(vms[1]["runs_registry"], false);
+
+    images_built();
+    drop((ProjectGuard(REGISTRY_VM_PROJECT.into()), ProjectGuard(NODE_VM_PROJECT.into()))); // what a killed run left
+    let guards = (ProjectGuard(REGISTRY_VM_PROJECT.into()), ProjectGuard(NODE_VM_PROJECT.into()));
+
+    // VM 1 first; VM 2 once the registry listens.
+    for line in &commands[0] {
+        let run = sh(line);
+        assert!(run.status.success(), "VM 1: `{line}` failed: {}", text(&run));
+    }
+    await_log_lines(&format!("{REGISTRY_VM_PROJECT}-registry"), "\"event\":\"listening\"", 1).await;
+    for line in &commands[1] {
+        let run = sh(line);
+        assert!(run.status.success(), "VM 2: `{line}` failed: {}", text(&run));
+    }
+
+    // Each VM is on its own network, and each node on its VM's.
+    for project in [REGISTRY_VM_PROJECT, NODE_VM_PROJECT] {
+        assert_eq!(labelled("network", project), [project]);
+        for container in labelled("container", project) {
+            let networks = docker::docker(&["inspect", "--format", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}", &container]);
+            assert_eq!(String::from_utf8_lossy(&networks.stdout).trim(), project, "{container}");
+        }
+    }
+
+    // Every node registered at the public ip and its PUERTO_EXT, under its NODE_NAME.
+    let nodes: Vec<(String, u64)> = vms
+        .iter()
+        .flat_map(|vm| strings(&vm["node_names"]).into_iter().zip(vm["node_ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap())))
+        .collect();
+    assert_eq!(nodes.len(), 6);
+    let mut contacts = BTreeMap::new();
+    let mut addresses = BTreeMap::new();
+    for (name, port) in &nodes {
+        let registered = &await_log_lines(name, "\"event\":\"registered\"", 1).await[0];
+        assert_eq!(registered["addr"], format!("{public_ip}:{port}"), "{name} advertised the wrong address: {registered}");
+        assert_eq!(registered["name"], name.as_str(), "{registered}");
+        contacts.insert(name.clone(), registered["contacts"].as_u64().unwrap());
+        addresses.insert(name.clone(), format!("{public_ip}:{port}"));
+    }
+    assert_eq!(contacts.values().sum::<u64>(), expected_greetings, "each pair is introduced once: {contacts:?}");
+
+    // A node greets the peers registered before it and is greeted by those after it.
+    let mut pairs = BTreeSet::new();
+    for (name, _) in &nodes {
+        let before = contacts[name];
+        for greeting in await_log_lines(name, "\"event\":\"greeting_sent\"", before as usize).await {
+            assert_eq!(greeting["peer_addr"], addresses[greeting["peer_name"].as_str().unwrap()], "{greeting}");
+        }
+        let received = await_log_lines(name, "\"event\":\"greeting_received\"", (nodes.len() as u64 - 1 - before) as usize).await;
+        for greeting in received {
+            let peer = greeting["peer_name"].as_str().unwrap().to_owned();
+            assert_eq!(greeting["peer_addr"], addresses[&peer], "{greeting}");
+            let pair = if peer < *name { (peer, name.clone()) } else { (name.clone(), peer) };
+            assert!(pairs.insert(pair.clone()), "{pair:?} greeted twice");
+        }
+    }
+    assert_eq!(pairs.len() as u64, expected_greetings, "{pairs:#?}");
+    let across = pairs.iter().filter(|(a, b)| a.starts_with(REGISTRY_VM_PROJECT) != b.starts_with(REGISTRY_VM_PROJECT)).count();
+    assert_eq!(across, 9, "every node of VM 1 and every node of VM 2 greeted: {pairs:#?}");
+
+    // The mesh command (hit6-mesh-status, which the startup script installs) adds up to the same.
+    let mut received = 0;
+    for (script, project) in strings(&outputs["status_scripts"]).iter().zip([REGISTRY_VM_PROJECT, NODE_VM_PROJECT]) {
+        let status = sh(script);
+        let stdout = String::from_utf8_lossy(&status.stdout);
+        assert!(status.status.success(), "{}", text(&status));
+        assert_eq!(stdout.lines().filter(|l| l.starts_with(project) && l.contains(" failed 0")).count(), 3, "{stdout}");
+        let total = stdout.lines().find_map(|l| l.strip_prefix("received on this VM: ")).unwrap_or_else(|| panic!("{stdout}"));
+        received += total.parse::<u64>().unwrap_or_else(|_| panic!("{stdout}"));
+    }
+    assert_eq!(received, expected_greetings);
+
+    drop(guards);
+    assert!(leftovers(REGISTRY_VM_PROJECT).is_empty() && leftovers(NODE_VM_PROJECT).is_empty(), "left behind");
+}
