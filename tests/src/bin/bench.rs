@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p tests --bin bench -- [--only NAME[,NAME]] [--nodes 10,100,200,1000]
-//!     [--duration SECS] [--clients N] [--mesh-timeout SECS] [--node-env KEY=VALUE]... [--json]
+//!     [--local-nodes 10,100,1000] [--duration SECS] [--clients N] [--mesh-timeout SECS]
+//!     [--node-env KEY=VALUE]... [--json]
 //! ```
 //!
 //! Sections (`--only` takes any of them, comma-separated):
@@ -13,13 +14,23 @@
 //! - `memory`: resident memory of one idle node and of a registry holding 1000 entries.
 //! - `mesh`: time for N node processes to greet each other pairwise, from the
 //!   first spawn until N(N-1)/2 `greeting_received` events have been logged.
+//! - `multicast`: p50/p99/max latency of sequential `node::group::send` calls,
+//!   from the call to the report, to a group of 10 and of 100 node processes.
+//! - `launcher`: `launcher up --detach` in Docker (project `hit6-bench`), 3 runs
+//!   each of 5 and 9 nodes, with the images built first; and the images'
+//!   sizes. Skipped, saying so, without a Docker daemon.
+//! - `local`: `launcher up --runtime local --detach` for each `--local-nodes`
+//!   size (default 10 and 100, and 1000 when `--nodes` has 1000).
 //!
-//! Everything runs on 127.0.0.1. Every child is killed when the benchmark ends,
-//! fails, times out or is interrupted (they are all `kill_on_drop`), and every
-//! wait is bounded. The table goes to stdout; with `--json` the table goes to
-//! stderr and a JSON document to stdout. Progress goes to stderr.
+//! Everything but the Docker section runs on 127.0.0.1. Every child is killed
+//! when the benchmark ends, fails, times out or is interrupted (they are all
+//! `kill_on_drop`; a launcher with every process it started, as a process
+//! group; the Docker project is removed), and every wait is bounded. The
+//! table goes to stdout; with `--json` the table goes to stderr and a JSON
+//! document to stdout. Progress goes to stderr.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -28,6 +39,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use node::exchange::Deadlines;
 use registry::client::{Client, Joined, RegistryAddr};
 use registry::protocol::NativeRequest;
 use serde_json::{json, Value};
@@ -44,7 +58,15 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 const OVERALL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// How long a started registry may take to log `listening`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-const SECTIONS: [&str; 4] = ["heartbeat", "register", "memory", "mesh"];
+const SECTIONS: [&str; 7] = [
+    "heartbeat",
+    "register",
+    "memory",
+    "mesh",
+    "multicast",
+    "launcher",
+    "local",
+];
 /// Environment the binaries read settings from; removed so that the shell's cannot skew a run.
 const CONFIG_ENV: [&str; 20] = [
     "RUST_LOG",
@@ -85,11 +107,14 @@ struct Opts {
     mesh_timeout: Option<Duration>,
     /// Extra environment for the mesh's nodes, for experiments (`--node-env RUST_LOG=...`).
     node_env: Vec<(String, String)>,
+    /// Sizes of the `local` section's meshes.
+    local_nodes: Vec<usize>,
 }
 
 const USAGE: &str =
-    "usage: bench [--only heartbeat,register,memory,mesh] [--nodes 10,100,200,1000] \
-[--duration SECS] [--clients N] [--mesh-timeout SECS] [--node-env KEY=VALUE]... [--json]";
+    "usage: bench [--only heartbeat,register,memory,mesh,multicast,launcher,local] \
+[--nodes 10,100,200,1000] [--local-nodes 10,100,1000] [--duration SECS] [--clients N] \
+[--mesh-timeout SECS] [--node-env KEY=VALUE]... [--json]";
 
 fn parse_args() -> anyhow::Result<Opts> {
     let mut opts = Opts {
@@ -101,7 +126,9 @@ fn parse_args() -> anyhow::Result<Opts> {
         clients: 64,
         mesh_timeout: None,
         node_env: Vec::new(),
+        local_nodes: Vec::new(),
     };
+    let mut local_nodes = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -122,14 +149,9 @@ fn parse_args() -> anyhow::Result<Opts> {
                 }
                 opts.only = names;
             }
-            "--nodes" => {
-                opts.nodes = value("--nodes")?
-                    .split(',')
-                    .map(|n| match n.trim().parse::<usize>() {
-                        Ok(n) if n >= 2 => Ok(n),
-                        _ => bail!("--nodes: `{n}` isn't a node count of at least 2"),
-                    })
-                    .collect::<anyhow::Result<_>>()?;
+            "--nodes" => opts.nodes = node_counts("--nodes", &value("--nodes")?)?,
+            "--local-nodes" => {
+                local_nodes = Some(node_counts("--local-nodes", &value("--local-nodes")?)?)
             }
             "--duration" => opts.duration = secs(&value("--duration")?)?,
             "--mesh-timeout" => opts.mesh_timeout = Some(secs(&value("--mesh-timeout")?)?),
@@ -152,7 +174,22 @@ fn parse_args() -> anyhow::Result<Opts> {
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
+    // 1000 local nodes take minutes: only when asked for, here or through --nodes.
+    opts.local_nodes = local_nodes.unwrap_or_else(|| {
+        let mut sizes = vec![10, 100];
+        sizes.extend(opts.nodes.iter().copied().filter(|&n| n == 1000));
+        sizes
+    });
     Ok(opts)
+}
+
+fn node_counts(flag: &str, text: &str) -> anyhow::Result<Vec<usize>> {
+    text.split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(n @ 2..=10_000) => Ok(n),
+            _ => bail!("{flag}: `{n}` isn't a node count from 2 to 10000"),
+        })
+        .collect()
 }
 
 fn secs(text: &str) -> anyhow::Result<Duration> {
@@ -263,7 +300,7 @@ fn fmt_value(value: f64, unit: &str) -> String {
         "ops/s" | "" => thousands(value.round() as u64),
         "ms" => format!("{value:.3}"),
         "s" => format!("{value:.3}"),
-        "MiB" => format!("{value:.2}"),
+        "MiB" | "MB" => format!("{value:.2}"),
         "µs" => format!("{value:.0}"),
         "CPU s" => format!("{value:.2}"),
         _ => format!("{value}"),
@@ -362,7 +399,7 @@ fn to_json(rows: &[Row], elapsed: Duration, opts: &Opts) -> Value {
     json!({
         "elapsed_s": elapsed.as_secs_f64(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "sections": opts.only, "nodes": opts.nodes,
+        "sections": opts.only, "nodes": opts.nodes, "local_nodes": opts.local_nodes,
         "rows": rows,
     })
 }
@@ -1072,6 +1109,23 @@ struct Spawned {
 }
 
 impl Spawned {
+    fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.children.iter().filter_map(|c| c.id())
+    }
+
+    /// CPU time of all the nodes, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        self.pids()
+            .filter_map(|pid| cpu_seconds(&pid.to_string()))
+            .sum()
+    }
+
+    /// The pid of node `name` (`node-<i>`, the `i`th spawned).
+    fn pid_of(&self, name: &str) -> Option<u32> {
+        let i: usize = name.strip_prefix("node-")?.parse().ok()?;
+        self.children.get(i.checked_sub(1)?)?.id()
+    }
+
     /// Kills every child and waits for all of them, boundedly. Returns what
     /// the first few children that wrote to stderr wrote.
     async fn kill_all(mut self) -> Vec<String> {
@@ -1162,10 +1216,13 @@ async fn spawn_nodes(
                 spawned.children.push(child);
             }
             Err(error) => {
-                return (spawned, Some(format!(
-                    "spawning node-{i} failed after {} nodes: {error}",
-                    i - 1
-                )));
+                return (
+                    spawned,
+                    Some(format!(
+                        "spawning node-{i} failed after {} nodes: {error}",
+                        i - 1
+                    )),
+                );
             }
         }
         if i % 32 == 0 {
@@ -1267,19 +1324,12 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
 
     // Figures taken while everything still runs.
     let mut node_rss: Vec<u64> = spawned
-        .children
-        .iter()
-        .filter_map(|c| c.id())
+        .pids()
         .filter_map(|pid| memory(pid).ok())
         .map(|m| m.rss_kb)
         .collect();
     node_rss.sort_unstable();
-    let node_cpu: f64 = spawned
-        .children
-        .iter()
-        .filter_map(|c| c.id())
-        .filter_map(|pid| cpu_seconds(&pid.to_string()))
-        .sum();
+    let node_cpu = spawned.cpu_seconds();
     let registry_cpu = registry.pid().and_then(|pid| cpu_seconds(&pid.to_string()));
     let registry_mem = registry.pid().and_then(|pid| memory(pid).ok());
     let bench_cpu = bench_cpu_before
@@ -1434,6 +1484,580 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// Multicast
+
+/// Group sizes, and how many multicasts are timed for each.
+const MULTICASTS: [(usize, usize); 2] = [(10, 200), (100, 100)];
+/// Untimed multicasts first, so that connections and caches are warm.
+const MULTICAST_WARMUP: usize = 5;
+/// The sender's deadlines: longer than the coordinator's per-member deadline
+/// (the nodes' `--ack-timeout`, 5 s), as `group::send` requires.
+const MULTICAST_DEADLINES: Deadlines = Deadlines {
+    connect: Duration::from_secs(2),
+    reply: Duration::from_secs(10),
+};
+/// Bounds one `group::send`, lookup included.
+const MULTICAST_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Latency of `sends` sequential multicasts to a group of `members` nodes, all
+/// in group 1, from the call to `group::send` until its report.
+async fn bench_multicast(
+    opts: &Opts,
+    rows: &Rows,
+    section: &str,
+    members: usize,
+    sends: usize,
+    node_bin: &Path,
+) -> anyhow::Result<()> {
+    let registry =
+        LeanRegistry::start(&["--ttl", "60s", "--max-connections", "1024", "--groups", "1"])
+            .await?;
+    let mesh = Mesh::new(members);
+    let t0 = Instant::now();
+    let (spawned, spawn_error) = spawn_nodes(opts, node_bin, registry.addr, &mesh).await;
+    let result = match spawn_error {
+        Some(error) => Err(anyhow::anyhow!(error)),
+        None => {
+            let addr = RegistryAddr::from(registry.addr);
+            async {
+                group_ready(opts, rows, section, &mesh, t0).await?;
+                multicasts(rows, section, &addr, members, sends, &spawned).await
+            }
+            .await
+        }
+    };
+    for said in spawned.kill_all().await {
+        eprintln!("  {section}: stderr of {said}");
+    }
+    registry.stop().await;
+    result
+}
+
+/// Waits until every node has registered, and the pairwise greetings are
+/// over so that they do not compete with the multicasts.
+async fn group_ready(
+    opts: &Opts,
+    rows: &Rows,
+    section: &str,
+    mesh: &Mesh,
+    t0: Instant,
+) -> anyhow::Result<()> {
+    let members = mesh.nodes;
+    let limit = mesh_limit(opts, members);
+    if !reached(mesh, &mesh.all_registered, t0 + limit).await {
+        bail!("the nodes did not all register: {}", mesh.status());
+    }
+    let meshed = reached(mesh, &mesh.meshed, t0 + limit).await;
+    let since = |at: &OnceLock<Instant>| at.get().map_or(f64::NAN, |at| (*at - t0).as_secs_f64());
+    rows.push(
+        section,
+        "set-up",
+        None,
+        "note",
+        None,
+        format!(
+            "{members} nodes in group 1 registered after {:.3} s; {}",
+            since(&mesh.all_registered),
+            if meshed {
+                format!("meshed after {:.3} s", since(&mesh.meshed))
+            } else {
+                format!("NOT meshed after {limit:?}: {}", mesh.status())
+            }
+        ),
+    );
+    Ok(())
+}
+
+/// Times `sends` multicasts, one at a time, to the `members` nodes of group 1.
+async fn multicasts(
+    rows: &Rows,
+    section: &str,
+    addr: &RegistryAddr,
+    members: usize,
+    sends: usize,
+    nodes: &Spawned,
+) -> anyhow::Result<()> {
+    let mut coordinator = String::new();
+    for i in 0..MULTICAST_WARMUP {
+        coordinator = multicast(addr, &format!("warm-up {i}"), members).await?;
+    }
+    let coordinator_pid = nodes.pid_of(&coordinator).map(|pid| pid.to_string());
+    let cpu = || {
+        let coordinating = coordinator_pid.as_deref().and_then(cpu_seconds);
+        (nodes.cpu_seconds(), coordinating)
+    };
+    let (cpu_before, nodes_cpu_before) = (cpu_seconds("self"), cpu());
+    let started = Instant::now();
+    let mut latencies_ns = Vec::with_capacity(sends);
+    let mut failures = Vec::new();
+    for i in 0..sends {
+        let sent = Instant::now();
+        match multicast(addr, &format!("bench {i}"), members).await {
+            Ok(_) => latencies_ns.push(sent.elapsed().as_nanos() as u64),
+            Err(error) => failures.push(format!("{error:#}")),
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let nodes_cpu_after = cpu();
+    let nodes_cpu_used = nodes_cpu_after.0 - nodes_cpu_before.0;
+    let coordinator_cpu = nodes_cpu_before
+        .1
+        .zip(nodes_cpu_after.1)
+        .map(|(b, a)| a - b);
+    latencies_ns.sort_unstable();
+
+    let target = (members == 100).then_some(Target::AtMost(5.0));
+    let over = format!(
+        "over {} complete multicasts of {sends}, one at a time, after {MULTICAST_WARMUP} warm-up",
+        latencies_ns.len()
+    );
+    let ms = |p| (!latencies_ns.is_empty()).then(|| percentile(&latencies_ns, p) / 1e6);
+    rows.push(section, "latency p50", ms(0.50), "ms", target, over);
+    rows.push(section, "latency p99", ms(0.99), "ms", None, "");
+    rows.push(section, "latency max", ms(1.0), "ms", None, "");
+    rows.push(
+        section,
+        "failed or incomplete",
+        Some(failures.len() as f64),
+        "",
+        Some(Target::AtMost(0.0)),
+        failures
+            .first()
+            .map(|f| format!("first: {f}"))
+            .unwrap_or_default(),
+    );
+    if let Some(used) = cpu_before
+        .zip(cpu_seconds("self"))
+        .map(|(before, after)| after - before)
+    {
+        rows.info(
+            section,
+            "bench sender CPU",
+            used,
+            "CPU s",
+            format!("{:.0}% of one core over {wall:.2} s", 100.0 * used / wall),
+        );
+    }
+    rows.info(
+        section,
+        "nodes CPU per multicast",
+        nodes_cpu_used * 1e3 / sends as f64,
+        "ms",
+        format!(
+            "{:.0} µs per member; {:.0}% of the {} cores over {wall:.2} s",
+            nodes_cpu_used * 1e6 / (sends * members) as f64,
+            100.0 * nodes_cpu_used / wall / cores() as f64,
+            cores()
+        ),
+    );
+    rows.push(
+        section,
+        "coordinator CPU per multicast",
+        coordinator_cpu.map(|used| used * 1e3 / sends as f64),
+        "ms",
+        None,
+        format!("{coordinator}, included in the nodes' CPU"),
+    );
+    let lookups = group_lookups(addr, 50).await?;
+    rows.info(
+        section,
+        "group lookup p50",
+        percentile(&lookups, 0.5) / 1e6,
+        "ms",
+        "connect to the registry and ask for group 1; sender and coordinator each do one",
+    );
+    Ok(())
+}
+
+/// Latencies of `count` registry group lookups, each on a new connection as `group::send` makes them, sorted.
+async fn group_lookups(registry: &RegistryAddr, count: usize) -> anyhow::Result<Vec<u64>> {
+    let mut latencies_ns = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        Client::connect(registry, CLIENT_TIMEOUT)
+            .await?
+            .group(1)
+            .await?;
+        latencies_ns.push(started.elapsed().as_nanos() as u64);
+    }
+    latencies_ns.sort_unstable();
+    Ok(latencies_ns)
+}
+
+/// One multicast to group 1: an error unless all `members` acknowledged;
+/// returns the coordinator's name.
+async fn multicast(registry: &RegistryAddr, text: &str, members: usize) -> anyhow::Result<String> {
+    let send = node::group::send(registry, 1, text, "bench", MULTICAST_DEADLINES);
+    let report = timeout(MULTICAST_PATIENCE, send)
+        .await
+        .with_context(|| format!("no report within {MULTICAST_PATIENCE:?}"))??;
+    if !report.is_complete() || report.members != members {
+        let failed = report.failed.first();
+        bail!(
+            "delivered to {} of {} members (expected {members}){}",
+            report.delivered,
+            report.members,
+            failed.map_or(String::new(), |f| format!(
+                "; {} ({}): {}",
+                f.name, f.addr, f.error
+            ))
+        );
+    }
+    Ok(report.coordinator)
+}
+
+/// Waits until `mark` is set; false if `deadline` passes or a node exits first.
+async fn reached(mesh: &Mesh, mark: &OnceLock<Instant>, deadline: Instant) -> bool {
+    while mark.get().is_none() {
+        if mesh.exited.load(Ordering::Relaxed) > 0 || Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------
+// Launcher: `launcher up --detach`, in Docker and as local processes
+
+/// The Docker project the bench's meshes run in.
+const PROJECT: &str = "hit6-bench";
+/// Host ports of the bench's project, away from the launcher's defaults
+/// (8086-8095) that other runs on this host may hold.
+const PROJECT_PORTS: [&str; 4] = ["--registry-port", "18386", "--port-range", "18387-18395"];
+const LAUNCHER_SIZES: [usize; 2] = [5, 9];
+const LAUNCHER_RUNS: usize = 3;
+/// `--timeout` of the local meshes.
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Beyond its own `--timeout`, what a launcher may take to build, tear down and exit.
+const LAUNCHER_SLACK: Duration = Duration::from_secs(60);
+const BUILD_PATIENCE: Duration = Duration::from_secs(10 * 60);
+/// Environment the launcher reads settings from.
+const LAUNCHER_ENV: [&str; 3] = [
+    "LAUNCHER_PROJECT",
+    "LAUNCHER_REGISTRY_IMAGE",
+    "LAUNCHER_NODE_IMAGE",
+];
+
+/// A finished launcher: exit code, wall time from spawn to exit, and output.
+struct Finished {
+    code: Option<i32>,
+    wall: Duration,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    /// The `--json` summary `up` prints once the mesh is complete.
+    fn summary(&self) -> Option<Value> {
+        self.stdout
+            .lines()
+            .rev()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|value| value.get("elapsed_ms").is_some())
+    }
+
+    fn elapsed(&self) -> Option<Duration> {
+        let ms = self.summary()?.get("elapsed_ms")?.as_u64()?;
+        Some(Duration::from_millis(ms))
+    }
+
+    /// Exit 0 with a summary saying so.
+    fn complete(&self) -> bool {
+        self.code == Some(0) && self.summary().is_some_and(|s| s["complete"] == true)
+    }
+
+    fn describe(&self) -> String {
+        let code = self.code.map_or("killed".into(), |c| format!("exit {c}"));
+        let wall = self.wall.as_secs_f64();
+        match self.elapsed() {
+            Some(elapsed) => format!("{code}, {:.3}/{wall:.3} s", elapsed.as_secs_f64()),
+            None => {
+                let last = self.stderr.lines().last().unwrap_or_default();
+                let last: String = last.chars().take(300).collect();
+                format!("{code} after {wall:.3} s: {last}")
+            }
+        }
+    }
+}
+
+/// Kills a process group when dropped: a launcher and every process it started.
+struct GroupGuard(Pid);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = killpg(self.0, Signal::SIGKILL);
+    }
+}
+
+/// Runs the launcher with `args` in a process group of its own, which is
+/// killed whole after `limit` or when this future is dropped (Ctrl-C).
+async fn launcher(args: &[&str], limit: Duration) -> anyhow::Result<Finished> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let mut command = command(&tests::binary("launcher"), &args);
+    command.process_group(0);
+    for key in LAUNCHER_ENV {
+        command.env_remove(key);
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().context("failed to start the launcher")?;
+    let group = GroupGuard(Pid::from_raw(
+        child.id().context("the launcher has a pid")? as i32
+    ));
+    let stdout = read_all(child.stdout.take().expect("piped"));
+    let stderr = read_all(child.stderr.take().expect("piped"));
+    let status = timeout(limit, child.wait())
+        .await
+        .with_context(|| format!("launcher {} did not exit within {limit:?}", args.join(" ")))??;
+    let wall = started.elapsed();
+    // Anything of its group still running was left behind (local nodes hold its stderr).
+    drop(group);
+    Ok(Finished {
+        code: status.code(),
+        wall,
+        stdout: text_of(stdout).await,
+        stderr: text_of(stderr).await,
+    })
+}
+
+fn read_all(mut stream: impl AsyncRead + Unpin + Send + 'static) -> JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text).await;
+        text
+    })
+}
+
+/// What `read_all` read, once the stream has ended (boundedly).
+async fn text_of(reader: JoinHandle<String>) -> String {
+    match timeout(Duration::from_secs(5), reader).await {
+        Ok(Ok(text)) => text,
+        _ => String::new(),
+    }
+}
+
+/// Why no Docker daemon answers, if none does.
+fn no_docker() -> Option<String> {
+    let version = std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match version {
+        Ok(output) if output.status.success() => None,
+        Ok(output) => Some(tests::docker::text(&output).trim().to_owned()),
+        Err(error) => Some(format!("cannot run the docker CLI: {error}")),
+    }
+}
+
+async fn bench_launcher(rows: &Rows) -> anyhow::Result<()> {
+    let section = "launcher";
+    if let Some(why) = no_docker() {
+        rows.push(
+            section,
+            "skipped: no Docker daemon",
+            None,
+            "note",
+            None,
+            why,
+        );
+        return Ok(());
+    }
+    // Removes the project's containers and network however this ends.
+    let _guard = tests::docker::ProjectGuard(PROJECT.into());
+    down().await?;
+    eprintln!("  {section}: building the images (not timed)");
+    let build = launcher(&["-p", PROJECT, "build"], BUILD_PATIENCE).await?;
+    if build.code != Some(0) {
+        bail!("launcher build failed: {}", build.describe());
+    }
+    eprintln!("  {section}: built in {:.1} s", build.wall.as_secs_f64());
+    image_sizes(rows, section);
+    for nodes in LAUNCHER_SIZES {
+        let n = nodes.to_string();
+        let mut args = vec![
+            "-p", PROJECT, "up", "--nodes", &n, "--detach", "--quiet", "--json",
+        ];
+        args.extend(PROJECT_PORTS);
+        let limit = Duration::from_secs(60) + LAUNCHER_SLACK;
+        let mut runs = Vec::new();
+        for run in 1..=LAUNCHER_RUNS {
+            let up = launcher(&args, limit).await;
+            // Down after every run, whatever the run did.
+            down().await?;
+            let up = up?;
+            eprintln!("  {section} N={nodes}: run {run}: {}", up.describe());
+            runs.push(up);
+        }
+        let target = (nodes == 5).then_some(Target::AtMost(5.0));
+        report_runs(rows, &format!("{section} N={nodes}"), &runs, target);
+    }
+    Ok(())
+}
+
+/// `launcher -p hit6-bench down`.
+async fn down() -> anyhow::Result<()> {
+    let down = launcher(&["-p", PROJECT, "down"], LAUNCHER_SLACK).await?;
+    if down.code != Some(0) {
+        bail!("launcher down failed: {}", down.describe());
+    }
+    Ok(())
+}
+
+fn image_sizes(rows: &Rows, section: &str) {
+    for service in ["registry", "node"] {
+        let image = format!("hit6-mesh/{service}:{}", env!("CARGO_PKG_VERSION"));
+        let metric = format!("{service} image size");
+        let target = Some(Target::AtMost(5.0));
+        let inspect = tests::docker::docker(&["image", "inspect", "--format", "{{.Size}}", &image]);
+        match String::from_utf8_lossy(&inspect.stdout)
+            .trim()
+            .parse::<u64>()
+        {
+            Ok(bytes) => rows.push(
+                section,
+                metric,
+                Some(bytes as f64 / 1e6),
+                "MB",
+                target,
+                image,
+            ),
+            Err(_) => rows.error(
+                section,
+                metric,
+                target,
+                tests::docker::text(&inspect).trim(),
+            ),
+        }
+    }
+}
+
+/// `launcher up --runtime local` with `nodes` nodes.
+async fn up_local(nodes: usize) -> anyhow::Result<Finished> {
+    let n = nodes.to_string();
+    let timeout = format!("{}s", LOCAL_TIMEOUT.as_secs());
+    let args = [
+        "up",
+        "--runtime",
+        "local",
+        "--nodes",
+        &n,
+        "--detach",
+        "--quiet",
+        "--json",
+        "--timeout",
+        &timeout,
+    ];
+    launcher(&args, LOCAL_TIMEOUT + LAUNCHER_SLACK).await
+}
+
+/// An untimed run first: `up --runtime local` runs cargo to build the native
+/// binaries, which takes long only when the sources changed.
+async fn local_warmup() -> anyhow::Result<()> {
+    let warmup = up_local(2).await?;
+    eprintln!("  local: warm-up (not timed): {}", warmup.describe());
+    if !warmup.complete() {
+        bail!("{}", warmup.describe());
+    }
+    Ok(())
+}
+
+async fn bench_local(rows: &Rows, section: &str, nodes: usize) -> anyhow::Result<()> {
+    let counters_before = kernel_counters();
+    let (up, peaks) = with_peaks(up_local(nodes)).await;
+    let up = up?;
+    eprintln!("  {section}: {}", up.describe());
+    report_runs(rows, section, &[up], None);
+    let conntrack = peaks.conntrack.map_or(String::new(), |(peak, max)| {
+        format!("; conntrack peak {peak} of {max} entries")
+    });
+    rows.push(
+        section,
+        "kernel TCP counters",
+        None,
+        "note",
+        None,
+        format!(
+            "host-wide deltas: {}{conntrack}; TIME_WAIT peak {}; sampled every 0.5 s",
+            counter_deltas(&counters_before, &kernel_counters()),
+            peaks.time_wait
+        ),
+    );
+    Ok(())
+}
+
+/// Host-wide peaks: conntrack entries (with the table's size) and TIME_WAIT sockets.
+struct Peaks {
+    conntrack: Option<(u64, u64)>,
+    time_wait: u64,
+}
+
+/// Runs `work`, sampling the [`Peaks`] every 0.5 s meanwhile.
+async fn with_peaks<T>(work: impl Future<Output = T>) -> (T, Peaks) {
+    let mut peaks = Peaks {
+        conntrack: conntrack(),
+        time_wait: time_wait().unwrap_or(0),
+    };
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return (done, peaks),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let (Some((count, max)), Some((peak, _))) = (conntrack(), peaks.conntrack) {
+                    peaks.conntrack = Some((count.max(peak), max));
+                }
+                peaks.time_wait = peaks.time_wait.max(time_wait().unwrap_or(0));
+            }
+        }
+    }
+}
+
+/// Median wall time (spawn to exit) and launcher-measured time (invocation to
+/// complete mesh) of the runs that completed, and how many did not; with a
+/// `target`, an incomplete run is a miss too.
+fn report_runs(rows: &Rows, section: &str, runs: &[Finished], target: Option<Target>) {
+    let complete: Vec<&Finished> = runs.iter().filter(|r| r.complete()).collect();
+    let median = |times: Vec<Duration>| {
+        let mut nanos: Vec<u64> = times.iter().map(|t| t.as_nanos() as u64).collect();
+        nanos.sort_unstable();
+        (!nanos.is_empty()).then(|| percentile(&nanos, 0.5) / 1e9)
+    };
+    let each: Vec<String> = runs.iter().map(Finished::describe).collect();
+    let note = format!(
+        "median of {} complete run(s); each elapsed/wall: {}",
+        complete.len(),
+        each.join("; ")
+    );
+    let walls = complete.iter().map(|r| r.wall).collect();
+    rows.push(
+        section,
+        "up, wall to exit",
+        median(walls),
+        "s",
+        target,
+        note,
+    );
+    let elapsed = complete.iter().filter_map(|r| r.elapsed()).collect();
+    rows.push(
+        section,
+        "up, launcher elapsed",
+        median(elapsed),
+        "s",
+        None,
+        "elapsed_ms of its JSON summary: from its start to a complete mesh",
+    );
+    rows.push(
+        section,
+        "incomplete runs",
+        Some((runs.len() - complete.len()) as f64),
+        "",
+        target.map(|_| Target::AtMost(0.0)),
+        format!(
+            "of {} (exit 4: mesh incomplete after --timeout)",
+            runs.len()
+        ),
+    );
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -1456,16 +2080,30 @@ async fn run(opts: &Opts, rows: &Rows, node_bin: &Path) {
             "register" => bench_register(opts, rows).await,
             "memory" => bench_memory(rows).await,
             "mesh" => {
-                let mut result = Ok(());
                 for &n in &opts.nodes {
-                    if let Err(error) = bench_mesh(opts, rows, n, node_bin).await {
-                        rows.error(&format!("mesh N={n}"), "error", None, format!("{error:#}"));
-                    }
-                    // Let the killed nodes' sockets and processes go before the next size.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    result = Ok(());
+                    let section = format!("mesh N={n}");
+                    one_size(rows, &section, bench_mesh(opts, rows, n, node_bin)).await;
                 }
-                result
+                Ok(())
+            }
+            "multicast" => {
+                for (members, sends) in MULTICASTS {
+                    let section = format!("multicast N={members}");
+                    let bench = bench_multicast(opts, rows, &section, members, sends, node_bin);
+                    one_size(rows, &section, bench).await;
+                }
+                Ok(())
+            }
+            "launcher" => bench_launcher(rows).await,
+            "local" => {
+                if let Err(error) = local_warmup().await {
+                    rows.error("local", "warm-up", None, format!("{error:#}"));
+                }
+                for &n in &opts.local_nodes {
+                    let section = format!("local N={n}");
+                    one_size(rows, &section, bench_local(rows, &section, n)).await;
+                }
+                Ok(())
             }
             _ => unreachable!("sections are validated"),
         };
@@ -1477,6 +2115,15 @@ async fn run(opts: &Opts, rows: &Rows, node_bin: &Path) {
             started.elapsed().as_secs_f64()
         );
     }
+}
+
+/// Runs one size of a section, recording its error under `section`, then
+/// lets the killed processes' sockets go before the next size.
+async fn one_size(rows: &Rows, section: &str, bench: impl Future<Output = anyhow::Result<()>>) {
+    if let Err(error) = bench.await {
+        rows.error(section, "error", None, format!("{error:#}"));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 fn main() -> ExitCode {
