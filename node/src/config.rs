@@ -143,7 +143,7 @@ impl Args {
             greet: GreetConfig {
                 deadlines: Deadlines { connect: self.connect_timeout, reply: self.reply_timeout },
                 fanout: self.fanout as usize,
-                attempts: 3,
+                attempts: 4,
             },
             listen: ListenConfig {
                 max_connections: self.max_connections as usize,

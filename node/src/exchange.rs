@@ -44,9 +44,18 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
-    /// Nothing reached the peer, so trying again cannot deliver twice.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ExchangeError::Connect(_) | ExchangeError::ConnectTimeout(_))
+    /// The transport failed, so a retry may succeed; the peer may have got
+    /// the message all the same, so only idempotent messages may be retried.
+    /// An answer that came back but was wrong is final.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::Connect(_)
+                | ExchangeError::ConnectTimeout(_)
+                | ExchangeError::Send(_)
+                | ExchangeError::ReplyTimeout(_)
+                | ExchangeError::Reply(FrameError::Io(_))
+        )
     }
 }
 

@@ -1,10 +1,12 @@
 //! Greeting peers: one connection per peer, many peers at once.
 //!
 //! A peer counts as greeted when it answers with one JSON object, or closes
-//! the connection without answering (the original nodes may do either). A
-//! connection that cannot be made is retried a few times, since nothing was
-//! delivered yet; once the greeting is sent it is never sent again, so a
-//! peer is greeted at most once.
+//! the connection without answering (the original nodes may do either).
+//! When the transport fails (no connection, no answer in time, a reset) the
+//! greeting is tried again, with backoff and jitter: under load a peer's
+//! answer can be late. A node that already logged a greeting answers the
+//! repeat without logging it again (see [`crate::listener::GreetedBy`]), so
+//! every pair is still greeted exactly once.
 
 use std::time::Duration;
 
@@ -50,14 +52,14 @@ pub async fn greet_all(peers: Vec<Peer>, hello: &Greeting<'_>, config: GreetConf
 }
 
 async fn greet_with_retries(peer: &Peer, message: &[u8], config: GreetConfig) -> Result<(), ExchangeError> {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
         // Hanging up without a word is how some original nodes answer.
         match exchange::exchange(peer.addr, message, config.deadlines).await.map(drop) {
-            Err(error) if error.is_retryable() && attempt < config.attempts => {
+            Err(error) if error.is_transient() && attempt < config.attempts => {
                 tracing::debug!(peer_name = %peer.name, peer_addr = %peer.addr, %error, attempt, "retrying a greeting");
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
                 backoff *= 2;
                 attempt += 1;
             }

@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use registry::protocol::{kind_of, parse_ip, parse_port, validate_name, ErrorBody};
+use registry::protocol::{kind_of, parse_ip, parse_port, validate_name, ErrorBody, MAX_NAME_BYTES};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -38,10 +38,26 @@ pub struct GreetingReply {
     pub id: Option<String>,
 }
 
+/// A received greeting: who sent it, and the registration id it carries
+/// (ours send one; original nodes do not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub peer: Peer,
+    pub id: Option<String>,
+}
+
+impl Received {
+    /// What identifies one greeter: a retry carries the same, while a node
+    /// restarted at the same address registers anew and carries another id.
+    pub fn key(&self) -> (SocketAddr, Option<String>) {
+        (self.peer.addr, self.id.clone())
+    }
+}
+
 /// Validates a received greeting. `from` is the connection's source address,
 /// used for the ip when the greeting gives none (the sender is behind port
 /// mapping) and as the whole address when it gives no port either.
-pub fn parse(message: Value, from: SocketAddr) -> Result<Peer, ErrorBody> {
+pub fn parse(message: Value, from: SocketAddr) -> Result<Received, ErrorBody> {
     let Value::Object(fields) = message else {
         return Err(ErrorBody::bad_request(format!("expected a greeting object, got {}", kind_of(&message))));
     };
@@ -63,7 +79,12 @@ pub fn parse(message: Value, from: SocketAddr) -> Result<Peer, ErrorBody> {
             return Err(ErrorBody::bad_request(format!("field `name` must be a string, got {}", kind_of(other))))
         }
     };
-    Ok(Peer { name, addr: SocketAddr::new(addr.ip(), addr.port()) }).map(|peer| fill_ip(peer, from))
+    let id = match fields.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if id.len() <= MAX_NAME_BYTES => Some(id.clone()),
+        Some(_) => return Err(ErrorBody::bad_request(format!("field `id` must be a string of at most {MAX_NAME_BYTES} bytes"))),
+    };
+    Ok(Received { peer: fill_ip(Peer { name, addr }, from), id })
 }
 
 /// The address a greeting advertises: `ip` (or `IP`) and `puerto`, each optional.
@@ -93,23 +114,25 @@ mod tests {
 
     #[test]
     fn original_greeting_with_string_port() {
-        let peer = parse(json!({"mensaje":GREETING,"ip":"10.0.0.5","puerto":"8089"}), from()).unwrap();
-        assert_eq!(peer, Peer { name: "10.0.0.5:8089".into(), addr: "10.0.0.5:8089".parse().unwrap() });
+        let received = parse(json!({"mensaje":GREETING,"ip":"10.0.0.5","puerto":"8089"}), from()).unwrap();
+        assert_eq!(received.peer, Peer { name: "10.0.0.5:8089".into(), addr: "10.0.0.5:8089".parse().unwrap() });
+        assert_eq!(received.id, None);
     }
 
     #[test]
     fn our_greeting_carries_a_name() {
         let sent = Greeting { mensaje: GREETING, ip: Some("10.0.0.5".parse().unwrap()), puerto: 7, name: "n1", id: Some("x") };
-        let peer = parse(serde_json::to_value(&sent).unwrap(), from()).unwrap();
-        assert_eq!(peer, Peer { name: "n1".into(), addr: "10.0.0.5:7".parse().unwrap() });
+        let received = parse(serde_json::to_value(&sent).unwrap(), from()).unwrap();
+        assert_eq!(received.peer, Peer { name: "n1".into(), addr: "10.0.0.5:7".parse().unwrap() });
+        assert_eq!(received.key(), ("10.0.0.5:7".parse().unwrap(), Some("x".into())));
     }
 
     #[test]
     fn missing_ip_or_port_falls_back_to_the_connection() {
-        let peer = parse(json!({"mensaje":"hi","puerto":8090}), from()).unwrap();
-        assert_eq!(peer.addr, "192.0.2.9:8090".parse().unwrap());
-        let peer = parse(json!({"mensaje":"hi","IP":"10.1.1.1"}), from()).unwrap();
-        assert_eq!(peer.addr, from());
+        let received = parse(json!({"mensaje":"hi","puerto":8090}), from()).unwrap();
+        assert_eq!(received.peer.addr, "192.0.2.9:8090".parse().unwrap());
+        let received = parse(json!({"mensaje":"hi","IP":"10.1.1.1"}), from()).unwrap();
+        assert_eq!(received.peer.addr, from());
     }
 
     #[test]
@@ -121,5 +144,6 @@ mod tests {
         assert!(reject(json!({"mensaje":"x","puerto":0})).contains("isn't a port number"));
         assert!(reject(json!({"mensaje":"x","puerto":1,"ip":"1.2.3"})).contains("isn't an IP address"));
         assert!(reject(json!({"mensaje":"x","name":7})).contains("`name` must be a string"));
+        assert!(reject(json!({"mensaje":"x","id":7})).contains("`id` must be a string"));
     }
 }

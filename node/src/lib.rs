@@ -100,6 +100,7 @@ impl Node {
             name: name.clone(),
             id: Default::default(),
             known: Known::default(),
+            greeted_by: Default::default(),
             config: config.listen,
             registry: config.registry.clone(),
             deliveries: Deadlines { connect: config.greet.deadlines.connect, reply: config.ack_timeout },

@@ -34,6 +34,10 @@ pub struct ListenConfig {
 /// re-registration, only the contacts not in here are greeted.
 pub type Known = Arc<Mutex<HashSet<SocketAddr>>>;
 
+/// Who has greeted this node ([`greeting::Received::key`]): a greeter whose
+/// answer got lost retries, and the repeat is answered but not logged again.
+pub type GreetedBy = Mutex<HashSet<(SocketAddr, Option<String>)>>;
+
 /// What answering needs to know about this node.
 #[derive(Debug)]
 pub struct Context {
@@ -41,6 +45,7 @@ pub struct Context {
     /// The id the registry gave this node, once it has one.
     pub id: Mutex<Option<String>>,
     pub known: Known,
+    pub greeted_by: GreetedBy,
     pub config: ListenConfig,
     /// Where a coordinator looks up its group's members.
     pub registry: RegistryAddr,
@@ -73,9 +78,14 @@ pub async fn serve(mut framed: JsonStream, from: SocketAddr, context: Arc<Contex
 }
 
 fn answer_greeting(message: Value, from: SocketAddr, context: &Context) -> Result<Value, ErrorBody> {
-    let peer = greeting::parse(message, from)?;
-    events::greeting_received(&peer, from);
-    context.known.lock().expect("no panics while holding it").insert(peer.addr);
+    let received = greeting::parse(message, from)?;
+    let first_time = context.greeted_by.lock().expect("no panics while holding it").insert(received.key());
+    if first_time {
+        events::greeting_received(&received.peer, from);
+        context.known.lock().expect("no panics while holding it").insert(received.peer.addr);
+    } else {
+        debug!(peer_name = %received.peer.name, peer_addr = %received.peer.addr, "answered a repeated greeting");
+    }
     let id = context.id.lock().expect("no panics while holding it").clone();
     let answer = GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(context.name.clone()), id };
     Ok(serde_json::to_value(answer).expect("an answer serializes"))

@@ -97,6 +97,8 @@ impl Service for RegistryFixture {
 struct NodeFixture {
     node: Node,
     id: String,
+    /// Probes carry distinct ids: a node logs a repeated greeting only once.
+    probes: std::sync::atomic::AtomicU32,
     _registry: Registry,
 }
 
@@ -106,7 +108,7 @@ impl NodeFixture {
         let node = Node::start(registry.addr, NODE_NAME, args).await?;
         let registered = node.process.wait_for_event("registered").await?;
         let id = registered["id"].as_str().context("`registered` has an id")?.to_owned();
-        Ok(Self { node, id, _registry: registry })
+        Ok(Self { node, id, probes: Default::default(), _registry: registry })
     }
 
     /// The exact answer to a valid greeting.
@@ -125,7 +127,9 @@ impl Service for NodeFixture {
     }
 
     async fn assert_serves(&self) -> Result<()> {
-        let reply = exchange(self.addr(), GREETING).await.context("a valid greeting got no answer")?;
+        let probe = self.probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let greeting = json!({"mensaje":"Hola, soy un nodo C","ip":"127.0.0.1","puerto":"9","id":format!("probe-{probe}")});
+        let reply = exchange(self.addr(), greeting.to_string().as_bytes()).await.context("a valid greeting got no answer")?;
         ensure!(reply == self.welcome(), "a valid greeting was answered with {reply}");
         Ok(())
     }

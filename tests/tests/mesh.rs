@@ -76,3 +76,32 @@ async fn sigterm_deregisters_and_exits_zero_within_a_second() -> anyhow::Result<
     assert_eq!(registry.names().await?, ["node-1"]);
     Ok(())
 }
+
+/// Sends one greeting on its own connection and returns the answer.
+async fn greet(node: std::net::SocketAddr, id: &str) -> anyhow::Result<Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let greeting = serde_json::json!({"mensaje":"Hola, soy un nodo C","ip":"127.0.0.1","puerto":9,"name":"retrier","id":id});
+    let mut stream = tokio::net::TcpStream::connect(node).await?;
+    stream.write_all(greeting.to_string().as_bytes()).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(tests::PATIENCE, stream.read_to_end(&mut answer)).await??;
+    Ok(serde_json::from_slice(&answer)?)
+}
+
+#[tokio::test]
+async fn a_repeated_greeting_is_answered_but_logged_once() -> anyhow::Result<()> {
+    let registry = Registry::start(&[]).await?;
+    let node = Node::start(registry.addr, "receiver", &[]).await?;
+    node.process.wait_for_event("registered").await?;
+
+    // A greeter whose answer got lost retries with the same registration id.
+    for _ in 0..2 {
+        assert_eq!(greet(node.addr, "a-1").await?["mensaje"], "Hola, un gusto!");
+    }
+    // Restarted at the same address, it registered anew: a new greeting.
+    greet(node.addr, "a-2").await?;
+    // Events are logged in order, so once the second one is in, a logged repeat would be too.
+    node.process.wait_for_nth_event("greeting_received", 2).await?;
+    assert_eq!(node.process.events("greeting_received").len(), 2);
+    Ok(())
+}
