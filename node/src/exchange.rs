@@ -3,8 +3,10 @@
 //! each step under a deadline. Greetings, deliveries and multicasts all
 //! travel this way.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,7 +17,7 @@ use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Framed, FramedRead};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
@@ -33,6 +35,8 @@ pub enum ExchangeError {
     Send(#[source] io::Error),
     #[error("no answer within {0:?}")]
     ReplyTimeout(Duration),
+    #[error("the connection was closed without an answer")]
+    Closed,
     #[error("failed to read the answer")]
     Reply(#[source] FrameError),
     #[error("the answer is not JSON")]
@@ -91,6 +95,59 @@ pub async fn exchange(addr: SocketAddr, message: &[u8], deadlines: Deadlines) ->
         Ok(Some(Ok(reply))) => reply.map_err(|e| ExchangeError::Malformed(e.0))?,
     };
     check(reply).map(Some)
+}
+
+/// Connections kept open to peers for repeated requests, so that a
+/// coordinator does not pay a TCP handshake and teardown per member per
+/// multicast. A connection is lent to one request at a time.
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Framed<TcpStream, JsonCodec>>>>,
+}
+
+impl Pool {
+    /// Sends `message` to `addr` on a kept connection, or a new one, and
+    /// returns the answer object. A kept connection the peer has closed in
+    /// the meantime (it hangs up on idle ones) answers with an end of file
+    /// before reading anything, so the message is sent again on a new one.
+    pub async fn request(&self, addr: SocketAddr, message: &[u8], deadlines: Deadlines) -> Result<Map<String, Value>, ExchangeError> {
+        if let Some(mut kept) = self.take(addr) {
+            match request_on(&mut kept, message, deadlines.reply).await {
+                Ok(answer) => return Ok(self.keep(addr, kept, answer)),
+                Err(ExchangeError::Send(_) | ExchangeError::Reply(FrameError::Io(_))) | Err(ExchangeError::Closed) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let stream = match timeout(deadlines.connect, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(ExchangeError::Connect(error)),
+            Err(_) => return Err(ExchangeError::ConnectTimeout(deadlines.connect)),
+        };
+        let _ = stream.set_nodelay(true);
+        let mut fresh = Framed::new(stream, JsonCodec::new(MAX_REPLY_BYTES));
+        let answer = request_on(&mut fresh, message, deadlines.reply).await?;
+        Ok(self.keep(addr, fresh, answer))
+    }
+
+    fn take(&self, addr: SocketAddr) -> Option<Framed<TcpStream, JsonCodec>> {
+        self.idle.lock().expect("no panics while holding it").get_mut(&addr)?.pop()
+    }
+
+    fn keep(&self, addr: SocketAddr, connection: Framed<TcpStream, JsonCodec>, answer: Map<String, Value>) -> Map<String, Value> {
+        self.idle.lock().expect("no panics while holding it").entry(addr).or_default().push(connection);
+        answer
+    }
+}
+
+/// One request and its answer on an open connection.
+async fn request_on(connection: &mut Framed<TcpStream, JsonCodec>, message: &[u8], deadline: Duration) -> Result<Map<String, Value>, ExchangeError> {
+    connection.get_mut().write_all(message).await.map_err(ExchangeError::Send)?;
+    match timeout(deadline, connection.next()).await {
+        Err(_) => Err(ExchangeError::ReplyTimeout(deadline)),
+        Ok(None) => Err(ExchangeError::Closed),
+        Ok(Some(Err(error))) => Err(ExchangeError::Reply(error)),
+        Ok(Some(Ok(reply))) => check(reply.map_err(|e| ExchangeError::Malformed(e.0))?),
+    }
 }
 
 fn check(reply: Value) -> Result<Map<String, Value>, ExchangeError> {

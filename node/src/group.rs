@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::events::Chain;
-use crate::exchange::{self, Deadlines, ExchangeError};
+use crate::exchange::{self, Deadlines, ExchangeError, Pool};
 
 /// Longest text a group message may carry, in bytes.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
@@ -125,6 +125,7 @@ pub async fn coordinate(
     coordinator: &str,
     message: &Message,
     deadlines: Deadlines,
+    members_pool: &Pool,
 ) -> Result<Report, ErrorBody> {
     let view = match Client::connect(registry, deadlines.reply).await {
         Ok(mut client) => client.group(message.group).await,
@@ -140,7 +141,7 @@ pub async fn coordinate(
         .map(|member| {
             let bytes = &bytes;
             async move {
-                let outcome = deliver(&member, bytes, deadlines).await;
+                let outcome = deliver(members_pool, &member, bytes, deadlines).await;
                 (member, outcome)
             }
         })
@@ -171,11 +172,14 @@ pub async fn coordinate(
     Ok(report)
 }
 
-/// One delivery; only an answer carrying `ack` counts.
-async fn deliver(member: &Contact, bytes: &[u8], deadlines: Deadlines) -> Result<(), ExchangeError> {
-    match exchange::exchange(member.addr(), bytes, deadlines).await? {
-        Some(answer) if answer.contains_key("ack") => Ok(()),
-        _ => Err(ExchangeError::Refused(ErrorBody::bad_request("the member answered without an ACK"))),
+/// One delivery, on a kept connection when there is one; only an answer
+/// carrying `ack` counts.
+async fn deliver(pool: &Pool, member: &Contact, bytes: &[u8], deadlines: Deadlines) -> Result<(), ExchangeError> {
+    let answer = pool.request(member.addr(), bytes, deadlines).await?;
+    if answer.contains_key("ack") {
+        Ok(())
+    } else {
+        Err(ExchangeError::Refused(ErrorBody::bad_request("the member answered without an ACK")))
     }
 }
 

@@ -104,6 +104,7 @@ impl Node {
             config: config.listen,
             registry: config.registry.clone(),
             deliveries: Deadlines { connect: config.greet.deadlines.connect, reply: config.ack_timeout },
+            members: Default::default(),
         };
         Node {
             membership: Membership {

@@ -16,7 +16,7 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use crate::events;
-use crate::exchange::Deadlines;
+use crate::exchange::{Deadlines, Pool};
 use crate::group::{self, Incoming};
 use crate::greeting::{self, GreetingReply, GREETING_REPLY};
 
@@ -51,29 +51,38 @@ pub struct Context {
     pub registry: RegistryAddr,
     /// Per-member deadlines of the deliveries it coordinates.
     pub deliveries: Deadlines,
+    /// Connections to members, kept between the multicasts it coordinates.
+    pub members: Pool,
 }
 
-/// Serves one message on one connection.
+/// Serves a connection: a greeting (or anything unusable) is answered and
+/// the connection closed, as the original nodes expect; group operations
+/// may follow one another on one connection, which a coordinator keeps open
+/// until it has been idle for the read timeout.
 pub async fn serve(mut framed: JsonStream, from: SocketAddr, context: Arc<Context>) {
     let config = context.config;
-    let next = match timeout(config.read_timeout, framed.next()).await {
-        Err(_) => return debug!(timeout = ?config.read_timeout, "no message arrived"),
-        Ok(None) => return debug!("closed without a message"),
-        Ok(Some(next)) => next,
-    };
-    let answer = match next {
-        Err(error) => return connection::reject(framed, error, config.write_timeout).await,
-        Ok(Err(malformed)) => Err(ErrorBody::bad_request(malformed.to_string())),
-        Ok(Ok(Value::Object(fields))) if fields.contains_key("op") => answer_group(&fields, &context).await,
-        Ok(Ok(message)) => answer_greeting(message, from, &context),
-    };
-    let reply = answer.unwrap_or_else(|error| {
-        debug!(code = %error.code, message = %error.message, "rejected a message");
-        serde_json::to_value(Reply::Error(error)).expect("an error reply serializes")
-    });
-    match connection::send(&mut framed, &reply, config.write_timeout).await {
-        Ok(()) => connection::close(framed).await,
-        Err(error) => debug!(%error, "failed to answer"),
+    loop {
+        let next = match timeout(config.read_timeout, framed.next()).await {
+            Err(_) => return debug!(timeout = ?config.read_timeout, "no message arrived"),
+            Ok(None) => return,
+            Ok(Some(next)) => next,
+        };
+        let (answer, keep_open) = match next {
+            Err(error) => return connection::reject(framed, error, config.write_timeout).await,
+            Ok(Err(malformed)) => (Err(ErrorBody::bad_request(malformed.to_string())), false),
+            Ok(Ok(Value::Object(fields))) if fields.contains_key("op") => (answer_group(&fields, &context).await, true),
+            Ok(Ok(message)) => (answer_greeting(message, from, &context), false),
+        };
+        let reply = answer.unwrap_or_else(|error| {
+            debug!(code = %error.code, message = %error.message, "rejected a message");
+            serde_json::to_value(Reply::Error(error)).expect("an error reply serializes")
+        });
+        if let Err(error) = connection::send(&mut framed, &reply, config.write_timeout).await {
+            return debug!(%error, "failed to answer");
+        }
+        if !keep_open {
+            return connection::close(framed).await;
+        }
     }
 }
 
@@ -98,7 +107,8 @@ async fn answer_group(fields: &Map<String, Value>, context: &Context) -> Result<
             Ok(group::ack(&context.name))
         }
         Incoming::Multicast(message) => {
-            let report = group::coordinate(&context.registry, &context.name, &message, context.deliveries).await?;
+            let report =
+                group::coordinate(&context.registry, &context.name, &message, context.deliveries, &context.members).await?;
             Ok(group::report_reply(&report))
         }
     }
