@@ -30,7 +30,7 @@ impl Args {
             tokio::select! {
                 line = received.recv() => {
                     let Some(line) = line else { return Ok(()) };
-                    ui.line(&line.source, &ui::render(&line).1);
+                    ui.line(&line.source, &ui::render(&line, ui::record(&line).as_ref()));
                 }
                 _ = &mut interrupt => return Ok(()),
             }

@@ -54,6 +54,11 @@ impl Ui {
         }
     }
 
+    /// Whether log lines are shown; when not, they need not be rendered.
+    pub fn shows_lines(&self) -> bool {
+        !self.quiet
+    }
+
     /// A line logged by `source`, as `source | text`, unless quiet.
     pub fn line(&self, source: &str, text: &str) {
         if self.quiet {
@@ -86,16 +91,21 @@ impl Ui {
     }
 }
 
-/// A log line in words, and the node event it carries, if any. The
-/// registry logs JSON too, but its events are not node events.
-pub fn render(line: &Line) -> (Option<Record>, String) {
-    let record = if line.source == "registry" { None } else { Record::parse(&line.text) };
-    let text = match (&record, serde_json::from_str::<Value>(&line.text)) {
-        (Some(record), _) => describe(record),
-        (None, Ok(value)) => describe_json(&value),
-        (None, Err(_)) => line.text.clone(),
-    };
-    (record, text)
+/// The node event a log line carries, if any. The registry logs JSON too,
+/// but its events are not node events.
+pub fn record(line: &Line) -> Option<Record> {
+    if line.source == "registry" { None } else { Record::parse(&line.text) }
+}
+
+/// A log line in words, given the node event it carries.
+pub fn render(line: &Line, record: Option<&Record>) -> String {
+    match record {
+        Some(record) => describe(record),
+        None => match serde_json::from_str::<Value>(&line.text) {
+            Ok(value) => describe_json(&value),
+            Err(_) => line.text.clone(),
+        },
+    }
 }
 
 /// A node event in words: `greeted node-1 (172.18.0.1:8087)`.

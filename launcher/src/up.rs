@@ -332,10 +332,12 @@ impl Args {
 
 /// Updates the mesh with a line and shows it.
 fn show(ui: &Ui, mesh: &mut Mesh, line: &Line) {
-    let (record, text) = ui::render(line);
-    if let Some(record) = record {
-        mesh.apply(&line.source, &record);
+    let record = ui::record(line);
+    if let Some(record) = &record {
+        mesh.apply(&line.source, record);
         ui.progress(mesh);
     }
-    ui.line(&line.source, &text);
+    if ui.shows_lines() {
+        ui.line(&line.source, &ui::render(line, record.as_ref()));
+    }
 }
