@@ -36,6 +36,8 @@ pub struct Mesh {
     registered: usize,
     to_greet: u64,
     received: u64,
+    /// Greetings whose sender has logged the outcome: sent or failed.
+    settled: u64,
     failed: u64,
 }
 
@@ -72,10 +74,14 @@ impl Mesh {
                 stats.to_greet += to_greet;
                 self.to_greet += to_greet;
             }
-            Event::GreetingSent => stats.sent += 1,
+            Event::GreetingSent => {
+                stats.sent += 1;
+                self.settled += 1;
+            }
             Event::GreetingFailed => {
                 stats.failed += 1;
                 self.failed += 1;
+                self.settled += 1;
             }
             Event::GreetingReceived => {
                 stats.received += 1;
@@ -97,12 +103,15 @@ impl Mesh {
         self.received
     }
 
-    /// Every node has registered and every greeting it was to get has
-    /// arrived. Nodes log a greeting once per greeter, so this is every pair
-    /// having met, even where a greeter gave up on a peer whose answers came
-    /// too late (it still counts in `failed`).
+    /// Every node has registered, every greeting expected has arrived, and
+    /// every greeter has logged the outcome of each of its greetings, so the
+    /// summary adds up. (A receiver logs a greeting before it answers, so
+    /// arrivals can be complete while the senders' outcomes are still on
+    /// their way.) Nodes log a greeting once per greeter, so this is every
+    /// pair having met, even where a greeter gave up on a peer whose answers
+    /// came too late: that one counts in `failed`.
     pub fn is_complete(&self) -> bool {
-        self.expected().is_some_and(|expected| self.received >= expected)
+        self.expected().is_some_and(|expected| self.received >= expected && self.settled >= expected)
     }
 
     pub fn failed(&self) -> u64 {
@@ -164,13 +173,14 @@ mod tests {
         mesh.apply("b", &record(Event::GreetingSent));
         mesh.apply("a", &received_from("b"));
         mesh.apply("c", &record(Event::GreetingSent));
-        mesh.apply("c", &record(Event::GreetingSent));
         mesh.apply("a", &received_from("c"));
         assert!(!mesh.is_complete());
         assert_eq!(mesh.missing_pairs(), [("b".to_owned(), "c".to_owned())]);
         mesh.apply("b", &received_from("c"));
-        assert!(mesh.is_complete());
         assert!(mesh.missing_pairs().is_empty());
+        assert!(!mesh.is_complete(), "every greeting arrived, but c has not logged its second one as sent");
+        mesh.apply("c", &record(Event::GreetingSent));
+        assert!(mesh.is_complete());
     }
 
     #[test]
