@@ -16,6 +16,7 @@ module "cluster" {
   node_image      = var.node_image
   image_tag       = var.image_tag
   advertise_ips   = aws_eip.vm[*].public_ip
+  ssh_user        = var.ssh_user
 }
 
 data "aws_ami" "debian" {

@@ -16,6 +16,7 @@ module "cluster" {
   node_image      = var.node_image
   image_tag       = var.image_tag
   advertise_ips   = google_compute_address.vm[*].address
+  ssh_user        = var.ssh_user
 }
 
 resource "google_compute_address" "vm" {

@@ -19,6 +19,9 @@ locals {
   port_to    = tonumber(split("-", var.node_port_range)[1])
   node_ports = [for i in range(var.nodes_per_vm) : local.port_from + i]
 
+  # Installed on every VM by the startup script.
+  mesh_command = "hit6-mesh-status"
+
   registry_ref = "${var.registry_image}:${var.image_tag}"
   node_ref     = "${var.node_image}:${var.image_tag}"
 

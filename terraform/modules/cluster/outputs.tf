@@ -37,7 +37,28 @@ output "status_script" {
 
 output "mesh_command" {
   description = "What to run on a VM (e.g. over ssh, with sudo) to see its part of the mesh."
-  value       = "hit6-mesh-status"
+  value       = local.mesh_command
+}
+
+output "registry_address" {
+  description = "Where the registry listens: registry_host and the registry port."
+  value       = "${var.registry_host}:${var.registry_port}"
+}
+
+output "vm_ips" {
+  description = "Public ip of each VM, VM 1 first (advertise_ips; empty when the VMs find theirs with advertise_ip_command)."
+  value       = var.advertise_ips
+}
+
+output "node_endpoints" {
+  description = "Every node's advertised address (public ip:PUERTO_EXT), VM by VM; empty when the ips come from advertise_ip_command."
+  value       = flatten([for ip in var.advertise_ips : [for port in local.node_ports : "${ip}:${port}"]])
+}
+
+output "ssh_mesh_command" {
+  description = "Shows the greetings of every node, VM by VM, over ssh as ssh_user; the mesh is complete when they add up to expected_greetings. Null without ssh_user or advertise_ips."
+  value = (var.ssh_user == null || length(var.advertise_ips) == 0 ? null :
+  "for ip in ${join(" ", var.advertise_ips)}; do ssh ${var.ssh_user}@$ip sudo ${local.mesh_command}; done")
 }
 
 output "expected_greetings" {

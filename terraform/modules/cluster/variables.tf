@@ -173,3 +173,14 @@ variable "docker_install_command" {
     error_message = "docker_install_command must be a one-line shell command."
   }
 }
+
+variable "ssh_user" {
+  description = "User that logs in to the VMs over ssh, for the ssh_mesh_command output; null leaves that output null."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ssh_user == null || can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.ssh_user))
+    error_message = "ssh_user must be a user name: up to 32 characters of a-z, 0-9, '_' or '-', not starting with a digit or '-'."
+  }
+}

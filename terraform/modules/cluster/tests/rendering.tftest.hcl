@@ -242,3 +242,44 @@ run "a_range_of_one_port" {
     error_message = "one node on 9000: ${jsonencode(output.firewall_ports)}"
   }
 }
+
+run "addresses_for_the_roots" {
+  command = plan
+
+  variables {
+    ssh_user = "admin"
+  }
+
+  assert {
+    condition     = output.registry_address == "203.0.113.10:8086" && jsonencode(output.vm_ips) == jsonencode(["203.0.113.10", "203.0.113.11"])
+    error_message = "registry address ${output.registry_address}, vm ips ${jsonencode(output.vm_ips)}"
+  }
+
+  assert {
+    condition = jsonencode(output.node_endpoints) == jsonencode([
+      "203.0.113.10:8087", "203.0.113.10:8088", "203.0.113.10:8089",
+      "203.0.113.11:8087", "203.0.113.11:8088", "203.0.113.11:8089",
+    ])
+    error_message = "node endpoints: ${jsonencode(output.node_endpoints)}"
+  }
+
+  assert {
+    condition     = output.ssh_mesh_command == "for ip in 203.0.113.10 203.0.113.11; do ssh admin@$ip sudo hit6-mesh-status; done"
+    error_message = "ssh mesh command: ${output.ssh_mesh_command}"
+  }
+}
+
+run "no_ssh_command_without_a_user_or_known_ips" {
+  command = plan
+
+  variables {
+    advertise_ips        = []
+    advertise_ip_command = "curl -fsS http://metadata/ip"
+    ssh_user             = "admin"
+  }
+
+  assert {
+    condition     = output.ssh_mesh_command == null && length(output.node_endpoints) == 0
+    error_message = "the VMs' ips are not known before they boot"
+  }
+}

@@ -163,3 +163,13 @@ run "an_unknown_log_format" {
 
   expect_failures = [var.log_format]
 }
+
+run "an_ssh_user_with_shell_syntax" {
+  command = plan
+
+  variables {
+    ssh_user = "admin; rm -rf /"
+  }
+
+  expect_failures = [var.ssh_user]
+}
