@@ -70,15 +70,19 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     bytes
 }
 
+async fn connect(addr: SocketAddr, deadline: Duration) -> Result<TcpStream, ExchangeError> {
+    match timeout(deadline, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(ExchangeError::Connect(error)),
+        Err(_) => Err(ExchangeError::ConnectTimeout(deadline)),
+    }
+}
+
 /// Sends `message` to `addr` and returns the answer, or `None` when the peer
 /// hung up without one (as some original nodes do). An answer of our error
 /// shape, `{"ok":false,"error":...}`, is [`ExchangeError::Refused`].
 pub async fn exchange(addr: SocketAddr, message: &[u8], deadlines: Deadlines) -> Result<Option<Map<String, Value>>, ExchangeError> {
-    let mut stream = match timeout(deadlines.connect, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => return Err(ExchangeError::Connect(error)),
-        Err(_) => return Err(ExchangeError::ConnectTimeout(deadlines.connect)),
-    };
+    let mut stream = connect(addr, deadlines.connect).await?;
     // Original nodes read a single recv(1024): the message must go in one write.
     stream.write_all(message).await.map_err(ExchangeError::Send)?;
     let mut replies = FramedRead::new(stream, JsonCodec::new(MAX_REPLY_BYTES));
@@ -118,11 +122,7 @@ impl Pool {
                 Err(error) => return Err(error),
             }
         }
-        let stream = match timeout(deadlines.connect, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Err(ExchangeError::Connect(error)),
-            Err(_) => return Err(ExchangeError::ConnectTimeout(deadlines.connect)),
-        };
+        let stream = connect(addr, deadlines.connect).await?;
         let _ = stream.set_nodelay(true);
         let mut fresh = Framed::new(stream, JsonCodec::new(MAX_REPLY_BYTES));
         let answer = request_on(&mut fresh, message, deadlines.reply).await?;
