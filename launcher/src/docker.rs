@@ -155,7 +155,8 @@ impl Project {
             .inspect_network(&name, None::<InspectNetworkOptions>)
             .await
             .map_err(call(format!("inspect the network {name}")))?;
-        let gateway = network.ipam.and_then(|ipam| ipam.config).into_iter().flatten().find_map(|c| c.gateway?.parse().ok());
+        let gateway =
+            network.ipam.and_then(|ipam| ipam.config).into_iter().flatten().find_map(|c| c.gateway?.parse().ok());
         Ok(gateway)
     }
 
@@ -164,7 +165,10 @@ impl Project {
         let name = self.container_name(spec.role);
         let port_key = format!("{CONTAINER_PORT}/tcp");
         let port_bindings = spec.host_port.map(|port| {
-            HashMap::from([(port_key.clone(), Some(vec![PortBinding { host_ip: None, host_port: Some(port.to_string()) }]))])
+            HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding { host_ip: None, host_port: Some(port.to_string()) }]),
+            )])
         });
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
@@ -172,11 +176,18 @@ impl Project {
             env: Some(spec.env.clone()),
             labels: Some(self.labels(Some(spec.role))),
             exposed_ports: Some(vec![port_key]),
-            host_config: Some(HostConfig { port_bindings, network_mode: Some(self.network_name()), ..Default::default() }),
+            host_config: Some(HostConfig {
+                port_bindings,
+                network_mode: Some(self.network_name()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        self.docker.create_container(Some(options), body).await.map_err(call(format!("create the container {name}")))?;
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(call(format!("create the container {name}")))?;
         if let Err(source) = self.docker.start_container(&name, None).await {
             // A container that never started is useless; don't leave it behind.
             let _ = self.remove_container(&name, true).await;
@@ -212,7 +223,9 @@ impl Project {
         for network in &networks {
             match self.docker.remove_network(network).await {
                 Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}
-                Err(source) => return Err(DockerError::Call { action: format!("remove the network {network}"), source }),
+                Err(source) => {
+                    return Err(DockerError::Call { action: format!("remove the network {network}"), source })
+                }
             }
         }
         Ok(Removed { containers: names.len(), networks: networks.len() })

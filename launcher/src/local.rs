@@ -23,7 +23,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts a registry on a free loopback port.
-    pub async fn start_registry(&mut self, bin: &Path, groups: u32, lines: &mpsc::Sender<Line>) -> anyhow::Result<RegistryAddr> {
+    pub async fn start_registry(
+        &mut self,
+        bin: &Path,
+        groups: u32,
+        lines: &mpsc::Sender<Line>,
+    ) -> anyhow::Result<RegistryAddr> {
         let args = ["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups.to_string()];
         let mut child = spawn(&bin.join("registry"), &args)?;
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -42,7 +47,13 @@ impl Cluster {
         anyhow::bail!("the registry exited before listening")
     }
 
-    pub fn start_node(&mut self, bin: &Path, registry: &RegistryAddr, name: &str, lines: &mpsc::Sender<Line>) -> anyhow::Result<()> {
+    pub fn start_node(
+        &mut self,
+        bin: &Path,
+        registry: &RegistryAddr,
+        name: &str,
+        lines: &mpsc::Sender<Line>,
+    ) -> anyhow::Result<()> {
         let args = [
             registry.host.clone(),
             registry.port.to_string(),

@@ -56,7 +56,9 @@ impl FromStr for PortRange {
 pub enum PortError {
     #[error("{range} holds {held} ports; --nodes {needed} needs {needed}: widen --port-range")]
     RangeTooSmall { range: PortRange, held: usize, needed: usize },
-    #[error("only {free} of the ports {range} are free; --nodes {needed} needs {needed}: free some or widen --port-range")]
+    #[error(
+        "only {free} of the ports {range} are free; --nodes {needed} needs {needed}: free some or widen --port-range"
+    )]
     NotEnoughFree { range: PortRange, free: usize, needed: usize },
 }
 

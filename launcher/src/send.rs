@@ -50,7 +50,9 @@ impl Args {
             print!("{report}");
         }
         if !report.is_complete() {
-            return Err(Undelivered { group: report.group, members: report.members, delivered: report.delivered }.into());
+            return Err(
+                Undelivered { group: report.group, members: report.members, delivered: report.delivered }.into()
+            );
         }
         Ok(())
     }
@@ -63,7 +65,9 @@ async fn project_registry(project: &str) -> anyhow::Result<RegistryAddr> {
     let registry = containers
         .iter()
         .find(|c| c.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).is_some_and(|role| role == "registry"))
-        .with_context(|| format!("project `{}` has no registry container; is it up? (or pass --registry HOST:PORT)", project.name))?;
+        .with_context(|| {
+            format!("project `{}` has no registry container; is it up? (or pass --registry HOST:PORT)", project.name)
+        })?;
     let port = registry
         .ports
         .iter()

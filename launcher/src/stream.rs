@@ -23,7 +23,9 @@ pub fn follow_container(docker: Docker, container: String, source: String, follo
         let mut pending = Vec::new();
         while let Some(Ok(output)) = stream.next().await {
             let bytes = match output {
-                LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message } => message,
+                LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message } => {
+                    message
+                }
                 LogOutput::StdIn { .. } => continue,
             };
             pending.extend_from_slice(&bytes);

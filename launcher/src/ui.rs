@@ -94,7 +94,11 @@ impl Ui {
 /// The node event a log line carries, if any. The registry logs JSON too,
 /// but its events are not node events.
 pub fn record(line: &Line) -> Option<Record> {
-    if line.source == "registry" { None } else { Record::parse(&line.text) }
+    if line.source == "registry" {
+        None
+    } else {
+        Record::parse(&line.text)
+    }
 }
 
 /// A log line in words, given the node event it carries.
@@ -123,7 +127,12 @@ pub fn describe(record: &Record) -> String {
         ),
         Event::RegistrationRefused => format!("registration refused: {}", text(&record.error)),
         Event::RegistryUnreachable => {
-            format!("registry {} unreachable (attempt {}): {}", text(&record.registry), record.attempt.unwrap_or(0), text(&record.error))
+            format!(
+                "registry {} unreachable (attempt {}): {}",
+                text(&record.registry),
+                record.attempt.unwrap_or(0),
+                text(&record.error)
+            )
         }
         Event::GreetingSent => format!("greeted {}", peer()),
         Event::GreetingFailed => format!("failed to greet {}: {}", peer(), text(&record.error)),
@@ -164,12 +173,7 @@ fn text(field: &Option<String>) -> &str {
 /// The per-node summary table.
 pub fn summary(mesh: &Mesh, elapsed: Duration) -> String {
     let nodes = mesh.nodes();
-    let mut out = format!(
-        "mesh complete: {} nodes, {} greetings in {:.2?}\n",
-        nodes.len(),
-        mesh.received(),
-        elapsed
-    );
+    let mut out = format!("mesh complete: {} nodes, {} greetings in {:.2?}\n", nodes.len(), mesh.received(), elapsed);
     let _ = writeln!(
         out,
         "{:<12} {:>5} {:>9}  {:<22} {:>5} {:>8} {:>6}",

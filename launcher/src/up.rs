@@ -81,7 +81,11 @@ pub enum UpError {
 fn pairs(missing: &[(String, String)]) -> String {
     let shown: Vec<String> = missing.iter().take(20).map(|(a, b)| format!("{a}-{b}")).collect();
     let more = missing.len().saturating_sub(shown.len());
-    if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
 }
 
 /// What is running, so that it can be torn down.
@@ -164,7 +168,12 @@ impl Args {
     }
 
     /// Starts everything, returning what runs and each node's host port.
-    async fn start(&self, project: &str, ui: &Ui, lines: &mpsc::Sender<Line>) -> anyhow::Result<(Deployment, Vec<Option<u16>>)> {
+    async fn start(
+        &self,
+        project: &str,
+        ui: &Ui,
+        lines: &mpsc::Sender<Line>,
+    ) -> anyhow::Result<(Deployment, Vec<Option<u16>>)> {
         match self.runtime {
             Runtime::Docker => {
                 ports::check_capacity(self.port_range, self.nodes as usize)?;
@@ -206,7 +215,12 @@ impl Args {
         Ok(())
     }
 
-    async fn start_containers(&self, project: &Project, ui: &Ui, lines: &mpsc::Sender<Line>) -> anyhow::Result<Vec<u16>> {
+    async fn start_containers(
+        &self,
+        project: &Project,
+        ui: &Ui,
+        lines: &mpsc::Sender<Line>,
+    ) -> anyhow::Result<Vec<u16>> {
         let gateway = project.create_network().await?;
         let advertise = self.advertise_ip.or(gateway).ok_or(UpError::NoAdvertiseIp)?;
         let follow = |role: Role, source: String| {
@@ -222,7 +236,12 @@ impl Args {
                     cmd: vec![],
                     host_port: Some(self.registry_port),
                 };
-                project.run(&spec).await.with_context(|| format!("failed to start the registry on host port {}: choose another with --registry-port", self.registry_port))?;
+                project.run(&spec).await.with_context(|| {
+                    format!(
+                        "failed to start the registry on host port {}: choose another with --registry-port",
+                        self.registry_port
+                    )
+                })?;
                 follow(Role::Registry, "registry".into());
                 // Nodes reach it by its container name on the project network.
                 RegistryAddr { host: project.container_name(Role::Registry), port: CONTAINER_PORT }
@@ -276,7 +295,8 @@ impl Args {
                 Ok(()) => return Ok(port),
                 Err(DockerError::PortTaken { .. }) => {
                     let next = spare.lock().expect("no panics while holding it").pop();
-                    port = next.with_context(|| format!("no free port left in {} for node-{index}", self.port_range))?;
+                    port =
+                        next.with_context(|| format!("no free port left in {} for node-{index}", self.port_range))?;
                 }
                 Err(error) => return Err(error.into()),
             }

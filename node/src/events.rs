@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(registered.id.as_deref(), Some("ab-1"));
         assert_eq!((registered.contacts, registered.to_greet, registered.group), (Some(3), Some(2), Some(2)));
         let message = &records[7];
-        assert_eq!((message.group, message.sender.as_deref(), message.text.as_deref()), (Some(2), Some("cli"), Some("hola")));
+        assert_eq!(
+            (message.group, message.sender.as_deref(), message.text.as_deref()),
+            (Some(2), Some("cli"), Some("hola"))
+        );
         assert_eq!(records[3].attempt, Some(1));
         assert_eq!(records[4].peer_addr.as_deref(), Some("127.0.0.1:4000"));
         assert_eq!(records[5].error.as_deref(), Some("connection refused"));

@@ -81,7 +81,11 @@ async fn connect(addr: SocketAddr, deadline: Duration) -> Result<TcpStream, Exch
 /// Sends `message` to `addr` and returns the answer, or `None` when the peer
 /// hung up without one (as some original nodes do). An answer of our error
 /// shape, `{"ok":false,"error":...}`, is [`ExchangeError::Refused`].
-pub async fn exchange(addr: SocketAddr, message: &[u8], deadlines: Deadlines) -> Result<Option<Map<String, Value>>, ExchangeError> {
+pub async fn exchange(
+    addr: SocketAddr,
+    message: &[u8],
+    deadlines: Deadlines,
+) -> Result<Option<Map<String, Value>>, ExchangeError> {
     let mut stream = connect(addr, deadlines.connect).await?;
     // Original nodes read a single recv(1024): the message must go in one write.
     stream.write_all(message).await.map_err(ExchangeError::Send)?;
@@ -114,7 +118,12 @@ impl Pool {
     /// returns the answer object. A kept connection the peer has closed in
     /// the meantime (it hangs up on idle ones) answers with an end of file
     /// before reading anything, so the message is sent again on a new one.
-    pub async fn request(&self, addr: SocketAddr, message: &[u8], deadlines: Deadlines) -> Result<Map<String, Value>, ExchangeError> {
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        message: &[u8],
+        deadlines: Deadlines,
+    ) -> Result<Map<String, Value>, ExchangeError> {
         if let Some(mut kept) = self.take(addr) {
             match request_on(&mut kept, message, deadlines.reply).await {
                 Ok(answer) => return Ok(self.keep(addr, kept, answer)),
@@ -133,14 +142,23 @@ impl Pool {
         self.idle.lock().expect("no panics while holding it").get_mut(&addr)?.pop()
     }
 
-    fn keep(&self, addr: SocketAddr, connection: Framed<TcpStream, JsonCodec>, answer: Map<String, Value>) -> Map<String, Value> {
+    fn keep(
+        &self,
+        addr: SocketAddr,
+        connection: Framed<TcpStream, JsonCodec>,
+        answer: Map<String, Value>,
+    ) -> Map<String, Value> {
         self.idle.lock().expect("no panics while holding it").entry(addr).or_default().push(connection);
         answer
     }
 }
 
 /// One request and its answer on an open connection.
-async fn request_on(connection: &mut Framed<TcpStream, JsonCodec>, message: &[u8], deadline: Duration) -> Result<Map<String, Value>, ExchangeError> {
+async fn request_on(
+    connection: &mut Framed<TcpStream, JsonCodec>,
+    message: &[u8],
+    deadline: Duration,
+) -> Result<Map<String, Value>, ExchangeError> {
     connection.get_mut().write_all(message).await.map_err(ExchangeError::Send)?;
     match timeout(deadline, connection.next()).await {
         Err(_) => Err(ExchangeError::ReplyTimeout(deadline)),

@@ -82,7 +82,11 @@ pub fn parse(message: Value, from: SocketAddr) -> Result<Received, ErrorBody> {
     let id = match fields.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if id.len() <= MAX_NAME_BYTES => Some(id.clone()),
-        Some(_) => return Err(ErrorBody::bad_request(format!("field `id` must be a string of at most {MAX_NAME_BYTES} bytes"))),
+        Some(_) => {
+            return Err(ErrorBody::bad_request(format!(
+                "field `id` must be a string of at most {MAX_NAME_BYTES} bytes"
+            )))
+        }
     };
     Ok(Received { peer: fill_ip(Peer { name, addr }, from), id })
 }
@@ -121,7 +125,8 @@ mod tests {
 
     #[test]
     fn our_greeting_carries_a_name() {
-        let sent = Greeting { mensaje: GREETING, ip: Some("10.0.0.5".parse().unwrap()), puerto: 7, name: "n1", id: Some("x") };
+        let sent =
+            Greeting { mensaje: GREETING, ip: Some("10.0.0.5".parse().unwrap()), puerto: 7, name: "n1", id: Some("x") };
         let received = parse(serde_json::to_value(&sent).unwrap(), from()).unwrap();
         assert_eq!(received.peer, Peer { name: "n1".into(), addr: "10.0.0.5:7".parse().unwrap() });
         assert_eq!(received.key(), ("10.0.0.5:7".parse().unwrap(), Some("x".into())));

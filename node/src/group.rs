@@ -53,11 +53,16 @@ pub struct Message {
 /// Parses a message with an `op` field sent to a node.
 pub fn parse(fields: &Map<String, Value>) -> Result<Incoming, ErrorBody> {
     let op = fields.get("op").and_then(Value::as_str);
-    let group = parse_group(fields.get("group").ok_or_else(|| ErrorBody::bad_request("missing field `group`"))?, "group")?;
+    let group =
+        parse_group(fields.get("group").ok_or_else(|| ErrorBody::bad_request("missing field `group`"))?, "group")?;
     let text = match fields.get("text") {
         Some(Value::String(text)) if text.len() <= MAX_TEXT_BYTES => text.clone(),
-        Some(Value::String(_)) => return Err(ErrorBody::bad_request(format!("field `text` is longer than {MAX_TEXT_BYTES} bytes"))),
-        Some(other) => return Err(ErrorBody::bad_request(format!("field `text` must be a string, got {}", kind_of(other)))),
+        Some(Value::String(_)) => {
+            return Err(ErrorBody::bad_request(format!("field `text` is longer than {MAX_TEXT_BYTES} bytes")))
+        }
+        Some(other) => {
+            return Err(ErrorBody::bad_request(format!("field `text` must be a string, got {}", kind_of(other))))
+        }
         None => return Err(ErrorBody::bad_request("missing field `text`")),
     };
     let name = |key: &str| match fields.get(key) {
@@ -135,7 +140,8 @@ pub async fn coordinate(
         ClientError::Refused { error, .. } => error,
         other => ErrorBody::new(ErrorCode::RegistryUnavailable, Chain(&other).to_string()),
     })?;
-    let outgoing = Outgoing::Deliver { group: message.group, text: &message.text, sender: &message.sender, coordinator };
+    let outgoing =
+        Outgoing::Deliver { group: message.group, text: &message.text, sender: &message.sender, coordinator };
     let bytes = exchange::encode(&outgoing);
     let outcomes: Vec<(Contact, Result<(), ExchangeError>)> = futures::stream::iter(view.members.iter().cloned())
         .map(|member| {
@@ -223,18 +229,23 @@ pub enum SendError {
 /// The sender's side: multicast `text` to `group` through its coordinator.
 /// The coordinator needs up to its own per-member deadline, so `deadlines.reply`
 /// must be longer.
-pub async fn send(registry: &RegistryAddr, group: u32, text: &str, sender: &str, deadlines: Deadlines) -> Result<Report, SendError> {
+pub async fn send(
+    registry: &RegistryAddr,
+    group: u32,
+    text: &str,
+    sender: &str,
+    deadlines: Deadlines,
+) -> Result<Report, SendError> {
     let lookup = async { Client::connect(registry, deadlines.connect + deadlines.reply).await?.group(group).await };
     let view = lookup.await.map_err(|source| SendError::Lookup { group, source })?;
     let coordinator = view.coordinator;
     let bytes = exchange::encode(&Outgoing::Multicast { group, text, sender });
-    let answer = exchange::exchange(coordinator.addr(), &bytes, deadlines).await.map_err(|source| SendError::Coordinator {
-        name: coordinator.name.clone(),
-        addr: coordinator.addr().to_string(),
-        source,
+    let answer = exchange::exchange(coordinator.addr(), &bytes, deadlines).await.map_err(|source| {
+        SendError::Coordinator { name: coordinator.name.clone(), addr: coordinator.addr().to_string(), source }
     })?;
     let answer = answer.ok_or_else(|| SendError::NoReport { name: coordinator.name.clone() })?;
-    serde_json::from_value(Value::Object(answer)).map_err(|source| SendError::MalformedReport { name: coordinator.name, source })
+    serde_json::from_value(Value::Object(answer))
+        .map_err(|source| SendError::MalformedReport { name: coordinator.name, source })
 }
 
 #[cfg(test)]
@@ -251,7 +262,8 @@ mod tests {
         let multicast = parse(&fields(json!({"op":"multicast","group":2,"text":"hola","sender":"cli"}))).unwrap();
         let message = Message { group: 2, text: "hola".into(), sender: "cli".into() };
         assert_eq!(multicast, Incoming::Multicast(message.clone()));
-        let deliver = parse(&fields(json!({"op":"deliver","group":"2","text":"hola","sender":"cli","coordinator":"n1"})));
+        let deliver =
+            parse(&fields(json!({"op":"deliver","group":"2","text":"hola","sender":"cli","coordinator":"n1"})));
         assert_eq!(deliver.unwrap(), Incoming::Deliver { message, coordinator: "n1".into() });
     }
 
@@ -260,7 +272,9 @@ mod tests {
         let reject = |v: Value| parse(&fields(v)).unwrap_err();
         assert!(reject(json!({"op":"multicast","text":"x","sender":"s"})).message.contains("`group`"));
         assert!(reject(json!({"op":"multicast","group":0,"text":"x","sender":"s"})).message.contains("group number"));
-        assert!(reject(json!({"op":"multicast","group":1,"text":5,"sender":"s"})).message.contains("`text` must be a string"));
+        assert!(reject(json!({"op":"multicast","group":1,"text":5,"sender":"s"}))
+            .message
+            .contains("`text` must be a string"));
         let long = "x".repeat(MAX_TEXT_BYTES + 1);
         assert!(reject(json!({"op":"multicast","group":1,"text":long,"sender":"s"})).message.contains("longer"));
         assert!(reject(json!({"op":"deliver","group":1,"text":"x","sender":"s"})).message.contains("`coordinator`"));
@@ -275,7 +289,11 @@ mod tests {
             members: 3,
             delivered: 2,
             acked: vec!["n1".into(), "n2".into()],
-            failed: vec![Undelivered { name: "n3".into(), addr: "127.0.0.1:9".into(), error: "failed to connect".into() }],
+            failed: vec![Undelivered {
+                name: "n3".into(),
+                addr: "127.0.0.1:9".into(),
+                error: "failed to connect".into(),
+            }],
         };
         let reply = report_reply(&report);
         assert_eq!(reply["ok"], true);

@@ -152,7 +152,14 @@ impl Node {
         }
     }
 
-    fn start_greeting(&self, event: Event, session: Session, config: &Config, tracker: &TaskTracker, token: &CancellationToken) {
+    fn start_greeting(
+        &self,
+        event: Event,
+        session: Session,
+        config: &Config,
+        tracker: &TaskTracker,
+        token: &CancellationToken,
+    ) {
         let id = session.lease.as_ref().map(|(id, _)| id.clone());
         *self.context.id.lock().expect("no panics while holding it") = id.clone();
         let contacts = session.peers.len();
@@ -167,7 +174,13 @@ impl Node {
 
         let (name, greet) = (self.membership.name.clone(), config.greet);
         let greeting = async move {
-            let hello = Greeting { mensaje: GREETING, ip: Some(session.addr.ip()), puerto: session.addr.port(), name: &name, id: id.as_deref() };
+            let hello = Greeting {
+                mensaje: GREETING,
+                ip: Some(session.addr.ip()),
+                puerto: session.addr.port(),
+                name: &name,
+                id: id.as_deref(),
+            };
             greeter::greet_all(new_peers, &hello, greet).await;
         };
         tracker.spawn(cancellable(token.clone(), greeting));
@@ -199,11 +212,10 @@ impl Node {
         match timeout(LEAVE_DEADLINE, self.membership.leave(&id)).await {
             Ok(Ok(())) => events::deregistered(&registry, &id),
             Ok(Err(error)) => events::deregistration_failed(&registry, &error),
-            Err(_) => events::deregistration_failed(&registry, &ClientError::Timeout {
-                addr: registry.clone(),
-                op: "deregister",
-                timeout: LEAVE_DEADLINE,
-            }),
+            Err(_) => events::deregistration_failed(
+                &registry,
+                &ClientError::Timeout { addr: registry.clone(), op: "deregister", timeout: LEAVE_DEADLINE },
+            ),
         }
     }
 }

@@ -17,8 +17,8 @@ use tracing::debug;
 
 use crate::events;
 use crate::exchange::{Deadlines, Pool};
-use crate::group::{self, Incoming};
 use crate::greeting::{self, GreetingReply, GREETING_REPLY};
+use crate::group::{self, Incoming};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ListenConfig {
@@ -108,7 +108,8 @@ async fn answer_group(fields: &Map<String, Value>, context: &Context) -> Result<
         }
         Incoming::Multicast(message) => {
             let report =
-                group::coordinate(&context.registry, &context.name, &message, context.deliveries, &context.members).await?;
+                group::coordinate(&context.registry, &context.name, &message, context.deliveries, &context.members)
+                    .await?;
             Ok(group::report_reply(&report))
         }
     }

@@ -69,10 +69,10 @@ impl Membership {
 
     async fn try_join(&self, group: Option<u32>) -> Result<Session, ClientError> {
         let mut client = Client::connect(&self.registry, self.timeout).await?;
-        let local_ip = client.local_addr().map(|a| a.ip()).map_err(|source| ClientError::Connect {
-            addr: self.registry.to_string(),
-            source,
-        })?;
+        let local_ip = client
+            .local_addr()
+            .map(|a| a.ip())
+            .map_err(|source| ClientError::Connect { addr: self.registry.to_string(), source })?;
         let ip = match self.advertise {
             Advertise::Ip(ip) => Some(ip),
             Advertise::Observed => None,

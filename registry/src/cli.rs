@@ -17,7 +17,10 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Installs the shutdown signal handlers and binds `listen`. On failure,
 /// prints why (prefixed with `program`) and returns the exit code to use.
-pub async fn start(program: &str, listen: SocketAddr) -> Result<(TcpListener, impl Future<Output = &'static str>), ExitCode> {
+pub async fn start(
+    program: &str,
+    listen: SocketAddr,
+) -> Result<(TcpListener, impl Future<Output = &'static str>), ExitCode> {
     let shutdown = crate::shutdown::signals().map_err(|error| {
         eprintln!("{program}: failed to install signal handlers: {error}");
         ExitCode::FAILURE
@@ -40,7 +43,8 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// A positive duration such as `15s`, `500ms` or `1m`.
 pub fn duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|e| format!("`{text}` isn't a duration like 15s or 500ms: {e}"))?;
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("`{text}` isn't a duration like 15s or 500ms: {e}"))?;
     if duration.is_zero() {
         return Err("the duration must be greater than zero".into());
     }

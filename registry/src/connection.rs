@@ -120,8 +120,6 @@ pub async fn drain(mut stream: TcpStream) {
         return;
     }
     let mut sink = vec![0u8; 64 * 1024];
-    let _ = timeout(DRAIN_BEFORE_CLOSE, async {
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    let _ =
+        timeout(DRAIN_BEFORE_CLOSE, async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
 }

@@ -108,12 +108,18 @@ pub enum EntryKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Register(Registration),
-    Heartbeat { id: String },
+    Heartbeat {
+        id: String,
+    },
     Deregister(EntryKey),
-    Lookup { name: String },
+    Lookup {
+        name: String,
+    },
     List,
     /// The coordinator and live members of a group.
-    Group { group: u32 },
+    Group {
+        group: u32,
+    },
 }
 
 /// A native request as a client sends it.
@@ -128,30 +134,32 @@ pub enum NativeRequest<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         group: Option<u32>,
     },
-    Heartbeat { id: &'a str },
-    Deregister { id: &'a str },
-    Lookup { name: &'a str },
+    Heartbeat {
+        id: &'a str,
+    },
+    Deregister {
+        id: &'a str,
+    },
+    Lookup {
+        name: &'a str,
+    },
     List,
-    Group { group: u32 },
+    Group {
+        group: u32,
+    },
 }
 
 impl Request {
     /// Validates one decoded message.
     pub fn parse(value: Value) -> Result<Request, ErrorBody> {
         let Value::Object(fields) = value else {
-            return Err(ErrorBody::bad_request(format!(
-                "expected a JSON object, got {}",
-                kind_of(&value)
-            )));
+            return Err(ErrorBody::bad_request(format!("expected a JSON object, got {}", kind_of(&value))));
         };
         let op = match fields.get("op") {
             None => return parse_dialect_registration(&fields),
             Some(Value::String(op)) => op.as_str(),
             Some(other) => {
-                return Err(ErrorBody::bad_request(format!(
-                    "field `op` must be a string, got {}",
-                    kind_of(other)
-                )))
+                return Err(ErrorBody::bad_request(format!("field `op` must be a string, got {}", kind_of(other))))
             }
         };
         match op {
@@ -192,27 +200,20 @@ fn parse_dialect_registration(fields: &Map<String, Value>) -> Result<Request, Er
     } else if fields.contains_key("ip") {
         (Dialect::Original, parse_ip(fields.get("ip"), "ip")?)
     } else {
-        return Err(ErrorBody::bad_request(
-            "missing field `op` (or `ip` and `puerto` for an original registration)",
-        ));
+        return Err(ErrorBody::bad_request("missing field `op` (or `ip` and `puerto` for an original registration)"));
     };
     let puerto = parse_port(required(fields, "puerto")?, "puerto")?;
     Ok(Request::Register(Registration { ip, puerto, name: None, group: None, dialect }))
 }
 
 fn required<'v>(fields: &'v Map<String, Value>, key: &str) -> Result<&'v Value, ErrorBody> {
-    fields
-        .get(key)
-        .ok_or_else(|| ErrorBody::bad_request(format!("missing field `{key}`")))
+    fields.get(key).ok_or_else(|| ErrorBody::bad_request(format!("missing field `{key}`")))
 }
 
 fn required_str(fields: &Map<String, Value>, key: &str) -> Result<String, ErrorBody> {
     match required(fields, key)? {
         Value::String(s) => Ok(s.clone()),
-        other => Err(ErrorBody::bad_request(format!(
-            "field `{key}` must be a string, got {}",
-            kind_of(other)
-        ))),
+        other => Err(ErrorBody::bad_request(format!("field `{key}` must be a string, got {}", kind_of(other)))),
     }
 }
 
@@ -254,7 +255,13 @@ pub fn parse_group(value: &Value, key: &str) -> Result<u32, ErrorBody> {
 }
 
 /// A whole number in `range`, given as a number or a string of digits.
-fn parse_whole(value: &Value, key: &str, noun: &str, bounds: &str, range: std::ops::RangeInclusive<u64>) -> Result<u64, ErrorBody> {
+fn parse_whole(
+    value: &Value,
+    key: &str,
+    noun: &str,
+    bounds: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ErrorBody> {
     let number = match value {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse::<u64>().ok(),
@@ -278,15 +285,11 @@ pub fn parse_ip(value: Option<&Value>, key: &str) -> Result<Option<IpAddr>, Erro
         Some(Value::String(s)) => match s.parse::<IpAddr>() {
             Ok(ip) if ip.is_unspecified() => Ok(None),
             Ok(ip) => Ok(Some(ip)),
-            Err(_) => Err(ErrorBody::bad_request(format!(
-                "field `{key}`: `{}` isn't an IP address",
-                truncate(s)
-            ))),
+            Err(_) => Err(ErrorBody::bad_request(format!("field `{key}`: `{}` isn't an IP address", truncate(s)))),
         },
-        Some(other) => Err(ErrorBody::bad_request(format!(
-            "field `{key}` must be an IP address string, got {}",
-            kind_of(other)
-        ))),
+        Some(other) => {
+            Err(ErrorBody::bad_request(format!("field `{key}` must be an IP address string, got {}", kind_of(other))))
+        }
     }
 }
 
@@ -503,10 +506,7 @@ mod tests {
     fn wrong_types_say_which_field() {
         assert_eq!(rejected(json!([1, 2])).message, "expected a JSON object, got an array");
         assert_eq!(rejected(json!({"op":5})).message, "field `op` must be a string, got a number");
-        assert_eq!(
-            rejected(json!({"op":"heartbeat","id":5})).message,
-            "field `id` must be a string, got a number"
-        );
+        assert_eq!(rejected(json!({"op":"heartbeat","id":5})).message, "field `id` must be a string, got a number");
         assert_eq!(rejected(json!({"op":"lookup"})).message, "missing field `name`");
         assert_eq!(rejected(json!({"op":"fly"})).code, ErrorCode::UnknownOp);
         assert_eq!(rejected(json!({"hola":1})).code, ErrorCode::BadRequest);
@@ -543,7 +543,13 @@ mod tests {
         let value = serde_json::to_value(&sent).unwrap();
         assert_eq!(
             parse(value).unwrap(),
-            Request::Register(Registration { ip: None, puerto: 9, name: Some("n".into()), group: Some(2), dialect: Dialect::Native })
+            Request::Register(Registration {
+                ip: None,
+                puerto: 9,
+                name: Some("n".into()),
+                group: Some(2),
+                dialect: Dialect::Native
+            })
         );
         let value = serde_json::to_value(NativeRequest::Deregister { id: "abc" }).unwrap();
         assert_eq!(parse(value).unwrap(), Request::Deregister(EntryKey::Id("abc".into())));
@@ -551,7 +557,8 @@ mod tests {
 
     #[test]
     fn replies_have_the_documented_shapes() {
-        let contact = Contact { id: "i".into(), name: "n".into(), ip: "127.0.0.1".parse().unwrap(), puerto: 5, group: None };
+        let contact =
+            Contact { id: "i".into(), name: "n".into(), ip: "127.0.0.1".parse().unwrap(), puerto: 5, group: None };
         let ok = Reply::Renewed(Renewed { ttl_ms: 15000 });
         assert_eq!(serde_json::to_value(&ok).unwrap(), json!({"ok":true,"ttl_ms":15000}));
         let err = Reply::Error(ErrorBody::new(ErrorCode::UnknownId, "gone"));

@@ -139,7 +139,9 @@ impl Connection {
         let store = &self.store;
         let result = match request {
             Request::Register(registration) => self.register(&registration, now),
-            Request::Heartbeat { id } => store.heartbeat(&id, now).map(|ttl| Reply::Renewed(Renewed { ttl_ms: millis(ttl) })),
+            Request::Heartbeat { id } => {
+                store.heartbeat(&id, now).map(|ttl| Reply::Renewed(Renewed { ttl_ms: millis(ttl) }))
+            }
             Request::Deregister(key) => store.deregister(&key, now).map(|entry| {
                 info!(event = "deregistered", id = %entry.id, name = %entry.name, addr = %entry.addr());
                 Reply::Found(Found { entry })

@@ -136,7 +136,12 @@ impl Store {
     /// An address belongs to one listener, so an entry at the same address is
     /// the same node registering again and is replaced. A live entry holding
     /// the name at another address makes the registration fail.
-    pub fn register(&self, registration: &Registration, observed: IpAddr, now: Instant) -> Result<Admitted, StoreError> {
+    pub fn register(
+        &self,
+        registration: &Registration,
+        observed: IpAddr,
+        now: Instant,
+    ) -> Result<Admitted, StoreError> {
         let addr = SocketAddr::new(registration.ip.unwrap_or(observed), registration.puerto);
         let name = registration.name.clone().unwrap_or_else(|| addr.to_string());
         let expires_at = match registration.dialect {
@@ -150,10 +155,12 @@ impl Store {
                 return Err(StoreError::NameTaken { name, holder: holder.contact.clone() });
             }
         }
-        let stale: Vec<u64> = [state.by_name.get(&name), state.by_addr.get(&addr)].into_iter().flatten().copied().collect();
+        let stale: Vec<u64> =
+            [state.by_name.get(&name), state.by_addr.get(&addr)].into_iter().flatten().copied().collect();
         let replaced = stale.into_iter().filter_map(|seq| state.remove(seq)).collect();
 
-        let earlier: Vec<Contact> = state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact.clone()).collect();
+        let earlier: Vec<Contact> =
+            state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact.clone()).collect();
         // Original nodes cannot take part in group communication.
         let group = match registration.dialect {
             Dialect::Native => Some(registration.group.unwrap_or_else(|| self.least_loaded(&earlier))),
@@ -161,7 +168,8 @@ impl Store {
         };
         let seq = state.next_seq;
         state.next_seq += 1;
-        let entry = Contact { id: format!("{}-{seq}", self.id_prefix), name, ip: addr.ip(), puerto: addr.port(), group };
+        let entry =
+            Contact { id: format!("{}-{seq}", self.id_prefix), name, ip: addr.ip(), puerto: addr.port(), group };
         state.by_id.insert(entry.id.clone(), seq);
         state.by_name.insert(entry.name.clone(), seq);
         state.by_addr.insert(addr, seq);
@@ -177,7 +185,8 @@ impl Store {
                 *count += 1;
             }
         }
-        let (index, _) = load.iter().enumerate().min_by_key(|(i, count)| (**count, *i)).expect("there is at least one group");
+        let (index, _) =
+            load.iter().enumerate().min_by_key(|(i, count)| (**count, *i)).expect("there is at least one group");
         index as u32 + 1
     }
 
@@ -266,7 +275,13 @@ mod tests {
     }
 
     fn native(name: &str, port: u16) -> Registration {
-        Registration { ip: Some("10.0.0.1".parse().unwrap()), puerto: port, name: Some(name.into()), group: None, dialect: Dialect::Native }
+        Registration {
+            ip: Some("10.0.0.1".parse().unwrap()),
+            puerto: port,
+            name: Some(name.into()),
+            group: None,
+            dialect: Dialect::Native,
+        }
     }
 
     fn in_group(name: &str, port: u16, group: u32) -> Registration {
@@ -397,8 +412,9 @@ mod tests {
         let store = store();
         let now = Instant::now();
         store.register(&in_group("chooser", 1, 2), observed(), now).unwrap();
-        let groups: Vec<Option<u32>> =
-            (2..=9).map(|p| store.register(&native(&format!("n{p}"), p), observed(), now).unwrap().entry.group).collect();
+        let groups: Vec<Option<u32>> = (2..=9)
+            .map(|p| store.register(&native(&format!("n{p}"), p), observed(), now).unwrap().entry.group)
+            .collect();
         assert_eq!(groups, [1, 3, 1, 2, 3, 1, 2, 3].map(Some));
         let legacy = Registration { ip: None, puerto: 99, name: None, group: None, dialect: Dialect::Original };
         assert_eq!(store.register(&legacy, observed(), now).unwrap().entry.group, None);
@@ -428,7 +444,11 @@ mod tests {
         store.register(&in_group("far", 1, 7), observed(), now).unwrap();
         assert_eq!(store.group(2, now).unwrap_err(), StoreError::EmptyGroup { group: 2 });
         assert_eq!(store.group(4, now).unwrap_err(), StoreError::UnknownGroup { group: 4, groups: 3 });
-        assert_eq!(store.group(7, now).unwrap().members.len(), 1, "a chosen group outside 1-3 exists while it has members");
+        assert_eq!(
+            store.group(7, now).unwrap().members.len(),
+            1,
+            "a chosen group outside 1-3 exists while it has members"
+        );
     }
 
     #[test]
@@ -443,7 +463,10 @@ mod tests {
                         .map(|i| {
                             let port = 1 + t * 50 + i;
                             let admitted = store.register(&native(&format!("n{port}"), port), observed(), now).unwrap();
-                            (admitted.entry.name, names(&admitted.earlier).iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                            (
+                                admitted.entry.name,
+                                names(&admitted.earlier).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                            )
                         })
                         .collect::<Vec<_>>()
                 })

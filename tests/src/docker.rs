@@ -95,13 +95,15 @@ pub fn images_built() {
 /// published ports through: the gateway, which Docker leaves implicit as the
 /// subnet's first address unless it was configured.
 pub fn bridge_gateway() -> String {
-    let inspect = docker(&["network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}"]);
+    let inspect =
+        docker(&["network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}"]);
     let text = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
     let (gateway, subnet) = text.split_once(' ').unwrap_or(("", &text));
     if let Ok(ip) = gateway.parse::<std::net::Ipv4Addr>() {
         return ip.to_string();
     }
-    let network: std::net::Ipv4Addr = subnet.split('/').next().unwrap_or("").parse().unwrap_or_else(|_| panic!("no bridge subnet: {text}"));
+    let network: std::net::Ipv4Addr =
+        subnet.split('/').next().unwrap_or("").parse().unwrap_or_else(|_| panic!("no bridge subnet: {text}"));
     std::net::Ipv4Addr::from(u32::from(network) + 1).to_string()
 }
 

@@ -121,7 +121,9 @@ impl Process {
         match found {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(_)) => bail!("{} exited before logging what was awaited; its log:\n{}", self.name, self.dump()),
-            Err(_) => bail!("{} did not log what was awaited within {PATIENCE:?}; its log:\n{}", self.name, self.dump()),
+            Err(_) => {
+                bail!("{} did not log what was awaited within {PATIENCE:?}; its log:\n{}", self.name, self.dump())
+            }
         }
     }
 

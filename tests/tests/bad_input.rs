@@ -128,8 +128,10 @@ impl Service for NodeFixture {
 
     async fn assert_serves(&self) -> Result<()> {
         let probe = self.probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let greeting = json!({"mensaje":"Hola, soy un nodo C","ip":"127.0.0.1","puerto":"9","id":format!("probe-{probe}")});
-        let reply = exchange(self.addr(), greeting.to_string().as_bytes()).await.context("a valid greeting got no answer")?;
+        let greeting =
+            json!({"mensaje":"Hola, soy un nodo C","ip":"127.0.0.1","puerto":"9","id":format!("probe-{probe}")});
+        let reply =
+            exchange(self.addr(), greeting.to_string().as_bytes()).await.context("a valid greeting got no answer")?;
         ensure!(reply == self.welcome(), "a valid greeting was answered with {reply}");
         Ok(())
     }

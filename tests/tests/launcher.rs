@@ -7,7 +7,9 @@ use std::process::{Command, Output, Stdio};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use tests::docker::{self, await_log_lines, bridge_gateway, images_built, leftovers, text, ProjectGuard, DOCKER_PATIENCE, PROJECT_LABEL};
+use tests::docker::{
+    self, await_log_lines, bridge_gateway, images_built, leftovers, text, ProjectGuard, DOCKER_PATIENCE, PROJECT_LABEL,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const REGISTRY_IMAGE: &str = concat!("hit6-mesh/registry:", env!("CARGO_PKG_VERSION"));
@@ -90,7 +92,11 @@ fn a_port_range_smaller_than_the_nodes_fails_before_creating_anything() {
     let _guard = ProjectGuard(project.into());
     let output = launcher(project, &["up", "--nodes", "20"]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(text(&output).contains("8087-8095 holds 9 ports; --nodes 20 needs 20: widen --port-range"), "{}", text(&output));
+    assert!(
+        text(&output).contains("8087-8095 holds 9 ports; --nodes 20 needs 20: widen --port-range"),
+        "{}",
+        text(&output)
+    );
     assert!(leftovers(project).is_empty());
 }
 
@@ -140,12 +146,14 @@ async fn docker_run_of_each_image_forms_a_mesh_as_in_the_readme() {
     let host_ip = bridge_gateway();
 
     let registry = format!("{project}-registry");
-    let run = docker::docker(&["run", "-d", "--name", &registry, "--label", &label, "-p", "18286:8080", REGISTRY_IMAGE]);
+    let run =
+        docker::docker(&["run", "-d", "--name", &registry, "--label", &label, "-p", "18286:8080", REGISTRY_IMAGE]);
     assert!(run.status.success(), "{}", text(&run));
     let mut nodes = Vec::new();
     for (i, puerto) in (18287..=18289).enumerate() {
         let name = format!("{project}-node-{}", i + 1);
-        let (publish, puerto_ext, ip_ext) = (format!("{puerto}:8080"), format!("PUERTO_EXT={puerto}"), format!("IP_EXT={host_ip}"));
+        let (publish, puerto_ext, ip_ext) =
+            (format!("{puerto}:8080"), format!("PUERTO_EXT={puerto}"), format!("IP_EXT={host_ip}"));
         let args = ["run", "-d", "--name", &name, "--label", &label, "-p", &publish, "-e", &puerto_ext, "-e", &ip_ext];
         let run = docker::docker(&[&args[..], &["-e", "LOG_FORMAT=json", NODE_IMAGE, &host_ip, "18286"]].concat());
         assert!(run.status.success(), "{}", text(&run));

@@ -14,7 +14,11 @@ fn names_of(events: &[Value], field: &str) -> Vec<String> {
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
-    if a < b { (a.into(), b.into()) } else { (b.into(), a.into()) }
+    if a < b {
+        (a.into(), b.into())
+    } else {
+        (b.into(), a.into())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +84,8 @@ async fn sigterm_deregisters_and_exits_zero_within_a_second() -> anyhow::Result<
 /// Sends one greeting on its own connection and returns the answer.
 async fn greet(node: std::net::SocketAddr, id: &str) -> anyhow::Result<Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let greeting = serde_json::json!({"mensaje":"Hola, soy un nodo C","ip":"127.0.0.1","puerto":9,"name":"retrier","id":id});
+    let greeting =
+        serde_json::json!({"mensaje":"Hola, soy un nodo C","ip":"127.0.0.1","puerto":9,"name":"retrier","id":id});
     let mut stream = tokio::net::TcpStream::connect(node).await?;
     stream.write_all(greeting.to_string().as_bytes()).await?;
     let mut answer = Vec::new();

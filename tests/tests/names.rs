@@ -1,6 +1,5 @@
 //! The name directory: unique names, lookup, deregistration.
 
-
 use nix::sys::signal::Signal;
 use registry::client::ClientError;
 use registry::protocol::{ErrorCode, NativeRequest};

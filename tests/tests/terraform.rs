@@ -65,17 +65,22 @@ fn terraform_ok(dir: &Path, args: &[&str]) -> Output {
 fn terraform_available(suite: &str) -> bool {
     static FOUND: OnceLock<Result<String, String>> = OnceLock::new();
     let found = FOUND.get_or_init(|| {
-        let output = match Command::new("terraform").args(["version", "-json"]).env("CHECKPOINT_DISABLE", "1").output() {
+        let output = match Command::new("terraform").args(["version", "-json"]).env("CHECKPOINT_DISABLE", "1").output()
+        {
             Ok(output) if output.status.success() => output,
             Ok(output) => return Err(format!("`terraform version` failed: {}", text(&output).trim())),
             Err(error) => return Err(format!("no terraform on PATH ({error})")),
         };
-        let version: Value = serde_json::from_slice(&output.stdout).map_err(|e| format!("`terraform version -json` printed no JSON: {e}"))?;
+        let version: Value = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("`terraform version -json` printed no JSON: {e}"))?;
         let version = version["terraform_version"].as_str().unwrap_or("").to_owned();
         let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
         let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         if (major, minor) < MIN_TERRAFORM {
-            return Err(format!("terraform {version} is older than {}.{}, which the module needs", MIN_TERRAFORM.0, MIN_TERRAFORM.1));
+            return Err(format!(
+                "terraform {version} is older than {}.{}, which the module needs",
+                MIN_TERRAFORM.0, MIN_TERRAFORM.1
+            ));
         }
         eprintln!("using terraform {version}");
         Ok(version)
@@ -126,7 +131,11 @@ fn copy_sources(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == ".terraform" || name == ".terraform.lock.hcl" || name.contains(".tfstate") || name.ends_with(".tfplan") {
+        if name == ".terraform"
+            || name == ".terraform.lock.hcl"
+            || name.contains(".tfstate")
+            || name.ends_with(".tfplan")
+        {
             continue;
         }
         if entry.file_type().unwrap().is_dir() {
@@ -148,12 +157,18 @@ fn render(name: &str, main_tf: &str) -> BTreeMap<String, Value> {
     terraform_ok(&root, &["init", "-input=false", "-no-color"]);
     terraform_ok(&root, &["apply", "-auto-approve", "-input=false", "-no-color"]);
     let output = terraform_ok(&root, &["output", "-json", "-no-color"]);
-    let outputs: BTreeMap<String, Value> = serde_json::from_slice(&output.stdout).expect("`terraform output -json` prints JSON");
+    let outputs: BTreeMap<String, Value> =
+        serde_json::from_slice(&output.stdout).expect("`terraform output -json` prints JSON");
     outputs.into_iter().map(|(name, output)| (name, output["value"].clone())).collect()
 }
 
 fn strings(value: &Value) -> Vec<String> {
-    value.as_array().unwrap_or_else(|| panic!("not a list: {value}")).iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -163,7 +178,11 @@ fn terraform_files_are_formatted() {
     }
     let sources = terraform_sources();
     let output = terraform(None, &["fmt", "-check", "-recursive", "-diff", "-no-color", sources.to_str().unwrap()]);
-    assert!(output.status.success(), "`terraform fmt -check -recursive` wants changes (run `terraform fmt -recursive terraform`):\n{}", text(&output));
+    assert!(
+        output.status.success(),
+        "`terraform fmt -check -recursive` wants changes (run `terraform fmt -recursive terraform`):\n{}",
+        text(&output)
+    );
 }
 
 #[test]
@@ -199,7 +218,9 @@ fn the_cloud_roots_pass_their_mock_provider_tests_where_the_provider_is_at_hand(
         let Some(plugin_dir) = plugin_dir.as_ref().filter(|_| at_hand.as_ref().is_some_and(|p| p.is_dir())) else {
             let why = match &plugin_dir {
                 None => "TF_PLUGIN_DIR is not set".to_owned(),
-                Some(dir) => format!("TF_PLUGIN_DIR ({}) has no registry.terraform.io/hashicorp/{provider}", dir.display()),
+                Some(dir) => {
+                    format!("TF_PLUGIN_DIR ({}) has no registry.terraform.io/hashicorp/{provider}", dir.display())
+                }
             };
             eprintln!(
                 "skipping terraform/{root}: its provider, hashicorp/{provider}, is needed for its schema even under mock_provider, \
@@ -216,7 +237,10 @@ fn the_cloud_roots_pass_their_mock_provider_tests_where_the_provider_is_at_hand(
         assert!(text(&validate).contains("The configuration is valid"), "{}", text(&validate));
         let test = terraform_ok(&root_dir, &["test", "-no-color"]);
         let stdout = String::from_utf8_lossy(&test.stdout);
-        assert!(stdout.contains(&format!("tests/{root}.tftest.hcl... pass")) && stdout.contains(" 0 failed"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("tests/{root}.tftest.hcl... pass")) && stdout.contains(" 0 failed"),
+            "{stdout}"
+        );
         eprintln!("terraform/{root}: validated, and its tests passed against a mocked hashicorp/{provider}");
     }
 }
@@ -265,7 +289,8 @@ output "scripts" {
 
 /// The container-starting part of a startup script: the lines between the markers.
 fn container_section(script: &str) -> Vec<String> {
-    let begin = script.find(&format!("\n{BEGIN_MARKER}\n")).unwrap_or_else(|| panic!("no `{BEGIN_MARKER}` in\n{script}"));
+    let begin =
+        script.find(&format!("\n{BEGIN_MARKER}\n")).unwrap_or_else(|| panic!("no `{BEGIN_MARKER}` in\n{script}"));
     let section = &script[begin + BEGIN_MARKER.len() + 2..];
     let end = section.find(&format!("\n{END_MARKER}\n")).unwrap_or_else(|| panic!("no `{END_MARKER}` in\n{script}"));
     section[..end].lines().map(str::to_owned).collect()
@@ -375,7 +400,12 @@ output "expected_greetings" {{
     for project in [REGISTRY_VM_PROJECT, NODE_VM_PROJECT] {
         assert_eq!(labelled("network", project), [project]);
         for container in labelled("container", project) {
-            let networks = docker::docker(&["inspect", "--format", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}", &container]);
+            let networks = docker::docker(&[
+                "inspect",
+                "--format",
+                "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+                &container,
+            ]);
             assert_eq!(String::from_utf8_lossy(&networks.stdout).trim(), project, "{container}");
         }
     }
@@ -383,14 +413,22 @@ output "expected_greetings" {{
     // Every node registered at the public ip and its PUERTO_EXT, under its NODE_NAME.
     let nodes: Vec<(String, u64)> = vms
         .iter()
-        .flat_map(|vm| strings(&vm["node_names"]).into_iter().zip(vm["node_ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap())))
+        .flat_map(|vm| {
+            strings(&vm["node_names"])
+                .into_iter()
+                .zip(vm["node_ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()))
+        })
         .collect();
     assert_eq!(nodes.len(), 6);
     let mut contacts = BTreeMap::new();
     let mut addresses = BTreeMap::new();
     for (name, port) in &nodes {
         let registered = &await_log_lines(name, "\"event\":\"registered\"", 1).await[0];
-        assert_eq!(registered["addr"], format!("{public_ip}:{port}"), "{name} advertised the wrong address: {registered}");
+        assert_eq!(
+            registered["addr"],
+            format!("{public_ip}:{port}"),
+            "{name} advertised the wrong address: {registered}"
+        );
         assert_eq!(registered["name"], name.as_str(), "{registered}");
         contacts.insert(name.clone(), registered["contacts"].as_u64().unwrap());
         addresses.insert(name.clone(), format!("{public_ip}:{port}"));
@@ -404,7 +442,8 @@ output "expected_greetings" {{
         for greeting in await_log_lines(name, "\"event\":\"greeting_sent\"", before as usize).await {
             assert_eq!(greeting["peer_addr"], addresses[greeting["peer_name"].as_str().unwrap()], "{greeting}");
         }
-        let received = await_log_lines(name, "\"event\":\"greeting_received\"", (nodes.len() as u64 - 1 - before) as usize).await;
+        let received =
+            await_log_lines(name, "\"event\":\"greeting_received\"", (nodes.len() as u64 - 1 - before) as usize).await;
         for greeting in received {
             let peer = greeting["peer_name"].as_str().unwrap().to_owned();
             assert_eq!(greeting["peer_addr"], addresses[&peer], "{greeting}");
@@ -413,7 +452,8 @@ output "expected_greetings" {{
         }
     }
     assert_eq!(pairs.len() as u64, expected_greetings, "{pairs:#?}");
-    let across = pairs.iter().filter(|(a, b)| a.starts_with(REGISTRY_VM_PROJECT) != b.starts_with(REGISTRY_VM_PROJECT)).count();
+    let across =
+        pairs.iter().filter(|(a, b)| a.starts_with(REGISTRY_VM_PROJECT) != b.starts_with(REGISTRY_VM_PROJECT)).count();
     assert_eq!(across, 9, "every node of VM 1 and every node of VM 2 greeted: {pairs:#?}");
 
     // The mesh command (hit6-mesh-status, which the startup script installs) adds up to the same.
@@ -423,7 +463,8 @@ output "expected_greetings" {{
         let stdout = String::from_utf8_lossy(&status.stdout);
         assert!(status.status.success(), "{}", text(&status));
         assert_eq!(stdout.lines().filter(|l| l.starts_with(project) && l.contains(" failed 0")).count(), 3, "{stdout}");
-        let total = stdout.lines().find_map(|l| l.strip_prefix("received on this VM: ")).unwrap_or_else(|| panic!("{stdout}"));
+        let total =
+            stdout.lines().find_map(|l| l.strip_prefix("received on this VM: ")).unwrap_or_else(|| panic!("{stdout}"));
         received += total.parse::<u64>().unwrap_or_else(|_| panic!("{stdout}"));
     }
     assert_eq!(received, expected_greetings);

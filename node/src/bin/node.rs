@@ -40,7 +40,11 @@ async fn send(args: SendArgs) -> ExitCode {
             } else {
                 print!("{report}");
             }
-            if report.is_complete() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNDELIVERED) }
+            if report.is_complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_UNDELIVERED)
+            }
         }
         Err(error) => {
             eprintln!("node send: {}", Chain(&error));

@@ -58,15 +58,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 const OVERALL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// How long a started registry may take to log `listening`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-const SECTIONS: [&str; 7] = [
-    "heartbeat",
-    "register",
-    "memory",
-    "mesh",
-    "multicast",
-    "launcher",
-    "local",
-];
+const SECTIONS: [&str; 7] = ["heartbeat", "register", "memory", "mesh", "multicast", "launcher", "local"];
 /// Environment the binaries read settings from; removed so that the shell's cannot skew a run.
 const CONFIG_ENV: [&str; 20] = [
     "RUST_LOG",
@@ -111,8 +103,7 @@ struct Opts {
     local_nodes: Vec<usize>,
 }
 
-const USAGE: &str =
-    "usage: bench [--only heartbeat,register,memory,mesh,multicast,launcher,local] \
+const USAGE: &str = "usage: bench [--only heartbeat,register,memory,mesh,multicast,launcher,local] \
 [--nodes 10,100,200,1000] [--local-nodes 10,100,1000] [--duration SECS] [--clients N] \
 [--mesh-timeout SECS] [--node-env KEY=VALUE]... [--json]";
 
@@ -131,28 +122,17 @@ fn parse_args() -> anyhow::Result<Opts> {
     let mut local_nodes = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))
-        };
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value\n{USAGE}"));
         match arg.as_str() {
             "--only" => {
-                let names: BTreeSet<String> = value("--only")?
-                    .split(',')
-                    .map(|s| s.trim().to_owned())
-                    .collect();
+                let names: BTreeSet<String> = value("--only")?.split(',').map(|s| s.trim().to_owned()).collect();
                 if let Some(bad) = names.iter().find(|n| !SECTIONS.contains(&n.as_str())) {
-                    bail!(
-                        "unknown section `{bad}`; expected one of {}",
-                        SECTIONS.join(", ")
-                    );
+                    bail!("unknown section `{bad}`; expected one of {}", SECTIONS.join(", "));
                 }
                 opts.only = names;
             }
             "--nodes" => opts.nodes = node_counts("--nodes", &value("--nodes")?)?,
-            "--local-nodes" => {
-                local_nodes = Some(node_counts("--local-nodes", &value("--local-nodes")?)?)
-            }
+            "--local-nodes" => local_nodes = Some(node_counts("--local-nodes", &value("--local-nodes")?)?),
             "--duration" => opts.duration = secs(&value("--duration")?)?,
             "--mesh-timeout" => opts.mesh_timeout = Some(secs(&value("--mesh-timeout")?)?),
             "--clients" => {
@@ -250,14 +230,7 @@ impl Rows {
         target: Option<Target>,
         note: impl Into<String>,
     ) {
-        let row = Row {
-            section: section.into(),
-            metric: metric.into(),
-            value,
-            unit,
-            target,
-            note: note.into(),
-        };
+        let row = Row { section: section.into(), metric: metric.into(), value, unit, target, note: note.into() };
         eprintln!(
             "  {} {}: {} {} {}",
             row.section,
@@ -269,24 +242,11 @@ impl Rows {
         self.0.lock().unwrap().push(row);
     }
 
-    fn info(
-        &self,
-        section: &str,
-        metric: impl Into<String>,
-        value: f64,
-        unit: &'static str,
-        note: impl Into<String>,
-    ) {
+    fn info(&self, section: &str, metric: impl Into<String>, value: f64, unit: &'static str, note: impl Into<String>) {
         self.push(section, metric, Some(value), unit, None, note);
     }
 
-    fn error(
-        &self,
-        section: &str,
-        metric: impl Into<String>,
-        target: Option<Target>,
-        error: impl Into<String>,
-    ) {
+    fn error(&self, section: &str, metric: impl Into<String>, target: Option<Target>, error: impl Into<String>) {
         self.push(section, metric, None, "", target, error);
     }
 
@@ -328,9 +288,7 @@ fn fmt_target(target: Option<Target>, unit: &str) -> String {
 }
 
 fn table(rows: &[Row]) -> String {
-    let header = [
-        "section", "metric", "value", "unit", "target", "result", "notes",
-    ];
+    let header = ["section", "metric", "value", "unit", "target", "result", "notes"];
     let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
@@ -342,11 +300,7 @@ fn table(rows: &[Row]) -> String {
                     (None, _) => "n/a".into(),
                     (Some(v), unit) => fmt_value(v, unit),
                 },
-                if r.unit == "note" {
-                    String::new()
-                } else {
-                    r.unit.to_owned()
-                },
+                if r.unit == "note" { String::new() } else { r.unit.to_owned() },
                 fmt_target(r.target, r.unit),
                 r.result().to_owned(),
                 r.note.clone(),
@@ -373,9 +327,7 @@ fn table(rows: &[Row]) -> String {
         s.trim_end().to_owned() + "\n"
     };
     let mut out = line(header);
-    out.push_str(&line(
-        widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str),
-    ));
+    out.push_str(&line(widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str)));
     for row in &cells {
         out.push_str(&line(row.each_ref().map(String::as_str)));
     }
@@ -482,11 +434,7 @@ fn kernel_counters() -> Vec<(&'static str, i64)> {
         let lines: Vec<&str> = text.lines().collect();
         for pair in lines.chunks(2) {
             let [names, values] = pair else { continue };
-            for (name, value) in names
-                .split_whitespace()
-                .zip(values.split_whitespace())
-                .skip(1)
-            {
+            for (name, value) in names.split_whitespace().zip(values.split_whitespace()).skip(1) {
                 if let Some(key) = KERNEL_COUNTERS.iter().find(|k| **k == name) {
                     if let Ok(value) = value.parse() {
                         found.push((*key, value));
@@ -499,11 +447,7 @@ fn kernel_counters() -> Vec<(&'static str, i64)> {
     // entries evicted early to make room. One row per CPU, in hex.
     if let Ok(text) = std::fs::read_to_string("/proc/net/stat/nf_conntrack") {
         let mut lines = text.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
         for (column, label) in [
             ("drop", "conntrack_drop"),
             ("early_drop", "conntrack_early_drop"),
@@ -528,10 +472,7 @@ fn kernel_counters() -> Vec<(&'static str, i64)> {
 fn counter_deltas(before: &[(&'static str, i64)], after: &[(&'static str, i64)]) -> String {
     let mut moved = Vec::new();
     for (name, value) in after {
-        let old = before
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, v)| *v);
+        let old = before.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
         if *value != old {
             moved.push(format!("{name} +{}", value - old));
         }
@@ -546,10 +487,7 @@ fn counter_deltas(before: &[(&'static str, i64)], after: &[(&'static str, i64)])
 /// Entries in the connection-tracking table and its size, when netfilter tracks connections.
 fn conntrack() -> Option<(u64, u64)> {
     let read = |path: &str| std::fs::read_to_string(path).ok()?.trim().parse().ok();
-    Some((
-        read("/proc/sys/net/netfilter/nf_conntrack_count")?,
-        read("/proc/sys/net/netfilter/nf_conntrack_max")?,
-    ))
+    Some((read("/proc/sys/net/netfilter/nf_conntrack_count")?, read("/proc/sys/net/netfilter/nf_conntrack_max")?))
 }
 
 /// Sockets in TIME_WAIT, host-wide.
@@ -593,12 +531,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn command(binary: &Path, args: &[String]) -> Command {
     let mut command = Command::new(binary);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     for key in CONFIG_ENV {
         command.env_remove(key);
     }
@@ -628,16 +561,9 @@ struct LeanRegistry {
 
 impl LeanRegistry {
     async fn start(args: &[&str]) -> anyhow::Result<LeanRegistry> {
-        let mut all: Vec<String> = vec![
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--log-format".into(),
-            "json".into(),
-        ];
+        let mut all: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--log-format".into(), "json".into()];
         all.extend(args.iter().map(|a| a.to_string()));
-        let mut child = command(&tests::binary("registry"), &all)
-            .spawn()
-            .context("failed to start the registry")?;
+        let mut child = command(&tests::binary("registry"), &all).spawn().context("failed to start the registry")?;
         let stderr = collect_stderr(child.stderr.take().expect("piped"));
         let mut lines = BufReader::new(child.stdout.take().expect("piped"));
         let addr = timeout(START_TIMEOUT, async {
@@ -661,11 +587,7 @@ impl LeanRegistry {
             let mut sink = vec![0u8; 64 * 1024];
             while let Ok(1..) = lines.read(&mut sink).await {}
         });
-        Ok(LeanRegistry {
-            child,
-            addr,
-            stderr,
-        })
+        Ok(LeanRegistry { child, addr, stderr })
     }
 
     fn pid(&self) -> Option<u32> {
@@ -683,14 +605,8 @@ impl LeanRegistry {
 // Throughput: heartbeat and registration
 
 enum Op {
-    Heartbeat {
-        id: String,
-    },
-    Register {
-        name: String,
-        puerto: u16,
-        contacts: usize,
-    },
+    Heartbeat { id: String },
+    Register { name: String, puerto: u16, contacts: usize },
 }
 
 struct Measured {
@@ -717,23 +633,11 @@ async fn worker(
             Op::Heartbeat { id } => {
                 client.heartbeat(id).await?;
             }
-            Op::Register {
-                name,
-                puerto,
-                contacts,
-            } => {
-                let request = NativeRequest::Register {
-                    ip: Some(LOCALHOST),
-                    puerto: *puerto,
-                    name,
-                    group: None,
-                };
+            Op::Register { name, puerto, contacts } => {
+                let request = NativeRequest::Register { ip: Some(LOCALHOST), puerto: *puerto, name, group: None };
                 match client.register(&request).await? {
                     Joined::Leased(r) if r.contactos.len() == *contacts => {}
-                    Joined::Leased(r) => bail!(
-                        "a re-registration got {} contacts, not {contacts}",
-                        r.contactos.len()
-                    ),
+                    Joined::Leased(r) => bail!("a re-registration got {} contacts, not {contacts}", r.contactos.len()),
                     Joined::Original(_) => bail!("the registry answered in the original dialect"),
                 }
             }
@@ -744,10 +648,7 @@ async fn worker(
             last_done = done;
         }
     }
-    Ok(Measured {
-        latencies_ns,
-        last_done,
-    })
+    Ok(Measured { latencies_ns, last_done })
 }
 
 /// Runs one worker per (client, op) and reports ops/s, p50 and p99.
@@ -763,10 +664,8 @@ async fn drive(
     let warm_end = start + opts.warmup;
     let end = warm_end + opts.duration;
     let cpu_before = cpu_seconds("self");
-    let tasks: Vec<_> = work
-        .into_iter()
-        .map(|(client, op)| tokio::spawn(worker(client, op, start, warm_end, end)))
-        .collect();
+    let tasks: Vec<_> =
+        work.into_iter().map(|(client, op)| tokio::spawn(worker(client, op, start, warm_end, end))).collect();
     let mut all = Vec::new();
     let mut last_done = warm_end;
     for task in tasks {
@@ -779,9 +678,7 @@ async fn drive(
     }
     let window = (last_done - warm_end).as_secs_f64();
     let run = (last_done - start).as_secs_f64();
-    let client_cpu = cpu_before
-        .zip(cpu_seconds("self"))
-        .map(|(before, after)| after - before);
+    let client_cpu = cpu_before.zip(cpu_seconds("self")).map(|(before, after)| after - before);
     all.sort_unstable();
     let ops = all.len() as f64 / window;
     let note = format!(
@@ -790,13 +687,7 @@ async fn drive(
         opts.warmup.as_secs_f64()
     );
     rows.push(section, "throughput", Some(ops), "ops/s", target, note);
-    rows.info(
-        section,
-        "latency p50",
-        percentile(&all, 0.50) / 1e6,
-        "ms",
-        "",
-    );
+    rows.info(section, "latency p50", percentile(&all, 0.50) / 1e6, "ms", "");
     rows.info(
         section,
         "latency p99",
@@ -835,12 +726,8 @@ async fn register_many(
     let mut ids = Vec::with_capacity(count);
     for i in 0..count {
         let name = format!("{prefix}-{i}");
-        let request = NativeRequest::Register {
-            ip: Some(LOCALHOST),
-            puerto: first_port + i as u16,
-            name: &name,
-            group: None,
-        };
+        let request =
+            NativeRequest::Register { ip: Some(LOCALHOST), puerto: first_port + i as u16, name: &name, group: None };
         match client.register(&request).await? {
             Joined::Leased(registered) => ids.push(registered.id),
             Joined::Original(_) => bail!("the registry answered in the original dialect"),
@@ -855,11 +742,7 @@ async fn bench_heartbeat(opts: &Opts, rows: &Rows) -> anyhow::Result<()> {
     let addr = registry.registry_addr();
     let ids = register_many(&addr, "hb", 10_000, opts.clients).await?;
     let clients = connect_all(&addr, opts.clients).await?;
-    let work = clients
-        .into_iter()
-        .zip(ids)
-        .map(|(c, id)| (c, Op::Heartbeat { id }))
-        .collect();
+    let work = clients.into_iter().zip(ids).map(|(c, id)| (c, Op::Heartbeat { id })).collect();
     let pid = registry.process.pid().to_string();
     let (cpu_before, wall) = (cpu_seconds(&pid), Instant::now());
     let result = drive(section, rows, opts, work, Some(Target::AtLeast(50_000.0))).await;
@@ -881,14 +764,7 @@ async fn bench_register(opts: &Opts, rows: &Rows) -> anyhow::Result<()> {
         .enumerate()
         .map(|(j, c)| {
             let i = j % ENTRIES;
-            (
-                c,
-                Op::Register {
-                    name: format!("reg-{i}"),
-                    puerto: 20_000 + i as u16,
-                    contacts: ENTRIES - 1,
-                },
-            )
+            (c, Op::Register { name: format!("reg-{i}"), puerto: 20_000 + i as u16, contacts: ENTRIES - 1 })
         })
         .collect();
     let pid = registry.pid().map(|p| p.to_string()).unwrap_or_default();
@@ -926,34 +802,15 @@ async fn bench_memory(rows: &Rows) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let pid = node.process.pid().as_raw() as u32;
         let mem = memory(pid)?;
-        rows.push(
-            section,
-            "idle node RSS",
-            Some(mem.mib()),
-            "MiB",
-            Some(Target::AtMost(4.0)),
-            mem.note(),
-        );
+        rows.push(section, "idle node RSS", Some(mem.mib()), "MiB", Some(Target::AtMost(4.0)), mem.note());
         if let Some(cpu) = cpu_seconds(&pid.to_string()) {
-            rows.info(
-                section,
-                "idle node CPU",
-                cpu * 1e3,
-                "ms",
-                "CPU time from exec to registered, plus 1 s idle",
-            );
+            rows.info(section, "idle node CPU", cpu * 1e3, "ms", "CPU time from exec to registered, plus 1 s idle");
         }
     }
     let registry = Registry::start(&["--ttl", "60s"]).await?;
     let pid = registry.process.pid().as_raw() as u32;
     let empty = memory(pid)?;
-    rows.info(
-        section,
-        "empty registry RSS",
-        empty.mib(),
-        "MiB",
-        empty.note(),
-    );
+    rows.info(section, "empty registry RSS", empty.mib(), "MiB", empty.note());
     register_many(&registry.registry_addr(), "mem", 30_000, 1000).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let full = memory(pid)?;
@@ -961,14 +818,7 @@ async fn bench_memory(rows: &Rows) -> anyhow::Result<()> {
     if live != 1000 {
         bail!("the registry holds {live} entries, not 1000");
     }
-    rows.push(
-        section,
-        "registry RSS, 1000 entries",
-        Some(full.mib()),
-        "MiB",
-        Some(Target::AtMost(20.0)),
-        full.note(),
-    );
+    rows.push(section, "registry RSS, 1000 entries", Some(full.mib()), "MiB", Some(Target::AtMost(20.0)), full.note());
     Ok(())
 }
 
@@ -997,18 +847,13 @@ struct Mesh {
 
 impl Mesh {
     fn new(nodes: usize) -> Arc<Mesh> {
-        Arc::new(Mesh {
-            nodes,
-            pairs: mesh_pairs(nodes),
-            ..Mesh::default()
-        })
+        Arc::new(Mesh { nodes, pairs: mesh_pairs(nodes), ..Mesh::default() })
     }
 
     /// Counts the events in `chunk`, which holds whole lines only.
     fn count(&self, chunk: &[u8]) {
         let text = String::from_utf8_lossy(chunk);
-        let (mut registered, mut received, mut sent, mut failed, mut unreachable, mut refused) =
-            (0, 0, 0, 0, 0, 0);
+        let (mut registered, mut received, mut sent, mut failed, mut unreachable, mut refused) = (0, 0, 0, 0, 0, 0);
         for (at, _) in text.match_indices(EVENT) {
             let rest = &text.as_bytes()[at + EVENT.len()..];
             if rest.starts_with(b"greeting_received\"") {
@@ -1028,16 +873,8 @@ impl Mesh {
                 self.sample(&text, at);
             }
         }
-        self.lines.fetch_add(
-            chunk.iter().filter(|&&b| b == b'\n').count(),
-            Ordering::Relaxed,
-        );
-        bump(
-            &self.registered,
-            registered,
-            self.nodes,
-            &self.all_registered,
-        );
+        self.lines.fetch_add(chunk.iter().filter(|&&b| b == b'\n').count(), Ordering::Relaxed);
+        bump(&self.registered, registered, self.nodes, &self.all_registered);
         bump(&self.received, received, self.pairs, &self.meshed);
         self.sent.fetch_add(sent, Ordering::Relaxed);
         self.failed.fetch_add(failed, Ordering::Relaxed);
@@ -1115,9 +952,7 @@ impl Spawned {
 
     /// CPU time of all the nodes, in seconds.
     fn cpu_seconds(&self) -> f64 {
-        self.pids()
-            .filter_map(|pid| cpu_seconds(&pid.to_string()))
-            .sum()
+        self.pids().filter_map(|pid| cpu_seconds(&pid.to_string())).sum()
     }
 
     /// The pid of node `name` (`node-<i>`, the `i`th spawned).
@@ -1138,11 +973,7 @@ impl Spawned {
             }
         })
         .await;
-        let _ = timeout(
-            Duration::from_secs(5),
-            futures::future::join_all(self.readers.iter_mut()),
-        )
-        .await;
+        let _ = timeout(Duration::from_secs(5), futures::future::join_all(self.readers.iter_mut())).await;
         for reader in &self.readers {
             reader.abort();
         }
@@ -1150,9 +981,7 @@ impl Spawned {
         let _ = timeout(Duration::from_secs(5), async {
             for (i, stderr) in self.stderr.iter_mut().enumerate() {
                 match stderr.await {
-                    Ok(text) if !text.is_empty() && said.len() < 3 => {
-                        said.push(format!("node-{}: {text}", i + 1))
-                    }
+                    Ok(text) if !text.is_empty() && said.len() < 3 => said.push(format!("node-{}: {text}", i + 1)),
                     _ => {}
                 }
             }
@@ -1171,8 +1000,7 @@ fn mesh_pairs(nodes: usize) -> usize {
 
 /// How long `nodes` nodes may take to mesh.
 fn mesh_limit(opts: &Opts, nodes: usize) -> Duration {
-    opts.mesh_timeout
-        .unwrap_or(Duration::from_secs(15) + Duration::from_millis(75) * nodes as u32)
+    opts.mesh_timeout.unwrap_or(Duration::from_secs(15) + Duration::from_millis(75) * nodes as u32)
 }
 
 /// Spawns `mesh.nodes` nodes named `node-1`, `node-2`, ... that register
@@ -1185,44 +1013,20 @@ async fn spawn_nodes(
     mesh: &Arc<Mesh>,
 ) -> (Spawned, Option<String>) {
     let (host, port) = (registry.ip().to_string(), registry.port().to_string());
-    let mut spawned = Spawned {
-        children: Vec::with_capacity(mesh.nodes),
-        readers: Vec::new(),
-        stderr: Vec::new(),
-    };
+    let mut spawned = Spawned { children: Vec::with_capacity(mesh.nodes), readers: Vec::new(), stderr: Vec::new() };
     for i in 1..=mesh.nodes {
-        let args = [
-            &host,
-            &port,
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            &format!("node-{i}"),
-            "--log-format",
-            "json",
-        ]
-        .map(String::from);
+        let args = [&host, &port, "--listen", "127.0.0.1:0", "--name", &format!("node-{i}"), "--log-format", "json"]
+            .map(String::from);
         let mut command = command(node_bin, &args);
         command.envs(opts.node_env.iter().map(|(k, v)| (k, v)));
         match command.spawn() {
             Ok(mut child) => {
-                spawned.readers.push(tokio::spawn(read_events(
-                    child.stdout.take().expect("piped"),
-                    mesh.clone(),
-                )));
-                spawned
-                    .stderr
-                    .push(collect_stderr(child.stderr.take().expect("piped")));
+                spawned.readers.push(tokio::spawn(read_events(child.stdout.take().expect("piped"), mesh.clone())));
+                spawned.stderr.push(collect_stderr(child.stderr.take().expect("piped")));
                 spawned.children.push(child);
             }
             Err(error) => {
-                return (
-                    spawned,
-                    Some(format!(
-                        "spawning node-{i} failed after {} nodes: {error}",
-                        i - 1
-                    )),
-                );
+                return (spawned, Some(format!("spawning node-{i} failed after {} nodes: {error}", i - 1)));
             }
         }
         if i % 32 == 0 {
@@ -1244,7 +1048,12 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
     if let Some((soft, open)) = fd_budget() {
         let need = 3 * nodes as u64 + 64;
         if open + need > soft {
-            rows.error(section, "full mesh", target, format!("would need ~{need} file descriptors; the soft limit is {soft} with {open} open (ulimit -n)"));
+            rows.error(
+                section,
+                "full mesh",
+                target,
+                format!("would need ~{need} file descriptors; the soft limit is {soft} with {open} open (ulimit -n)"),
+            );
             return Ok(());
         }
     }
@@ -1260,11 +1069,7 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
     let t0 = Instant::now();
     let (spawned, spawn_error) = spawn_nodes(opts, node_bin, registry.addr, &mesh).await;
     let spawn_time = t0.elapsed();
-    eprintln!(
-        "  {section}: spawned {} nodes in {:.3} s",
-        spawned.children.len(),
-        spawn_time.as_secs_f64()
-    );
+    eprintln!("  {section}: spawned {} nodes in {:.3} s", spawned.children.len(), spawn_time.as_secs_f64());
 
     let limit = mesh_limit(opts, nodes);
     let mut outcome = String::new();
@@ -1311,11 +1116,7 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
                 next_sample = now + Duration::from_millis(500);
             }
             if now >= next_report {
-                eprintln!(
-                    "  {section}: t={:.1}s {}",
-                    (now - t0).as_secs_f64(),
-                    mesh.status()
-                );
+                eprintln!("  {section}: t={:.1}s {}", (now - t0).as_secs_f64(), mesh.status());
                 next_report = now + Duration::from_secs(2);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1323,18 +1124,12 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
     }
 
     // Figures taken while everything still runs.
-    let mut node_rss: Vec<u64> = spawned
-        .pids()
-        .filter_map(|pid| memory(pid).ok())
-        .map(|m| m.rss_kb)
-        .collect();
+    let mut node_rss: Vec<u64> = spawned.pids().filter_map(|pid| memory(pid).ok()).map(|m| m.rss_kb).collect();
     node_rss.sort_unstable();
     let node_cpu = spawned.cpu_seconds();
     let registry_cpu = registry.pid().and_then(|pid| cpu_seconds(&pid.to_string()));
     let registry_mem = registry.pid().and_then(|pid| memory(pid).ok());
-    let bench_cpu = bench_cpu_before
-        .zip(cpu_seconds("self"))
-        .map(|(before, after)| after - before);
+    let bench_cpu = bench_cpu_before.zip(cpu_seconds("self")).map(|(before, after)| after - before);
     if let (Some((count, max)), Some((peak, _))) = (conntrack(), conntrack_peak) {
         conntrack_peak = Some((count.max(peak), max));
     }
@@ -1357,10 +1152,7 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
             section,
             "all registered",
             None,
-            format!(
-                "{}/{nodes} registered",
-                mesh.registered.load(Ordering::Relaxed)
-            ),
+            format!("{}/{nodes} registered", mesh.registered.load(Ordering::Relaxed)),
         ),
     }
     let failures = mesh.failed.load(Ordering::Relaxed);
@@ -1373,20 +1165,8 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
         mesh.lines.load(Ordering::Relaxed),
     );
     match (mesh.meshed.get(), spawn_error) {
-        (Some(at), _) => rows.push(
-            section,
-            "full mesh",
-            Some((*at - t0).as_secs_f64()),
-            "s",
-            target,
-            counts,
-        ),
-        (None, Some(error)) => rows.error(
-            section,
-            "full mesh",
-            target,
-            format!("LIMIT: {error}; {counts}"),
-        ),
+        (Some(at), _) => rows.push(section, "full mesh", Some((*at - t0).as_secs_f64()), "s", target, counts),
+        (None, Some(error)) => rows.error(section, "full mesh", target, format!("LIMIT: {error}; {counts}")),
         (None, None) => rows.error(
             section,
             "full mesh",
@@ -1412,19 +1192,10 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
             "node RSS median",
             median as f64 / 1024.0,
             "MiB",
-            format!(
-                "max {max} kB, sum {:.0} MiB",
-                node_rss.iter().sum::<u64>() as f64 / 1024.0
-            ),
+            format!("max {max} kB, sum {:.0} MiB", node_rss.iter().sum::<u64>() as f64 / 1024.0),
         );
     }
-    rows.info(
-        section,
-        "nodes CPU",
-        node_cpu,
-        "CPU s",
-        format!("over {wall:.2} s of wall time on {} cores", cores()),
-    );
+    rows.info(section, "nodes CPU", node_cpu, "CPU s", format!("over {wall:.2} s of wall time on {} cores", cores()));
     rows.info(
         section,
         "nodes CPU per greeting",
@@ -1438,19 +1209,11 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
             "registry CPU",
             cpu,
             "CPU s",
-            registry_mem
-                .map(|m| format!("registry {}", m.note()))
-                .unwrap_or_default(),
+            registry_mem.map(|m| format!("registry {}", m.note())).unwrap_or_default(),
         );
     }
     if let Some(cpu) = bench_cpu {
-        rows.info(
-            section,
-            "bench CPU",
-            cpu,
-            "CPU s",
-            "spawning the nodes and reading their logs",
-        );
+        rows.info(section, "bench CPU", cpu, "CPU s", "spawning the nodes and reading their logs");
     }
     rows.push(
         section,
@@ -1474,13 +1237,7 @@ async fn bench_mesh(opts: &Opts, rows: &Rows, nodes: usize, node_bin: &Path) -> 
             format!("nf_conntrack_max {max}; sampled every 0.5 s{full}"),
         );
     }
-    rows.info(
-        section,
-        "TIME_WAIT peak sockets",
-        time_wait_peak as f64,
-        "",
-        "host-wide, sampled every 0.5 s",
-    );
+    rows.info(section, "TIME_WAIT peak sockets", time_wait_peak as f64, "", "host-wide, sampled every 0.5 s");
     Ok(())
 }
 
@@ -1493,10 +1250,7 @@ const MULTICASTS: [(usize, usize); 2] = [(10, 200), (100, 100)];
 const MULTICAST_WARMUP: usize = 5;
 /// The sender's deadlines: longer than the coordinator's per-member deadline
 /// (the nodes' `--ack-timeout`, 5 s), as `group::send` requires.
-const MULTICAST_DEADLINES: Deadlines = Deadlines {
-    connect: Duration::from_secs(2),
-    reply: Duration::from_secs(10),
-};
+const MULTICAST_DEADLINES: Deadlines = Deadlines { connect: Duration::from_secs(2), reply: Duration::from_secs(10) };
 /// Bounds one `group::send`, lookup included.
 const MULTICAST_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -1510,9 +1264,7 @@ async fn bench_multicast(
     sends: usize,
     node_bin: &Path,
 ) -> anyhow::Result<()> {
-    let registry =
-        LeanRegistry::start(&["--ttl", "60s", "--max-connections", "1024", "--groups", "1"])
-            .await?;
+    let registry = LeanRegistry::start(&["--ttl", "60s", "--max-connections", "1024", "--groups", "1"]).await?;
     let mesh = Mesh::new(members);
     let t0 = Instant::now();
     let (spawned, spawn_error) = spawn_nodes(opts, node_bin, registry.addr, &mesh).await;
@@ -1536,13 +1288,7 @@ async fn bench_multicast(
 
 /// Waits until every node has registered, and the pairwise greetings are
 /// over so that they do not compete with the multicasts.
-async fn group_ready(
-    opts: &Opts,
-    rows: &Rows,
-    section: &str,
-    mesh: &Mesh,
-    t0: Instant,
-) -> anyhow::Result<()> {
+async fn group_ready(opts: &Opts, rows: &Rows, section: &str, mesh: &Mesh, t0: Instant) -> anyhow::Result<()> {
     let members = mesh.nodes;
     let limit = mesh_limit(opts, members);
     if !reached(mesh, &mesh.all_registered, t0 + limit).await {
@@ -1601,10 +1347,7 @@ async fn multicasts(
     let wall = started.elapsed().as_secs_f64();
     let nodes_cpu_after = cpu();
     let nodes_cpu_used = nodes_cpu_after.0 - nodes_cpu_before.0;
-    let coordinator_cpu = nodes_cpu_before
-        .1
-        .zip(nodes_cpu_after.1)
-        .map(|(b, a)| a - b);
+    let coordinator_cpu = nodes_cpu_before.1.zip(nodes_cpu_after.1).map(|(b, a)| a - b);
     latencies_ns.sort_unstable();
 
     let target = (members == 100).then_some(Target::AtMost(5.0));
@@ -1622,15 +1365,9 @@ async fn multicasts(
         Some(failures.len() as f64),
         "",
         Some(Target::AtMost(0.0)),
-        failures
-            .first()
-            .map(|f| format!("first: {f}"))
-            .unwrap_or_default(),
+        failures.first().map(|f| format!("first: {f}")).unwrap_or_default(),
     );
-    if let Some(used) = cpu_before
-        .zip(cpu_seconds("self"))
-        .map(|(before, after)| after - before)
-    {
+    if let Some(used) = cpu_before.zip(cpu_seconds("self")).map(|(before, after)| after - before) {
         rows.info(
             section,
             "bench sender CPU",
@@ -1675,10 +1412,7 @@ async fn group_lookups(registry: &RegistryAddr, count: usize) -> anyhow::Result<
     let mut latencies_ns = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        Client::connect(registry, CLIENT_TIMEOUT)
-            .await?
-            .group(1)
-            .await?;
+        Client::connect(registry, CLIENT_TIMEOUT).await?.group(1).await?;
         latencies_ns.push(started.elapsed().as_nanos() as u64);
     }
     latencies_ns.sort_unstable();
@@ -1698,10 +1432,7 @@ async fn multicast(registry: &RegistryAddr, text: &str, members: usize) -> anyho
             "delivered to {} of {} members (expected {members}){}",
             report.delivered,
             report.members,
-            failed.map_or(String::new(), |f| format!(
-                "; {} ({}): {}",
-                f.name, f.addr, f.error
-            ))
+            failed.map_or(String::new(), |f| format!("; {} ({}): {}", f.name, f.addr, f.error))
         );
     }
     Ok(report.coordinator)
@@ -1734,11 +1465,7 @@ const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
 const LAUNCHER_SLACK: Duration = Duration::from_secs(60);
 const BUILD_PATIENCE: Duration = Duration::from_secs(10 * 60);
 /// Environment the launcher reads settings from.
-const LAUNCHER_ENV: [&str; 3] = [
-    "LAUNCHER_PROJECT",
-    "LAUNCHER_REGISTRY_IMAGE",
-    "LAUNCHER_NODE_IMAGE",
-];
+const LAUNCHER_ENV: [&str; 3] = ["LAUNCHER_PROJECT", "LAUNCHER_REGISTRY_IMAGE", "LAUNCHER_NODE_IMAGE"];
 
 /// A finished launcher: exit code, wall time from spawn to exit, and output.
 struct Finished {
@@ -1802,9 +1529,7 @@ async fn launcher(args: &[&str], limit: Duration) -> anyhow::Result<Finished> {
     }
     let started = Instant::now();
     let mut child = command.spawn().context("failed to start the launcher")?;
-    let group = GroupGuard(Pid::from_raw(
-        child.id().context("the launcher has a pid")? as i32
-    ));
+    let group = GroupGuard(Pid::from_raw(child.id().context("the launcher has a pid")? as i32));
     let stdout = read_all(child.stdout.take().expect("piped"));
     let stderr = read_all(child.stderr.take().expect("piped"));
     let status = timeout(limit, child.wait())
@@ -1813,12 +1538,7 @@ async fn launcher(args: &[&str], limit: Duration) -> anyhow::Result<Finished> {
     let wall = started.elapsed();
     // Anything of its group still running was left behind (local nodes hold its stderr).
     drop(group);
-    Ok(Finished {
-        code: status.code(),
-        wall,
-        stdout: text_of(stdout).await,
-        stderr: text_of(stderr).await,
-    })
+    Ok(Finished { code: status.code(), wall, stdout: text_of(stdout).await, stderr: text_of(stderr).await })
 }
 
 fn read_all(mut stream: impl AsyncRead + Unpin + Send + 'static) -> JoinHandle<String> {
@@ -1839,9 +1559,7 @@ async fn text_of(reader: JoinHandle<String>) -> String {
 
 /// Why no Docker daemon answers, if none does.
 fn no_docker() -> Option<String> {
-    let version = std::process::Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output();
+    let version = std::process::Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
     match version {
         Ok(output) if output.status.success() => None,
         Ok(output) => Some(tests::docker::text(&output).trim().to_owned()),
@@ -1852,14 +1570,7 @@ fn no_docker() -> Option<String> {
 async fn bench_launcher(rows: &Rows) -> anyhow::Result<()> {
     let section = "launcher";
     if let Some(why) = no_docker() {
-        rows.push(
-            section,
-            "skipped: no Docker daemon",
-            None,
-            "note",
-            None,
-            why,
-        );
+        rows.push(section, "skipped: no Docker daemon", None, "note", None, why);
         return Ok(());
     }
     // Removes the project's containers and network however this ends.
@@ -1874,9 +1585,7 @@ async fn bench_launcher(rows: &Rows) -> anyhow::Result<()> {
     image_sizes(rows, section);
     for nodes in LAUNCHER_SIZES {
         let n = nodes.to_string();
-        let mut args = vec![
-            "-p", PROJECT, "up", "--nodes", &n, "--detach", "--quiet", "--json",
-        ];
+        let mut args = vec!["-p", PROJECT, "up", "--nodes", &n, "--detach", "--quiet", "--json"];
         args.extend(PROJECT_PORTS);
         let limit = Duration::from_secs(60) + LAUNCHER_SLACK;
         let mut runs = Vec::new();
@@ -1909,24 +1618,9 @@ fn image_sizes(rows: &Rows, section: &str) {
         let metric = format!("{service} image size");
         let target = Some(Target::AtMost(5.0));
         let inspect = tests::docker::docker(&["image", "inspect", "--format", "{{.Size}}", &image]);
-        match String::from_utf8_lossy(&inspect.stdout)
-            .trim()
-            .parse::<u64>()
-        {
-            Ok(bytes) => rows.push(
-                section,
-                metric,
-                Some(bytes as f64 / 1e6),
-                "MB",
-                target,
-                image,
-            ),
-            Err(_) => rows.error(
-                section,
-                metric,
-                target,
-                tests::docker::text(&inspect).trim(),
-            ),
+        match String::from_utf8_lossy(&inspect.stdout).trim().parse::<u64>() {
+            Ok(bytes) => rows.push(section, metric, Some(bytes as f64 / 1e6), "MB", target, image),
+            Err(_) => rows.error(section, metric, target, tests::docker::text(&inspect).trim()),
         }
     }
 }
@@ -1935,18 +1629,7 @@ fn image_sizes(rows: &Rows, section: &str) {
 async fn up_local(nodes: usize) -> anyhow::Result<Finished> {
     let n = nodes.to_string();
     let timeout = format!("{}s", LOCAL_TIMEOUT.as_secs());
-    let args = [
-        "up",
-        "--runtime",
-        "local",
-        "--nodes",
-        &n,
-        "--detach",
-        "--quiet",
-        "--json",
-        "--timeout",
-        &timeout,
-    ];
+    let args = ["up", "--runtime", "local", "--nodes", &n, "--detach", "--quiet", "--json", "--timeout", &timeout];
     launcher(&args, LOCAL_TIMEOUT + LAUNCHER_SLACK).await
 }
 
@@ -1967,9 +1650,8 @@ async fn bench_local(rows: &Rows, section: &str, nodes: usize) -> anyhow::Result
     let up = up?;
     eprintln!("  {section}: {}", up.describe());
     report_runs(rows, section, &[up], None);
-    let conntrack = peaks.conntrack.map_or(String::new(), |(peak, max)| {
-        format!("; conntrack peak {peak} of {max} entries")
-    });
+    let conntrack =
+        peaks.conntrack.map_or(String::new(), |(peak, max)| format!("; conntrack peak {peak} of {max} entries"));
     rows.push(
         section,
         "kernel TCP counters",
@@ -1993,10 +1675,7 @@ struct Peaks {
 
 /// Runs `work`, sampling the [`Peaks`] every 0.5 s meanwhile.
 async fn with_peaks<T>(work: impl Future<Output = T>) -> (T, Peaks) {
-    let mut peaks = Peaks {
-        conntrack: conntrack(),
-        time_wait: time_wait().unwrap_or(0),
-    };
+    let mut peaks = Peaks { conntrack: conntrack(), time_wait: time_wait().unwrap_or(0) };
     let mut work = std::pin::pin!(work);
     loop {
         tokio::select! {
@@ -2022,20 +1701,9 @@ fn report_runs(rows: &Rows, section: &str, runs: &[Finished], target: Option<Tar
         (!nanos.is_empty()).then(|| percentile(&nanos, 0.5) / 1e9)
     };
     let each: Vec<String> = runs.iter().map(Finished::describe).collect();
-    let note = format!(
-        "median of {} complete run(s); each elapsed/wall: {}",
-        complete.len(),
-        each.join("; ")
-    );
+    let note = format!("median of {} complete run(s); each elapsed/wall: {}", complete.len(), each.join("; "));
     let walls = complete.iter().map(|r| r.wall).collect();
-    rows.push(
-        section,
-        "up, wall to exit",
-        median(walls),
-        "s",
-        target,
-        note,
-    );
+    rows.push(section, "up, wall to exit", median(walls), "s", target, note);
     let elapsed = complete.iter().filter_map(|r| r.elapsed()).collect();
     rows.push(
         section,
@@ -2051,27 +1719,18 @@ fn report_runs(rows: &Rows, section: &str, runs: &[Finished], target: Option<Tar
         Some((runs.len() - complete.len()) as f64),
         "",
         target.map(|_| Target::AtMost(0.0)),
-        format!(
-            "of {} (exit 4: mesh incomplete after --timeout)",
-            runs.len()
-        ),
+        format!("of {} (exit 4: mesh incomplete after --timeout)", runs.len()),
     );
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 // ---------------------------------------------------------------------------
 
 async fn run(opts: &Opts, rows: &Rows, node_bin: &Path) {
-    let sections: Vec<&str> = SECTIONS
-        .iter()
-        .copied()
-        .filter(|s| opts.only.contains(*s))
-        .collect();
+    let sections: Vec<&str> = SECTIONS.iter().copied().filter(|s| opts.only.contains(*s)).collect();
     for section in sections {
         let started = Instant::now();
         eprintln!("== {section}");
@@ -2110,10 +1769,7 @@ async fn run(opts: &Opts, rows: &Rows, node_bin: &Path) {
         if let Err(error) = result {
             rows.error(section, "error", None, format!("{error:#}"));
         }
-        eprintln!(
-            "   ({section} took {:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("   ({section} took {:.1} s)", started.elapsed().as_secs_f64());
     }
 }
 
@@ -2146,10 +1802,7 @@ fn main() -> ExitCode {
     );
     let started = Instant::now();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("bench: failed to start the runtime: {error}");
@@ -2172,17 +1825,11 @@ fn main() -> ExitCode {
     let summary = format!(
         "bench took {:.1} s{}\n",
         elapsed.as_secs_f64(),
-        interrupted
-            .as_deref()
-            .map(|why| format!(" ({why})"))
-            .unwrap_or_default()
+        interrupted.as_deref().map(|why| format!(" ({why})")).unwrap_or_default()
     );
     if opts.json {
         eprint!("\n{text}{summary}");
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&rows, elapsed, &opts)).expect("JSON serializes")
-        );
+        println!("{}", serde_json::to_string_pretty(&to_json(&rows, elapsed, &opts)).expect("JSON serializes"));
     } else {
         print!("\n{text}{summary}");
     }
