@@ -42,8 +42,8 @@ pub mod exit {
     pub const INCOMPLETE: u8 = 4;
     /// The project is already up.
     pub const ALREADY_UP: u8 = 5;
-    /// A multicast reached only some members.
-    pub const UNDELIVERED: u8 = 6;
+    /// A multicast reached only some members: the same code as `node send`.
+    pub const UNDELIVERED: u8 = node::group::EXIT_UNDELIVERED;
 }
 
 impl Command {

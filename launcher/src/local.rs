@@ -9,6 +9,7 @@ use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use registry::client::RegistryAddr;
+use registry::events::{Event, Record};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -36,10 +37,10 @@ impl Cluster {
         // Its first event says which port it got.
         let mut reader = BufReader::new(stdout).lines();
         while let Some(text) = reader.next_line().await? {
-            let line: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let record = Record::parse(&text);
             let _ = lines.send(Line { source: "registry".into(), text }).await;
-            if line["event"] == "listening" {
-                let addr: std::net::SocketAddr = line["addr"].as_str().context("`listening` has an addr")?.parse()?;
+            if let Some(record) = record.filter(|r| r.event == Event::Listening) {
+                let addr = record.socket_addr().context("the registry's `listening` event has no address")?;
                 stream::follow_reader(reader.into_inner(), "registry".into(), lines.clone());
                 return Ok(addr.into());
             }

@@ -1,4 +1,4 @@
-//! `launcher logs [-f]`: the project's logs, prefixed by container.
+//! `launcher logs [-f]`: the project's logs on stdout, prefixed by container.
 
 use tokio::sync::mpsc;
 
@@ -19,18 +19,18 @@ impl Args {
         let names: Vec<String> = project.containers().await?.iter().filter_map(container_name).collect();
         let prefix = |name: &str| name.strip_prefix(&format!("{}-", project.name)).unwrap_or(name).to_owned();
         let sources: Vec<String> = names.iter().map(|n| prefix(n)).collect();
-        let ui = Ui::new(false, &sources);
+        let ui = Ui::for_logs(&sources);
         let (lines, mut received) = mpsc::channel(1024);
         for name in &names {
             stream::follow_container(project.docker.clone(), name.clone(), prefix(name), self.follow, lines.clone());
         }
         drop(lines);
-        let mut interrupt = std::pin::pin!(registry::shutdown::signals()?);
+        let mut interrupt = std::pin::pin!(wire::shutdown::signals()?);
         loop {
             tokio::select! {
                 line = received.recv() => {
                     let Some(line) = line else { return Ok(()) };
-                    ui.line(&line.source, &ui::render(&line, ui::record(&line).as_ref()));
+                    ui.line(&line.source, &ui::render(&line, ui::record(&line).as_ref()))?;
                 }
                 _ = &mut interrupt => return Ok(()),
             }

@@ -16,6 +16,8 @@ async fn main() -> ExitCode {
         .init();
     match cli.command.run(&cli.project).await {
         Ok(()) => ExitCode::SUCCESS,
+        // `launcher ps | head -1`: the reader has what it wanted.
+        Err(error) if wire::cli::is_closed_pipe(error.as_ref()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("launcher: {error:#}");
             ExitCode::from(launcher::exit_code(&error))

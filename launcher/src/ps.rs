@@ -10,7 +10,7 @@ impl Args {
         let project = Project { docker: docker::connect().await?, name: project.to_owned() };
         let mut containers = project.containers().await?;
         containers.sort_by_key(container_name);
-        println!("{:<28} {:<9} {:<8} {:<24} PORTS", "NAME", "ROLE", "STATE", "STATUS");
+        let mut table = format!("{:<28} {:<9} {:<8} {:<24} PORTS\n", "NAME", "ROLE", "STATE", "STATUS");
         for container in &containers {
             let label = |key: &str| container.labels.as_ref().and_then(|l| l.get(key)).cloned().unwrap_or_default();
             let ports: Vec<String> = container
@@ -23,8 +23,8 @@ impl Args {
                 "" => label(LABEL_ROLE),
                 index => format!("{} {index}", label(LABEL_ROLE)),
             };
-            println!(
-                "{:<28} {:<9} {:<8} {:<24} {}",
+            table += &format!(
+                "{:<28} {:<9} {:<8} {:<24} {}\n",
                 container_name(container).unwrap_or_default(),
                 role,
                 container.state.map(|s| s.to_string()).unwrap_or_default(),
@@ -32,6 +32,7 @@ impl Args {
                 ports.join(",")
             );
         }
+        wire::cli::print(&table)?;
         Ok(())
     }
 }

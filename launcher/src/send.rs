@@ -15,13 +15,13 @@ pub struct Args {
     #[arg(long, short = 'g', value_parser = clap::value_parser!(u32).range(1..))]
     pub group: u32,
     /// The registry to ask [default: the project's, through its published port].
-    #[arg(long, value_name = "HOST:PORT", value_parser = registry::cli::registry_addr)]
+    #[arg(long, value_name = "HOST:PORT")]
     pub registry: Option<RegistryAddr>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
     /// Time allowed for the report; it must exceed the nodes' ACK timeout.
-    #[arg(long, default_value = "10s", value_parser = registry::cli::duration)]
+    #[arg(long, default_value = "10s", value_parser = wire::cli::duration)]
     pub timeout: Duration,
     /// The message.
     pub text: String,
@@ -45,9 +45,9 @@ impl Args {
         let deadlines = Deadlines { connect: Duration::from_secs(2), reply: self.timeout };
         let report = node::group::send(&registry, self.group, &self.text, "launcher", deadlines).await?;
         if self.json {
-            println!("{}", serde_json::to_string(&report)?);
+            wire::cli::print(&(serde_json::to_string(&report)? + "\n"))?;
         } else {
-            print!("{report}");
+            wire::cli::print(&report.to_string())?;
         }
         if !report.is_complete() {
             return Err(

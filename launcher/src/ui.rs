@@ -1,6 +1,7 @@
 //! What a person sees: prefixed, coloured log lines and a progress bar on
 //! stderr (through one `MultiProgress`, so lines never tear the bar), and
-//! the summary on stdout.
+//! the summary on stdout. `launcher logs` prints its lines on stdout, where
+//! they are its result.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use console::{Color, Style};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use node::events::{Event, Record};
+use registry::events::{Event as RegistryEvent, Record as RegistryRecord};
 use serde_json::Value;
 
 use crate::mesh::Mesh;
@@ -23,6 +25,8 @@ pub struct Ui {
     terminal: bool,
     quiet: bool,
     width: usize,
+    /// Log lines go to stdout (`launcher logs`), not stderr.
+    lines_to_stdout: bool,
     styles: Mutex<HashMap<String, Style>>,
     bar: ProgressBar,
 }
@@ -34,7 +38,12 @@ impl Ui {
         let bar = multi.add(ProgressBar::hidden());
         let terminal = console::Term::stderr().is_term();
         let width = sources.iter().map(String::len).max().unwrap_or(0);
-        Ui { multi, terminal, quiet, width, styles: Mutex::default(), bar }
+        Ui { multi, terminal, quiet, width, lines_to_stdout: false, styles: Mutex::default(), bar }
+    }
+
+    /// For `launcher logs`: every line on stdout, and no progress.
+    pub fn for_logs(sources: &[String]) -> Ui {
+        Ui { lines_to_stdout: true, ..Ui::new(false, sources) }
     }
 
     pub fn multi(&self) -> &MultiProgress {
@@ -59,18 +68,25 @@ impl Ui {
         !self.quiet
     }
 
-    /// A line logged by `source`, as `source | text`, unless quiet.
-    pub fn line(&self, source: &str, text: &str) {
+    /// A line logged by `source`, as `source | text`, unless quiet. Only
+    /// writing to stdout can fail (a reader that went away).
+    pub fn line(&self, source: &str, text: &str) -> std::io::Result<()> {
         if self.quiet {
-            return;
+            return Ok(());
         }
         let style = {
-            let mut styles = self.styles.lock().expect("no panics while holding it");
+            let mut styles = wire::lock(&self.styles);
             let next = PALETTE[styles.len() % PALETTE.len()];
-            styles.entry(source.to_owned()).or_insert_with(|| Style::new().fg(next).for_stderr()).clone()
+            let style = Style::new().fg(next);
+            let style = if self.lines_to_stdout { style.for_stdout() } else { style.for_stderr() };
+            styles.entry(source.to_owned()).or_insert(style).clone()
         };
-        let prefix = style.apply_to(format!("{source:<width$} |", width = self.width));
-        self.print(&format!("{prefix} {text}"));
+        let line = format!("{} {text}", style.apply_to(format!("{source:<width$} |", width = self.width)));
+        if self.lines_to_stdout {
+            return wire::cli::print(&(line + "\n"));
+        }
+        self.print(&line);
+        Ok(())
     }
 
     /// Shows greetings done over greetings expected, once the total is known.
@@ -91,24 +107,53 @@ impl Ui {
     }
 }
 
-/// The node event a log line carries, if any. The registry logs JSON too,
-/// but its events are not node events.
-pub fn record(line: &Line) -> Option<Record> {
+/// An event a log line carries, read through its emitter's own types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Logged {
+    Node(Record),
+    Registry(RegistryRecord),
+}
+
+/// The event a log line carries, if any, by who logged it.
+pub fn record(line: &Line) -> Option<Logged> {
     if line.source == "registry" {
-        None
+        RegistryRecord::parse(&line.text).map(Logged::Registry)
     } else {
-        Record::parse(&line.text)
+        Record::parse(&line.text).map(Logged::Node)
     }
 }
 
-/// A log line in words, given the node event it carries.
-pub fn render(line: &Line, record: Option<&Record>) -> String {
+/// A log line in words, given the event it carries.
+pub fn render(line: &Line, record: Option<&Logged>) -> String {
     match record {
-        Some(record) => describe(record),
+        Some(Logged::Node(record)) => describe(record),
+        Some(Logged::Registry(record)) => describe_registry(record),
         None => match serde_json::from_str::<Value>(&line.text) {
             Ok(value) => describe_json(&value),
             Err(_) => line.text.clone(),
         },
+    }
+}
+
+/// A registry event in words: `registered node-3 at 172.18.0.1:8089 in group 2 (2 earlier contacts)`.
+pub fn describe_registry(record: &RegistryRecord) -> String {
+    let entry = || format!("{} at {}", text(&record.name), text(&record.addr));
+    match record.event {
+        RegistryEvent::Listening => format!(
+            "listening on {}, leases of {}, {} groups",
+            text(&record.addr),
+            text(&record.ttl),
+            record.groups.unwrap_or(0)
+        ),
+        RegistryEvent::Registered => format!(
+            "registered {}{} ({} earlier contacts)",
+            entry(),
+            record.group.map(|g| format!(" in group {g}")).unwrap_or_default(),
+            record.contacts.unwrap_or(0)
+        ),
+        RegistryEvent::Deregistered => format!("deregistered {}", entry()),
+        RegistryEvent::Expired => format!("the lease of {} expired", entry()),
+        RegistryEvent::ShuttingDown => "shutting down".to_owned(),
     }
 }
 
@@ -231,9 +276,35 @@ mod tests {
     }
 
     #[test]
-    fn describes_other_json_by_event_and_fields() {
-        let line = serde_json::json!({"timestamp":"t","level":"INFO","event":"expired","name":"node-2","target":"x"});
-        assert_eq!(describe_json(&line), "expired name=node-2");
+    fn describes_registry_events_in_words() {
+        let line = Line { source: "registry".into(), text: registry_line() };
+        let logged = record(&line).expect("a registry event");
+        assert_eq!(
+            render(&line, Some(&logged)),
+            "registered node-3 at 172.18.0.1:8089 in group 2 (2 earlier contacts)"
+        );
+        let from_a_node = Line { source: "node-1".into(), text: registry_line() };
+        assert!(matches!(record(&from_a_node), Some(Logged::Node(_))), "lines are read by who logged them");
+    }
+
+    /// What the registry logs when a node registers, as it writes it.
+    fn registry_line() -> String {
+        let entry = registry::protocol::Contact {
+            id: "ab-3".into(),
+            name: "node-3".into(),
+            ip: [172, 18, 0, 1].into(),
+            puerto: 8089,
+            group: Some(2),
+        };
+        let lines =
+            wire::telemetry::capture(|| registry::events::registered(&entry, registry::protocol::Dialect::Native, 2));
+        lines.into_iter().next().expect("one line")
+    }
+
+    #[test]
+    fn describes_other_json_by_message_and_fields() {
+        let line = serde_json::json!({"timestamp":"t","level":"WARN","message":"failed to accept","error":"EMFILE","target":"x"});
+        assert_eq!(describe_json(&line), "failed to accept error=EMFILE");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::local::Cluster;
 use crate::mesh::Mesh;
 use crate::ports::{self, PortRange};
 use crate::stream::{self, Line};
-use crate::ui::{self, Ui};
+use crate::ui::{self, Logged, Ui};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {
@@ -36,13 +36,13 @@ pub struct Args {
     #[arg(long, default_value = "8087-8095")]
     pub port_range: PortRange,
     /// Host port the registry is published on.
-    #[arg(long, default_value_t = 8086, value_parser = registry::cli::port)]
+    #[arg(long, default_value_t = 8086, value_parser = wire::cli::port)]
     pub registry_port: u16,
     /// Groups the registry places nodes in, least loaded first.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub groups: u32,
     /// Join an existing registry (on another VM, say) instead of starting one.
-    #[arg(long, value_name = "HOST:PORT", value_parser = registry::cli::registry_addr)]
+    #[arg(long, value_name = "HOST:PORT")]
     pub registry: Option<RegistryAddr>,
     /// The ip the nodes advertise [default: the host's address on the project network].
     #[arg(long, env = "IP_EXT")]
@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, short = 'd')]
     pub detach: bool,
     /// How long the mesh may take; with --detach, a longer wait is a failure.
-    #[arg(long, default_value = "60s", value_parser = registry::cli::duration)]
+    #[arg(long, default_value = "60s", value_parser = wire::cli::duration)]
     pub timeout: Duration,
     /// Show no log lines, only the outcome.
     #[arg(long, short = 'q')]
@@ -126,7 +126,7 @@ impl Args {
         sources.push("registry".into());
         let ui = Ui::new(self.quiet, &sources);
         let (lines, mut received) = mpsc::channel(4096);
-        let mut interrupt = std::pin::pin!(registry::shutdown::signals()?);
+        let mut interrupt = std::pin::pin!(wire::shutdown::signals()?);
 
         let started = tokio::select! {
             started = self.start(project, &ui, &lines) => started?,
@@ -151,7 +151,7 @@ impl Args {
             }
             Ending::Interrupted => {
                 ui.note("stopping and removing the project (Ctrl-C again to force)");
-                let mut again = std::pin::pin!(registry::shutdown::signals()?);
+                let mut again = std::pin::pin!(wire::shutdown::signals()?);
                 tokio::select! {
                     done = deployment.teardown(false) => done,
                     _ = &mut again => deployment.teardown(true).await,
@@ -294,7 +294,7 @@ impl Args {
             match project.run(&spec).await {
                 Ok(()) => return Ok(port),
                 Err(DockerError::PortTaken { .. }) => {
-                    let next = spare.lock().expect("no panics while holding it").pop();
+                    let next = wire::lock(spare).pop();
                     port =
                         next.with_context(|| format!("no free port left in {} for node-{index}", self.port_range))?;
                 }
@@ -323,7 +323,11 @@ impl Args {
                     if !complete && mesh.is_complete() {
                         complete = true;
                         ui.finish();
-                        self.report(mesh, invoked.elapsed());
+                        if let Err(error) = self.report(mesh, invoked.elapsed()) {
+                            if !wire::cli::is_closed_pipe(&error) {
+                                ui.note(&format!("failed to print the summary: {error}"));
+                            }
+                        }
                         if self.detach {
                             return Ending::Complete;
                         }
@@ -341,11 +345,11 @@ impl Args {
         }
     }
 
-    fn report(&self, mesh: &Mesh, elapsed: Duration) {
+    fn report(&self, mesh: &Mesh, elapsed: Duration) -> std::io::Result<()> {
         if self.json {
-            println!("{}", ui::summary_json(mesh, elapsed));
+            wire::cli::print(&format!("{}\n", ui::summary_json(mesh, elapsed)))
         } else {
-            print!("{}", ui::summary(mesh, elapsed));
+            wire::cli::print(&ui::summary(mesh, elapsed))
         }
     }
 }
@@ -353,11 +357,12 @@ impl Args {
 /// Updates the mesh with a line and shows it.
 fn show(ui: &Ui, mesh: &mut Mesh, line: &Line) {
     let record = ui::record(line);
-    if let Some(record) = &record {
+    if let Some(Logged::Node(record)) = &record {
         mesh.apply(&line.source, record);
         ui.progress(mesh);
     }
     if ui.shows_lines() {
-        ui.line(&line.source, &ui::render(line, record.as_ref()));
+        // Lines go to stderr here, which cannot fail.
+        let _ = ui.line(&line.source, &ui::render(line, record.as_ref()));
     }
 }

@@ -3,10 +3,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use clap::Parser;
-use registry::cli;
+use clap::{Parser, Subcommand};
 use registry::client::RegistryAddr;
-use registry::telemetry::LogFormat;
+use wire::cli;
+use wire::telemetry::LogFormat;
 
 use crate::exchange::Deadlines;
 use crate::greeter::GreetConfig;
@@ -15,14 +15,29 @@ use crate::listener::ListenConfig;
 /// HIT6 node: registers with the registry, greets every node registered
 /// before it, and keeps listening for greetings.
 #[derive(Debug, Parser)]
-#[command(name = "node", version, about, after_help = "To multicast to a group: node send --help")]
+#[command(name = "node", version, about, subcommand_negates_reqs = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub args: Args,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Multicast a message to a group through its coordinator, and print the delivery report.
+    Send(SendArgs),
+}
+
+/// Running a node.
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// The registry's ip address or host name.
-    #[arg(env = "REGISTRY_HOST")]
-    pub registry_host: String,
+    #[arg(env = "REGISTRY_HOST", required = true)]
+    pub registry_host: Option<String>,
     /// The registry's port.
-    #[arg(env = "REGISTRY_PORT", value_parser = cli::port)]
-    pub registry_port: u16,
+    #[arg(env = "REGISTRY_PORT", required = true, value_parser = cli::port)]
+    pub registry_port: Option<u16>,
     /// Address to listen for greetings on; port 0 picks a free one.
     #[arg(long, env = "NODE_LISTEN", default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,
@@ -64,11 +79,10 @@ pub struct Args {
 }
 
 /// `node send`: multicast a message to a group through its coordinator.
-#[derive(Debug, Parser)]
-#[command(name = "node send", version, about)]
+#[derive(Debug, clap::Args)]
 pub struct SendArgs {
     /// The registry, as HOST:PORT.
-    #[arg(long, env = "REGISTRY", value_parser = cli::registry_addr)]
+    #[arg(long, env = "REGISTRY")]
     pub registry: RegistryAddr,
     /// The group to send to.
     #[arg(long, value_parser = group)]
@@ -98,11 +112,11 @@ fn text(text: &str) -> Result<String, String> {
 }
 
 fn name(text: &str) -> Result<String, String> {
-    registry::protocol::validate_name(text).map(|()| text.to_owned())
+    wire::fields::validate_name(text).map(|()| text.to_owned()).map_err(|bad| bad.to_string())
 }
 
 fn group(text: &str) -> Result<u32, String> {
-    registry::protocol::parse_group(&serde_json::Value::String(text.to_owned()), "group").map_err(|e| e.message)
+    wire::fields::parse_group(&serde_json::Value::String(text.to_owned()), "group").map_err(|bad| bad.to_string())
 }
 
 /// Retry delays while registering: doubling from `initial` up to `max`, with jitter.
@@ -130,8 +144,10 @@ pub struct Config {
 
 impl Args {
     pub fn config(&self) -> Config {
+        let (host, port) =
+            self.registry_host.clone().zip(self.registry_port).expect("clap requires both to run a node");
         Config {
-            registry: RegistryAddr { host: self.registry_host.clone(), port: self.registry_port },
+            registry: RegistryAddr { host, port },
             advertise_ip: self.advertise_ip.filter(|ip| !ip.is_unspecified()),
             puerto_ext: self.puerto_ext,
             name: self.name.clone(),
@@ -159,36 +175,49 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([&["node"], args].concat())
+    }
+
     #[test]
     fn cli_is_well_formed() {
-        Args::command().debug_assert();
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn rejects_bad_ports_and_names_with_clear_messages() {
-        let error = Args::try_parse_from(["node", "127.0.0.1", "70000"]).unwrap_err().to_string();
+        let error = parse(&["127.0.0.1", "70000"]).unwrap_err().to_string();
         assert!(error.contains("`70000` isn't a port number"), "{error}");
-        let error = Args::try_parse_from(["node", "h", "1", "--name", ""]).unwrap_err().to_string();
+        let error = parse(&["h", "1", "--name", ""]).unwrap_err().to_string();
         assert!(error.contains("must not be empty"), "{error}");
-        let error = Args::try_parse_from(["node", "h", "1", "--advertise-ip", "1.2.3"]).unwrap_err().to_string();
+        let error = parse(&["h", "1", "--name", "a\u{202E}b"]).unwrap_err().to_string();
+        assert!(error.contains("invisible"), "{error}");
+        let error = parse(&["h", "1", "--advertise-ip", "1.2.3"]).unwrap_err().to_string();
         assert!(error.contains("1.2.3"), "{error}");
+        let error = parse(&["h", "1", "--reply-timeout", "100000000000s"]).unwrap_err().to_string();
+        assert!(error.contains("longest duration"), "{error}");
+        assert!(parse(&[]).is_err(), "running a node needs the registry");
     }
 
     #[test]
-    fn send_is_well_formed_and_checks_its_values() {
-        SendArgs::command().debug_assert();
-        let args = SendArgs::try_parse_from(["node send", "--registry", "h:8086", "--group", "2", "hola"]).unwrap();
-        assert_eq!((args.group, args.text.as_str()), (2, "hola"));
-        let error = SendArgs::try_parse_from(["node send", "--registry", "h:8086", "--group", "0", "x"]).unwrap_err();
+    fn send_is_a_subcommand_that_checks_its_values() {
+        let cli = parse(&["send", "--registry", "h:8086", "--group", "2", "--timeout", "3", "hola"]).unwrap();
+        let Some(Command::Send(args)) = cli.command else { panic!("not parsed as send: {cli:?}") };
+        assert_eq!((args.group, args.text.as_str(), args.timeout), (2, "hola", Duration::from_secs(3)));
+        assert_eq!(args.registry.to_string(), "h:8086");
+        let error = parse(&["send", "--registry", "h:8086", "--group", "0", "x"]).unwrap_err();
         assert!(error.to_string().contains("isn't a group number"), "{error}");
+        let error = parse(&["send", "--registry", "h", "--group", "1", "x"]).unwrap_err();
+        assert!(error.to_string().contains("HOST:PORT"), "{error}");
     }
 
     #[test]
     fn the_lab_invocation_parses() {
-        let args = Args::try_parse_from(["node", "127.0.0.1", "8080"]).unwrap();
-        let config = args.config();
+        let cli = parse(&["127.0.0.1", "8080"]).unwrap();
+        assert!(cli.command.is_none());
+        let config = cli.args.config();
         assert_eq!(config.registry.to_string(), "127.0.0.1:8080");
-        assert_eq!(args.listen, "0.0.0.0:0".parse().unwrap());
+        assert_eq!(cli.args.listen, "0.0.0.0:0".parse().unwrap());
         assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
     }
 }

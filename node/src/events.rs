@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
+use wire::Chain;
 
 /// Every event a node emits, by its stable name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -147,54 +148,15 @@ pub fn deregistration_failed(registry: &str, error: &dyn std::error::Error) {
     debug!(%registry, error = %Chain(error), "failed to deregister");
 }
 
-/// An error with its causes on one line, like anyhow's `{:#}`.
-pub struct Chain<'a>(pub &'a dyn std::error::Error);
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    /// Collects what a JSON subscriber writes, so the emitted lines can be parsed back.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn every_emitted_event_parses_back_with_its_fields() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
         let peer = Peer { name: "node-2".into(), addr: "127.0.0.1:4000".parse().unwrap() };
         let error = std::io::Error::other("connection refused");
-        tracing::subscriber::with_default(subscriber, || {
+        let lines = wire::telemetry::capture(|| {
             listening("0.0.0.0:4001".parse().unwrap(), "127.0.0.1:4001");
             let me = Identity { name: "node-1", id: Some("ab-1"), addr: "127.0.0.1:4001", group: Some(2) };
             registered(Event::Registered, &me, "127.0.0.1:8080", "leased", 3, 2);
@@ -206,8 +168,7 @@ mod tests {
             group_message_received(2, "cli", "node-1", "hola");
             deregistered("127.0.0.1:8080", "ab-1");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        let records: Vec<Record> = text.lines().map(|line| Record::parse(line).expect(line)).collect();
+        let records: Vec<Record> = lines.iter().map(|line| Record::parse(line).expect(line)).collect();
         let events: Vec<Event> = records.iter().map(|r| r.event).collect();
         assert_eq!(
             events,

@@ -1,7 +1,10 @@
-//! One request on its own connection: connect, send one JSON message in one
-//! write, then wait for one JSON object back or for the peer to hang up,
-//! each step under a deadline. Greetings, deliveries and multicasts all
-//! travel this way.
+//! Requests to peers, each step under a deadline: one JSON message in one
+//! write, then one JSON object back (or, from some original nodes, a hang-up).
+//!
+//! - [`exchange`]: one request on a connection of its own, as greetings and
+//!   multicasts travel.
+//! - [`Pool`]: requests on connections kept open between them, as a
+//!   coordinator's deliveries travel.
 
 use std::collections::HashMap;
 use std::io;
@@ -10,14 +13,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
-use registry::codec::{FrameError, JsonCodec, MAX_REPLY_BYTES};
-use registry::protocol::{kind_of, ErrorBody};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::{Framed, FramedRead};
+use wire::codec::{FrameError, JsonCodec, MAX_REPLY_BYTES};
+use wire::envelope::{self, EnvelopeError, Opened};
+
+use crate::protocol::ErrorBody;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
@@ -41,8 +46,8 @@ pub enum ExchangeError {
     Reply(#[source] FrameError),
     #[error("the answer is not JSON")]
     Malformed(#[source] serde_json::Error),
-    #[error("the answer is {0}, not an object")]
-    NotAnObject(&'static str),
+    #[error("the answer is malformed")]
+    Envelope(#[source] EnvelopeError),
     #[error("refused")]
     Refused(#[source] ErrorBody),
 }
@@ -139,7 +144,7 @@ impl Pool {
     }
 
     fn take(&self, addr: SocketAddr) -> Option<Framed<TcpStream, JsonCodec>> {
-        self.idle.lock().expect("no panics while holding it").get_mut(&addr)?.pop()
+        wire::lock(&self.idle).get_mut(&addr)?.pop()
     }
 
     fn keep(
@@ -148,7 +153,7 @@ impl Pool {
         connection: Framed<TcpStream, JsonCodec>,
         answer: Map<String, Value>,
     ) -> Map<String, Value> {
-        self.idle.lock().expect("no panics while holding it").entry(addr).or_default().push(connection);
+        wire::lock(&self.idle).entry(addr).or_default().push(connection);
         answer
     }
 }
@@ -168,15 +173,13 @@ async fn request_on(
     }
 }
 
+/// Any object is an answer (original nodes answer without `ok`), except our
+/// refusal shape, which is [`ExchangeError::Refused`].
 fn check(reply: Value) -> Result<Map<String, Value>, ExchangeError> {
-    let Value::Object(fields) = reply else {
-        return Err(ExchangeError::NotAnObject(kind_of(&reply)));
-    };
-    if fields.get("ok") == Some(&Value::Bool(false)) {
-        let error = fields.get("error").cloned().and_then(|e| serde_json::from_value(e).ok());
-        return Err(ExchangeError::Refused(error.unwrap_or_else(|| ErrorBody::bad_request("no reason given"))));
+    match envelope::open(reply).map_err(ExchangeError::Envelope)? {
+        Opened::Ok(fields) | Opened::Bare(fields) => Ok(fields),
+        Opened::Refused(error) => Err(ExchangeError::Refused(error)),
     }
-    Ok(fields)
 }
 
 #[cfg(test)]
@@ -188,7 +191,8 @@ mod tests {
     fn any_object_is_an_answer_and_our_error_shape_is_a_refusal() {
         assert!(check(json!({"mensaje":"Hola, un gusto!"})).is_ok());
         assert!(check(json!({})).is_ok());
-        assert!(matches!(check(json!([1])), Err(ExchangeError::NotAnObject("an array"))));
+        assert!(matches!(check(json!([1])), Err(ExchangeError::Envelope(EnvelopeError::NotAnObject("an array")))));
+        assert!(matches!(check(json!({"ok":false})), Err(ExchangeError::Envelope(EnvelopeError::NoError(_)))));
         let refused = check(json!({"ok":false,"error":{"code":"bad_request","message":"no"}}));
         assert!(matches!(refused, Err(ExchangeError::Refused(e)) if e.message == "no"));
     }

@@ -7,11 +7,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use registry::protocol::{kind_of, parse_ip, parse_port, validate_name, ErrorBody, MAX_NAME_BYTES};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use wire::fields::{check_peer_ip, kind_of, parse_id, parse_ip, parse_port, validate_name};
 
 use crate::events::Peer;
+use crate::protocol::ErrorBody;
 
 pub const GREETING: &str = "Hola, soy un nodo C";
 pub const GREETING_REPLY: &str = "Hola, un gusto!";
@@ -72,7 +73,7 @@ pub fn parse(message: Value, from: SocketAddr) -> Result<Received, ErrorBody> {
     let name = match fields.get("name") {
         None | Some(Value::Null) => addr.to_string(),
         Some(Value::String(name)) => {
-            validate_name(name).map_err(ErrorBody::bad_request)?;
+            validate_name(name)?;
             name.clone()
         }
         Some(other) => {
@@ -81,14 +82,11 @@ pub fn parse(message: Value, from: SocketAddr) -> Result<Received, ErrorBody> {
     };
     let id = match fields.get("id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(id)) if id.len() <= MAX_NAME_BYTES => Some(id.clone()),
-        Some(_) => {
-            return Err(ErrorBody::bad_request(format!(
-                "field `id` must be a string of at most {MAX_NAME_BYTES} bytes"
-            )))
-        }
+        Some(id) => Some(parse_id(id, "id")?),
     };
-    Ok(Received { peer: fill_ip(Peer { name, addr }, from), id })
+    let peer = fill_ip(Peer { name, addr }, from);
+    check_peer_ip(peer.addr.ip())?;
+    Ok(Received { peer, id })
 }
 
 /// The address a greeting advertises: `ip` (or `IP`) and `puerto`, each optional.
@@ -150,5 +148,8 @@ mod tests {
         assert!(reject(json!({"mensaje":"x","puerto":1,"ip":"1.2.3"})).contains("isn't an IP address"));
         assert!(reject(json!({"mensaje":"x","name":7})).contains("`name` must be a string"));
         assert!(reject(json!({"mensaje":"x","id":7})).contains("`id` must be a string"));
+        assert!(reject(json!({"mensaje":"x","id":"i".repeat(200)})).contains("longer than 128 bytes"));
+        assert!(reject(json!({"mensaje":"x","puerto":1,"ip":"224.0.0.1"})).contains("no peer can connect"));
+        assert!(reject(json!({"mensaje":"x","puerto":"+1"})).contains("isn't a port number"));
     }
 }

@@ -4,22 +4,30 @@
 //! one's ACK under a deadline, and answers the sender with a report naming
 //! every member that did not acknowledge.
 //!
-//! Wire format, one message per connection like greetings:
+//! Wire format:
 //! - sender -> coordinator: `{"op":"multicast","group":2,"text":"hola","sender":"cli"}`,
-//!   answered `{"ok":true, <Report>}` or with an error;
+//!   answered `{"ok":true, <Report>}` or with an error, on a connection of its own;
 //! - coordinator -> member: `{"op":"deliver","group":2,"text":"hola","sender":"cli","coordinator":"node-4"}`,
-//!   answered `{"ok":true,"ack":"<member name>"}`.
+//!   answered `{"ok":true,"ack":"<member name>"}`, on a connection the
+//!   coordinator keeps for the next multicast (see [`crate::exchange::Pool`]).
 
 use std::fmt;
 
 use futures::StreamExt;
 use registry::client::{Client, ClientError, RegistryAddr};
-use registry::protocol::{kind_of, parse_group, validate_name, Contact, ErrorBody, ErrorCode};
+use registry::protocol::Contact;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use wire::envelope::{Code, Reply};
+use wire::fields::{kind_of, parse_group, validate_name};
+use wire::Chain;
 
-use crate::events::Chain;
 use crate::exchange::{self, Deadlines, ExchangeError, Pool};
+use crate::protocol::{ErrorBody, ErrorCode};
+
+/// Exit code of a send that some member did not acknowledge, the same for
+/// `node send` and `launcher send`.
+pub const EXIT_UNDELIVERED: u8 = 6;
 
 /// Longest text a group message may carry, in bytes.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
@@ -66,7 +74,7 @@ pub fn parse(fields: &Map<String, Value>) -> Result<Incoming, ErrorBody> {
         None => return Err(ErrorBody::bad_request("missing field `text`")),
     };
     let name = |key: &str| match fields.get(key) {
-        Some(Value::String(name)) => validate_name(name).map(|()| name.clone()).map_err(ErrorBody::bad_request),
+        Some(Value::String(name)) => validate_name(name).map(|()| name.clone()).map_err(ErrorBody::from),
         Some(other) => Err(ErrorBody::bad_request(format!("field `{key}` must be a string, got {}", kind_of(other)))),
         None => Err(ErrorBody::bad_request(format!("missing field `{key}`"))),
     };
@@ -74,7 +82,7 @@ pub fn parse(fields: &Map<String, Value>) -> Result<Incoming, ErrorBody> {
     match op {
         Some("multicast") => Ok(Incoming::Multicast(message)),
         Some("deliver") => Ok(Incoming::Deliver { message, coordinator: name("coordinator")? }),
-        _ => Err(ErrorBody::new(ErrorCode::UnknownOp, "a node understands `multicast` and `deliver`, or a greeting")),
+        _ => Err(ErrorBody::new(Code::UnknownOp, "a node understands `multicast` and `deliver`, or a greeting")),
     }
 }
 
@@ -137,7 +145,7 @@ pub async fn coordinate(
         Err(error) => Err(error),
     };
     let view = view.map_err(|error| match error {
-        ClientError::Refused { error, .. } => error,
+        ClientError::Refused { error, .. } => error.widen(),
         other => ErrorBody::new(ErrorCode::RegistryUnavailable, Chain(&other).to_string()),
     })?;
     let outgoing =
@@ -189,17 +197,17 @@ async fn deliver(pool: &Pool, member: &Contact, bytes: &[u8], deadlines: Deadlin
     }
 }
 
-/// The member's answer to a delivery.
-pub fn ack(member: &str) -> Value {
-    serde_json::json!({ "ok": true, "ack": member })
+/// What a group operation answers with, inside the envelope: a member's
+/// `{"ack":"<its name>"}`, or a coordinator's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Ack { ack: String },
+    Report(Report),
 }
 
-/// The coordinator's answer to the sender.
-pub fn report_reply(report: &Report) -> Value {
-    let mut value = serde_json::to_value(report).expect("a report serializes");
-    value.as_object_mut().expect("a report is an object").insert("ok".into(), Value::Bool(true));
-    value
-}
+/// The answer to a group operation, or its refusal.
+pub type GroupReply = Reply<Answer, ErrorCode>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -278,7 +286,16 @@ mod tests {
         let long = "x".repeat(MAX_TEXT_BYTES + 1);
         assert!(reject(json!({"op":"multicast","group":1,"text":long,"sender":"s"})).message.contains("longer"));
         assert!(reject(json!({"op":"deliver","group":1,"text":"x","sender":"s"})).message.contains("`coordinator`"));
-        assert_eq!(reject(json!({"op":"fly","group":1,"text":"x","sender":"s"})).code, ErrorCode::UnknownOp);
+        assert_eq!(reject(json!({"op":"fly","group":1,"text":"x","sender":"s"})).code, Code::UnknownOp.into());
+        assert!(reject(json!({"op":"multicast","group":4_294_967_295u64,"text":"x","sender":"s"}))
+            .message
+            .contains("1-100000"));
+    }
+
+    #[test]
+    fn a_member_acks_with_its_name() {
+        let ack = GroupReply::Ok(Answer::Ack { ack: "n2".into() });
+        assert_eq!(serde_json::to_value(ack).unwrap(), json!({"ok":true,"ack":"n2"}));
     }
 
     #[test]
@@ -295,7 +312,7 @@ mod tests {
                 error: "failed to connect".into(),
             }],
         };
-        let reply = report_reply(&report);
+        let reply = serde_json::to_value(GroupReply::Ok(Answer::Report(report.clone()))).unwrap();
         assert_eq!(reply["ok"], true);
         assert_eq!(serde_json::from_value::<Report>(reply).unwrap(), report);
         assert!(!report.is_complete());

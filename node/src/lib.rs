@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`config`]: command line and environment, read once into [`Config`].
 //! - [`membership`]: registering with retries, heartbeats, deregistering.
+//! - [`protocol`]: the error codes of the node's peer protocol.
 //! - [`greeting`]: the greeting messages, as the original nodes exchange them.
-//! - [`exchange`]: one request and its answer on a connection of its own, under deadlines.
+//! - [`exchange`]: requests to peers and their answers, under deadlines.
 //! - [`greeter`]: greeting peers, many at once, with timeouts and retries.
 //! - [`listener`]: answering peers: greetings and group operations.
 //! - [`group`]: group communication: coordinator, member and sender sides.
+//! - [`recent`]: the bounded sets of peers met and greeters heard from.
 //! - [`events`]: the log contract ([`events::Event`]), read back by the launcher.
 //!
 //! [`run`] ties them together: listen, register, greet, then heartbeat until
@@ -23,6 +25,8 @@ pub mod greeting;
 pub mod group;
 pub mod listener;
 pub mod membership;
+pub mod protocol;
+pub mod recent;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,12 +34,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry::client::ClientError;
-use registry::connection;
 use registry::protocol::ErrorCode;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wire::connection;
 
 pub use config::Config;
 use events::{Event, Identity, Peer};
@@ -130,7 +134,7 @@ impl Node {
     }
 
     fn id(&self) -> Option<String> {
-        self.context.id.lock().expect("no panics while holding it").clone()
+        wire::lock(&self.context.id).clone()
     }
 
     /// Registers and greets, then heartbeats for as long as the lease lasts,
@@ -161,10 +165,10 @@ impl Node {
         token: &CancellationToken,
     ) {
         let id = session.lease.as_ref().map(|(id, _)| id.clone());
-        *self.context.id.lock().expect("no panics while holding it") = id.clone();
+        *wire::lock(&self.context.id) = id.clone();
         let contacts = session.peers.len();
         let new_peers: Vec<Peer> = {
-            let mut known = self.context.known.lock().expect("no panics while holding it");
+            let mut known = wire::lock(&self.context.known);
             session.peers.into_iter().filter(|peer| known.insert(peer.addr)).collect()
         };
         let addr = session.addr.to_string();

@@ -1,24 +1,28 @@
-//! Answering peers: one message per connection, answered, then closed. A
-//! message is a greeting, or, with an `op` field, a group operation (see
-//! [`crate::group`]).
+//! Answering peers. A message is a greeting, or, with an `op` field, a group
+//! operation (see [`crate::group`]). A greeting (or anything unusable) is
+//! answered and the connection closed, as the original nodes expect; group
+//! operations may follow one another on one connection, which a coordinator
+//! keeps open between multicasts.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use registry::client::RegistryAddr;
-use registry::connection::{self, JsonStream};
-use registry::protocol::{ErrorBody, Reply};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::time::timeout;
 use tracing::debug;
+use wire::connection::{self, JsonStream};
+use wire::envelope::Reply;
 
 use crate::events;
 use crate::exchange::{Deadlines, Pool};
 use crate::greeting::{self, GreetingReply, GREETING_REPLY};
-use crate::group::{self, Incoming};
+use crate::group::{self, Answer as GroupAnswer, GroupReply, Incoming};
+use crate::protocol::ErrorBody;
+use crate::recent::Recent;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ListenConfig {
@@ -32,11 +36,21 @@ pub struct ListenConfig {
 
 /// Addresses of the peers this node has greeted or heard from: after a
 /// re-registration, only the contacts not in here are greeted.
-pub type Known = Arc<Mutex<HashSet<SocketAddr>>>;
+pub type Known = Mutex<Recent<SocketAddr>>;
 
 /// Who has greeted this node ([`greeting::Received::key`]): a greeter whose
 /// answer got lost retries, and the repeat is answered but not logged again.
-pub type GreetedBy = Mutex<HashSet<(SocketAddr, Option<String>)>>;
+pub type GreetedBy = Mutex<Recent<(SocketAddr, Option<String>)>>;
+
+/// An answer to a peer.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Answer {
+    /// A greeting's answer, in the original programs' shape (no `ok`).
+    Greeting(GreetingReply),
+    /// Group operations and refusals, in the envelope.
+    Enveloped(GroupReply),
+}
 
 /// What answering needs to know about this node.
 #[derive(Debug)]
@@ -55,10 +69,8 @@ pub struct Context {
     pub members: Pool,
 }
 
-/// Serves a connection: a greeting (or anything unusable) is answered and
-/// the connection closed, as the original nodes expect; group operations
-/// may follow one another on one connection, which a coordinator keeps open
-/// until it has been idle for the read timeout.
+/// Serves a connection until it is idle for the read timeout, closing it
+/// after a greeting or anything unusable.
 pub async fn serve(mut framed: JsonStream, from: SocketAddr, context: Arc<Context>) {
     let config = context.config;
     loop {
@@ -70,14 +82,16 @@ pub async fn serve(mut framed: JsonStream, from: SocketAddr, context: Arc<Contex
         let (answer, keep_open) = match next {
             Err(error) => return connection::reject(framed, error, config.write_timeout).await,
             Ok(Err(malformed)) => (Err(ErrorBody::bad_request(malformed.to_string())), false),
-            Ok(Ok(Value::Object(fields))) if fields.contains_key("op") => (answer_group(&fields, &context).await, true),
-            Ok(Ok(message)) => (answer_greeting(message, from, &context), false),
+            Ok(Ok(Value::Object(fields))) if fields.contains_key("op") => {
+                (answer_group(&fields, &context).await.map(|a| Answer::Enveloped(Reply::Ok(a))), true)
+            }
+            Ok(Ok(message)) => (answer_greeting(message, from, &context).map(Answer::Greeting), false),
         };
-        let reply = answer.unwrap_or_else(|error| {
+        let answer = answer.unwrap_or_else(|error| {
             debug!(code = %error.code, message = %error.message, "rejected a message");
-            serde_json::to_value(Reply::Error(error)).expect("an error reply serializes")
+            Answer::Enveloped(Reply::Err(error))
         });
-        if let Err(error) = connection::send(&mut framed, &reply, config.write_timeout).await {
+        if let Err(error) = connection::send(&mut framed, &answer, config.write_timeout).await {
             return debug!(%error, "failed to answer");
         }
         if !keep_open {
@@ -86,31 +100,30 @@ pub async fn serve(mut framed: JsonStream, from: SocketAddr, context: Arc<Contex
     }
 }
 
-fn answer_greeting(message: Value, from: SocketAddr, context: &Context) -> Result<Value, ErrorBody> {
+fn answer_greeting(message: Value, from: SocketAddr, context: &Context) -> Result<GreetingReply, ErrorBody> {
     let received = greeting::parse(message, from)?;
-    let first_time = context.greeted_by.lock().expect("no panics while holding it").insert(received.key());
+    let first_time = wire::lock(&context.greeted_by).insert(received.key());
     if first_time {
         events::greeting_received(&received.peer, from);
-        context.known.lock().expect("no panics while holding it").insert(received.peer.addr);
+        wire::lock(&context.known).insert(received.peer.addr);
     } else {
         debug!(peer_name = %received.peer.name, peer_addr = %received.peer.addr, "answered a repeated greeting");
     }
-    let id = context.id.lock().expect("no panics while holding it").clone();
-    let answer = GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(context.name.clone()), id };
-    Ok(serde_json::to_value(answer).expect("an answer serializes"))
+    let id = wire::lock(&context.id).clone();
+    Ok(GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(context.name.clone()), id })
 }
 
-async fn answer_group(fields: &Map<String, Value>, context: &Context) -> Result<Value, ErrorBody> {
+async fn answer_group(fields: &Map<String, Value>, context: &Context) -> Result<GroupAnswer, ErrorBody> {
     match group::parse(fields)? {
         Incoming::Deliver { message, coordinator } => {
             events::group_message_received(message.group, &message.sender, &coordinator, &message.text);
-            Ok(group::ack(&context.name))
+            Ok(GroupAnswer::Ack { ack: context.name.clone() })
         }
         Incoming::Multicast(message) => {
             let report =
                 group::coordinate(&context.registry, &context.name, &message, context.deliveries, &context.members)
                     .await?;
-            Ok(group::report_reply(&report))
+            Ok(GroupAnswer::Report(report))
         }
     }
 }

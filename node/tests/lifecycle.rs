@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use node::config::Args;
+use node::config::Cli;
 use registry::client::{Client, RegistryAddr};
 use registry::server::{self, Config};
 use tokio::net::TcpListener;
@@ -51,9 +51,9 @@ async fn until_listed(registry: SocketAddr, name: &str) {
 async fn a_node_renews_its_lease_and_registers_again_with_a_restarted_registry() {
     let first = start_registry("127.0.0.1:0").await;
     let registry = first.addr;
-    let args = Args::try_parse_from(["node", "127.0.0.1", &registry.port().to_string(), "--name", "n1"]).unwrap();
+    let cli = Cli::try_parse_from(["node", "127.0.0.1", &registry.port().to_string(), "--name", "n1"]).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    tokio::spawn(node::run(listener, args.config(), std::future::pending::<()>()));
+    tokio::spawn(node::run(listener, cli.args.config(), std::future::pending::<()>()));
     tokio::time::timeout(HEARTBEAT, until_listed(registry, "n1")).await.expect("registered at start-up");
 
     // Heartbeats renew the 15 s lease well past it.

@@ -15,10 +15,11 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
-use crate::codec::{FrameError, JsonCodec, MAX_REPLY_BYTES};
-use crate::protocol::{
-    parse_ip, parse_port, Contact, ErrorBody, ErrorCode, Found, GroupView, Listed, NativeRequest, Registered, Renewed,
-};
+use wire::codec::{FrameError, JsonCodec, MAX_REPLY_BYTES};
+use wire::envelope::{self, Opened};
+use wire::fields::{parse_ip, parse_port};
+
+use crate::protocol::{Contact, ErrorBody, ErrorCode, Found, GroupView, Listed, NativeRequest, Registered, Renewed};
 
 /// Where the registry listens: a host name or ip, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,20 @@ impl fmt::Display for RegistryAddr {
         } else {
             write!(f, "{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// `HOST:PORT` (`[v6]:PORT` for IPv6), as command lines take it.
+impl std::str::FromStr for RegistryAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("`{text}` isn't HOST:PORT"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{text}` has no host"));
+        }
+        Ok(RegistryAddr { host: host.to_owned(), port: wire::cli::port(port)? })
     }
 }
 
@@ -178,13 +193,13 @@ impl Client {
 
     /// Unwraps `{"ok":true,...}` into `T`, and `{"ok":false,"error":...}` into `Refused`.
     fn success<T: DeserializeOwned>(&self, op: &'static str, reply: Value) -> Result<T, ClientError> {
-        match reply.get("ok") {
-            Some(Value::Bool(true)) => serde_json::from_value(reply).map_err(|e| self.unexpected(op, &e.to_string())),
-            Some(Value::Bool(false)) => match reply.get("error").cloned().map(serde_json::from_value::<ErrorBody>) {
-                Some(Ok(error)) => Err(ClientError::Refused { op, error }),
-                _ => Err(self.unexpected(op, "an error without a valid `error` object")),
-            },
-            _ => Err(self.unexpected(op, "no boolean `ok` field")),
+        match envelope::open(reply) {
+            Ok(Opened::Ok(fields)) => {
+                serde_json::from_value(Value::Object(fields)).map_err(|e| self.unexpected(op, &e.to_string()))
+            }
+            Ok(Opened::Refused(error)) => Err(ClientError::Refused { op, error }),
+            Ok(Opened::Bare(_)) => Err(self.unexpected(op, "no boolean `ok` field")),
+            Err(error) => Err(self.unexpected(op, &error.to_string())),
         }
     }
 
@@ -199,7 +214,10 @@ fn original_contacts(contacts: &[Value], ip_key: &str) -> Vec<SocketAddr> {
     contacts
         .iter()
         .filter_map(|contact| {
-            let ip = parse_ip(contact.get(ip_key), ip_key).ok().flatten();
+            let ip = parse_ip(contact.get(ip_key), ip_key)
+                .ok()
+                .flatten()
+                .filter(|ip| wire::fields::check_peer_ip(*ip).is_ok());
             let port = contact.get("puerto").and_then(|p| parse_port(p, "puerto").ok());
             let addr = ip.zip(port).map(|(ip, port)| SocketAddr::new(ip, port));
             if addr.is_none() {
@@ -208,4 +226,18 @@ fn original_contacts(contacts: &[Value], ip_key: &str) -> Vec<SocketAddr> {
             addr
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_addresses_parse_from_the_command_line() {
+        assert_eq!("10.0.0.1:8086".parse::<RegistryAddr>().unwrap().to_string(), "10.0.0.1:8086");
+        assert_eq!("[::1]:8086".parse::<RegistryAddr>().unwrap().host, "::1");
+        assert!("vm1".parse::<RegistryAddr>().unwrap_err().contains("HOST:PORT"));
+        assert!("vm1:0".parse::<RegistryAddr>().unwrap_err().contains("isn't a port number"));
+        assert!(":80".parse::<RegistryAddr>().unwrap_err().contains("no host"));
+    }
 }

@@ -5,22 +5,18 @@
 //! # Layout
 //! - [`protocol`]: requests, replies and error codes, in the native dialect
 //!   and in the two original ones.
-//! - [`codec`]: framing of one JSON value per message, with a size cap.
 //! - [`store`]: entries, leases, and the name and address indexes.
-//! - [`connection`]: the capped accept loop, reply deadlines and error replies
-//!   to broken framing, shared with the node's greeting listener.
 //! - [`server`]: the registry service: request loop and lease sweeper.
-//! - [`client`]: an async client, used by the node and the tests.
-//! - [`shutdown`], [`telemetry`], [`cli`]: signal handling, log output and
-//!   argument parsing shared by the registry and node binaries.
+//! - [`client`]: an async client, used by the node, the launcher and the tests.
+//! - [`events`]: the registry's log contract ([`events::Event`]), read back
+//!   by the launcher and the tests.
+//!
+//! Framing, the accept loop, field validation, command-line parsers, logging
+//! and signals come from the `wire` crate, which the node shares.
 #![forbid(unsafe_code)]
 
-pub mod cli;
 pub mod client;
-pub mod codec;
-pub mod connection;
+pub mod events;
 pub mod protocol;
 pub mod server;
-pub mod shutdown;
 pub mod store;
-pub mod telemetry;

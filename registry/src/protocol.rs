@@ -11,24 +11,31 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
-
-/// Longest accepted node name, in bytes.
-pub const MAX_NAME_BYTES: usize = 128;
+use wire::envelope::{self, Code};
+use wire::fields::{kind_of, parse_group, parse_id, parse_ip, parse_port, truncate, validate_name};
 
 /// Stable error codes; clients match on these, people read the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
     UnknownOp,
+    TooLarge,
     NameTaken,
     NotFound,
     UnknownId,
-    TooLarge,
     EmptyGroup,
     UnknownGroup,
-    /// A node could not reach the registry on a client's behalf.
-    RegistryUnavailable,
+}
+
+impl From<Code> for ErrorCode {
+    fn from(code: Code) -> Self {
+        match code {
+            Code::BadRequest => ErrorCode::BadRequest,
+            Code::UnknownOp => ErrorCode::UnknownOp,
+            Code::TooLarge => ErrorCode::TooLarge,
+        }
+    }
 }
 
 impl fmt::Display for ErrorCode {
@@ -37,23 +44,8 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// `{"code": ..., "message": ...}`: what went wrong, for machines and people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ErrorBody {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ErrorBody {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::BadRequest, message)
-    }
-}
+/// A refusal from the registry.
+pub type ErrorBody = envelope::ErrorBody<ErrorCode>;
 
 /// A live entry as the registry reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,9 +162,9 @@ impl Request {
                 group: fields.get("group").filter(|g| !g.is_null()).map(|g| parse_group(g, "group")).transpose()?,
                 dialect: Dialect::Native,
             })),
-            "heartbeat" => Ok(Request::Heartbeat { id: required_str(&fields, "id")? }),
+            "heartbeat" => Ok(Request::Heartbeat { id: parse_id(required(&fields, "id")?, "id")? }),
             "deregister" => match (fields.get("id"), fields.get("name")) {
-                (Some(_), _) => Ok(Request::Deregister(EntryKey::Id(required_str(&fields, "id")?))),
+                (Some(id), _) => Ok(Request::Deregister(EntryKey::Id(parse_id(id, "id")?))),
                 (None, Some(_)) => Ok(Request::Deregister(EntryKey::Name(required_name(&fields)?))),
                 (None, None) => Err(ErrorBody::bad_request("`deregister` needs an `id` or a `name`")),
             },
@@ -210,106 +202,19 @@ fn required<'v>(fields: &'v Map<String, Value>, key: &str) -> Result<&'v Value, 
     fields.get(key).ok_or_else(|| ErrorBody::bad_request(format!("missing field `{key}`")))
 }
 
-fn required_str(fields: &Map<String, Value>, key: &str) -> Result<String, ErrorBody> {
-    match required(fields, key)? {
-        Value::String(s) => Ok(s.clone()),
-        other => Err(ErrorBody::bad_request(format!("field `{key}` must be a string, got {}", kind_of(other)))),
-    }
-}
-
 fn required_name(fields: &Map<String, Value>) -> Result<String, ErrorBody> {
-    let name = required_str(fields, "name")?;
-    validate_name(&name).map_err(ErrorBody::bad_request)?;
-    Ok(name)
+    let name = match required(fields, "name")? {
+        Value::String(name) => name,
+        other => return Err(ErrorBody::bad_request(format!("field `name` must be a string, got {}", kind_of(other)))),
+    };
+    validate_name(name)?;
+    Ok(name.clone())
 }
 
 fn optional_name(fields: &Map<String, Value>) -> Result<Option<String>, ErrorBody> {
     match fields.get("name") {
         None | Some(Value::Null) => Ok(None),
         Some(_) => required_name(fields).map(Some),
-    }
-}
-
-/// A name is 1 to 128 bytes of printable text.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("field `name` must not be empty".into());
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!("field `name` is longer than {MAX_NAME_BYTES} bytes"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err("field `name` must not contain control characters".into());
-    }
-    Ok(())
-}
-
-/// A port as the original programs send it: a number or a string of digits, 1 to 65535.
-pub fn parse_port(value: &Value, key: &str) -> Result<u16, ErrorBody> {
-    parse_whole(value, key, "port number", "1-65535", 1..=65535).map(|port| port as u16)
-}
-
-/// A group: a positive whole number, or a string of digits.
-pub fn parse_group(value: &Value, key: &str) -> Result<u32, ErrorBody> {
-    parse_whole(value, key, "group number", "1 or more", 1..=u64::from(u32::MAX)).map(|group| group as u32)
-}
-
-/// A whole number in `range`, given as a number or a string of digits.
-fn parse_whole(
-    value: &Value,
-    key: &str,
-    noun: &str,
-    bounds: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ErrorBody> {
-    let number = match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse::<u64>().ok(),
-        other => return Err(ErrorBody::bad_request(format!("field `{key}` must be a {noun}, got {}", kind_of(other)))),
-    };
-    match number {
-        Some(n) if range.contains(&n) => Ok(n),
-        _ => Err(ErrorBody::bad_request(format!(
-            "field `{key}`: `{}` isn't a {noun} ({bounds})",
-            truncate(&value.to_string())
-        ))),
-    }
-}
-
-/// An advertised ip. Absent, null, empty and unspecified (`0.0.0.0`, `::`) all
-/// mean "use the address the connection comes from", and give `None`.
-pub fn parse_ip(value: Option<&Value>, key: &str) -> Result<Option<IpAddr>, ErrorBody> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => match s.parse::<IpAddr>() {
-            Ok(ip) if ip.is_unspecified() => Ok(None),
-            Ok(ip) => Ok(Some(ip)),
-            Err(_) => Err(ErrorBody::bad_request(format!("field `{key}`: `{}` isn't an IP address", truncate(s)))),
-        },
-        Some(other) => {
-            Err(ErrorBody::bad_request(format!("field `{key}` must be an IP address string, got {}", kind_of(other))))
-        }
-    }
-}
-
-/// Names a JSON value's type for error messages.
-pub fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Echoing hostile input back in full would let a client make error replies huge.
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((end, _)) => &s[..end],
-        None => s,
     }
 }
 
@@ -390,32 +295,15 @@ impl Reply {
     }
 }
 
-#[derive(Serialize)]
-struct Success<'a, T> {
-    ok: bool,
-    #[serde(flatten)]
-    body: &'a T,
-}
-
-#[derive(Serialize)]
-struct Failure<'a> {
-    ok: bool,
-    error: &'a ErrorBody,
-}
-
-fn success<T: Serialize, S: Serializer>(body: &T, s: S) -> Result<S::Ok, S::Error> {
-    Success { ok: true, body }.serialize(s)
-}
-
 impl Serialize for Reply {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Reply::Registered(body) => success(body, s),
-            Reply::Renewed(body) => success(body, s),
-            Reply::Found(body) => success(body, s),
-            Reply::Listed(body) => success(body, s),
-            Reply::Group(body) => success(body, s),
-            Reply::Error(error) => Failure { ok: false, error }.serialize(s),
+            Reply::Registered(body) => envelope::success(body, s),
+            Reply::Renewed(body) => envelope::success(body, s),
+            Reply::Found(body) => envelope::success(body, s),
+            Reply::Listed(body) => envelope::success(body, s),
+            Reply::Group(body) => envelope::success(body, s),
+            Reply::Error(error) => envelope::failure(error, s),
             Reply::Original(contacts) => contacts.serialize(s),
             Reply::Clientes(clientes) => {
                 #[derive(Serialize)]
@@ -529,6 +417,14 @@ mod tests {
         assert!(rejected(json!({"op":"lookup","name":""})).message.contains("empty"));
         assert!(rejected(json!({"op":"lookup","name":"a\nb"})).message.contains("control"));
         assert!(rejected(json!({"op":"lookup","name":"x".repeat(129)})).message.contains("128"));
+    }
+
+    #[test]
+    fn ids_are_bounded_and_never_echoed_whole() {
+        let error = rejected(json!({"op":"heartbeat","id":"i".repeat(65_000)}));
+        assert_eq!(error.message, "field `id` is longer than 128 bytes");
+        let error = rejected(json!({"op":"deregister","id":"i".repeat(200)}));
+        assert_eq!(error.code, ErrorCode::BadRequest);
     }
 
     #[test]

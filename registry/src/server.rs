@@ -1,7 +1,7 @@
 //! The registry service: the sweeper and the per-connection request loop.
 //!
 //! A connection may carry many requests, answered in order. Every read has
-//! an idle deadline and every write a write deadline (see [`crate::connection`]),
+//! an idle deadline and every write a write deadline (see [`wire::connection`]),
 //! so neither a silent client nor one that never reads holds a slot for long.
 
 use std::future::Future;
@@ -14,9 +14,10 @@ use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
+use wire::connection::{self, JsonStream};
 
-use crate::connection::{self, JsonStream};
+use crate::events;
 use crate::protocol::{
     millis, ClientesContact, Dialect, ErrorBody, Found, Listed, OriginalContact, Registered, Registration, Renewed,
     Reply, Request,
@@ -72,7 +73,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     };
     tokio::select! {
         () = connection::accept_loop(listener, max_connections, tracker.clone(), serve) => {}
-        _ = shutdown => info!(event = "shutting_down"),
+        _ = shutdown => events::shutting_down(),
     }
     token.cancel();
     tracker.close();
@@ -90,7 +91,7 @@ async fn sweep(store: Arc<Store>, every: Duration, token: CancellationToken) {
             () = token.cancelled() => return,
         }
         for contact in store.sweep(Instant::now()) {
-            info!(event = "expired", id = %contact.id, name = %contact.name, addr = %contact.addr());
+            events::expired(&contact);
         }
     }
 }
@@ -143,7 +144,7 @@ impl Connection {
                 store.heartbeat(&id, now).map(|ttl| Reply::Renewed(Renewed { ttl_ms: millis(ttl) }))
             }
             Request::Deregister(key) => store.deregister(&key, now).map(|entry| {
-                info!(event = "deregistered", id = %entry.id, name = %entry.name, addr = %entry.addr());
+                events::deregistered(&entry);
                 Reply::Found(Found { entry })
             }),
             Request::Lookup { name } => store.lookup(&name, now).map(|entry| Reply::Found(Found { entry })),
@@ -162,15 +163,7 @@ impl Connection {
         for old in &admitted.replaced {
             debug!(id = %old.id, name = %old.name, addr = %old.addr(), "replaced an earlier entry of the same node");
         }
-        info!(
-            event = "registered",
-            id = %entry.id,
-            name = %entry.name,
-            addr = %entry.addr(),
-            group = entry.group,
-            dialect = ?registration.dialect,
-            contacts = admitted.earlier.len(),
-        );
+        events::registered(&entry, registration.dialect, admitted.earlier.len());
         let earlier = admitted.earlier;
         Ok(match registration.dialect {
             Dialect::Native => Reply::Registered(Registered {

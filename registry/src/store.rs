@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use wire::fields::{check_peer_ip, truncate, BadField};
+
 use crate::protocol::{Contact, Dialect, EntryKey, ErrorCode, GroupView, Registration};
 
 /// How long entries live without a heartbeat.
@@ -29,9 +31,11 @@ pub struct Leases {
 pub enum StoreError {
     #[error("name `{name}` is taken by {} at {} (id {})", holder.name, holder.addr(), holder.id)]
     NameTaken { name: String, holder: Contact },
-    #[error("no live entry has id `{id}`; register again")]
+    #[error("field `ip`: {reason}")]
+    Unreachable { reason: BadField },
+    #[error("no live entry has id `{}`; register again", truncate(id))]
     UnknownId { id: String },
-    #[error("no live entry is named `{name}`")]
+    #[error("no live entry is named `{}`", truncate(name))]
     NotFound { name: String },
     #[error("group {group} has no live members")]
     EmptyGroup { group: u32 },
@@ -43,6 +47,7 @@ impl StoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::NameTaken { .. } => ErrorCode::NameTaken,
+            StoreError::Unreachable { .. } => ErrorCode::BadRequest,
             StoreError::UnknownId { .. } => ErrorCode::UnknownId,
             StoreError::NotFound { .. } => ErrorCode::NotFound,
             StoreError::EmptyGroup { .. } => ErrorCode::EmptyGroup,
@@ -125,9 +130,7 @@ impl Store {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps half-updated in
-        // a way later calls would trip on, so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        wire::lock(&self.state)
     }
 
     /// Admits a registration. `observed` is the address the connection came
@@ -135,7 +138,8 @@ impl Store {
     ///
     /// An address belongs to one listener, so an entry at the same address is
     /// the same node registering again and is replaced. A live entry holding
-    /// the name at another address makes the registration fail.
+    /// the name at another address makes the registration fail, and so does
+    /// an address no peer could connect to.
     pub fn register(
         &self,
         registration: &Registration,
@@ -143,6 +147,7 @@ impl Store {
         now: Instant,
     ) -> Result<Admitted, StoreError> {
         let addr = SocketAddr::new(registration.ip.unwrap_or(observed), registration.puerto);
+        check_peer_ip(addr.ip()).map_err(|reason| StoreError::Unreachable { reason })?;
         let name = registration.name.clone().unwrap_or_else(|| addr.to_string());
         let expires_at = match registration.dialect {
             Dialect::Native => Some(now + self.leases.ttl),
@@ -342,6 +347,28 @@ mod tests {
         let new = store.register(&native("new", 1), observed(), now).unwrap();
         assert_eq!(names(&new.replaced), ["old"]);
         assert_eq!(names(&store.list(now)), ["new"]);
+    }
+
+    #[test]
+    fn an_address_no_peer_can_reach_is_refused() {
+        let store = store();
+        for ip in ["255.255.255.255", "224.0.0.251", "ff02::1"] {
+            let registration = Registration { ip: Some(ip.parse().unwrap()), ..native("a", 1) };
+            let error = store.register(&registration, observed(), Instant::now()).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::BadRequest);
+            assert!(error.to_string().contains("no peer can connect"), "{error}");
+        }
+        let unspecified_source = Registration { ip: None, ..native("a", 1) };
+        assert!(store.register(&unspecified_source, "0.0.0.0".parse().unwrap(), Instant::now()).is_err());
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn long_names_and_ids_are_truncated_in_errors() {
+        let error = StoreError::UnknownId { id: "i".repeat(65_000) };
+        assert!(error.to_string().len() < 120, "{}", error.to_string().len());
+        let error = StoreError::NotFound { name: "n".repeat(128) };
+        assert!(error.to_string().len() < 120, "{}", error.to_string().len());
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use registry::client::Joined;
-use registry::codec::MAX_REQUEST_BYTES;
 use registry::protocol::{Contact, NativeRequest};
 use serde_json::{json, Value};
 use tests::{Node, Process, Registry, PATIENCE};
@@ -22,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
+use wire::codec::MAX_REQUEST_BYTES;
 
 /// Tests that load the machine or read the kernel's socket table run one at a
 /// time, so that neither disturbs the other's timing.

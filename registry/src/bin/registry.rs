@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use registry::cli::{self, Lifetime};
+use registry::events;
 use registry::server::{self, Config};
 use registry::store::Leases;
-use registry::telemetry::{self, LogFormat};
+use wire::cli::{self, Lifetime};
+use wire::telemetry::{self, LogFormat};
 
 /// HIT6 contacts registry: keeps the running nodes in memory and tells each
 /// new node about the ones registered before it.
@@ -27,7 +28,7 @@ struct Cli {
     #[arg(long, env = "REGISTRY_SWEEP_INTERVAL", default_value = "1s", value_parser = cli::duration)]
     sweep_interval: Duration,
     /// Number of groups; nodes that choose none are placed in the least loaded.
-    #[arg(long, env = "REGISTRY_GROUPS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "REGISTRY_GROUPS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=i64::from(wire::fields::MAX_GROUP)))]
     groups: u32,
     /// Lifetime of registrations from the original programs, which never
     /// heartbeat: a duration, or `never` to keep them until deregistered.
@@ -71,7 +72,28 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(cli.listen);
     let config = cli.config();
-    tracing::info!(event = "listening", %addr, ttl = ?config.leases.ttl, legacy_ttl = ?config.leases.legacy_ttl, groups = config.groups);
+    events::listening(addr, config.leases.ttl, config.leases.legacy_ttl, config.groups);
     server::run(listener, config, shutdown).await;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_clear_messages() {
+        let error = |args: &[&str]| Cli::try_parse_from([&["registry"], args].concat()).unwrap_err().to_string();
+        assert!(error(&["--ttl", "100000000000s"]).contains("longest duration"));
+        assert!(error(&["--groups", "100001"]).contains("100001"));
+        assert!(error(&["--listen", "nowhere"]).contains("nowhere"));
+        let cli = Cli::try_parse_from(["registry", "--ttl", "20", "--legacy-ttl", "never"]).unwrap();
+        assert_eq!((cli.ttl, cli.legacy_ttl), (Duration::from_secs(20), Lifetime(None)));
+    }
 }

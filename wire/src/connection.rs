@@ -1,9 +1,9 @@
-//! Serving JSON connections, shared by the registry and the node's greeting listener.
+//! Serving JSON connections, shared by the registry and the node's listener.
 //!
 //! Connections are capped by a semaphore whose permit is taken *before*
 //! `accept()`, so the excess waits in the kernel's accept backlog (see
-//! [`crate::cli::bind`]) instead of costing a file descriptor. Every reply is written under a deadline, so a client
-//! that never reads cannot hold a permit for long.
+//! [`bind`]) instead of costing a file descriptor. Every reply is written
+//! under a deadline, so a client that never reads cannot hold a permit for long.
 
 use std::future::Future;
 use std::io;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::SinkExt;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
 use crate::codec::{FrameError, JsonCodec, MAX_REQUEST_BYTES};
-use crate::protocol::{ErrorBody, ErrorCode, Reply};
+use crate::envelope::{Code, ErrorBody, Reply};
 
 /// A connection carrying one JSON value per message.
 pub type JsonStream = Framed<TcpStream, JsonCodec>;
@@ -30,6 +30,19 @@ pub type JsonStream = Framed<TcpStream, JsonCodec>;
 /// How long a connection that sent something unusable is drained before it
 /// is closed, so that the client reads the error instead of a reset.
 const DRAIN_BEFORE_CLOSE: Duration = Duration::from_secs(1);
+
+/// Connections the kernel queues while every connection slot is taken
+/// (tokio's default is 128); the kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds with a deep accept backlog, so that a burst of connections beyond
+/// the served ones waits instead of being dropped and retried a second later.
+pub fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Accepts connections forever, serving at most `max_connections` at once,
 /// each in a task on `tracker` inside a span naming the peer.
@@ -81,14 +94,14 @@ pub async fn send<T: Serialize>(framed: &mut JsonStream, message: &T, deadline: 
     }
 }
 
-/// The error reply to a framing error, when the client can still read one.
-pub fn framing_error_reply(error: &FrameError) -> Option<Reply> {
-    let body = match error {
-        FrameError::TooLarge { .. } => ErrorBody::new(ErrorCode::TooLarge, error.to_string()),
-        FrameError::NotJson | FrameError::Truncated { .. } => ErrorBody::bad_request(error.to_string()),
+/// The refusal of a framing error, when the client can still read one.
+pub fn framing_error_reply(error: &FrameError) -> Option<Reply<(), Code>> {
+    let code = match error {
+        FrameError::TooLarge { .. } => Code::TooLarge,
+        FrameError::NotJson | FrameError::Truncated { .. } => Code::BadRequest,
         FrameError::Encode(_) | FrameError::Io(_) => return None,
     };
-    Some(Reply::Error(body))
+    Some(Reply::Err(ErrorBody::new(code, error.to_string())))
 }
 
 /// Answers a framing error after which the stream cannot go on, then hangs up.

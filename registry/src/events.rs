@@ -1,0 +1,149 @@
+//! The registry's log contract: the events it emits, and a parser for them.
+//!
+//! Each event carries a stable `event` field (`event=expired` in text logs,
+//! `"event":"expired"` in JSON logs) and the fields documented on its
+//! emitter. The launcher and the tests read the registry's JSON logs through
+//! [`Record::parse`], so the names live here and nowhere else.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::protocol::{Contact, Dialect};
+
+/// Every event the registry emits, by its stable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Listening,
+    Registered,
+    Deregistered,
+    Expired,
+    ShuttingDown,
+}
+
+impl Event {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Event::Listening => "listening",
+            Event::Registered => "registered",
+            Event::Deregistered => "deregistered",
+            Event::Expired => "expired",
+            Event::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One registry event read back from a JSON log line. Fields an event does
+/// not carry are `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Record {
+    pub event: Event,
+    pub timestamp: Option<String>,
+    /// The listening address (`listening`), or the entry's (the others).
+    pub addr: Option<String>,
+    /// The entry's id, name and group.
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub group: Option<u64>,
+    /// How the entry registered: `Native`, `Original` or `Clientes`.
+    pub dialect: Option<String>,
+    /// Earlier contacts returned to the registrant.
+    pub contacts: Option<u64>,
+    /// The lease and the number of groups (`listening`).
+    pub ttl: Option<String>,
+    pub groups: Option<u64>,
+}
+
+impl Record {
+    /// Parses one JSON log line; `None` for lines that are not registry events.
+    pub fn parse(line: &str) -> Option<Record> {
+        serde_json::from_str(line).ok()
+    }
+
+    /// The address field as a socket address.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.addr.as_deref()?.parse().ok()
+    }
+}
+
+pub fn listening(addr: SocketAddr, ttl: Duration, legacy_ttl: Option<Duration>, groups: u32) {
+    info!(event = %Event::Listening, %addr, ?ttl, ?legacy_ttl, groups, "listening");
+}
+
+pub fn registered(entry: &Contact, dialect: Dialect, contacts: usize) {
+    info!(
+        event = %Event::Registered, id = %entry.id, name = %entry.name, addr = %entry.addr(), group = entry.group,
+        ?dialect, contacts, "registered"
+    );
+}
+
+pub fn deregistered(entry: &Contact) {
+    info!(event = %Event::Deregistered, id = %entry.id, name = %entry.name, addr = %entry.addr(), "deregistered");
+}
+
+pub fn expired(entry: &Contact) {
+    info!(event = %Event::Expired, id = %entry.id, name = %entry.name, addr = %entry.addr(), "lease expired");
+}
+
+pub fn shutting_down() {
+    info!(event = %Event::ShuttingDown, "shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_emitted_event_parses_back_with_its_fields() {
+        let entry = Contact {
+            id: "ab-1".into(),
+            name: "node-1".into(),
+            ip: [127, 0, 0, 1].into(),
+            puerto: 4000,
+            group: Some(2),
+        };
+        let lines = wire::telemetry::capture(|| {
+            listening("127.0.0.1:8080".parse().unwrap(), Duration::from_secs(15), None, 3);
+            registered(&entry, Dialect::Native, 4);
+            deregistered(&entry);
+            expired(&entry);
+            shutting_down();
+        });
+        let records: Vec<Record> = lines.iter().map(|line| Record::parse(line).expect(line)).collect();
+        let events: Vec<Event> = records.iter().map(|r| r.event).collect();
+        assert_eq!(
+            events,
+            [Event::Listening, Event::Registered, Event::Deregistered, Event::Expired, Event::ShuttingDown]
+        );
+        assert_eq!(records[0].socket_addr(), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!((records[0].ttl.as_deref(), records[0].groups), (Some("15s"), Some(3)));
+        let registered = &records[1];
+        assert_eq!((registered.id.as_deref(), registered.name.as_deref()), (Some("ab-1"), Some("node-1")));
+        assert_eq!(
+            (registered.group, registered.contacts, registered.dialect.as_deref()),
+            (Some(2), Some(4), Some("Native"))
+        );
+        for record in &records[1..4] {
+            assert_eq!(record.addr.as_deref(), Some("127.0.0.1:4000"), "{record:?}");
+        }
+        for event in events {
+            assert_eq!(serde_json::to_value(event).unwrap(), event.as_str());
+        }
+    }
+
+    #[test]
+    fn lines_that_are_not_events_are_skipped() {
+        assert_eq!(Record::parse("hello"), None);
+        assert_eq!(Record::parse(r#"{"event":"greeting_sent"}"#), None);
+    }
+}

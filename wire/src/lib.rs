@@ -1,0 +1,52 @@
+//! What every HIT6 service shares, below any one protocol: how JSON messages
+//! travel and how a server stays up under hostile input.
+//!
+//! # Layout
+//! - [`codec`]: framing of one JSON value per message, with a size cap.
+//! - [`envelope`]: the reply envelope (`{"ok":true,...}` or
+//!   `{"ok":false,"error":{"code","message"}}`) and the error codes the
+//!   framing itself can answer with; each protocol extends them with its own.
+//! - [`fields`]: validation of the fields every protocol shares (ports, ips,
+//!   names, groups), with messages that name the field and never echo much.
+//! - [`connection`]: binding, the capped accept loop, reply deadlines and the
+//!   careful hang-up.
+//! - [`cli`]: value parsers for command lines, and the start-up steps before serving.
+//! - [`telemetry`], [`shutdown`]: log output and the signals that stop a service.
+//! - [`lock`] and [`Chain`]: a mutex lock that survives poisoning, and an
+//!   error with its causes on one line.
+//!
+//! Data flows one way: `wire` <- `registry` <- `node` <- `launcher`.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod codec;
+pub mod connection;
+pub mod envelope;
+pub mod fields;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `mutex`. Every lock in these crates guards a few map or field
+/// updates that cannot be left half-done by a panic, so a poisoned lock is
+/// still consistent and is used as it is rather than spreading the panic.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An error with its causes on one line, like anyhow's `{:#}`.
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
