@@ -163,8 +163,8 @@ pub fn describe(record: &Record) -> String {
     match record.event {
         Event::Listening => format!("listening on {}, advertising {}", text(&record.listen), text(&record.addr)),
         Event::Registered | Event::Reregistered => format!(
-            "{} as {} at {}{}: {} contacts to greet",
-            if record.event == Event::Registered { "registered" } else { "registered again" },
+            "{}registered as {} at {}{}: {} contacts to greet",
+            if record.event == Event::Reregistered { "re-" } else { "" },
             text(&record.name),
             text(&record.addr),
             record.group.map(|g| format!(" in group {g}")).unwrap_or_default(),

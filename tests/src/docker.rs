@@ -107,9 +107,9 @@ pub fn bridge_gateway() -> String {
     std::net::Ipv4Addr::from(u32::from(network) + 1).to_string()
 }
 
-/// Follows a container's log until `count` lines contain `needle`, and
-/// returns them parsed as JSON; fails after [`DOCKER_PATIENCE`].
-pub async fn await_log_lines(container: &str, needle: &str, count: usize) -> Vec<Value> {
+/// Follows a container's log until it has logged `event` `count` times, and
+/// returns those lines parsed as JSON; fails after [`DOCKER_PATIENCE`].
+pub async fn await_events(container: &str, event: impl crate::EventName, count: usize) -> Vec<Value> {
     let mut logs = tokio::process::Command::new("docker")
         .args(["logs", "-f", container])
         .stdout(Stdio::piped())
@@ -121,12 +121,13 @@ pub async fn await_log_lines(container: &str, needle: &str, count: usize) -> Vec
     let wait = async {
         while found.len() < count {
             let Some(line) = lines.next_line().await.unwrap() else { break };
-            if line.contains(needle) {
-                found.push(serde_json::from_str(&line).unwrap());
+            let line = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if crate::is(&line, event) {
+                found.push(line);
             }
         }
     };
     let _ = tokio::time::timeout(DOCKER_PATIENCE, wait).await;
-    assert_eq!(found.len(), count, "{container} logged {} of {count} `{needle}` lines", found.len());
+    assert_eq!(found.len(), count, "{container} logged {} of {count} `{}` events", found.len(), event.name());
     found
 }

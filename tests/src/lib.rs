@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`binary`]: builds the workspace's binaries once and finds them.
 //! - [`Process`]: a child process whose JSON log lines can be awaited; it is
-//!   killed when dropped, so a failing test leaves nothing running.
+//!   killed when dropped, so a failing test leaves nothing running. Events
+//!   are named through their emitter's enum ([`EventName`]), never as strings.
 //! - [`Registry`] and [`Node`]: the two services, started on `127.0.0.1:0`,
 //!   ready once they have logged the address they listen on.
 //! - [`docker`]: the docker CLI, skipping without a daemon, and cleanup guards.
@@ -50,6 +51,28 @@ pub fn binary(name: &str) -> PathBuf {
         dir
     });
     dir.join(name)
+}
+
+/// An event of the registry's or of a node's, named by its emitter's enum.
+pub trait EventName: Copy {
+    fn name(self) -> &'static str;
+}
+
+impl EventName for node::events::Event {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl EventName for registry::events::Event {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// Whether a JSON log line is `event`.
+pub fn is(line: &Value, event: impl EventName) -> bool {
+    line["event"] == event.name()
 }
 
 /// A running child process and the JSON lines it has logged so far.
@@ -105,9 +128,9 @@ impl Process {
         self.lines.borrow().clone()
     }
 
-    /// Log lines whose `event` field is `event`.
-    pub fn events(&self, event: &str) -> Vec<Value> {
-        self.lines.borrow().iter().filter(|l| l["event"] == event).cloned().collect()
+    /// Log lines of `event`.
+    pub fn events(&self, event: impl EventName) -> Vec<Value> {
+        self.lines.borrow().iter().filter(|l| is(l, event)).cloned().collect()
     }
 
     /// Waits until `count` lines satisfy `matches`, and returns them.
@@ -127,14 +150,14 @@ impl Process {
         }
     }
 
-    /// Waits for the first line with `event`, and returns it.
-    pub async fn wait_for_event(&self, event: &str) -> anyhow::Result<Value> {
+    /// Waits for the first line of `event`, and returns it.
+    pub async fn wait_for_event(&self, event: impl EventName) -> anyhow::Result<Value> {
         self.wait_for_nth_event(event, 1).await
     }
 
-    /// Waits for the `n`th line with `event` (counting from 1), and returns it.
-    pub async fn wait_for_nth_event(&self, event: &str, n: usize) -> anyhow::Result<Value> {
-        let lines = self.wait_for_lines(n, |l| l["event"] == event).await?;
+    /// Waits for the `n`th line of `event` (counting from 1), and returns it.
+    pub async fn wait_for_nth_event(&self, event: impl EventName, n: usize) -> anyhow::Result<Value> {
+        let lines = self.wait_for_lines(n, |l| is(l, event)).await?;
         Ok(lines[n - 1].clone())
     }
 
@@ -160,7 +183,7 @@ impl Registry {
         let mut all = vec!["--listen".to_owned(), listen.to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         let process = Process::spawn("registry", "registry", &all, &[])?;
-        let listening = process.wait_for_event("listening").await?;
+        let listening = process.wait_for_event(registry::events::Event::Listening).await?;
         let addr = listening["addr"].as_str().context("`listening` has an addr")?.parse()?;
         Ok(Registry { process, addr })
     }
@@ -200,7 +223,7 @@ impl Node {
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         let process = Process::spawn(name, "node", &all, &[])?;
-        let listening = process.wait_for_event("listening").await?;
+        let listening = process.wait_for_event(node::events::Event::Listening).await?;
         let addr = listening["listen"].as_str().context("`listening` has a listen address")?.parse()?;
         Ok(Node { process, name: name.to_owned(), addr })
     }
@@ -211,7 +234,7 @@ impl Node {
         let mut nodes = Vec::with_capacity(count);
         for i in 1..=count {
             let node = Node::start(registry, &format!("node-{i}"), args).await?;
-            node.process.wait_for_event("registered").await?;
+            node.process.wait_for_event(node::events::Event::Registered).await?;
             nodes.push(node);
         }
         Ok(nodes)

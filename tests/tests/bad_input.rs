@@ -3,6 +3,7 @@
 //! sense, the connection is closed where the byte stream cannot go on, and
 //! both services keep serving well-behaved clients meanwhile.
 
+use node::events::Event;
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -106,7 +107,7 @@ impl NodeFixture {
     async fn start(args: &[&str]) -> Result<Self> {
         let registry = Registry::start(&[]).await?;
         let node = Node::start(registry.addr, NODE_NAME, args).await?;
-        let registered = node.process.wait_for_event("registered").await?;
+        let registered = node.process.wait_for_event(Event::Registered).await?;
         let id = registered["id"].as_str().context("`registered` has an id")?.to_owned();
         Ok(Self { node, id, probes: Default::default(), _registry: registry })
     }
@@ -723,8 +724,8 @@ async fn node_refuses_bad_greetings_naming_the_field() -> Result<()> {
         node.assert_serves().await?;
     }
     // Only the valid greetings were taken as greetings.
-    node.node.process.wait_for_nth_event("greeting_received", count).await?;
-    assert_eq!(node.node.process.events("greeting_received").len(), count);
+    node.node.process.wait_for_nth_event(Event::GreetingReceived, count).await?;
+    assert_eq!(node.node.process.events(Event::GreetingReceived).len(), count);
     Ok(())
 }
 
@@ -735,7 +736,7 @@ async fn node_accepts_a_greeting_with_a_string_port() -> Result<()> {
     let from = conn.writer.local_addr()?;
     assert_eq!(conn.exchange(GREETING).await?, node.welcome());
     conn.replies.eof().await?;
-    let received = node.node.process.wait_for_event("greeting_received").await?;
+    let received = node.node.process.wait_for_event(Event::GreetingReceived).await?;
     assert_eq!(received["peer_addr"], "127.0.0.1:9", "{received}");
     assert_eq!(received["from"], from.to_string(), "{received}");
     Ok(())

@@ -2,11 +2,13 @@
 //! description: they send one JSON object without a newline, read it with a
 //! single `recv(1024)`, answer with a bare array and close.
 
+use node::events::Event;
+use registry::events::Event as RegistryEvent;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::{Node, Registry};
+use tests::{is, Node, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -68,12 +70,12 @@ async fn original_entries_have_no_lease_unless_a_legacy_ttl_is_set() -> anyhow::
     register_original(registry.addr, 8089).await?;
     let leased = registry::protocol::NativeRequest::Register { ip: None, puerto: 8090, name: "leased", group: None };
     registry.client().await?.register(&leased).await?;
-    registry.process.wait_for_lines(1, |l| l["event"] == "expired" && l["name"] == "leased").await?;
+    registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Expired) && l["name"] == "leased").await?;
     assert_eq!(registry.names().await?, ["127.0.0.1:8089"], "the original entry outlives a lease");
 
     let bounded = Registry::start(&["--legacy-ttl", "200ms", "--sweep-interval", "50ms"]).await?;
     register_original(bounded.addr, 8089).await?;
-    bounded.process.wait_for_lines(1, |l| l["event"] == "expired" && l["name"] == "127.0.0.1:8089").await?;
+    bounded.process.wait_for_lines(1, |l| is(l, RegistryEvent::Expired) && l["name"] == "127.0.0.1:8089").await?;
     assert!(bounded.names().await?.is_empty());
     Ok(())
 }
@@ -90,13 +92,13 @@ async fn a_node_greets_original_nodes_that_answer_or_just_hang_up() -> anyhow::R
     let silent = original_node(silent, false);
 
     let node = Node::start(registry.addr, "ours", &[]).await?;
-    let sent = node.process.wait_for_lines(2, |l| l["event"] == "greeting_sent").await?;
+    let sent = node.process.wait_for_lines(2, |l| is(l, Event::GreetingSent)).await?;
     let mut ports: Vec<String> = sent.iter().map(|e| e["peer_addr"].as_str().unwrap().to_owned()).collect();
     ports.sort();
     let mut expected = vec![format!("127.0.0.1:{answering_port}"), format!("127.0.0.1:{silent_port}")];
     expected.sort();
     assert_eq!(ports, expected);
-    assert!(node.process.events("greeting_failed").is_empty());
+    assert!(node.process.events(Event::GreetingFailed).is_empty());
 
     // Each read the whole greeting in its single recv(1024).
     for greeting in [answering.await??, silent.await??] {
@@ -126,10 +128,10 @@ async fn a_node_of_an_original_registry_greets_its_contacts_and_sends_it_nothing
     stream.write_all(format!(r#"[{{"ip": "127.0.0.1", "puerto": "{peer_port}"}}]"#).as_bytes()).await?;
     drop(stream);
 
-    let registered = node.process.wait_for_event("registered").await?;
+    let registered = node.process.wait_for_event(Event::Registered).await?;
     assert_eq!(registered["mode"], "original");
     assert_eq!(registered["contacts"], 1);
-    node.process.wait_for_event("greeting_sent").await?;
+    node.process.wait_for_event(Event::GreetingSent).await?;
     assert_eq!(peer.await??["mensaje"], "Hola, soy un nodo C");
 
     // Ten heartbeat intervals without a single connection: no heartbeats, no other ops.

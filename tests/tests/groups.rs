@@ -1,12 +1,14 @@
 //! Group communication through real processes: a registry that assigns
 //! groups, nodes that coordinate and acknowledge, and `node send`.
 
+use node::events::Event;
+use registry::events::Event as RegistryEvent;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
-use tests::{Node, Registry};
+use tests::{is, Node, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Nine nodes registered one after another: the registry deals them out
@@ -16,7 +18,7 @@ async fn nine_in_three_groups(registry_args: &[&str]) -> anyhow::Result<(Registr
     let registry = Registry::start(&[&["--groups", "3"], registry_args].concat()).await?;
     let nodes = Node::start_in_order(registry.addr, 9, &["--ack-timeout", "1s"]).await?;
     for (i, node) in nodes.iter().enumerate() {
-        let registered = node.process.wait_for_event("registered").await?;
+        let registered = node.process.wait_for_event(Event::Registered).await?;
         assert_eq!(registered["group"], (i % 3 + 1) as u64, "{} is in the wrong group", node.name);
     }
     Ok((registry, nodes))
@@ -52,7 +54,7 @@ async fn a_message_to_group_two_reaches_exactly_its_three_members() -> anyhow::R
 
     // Every ACK came after the member logged the message, so the logs are complete now.
     for node in &nodes {
-        let received = node.process.events("group_message_received");
+        let received = node.process.events(Event::GroupMessageReceived);
         if ["node-2", "node-5", "node-8"].contains(&node.name.as_str()) {
             assert_eq!(received.len(), 1, "{} did not get it exactly once", node.name);
             assert_eq!((received[0]["group"].as_u64(), received[0]["text"].as_str()), (Some(2), Some("hola")));
@@ -84,7 +86,7 @@ async fn a_new_coordinator_serves_within_a_ttl_of_the_old_one_dying() -> anyhow:
     let (registry, nodes) = nine_in_three_groups(&["--ttl", "1s", "--sweep-interval", "100ms"]).await?;
     let killed = Instant::now();
     nodes[1].process.signal(Signal::SIGKILL);
-    registry.process.wait_for_lines(1, |l| l["event"] == "expired" && l["name"] == "node-2").await?;
+    registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Expired) && l["name"] == "node-2").await?;
 
     let output = send(&registry, 2, "sigue").await;
     assert!(output.status.success(), "{output:?}");
@@ -125,7 +127,7 @@ async fn raw(addr: std::net::SocketAddr, request: &Value) -> anyhow::Result<Valu
 async fn malformed_group_requests_get_clear_errors_and_service_goes_on() -> anyhow::Result<()> {
     let registry = Registry::start(&[]).await?;
     let node = Node::start(registry.addr, "solo", &[]).await?;
-    node.process.wait_for_event("registered").await?;
+    node.process.wait_for_event(Event::Registered).await?;
     let cases = [
         (json!({"op":"group"}), "missing field `group`"),
         (json!({"op":"group","group":"dos"}), "field `group`: `\"dos\"` isn't a group number (1-100000)"),

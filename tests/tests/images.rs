@@ -7,6 +7,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use node::events::Event;
 use serde_json::Value;
 use tests::docker::{available, docker, text};
 
@@ -119,7 +120,7 @@ fn launcher_builds_small_scratch_images_whose_node_finds_the_registry_by_name() 
         let registered = text(&logs)
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|line| line["event"] == "registered");
+            .find(|line| tests::is(line, Event::Registered));
         if let Some(line) = registered {
             eprintln!("node in its image registered: {line}");
             break;

@@ -2,13 +2,14 @@
 //! project and host ports, and a guard removes what it made even if it fails.
 //! Skips (saying so) when no daemon is reachable, unless REQUIRE_DOCKER is set.
 
+use node::events::Event;
 use std::process::{Command, Output, Stdio};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use tests::docker::{
-    self, await_log_lines, bridge_gateway, images_built, leftovers, text, ProjectGuard, DOCKER_PATIENCE, PROJECT_LABEL,
+    self, await_events, bridge_gateway, images_built, leftovers, text, ProjectGuard, DOCKER_PATIENCE, PROJECT_LABEL,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -158,13 +159,13 @@ async fn docker_run_of_each_image_forms_a_mesh_as_in_the_readme() {
         let run = docker::docker(&[&args[..], &["-e", "LOG_FORMAT=json", NODE_IMAGE, &host_ip, "18286"]].concat());
         assert!(run.status.success(), "{}", text(&run));
         // Started one after another, node i+1 greets the i before it.
-        let registered = await_log_lines(&name, "\"event\":\"registered\"", 1).await;
+        let registered = await_events(&name, Event::Registered, 1).await;
         assert_eq!(registered[0]["contacts"], i as u64);
         assert_eq!(registered[0]["addr"], format!("{host_ip}:{puerto}"));
         nodes.push(name);
     }
     for (i, name) in nodes.iter().enumerate() {
-        await_log_lines(name, "\"event\":\"greeting_sent\"", i).await;
-        await_log_lines(name, "\"event\":\"greeting_received\"", nodes.len() - 1 - i).await;
+        await_events(name, Event::GreetingSent, i).await;
+        await_events(name, Event::GreetingReceived, nodes.len() - 1 - i).await;
     }
 }

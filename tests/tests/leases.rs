@@ -1,9 +1,11 @@
 //! Leases: dead nodes disappear, and a restarted registry is repopulated by the nodes.
 
+use node::events::Event;
+use registry::events::Event as RegistryEvent;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tests::{contains, Node, Registry};
+use tests::{contains, is, Node, Registry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_with_sigkill_is_gone_within_a_ttl() -> anyhow::Result<()> {
@@ -14,7 +16,7 @@ async fn a_node_killed_with_sigkill_is_gone_within_a_ttl() -> anyhow::Result<()>
 
     let killed = Instant::now();
     nodes[0].process.signal(Signal::SIGKILL);
-    registry.process.wait_for_lines(1, |l| l["event"] == "expired" && l["name"] == "node-1").await?;
+    registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Expired) && l["name"] == "node-1").await?;
     // The last heartbeat came before the kill, so the lease ran out within a
     // TTL of it; the sweep may take one more interval to notice.
     let slack = Duration::from_millis(500);
@@ -37,7 +39,7 @@ async fn a_restarted_registry_is_repopulated_within_two_heartbeats() -> anyhow::
     let restarted = Instant::now();
 
     for node in &nodes {
-        let again = node.process.wait_for_event("reregistered").await?;
+        let again = node.process.wait_for_event(Event::Reregistered).await?;
         assert_eq!(again["to_greet"], 0, "{} would greet peers it already knows", node.name);
     }
     assert!(restarted.elapsed() < 2 * heartbeat, "repopulated after {:?}", restarted.elapsed());
@@ -53,11 +55,11 @@ async fn a_node_started_before_the_registry_registers_once_it_is_up() -> anyhow:
     // Reserve a free port for the registry, then release it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let node = Node::start(port, "early", &[]).await?;
-    let unreachable = node.process.wait_for_event("registry_unreachable").await?;
+    let unreachable = node.process.wait_for_event(Event::RegistryUnreachable).await?;
     assert_eq!(unreachable["attempt"], 1);
 
     let registry = Registry::start_on(port, &[]).await?;
-    node.process.wait_for_event("registered").await?;
+    node.process.wait_for_event(Event::Registered).await?;
     assert_eq!(registry.names().await?, ["early"]);
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! A mesh of real node processes: every pair greets exactly once.
 
+use node::events::Event;
+use registry::events::Event as RegistryEvent;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use tests::{contains, Node, Registry};
+use tests::{contains, is, Node, Registry};
 
 const N: usize = 20;
 
@@ -31,7 +33,7 @@ async fn twenty_nodes_started_at_once_greet_every_pair_exactly_once() -> anyhow:
     // Registration is atomic: the contact counts are a permutation of 0..N.
     let mut contacts = HashMap::new();
     for node in &nodes {
-        let registered = node.process.wait_for_event("registered").await?;
+        let registered = node.process.wait_for_event(Event::Registered).await?;
         contacts.insert(node.name.clone(), registered["contacts"].as_u64().unwrap() as usize);
     }
     let mut counts: Vec<usize> = contacts.values().copied().collect();
@@ -42,8 +44,8 @@ async fn twenty_nodes_started_at_once_greet_every_pair_exactly_once() -> anyhow:
     let (mut sent_pairs, mut received_pairs) = (HashSet::new(), HashSet::new());
     for node in &nodes {
         let k = contacts[&node.name];
-        let sent = node.process.wait_for_lines(k, |l| l["event"] == "greeting_sent").await?;
-        let received = node.process.wait_for_lines(N - 1 - k, |l| l["event"] == "greeting_received").await?;
+        let sent = node.process.wait_for_lines(k, |l| is(l, Event::GreetingSent)).await?;
+        let received = node.process.wait_for_lines(N - 1 - k, |l| is(l, Event::GreetingReceived)).await?;
         for peer in names_of(&sent, "peer_name") {
             assert!(sent_pairs.insert(pair(&node.name, &peer)), "{} greeted {peer} twice", node.name);
         }
@@ -55,9 +57,9 @@ async fn twenty_nodes_started_at_once_greet_every_pair_exactly_once() -> anyhow:
     assert_eq!(received_pairs, sent_pairs, "every greeting sent was received");
     for node in &nodes {
         let k = contacts[&node.name];
-        assert_eq!(node.process.events("greeting_sent").len(), k, "{} sent extra greetings", node.name);
-        assert_eq!(node.process.events("greeting_received").len(), N - 1 - k, "{} got extra greetings", node.name);
-        assert!(node.process.events("greeting_failed").is_empty(), "{} failed a greeting", node.name);
+        assert_eq!(node.process.events(Event::GreetingSent).len(), k, "{} sent extra greetings", node.name);
+        assert_eq!(node.process.events(Event::GreetingReceived).len(), N - 1 - k, "{} got extra greetings", node.name);
+        assert!(node.process.events(Event::GreetingFailed).is_empty(), "{} failed a greeting", node.name);
     }
     assert_eq!(registry.names().await?.len(), N);
     Ok(())
@@ -75,8 +77,8 @@ async fn sigterm_deregisters_and_exits_zero_within_a_second() -> anyhow::Result<
     let code = tokio::time::timeout(Duration::from_secs(1), node.process.wait()).await??;
     assert_eq!(code, Some(0));
     assert!(stopping.elapsed() < Duration::from_secs(1));
-    assert_eq!(node.process.events("deregistered").len(), 1);
-    registry.process.wait_for_lines(1, |l| l["event"] == "deregistered" && l["name"] == "node-2").await?;
+    assert_eq!(node.process.events(Event::Deregistered).len(), 1);
+    registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Deregistered) && l["name"] == "node-2").await?;
     assert_eq!(registry.names().await?, ["node-1"]);
     Ok(())
 }
@@ -97,7 +99,7 @@ async fn greet(node: std::net::SocketAddr, id: &str) -> anyhow::Result<Value> {
 async fn a_repeated_greeting_is_answered_but_logged_once() -> anyhow::Result<()> {
     let registry = Registry::start(&[]).await?;
     let node = Node::start(registry.addr, "receiver", &[]).await?;
-    node.process.wait_for_event("registered").await?;
+    node.process.wait_for_event(Event::Registered).await?;
 
     // A greeter whose answer got lost retries with the same registration id.
     for _ in 0..2 {
@@ -106,7 +108,7 @@ async fn a_repeated_greeting_is_answered_but_logged_once() -> anyhow::Result<()>
     // Restarted at the same address, it registered anew: a new greeting.
     greet(node.addr, "a-2").await?;
     // Events are logged in order, so once the second one is in, a logged repeat would be too.
-    node.process.wait_for_nth_event("greeting_received", 2).await?;
-    assert_eq!(node.process.events("greeting_received").len(), 2);
+    node.process.wait_for_nth_event(Event::GreetingReceived, 2).await?;
+    assert_eq!(node.process.events(Event::GreetingReceived).len(), 2);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The name directory: unique names, lookup, deregistration.
 
 use nix::sys::signal::Signal;
+use node::events::Event;
 use registry::client::ClientError;
 use registry::protocol::{ErrorCode, NativeRequest};
 use tests::{Node, Registry};
@@ -20,7 +21,7 @@ fn refusal(result: Result<impl std::fmt::Debug, ClientError>) -> registry::proto
 async fn a_duplicate_name_is_refused_with_its_holder() -> anyhow::Result<()> {
     let registry = Registry::start(&[]).await?;
     let alpha = Node::start(registry.addr, "alpha", &[]).await?;
-    alpha.process.wait_for_event("registered").await?;
+    alpha.process.wait_for_event(Event::Registered).await?;
 
     let error = refusal(registry.client().await?.register(&register("alpha", 1)).await);
     assert_eq!(error.code, ErrorCode::NameTaken);
@@ -33,15 +34,15 @@ async fn a_duplicate_name_is_refused_with_its_holder() -> anyhow::Result<()> {
 async fn a_node_refused_its_name_keeps_trying_until_the_holder_leaves() -> anyhow::Result<()> {
     let registry = Registry::start(&[]).await?;
     let mut first = Node::start(registry.addr, "alpha", &[]).await?;
-    first.process.wait_for_event("registered").await?;
+    first.process.wait_for_event(Event::Registered).await?;
 
     let second = Node::start(registry.addr, "alpha", &[]).await?;
-    let refused = second.process.wait_for_event("registration_refused").await?;
+    let refused = second.process.wait_for_event(Event::RegistrationRefused).await?;
     assert!(refused["error"].as_str().unwrap().contains("name_taken"), "{refused}");
 
     first.process.signal(Signal::SIGTERM);
     first.process.wait().await?;
-    let registered = second.process.wait_for_event("registered").await?;
+    let registered = second.process.wait_for_event(Event::Registered).await?;
     assert_eq!(registered["addr"], second.addr.to_string());
     let entry = registry.client().await?.lookup("alpha").await?;
     assert_eq!(entry.addr(), second.addr);

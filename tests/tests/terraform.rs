@@ -10,13 +10,15 @@
 //! Skips (saying so) when terraform is missing unless REQUIRE_TERRAFORM is set,
 //! and the simulation when no Docker daemon is reachable unless REQUIRE_DOCKER is.
 
+use node::events::Event;
+use registry::events::Event as RegistryEvent;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use tests::docker::{self, await_log_lines, bridge_gateway, images_built, labelled, leftovers, text, ProjectGuard};
+use tests::docker::{self, await_events, bridge_gateway, images_built, labelled, leftovers, text, ProjectGuard};
 
 const REGISTRY_IMAGE: &str = concat!("hit6-mesh/registry:", env!("CARGO_PKG_VERSION"));
 const NODE_IMAGE: &str = concat!("hit6-mesh/node:", env!("CARGO_PKG_VERSION"));
@@ -390,7 +392,7 @@ output "expected_greetings" {{
         let run = sh(line);
         assert!(run.status.success(), "VM 1: `{line}` failed: {}", text(&run));
     }
-    await_log_lines(&format!("{REGISTRY_VM_PROJECT}-registry"), "\"event\":\"listening\"", 1).await;
+    await_events(&format!("{REGISTRY_VM_PROJECT}-registry"), RegistryEvent::Listening, 1).await;
     for line in &commands[1] {
         let run = sh(line);
         assert!(run.status.success(), "VM 2: `{line}` failed: {}", text(&run));
@@ -423,7 +425,7 @@ output "expected_greetings" {{
     let mut contacts = BTreeMap::new();
     let mut addresses = BTreeMap::new();
     for (name, port) in &nodes {
-        let registered = &await_log_lines(name, "\"event\":\"registered\"", 1).await[0];
+        let registered = &await_events(name, Event::Registered, 1).await[0];
         assert_eq!(
             registered["addr"],
             format!("{public_ip}:{port}"),
@@ -439,11 +441,10 @@ output "expected_greetings" {{
     let mut pairs = BTreeSet::new();
     for (name, _) in &nodes {
         let before = contacts[name];
-        for greeting in await_log_lines(name, "\"event\":\"greeting_sent\"", before as usize).await {
+        for greeting in await_events(name, Event::GreetingSent, before as usize).await {
             assert_eq!(greeting["peer_addr"], addresses[greeting["peer_name"].as_str().unwrap()], "{greeting}");
         }
-        let received =
-            await_log_lines(name, "\"event\":\"greeting_received\"", (nodes.len() as u64 - 1 - before) as usize).await;
+        let received = await_events(name, Event::GreetingReceived, (nodes.len() as u64 - 1 - before) as usize).await;
         for greeting in received {
             let peer = greeting["peer_name"].as_str().unwrap().to_owned();
             assert_eq!(greeting["peer_addr"], addresses[&peer], "{greeting}");

@@ -1,8 +1,8 @@
 //! Log output shared by the services.
 //!
 //! Every event that other programs rely on carries a stable `event` field,
-//! which shows in both formats: `event=registered` in text, and
-//! `"event":"registered"` in JSON, one object per line with the fields at the
+//! which shows in both formats: `event=<name>` in text, and
+//! `"event":"<name>"` in JSON, one object per line with the fields at the
 //! top level. Each service names its events in an enum of its own
 //! (`registry::events`, `node::events`) that also parses them back.
 

@@ -798,7 +798,7 @@ async fn bench_memory(rows: &Rows) -> anyhow::Result<()> {
     {
         let registry = Registry::start(&["--ttl", "60s"]).await?;
         let node = Node::start(registry.addr, "idle-node", &[]).await?;
-        node.process.wait_for_event("registered").await?;
+        node.process.wait_for_event(node::events::Event::Registered).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let pid = node.process.pid().as_raw() as u32;
         let mem = memory(pid)?;
