@@ -73,21 +73,22 @@ pub fn check_capacity(range: PortRange, needed: usize) -> Result<(), PortError> 
 /// The ports of `range` that no process on this host has bound and no
 /// container has published, in random order so that projects started side
 /// by side do not race for the same ones.
-pub fn free_ports(range: PortRange, published: &HashSet<u16>) -> Vec<u16> {
+fn free_ports(range: PortRange, published: &HashSet<u16>) -> Vec<u16> {
     let mut ports: Vec<u16> = range.ports().filter(|p| !published.contains(p) && is_free(*p)).collect();
     fastrand::shuffle(&mut ports);
     ports
 }
 
-/// Picks `needed` distinct free ports from `range`.
-pub fn pick(range: PortRange, needed: usize, published: &HashSet<u16>) -> Result<Vec<u16>, PortError> {
+/// Picks `needed` distinct free ports from `range`, and returns them with
+/// the free ports left over, to move to when one turns out taken after all.
+pub fn pick(range: PortRange, needed: usize, published: &HashSet<u16>) -> Result<(Vec<u16>, Vec<u16>), PortError> {
     check_capacity(range, needed)?;
     let mut free = free_ports(range, published);
     if free.len() < needed {
         return Err(PortError::NotEnoughFree { range, free: free.len(), needed });
     }
-    free.truncate(needed);
-    Ok(free)
+    let spare = free.split_off(needed);
+    Ok((free, spare))
 }
 
 /// Whether a listener could bind the port on every interface, as docker's would.
@@ -130,8 +131,10 @@ mod tests {
     #[test]
     fn picks_distinct_ports_inside_the_range() {
         let range: PortRange = "40000-40999".parse().unwrap();
-        let ports = pick(range, 20, &HashSet::new()).unwrap();
+        let (ports, spare) = pick(range, 20, &HashSet::new()).unwrap();
         assert_eq!(ports.iter().collect::<HashSet<_>>().len(), 20);
-        assert!(ports.iter().all(|p| range.contains(*p)));
+        assert!(ports.iter().chain(&spare).all(|p| range.contains(*p)));
+        assert!(spare.iter().all(|p| !ports.contains(p)), "spare ports are the ones not chosen");
+        assert!(spare.len() > 900, "the rest of the free range is kept as spare: {}", spare.len());
     }
 }

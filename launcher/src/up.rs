@@ -249,13 +249,9 @@ impl Args {
         };
         ui.note(&format!("nodes advertise {advertise} and register with {registry}"));
 
-        let needed = self.nodes as usize;
-        let mut free = ports::free_ports(self.port_range, &project.published_ports().await?);
-        if free.len() < needed {
-            return Err(ports::PortError::NotEnoughFree { range: self.port_range, free: free.len(), needed }.into());
-        }
-        let spare = Mutex::new(free.split_off(needed));
-        let starts = free.into_iter().enumerate().map(|(i, port)| {
+        let (chosen, spare) = ports::pick(self.port_range, self.nodes as usize, &project.published_ports().await?)?;
+        let spare = Mutex::new(spare);
+        let starts = chosen.into_iter().enumerate().map(|(i, port)| {
             let (registry, spare) = (&registry, &spare);
             async move {
                 let index = i + 1;

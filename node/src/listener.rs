@@ -127,3 +127,49 @@ async fn answer_group(fields: &Map<String, Value>, context: &Context) -> Result<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recent::REMEMBERED_PEERS;
+
+    fn context() -> Context {
+        let deadlines = Deadlines { connect: Duration::from_secs(1), reply: Duration::from_secs(1) };
+        let timeout = Duration::from_secs(1);
+        Context {
+            name: "me".into(),
+            id: Mutex::new(Some("ab-1".into())),
+            known: Known::default(),
+            greeted_by: GreetedBy::default(),
+            config: ListenConfig { max_connections: 1, read_timeout: timeout, write_timeout: timeout },
+            registry: RegistryAddr { host: "127.0.0.1".into(), port: 9 },
+            deliveries: deadlines,
+            members: Pool::default(),
+        }
+    }
+
+    #[test]
+    fn a_flood_of_fake_greeters_cannot_grow_what_the_node_remembers() {
+        let context = context();
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        for i in 0..REMEMBERED_PEERS + 5_000 {
+            let greeting =
+                serde_json::json!({"mensaje":"hola","ip":"127.0.0.1","puerto":1 + i % 60_000,"id":format!("fake-{i}")});
+            answer_greeting(greeting, from, &context).unwrap();
+        }
+        assert_eq!(wire::lock(&context.greeted_by).len(), REMEMBERED_PEERS);
+        assert!(wire::lock(&context.known).len() <= REMEMBERED_PEERS);
+    }
+
+    #[test]
+    fn a_repeated_greeting_is_answered_and_remembered_once() {
+        let context = context();
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let greeting = serde_json::json!({"mensaje":"hola","ip":"127.0.0.1","puerto":7,"id":"x"});
+        let first = answer_greeting(greeting.clone(), from, &context).unwrap();
+        let again = answer_greeting(greeting, from, &context).unwrap();
+        assert_eq!(first, again);
+        assert_eq!((first.name.as_deref(), first.id.as_deref()), (Some("me"), Some("ab-1")));
+        assert_eq!(wire::lock(&context.greeted_by).len(), 1);
+    }
+}

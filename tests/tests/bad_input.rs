@@ -534,6 +534,17 @@ async fn registry_refuses_bad_ports_and_ips_naming_the_field() -> Result<()> {
         (json!({"op":"register","name":"p","puerto":-1}), port("-1")),
         (json!({"ip":"127.0.0.1","puerto":"abc"}), port(r#""abc""#)),
         (json!({"IP":"127.0.0.1","puerto":0}), port("0")),
+        (json!({"op":"register","name":"p","puerto":"+8081"}), port(r#""+8081""#)),
+        (json!({"op":"register","name":"p","puerto":" 8082 "}), port(r#"" 8082 ""#)),
+        (json!({"ip":"127.0.0.1","puerto":"008083"}), port(r#""008083""#)),
+        (
+            json!({"op":"register","name":"p","puerto":1,"ip":"255.255.255.255"}),
+            "field `ip`: `255.255.255.255` is the broadcast address: no peer can connect to it".into(),
+        ),
+        (
+            json!({"ip":"224.0.0.1","puerto":1}),
+            "field `ip`: `224.0.0.1` is a multicast address: no peer can connect to it".into(),
+        ),
         (
             json!({"op":"register","name":"p","puerto":1,"ip":"999.1.1.1"}),
             "field `ip`: `999.1.1.1` isn't an IP address".into(),
@@ -557,6 +568,38 @@ async fn registry_refuses_bad_ports_and_ips_naming_the_field() -> Result<()> {
         registry.assert_serves().await?;
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn registry_refuses_look_alike_names_huge_ids_and_unbounded_groups() -> Result<()> {
+    let registry = RegistryFixture::start(&[], 1).await?;
+    let invisible = |code: &str| format!("field `name` must not contain control or invisible characters (U+{code})");
+    let long_id = "field `id` is longer than 128 bytes".to_owned();
+    let cases = [
+        (json!({"op":"register","name":"a\u{200B}b","puerto":1}), invisible("200B")),
+        (json!({"op":"lookup","name":"\u{202E}evil"}), invisible("202E")),
+        (
+            json!({"op":"register","name":"p","puerto":1,"group":4_294_967_295u64}),
+            "field `group`: `4294967295` isn't a group number (1-100000)".into(),
+        ),
+        (json!({"op":"heartbeat","id":"i".repeat(65_000)}), long_id.clone()),
+        (json!({"op":"deregister","id":"i".repeat(129)}), long_id),
+    ];
+    for (request, message) in cases {
+        let bytes = request.to_string();
+        let mut conn = assert_rejected(
+            registry.addr(),
+            &case("a look-alike or oversized value", bytes.as_bytes(), bad_request(&message), After::Continues),
+        )
+        .await?;
+        assert_eq!(conn.exchange(LIST).await?, registry.listed(), "after {}", &bytes[..bytes.len().min(80)]);
+    }
+    // An unknown id of the largest accepted size is named, and no more.
+    let id = "i".repeat(128);
+    let reply = exchange(registry.addr(), json!({"op":"heartbeat","id":id}).to_string().as_bytes()).await?;
+    assert_eq!(reply["error"]["code"], "unknown_id", "{reply}");
+    assert!(reply.to_string().len() < 200, "the id is truncated in the reply: {reply}");
+    registry.assert_serves().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -711,6 +754,13 @@ async fn node_refuses_bad_greetings_naming_the_field() -> Result<()> {
         (greeting("127.0.0.1", json!(-1)), port("-1")),
         (greeting("999.1.1.1", json!("9")), "field `ip`: `999.1.1.1` isn't an IP address".into()),
         (greeting("not-an-ip", json!("9")), "field `ip`: `not-an-ip` isn't an IP address".into()),
+        (greeting("127.0.0.1", json!("+9")), port(r#""+9""#)),
+        (greeting("127.0.0.1", json!("009")), port(r#""009""#)),
+        (greeting("224.0.0.1", json!(9)), "`224.0.0.1` is a multicast address: no peer can connect to it".into()),
+        (
+            json!({"mensaje":"Hola, soy un nodo C","puerto":9,"id":"i".repeat(60_000)}),
+            "field `id` is longer than 128 bytes".into(),
+        ),
     ];
     let count = cases.len();
     for (greeting, message) in cases {
