@@ -75,6 +75,19 @@ pub fn is(line: &Value, event: impl EventName) -> bool {
     line["event"] == event.name()
 }
 
+/// Runs `binary` with its stdout a pipe whose reader has already gone, as
+/// under `| head -1` once head has exited: writing to it fails with EPIPE.
+pub fn with_closed_stdout(binary: &str, args: &[&str]) -> std::process::Output {
+    let (reader, writer) = nix::unistd::pipe().expect("a pipe");
+    drop(reader);
+    std::process::Command::new(crate::binary(binary))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(writer)
+        .output()
+        .expect("the binary runs")
+}
+
 /// A running child process and the JSON lines it has logged so far.
 pub struct Process {
     child: Child,

@@ -22,6 +22,19 @@ fn a_bad_value_names_itself_and_exits_2() {
 }
 
 #[test]
+fn a_duration_too_long_to_add_to_a_clock_is_refused() {
+    for (binary, args) in [
+        ("registry", &["--ttl", "100000000000s"][..]),
+        ("node", &["127.0.0.1", "1", "--heartbeat-interval", "100000000000"]),
+        ("launcher", &["up", "--timeout", "100000000000s"]),
+    ] {
+        let output = run(binary, args);
+        assert_eq!(output.status.code(), Some(2), "{binary}: {}", stderr(&output));
+        assert!(stderr(&output).contains("longer than the longest duration accepted, 365 days"), "{}", stderr(&output));
+    }
+}
+
+#[test]
 fn an_address_in_use_exits_3_saying_which() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

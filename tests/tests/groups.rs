@@ -124,6 +124,19 @@ async fn raw(addr: std::net::SocketAddr, request: &Value) -> anyhow::Result<Valu
 }
 
 #[tokio::test]
+async fn a_report_into_a_closed_pipe_is_no_failure() -> anyhow::Result<()> {
+    let registry = Registry::start(&[]).await?;
+    let node = Node::start(registry.addr, "solo", &[]).await?;
+    node.process.wait_for_event(Event::Registered).await?;
+    let addr = registry.addr.to_string();
+    let send = move || tests::with_closed_stdout("node", &["send", "--registry", &addr, "--group", "1", "hola"]);
+    let output = tokio::task::spawn_blocking(send).await?;
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    node.process.wait_for_event(Event::GroupMessageReceived).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn malformed_group_requests_get_clear_errors_and_service_goes_on() -> anyhow::Result<()> {
     let registry = Registry::start(&[]).await?;
     let node = Node::start(registry.addr, "solo", &[]).await?;

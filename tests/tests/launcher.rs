@@ -41,7 +41,8 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     let project = "hit6-test-up";
     let _guard = ProjectGuard(project.into());
 
-    let output = launcher(project, &["up", "--nodes", "5", "--detach", "--quiet", "--json", "--timeout", "120s"]);
+    // A bare number of seconds, as `docker stop -t` takes it.
+    let output = launcher(project, &["up", "--nodes", "5", "--detach", "--quiet", "--json", "--timeout", "120"]);
     assert!(output.status.success(), "{}", text(&output));
     let summary = summary(&output);
     assert_eq!(summary["complete"], true);
@@ -74,6 +75,18 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     let rows: Vec<String> = String::from_utf8_lossy(&ps.stdout).lines().skip(1).map(str::to_owned).collect();
     assert_eq!(rows.len(), 6, "a registry and five nodes: {rows:?}");
     assert!(rows.iter().all(|row| row.contains("running")), "{rows:?}");
+
+    // Log lines are the result of `logs`: on stdout, so they can be piped.
+    let logs = launcher(project, &["logs"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    let logged = String::from_utf8_lossy(&logs.stdout);
+    assert!(logged.lines().any(|l| l.starts_with("node-3   | greeted ")), "{logged}");
+    assert!(logged.lines().any(|l| l.starts_with("registry | registered node-5 at ")), "{logged}");
+    // A reader that goes away early (`| head -1`) is no failure.
+    for args in [&["ps"][..], &["logs"], &["send", "--group", "2", "hola"]] {
+        let output = tests::with_closed_stdout("launcher", &[&["--project", project][..], args].concat());
+        assert_eq!(output.status.code(), Some(0), "launcher {args:?} into a closed pipe: {}", text(&output));
+    }
 
     let again = launcher(project, &["up", "--nodes", "1"]);
     assert_eq!(again.status.code(), Some(5), "{}", text(&again));
