@@ -118,6 +118,7 @@ impl Node {
                 advertise,
                 timeout: config.registry_timeout,
                 backoff: config.backoff,
+                incarnation: membership::incarnation(),
             },
             context: Arc::new(context),
         }

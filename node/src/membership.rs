@@ -46,6 +46,10 @@ pub struct Membership {
     pub advertise: Advertise,
     pub timeout: Duration,
     pub backoff: Backoff,
+    /// Drawn once per run and sent with every registration, so that the
+    /// registry answers a registration sent again (its reply was lost or
+    /// late) as the same one, and nobody is introduced to this node twice.
+    pub incarnation: String,
 }
 
 impl Membership {
@@ -78,7 +82,8 @@ impl Membership {
             Advertise::Observed => None,
             Advertise::ConnectionLocal => Some(local_ip),
         };
-        let request = NativeRequest::Register { ip, puerto: self.puerto, name: &self.name, group };
+        let incarnation = Some(self.incarnation.as_str());
+        let request = NativeRequest::Register { ip, puerto: self.puerto, name: &self.name, group, incarnation };
         Ok(match client.register(&request).await? {
             Joined::Leased(registered) => Session {
                 lease: Some((registered.id, Duration::from_millis(registered.ttl_ms))),
@@ -103,6 +108,11 @@ impl Membership {
     pub async fn leave(&self, id: &str) -> Result<(), ClientError> {
         Client::connect(&self.registry, self.timeout).await?.deregister(id).await.map(drop)
     }
+}
+
+/// A fresh incarnation: 128 random bits, so that no two runs share one.
+pub fn incarnation() -> String {
+    format!("{:032x}", fastrand::u128(..))
 }
 
 /// Between half and all of `delay`, so that nodes started together spread out their retries.

@@ -7,9 +7,11 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use wire::envelope::{self, Code};
 use wire::fields::{kind_of, parse_group, parse_id, parse_ip, parse_port, truncate, validate_name};
@@ -65,6 +67,27 @@ impl Contact {
     }
 }
 
+/// A contact with its JSON encoding, made once when its entry is admitted
+/// and shared by every reply that lists it.
+#[derive(Debug)]
+pub struct EncodedContact {
+    pub contact: Contact,
+    json: Box<RawValue>,
+}
+
+impl EncodedContact {
+    pub fn new(contact: Contact) -> EncodedContact {
+        let json = serde_json::value::to_raw_value(&contact).expect("a contact serializes");
+        EncodedContact { contact, json }
+    }
+}
+
+impl Serialize for EncodedContact {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(s)
+    }
+}
+
 /// Which dialect a registration arrived in; it decides the reply's shape and the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -86,6 +109,8 @@ pub struct Registration {
     pub name: Option<String>,
     /// The group asked for; `None` lets the registry assign one.
     pub group: Option<u32>,
+    /// The run of the node registering: a repeat of it is the same registration.
+    pub incarnation: Option<String>,
     pub dialect: Dialect,
 }
 
@@ -125,6 +150,10 @@ pub enum NativeRequest<'a> {
         name: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         group: Option<u32>,
+        /// Drawn once per run of the node, so that a registration sent
+        /// again (its reply was lost) is recognised as the same one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        incarnation: Option<&'a str>,
     },
     Heartbeat {
         id: &'a str,
@@ -160,6 +189,11 @@ impl Request {
                 puerto: parse_port(required(&fields, "puerto")?, "puerto")?,
                 name: optional_name(&fields)?,
                 group: fields.get("group").filter(|g| !g.is_null()).map(|g| parse_group(g, "group")).transpose()?,
+                incarnation: fields
+                    .get("incarnation")
+                    .filter(|i| !i.is_null())
+                    .map(|i| parse_id(i, "incarnation"))
+                    .transpose()?,
                 dialect: Dialect::Native,
             })),
             "heartbeat" => Ok(Request::Heartbeat { id: parse_id(required(&fields, "id")?, "id")? }),
@@ -195,7 +229,7 @@ fn parse_dialect_registration(fields: &Map<String, Value>) -> Result<Request, Er
         return Err(ErrorBody::bad_request("missing field `op` (or `ip` and `puerto` for an original registration)"));
     };
     let puerto = parse_port(required(fields, "puerto")?, "puerto")?;
-    Ok(Request::Register(Registration { ip, puerto, name: None, group: None, dialect }))
+    Ok(Request::Register(Registration { ip, puerto, name: None, group: None, incarnation: None, dialect }))
 }
 
 fn required<'v>(fields: &'v Map<String, Value>, key: &str) -> Result<&'v Value, ErrorBody> {
@@ -218,15 +252,16 @@ fn optional_name(fields: &Map<String, Value>) -> Result<Option<String>, ErrorBod
     }
 }
 
-/// Body of a successful registration.
+/// Body of a successful registration: the registry sends its contacts
+/// already encoded ([`EncodedContact`]), a client reads them as [`Contact`]s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registered {
+pub struct Registered<C = Contact> {
     pub id: String,
     pub ttl_ms: u64,
     /// The entry as recorded, with the address the registry settled on.
     pub entry: Contact,
     /// The live contacts registered before this one, oldest first.
-    pub contactos: Vec<Contact>,
+    pub contactos: Vec<C>,
 }
 
 /// Body of a successful heartbeat.
@@ -274,9 +309,9 @@ pub struct ClientesContact {
 }
 
 /// Everything the registry answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Reply {
-    Registered(Registered),
+    Registered(Registered<Arc<EncodedContact>>),
     Renewed(Renewed),
     Found(Found),
     Listed(Listed),
@@ -344,6 +379,7 @@ mod tests {
                 puerto: 8089,
                 name: Some("node-3".into()),
                 group: None,
+                incarnation: None,
                 dialect: Dialect::Native,
             })
         );
@@ -435,7 +471,8 @@ mod tests {
 
     #[test]
     fn client_requests_parse_back_on_the_server() {
-        let sent = NativeRequest::Register { ip: None, puerto: 9, name: "n", group: Some(2) };
+        let sent =
+            NativeRequest::Register { ip: None, puerto: 9, name: "n", group: Some(2), incarnation: Some("run-1") };
         let value = serde_json::to_value(&sent).unwrap();
         assert_eq!(
             parse(value).unwrap(),
@@ -444,6 +481,7 @@ mod tests {
                 puerto: 9,
                 name: Some("n".into()),
                 group: Some(2),
+                incarnation: Some("run-1".into()),
                 dialect: Dialect::Native
             })
         );

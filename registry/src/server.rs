@@ -163,7 +163,11 @@ impl Connection {
         for old in &admitted.replaced {
             debug!(id = %old.id, name = %old.name, addr = %old.addr(), "replaced an earlier entry of the same node");
         }
-        events::registered(&entry, registration.dialect, admitted.earlier.len());
+        if admitted.repeat {
+            debug!(id = %entry.id, name = %entry.name, "answered a repeated registration as its first admission");
+        } else {
+            events::registered(&entry, registration.dialect, admitted.earlier.len());
+        }
         let earlier = admitted.earlier;
         Ok(match registration.dialect {
             Dialect::Native => Reply::Registered(Registered {
@@ -173,10 +177,18 @@ impl Connection {
                 contactos: earlier,
             }),
             Dialect::Original => Reply::Original(
-                earlier.into_iter().map(|c| OriginalContact { ip: c.ip, puerto: c.puerto, name: c.name }).collect(),
+                earlier
+                    .iter()
+                    .map(|c| OriginalContact {
+                        ip: c.contact.ip,
+                        puerto: c.contact.puerto,
+                        name: c.contact.name.clone(),
+                    })
+                    .collect(),
             ),
             Dialect::Clientes => {
-                Reply::Clientes(earlier.into_iter().map(|c| ClientesContact { ip: c.ip, puerto: c.puerto }).collect())
+                let clientes = earlier.iter().map(|c| ClientesContact { ip: c.contact.ip, puerto: c.contact.puerto });
+                Reply::Clientes(clientes.collect())
             }
         })
     }

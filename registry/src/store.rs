@@ -5,17 +5,28 @@
 //! Registration computes the earlier contacts, assigns a group and inserts
 //! the new entry under one lock, which is what makes every pair of nodes
 //! greet exactly once and keeps groups balanced when nodes join together.
+//!
+//! A registration that names its incarnation (a token the node draws once per
+//! run) is idempotent: a repeat, sent because the first reply was lost or
+//! late, is answered as the first admission was, with the same id, the same
+//! place in the order and only the earlier contacts, so nobody who registered
+//! in between is introduced twice.
+//!
+//! Each entry's JSON is encoded once, at admission, and shared: the k-th of a
+//! burst of registrations is answered with k pointers to ready bytes, not k
+//! fresh copies of every contact, which keeps the registry small and its CPU
+//! cost per reply low while many nodes join at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use wire::fields::{check_peer_ip, truncate, BadField};
 
-use crate::protocol::{Contact, Dialect, EntryKey, ErrorCode, GroupView, Registration};
+use crate::protocol::{Contact, Dialect, EncodedContact, EntryKey, ErrorCode, GroupView, Registration};
 
 /// How long entries live without a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +68,15 @@ impl StoreError {
 }
 
 /// A registration the store accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Admitted {
     pub entry: Contact,
     /// Live entries registered before it, oldest first.
-    pub earlier: Vec<Contact>,
+    pub earlier: Vec<Arc<EncodedContact>>,
     /// Entries it replaced: the same node registering again.
     pub replaced: Vec<Contact>,
+    /// A repeat of an incarnation already admitted, answered as it was then.
+    pub repeat: bool,
 }
 
 #[derive(Debug)]
@@ -78,13 +91,19 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Entry {
-    contact: Contact,
+    shared: Arc<EncodedContact>,
     expires_at: Option<Instant>,
+    /// The run of the node that registered it, when the node said.
+    incarnation: Option<String>,
 }
 
 impl Entry {
     fn is_live(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|at| at > now)
+    }
+
+    fn contact(&self) -> &Contact {
+        &self.shared.contact
     }
 }
 
@@ -96,16 +115,38 @@ struct State {
     by_id: HashMap<String, u64>,
     by_name: HashMap<String, u64>,
     by_addr: HashMap<SocketAddr, u64>,
+    by_incarnation: HashMap<String, u64>,
 }
 
 impl State {
     fn remove(&mut self, seq: u64) -> Option<Contact> {
         let entry = self.entries.remove(&seq)?;
-        let contact = entry.contact;
+        let contact = entry.contact();
         self.by_id.remove(&contact.id);
         self.by_name.remove(&contact.name);
         self.by_addr.remove(&contact.addr());
-        Some(contact)
+        // A later run of the same incarnation (after this entry's lease ran
+        // out) may hold the index by now.
+        if let Some(incarnation) = &entry.incarnation {
+            if self.by_incarnation.get(incarnation) == Some(&seq) {
+                self.by_incarnation.remove(incarnation);
+            }
+        }
+        Some(entry.shared.contact.clone())
+    }
+
+    /// Live entries admitted before `seq`, oldest first.
+    fn earlier(&self, seq: u64, now: Instant) -> Vec<Arc<EncodedContact>> {
+        self.entries.range(..seq).filter(|(_, e)| e.is_live(now)).map(|(_, e)| e.shared.clone()).collect()
+    }
+
+    /// Answers a repeat of an incarnation that has a live entry, renewing its lease.
+    fn repeat(&mut self, incarnation: &str, now: Instant, ttl: Duration) -> Option<Admitted> {
+        let (seq, _) = self.live(self.by_incarnation.get(incarnation), now)?;
+        let entry = self.entries.get_mut(&seq)?;
+        entry.expires_at = entry.expires_at.map(|_| now + ttl);
+        let contact = entry.contact().clone();
+        Some(Admitted { entry: contact, earlier: self.earlier(seq, now), replaced: Vec::new(), repeat: true })
     }
 
     fn live(&self, seq: Option<&u64>, now: Instant) -> Option<(u64, &Entry)> {
@@ -155,37 +196,44 @@ impl Store {
         };
 
         let mut state = self.lock();
+        let incarnation = registration.incarnation.as_deref();
+        if let Some(repeat) = incarnation.and_then(|i| state.repeat(i, now, self.leases.ttl)) {
+            return Ok(repeat);
+        }
         if let Some((_, holder)) = state.live(state.by_name.get(&name), now) {
-            if holder.contact.addr() != addr {
-                return Err(StoreError::NameTaken { name, holder: holder.contact.clone() });
+            if holder.contact().addr() != addr {
+                return Err(StoreError::NameTaken { name, holder: holder.contact().clone() });
             }
         }
         let stale: Vec<u64> =
             [state.by_name.get(&name), state.by_addr.get(&addr)].into_iter().flatten().copied().collect();
         let replaced = stale.into_iter().filter_map(|seq| state.remove(seq)).collect();
 
-        let earlier: Vec<Contact> =
-            state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact.clone()).collect();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let earlier = state.earlier(seq, now);
         // Original nodes cannot take part in group communication.
         let group = match registration.dialect {
             Dialect::Native => Some(registration.group.unwrap_or_else(|| self.least_loaded(&earlier))),
             Dialect::Original | Dialect::Clientes => None,
         };
-        let seq = state.next_seq;
-        state.next_seq += 1;
         let entry =
             Contact { id: format!("{}-{seq}", self.id_prefix), name, ip: addr.ip(), puerto: addr.port(), group };
         state.by_id.insert(entry.id.clone(), seq);
         state.by_name.insert(entry.name.clone(), seq);
         state.by_addr.insert(addr, seq);
-        state.entries.insert(seq, Entry { contact: entry.clone(), expires_at });
-        Ok(Admitted { entry, earlier, replaced })
+        if let Some(incarnation) = incarnation {
+            state.by_incarnation.insert(incarnation.to_owned(), seq);
+        }
+        let shared = Arc::new(EncodedContact::new(entry.clone()));
+        state.entries.insert(seq, Entry { shared, expires_at, incarnation: incarnation.map(str::to_owned) });
+        Ok(Admitted { entry, earlier, replaced, repeat: false })
     }
 
     /// The assigned group with the fewest live members, the lowest on a tie.
-    fn least_loaded(&self, live: &[Contact]) -> u32 {
+    fn least_loaded(&self, live: &[Arc<EncodedContact>]) -> u32 {
         let mut load = vec![0usize; self.groups as usize];
-        for group in live.iter().filter_map(|c| c.group) {
+        for group in live.iter().filter_map(|shared| shared.contact.group) {
             if let Some(count) = load.get_mut(group as usize - 1) {
                 *count += 1;
             }
@@ -201,8 +249,8 @@ impl Store {
         let members: Vec<Contact> = state
             .entries
             .values()
-            .filter(|e| e.is_live(now) && e.contact.group == Some(group))
-            .map(|e| e.contact.clone())
+            .filter(|e| e.is_live(now) && e.contact().group == Some(group))
+            .map(|e| e.contact().clone())
             .collect();
         match members.first() {
             Some(oldest) => Ok(GroupView { group, coordinator: oldest.clone(), members }),
@@ -242,7 +290,7 @@ impl Store {
     pub fn lookup(&self, name: &str, now: Instant) -> Result<Contact, StoreError> {
         let state = self.lock();
         match state.live(state.by_name.get(name), now) {
-            Some((_, entry)) => Ok(entry.contact.clone()),
+            Some((_, entry)) => Ok(entry.contact().clone()),
             None => Err(StoreError::NotFound { name: name.to_owned() }),
         }
     }
@@ -250,7 +298,7 @@ impl Store {
     /// Live entries, oldest first.
     pub fn list(&self, now: Instant) -> Vec<Contact> {
         let state = self.lock();
-        state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact.clone()).collect()
+        state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact().clone()).collect()
     }
 
     /// Removes expired entries and returns them.
@@ -279,6 +327,7 @@ mod tests {
     fn native(name: &str, port: u16) -> Registration {
         Registration {
             ip: Some("10.0.0.1".parse().unwrap()),
+            incarnation: None,
             puerto: port,
             name: Some(name.into()),
             group: None,
@@ -298,6 +347,10 @@ mod tests {
         contacts.iter().map(|c| c.name.as_str()).collect()
     }
 
+    fn earlier(admitted: &Admitted) -> Vec<&str> {
+        admitted.earlier.iter().map(|shared| shared.contact.name.as_str()).collect()
+    }
+
     #[test]
     fn each_registration_sees_the_earlier_ones_but_never_itself() {
         let store = store();
@@ -306,8 +359,8 @@ mod tests {
         let b = store.register(&native("b", 2), observed(), now).unwrap();
         let c = store.register(&native("c", 3), observed(), now).unwrap();
         assert!(a.earlier.is_empty());
-        assert_eq!(names(&b.earlier), ["a"]);
-        assert_eq!(names(&c.earlier), ["a", "b"]);
+        assert_eq!(earlier(&b), ["a"]);
+        assert_eq!(earlier(&c), ["a", "b"]);
         assert_eq!(names(&store.list(now)), ["a", "b", "c"]);
         assert_ne!(a.entry.id, b.entry.id);
     }
@@ -331,9 +384,34 @@ mod tests {
         store.register(&native("b", 2), observed(), now).unwrap();
         let again = store.register(&native("a", 1), observed(), now).unwrap();
         assert_eq!(again.replaced, vec![first.entry.clone()]);
-        assert_eq!(names(&again.earlier), ["b"]);
+        assert_eq!(earlier(&again), ["b"]);
         assert_eq!(names(&store.list(now)), ["b", "a"]);
         assert_eq!(store.heartbeat(&first.entry.id, now).unwrap_err().code(), ErrorCode::UnknownId);
+    }
+
+    #[test]
+    fn a_repeated_incarnation_is_answered_as_its_first_admission() {
+        let store = store();
+        let start = Instant::now();
+        let once = |name: &str, port| Registration { incarnation: Some(format!("run-{name}")), ..native(name, port) };
+        store.register(&native("x", 9), observed(), start).unwrap();
+        let first = store.register(&once("a", 1), observed(), start).unwrap();
+        let b = store.register(&native("b", 2), observed(), start).unwrap();
+        assert_eq!(earlier(&b), ["x", "a"]);
+        store.deregister(&EntryKey::Name("x".into()), start).unwrap();
+
+        let later = start + Duration::from_secs(10);
+        let again = store.register(&once("a", 1), observed(), later).unwrap();
+        assert!(again.repeat && !first.repeat);
+        assert_eq!(again.entry, first.entry, "the same id and entry");
+        assert!(earlier(&again).is_empty(), "only what was admitted before it and is still live");
+        assert!(again.replaced.is_empty());
+        assert_eq!(names(&store.list(later)), ["a", "b"], "it keeps its place");
+        assert_eq!(names(&store.list(later + TTL - Duration::from_secs(1))), ["a"], "the repeat renewed its lease");
+
+        let expired = start + Duration::from_secs(10) + TTL;
+        let anew = store.register(&once("a", 1), observed(), expired).unwrap();
+        assert!(!anew.repeat && anew.entry.id != first.entry.id, "after its lease, it is a new admission");
     }
 
     #[test]
@@ -371,7 +449,14 @@ mod tests {
     #[test]
     fn missing_ip_records_the_observed_address_and_defaults_the_name() {
         let store = store();
-        let reg = Registration { ip: None, puerto: 8089, name: None, group: None, dialect: Dialect::Original };
+        let reg = Registration {
+            ip: None,
+            puerto: 8089,
+            name: None,
+            group: None,
+            incarnation: None,
+            dialect: Dialect::Original,
+        };
         let admitted = store.register(&reg, observed(), Instant::now()).unwrap();
         assert_eq!(admitted.entry.addr(), "192.0.2.1:8089".parse().unwrap());
         assert_eq!(admitted.entry.name, "192.0.2.1:8089");
@@ -406,7 +491,14 @@ mod tests {
 
     #[test]
     fn legacy_entries_have_no_lease_unless_configured() {
-        let legacy = Registration { ip: None, puerto: 1, name: None, group: None, dialect: Dialect::Original };
+        let legacy = Registration {
+            ip: None,
+            puerto: 1,
+            name: None,
+            group: None,
+            incarnation: None,
+            dialect: Dialect::Original,
+        };
         let forever = store();
         let start = Instant::now();
         forever.register(&legacy, observed(), start).unwrap();
@@ -440,7 +532,14 @@ mod tests {
             .map(|p| store.register(&native(&format!("n{p}"), p), observed(), now).unwrap().entry.group)
             .collect();
         assert_eq!(groups, [1, 3, 1, 2, 3, 1, 2, 3].map(Some));
-        let legacy = Registration { ip: None, puerto: 99, name: None, group: None, dialect: Dialect::Original };
+        let legacy = Registration {
+            ip: None,
+            puerto: 99,
+            name: None,
+            group: None,
+            incarnation: None,
+            dialect: Dialect::Original,
+        };
         assert_eq!(store.register(&legacy, observed(), now).unwrap().entry.group, None);
     }
 
@@ -488,8 +587,8 @@ mod tests {
                             let port = 1 + t * 50 + i;
                             let admitted = store.register(&native(&format!("n{port}"), port), observed(), now).unwrap();
                             (
-                                admitted.entry.name,
-                                names(&admitted.earlier).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                                admitted.entry.name.clone(),
+                                earlier(&admitted).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
                             )
                         })
                         .collect::<Vec<_>>()

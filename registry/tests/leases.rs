@@ -28,7 +28,13 @@ async fn client(addr: &RegistryAddr) -> Client {
 }
 
 async fn join(addr: &RegistryAddr, name: &str, port: u16) -> String {
-    let request = NativeRequest::Register { ip: Some("127.0.0.1".parse().unwrap()), puerto: port, name, group: None };
+    let request = NativeRequest::Register {
+        ip: Some("127.0.0.1".parse().unwrap()),
+        puerto: port,
+        name,
+        group: None,
+        incarnation: None,
+    };
     match client(addr).await.register(&request).await.unwrap() {
         Joined::Leased(registered) => registered.id,
         Joined::Original(_) => panic!("our registry grants leases"),

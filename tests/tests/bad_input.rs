@@ -63,7 +63,13 @@ impl RegistryFixture {
         let mut contacts = Vec::new();
         for i in 0..entries {
             let name = format!("entry-{i:03}");
-            let request = NativeRequest::Register { ip: Some(LOCALHOST), puerto: 10_000 + i, name: &name, group: None };
+            let request = NativeRequest::Register {
+                ip: Some(LOCALHOST),
+                puerto: 10_000 + i,
+                name: &name,
+                group: None,
+                incarnation: None,
+            };
             let Joined::Leased(registered) = client.register(&request).await? else {
                 bail!("our registry grants leases");
             };

@@ -68,7 +68,13 @@ async fn the_ip_variant_gets_clientes_and_its_observed_address_is_recorded() -> 
 async fn original_entries_have_no_lease_unless_a_legacy_ttl_is_set() -> anyhow::Result<()> {
     let registry = Registry::start(&["--ttl", "200ms", "--sweep-interval", "50ms"]).await?;
     register_original(registry.addr, 8089).await?;
-    let leased = registry::protocol::NativeRequest::Register { ip: None, puerto: 8090, name: "leased", group: None };
+    let leased = registry::protocol::NativeRequest::Register {
+        ip: None,
+        puerto: 8090,
+        name: "leased",
+        group: None,
+        incarnation: None,
+    };
     registry.client().await?.register(&leased).await?;
     registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Expired) && l["name"] == "leased").await?;
     assert_eq!(registry.names().await?, ["127.0.0.1:8089"], "the original entry outlives a lease");

@@ -3,11 +3,16 @@
 use node::events::Event;
 use registry::events::Event as RegistryEvent;
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tests::{contains, is, Node, Registry};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 const N: usize = 20;
 
@@ -110,5 +115,119 @@ async fn a_repeated_greeting_is_answered_but_logged_once() -> anyhow::Result<()>
     // Events are logged in order, so once the second one is in, a logged repeat would be too.
     node.process.wait_for_nth_event(Event::GreetingReceived, 2).await?;
     assert_eq!(node.process.events(Event::GreetingReceived).len(), 2);
+    Ok(())
+}
+
+/// Stands between one node and the registry: passes requests on at once,
+/// loses the first reply, and holds every later reply until `release` is
+/// sent. `lost` says when the first reply has been lost.
+async fn lossy_registry(
+    registry: SocketAddr,
+) -> anyhow::Result<(SocketAddr, watch::Sender<bool>, watch::Receiver<bool>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (release, released) = watch::channel(false);
+    let (lost_tx, lost) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(registry).await else { return };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+            let (mut released, lose, lost_tx) = (released.clone(), std::mem::take(&mut first), lost_tx.clone());
+            tokio::spawn(async move {
+                if lose {
+                    let mut reply = vec![0u8; 64 * 1024];
+                    let _ = server_read.read(&mut reply).await;
+                    lost_tx.send_replace(true);
+                    let _ = released.wait_for(|r| *r).await;
+                    return;
+                }
+                let _ = released.wait_for(|r| *r).await;
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+        }
+    });
+    Ok((addr, release, lost))
+}
+
+/// Stands in front of a node's listener: holds every connection, passing
+/// nothing, until `open` is sent, then joins it to the address in `target`.
+async fn door(target: Arc<OnceLock<SocketAddr>>) -> anyhow::Result<(SocketAddr, watch::Sender<bool>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (open, opened) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (mut opened, target) = (opened.clone(), target.clone());
+            tokio::spawn(async move {
+                let _ = opened.wait_for(|o| *o).await;
+                let Some(target) = target.get() else { return };
+                if let Ok(mut server) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    Ok((addr, open))
+}
+
+/// Waits until `node` has logged the outcome of every greeting its
+/// registration gave it, and returns how many that was.
+async fn settled(node: &Node) -> anyhow::Result<usize> {
+    let registered = node.process.wait_for_event(Event::Registered).await?;
+    let to_greet = registered["to_greet"].as_u64().unwrap_or(0) as usize;
+    node.process.wait_for_lines(to_greet, |l| is(l, Event::GreetingSent) || is(l, Event::GreetingFailed)).await?;
+    Ok(to_greet)
+}
+
+/// A node's first registration reply is lost. It registers again while two
+/// later nodes, which got it as a contact, are greeting it (their greetings
+/// held at a door until then): the repeat must be answered as the first
+/// admission, or the node would greet those two as well and two pairs would
+/// meet twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_registration_reply_greets_no_pair_twice() -> anyhow::Result<()> {
+    let registry = Registry::start(&[]).await?;
+    let mut nodes = Node::start_in_order(registry.addr, 2, &[]).await?;
+
+    let (relay, release, mut lost) = lossy_registry(registry.addr).await?;
+    let listener = Arc::new(OnceLock::new());
+    let (door, open) = door(listener.clone()).await?;
+    let door_port = door.port().to_string();
+    let args =
+        ["--advertise-ip", "127.0.0.1", "--puerto-ext", &door_port, "--connect-timeout", "1s", "--reply-timeout", "1s"];
+    let unlucky = Node::start(relay, "node-3", &args).await?;
+    listener.set(unlucky.addr).expect("set once");
+    tokio::time::timeout(tests::PATIENCE, lost.wait_for(|l| *l)).await??;
+
+    // Admitted, but not told: the next two nodes get it as a contact.
+    for name in ["node-4", "node-5"] {
+        let node = Node::start(registry.addr, name, &[]).await?;
+        let registered = node.process.wait_for_event(Event::Registered).await?;
+        assert!(registered["contacts"].as_u64() >= Some(3), "{name} was not told of node-3: {registered}");
+        nodes.push(node);
+    }
+    release.send_replace(true);
+    assert_eq!(settled(&unlucky).await?, 2, "node-3 greets only the nodes admitted before it");
+    assert!(!unlucky.process.events(Event::RegistryUnreachable).is_empty(), "the first reply was lost");
+    open.send_replace(true);
+    nodes.insert(2, unlucky);
+
+    // Every node heard from every later one, and no pair met twice.
+    let mut met: HashMap<(String, String), usize> = HashMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        settled(node).await?;
+        let later = nodes.len() - 1 - i;
+        let received = node.process.wait_for_lines(later, |l| is(l, Event::GreetingReceived)).await?;
+        assert_eq!(received.len(), later, "{} was greeted by {:?}", node.name, names_of(&received, "peer_name"));
+        for peer in names_of(&received, "peer_name") {
+            *met.entry(pair(&node.name, &peer)).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = met.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "pairs that met more than once: {twice:?}");
+    assert_eq!(met.len(), 5 * 4 / 2, "{met:?}");
     Ok(())
 }

@@ -7,7 +7,13 @@ use registry::protocol::{ErrorCode, NativeRequest};
 use tests::{Node, Registry};
 
 fn register<'a>(name: &'a str, port: u16) -> NativeRequest<'a> {
-    NativeRequest::Register { ip: Some("127.0.0.1".parse().unwrap()), puerto: port, name, group: None }
+    NativeRequest::Register {
+        ip: Some("127.0.0.1".parse().unwrap()),
+        puerto: port,
+        name,
+        group: None,
+        incarnation: None,
+    }
 }
 
 fn refusal(result: Result<impl std::fmt::Debug, ClientError>) -> registry::protocol::ErrorBody {

@@ -634,7 +634,13 @@ async fn worker(
                 client.heartbeat(id).await?;
             }
             Op::Register { name, puerto, contacts } => {
-                let request = NativeRequest::Register { ip: Some(LOCALHOST), puerto: *puerto, name, group: None };
+                let request = NativeRequest::Register {
+                    ip: Some(LOCALHOST),
+                    puerto: *puerto,
+                    name,
+                    group: None,
+                    incarnation: None,
+                };
                 match client.register(&request).await? {
                     Joined::Leased(r) if r.contactos.len() == *contacts => {}
                     Joined::Leased(r) => bail!("a re-registration got {} contacts, not {contacts}", r.contactos.len()),
@@ -726,8 +732,13 @@ async fn register_many(
     let mut ids = Vec::with_capacity(count);
     for i in 0..count {
         let name = format!("{prefix}-{i}");
-        let request =
-            NativeRequest::Register { ip: Some(LOCALHOST), puerto: first_port + i as u16, name: &name, group: None };
+        let request = NativeRequest::Register {
+            ip: Some(LOCALHOST),
+            puerto: first_port + i as u16,
+            name: &name,
+            group: None,
+            incarnation: None,
+        };
         match client.register(&request).await? {
             Joined::Leased(registered) => ids.push(registered.id),
             Joined::Original(_) => bail!("the registry answered in the original dialect"),
