@@ -8,6 +8,7 @@
 //! - [`store`]: entries, leases, and the name and address indexes.
 //! - [`server`]: the registry service: request loop and lease sweeper.
 //! - [`client`]: an async client, used by the node, the launcher and the tests.
+//! - [`cli`]: the command line and environment of the `registry` binary.
 //! - [`events`]: the registry's log contract ([`events::Event`]), read back
 //!   by the launcher and the tests.
 //!
@@ -15,6 +16,7 @@
 //! and signals come from the `wire` crate, which the node shares.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod events;
 pub mod protocol;

@@ -1,0 +1,137 @@
+//! The benchmark's command line.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::floor;
+
+/// Measures the real release binaries on this machine, prints each figure
+/// next to its target, and exits 1 when a target is missed.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "bench", version, about)]
+pub(crate) struct Cli {
+    /// Sections to run, comma-separated [default: all].
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Section::value_variants().to_vec())]
+    pub(crate) only: Vec<Section>,
+    /// Mesh sizes, comma-separated, 2 to 10000 nodes each.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,200,1000", value_parser = node_count)]
+    pub(crate) nodes: Vec<usize>,
+    /// Sizes of the `local` section's meshes [default: 10,100, and 1000 when --nodes has 1000].
+    #[arg(long, value_delimiter = ',', value_parser = node_count)]
+    pub(crate) local_nodes: Option<Vec<usize>>,
+    /// Seconds measured by the throughput sections, after a 0.5 s warm-up.
+    #[arg(long, default_value = "3", value_parser = seconds)]
+    pub(crate) duration: Duration,
+    /// Concurrent clients of the throughput sections.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) clients: u32,
+    /// How long a mesh may take [default: 15 s + 75 ms per node].
+    #[arg(long, value_parser = seconds)]
+    pub(crate) mesh_timeout: Option<Duration>,
+    /// Extra environment for the mesh's nodes, for experiments (`--node-env RUST_LOG=debug`).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    pub(crate) node_env: Vec<(String, String)>,
+    /// Print the table on stderr and a JSON document on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Internal: run as one of the two processes of the `floor` section.
+    #[arg(long, value_enum, hide = true)]
+    pub(crate) floor_peer: Option<floor::Peer>,
+}
+
+/// What the benchmark measures, in the order it runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum Section {
+    /// Heartbeats/s and p50/p99 latency from concurrent clients, each on a
+    /// persistent connection.
+    Heartbeat,
+    /// Re-registrations/s and p50/p99 into a registry holding 100 entries
+    /// (each reply carries 99 contacts).
+    Register,
+    /// Resident memory of one idle node and of a registry holding 1000 entries.
+    Memory,
+    /// The CPU cost of one minimal greeting between two processes with
+    /// blocking sockets: the kernel's floor, which the mesh is priced against.
+    Floor,
+    /// Time for N node processes to greet each other pairwise, with duplicate
+    /// and missing pairs counted, and the nodes' CPU per greeting against the floor.
+    Mesh,
+    /// p50/p99/max latency of sequential multicasts to groups of 10 and 100.
+    Multicast,
+    /// `launcher up --detach` in Docker (project `hit6-bench`), 3 runs each of
+    /// 5 and 9 nodes, and the images' sizes; skipped without a Docker daemon.
+    Launcher,
+    /// `launcher up --runtime local --detach` for each `--local-nodes` size.
+    Local,
+}
+
+impl Section {
+    /// The name `--only` takes, which rows and progress lines show.
+    pub(crate) fn name(self) -> String {
+        self.to_possible_value().map(|value| value.get_name().to_owned()).unwrap_or_default()
+    }
+}
+
+impl Cli {
+    /// Sizes of the `local` section: 1000 local nodes take minutes, so only when asked for.
+    pub(crate) fn local_sizes(&self) -> Vec<usize> {
+        self.local_nodes.clone().unwrap_or_else(|| {
+            let mut sizes = vec![10, 100];
+            sizes.extend(self.nodes.iter().copied().filter(|&n| n == 1000));
+            sizes
+        })
+    }
+
+    pub(crate) fn runs(&self, section: Section) -> bool {
+        self.only.contains(&section)
+    }
+}
+
+fn node_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n @ 2..=10_000) => Ok(n),
+        _ => Err(format!("`{text}` isn't a node count from 2 to 10000")),
+    }
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s < 3600.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("`{text}` isn't a number of seconds below 3600")),
+    }
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}` isn't KEY=VALUE"))?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed_and_lists_the_sections() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        for section in Section::value_variants() {
+            let name = section.to_possible_value().expect("every section has a name");
+            assert!(help.contains(name.get_name()), "{help}");
+        }
+    }
+
+    #[test]
+    fn parses_sections_and_sizes() {
+        let cli = Cli::try_parse_from(["bench", "--only", "heartbeat,memory", "--nodes", "200,1000"]).unwrap();
+        assert_eq!(cli.only, [Section::Heartbeat, Section::Memory]);
+        assert_eq!(cli.local_sizes(), [10, 100, 1000]);
+        let error = Cli::try_parse_from(["bench", "--only", "fly"]).unwrap_err().to_string();
+        assert!(error.contains("fly"), "{error}");
+        let error = Cli::try_parse_from(["bench", "--nodes", "1"]).unwrap_err().to_string();
+        assert!(error.contains("isn't a node count"), "{error}");
+        let cli = Cli::try_parse_from(["bench", "--node-env", "RUST_LOG=debug"]).unwrap();
+        assert_eq!(cli.node_env, [("RUST_LOG".to_owned(), "debug".to_owned())]);
+    }
+}

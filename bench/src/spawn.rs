@@ -1,0 +1,149 @@
+//! Child processes: a clean environment, a registry whose log is read only
+//! for its address, and launchers in process groups of their own.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::CommandFactory;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use registry::events::{Event, Record};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// The environment variables the registry and node read their settings
+/// from, as their command lines declare them, and `RUST_LOG`: removed from
+/// every child so that the shell's cannot skew a run.
+pub(crate) fn config_env() -> &'static [String] {
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let commands = [registry::cli::Cli::command(), node::config::Cli::command()];
+        let mut names: Vec<String> = commands
+            .iter()
+            .flat_map(|command| command.get_arguments().filter_map(|arg| arg.get_env()))
+            .map(|name| name.to_string_lossy().into_owned())
+            .chain(["RUST_LOG".to_owned()])
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    })
+}
+
+/// How long a started registry may take to log `listening`.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn command(binary: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(binary);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    for key in config_env() {
+        command.env_remove(key);
+    }
+    command
+}
+
+/// Keeps up to 2 KiB of what a child writes to stderr.
+pub(crate) fn collect_stderr(stream: impl AsyncRead + Unpin + Send + 'static) -> JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut stream = stream;
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            let room = 2048usize.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+        }
+        String::from_utf8_lossy(&kept).trim().to_owned()
+    })
+}
+
+/// A registry whose log is read only for its address, then discarded.
+pub(crate) struct LeanRegistry {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) stderr: JoinHandle<String>,
+}
+
+impl LeanRegistry {
+    pub(crate) async fn start(args: &[&str]) -> anyhow::Result<LeanRegistry> {
+        let mut all: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--log-format".into(), "json".into()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut child = command(&::tests::binary("registry"), &all).spawn().context("failed to start the registry")?;
+        let stderr = collect_stderr(child.stderr.take().expect("piped"));
+        let mut lines = BufReader::new(child.stdout.take().expect("piped"));
+        let addr = timeout(START_TIMEOUT, async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if lines.read_line(&mut line).await? == 0 {
+                    bail!("the registry exited before listening");
+                }
+                if let Some(listening) = Record::parse(&line).filter(|r| r.event == Event::Listening) {
+                    return listening.socket_addr().context("`listening` has no address");
+                }
+            }
+        })
+        .await
+        .context("the registry did not log `listening` in time")??;
+        // Keep draining its log so that it never blocks on a full pipe.
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 64 * 1024];
+            while let Ok(1..) = lines.read(&mut sink).await {}
+        });
+        Ok(LeanRegistry { child, addr, stderr })
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub(crate) async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = timeout(Duration::from_secs(5), self.child.wait()).await;
+        self.stderr.abort();
+    }
+}
+
+/// Kills a process group when dropped: a launcher and every process it started.
+pub(crate) struct GroupGuard(pub(crate) Pid);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = killpg(self.0, Signal::SIGKILL);
+    }
+}
+
+pub(crate) fn read_all(mut stream: impl AsyncRead + Unpin + Send + 'static) -> JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text).await;
+        text
+    })
+}
+
+/// What `read_all` read, once the stream has ended (boundedly).
+pub(crate) async fn text_of(reader: JoinHandle<String>) -> String {
+    match timeout(Duration::from_secs(5), reader).await {
+        Ok(Ok(text)) => text,
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(crate) fn the_settings_of_both_binaries_are_kept_from_children() {
+        let names = config_env();
+        for name in ["REGISTRY_TTL", "REGISTRY_LISTEN", "PUERTO_EXT", "IP_EXT", "NODE_LISTEN", "LOG_FORMAT", "RUST_LOG"]
+        {
+            assert!(names.iter().any(|n| n == name), "{name} is missing from {names:?}");
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `heartbeat` and `register`: requests per second and their latency, from
+//! concurrent clients each on a persistent connection.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use ::tests::Registry;
+use anyhow::{bail, Context};
+use registry::client::{Client, Joined, RegistryAddr};
+use registry::protocol::NativeRequest;
+use tokio::time::timeout;
+
+use crate::cli::Cli;
+use crate::probe::cpu_seconds;
+use crate::report::{percentile, Rows, Target};
+use crate::spawn::LeanRegistry;
+
+/// Untimed requests first, so that connections and caches are warm.
+const WARMUP: Duration = Duration::from_millis(500);
+
+pub(crate) const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Bounds every single request of the throughput clients.
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) enum Op {
+    Heartbeat { id: String },
+    Register { name: String, puerto: u16, contacts: usize },
+}
+
+pub(crate) struct Measured {
+    pub(crate) latencies_ns: Vec<u64>,
+    pub(crate) last_done: Instant,
+}
+
+pub(crate) async fn worker(
+    mut client: Client,
+    op: Op,
+    start: Instant,
+    warm_end: Instant,
+    end: Instant,
+) -> anyhow::Result<Measured> {
+    let mut latencies_ns = Vec::with_capacity(1 << 16);
+    tokio::time::sleep_until(start.into()).await;
+    let mut last_done = warm_end;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= end {
+            break;
+        }
+        match &op {
+            Op::Heartbeat { id } => {
+                client.heartbeat(id).await?;
+            }
+            Op::Register { name, puerto, contacts } => {
+                let request = NativeRequest::Register {
+                    ip: Some(LOCALHOST),
+                    puerto: *puerto,
+                    name,
+                    group: None,
+                    incarnation: None,
+                };
+                match client.register(&request).await? {
+                    Joined::Leased(r) if r.contactos.len() == *contacts => {}
+                    Joined::Leased(r) => bail!("a re-registration got {} contacts, not {contacts}", r.contactos.len()),
+                    Joined::Original(_) => bail!("the registry answered in the original dialect"),
+                }
+            }
+        }
+        let done = Instant::now();
+        if t0 >= warm_end {
+            latencies_ns.push((done - t0).as_nanos() as u64);
+            last_done = done;
+        }
+    }
+    Ok(Measured { latencies_ns, last_done })
+}
+
+/// Runs one worker per (client, op) and reports ops/s, p50 and p99.
+pub(crate) async fn drive(
+    section: &str,
+    rows: &Rows,
+    cli: &Cli,
+    work: Vec<(Client, Op)>,
+    target: Option<Target>,
+) -> anyhow::Result<()> {
+    let clients = work.len();
+    let start = Instant::now() + Duration::from_millis(50);
+    let warm_end = start + WARMUP;
+    let end = warm_end + cli.duration;
+    let cpu_before = cpu_seconds("self");
+    let tasks: Vec<_> =
+        work.into_iter().map(|(client, op)| tokio::spawn(worker(client, op, start, warm_end, end))).collect();
+    let mut all = Vec::new();
+    let mut last_done = warm_end;
+    for task in tasks {
+        let measured = timeout(WARMUP + cli.duration + CLIENT_TIMEOUT * 2, task)
+            .await
+            .context("a client did not finish in time")?
+            .context("a client task panicked")??;
+        all.extend(measured.latencies_ns);
+        last_done = last_done.max(measured.last_done);
+    }
+    let window = (last_done - warm_end).as_secs_f64();
+    let run = (last_done - start).as_secs_f64();
+    let client_cpu = cpu_before.zip(cpu_seconds("self")).map(|(before, after)| after - before);
+    all.sort_unstable();
+    let ops = all.len() as f64 / window;
+    let note = format!(
+        "{} requests in {window:.2} s, {clients} clients, after {:.1} s warm-up",
+        all.len(),
+        WARMUP.as_secs_f64()
+    );
+    rows.push(section, "throughput", Some(ops), "ops/s", target, note);
+    rows.info(section, "latency p50", percentile(&all, 0.50) / 1e6, "ms", "");
+    rows.info(
+        section,
+        "latency p99",
+        percentile(&all, 0.99) / 1e6,
+        "ms",
+        format!("max {:.3} ms", percentile(&all, 1.0) / 1e6),
+    );
+    if let Some(used) = client_cpu {
+        rows.info(
+            section,
+            "bench clients CPU",
+            used,
+            "CPU s",
+            format!("{:.0}% of one core over {run:.2} s", 100.0 * used / run),
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn connect_all(addr: &RegistryAddr, count: usize) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(Client::connect(addr, CLIENT_TIMEOUT).await?);
+    }
+    Ok(clients)
+}
+
+/// Registers `count` entries `<prefix>-<i>` at 127.0.0.1:<first_port + i>, returning their ids.
+pub(crate) async fn register_many(
+    addr: &RegistryAddr,
+    prefix: &str,
+    first_port: u16,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut client = Client::connect(addr, CLIENT_TIMEOUT).await?;
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("{prefix}-{i}");
+        let request = NativeRequest::Register {
+            ip: Some(LOCALHOST),
+            puerto: first_port + i as u16,
+            name: &name,
+            group: None,
+            incarnation: None,
+        };
+        match client.register(&request).await? {
+            Joined::Leased(registered) => ids.push(registered.id),
+            Joined::Original(_) => bail!("the registry answered in the original dialect"),
+        }
+    }
+    Ok(ids)
+}
+
+pub(crate) async fn bench_heartbeat(cli: &Cli, rows: &Rows) -> anyhow::Result<()> {
+    let section = "heartbeat";
+    let registry = Registry::start(&["--max-connections", "1024"]).await?;
+    let addr = registry.registry_addr();
+    let ids = register_many(&addr, "hb", 10_000, cli.clients as usize).await?;
+    let clients = connect_all(&addr, cli.clients as usize).await?;
+    let work = clients.into_iter().zip(ids).map(|(c, id)| (c, Op::Heartbeat { id })).collect();
+    let pid = registry.process.pid().to_string();
+    let (cpu_before, wall) = (cpu_seconds(&pid), Instant::now());
+    let result = drive(section, rows, cli, work, Some(Target::AtLeast(50_000.0))).await;
+    report_cpu(section, rows, &pid, cpu_before, wall);
+    result
+}
+
+pub(crate) async fn bench_register(cli: &Cli, rows: &Rows) -> anyhow::Result<()> {
+    const ENTRIES: usize = 100;
+    let section = "register";
+    // Not `Registry::start`: the registry logs every registration, and parsing
+    // each line into a kept `serde_json::Value` would compete with the clients.
+    let registry = LeanRegistry::start(&["--max-connections", "1024", "--ttl", "60s"]).await?;
+    let addr = RegistryAddr::from(registry.addr);
+    register_many(&addr, "reg", 20_000, ENTRIES).await?;
+    let clients = connect_all(&addr, cli.clients as usize).await?;
+    let work = clients
+        .into_iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let i = j % ENTRIES;
+            (c, Op::Register { name: format!("reg-{i}"), puerto: 20_000 + i as u16, contacts: ENTRIES - 1 })
+        })
+        .collect();
+    let pid = registry.pid().map(|p| p.to_string()).unwrap_or_default();
+    let (cpu_before, wall) = (cpu_seconds(&pid), Instant::now());
+    let result = drive(section, rows, cli, work, None).await;
+    report_cpu(section, rows, &pid, cpu_before, wall);
+    registry.stop().await;
+    result
+}
+
+/// Reports the CPU time `pid` used since `before` was read at `since`.
+pub(crate) fn report_cpu(section: &str, rows: &Rows, pid: &str, before: Option<f64>, since: Instant) {
+    if let (Some(before), Some(after)) = (before, cpu_seconds(pid)) {
+        let used = after - before;
+        let wall = since.elapsed().as_secs_f64();
+        rows.info(
+            section,
+            "registry CPU",
+            used,
+            "CPU s",
+            format!("{:.0}% of one core over {wall:.2} s", 100.0 * used / wall),
+        );
+    }
+}
