@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ pub(crate) struct Mesh {
     pub(crate) samples: Mutex<Vec<String>>,
     /// Pairs that have met, one bit per unordered pair of node numbers.
     met: Mutex<Vec<u64>>,
+    /// CPU time the nodes had used when they registered, in ns: their start-up.
+    pub(crate) startup_ns: AtomicU64,
     /// Distinct pairs that met, and greetings of a pair that had met already.
     pub(crate) distinct: AtomicUsize,
     pub(crate) duplicates: AtomicUsize,
@@ -74,8 +76,8 @@ impl Mesh {
     }
 
     /// Counts the events that node number `node` logged in `chunk`, which
-    /// holds whole lines only.
-    pub(crate) fn count(&self, node: usize, chunk: &[u8]) {
+    /// holds whole lines only; returns whether it registered in it.
+    pub(crate) fn count(&self, node: usize, chunk: &[u8]) -> bool {
         let text = String::from_utf8_lossy(chunk);
         let mut counts = Counts::default();
         for (at, _) in text.match_indices(EVENT) {
@@ -98,7 +100,9 @@ impl Mesh {
                 self.sample(&text, at);
             }
         }
+        let registered = counts.registered > 0;
         self.add(chunk, counts);
+        registered
     }
 
     fn add(&self, chunk: &[u8], counts: Counts) {
@@ -182,8 +186,9 @@ pub(crate) fn bump(counter: &AtomicUsize, by: usize, target: usize, reached: &On
     }
 }
 
-/// Reads the log of node number `node` in large chunks and counts its events line-aligned.
-pub(crate) async fn read_events(mut stdout: impl AsyncRead + Unpin, node: usize, mesh: Arc<Mesh>) {
+/// Reads the log of node number `node` (process `pid`) in large chunks and
+/// counts its events line-aligned; reads its CPU time as it registers.
+pub(crate) async fn read_events(mut stdout: impl AsyncRead + Unpin, node: usize, pid: Option<u32>, mesh: Arc<Mesh>) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0;
     loop {
@@ -197,7 +202,10 @@ pub(crate) async fn read_events(mut stdout: impl AsyncRead + Unpin, node: usize,
         let Some(last) = buf[..filled].iter().rposition(|&b| b == b'\n') else {
             continue;
         };
-        mesh.count(node, &buf[..=last]);
+        if mesh.count(node, &buf[..=last]) {
+            let startup = pid.and_then(|pid| cpu_seconds(&pid.to_string())).unwrap_or(0.0);
+            mesh.startup_ns.fetch_add((startup * 1e9) as u64, Ordering::Relaxed);
+        }
         buf.copy_within(last + 1..filled, 0);
         filled -= last + 1;
     }
@@ -286,7 +294,12 @@ pub(crate) async fn spawn_nodes(
         command.envs(cli.node_env.iter().map(|(k, v)| (k, v)));
         match command.spawn() {
             Ok(mut child) => {
-                spawned.readers.push(tokio::spawn(read_events(child.stdout.take().expect("piped"), i, mesh.clone())));
+                spawned.readers.push(tokio::spawn(read_events(
+                    child.stdout.take().expect("piped"),
+                    i,
+                    child.id(),
+                    mesh.clone(),
+                )));
                 spawned.stderr.push(collect_stderr(child.stderr.take().expect("piped")));
                 spawned.children.push(child);
             }

@@ -82,6 +82,8 @@ async fn sigterm_deregisters_and_exits_zero_within_a_second() -> anyhow::Result<
     let code = tokio::time::timeout(Duration::from_secs(1), node.process.wait()).await??;
     assert_eq!(code, Some(0));
     assert!(stopping.elapsed() < Duration::from_secs(1));
+    // Its last lines may still be on their way through the pipe.
+    node.process.wait_for_event(Event::Deregistered).await?;
     assert_eq!(node.process.events(Event::Deregistered).len(), 1);
     registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Deregistered) && l["name"] == "node-2").await?;
     assert_eq!(registry.names().await?, ["node-1"]);
