@@ -4,7 +4,8 @@
 
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
-use crate::images::{self, ImageError, Images, Service};
+use crate::images::engine::EngineError;
+use crate::images::{self, Images, Service};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,7 +20,7 @@ impl Args {
         images::build(&docker, &self.images, &progress).await?;
         for service in Service::ALL {
             let image = self.images.get(service);
-            let size = images::image_size(&docker, image).await?.ok_or_else(|| ImageError::BuildFailed {
+            let size = images::image_size(&docker, image).await?.ok_or_else(|| EngineError::BuildFailed {
                 image: image.to_owned(),
                 message: "it is gone right after being built".into(),
             })?;

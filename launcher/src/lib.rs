@@ -7,7 +7,8 @@
 //!   [`ps`], [`logs`], [`build`], [`send`].
 //! - [`docker`]: bollard calls, and the project's labelled resources.
 //! - [`images`]: the registry and node images: present, pulled, or built
-//!   from the workspace with no base image.
+//!   from the workspace with no base image; the binaries cargo builds for
+//!   them and for `--runtime local` ([`images::binaries`]).
 //! - [`ports`]: host port ranges and free ports.
 //! - [`stream`]: log lines of containers and processes, merged.
 //! - [`mesh`]: what the nodes' events say about the mesh.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use console::{Color, Style};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -56,11 +56,7 @@ impl Ui {
     }
 
     fn print(&self, text: &str) {
-        if self.terminal {
-            let _ = self.multi.println(text);
-        } else {
-            eprintln!("{text}");
-        }
+        log(&self.multi, text);
     }
 
     /// Whether log lines are shown; when not, they need not be rendered.
@@ -260,6 +256,47 @@ pub fn summary_json(mesh: &Mesh, elapsed: Duration) -> Value {
         "greetings": mesh.received(),
         "nodes": nodes,
     })
+}
+
+/// A spinner for a step whose length is unknown, named by `prefix`.
+pub fn spinner(prefix: String) -> ProgressBar {
+    let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {elapsed:>4} {wide_msg}")
+        .expect("the template is valid");
+    let bar = ProgressBar::new_spinner().with_style(style).with_prefix(prefix);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Prints a line above the bars, or to stderr when the bars are hidden
+/// (stderr is not a terminal), where `MultiProgress::println` prints nothing.
+pub fn log(progress: &MultiProgress, line: &str) {
+    if progress.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        let _ = progress.println(line);
+    }
+}
+
+/// Progress for when no bars are drawn: one line per step.
+pub fn log_if_hidden(progress: &MultiProgress, line: &str) {
+    if progress.is_hidden() {
+        eprintln!("{line}");
+    }
+}
+
+/// A size in MB (10^6 bytes), as Docker shows image sizes.
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Time since `since`, as `4.2s` or `3m07s`.
+pub fn elapsed(since: Instant) -> String {
+    let seconds = since.elapsed().as_secs_f64();
+    if seconds < 60.0 {
+        format!("{seconds:.1}s")
+    } else {
+        format!("{}m{:02}s", seconds as u64 / 60, seconds as u64 % 60)
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::docker::{self, ContainerSpec, DockerError, Project, Role, CONTAINER_PORT};
-use crate::images::{self, BinaryKind, Images};
+use crate::images::binaries::{self, BinaryKind};
+use crate::images::{self, Images};
 use crate::local::Cluster;
 use crate::mesh::Mesh;
 use crate::ports::{self, PortRange};
@@ -193,7 +194,7 @@ impl Args {
                 }
             }
             Runtime::Local => {
-                let bin = images::build_binaries(BinaryKind::Native, ui.multi()).await?;
+                let bin = binaries::build_binaries(BinaryKind::Native, ui.multi()).await?;
                 let mut cluster = Cluster::default();
                 let registry = match &self.registry {
                     Some(addr) => addr.clone(),
