@@ -5,49 +5,25 @@
 //! on its emitter. The launcher and the tests read JSON logs through
 //! [`Record::parse`], so names live here and nowhere else.
 
-use std::fmt;
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::{debug, info, warn};
 use wire::Chain;
 
-/// Every event a node emits, by its stable name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    Listening,
-    Registered,
-    RegistrationRefused,
-    RegistryUnreachable,
-    Reregistered,
-    GreetingSent,
-    GreetingFailed,
-    GreetingReceived,
-    GroupMessageReceived,
-    Deregistered,
-}
-
-impl Event {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Event::Listening => "listening",
-            Event::Registered => "registered",
-            Event::RegistrationRefused => "registration_refused",
-            Event::RegistryUnreachable => "registry_unreachable",
-            Event::Reregistered => "reregistered",
-            Event::GreetingSent => "greeting_sent",
-            Event::GreetingFailed => "greeting_failed",
-            Event::GreetingReceived => "greeting_received",
-            Event::GroupMessageReceived => "group_message_received",
-            Event::Deregistered => "deregistered",
-        }
-    }
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+wire::log_events! {
+    /// Every event a node emits, by its stable name.
+    pub enum Event {
+        Listening => "listening",
+        Registered => "registered",
+        RegistrationRefused => "registration_refused",
+        RegistryUnreachable => "registry_unreachable",
+        Reregistered => "reregistered",
+        GreetingSent => "greeting_sent",
+        GreetingFailed => "greeting_failed",
+        GreetingReceived => "greeting_received",
+        GroupMessageReceived => "group_message_received",
+        Deregistered => "deregistered",
     }
 }
 

@@ -5,41 +5,22 @@
 //! emitter. The launcher and the tests read the registry's JSON logs through
 //! [`Record::parse`], so the names live here and nowhere else.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::info;
 
 use crate::protocol::{Contact, Dialect};
 
-/// Every event the registry emits, by its stable name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    Listening,
-    Registered,
-    Deregistered,
-    Expired,
-    ShuttingDown,
-}
-
-impl Event {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Event::Listening => "listening",
-            Event::Registered => "registered",
-            Event::Deregistered => "deregistered",
-            Event::Expired => "expired",
-            Event::ShuttingDown => "shutting_down",
-        }
-    }
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+wire::log_events! {
+    /// Every event the registry emits, by its stable name.
+    pub enum Event {
+        Listening => "listening",
+        Registered => "registered",
+        Deregistered => "deregistered",
+        Expired => "expired",
+        ShuttingDown => "shutting_down",
     }
 }
 

@@ -70,3 +70,44 @@ pub fn capture(emit: impl FnOnce()) -> Vec<String> {
     let text = String::from_utf8(crate::lock(&buffer.0).clone()).expect("logs are UTF-8");
     text.lines().map(str::to_owned).collect()
 }
+
+/// Declares a service's log events: an enum whose variants are written with
+/// their stable names once, and get `as_str`, `Display` and serde both ways
+/// from that one list.
+///
+/// ```
+/// wire::log_events! {
+///     /// What a toy service logs.
+///     pub enum Event {
+///         Started => "started",
+///         Stopped => "stopped",
+///     }
+/// }
+/// assert_eq!(Event::Started.as_str(), "started");
+/// assert_eq!(serde_json::to_string(&Event::Stopped).unwrap(), "\"stopped\"");
+/// ```
+#[macro_export]
+macro_rules! log_events {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        $vis enum $name {
+            $(#[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// The event's stable name, as its `event` field carries it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
