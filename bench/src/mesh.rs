@@ -198,7 +198,7 @@ fn report_mesh(
             )
         }
     }
-    report_pairs(rows, section, duplicates, missing, mesh.pairs);
+    report_pairs(rows, section, duplicates, missing, mesh);
     rows.info(section, "greeting_failed", mesh.failed.load(Ordering::Relaxed) as f64, "", "");
 }
 
@@ -215,17 +215,18 @@ fn report_registration(rows: &Rows, section: &str, mesh: &Mesh, before: &Before,
     }
 }
 
-fn report_pairs(rows: &Rows, section: &str, duplicates: usize, missing: usize, pairs: usize) {
+fn report_pairs(rows: &Rows, section: &str, duplicates: usize, missing: usize, mesh: &Mesh) {
     let exactly = Some(Target::AtMost(0.0));
-    rows.push(
-        section,
-        "pairs greeted twice or more",
-        Some(duplicates as f64),
-        "",
-        exactly,
-        "a greeting of a pair that had met already, either way round",
-    );
-    rows.push(section, "pairs never greeted", Some(missing as f64), "", exactly, format!("of N(N-1)/2 = {pairs}"));
+    let note = "a greeting of a pair that had met already, either way round";
+    rows.push(section, "pairs greeted twice or more", Some(duplicates as f64), "", exactly, note);
+    let mut note = format!("of N(N-1)/2 = {}", mesh.pairs);
+    if missing > 0 {
+        let never = mesh.never_met(5);
+        let pairs: Vec<String> = never.pairs.iter().map(|(a, b)| format!("node-{a}/node-{b}")).collect();
+        let worst: Vec<String> = never.worst.iter().map(|(node, n)| format!("node-{node} in {n}")).collect();
+        note += &format!("; first: {}; most: {}", pairs.join(", "), worst.join(", "));
+    }
+    rows.push(section, "pairs never greeted", Some(missing as f64), "", exactly, note);
 }
 
 /// What the nodes and the registry cost, and the nodes' CPU against the floor.

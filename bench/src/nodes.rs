@@ -58,6 +58,12 @@ pub(crate) struct Mesh {
     pub(crate) duplicates: AtomicUsize,
 }
 
+/// Pairs that never met: the first few, and the nodes in the most of them.
+pub(crate) struct NeverMet {
+    pub(crate) pairs: Vec<(usize, usize)>,
+    pub(crate) worst: Vec<(usize, usize)>,
+}
+
 /// One line's worth of counts.
 #[derive(Default)]
 struct Counts {
@@ -136,6 +142,30 @@ impl Mesh {
             *word |= 1 << (bit % 64);
             self.distinct.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Up to `most` pairs of node numbers that never met, and the nodes
+    /// that appear in the most of them, with how many.
+    pub(crate) fn never_met(&self, most: usize) -> NeverMet {
+        let met = wire::lock(&self.met);
+        let mut pairs = Vec::new();
+        let mut per_node = vec![0usize; self.nodes + 1];
+        for high in 2..=self.nodes {
+            for low in 1..high {
+                let bit = low - 1 + (high - 1) * self.nodes;
+                if met[bit / 64] & (1 << (bit % 64)) == 0 {
+                    per_node[low] += 1;
+                    per_node[high] += 1;
+                    if pairs.len() < most {
+                        pairs.push((low, high));
+                    }
+                }
+            }
+        }
+        let mut worst: Vec<(usize, usize)> = per_node.into_iter().enumerate().filter(|(_, n)| *n > 0).collect();
+        worst.sort_by_key(|(node, n)| (std::cmp::Reverse(*n), *node));
+        worst.truncate(most);
+        NeverMet { pairs, worst }
     }
 
     pub(crate) fn sample(&self, text: &str, at: usize) {
