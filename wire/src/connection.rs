@@ -31,6 +31,12 @@ pub type JsonStream = Framed<TcpStream, JsonCodec>;
 /// is closed, so that the client reads the error instead of a reset.
 const DRAIN_BEFORE_CLOSE: Duration = Duration::from_secs(1);
 
+/// The read and write buffers a served connection starts with. Requests
+/// are small, and a server under a burst holds hundreds of connections at
+/// once (tokio-util's default of 8 KiB each made 530 concurrent heartbeat
+/// connections cost the registry 15 MB); a large message grows its buffer.
+const CONNECTION_BUFFER: usize = 1024;
+
 /// Connections the kernel queues while every connection slot is taken
 /// (tokio's default is 128); the kernel caps it at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: u32 = 4096;
@@ -55,7 +61,8 @@ where
     loop {
         let permit = limit.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (stream, peer) = accept(&listener).await;
-        let connection = serve(Framed::new(stream, JsonCodec::new(MAX_REQUEST_BYTES)), peer);
+        let connection =
+            serve(Framed::with_capacity(stream, JsonCodec::new(MAX_REQUEST_BYTES), CONNECTION_BUFFER), peer);
         // A span per connection names the peer in debug logs; at the default
         // level it is disabled and costs nothing on this hot path.
         let span = tracing::debug_span!("connection", %peer);
