@@ -80,7 +80,8 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     let logs = launcher(project, &["logs"]);
     assert!(logs.status.success(), "{}", text(&logs));
     let logged = String::from_utf8_lossy(&logs.stdout);
-    assert!(logged.lines().any(|l| l.starts_with("node-3   | greeted ")), "{logged}");
+    // The nodes start in parallel, so which one registers first (and greets nobody) varies.
+    assert!(logged.lines().any(|l| l.starts_with("node-") && l.contains(" | greeted node-")), "{logged}");
     assert!(logged.lines().any(|l| l.starts_with("registry | registered node-5 at ")), "{logged}");
     // A reader that goes away early (`| head -1`) is no failure.
     for args in [&["ps"][..], &["logs"], &["send", "--group", "2", "hola"]] {
