@@ -33,8 +33,9 @@ const DRAIN_BEFORE_CLOSE: Duration = Duration::from_secs(1);
 
 /// The read and write buffers a served connection starts with. Requests
 /// are small, and a server under a burst holds hundreds of connections at
-/// once (tokio-util's default of 8 KiB each made 530 concurrent heartbeat
-/// connections cost the registry 15 MB); a large message grows its buffer.
+/// once: tokio-util's default of 8 KiB each was most of the 15 MB that 530
+/// concurrent heartbeat connections cost the registry. A large message grows
+/// its buffer.
 const CONNECTION_BUFFER: usize = 1024;
 
 /// Connections the kernel queues while every connection slot is taken
