@@ -206,7 +206,8 @@ pub(crate) async fn group_lookups(registry: &RegistryAddr, count: usize) -> anyh
 /// One multicast to group 1: an error unless all `members` acknowledged;
 /// returns the coordinator's name.
 pub(crate) async fn multicast(registry: &RegistryAddr, text: &str, members: usize) -> anyhow::Result<String> {
-    let send = node::group::send(registry, 1, text, "bench", MULTICAST_DEADLINES);
+    let keys = wire::secure::Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open);
+    let send = node::group::send(registry, &keys, 1, text, "bench", MULTICAST_DEADLINES);
     let report = timeout(MULTICAST_PATIENCE, send)
         .await
         .with_context(|| format!("no report within {MULTICAST_PATIENCE:?}"))??;

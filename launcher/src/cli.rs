@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{build, down, logs, ps, send, up};
+use crate::{build, down, logs, ps, send, token, up};
 
 /// Runs the HIT6 mesh (a registry and greeting nodes) in Docker, shows it
 /// forming, and tells whether it is complete.
@@ -31,6 +31,8 @@ pub enum Command {
     Build(build::Args),
     /// Multicast a message to a group and print the delivery report.
     Send(send::Args),
+    /// Print the project's join token, for adding nodes by hand.
+    Token(token::Args),
 }
 
 /// Docker names allow `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; keep it short enough for host names.

@@ -7,12 +7,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use wire::secure::{JoinToken, TOKEN_ENV};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectNetworkOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 
@@ -86,9 +89,19 @@ pub struct ContainerSpec {
     pub role: Role,
     pub image: String,
     pub env: Vec<String>,
+    /// The project's join token, passed in the environment (never argv);
+    /// apart from `env` so that `Debug` never shows it.
+    pub token: Option<Arc<JoinToken>>,
     pub cmd: Vec<String>,
     /// Host port to publish the service port on.
     pub host_port: Option<u16>,
+}
+
+impl ContainerSpec {
+    fn env_with_token(&self) -> Vec<String> {
+        let token = self.token.iter().map(|token| format!("{TOKEN_ENV}={}", token.reveal().as_str()));
+        self.env.iter().cloned().chain(token).collect()
+    }
 }
 
 /// A project's resources on one daemon.
@@ -124,6 +137,21 @@ impl Project {
 
     fn project_filter(&self) -> HashMap<String, Vec<String>> {
         HashMap::from([("label".to_owned(), vec![format!("{LABEL_PROJECT}={}", self.name)])])
+    }
+
+    /// The join token the project's registry was started with, from its
+    /// container's environment; `None` for a registry without one.
+    pub async fn join_token(&self) -> Result<Option<JoinToken>, DockerError> {
+        let name = self.container_name(Role::Registry);
+        let inspected = self
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .map_err(call(format!("inspect the container {name}")))?;
+        let prefix = format!("{TOKEN_ENV}=");
+        let env = inspected.config.and_then(|config| config.env).unwrap_or_default();
+        let value = env.iter().find_map(|var| var.strip_prefix(&prefix));
+        Ok(value.and_then(|text| JoinToken::parse(text).ok()))
     }
 
     /// The project's containers, running or not.
@@ -173,7 +201,7 @@ impl Project {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
-            env: Some(spec.env.clone()),
+            env: Some(spec.env_with_token()),
             labels: Some(self.labels(Some(spec.role))),
             exposed_ports: Some(vec![port_key]),
             host_config: Some(HostConfig {

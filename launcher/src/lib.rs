@@ -28,6 +28,7 @@ pub mod ports;
 pub mod ps;
 pub mod send;
 pub mod stream;
+pub mod token;
 pub mod ui;
 pub mod up;
 
@@ -56,6 +57,7 @@ impl Command {
             Command::Logs(args) => args.run(project).await,
             Command::Build(args) => args.run().await,
             Command::Send(args) => args.run(project).await,
+            Command::Token(args) => args.run(project).await,
         }
     }
 }

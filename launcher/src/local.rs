@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,15 +15,22 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use wire::secure::{JoinToken, TOKEN_ENV};
+
 use crate::stream::{self, Line};
 
 /// Processes of a local mesh; they are killed if this is dropped.
-#[derive(Default)]
 pub struct Cluster {
     children: Vec<Child>,
+    /// Handed to every process in its environment, never in argv.
+    token: Option<Arc<JoinToken>>,
 }
 
 impl Cluster {
+    pub fn new(token: Option<Arc<JoinToken>>) -> Cluster {
+        Cluster { children: Vec::new(), token }
+    }
+
     /// Starts a registry on a free loopback port.
     pub async fn start_registry(
         &mut self,
@@ -31,7 +39,7 @@ impl Cluster {
         lines: &mpsc::Sender<Line>,
     ) -> anyhow::Result<RegistryAddr> {
         let args = ["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups.to_string()];
-        let mut child = spawn(&bin.join("registry"), &args)?;
+        let mut child = spawn(&bin.join("registry"), &args, self.token.as_deref())?;
         let stdout = child.stdout.take().expect("stdout is piped");
         self.children.push(child);
         // Its first event says which port it got.
@@ -63,7 +71,7 @@ impl Cluster {
             "--name".into(),
             name.into(),
         ];
-        let mut child = spawn(&bin.join("node"), &args)?;
+        let mut child = spawn(&bin.join("node"), &args, self.token.as_deref())?;
         stream::follow_reader(child.stdout.take().expect("stdout is piped"), name.into(), lines.clone());
         self.children.push(child);
         Ok(())
@@ -87,8 +95,13 @@ impl Cluster {
     }
 }
 
-fn spawn(binary: &Path, args: &[String]) -> anyhow::Result<Child> {
-    Command::new(binary)
+fn spawn(binary: &Path, args: &[String], token: Option<&JoinToken>) -> anyhow::Result<Child> {
+    let mut command = Command::new(binary);
+    match token {
+        Some(token) => command.env(TOKEN_ENV, token.reveal().as_str()),
+        None => command.env_remove(TOKEN_ENV),
+    };
+    command
         .args(args)
         .env("LOG_FORMAT", "json")
         .env_remove("RUST_LOG")

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use node::exchange::Deadlines;
 use registry::client::RegistryAddr;
+use wire::secure::{Admission, Identity, JoinToken, Keys};
 
 use crate::docker::{self, Project, CONTAINER_PORT, LABEL_ROLE};
 
@@ -38,12 +39,14 @@ pub struct Undelivered {
 
 impl Args {
     pub async fn run(self, project: &str) -> anyhow::Result<()> {
-        let registry = match self.registry.clone() {
-            Some(registry) => registry,
-            None => project_registry(project).await?,
+        let (registry, token) = match self.registry.clone() {
+            Some(registry) => (registry, JoinToken::from_file_or_env(None)?),
+            None => (project_registry(project).await?, crate::token::project_token(project).await?),
         };
+        // The launcher is no member: a key of its own for this one send.
+        let keys = Keys::new(Identity::generate(), Admission::from_token(token));
         let deadlines = Deadlines { connect: Duration::from_secs(2), reply: self.timeout };
-        let report = node::group::send(&registry, self.group, &self.text, "launcher", deadlines).await?;
+        let report = node::group::send(&registry, &keys, self.group, &self.text, "launcher", deadlines).await?;
         if self.json {
             wire::cli::print(&(serde_json::to_string(&report)? + "\n"))?;
         } else {

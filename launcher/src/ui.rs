@@ -149,6 +149,9 @@ pub fn describe_registry(record: &RegistryRecord) -> String {
         ),
         RegistryEvent::Deregistered => format!("deregistered {}", entry()),
         RegistryEvent::Expired => format!("the lease of {} expired", entry()),
+        RegistryEvent::Unauthorized => {
+            format!("refused {} without the join token: {}", text(&record.peer), text(&record.reason))
+        }
         RegistryEvent::ShuttingDown => "shutting down".to_owned(),
     }
 }
@@ -178,6 +181,15 @@ pub fn describe(record: &Record) -> String {
         Event::GreetingSent => format!("greeted {}", peer()),
         Event::GreetingFailed => format!("failed to greet {}: {}", peer(), text(&record.error)),
         Event::GreetingReceived => format!("greeting from {}", peer()),
+        Event::GreetingRejected => format!("refused a greeting from {}: {}", text(&record.from), text(&record.reason)),
+        Event::GroupMessageRejected => {
+            format!(
+                "refused a group {} delivery from {}: {}",
+                record.group.unwrap_or(0),
+                text(&record.from),
+                text(&record.reason)
+            )
+        }
         Event::GroupMessageReceived => format!(
             "group {} message from {} via {}: {}",
             record.group.unwrap_or(0),
@@ -332,6 +344,7 @@ mod tests {
             ip: [172, 18, 0, 1].into(),
             puerto: 8089,
             group: Some(2),
+            key: None,
         };
         let lines =
             wire::telemetry::capture(|| registry::events::registered(&entry, registry::protocol::Dialect::Native, 2));

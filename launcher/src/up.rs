@@ -18,6 +18,8 @@ use crate::mesh::Mesh;
 use crate::ports::{self, PortRange};
 use crate::stream::{self, Line};
 use crate::ui::{self, Logged, Ui};
+use std::sync::Arc;
+use wire::secure::JoinToken;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {
@@ -63,8 +65,23 @@ pub struct Args {
     /// Where the registry and nodes run.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: Runtime,
+    /// With --registry: a file holding its join token; or set HIT6_JOIN_TOKEN.
+    /// A registry the project starts gets a fresh token (see `launcher token`).
+    #[arg(long, requires = "registry")]
+    pub join_token_file: Option<std::path::PathBuf>,
+    /// Refused: a token on the command line is visible to every user.
+    #[arg(long, hide = true, value_parser = wire::cli::secret_not_in_argv)]
+    pub join_token: Option<String>,
     #[command(flatten)]
     pub images: Images,
+}
+
+/// What every node of a project is started with.
+struct Joining<'a> {
+    registry: &'a RegistryAddr,
+    /// The ip the node advertises.
+    advertise: IpAddr,
+    token: &'a Option<Arc<JoinToken>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +192,7 @@ impl Args {
         ui: &Ui,
         lines: &mpsc::Sender<Line>,
     ) -> anyhow::Result<(Deployment, Vec<Option<u16>>)> {
+        let token = self.join_token()?;
         match self.runtime {
             Runtime::Docker => {
                 ports::check_capacity(self.port_range, self.nodes as usize)?;
@@ -184,7 +202,7 @@ impl Args {
                     return Err(UpError::AlreadyUp { project: project.name.clone(), containers: existing }.into());
                 }
                 images::ensure(&project.docker, &self.images, ui.multi()).await?;
-                match self.start_containers(&project, ui, lines).await {
+                match self.start_containers(&project, ui, lines, &token).await {
                     Ok(host_ports) => Ok((Deployment::Docker(project), host_ports.into_iter().map(Some).collect())),
                     Err(error) => {
                         // Leave nothing half-started behind.
@@ -195,7 +213,7 @@ impl Args {
             }
             Runtime::Local => {
                 let bin = binaries::build_binaries(BinaryKind::Native, ui.multi()).await?;
-                let mut cluster = Cluster::default();
+                let mut cluster = Cluster::new(token);
                 let registry = match &self.registry {
                     Some(addr) => addr.clone(),
                     None => cluster.start_registry(&bin, self.groups, lines).await?,
@@ -206,6 +224,16 @@ impl Args {
                 Ok((Deployment::Local(cluster), vec![None; self.nodes as usize]))
             }
         }
+    }
+
+    /// A fresh token for a registry of the project's own; for `--registry`,
+    /// the one given in the environment or file, if any.
+    fn join_token(&self) -> anyhow::Result<Option<Arc<JoinToken>>> {
+        let token = match self.registry {
+            None => Some(JoinToken::generate()),
+            Some(_) => JoinToken::from_file_or_env(self.join_token_file.as_deref())?,
+        };
+        Ok(token.map(Arc::new))
     }
 
     async fn remove_partial(&self, project: &str) -> anyhow::Result<()> {
@@ -221,6 +249,7 @@ impl Args {
         project: &Project,
         ui: &Ui,
         lines: &mpsc::Sender<Line>,
+        token: &Option<Arc<JoinToken>>,
     ) -> anyhow::Result<Vec<u16>> {
         let gateway = project.create_network().await?;
         let advertise = self.advertise_ip.or(gateway).ok_or(UpError::NoAdvertiseIp)?;
@@ -234,6 +263,7 @@ impl Args {
                     role: Role::Registry,
                     image: self.images.registry.clone(),
                     env: vec!["LOG_FORMAT=json".into(), format!("REGISTRY_GROUPS={}", self.groups)],
+                    token: token.clone(),
                     cmd: vec![],
                     host_port: Some(self.registry_port),
                 };
@@ -256,7 +286,8 @@ impl Args {
             let (registry, spare) = (&registry, &spare);
             async move {
                 let index = i + 1;
-                let port = self.start_node(project, index, port, advertise, registry, spare).await?;
+                let joining = Joining { registry, advertise, token };
+                let port = self.start_node(project, index, port, &joining, spare).await?;
                 follow(Role::Node(index), format!("node-{index}"));
                 anyhow::Ok(port)
             }
@@ -271,10 +302,10 @@ impl Args {
         project: &Project,
         index: usize,
         mut port: u16,
-        advertise: IpAddr,
-        registry: &RegistryAddr,
+        joining: &Joining<'_>,
         spare: &Mutex<Vec<u16>>,
     ) -> anyhow::Result<u16> {
+        let Joining { registry, advertise, token } = *joining;
         loop {
             let spec = ContainerSpec {
                 role: Role::Node(index),
@@ -285,6 +316,7 @@ impl Args {
                     format!("NODE_NAME=node-{index}"),
                     "LOG_FORMAT=json".into(),
                 ],
+                token: token.clone(),
                 cmd: vec![registry.host.clone(), registry.port.to_string()],
                 host_port: Some(port),
             };

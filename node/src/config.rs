@@ -1,11 +1,14 @@
 //! The node's configuration: command line and environment, read once.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use registry::client::RegistryAddr;
 use wire::cli;
+use wire::connection::Limits;
+use wire::secure::{Admission, Identity, JoinToken, KeyFileError, Keys, TokenError};
 use wire::telemetry::LogFormat;
 
 use crate::exchange::Deadlines;
@@ -73,6 +76,20 @@ pub struct Args {
     #[arg(long, env = "NODE_MAX_CONNECTIONS", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// Connections still in their handshake or first message, from one source
+    /// address; past it the oldest is dropped.
+    #[arg(long, env = "NODE_MAX_PENDING_PER_IP", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_pending_per_ip: u32,
+    /// How long a new connection may take to finish its handshake and first message.
+    #[arg(long, env = "NODE_HANDSHAKE_TIMEOUT", default_value = "1s", value_parser = cli::duration)]
+    pub handshake_timeout: Duration,
+    /// The file of this node's static key, made on first use (mode 0600), so
+    /// that the node keeps its identity across restarts [default: a new key each run].
+    #[arg(long, env = "NODE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
@@ -99,9 +116,45 @@ pub struct SendArgs {
     /// Time allowed to connect to the registry and the coordinator.
     #[arg(long, default_value = "2s", value_parser = cli::duration)]
     pub connect_timeout: Duration,
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// The message.
     #[arg(value_parser = text)]
     pub text: String,
+}
+
+/// Where the join token comes from: never the command line.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// A file holding the registry's join token (64 hex characters); or set HIT6_JOIN_TOKEN.
+    #[arg(long, env = "NODE_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is visible to every user.
+    #[arg(long, hide = true, value_parser = cli::secret_not_in_argv)]
+    pub join_token: Option<String>,
+}
+
+impl TokenArgs {
+    pub fn admission(&self) -> Result<Admission, TokenError> {
+        JoinToken::from_file_or_env(self.join_token_file.as_deref()).map(Admission::from_token)
+    }
+}
+
+/// A secret a node cannot start without.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+}
+
+/// This node's key pair: from `file` (made there on first use), or new.
+fn identity(file: Option<&Path>) -> Result<Identity, KeyFileError> {
+    match file {
+        Some(path) => Identity::load_or_create(path).map(|(identity, _)| identity),
+        None => Ok(Identity::generate()),
+    }
 }
 
 fn text(text: &str) -> Result<String, String> {
@@ -140,13 +193,16 @@ pub struct Config {
     pub backoff: Backoff,
     pub greet: GreetConfig,
     pub listen: ListenConfig,
+    pub keys: Keys,
 }
 
 impl Args {
-    pub fn config(&self) -> Config {
+    /// The node's configuration, with its key and the join token read.
+    pub fn config(&self) -> Result<Config, SecretError> {
         let (host, port) =
             self.registry_host.clone().zip(self.registry_port).expect("clap requires both to run a node");
-        Config {
+        let keys = Keys::new(identity(self.key_file.as_deref())?, self.token.admission()?);
+        Ok(Config {
             registry: RegistryAddr { host, port },
             advertise_ip: self.advertise_ip.filter(|ip| !ip.is_unspecified()),
             puerto_ext: self.puerto_ext,
@@ -162,11 +218,16 @@ impl Args {
                 attempts: 4,
             },
             listen: ListenConfig {
-                max_connections: self.max_connections as usize,
+                limits: Limits {
+                    max_pending_per_ip: self.max_pending_per_ip as usize,
+                    handshake_timeout: self.handshake_timeout,
+                    ..Limits::new(self.max_connections as usize)
+                },
                 read_timeout: self.reply_timeout,
                 write_timeout: self.reply_timeout,
             },
-        }
+            keys,
+        })
     }
 }
 
@@ -197,6 +258,10 @@ mod tests {
         let error = parse(&["h", "1", "--reply-timeout", "100000000000s"]).unwrap_err().to_string();
         assert!(error.contains("longest duration"), "{error}");
         assert!(parse(&[]).is_err(), "running a node needs the registry");
+        let error = parse(&["h", "1", "--join-token", "abc"]).unwrap_err().to_string();
+        assert!(error.contains("must not be given on the command line"), "{error}");
+        let error = parse(&["send", "--registry", "h:1", "--group", "1", "--join-token", "abc", "x"]).unwrap_err();
+        assert!(error.to_string().contains("HIT6_JOIN_TOKEN"), "{error}");
     }
 
     #[test]
@@ -215,7 +280,7 @@ mod tests {
     fn the_lab_invocation_parses() {
         let cli = parse(&["127.0.0.1", "8080"]).unwrap();
         assert!(cli.command.is_none());
-        let config = cli.args.config();
+        let config = cli.args.config().unwrap();
         assert_eq!(config.registry.to_string(), "127.0.0.1:8080");
         assert_eq!(cli.args.listen, "0.0.0.0:0".parse().unwrap());
         assert_eq!(config.heartbeat_interval, Duration::from_secs(5));

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 use tracing::{debug, info, warn};
+use wire::secure::PublicKey;
 use wire::Chain;
 
 wire::log_events! {
@@ -22,16 +23,20 @@ wire::log_events! {
         GreetingSent => "greeting_sent",
         GreetingFailed => "greeting_failed",
         GreetingReceived => "greeting_received",
+        GreetingRejected => "greeting_rejected",
+        GroupMessageRejected => "group_message_rejected",
         GroupMessageReceived => "group_message_received",
         Deregistered => "deregistered",
     }
 }
 
-/// A peer as the node knows it: a name for people, an address to greet.
+/// A peer as the node knows it: a name for people, an address to greet,
+/// and the key it must prove there (`None` for an original node).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Peer {
     pub name: String,
     pub addr: SocketAddr,
+    pub key: Option<PublicKey>,
 }
 
 /// One node event read back from a JSON log line. Fields an event does not
@@ -62,6 +67,11 @@ pub struct Record {
     pub registry: Option<String>,
     pub error: Option<String>,
     pub attempt: Option<u64>,
+    /// Where a greeting or delivery came from, whether its sender proved a
+    /// key (`greeting_received`), and why one was refused (`*_rejected`).
+    pub from: Option<String>,
+    pub verified: Option<bool>,
+    pub reason: Option<String>,
 }
 
 impl Record {
@@ -108,8 +118,22 @@ pub fn greeting_failed(peer: &Peer, error: &dyn std::error::Error) {
     warn!(event = %Event::GreetingFailed, peer_name = %peer.name, peer_addr = %peer.addr, error = %Chain(error), "failed to greet a peer");
 }
 
+/// `peer` is as verified: by its key and the registry's credential, or, for
+/// an original node, by the registry's record of its address.
 pub fn greeting_received(peer: &Peer, from: SocketAddr) {
-    info!(event = %Event::GreetingReceived, peer_name = %peer.name, peer_addr = %peer.addr, %from, "received a greeting");
+    info!(
+        event = %Event::GreetingReceived, peer_name = %peer.name, peer_addr = %peer.addr, %from,
+        verified = peer.key.is_some(), "received a greeting"
+    );
+}
+
+/// A greeting refused; `claimed` is the name it gave, unverified.
+pub fn greeting_rejected(from: SocketAddr, claimed: Option<&str>, reason: &dyn std::fmt::Display) {
+    warn!(event = %Event::GreetingRejected, %from, claimed, %reason, "refused a greeting");
+}
+
+pub fn group_message_rejected(from: SocketAddr, group: u32, reason: &dyn std::fmt::Display) {
+    warn!(event = %Event::GroupMessageRejected, %from, group, %reason, "refused a group delivery");
 }
 
 pub fn group_message_received(group: u32, sender: &str, coordinator: &str, text: &str) {
@@ -130,7 +154,7 @@ mod tests {
 
     #[test]
     fn every_emitted_event_parses_back_with_its_fields() {
-        let peer = Peer { name: "node-2".into(), addr: "127.0.0.1:4000".parse().unwrap() };
+        let peer = Peer { name: "node-2".into(), addr: "127.0.0.1:4000".parse().unwrap(), key: None };
         let error = std::io::Error::other("connection refused");
         let lines = wire::telemetry::capture(|| {
             listening("0.0.0.0:4001".parse().unwrap(), "127.0.0.1:4001");

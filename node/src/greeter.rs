@@ -1,4 +1,7 @@
-//! Greeting peers: one connection per peer, many peers at once.
+//! Greeting peers: one connection per peer, many peers at once. A peer the
+//! registry recorded a key for is greeted in a secure session in which it
+//! must prove that key, with this node's credential in the greeting; an
+//! original peer, in plaintext.
 //!
 //! A peer counts as greeted when it answers with one JSON object, or closes
 //! the connection without answering (the original nodes may do either).
@@ -11,9 +14,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use wire::secure::Keys;
 
 use crate::events::{self, Peer};
-use crate::exchange::{self, Deadlines, ExchangeError};
+use crate::exchange::{self, Deadlines, ExchangeError, Target};
 use crate::greeting::Greeting;
 
 #[derive(Debug, Clone, Copy)]
@@ -27,13 +31,14 @@ pub struct GreetConfig {
 
 /// Greets every peer, `fanout` at a time, logging one event per peer.
 /// Returns how many were greeted.
-pub async fn greet_all(peers: Vec<Peer>, hello: &Greeting<'_>, config: GreetConfig) -> usize {
-    let message = exchange::encode(hello);
+pub async fn greet_all(peers: Vec<Peer>, hello: &Greeting<'_>, keys: &Keys, config: GreetConfig) -> usize {
+    // Original peers get the greeting without a credential, which is only for secure sessions.
+    let plain = exchange::encode(&Greeting { credential: None, ..hello.clone() });
     futures::stream::iter(peers)
         .map(|peer| {
-            let message = &message;
+            let plain = &plain;
             async move {
-                match greet_with_retries(&peer, message, config).await {
+                match greet_with_retries(&peer, hello, plain, keys, config).await {
                     Ok(()) => {
                         events::greeting_sent(&peer);
                         true
@@ -51,12 +56,25 @@ pub async fn greet_all(peers: Vec<Peer>, hello: &Greeting<'_>, config: GreetConf
         .await
 }
 
-async fn greet_with_retries(peer: &Peer, message: &[u8], config: GreetConfig) -> Result<(), ExchangeError> {
+async fn greet_with_retries(
+    peer: &Peer,
+    hello: &Greeting<'_>,
+    plain: &[u8],
+    keys: &Keys,
+    config: GreetConfig,
+) -> Result<(), ExchangeError> {
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
-        // Hanging up without a word is how some original nodes answer.
-        match exchange::exchange(peer.addr, message, config.deadlines).await.map(drop) {
+        let greeted = match peer.key {
+            Some(key) => {
+                let target = Target { addr: peer.addr, key };
+                exchange::secure_exchange(target, keys, hello, config.deadlines).await.map(drop)
+            }
+            // Hanging up without a word is how some original nodes answer.
+            None => exchange::exchange(peer.addr, plain, config.deadlines).await.map(drop),
+        };
+        match greeted {
             Err(error) if error.is_transient() && attempt < config.attempts => {
                 tracing::debug!(peer_name = %peer.name, peer_addr = %peer.addr, %error, attempt, "retrying a greeting");
                 tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;

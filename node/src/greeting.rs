@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use registry::credential::Signed;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use wire::fields::{check_peer_ip, kind_of, parse_id, parse_ip, parse_port, validate_name};
@@ -27,6 +28,9 @@ pub struct Greeting<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
+    /// The registry's credential for this node's key, sent only in a secure session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<&'a Signed>,
 }
 
 /// What a node answers to a greeting.
@@ -39,12 +43,13 @@ pub struct GreetingReply {
     pub id: Option<String>,
 }
 
-/// A received greeting: who sent it, and the registration id it carries
-/// (ours send one; original nodes do not).
+/// A received greeting: who it says sent it, the registration id it carries
+/// (ours send one; original nodes do not), and the credential that proves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     pub peer: Peer,
     pub id: Option<String>,
+    pub credential: Option<Signed>,
 }
 
 impl Received {
@@ -84,9 +89,16 @@ pub fn parse(message: Value, from: SocketAddr) -> Result<Received, ErrorBody> {
         None | Some(Value::Null) => None,
         Some(id) => Some(parse_id(id, "id")?),
     };
-    let peer = fill_ip(Peer { name, addr }, from);
+    let credential = match fields.get("credential") {
+        None | Some(Value::Null) => None,
+        Some(credential) => Some(
+            serde_json::from_value(credential.clone())
+                .map_err(|_| ErrorBody::bad_request("field `credential` must be a signed credential"))?,
+        ),
+    };
+    let peer = fill_ip(Peer { name, addr, key: None }, from);
     check_peer_ip(peer.addr.ip())?;
-    Ok(Received { peer, id })
+    Ok(Received { peer, id, credential })
 }
 
 /// The address a greeting advertises: `ip` (or `IP`) and `puerto`, each optional.
@@ -117,16 +129,25 @@ mod tests {
     #[test]
     fn original_greeting_with_string_port() {
         let received = parse(json!({"mensaje":GREETING,"ip":"10.0.0.5","puerto":"8089"}), from()).unwrap();
-        assert_eq!(received.peer, Peer { name: "10.0.0.5:8089".into(), addr: "10.0.0.5:8089".parse().unwrap() });
+        assert_eq!(
+            received.peer,
+            Peer { name: "10.0.0.5:8089".into(), addr: "10.0.0.5:8089".parse().unwrap(), key: None }
+        );
         assert_eq!(received.id, None);
     }
 
     #[test]
     fn our_greeting_carries_a_name() {
-        let sent =
-            Greeting { mensaje: GREETING, ip: Some("10.0.0.5".parse().unwrap()), puerto: 7, name: "n1", id: Some("x") };
+        let sent = Greeting {
+            mensaje: GREETING,
+            ip: Some("10.0.0.5".parse().unwrap()),
+            puerto: 7,
+            name: "n1",
+            id: Some("x"),
+            credential: None,
+        };
         let received = parse(serde_json::to_value(&sent).unwrap(), from()).unwrap();
-        assert_eq!(received.peer, Peer { name: "n1".into(), addr: "10.0.0.5:7".parse().unwrap() });
+        assert_eq!(received.peer, Peer { name: "n1".into(), addr: "10.0.0.5:7".parse().unwrap(), key: None });
         assert_eq!(received.key(), ("10.0.0.5:7".parse().unwrap(), Some("x".into())));
     }
 

@@ -6,23 +6,34 @@
 //!
 //! Wire format:
 //! - sender -> coordinator: `{"op":"multicast","group":2,"text":"hola","sender":"cli"}`,
-//!   answered `{"ok":true, <Report>}` or with an error, on a connection of its own;
-//! - coordinator -> member: `{"op":"deliver","group":2,"text":"hola","sender":"cli","coordinator":"node-4"}`,
-//!   answered `{"ok":true,"ack":"<member name>"}`, on a connection the
+//!   answered `{"ok":true, <Report>}` or with an error, in a secure session
+//!   of its own with the key the registry recorded for the coordinator;
+//! - coordinator -> member: `{"op":"deliver","group":2,"text":"hola","sender":"cli","coordinator":"node-4","view":{...}}`,
+//!   answered `{"ok":true,"ack":"<member name>"}`, in a secure session the
 //!   coordinator keeps for the next multicast (see [`crate::exchange::Pool`]).
+//!
+//! Who may do what: a node coordinates only while the registry names it
+//! coordinator (`not_coordinator` otherwise, naming the one that is), and a
+//! member accepts a delivery only from the coordinator of a signed group
+//! view that includes the member (see [`registry::credential`]). With a join
+//! token, only holders of it can open a session at all, so multicast is
+//! open to every holder of the token: a member, or `node send` given it.
 
 use std::fmt;
+use std::time::Duration;
 
 use futures::StreamExt;
 use registry::client::{Client, ClientError, RegistryAddr};
-use registry::protocol::Contact;
+use registry::credential::Signed;
+use registry::protocol::{Contact, GroupView};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use wire::envelope::{Code, Reply};
 use wire::fields::{kind_of, parse_group, validate_name};
+use wire::secure::Keys;
 use wire::Chain;
 
-use crate::exchange::{self, Deadlines, ExchangeError, Pool};
+use crate::exchange::{self, Deadlines, ExchangeError, Pool, Target};
 use crate::protocol::{ErrorBody, ErrorCode};
 
 /// Exit code of a send that some member did not acknowledge, the same for
@@ -39,7 +50,7 @@ const DELIVERY_FANOUT: usize = 256;
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Outgoing<'a> {
     Multicast { group: u32, text: &'a str, sender: &'a str },
-    Deliver { group: u32, text: &'a str, sender: &'a str, coordinator: &'a str },
+    Deliver { group: u32, text: &'a str, sender: &'a str, coordinator: &'a str, view: &'a Signed },
 }
 
 /// A group operation a node received.
@@ -47,8 +58,9 @@ enum Outgoing<'a> {
 pub enum Incoming {
     /// This node is asked to coordinate a multicast.
     Multicast(Message),
-    /// A coordinator delivers a message to this member.
-    Deliver { message: Message, coordinator: String },
+    /// A coordinator delivers a message to this member, showing the signed
+    /// group view that names it coordinator.
+    Deliver { message: Message, coordinator: String, view: Option<Signed> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +93,16 @@ pub fn parse(fields: &Map<String, Value>) -> Result<Incoming, ErrorBody> {
     let message = Message { group, text, sender: name("sender")? };
     match op {
         Some("multicast") => Ok(Incoming::Multicast(message)),
-        Some("deliver") => Ok(Incoming::Deliver { message, coordinator: name("coordinator")? }),
+        Some("deliver") => {
+            let view = match fields.get("view") {
+                None | Some(Value::Null) => None,
+                Some(view) => Some(
+                    serde_json::from_value(view.clone())
+                        .map_err(|_| ErrorBody::bad_request("field `view` must be a signed group view"))?,
+                ),
+            };
+            Ok(Incoming::Deliver { message, coordinator: name("coordinator")?, view })
+        }
         _ => Err(ErrorBody::new(Code::UnknownOp, "a node understands `multicast` and `deliver`, or a greeting")),
     }
 }
@@ -131,31 +152,50 @@ impl fmt::Display for Report {
     }
 }
 
+/// The group's view from the registry, asked in a secure session as `keys`.
+async fn group_view(
+    registry: &RegistryAddr,
+    keys: &Keys,
+    group: u32,
+    within: Duration,
+) -> Result<GroupView, ClientError> {
+    Client::connect_secure(registry, keys, within).await?.group(group).await
+}
+
 /// The coordinator's side: deliver `message` to every live member of its
-/// group, at once, each within `deadlines`.
+/// group, at once, each within `deadlines`, once the registry confirms this
+/// node (`keys`) coordinates the group.
 pub async fn coordinate(
     registry: &RegistryAddr,
+    keys: &Keys,
     coordinator: &str,
     message: &Message,
     deadlines: Deadlines,
     members_pool: &Pool,
 ) -> Result<Report, ErrorBody> {
-    let view = match Client::connect(registry, deadlines.reply).await {
-        Ok(mut client) => client.group(message.group).await,
-        Err(error) => Err(error),
-    };
-    let view = view.map_err(|error| match error {
+    let view = group_view(registry, keys, message.group, deadlines.reply).await.map_err(|error| match error {
         ClientError::Refused { error, .. } => error.widen(),
         other => ErrorBody::new(ErrorCode::RegistryUnavailable, Chain(&other).to_string()),
     })?;
-    let outgoing =
-        Outgoing::Deliver { group: message.group, text: &message.text, sender: &message.sender, coordinator };
-    let bytes = exchange::encode(&outgoing);
+    if view.coordinator.key != Some(keys.identity.public()) {
+        let current = &view.coordinator;
+        return Err(ErrorBody::new(
+            ErrorCode::NotCoordinator,
+            format!("{} at {} coordinates group {}, not this node", current.name, current.addr(), view.group),
+        ));
+    }
+    let outgoing = Outgoing::Deliver {
+        group: message.group,
+        text: &message.text,
+        sender: &message.sender,
+        coordinator,
+        view: &view.view,
+    };
     let outcomes: Vec<(Contact, Result<(), ExchangeError>)> = futures::stream::iter(view.members.iter().cloned())
         .map(|member| {
-            let bytes = &bytes;
+            let outgoing = &outgoing;
             async move {
-                let outcome = deliver(members_pool, &member, bytes, deadlines).await;
+                let outcome = deliver(members_pool, keys, &member, outgoing, deadlines).await;
                 (member, outcome)
             }
         })
@@ -186,10 +226,22 @@ pub async fn coordinate(
     Ok(report)
 }
 
-/// One delivery, on a kept connection when there is one; only an answer
+/// One delivery, on a kept session when there is one; only an answer
 /// carrying `ack` counts.
-async fn deliver(pool: &Pool, member: &Contact, bytes: &[u8], deadlines: Deadlines) -> Result<(), ExchangeError> {
-    let answer = pool.request(member.addr(), bytes, deadlines).await?;
+async fn deliver(
+    pool: &Pool,
+    keys: &Keys,
+    member: &Contact,
+    outgoing: &Outgoing<'_>,
+    deadlines: Deadlines,
+) -> Result<(), ExchangeError> {
+    let Some(key) = member.key else {
+        return Err(ExchangeError::Refused(ErrorBody::new(
+            ErrorCode::Registry(registry::protocol::ErrorCode::Unauthorized),
+            "the member registered without a key, so nothing sent to it can be authenticated",
+        )));
+    };
+    let answer = pool.request(Target { addr: member.addr(), key }, keys, outgoing, deadlines).await?;
     if answer.contains_key("ack") {
         Ok(())
     } else {
@@ -234,23 +286,38 @@ pub enum SendError {
     },
 }
 
-/// The sender's side: multicast `text` to `group` through its coordinator.
-/// The coordinator needs up to its own per-member deadline, so `deadlines.reply`
-/// must be longer.
+/// The sender's side: multicast `text` to `group` through its coordinator,
+/// which must prove the key the registry recorded for it. `keys` open both
+/// sessions. The coordinator needs up to its own per-member deadline, so
+/// `deadlines.reply` must be longer.
 pub async fn send(
     registry: &RegistryAddr,
+    keys: &Keys,
     group: u32,
     text: &str,
     sender: &str,
     deadlines: Deadlines,
 ) -> Result<Report, SendError> {
-    let lookup = async { Client::connect(registry, deadlines.connect + deadlines.reply).await?.group(group).await };
-    let view = lookup.await.map_err(|source| SendError::Lookup { group, source })?;
+    let view = group_view(registry, keys, group, deadlines.connect + deadlines.reply)
+        .await
+        .map_err(|source| SendError::Lookup { group, source })?;
     let coordinator = view.coordinator;
-    let bytes = exchange::encode(&Outgoing::Multicast { group, text, sender });
-    let answer = exchange::exchange(coordinator.addr(), &bytes, deadlines).await.map_err(|source| {
-        SendError::Coordinator { name: coordinator.name.clone(), addr: coordinator.addr().to_string(), source }
-    })?;
+    let outgoing = Outgoing::Multicast { group, text, sender };
+    let failed = |source| SendError::Coordinator {
+        name: coordinator.name.clone(),
+        addr: coordinator.addr().to_string(),
+        source,
+    };
+    let answer = match coordinator.key {
+        Some(key) => {
+            let target = Target { addr: coordinator.addr(), key };
+            Some(exchange::secure_exchange(target, keys, &outgoing, deadlines).await.map_err(failed)?)
+        }
+        // A coordinator registered in plaintext, which only an open registry admits.
+        None => {
+            exchange::exchange(coordinator.addr(), &exchange::encode(&outgoing), deadlines).await.map_err(failed)?
+        }
+    };
     let answer = answer.ok_or_else(|| SendError::NoReport { name: coordinator.name.clone() })?;
     serde_json::from_value(Value::Object(answer))
         .map_err(|source| SendError::MalformedReport { name: coordinator.name, source })
@@ -272,7 +339,7 @@ mod tests {
         assert_eq!(multicast, Incoming::Multicast(message.clone()));
         let deliver =
             parse(&fields(json!({"op":"deliver","group":"2","text":"hola","sender":"cli","coordinator":"n1"})));
-        assert_eq!(deliver.unwrap(), Incoming::Deliver { message, coordinator: "n1".into() });
+        assert_eq!(deliver.unwrap(), Incoming::Deliver { message, coordinator: "n1".into(), view: None });
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub use config::Config;
 use events::{Event, Identity, Peer};
 use exchange::Deadlines;
 use greeting::{Greeting, GREETING};
-use listener::{Context, Known};
+use listener::{Context, Known, Trust, Vouched};
 use membership::{Advertise, Membership, Session};
 
 /// Deregistering at shutdown must not hold up the exit for long.
@@ -63,9 +63,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let tracker = TaskTracker::new();
     let serve = {
         let context = node.context.clone();
-        move |framed, from| listener::serve(framed, from, context.clone())
+        move |accepted| listener::serve(accepted, context.clone())
     };
-    let accepting = connection::accept_loop(listener, config.listen.max_connections, tracker.clone(), serve);
+    let refused = |from: SocketAddr, error: &wire::secure::HandshakeError| events::greeting_rejected(from, None, error);
+    let (keys, limits) = (config.keys.clone(), config.listen.limits);
+    let accepting = connection::accept_loop(listener, keys, limits, tracker.clone(), serve, refused);
     tracker.spawn(cancellable(token.clone(), accepting));
 
     tokio::select! {
@@ -102,7 +104,9 @@ impl Node {
         let name = config.name.clone().unwrap_or_else(|| default_name(puerto));
         let context = Context {
             name: name.clone(),
+            keys: config.keys.clone(),
             id: Default::default(),
+            trust: Default::default(),
             known: Known::default(),
             greeted_by: Default::default(),
             config: config.listen,
@@ -119,6 +123,9 @@ impl Node {
                 timeout: config.registry_timeout,
                 backoff: config.backoff,
                 incarnation: membership::incarnation(),
+                keys: config.keys.clone(),
+                session: Default::default(),
+                plaintext: Default::default(),
             },
             context: Arc::new(context),
         }
@@ -167,6 +174,11 @@ impl Node {
     ) {
         let id = session.lease.as_ref().map(|(id, _)| id.clone());
         *wire::lock(&self.context.id) = id.clone();
+        let credential = session.vouched.as_ref().and_then(|(_, _, credential)| credential.clone());
+        *wire::lock(&self.context.trust) = match session.vouched.clone() {
+            Some((key, policy, credential)) => Trust::Registry(Arc::new(Vouched { key, policy, credential })),
+            None => Trust::Original,
+        };
         let contacts = session.peers.len();
         let new_peers: Vec<Peer> = {
             let mut known = wire::lock(&self.context.known);
@@ -177,7 +189,7 @@ impl Node {
         let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr, group: session.group };
         events::registered(event, &me, &self.membership.registry.to_string(), mode, contacts, new_peers.len());
 
-        let (name, greet) = (self.membership.name.clone(), config.greet);
+        let (name, greet, keys) = (self.membership.name.clone(), config.greet, config.keys.clone());
         let greeting = async move {
             let hello = Greeting {
                 mensaje: GREETING,
@@ -185,8 +197,9 @@ impl Node {
                 puerto: session.addr.port(),
                 name: &name,
                 id: id.as_deref(),
+                credential: credential.as_ref(),
             };
-            greeter::greet_all(new_peers, &hello, greet).await;
+            greeter::greet_all(new_peers, &hello, &keys, greet).await;
         };
         tracker.spawn(cancellable(token.clone(), greeting));
     }

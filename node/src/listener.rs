@@ -3,31 +3,41 @@
 //! answered and the connection closed, as the original nodes expect; group
 //! operations may follow one another on one connection, which a coordinator
 //! keeps open between multicasts.
+//!
+//! Who is believed ([`Trust`]): a greeter in a secure session is who the
+//! registry's credential for the key it proved says; a plaintext greeter is
+//! an original node, believed only where the registry says one listens at
+//! the address it gives, or when the registry itself is an original one.
+//! Everything else is refused, and logged once as `greeting_rejected`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use registry::client::RegistryAddr;
+use registry::client::{Client, RegistryAddr};
+use registry::credential::{CredentialError, GroupClaims, MemberClaims, RegistryKey, Signed};
+use registry::protocol::{ErrorCode as RegistryCode, Policy};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::time::timeout;
 use tracing::debug;
-use wire::connection::{self, JsonStream};
+use wire::codec::{Decoded, FrameError};
+use wire::connection::{self, Accepted};
 use wire::envelope::Reply;
+use wire::secure::{Keys, PublicKey};
 
-use crate::events;
+use crate::events::{self, Peer};
 use crate::exchange::{Deadlines, Pool};
-use crate::greeting::{self, GreetingReply, GREETING_REPLY};
+use crate::greeting::{self, GreetingReply, Received, GREETING_REPLY};
 use crate::group::{self, Answer as GroupAnswer, GroupReply, Incoming};
 use crate::protocol::ErrorBody;
 use crate::recent::Recent;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ListenConfig {
-    /// Connections served at once; more wait to be accepted.
-    pub max_connections: usize,
+    /// Connections served at once, and how long a new one has to prove itself.
+    pub limits: connection::Limits,
     /// How long a peer may take to send its message.
     pub read_timeout: Duration,
     /// How long a peer may take to read the answer.
@@ -41,6 +51,28 @@ pub type Known = Mutex<Recent<SocketAddr>>;
 /// Who has greeted this node ([`greeting::Received::key`]): a greeter whose
 /// answer got lost retries, and the repeat is answered but not logged again.
 pub type GreetedBy = Mutex<Recent<(SocketAddr, Option<String>)>>;
+
+/// What this node learnt from its registration about whom to believe.
+#[derive(Debug, Clone, Default)]
+pub enum Trust {
+    /// Not registered yet: nobody can have learnt of this node from the registry.
+    #[default]
+    Unregistered,
+    /// Registered with an original registry: every peer is an original node.
+    Original,
+    /// Registered with a registry of ours.
+    Registry(Arc<Vouched>),
+}
+
+/// What a registry of ours told this node when it registered.
+#[derive(Debug)]
+pub struct Vouched {
+    /// The key its credentials and group views are signed with.
+    pub key: RegistryKey,
+    pub policy: Policy,
+    /// This node's own credential, shown to the peers it greets.
+    pub credential: Option<Signed>,
+}
 
 /// An answer to a peer.
 #[derive(Debug, Serialize)]
@@ -56,8 +88,10 @@ enum Answer {
 #[derive(Debug)]
 pub struct Context {
     pub name: String,
+    pub keys: Keys,
     /// The id the registry gave this node, once it has one.
     pub id: Mutex<Option<String>>,
+    pub trust: Mutex<Trust>,
     pub known: Known,
     pub greeted_by: GreetedBy,
     pub config: ListenConfig,
@@ -69,23 +103,36 @@ pub struct Context {
     pub members: Pool,
 }
 
+impl Context {
+    fn trust(&self) -> Trust {
+        wire::lock(&self.trust).clone()
+    }
+}
+
 /// Serves a connection until it is idle for the read timeout, closing it
 /// after a greeting or anything unusable.
-pub async fn serve(mut framed: JsonStream, from: SocketAddr, context: Arc<Context>) {
+pub async fn serve(accepted: Accepted, context: Arc<Context>) {
+    let Accepted { mut framed, peer: from, first } = accepted;
+    let remote = framed.codec().remote();
     let config = context.config;
+    let mut first = Some(first);
     loop {
-        let next = match timeout(config.read_timeout, framed.next()).await {
-            Err(_) => return debug!(timeout = ?config.read_timeout, "no message arrived"),
-            Ok(None) => return,
-            Ok(Some(next)) => next,
+        let next: Option<Result<Decoded, FrameError>> = match first.take() {
+            Some(first) => first,
+            None => match timeout(config.read_timeout, framed.next()).await {
+                Err(_) => return debug!(timeout = ?config.read_timeout, "no message arrived"),
+                Ok(next) => next,
+            },
         };
+        let Some(next) = next else { return };
         let (answer, keep_open) = match next {
             Err(error) => return connection::reject(framed, error, config.write_timeout).await,
             Ok(Err(malformed)) => (Err(ErrorBody::bad_request(malformed.to_string())), false),
             Ok(Ok(Value::Object(fields))) if fields.contains_key("op") => {
-                (answer_group(&fields, &context).await.map(|a| Answer::Enveloped(Reply::Ok(a))), true)
+                let answer = answer_group(&fields, from, remote, &context).await;
+                (answer.map(|a| Answer::Enveloped(Reply::Ok(a))), true)
             }
-            Ok(Ok(message)) => (answer_greeting(message, from, &context).map(Answer::Greeting), false),
+            Ok(Ok(message)) => (answer_greeting(message, from, remote, &context).await.map(Answer::Greeting), false),
         };
         let answer = answer.unwrap_or_else(|error| {
             debug!(code = %error.code, message = %error.message, "rejected a message");
@@ -100,32 +147,147 @@ pub async fn serve(mut framed: JsonStream, from: SocketAddr, context: Arc<Contex
     }
 }
 
-fn answer_greeting(message: Value, from: SocketAddr, context: &Context) -> Result<GreetingReply, ErrorBody> {
+fn unauthorized(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(RegistryCode::Unauthorized, message)
+}
+
+async fn answer_greeting(
+    message: Value,
+    from: SocketAddr,
+    remote: Option<PublicKey>,
+    context: &Context,
+) -> Result<GreetingReply, ErrorBody> {
     let received = greeting::parse(message, from)?;
-    let first_time = wire::lock(&context.greeted_by).insert(received.key());
+    let verified = match remote {
+        Some(key) => verify_sealed(&received, key, &context.trust()),
+        None => verify_plain(&received, context).await,
+    };
+    let (peer, id) = verified.inspect_err(|reason| {
+        events::greeting_rejected(from, Some(&received.peer.name), reason);
+    })?;
+    let first_time = wire::lock(&context.greeted_by).insert((peer.addr, id));
     if first_time {
-        events::greeting_received(&received.peer, from);
-        wire::lock(&context.known).insert(received.peer.addr);
+        events::greeting_received(&peer, from);
+        wire::lock(&context.known).insert(peer.addr);
     } else {
-        debug!(peer_name = %received.peer.name, peer_addr = %received.peer.addr, "answered a repeated greeting");
+        debug!(peer_name = %peer.name, peer_addr = %peer.addr, "answered a repeated greeting");
     }
     let id = wire::lock(&context.id).clone();
     Ok(GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(context.name.clone()), id })
 }
 
-async fn answer_group(fields: &Map<String, Value>, context: &Context) -> Result<GroupAnswer, ErrorBody> {
+/// A greeter in a secure session is who the registry's credential for its key says.
+fn verify_sealed(received: &Received, key: PublicKey, trust: &Trust) -> Result<(Peer, Option<String>), ErrorBody> {
+    let Trust::Registry(vouched) = trust else {
+        return Err(unauthorized("this node has no registry to check credentials against yet"));
+    };
+    let credential = received
+        .credential
+        .as_ref()
+        .ok_or_else(|| unauthorized("a greeting in a secure session needs a credential"))?;
+    let claims: MemberClaims =
+        credential.open(&vouched.key).map_err(|error| unauthorized(credential_refusal(&error)))?;
+    if claims.key != key {
+        return Err(unauthorized(format!("the credential is for key {}, not the key the greeter proved", claims.key)));
+    }
+    let peer = Peer { name: claims.name, addr: SocketAddr::new(claims.ip, claims.puerto), key: Some(key) };
+    Ok((peer, Some(claims.id)))
+}
+
+fn credential_refusal(error: &CredentialError) -> String {
+    format!("credential refused: {error}")
+}
+
+/// A plaintext greeter is an original node, where the registry says one is.
+async fn verify_plain(received: &Received, context: &Context) -> Result<(Peer, Option<String>), ErrorBody> {
+    match context.trust() {
+        Trust::Original => Ok((received.peer.clone(), received.id.clone())),
+        Trust::Unregistered => Err(unauthorized("this node has not registered yet, so no peer can know of it")),
+        Trust::Registry(vouched) if !vouched.policy.originals => {
+            Err(unauthorized("plaintext greetings are refused: this membership admits authenticated nodes only"))
+        }
+        Trust::Registry(_) => {
+            let addr = received.peer.addr;
+            let within = context.config.read_timeout;
+            let lookup = async {
+                Client::connect_secure(&context.registry, &context.keys, within).await?.lookup_addr(addr).await
+            };
+            match lookup.await {
+                Ok(entry) if entry.key.is_none() => {
+                    Ok((Peer { name: entry.name, addr, key: None }, received.id.clone()))
+                }
+                Ok(entry) => Err(unauthorized(format!(
+                    "{} at {addr} registered with a key, and must greet in a secure session",
+                    entry.name
+                ))),
+                Err(error) => Err(unauthorized(format!(
+                    "the registry could not confirm an original node at {addr}: {}",
+                    wire::Chain(&error)
+                ))),
+            }
+        }
+    }
+}
+
+async fn answer_group(
+    fields: &Map<String, Value>,
+    from: SocketAddr,
+    remote: Option<PublicKey>,
+    context: &Context,
+) -> Result<GroupAnswer, ErrorBody> {
     match group::parse(fields)? {
-        Incoming::Deliver { message, coordinator } => {
+        Incoming::Deliver { message, coordinator, view } => {
+            check_delivery(message.group, view.as_ref(), remote, context).inspect_err(|refusal| {
+                events::group_message_rejected(from, message.group, &refusal.message);
+            })?;
             events::group_message_received(message.group, &message.sender, &coordinator, &message.text);
             Ok(GroupAnswer::Ack { ack: context.name.clone() })
         }
         Incoming::Multicast(message) => {
-            let report =
-                group::coordinate(&context.registry, &context.name, &message, context.deliveries, &context.members)
-                    .await?;
+            let trust = context.trust();
+            let open = matches!(&trust, Trust::Registry(vouched) if !vouched.policy.token);
+            if remote.is_none() && !open {
+                return Err(unauthorized("a multicast needs a secure session with this node"));
+            }
+            let report = group::coordinate(
+                &context.registry,
+                &context.keys,
+                &context.name,
+                &message,
+                context.deliveries,
+                &context.members,
+            )
+            .await?;
             Ok(GroupAnswer::Report(report))
         }
     }
+}
+
+/// A delivery is accepted only from the coordinator of a signed view of
+/// this node's group that includes this node.
+fn check_delivery(
+    group: u32,
+    view: Option<&Signed>,
+    remote: Option<PublicKey>,
+    context: &Context,
+) -> Result<(), ErrorBody> {
+    let forbidden = |message: String| ErrorBody::new(RegistryCode::Forbidden, message);
+    let Some(remote) = remote else { return Err(unauthorized("a delivery needs a secure session")) };
+    let Trust::Registry(vouched) = context.trust() else {
+        return Err(unauthorized("this node has no registry to check group views against"));
+    };
+    let view = view.ok_or_else(|| unauthorized("a delivery needs the registry's signed group view"))?;
+    let claims: GroupClaims = view.open(&vouched.key).map_err(|error| unauthorized(credential_refusal(&error)))?;
+    if claims.group != group {
+        return Err(forbidden(format!("the view is of group {}, the message for group {group}", claims.group)));
+    }
+    if claims.coordinator != Some(remote) {
+        return Err(forbidden(format!("the sender does not coordinate group {group}")));
+    }
+    if !claims.members.contains(&context.keys.identity.public()) {
+        return Err(forbidden(format!("this node is not a member of group {group} in the view")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -138,36 +300,38 @@ mod tests {
         let timeout = Duration::from_secs(1);
         Context {
             name: "me".into(),
+            keys: Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open),
             id: Mutex::new(Some("ab-1".into())),
+            trust: Mutex::new(Trust::Original),
             known: Known::default(),
             greeted_by: GreetedBy::default(),
-            config: ListenConfig { max_connections: 1, read_timeout: timeout, write_timeout: timeout },
+            config: ListenConfig { limits: connection::Limits::new(1), read_timeout: timeout, write_timeout: timeout },
             registry: RegistryAddr { host: "127.0.0.1".into(), port: 9 },
             deliveries: deadlines,
             members: Pool::default(),
         }
     }
 
-    #[test]
-    fn a_flood_of_fake_greeters_cannot_grow_what_the_node_remembers() {
+    #[tokio::test]
+    async fn a_flood_of_fake_greeters_cannot_grow_what_the_node_remembers() {
         let context = context();
         let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         for i in 0..REMEMBERED_PEERS + 5_000 {
             let greeting =
                 serde_json::json!({"mensaje":"hola","ip":"127.0.0.1","puerto":1 + i % 60_000,"id":format!("fake-{i}")});
-            answer_greeting(greeting, from, &context).unwrap();
+            answer_greeting(greeting, from, None, &context).await.unwrap();
         }
         assert_eq!(wire::lock(&context.greeted_by).len(), REMEMBERED_PEERS);
         assert!(wire::lock(&context.known).len() <= REMEMBERED_PEERS);
     }
 
-    #[test]
-    fn a_repeated_greeting_is_answered_and_remembered_once() {
+    #[tokio::test]
+    async fn a_repeated_greeting_is_answered_and_remembered_once() {
         let context = context();
         let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let greeting = serde_json::json!({"mensaje":"hola","ip":"127.0.0.1","puerto":7,"id":"x"});
-        let first = answer_greeting(greeting.clone(), from, &context).unwrap();
-        let again = answer_greeting(greeting, from, &context).unwrap();
+        let first = answer_greeting(greeting.clone(), from, None, &context).await.unwrap();
+        let again = answer_greeting(greeting, from, None, &context).await.unwrap();
         assert_eq!(first, again);
         assert_eq!((first.name.as_deref(), first.id.as_deref()), (Some("me"), Some("ab-1")));
         assert_eq!(wire::lock(&context.greeted_by).len(), 1);

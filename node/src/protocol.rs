@@ -14,6 +14,8 @@ use wire::envelope::{self, Code};
 pub enum ErrorCode {
     /// A coordinator could not ask the registry for its group's members.
     RegistryUnavailable,
+    /// A multicast reached a node that does not coordinate the group.
+    NotCoordinator,
     #[serde(untagged)]
     Registry(registry::protocol::ErrorCode),
 }

@@ -53,7 +53,7 @@ async fn a_node_renews_its_lease_and_registers_again_with_a_restarted_registry()
     let registry = first.addr;
     let cli = Cli::try_parse_from(["node", "127.0.0.1", &registry.port().to_string(), "--name", "n1"]).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    tokio::spawn(node::run(listener, cli.args.config(), std::future::pending::<()>()));
+    tokio::spawn(node::run(listener, cli.args.config().unwrap(), std::future::pending::<()>()));
     tokio::time::timeout(HEARTBEAT, until_listed(registry, "n1")).await.expect("registered at start-up");
 
     // Heartbeats renew the 15 s lease well past it.

@@ -1,14 +1,17 @@
 //! The registry's command line and environment, read once into a [`Config`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use wire::cli::{self, Lifetime};
+use wire::connection::Limits;
+use wire::secure::{Admission, JoinToken, TokenError};
 use wire::telemetry::LogFormat;
 
 use crate::server::Config;
-use crate::store::Leases;
+use crate::store::{Capacity, Leases};
 
 /// HIT6 contacts registry: keeps the running nodes in memory and tells each
 /// new node about the ones registered before it.
@@ -31,10 +34,40 @@ pub struct Cli {
     /// heartbeat: a duration, or `never` to keep them until deregistered.
     #[arg(long, env = "REGISTRY_LEGACY_TTL", default_value = "never", value_parser = cli::lifetime)]
     pub legacy_ttl: Lifetime,
-    /// Connections served at once; further ones wait to be accepted.
+    /// A file holding the join token (64 hex characters) that members must
+    /// hold to register; or set HIT6_JOIN_TOKEN. Without one, anyone may.
+    #[arg(long, env = "REGISTRY_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is visible to every user.
+    #[arg(long, hide = true, value_parser = cli::secret_not_in_argv)]
+    pub join_token: Option<String>,
+    /// With a join token, still admit the original programs, in plaintext
+    /// and unauthenticated (see README, Trust).
+    #[arg(long, env = "REGISTRY_ALLOW_ORIGINAL")]
+    pub allow_original: bool,
+    /// Connections served at once, once established.
     #[arg(long, env = "REGISTRY_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// Connections still in their handshake or first message, from one source
+    /// address; past it the oldest is dropped.
+    #[arg(long, env = "REGISTRY_MAX_PENDING_PER_IP", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_pending_per_ip: u32,
+    /// How long a new connection may take to finish its handshake and first message.
+    #[arg(long, env = "REGISTRY_HANDSHAKE_TIMEOUT", default_value = "1s", value_parser = cli::duration)]
+    pub handshake_timeout: Duration,
+    /// Entries held at most, of every dialect.
+    #[arg(long, env = "REGISTRY_MAX_ENTRIES", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_entries: u32,
+    /// Original-dialect entries held at most, in all and from one source address.
+    #[arg(long, env = "REGISTRY_MAX_ORIGINAL", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_original: u32,
+    #[arg(long, env = "REGISTRY_MAX_ORIGINAL_PER_IP", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_original_per_ip: u32,
     /// How long a connection may stay silent before it is closed.
     #[arg(long, env = "REGISTRY_IDLE_TIMEOUT", default_value = "10s", value_parser = cli::duration)]
     pub idle_timeout: Duration,
@@ -47,16 +80,30 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The server's configuration.
-    pub fn config(&self) -> Config {
-        Config {
+    /// The server's configuration, with the join token read from its file or the environment.
+    pub fn config(&self) -> Result<Config, TokenError> {
+        let token = JoinToken::from_file_or_env(self.join_token_file.as_deref())?;
+        let limits = Limits {
+            max_connections: self.max_connections as usize,
+            max_pending_per_ip: self.max_pending_per_ip as usize,
+            handshake_timeout: self.handshake_timeout,
+            ..Limits::new(self.max_connections as usize)
+        };
+        Ok(Config {
             leases: Leases { ttl: self.ttl, legacy_ttl: self.legacy_ttl.0 },
             sweep_interval: self.sweep_interval,
             groups: self.groups,
-            max_connections: self.max_connections as usize,
+            admission: Admission::from_token(token),
+            allow_original: self.allow_original,
+            limits,
+            capacity: Capacity {
+                entries: self.max_entries as usize,
+                original: self.max_original as usize,
+                original_per_ip: self.max_original_per_ip as usize,
+            },
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
-        }
+        })
     }
 }
 
@@ -76,6 +123,9 @@ mod tests {
         assert!(error(&["--ttl", "100000000000s"]).contains("longest duration"));
         assert!(error(&["--groups", "100001"]).contains("100001"));
         assert!(error(&["--listen", "nowhere"]).contains("nowhere"));
+        let refused = error(&["--join-token", "00"]);
+        assert!(refused.contains("must not be given on the command line") && refused.contains("--join-token-file"));
+        assert!(!refused.contains("00\""), "{refused}");
         let cli = Cli::try_parse_from(["registry", "--ttl", "20", "--legacy-ttl", "never"]).unwrap();
         assert_eq!((cli.ttl, cli.legacy_ttl), (Duration::from_secs(20), Lifetime(None)));
     }

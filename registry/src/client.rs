@@ -1,8 +1,10 @@
 //! An async client for the registry, used by the node, the launcher and the tests.
 //!
-//! One `Client` is one connection; requests on it are answered in order. A
-//! registration may also be answered by an original HIT6 registry (a bare
-//! array) or by the `clientes` variant; `register` tells them apart.
+//! One `Client` is one connection; requests on it are answered in order. It
+//! is secure ([`Client::connect_secure`]: the registry then knows the key
+//! this client proved) or plaintext ([`Client::connect`]). A registration may
+//! also be answered by an original HIT6 registry (a bare array) or by the
+//! `clientes` variant; `register` tells them apart.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,9 +17,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
-use wire::codec::{FrameError, JsonCodec, MAX_REPLY_BYTES};
+use wire::codec::{FrameError, LinkCodec, MAX_REPLY_BYTES};
 use wire::envelope::{self, Opened};
 use wire::fields::{parse_ip, parse_port};
+use wire::secure::{self, HandshakeError, Keys};
 
 use crate::protocol::{Contact, ErrorBody, ErrorCode, Found, GroupView, Listed, NativeRequest, Registered, Renewed};
 
@@ -66,6 +69,12 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to open a secure session with the registry at {addr}")]
+    Handshake {
+        addr: String,
+        #[source]
+        source: HandshakeError,
+    },
     #[error("the registry at {addr} did not answer `{op}` within {timeout:?}")]
     Timeout { addr: String, op: &'static str, timeout: Duration },
     #[error("the registry at {addr} closed the connection before answering `{op}`")]
@@ -101,21 +110,50 @@ impl ClientError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Joined {
     /// A registry of ours: a lease to renew, and the earlier contacts.
-    Leased(Registered),
+    Leased(Box<Registered>),
     /// An original HIT6 registry or the `clientes` variant: no lease, no ids,
     /// and nothing else may be asked of it.
     Original(Vec<SocketAddr>),
 }
 
 pub struct Client {
-    framed: Framed<TcpStream, JsonCodec>,
+    framed: Framed<TcpStream, LinkCodec>,
     addr: String,
     timeout: Duration,
 }
 
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("addr", &self.addr).field("remote", &self.framed.codec().remote()).finish()
+    }
+}
+
 impl Client {
-    /// Connects, giving up after `timeout`, which also bounds each request.
+    /// Connects in plaintext, giving up after `timeout`, which also bounds each request.
     pub async fn connect(addr: &RegistryAddr, timeout: Duration) -> Result<Client, ClientError> {
+        let stream = Self::tcp(addr, timeout).await?;
+        Ok(Client { framed: Framed::new(stream, LinkCodec::plain(MAX_REPLY_BYTES)), addr: addr.to_string(), timeout })
+    }
+
+    /// Connects and opens a secure session as `keys`, all within `timeout`,
+    /// which also bounds each request.
+    pub async fn connect_secure(addr: &RegistryAddr, keys: &Keys, timeout: Duration) -> Result<Client, ClientError> {
+        let name = addr.to_string();
+        let open = async {
+            let mut stream = Self::tcp(addr, timeout).await?;
+            let session = secure::initiate(&mut stream, keys, None)
+                .await
+                .map_err(|source| ClientError::Handshake { addr: name.clone(), source })?;
+            Ok(Framed::new(stream, LinkCodec::sealed(session, MAX_REPLY_BYTES)))
+        };
+        match tokio::time::timeout(timeout, open).await {
+            Ok(Ok(framed)) => Ok(Client { framed, addr: name, timeout }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(ClientError::Timeout { addr: name, op: "handshake", timeout }),
+        }
+    }
+
+    async fn tcp(addr: &RegistryAddr, timeout: Duration) -> Result<TcpStream, ClientError> {
         let name = addr.to_string();
         let stream = match tokio::time::timeout(timeout, TcpStream::connect((addr.host.as_str(), addr.port))).await {
             Ok(Ok(stream)) => stream,
@@ -124,7 +162,7 @@ impl Client {
         };
         // Requests are small and answered one at a time: send them at once.
         let _ = stream.set_nodelay(true);
-        Ok(Client { framed: Framed::new(stream, JsonCodec::new(MAX_REPLY_BYTES)), addr: name, timeout })
+        Ok(stream)
     }
 
     /// Our end of the connection: the address the registry sees us at, barring NAT.
@@ -142,7 +180,7 @@ impl Client {
                     _ => Err(self.unexpected(op, "`clientes` is not an array")),
                 }
             }
-            reply => self.success(op, reply).map(Joined::Leased),
+            reply => self.success(op, reply).map(|registered| Joined::Leased(Box::new(registered))),
         }
     }
 
@@ -161,6 +199,13 @@ impl Client {
     pub async fn lookup(&mut self, name: &str) -> Result<Contact, ClientError> {
         let op = "lookup";
         let reply = self.call(op, &NativeRequest::Lookup { name }).await?;
+        self.success::<Found>(op, reply).map(|f| f.entry)
+    }
+
+    /// The entry listening at `addr`.
+    pub async fn lookup_addr(&mut self, addr: SocketAddr) -> Result<Contact, ClientError> {
+        let op = "lookup";
+        let reply = self.call(op, &NativeRequest::LookupAddr { ip: addr.ip(), puerto: addr.port() }).await?;
         self.success::<Found>(op, reply).map(|f| f.entry)
     }
 
@@ -184,6 +229,7 @@ impl Client {
         };
         let reply = match timeout(self.timeout, exchange).await {
             Err(_) => return Err(ClientError::Timeout { addr: self.addr.clone(), op, timeout: self.timeout }),
+            Ok(Err(FrameError::Refused { said })) => return Err(self.refused_in_plaintext(op, said)),
             Ok(Err(source)) => return Err(ClientError::Exchange { addr: self.addr.clone(), op, source }),
             Ok(Ok(None)) => return Err(ClientError::Closed { addr: self.addr.clone(), op }),
             Ok(Ok(Some(reply))) => reply,
@@ -200,6 +246,19 @@ impl Client {
             Ok(Opened::Refused(error)) => Err(ClientError::Refused { op, error }),
             Ok(Opened::Bare(_)) => Err(self.unexpected(op, "no boolean `ok` field")),
             Err(error) => Err(self.unexpected(op, &error.to_string())),
+        }
+    }
+
+    /// The registry refused the session in plaintext (a wrong or missing join
+    /// token): unauthenticated, so it is only ever taken as a refusal.
+    fn refused_in_plaintext(&self, op: &'static str, said: String) -> ClientError {
+        let refusal = serde_json::from_str(&said).ok().and_then(|reply| match envelope::open(reply) {
+            Ok(Opened::Refused(error)) => Some(error),
+            _ => None,
+        });
+        match refusal {
+            Some(error) => ClientError::Refused { op, error },
+            None => ClientError::Exchange { addr: self.addr.clone(), op, source: FrameError::Refused { said } },
         }
     }
 

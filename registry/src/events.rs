@@ -6,12 +6,12 @@
 //! [`Record::parse`], so the names live here and nowhere else.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde::Deserialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::protocol::{Contact, Dialect};
+use crate::server::Config;
 
 wire::log_events! {
     /// Every event the registry emits, by its stable name.
@@ -20,6 +20,7 @@ wire::log_events! {
         Registered => "registered",
         Deregistered => "deregistered",
         Expired => "expired",
+        Unauthorized => "unauthorized",
         ShuttingDown => "shutting_down",
     }
 }
@@ -40,6 +41,11 @@ pub struct Record {
     pub dialect: Option<String>,
     /// Earlier contacts returned to the registrant.
     pub contacts: Option<u64>,
+    /// The static key an entry was registered with.
+    pub key: Option<String>,
+    /// The source address of a refused connection, and why (`unauthorized`).
+    pub peer: Option<String>,
+    pub reason: Option<String>,
     /// The lease and the number of groups (`listening`).
     pub ttl: Option<String>,
     pub groups: Option<u64>,
@@ -57,15 +63,25 @@ impl Record {
     }
 }
 
-pub fn listening(addr: SocketAddr, ttl: Duration, legacy_ttl: Option<Duration>, groups: u32) {
-    info!(event = %Event::Listening, %addr, ?ttl, ?legacy_ttl, groups, "listening");
+pub fn listening(addr: SocketAddr, config: &Config) {
+    let (ttl, legacy_ttl, groups) = (config.leases.ttl, config.leases.legacy_ttl, config.groups);
+    let token = config.admission.requires_token();
+    info!(
+        event = %Event::Listening, %addr, ?ttl, ?legacy_ttl, groups, token, allow_original = config.allow_original,
+        "listening"
+    );
 }
 
 pub fn registered(entry: &Contact, dialect: Dialect, contacts: usize) {
     info!(
         event = %Event::Registered, id = %entry.id, name = %entry.name, addr = %entry.addr(), group = entry.group,
-        ?dialect, contacts, "registered"
+        key = entry.key.map(tracing::field::display), ?dialect, contacts, "registered"
     );
+}
+
+/// A connection refused for want of the join token: a failed handshake, or plaintext.
+pub fn unauthorized(peer: SocketAddr, reason: &dyn std::fmt::Display) {
+    warn!(event = %Event::Unauthorized, %peer, %reason, "refused a client without the join token");
 }
 
 pub fn deregistered(entry: &Contact) {
@@ -92,9 +108,10 @@ mod tests {
             ip: [127, 0, 0, 1].into(),
             puerto: 4000,
             group: Some(2),
+            key: None,
         };
         let lines = wire::telemetry::capture(|| {
-            listening("127.0.0.1:8080".parse().unwrap(), Duration::from_secs(15), None, 3);
+            listening("127.0.0.1:8080".parse().unwrap(), &Config::default());
             registered(&entry, Dialect::Native, 4);
             deregistered(&entry);
             expired(&entry);

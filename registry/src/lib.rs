@@ -8,6 +8,8 @@
 //! - [`store`]: entries, leases, and the name and address indexes.
 //! - [`server`]: the registry service: request loop and lease sweeper.
 //! - [`client`]: an async client, used by the node, the launcher and the tests.
+//! - [`credential`]: what the registry signs for nodes to check each other:
+//!   member credentials and group views.
 //! - [`cli`]: the command line and environment of the `registry` binary.
 //! - [`events`]: the registry's log contract ([`events::Event`]), read back
 //!   by the launcher and the tests.
@@ -18,6 +20,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod credential;
 pub mod events;
 pub mod protocol;
 pub mod server;

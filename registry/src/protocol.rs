@@ -15,6 +15,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use wire::envelope::{self, Code};
 use wire::fields::{kind_of, parse_group, parse_id, parse_ip, parse_port, truncate, validate_name};
+use wire::secure::PublicKey;
+
+use crate::credential::{RegistryKey, Signed};
 
 /// Stable error codes; clients match on these, people read the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,6 +31,15 @@ pub enum ErrorCode {
     UnknownId,
     EmptyGroup,
     UnknownGroup,
+    /// No proof of membership: a failed handshake, or plaintext where the
+    /// join token is required.
+    Unauthorized,
+    /// The entry belongs to another key.
+    Forbidden,
+    /// A live entry of another key holds the address.
+    AddressTaken,
+    /// The registry holds as many entries (or original-dialect entries) as it may.
+    Full,
 }
 
 impl From<Code> for ErrorCode {
@@ -36,6 +48,7 @@ impl From<Code> for ErrorCode {
             Code::BadRequest => ErrorCode::BadRequest,
             Code::UnknownOp => ErrorCode::UnknownOp,
             Code::TooLarge => ErrorCode::TooLarge,
+            Code::Unauthorized => ErrorCode::Unauthorized,
         }
     }
 }
@@ -59,6 +72,10 @@ pub struct Contact {
     /// The group it belongs to; original-dialect entries belong to none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<u32>,
+    /// The static key that registered it, which greeters check the node
+    /// proves; entries registered in plaintext (the originals) have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PublicKey>,
 }
 
 impl Contact {
@@ -112,13 +129,17 @@ pub struct Registration {
     /// The run of the node registering: a repeat of it is the same registration.
     pub incarnation: Option<String>,
     pub dialect: Dialect,
+    /// The key the registrant proved in its handshake; never from the request.
+    pub key: Option<PublicKey>,
 }
 
-/// How a deregistration names its entry.
+/// How a request names its entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKey {
     Id(String),
     Name(String),
+    /// Where it listens: how a node checks a plaintext greeter is an original one.
+    Addr(SocketAddr),
 }
 
 /// A validated request.
@@ -129,9 +150,7 @@ pub enum Request {
         id: String,
     },
     Deregister(EntryKey),
-    Lookup {
-        name: String,
-    },
+    Lookup(EntryKey),
     List,
     /// The coordinator and live members of a group.
     Group {
@@ -164,6 +183,11 @@ pub enum NativeRequest<'a> {
     Lookup {
         name: &'a str,
     },
+    #[serde(rename = "lookup")]
+    LookupAddr {
+        ip: IpAddr,
+        puerto: u16,
+    },
     List,
     Group {
         group: u32,
@@ -195,6 +219,7 @@ impl Request {
                     .map(|i| parse_id(i, "incarnation"))
                     .transpose()?,
                 dialect: Dialect::Native,
+                key: None,
             })),
             "heartbeat" => Ok(Request::Heartbeat { id: parse_id(required(&fields, "id")?, "id")? }),
             "deregister" => match (fields.get("id"), fields.get("name")) {
@@ -202,7 +227,14 @@ impl Request {
                 (None, Some(_)) => Ok(Request::Deregister(EntryKey::Name(required_name(&fields)?))),
                 (None, None) => Err(ErrorBody::bad_request("`deregister` needs an `id` or a `name`")),
             },
-            "lookup" => Ok(Request::Lookup { name: required_name(&fields)? }),
+            "lookup" => match (fields.get("name"), fields.get("puerto")) {
+                (None, Some(puerto)) => {
+                    let ip = parse_ip(Some(required(&fields, "ip")?), "ip")?
+                        .ok_or_else(|| ErrorBody::bad_request("field `ip` must name one host"))?;
+                    Ok(Request::Lookup(EntryKey::Addr(SocketAddr::new(ip, parse_port(puerto, "puerto")?))))
+                }
+                _ => Ok(Request::Lookup(EntryKey::Name(required_name(&fields)?))),
+            },
             "list" => Ok(Request::List),
             "group" => Ok(Request::Group { group: parse_group(required(&fields, "group")?, "group")? }),
             other => Err(ErrorBody::new(
@@ -229,7 +261,7 @@ fn parse_dialect_registration(fields: &Map<String, Value>) -> Result<Request, Er
         return Err(ErrorBody::bad_request("missing field `op` (or `ip` and `puerto` for an original registration)"));
     };
     let puerto = parse_port(required(fields, "puerto")?, "puerto")?;
-    Ok(Request::Register(Registration { ip, puerto, name: None, group: None, incarnation: None, dialect }))
+    Ok(Request::Register(Registration { ip, puerto, name: None, group: None, incarnation: None, dialect, key: None }))
 }
 
 fn required<'v>(fields: &'v Map<String, Value>, key: &str) -> Result<&'v Value, ErrorBody> {
@@ -262,6 +294,22 @@ pub struct Registered<C = Contact> {
     pub entry: Contact,
     /// The live contacts registered before this one, oldest first.
     pub contactos: Vec<C>,
+    /// The registry's signing key, which checks credentials and group views.
+    pub registry_key: RegistryKey,
+    /// The entry's signed [`crate::credential::MemberClaims`], for a node
+    /// that proved a key; it shows it to the peers it greets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Signed>,
+    pub policy: Policy,
+}
+
+/// Whom the registry admits, so that a node knows which peers may speak plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Only holders of the join token may register.
+    pub token: bool,
+    /// The original programs may register, in plaintext.
+    pub originals: bool,
 }
 
 /// Body of a successful heartbeat.
@@ -290,6 +338,9 @@ pub struct GroupView {
     pub coordinator: Contact,
     /// The live members, oldest first, the coordinator among them.
     pub members: Vec<Contact>,
+    /// The signed [`crate::credential::GroupClaims`] of this view, which a
+    /// coordinator shows every member it delivers to.
+    pub view: Signed,
 }
 
 /// A contact in the original registry's bare-array reply.
@@ -311,7 +362,7 @@ pub struct ClientesContact {
 /// Everything the registry answers.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    Registered(Registered<Arc<EncodedContact>>),
+    Registered(Box<Registered<Arc<EncodedContact>>>),
     Renewed(Renewed),
     Found(Found),
     Listed(Listed),
@@ -381,6 +432,7 @@ mod tests {
                 group: None,
                 incarnation: None,
                 dialect: Dialect::Native,
+                key: None,
             })
         );
     }
@@ -482,7 +534,8 @@ mod tests {
                 name: Some("n".into()),
                 group: Some(2),
                 incarnation: Some("run-1".into()),
-                dialect: Dialect::Native
+                dialect: Dialect::Native,
+                key: None,
             })
         );
         let value = serde_json::to_value(NativeRequest::Deregister { id: "abc" }).unwrap();
@@ -491,8 +544,14 @@ mod tests {
 
     #[test]
     fn replies_have_the_documented_shapes() {
-        let contact =
-            Contact { id: "i".into(), name: "n".into(), ip: "127.0.0.1".parse().unwrap(), puerto: 5, group: None };
+        let contact = Contact {
+            id: "i".into(),
+            name: "n".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            puerto: 5,
+            group: None,
+            key: None,
+        };
         let ok = Reply::Renewed(Renewed { ttl_ms: 15000 });
         assert_eq!(serde_json::to_value(&ok).unwrap(), json!({"ok":true,"ttl_ms":15000}));
         let err = Reply::Error(ErrorBody::new(ErrorCode::UnknownId, "gone"));

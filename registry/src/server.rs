@@ -3,6 +3,11 @@
 //! A connection may carry many requests, answered in order. Every read has
 //! an idle deadline and every write a write deadline (see [`wire::connection`]),
 //! so neither a silent client nor one that never reads holds a slot for long.
+//!
+//! A secure connection ([`wire::secure`]) carries the key its client proved:
+//! a registration binds its entry to that key, and only that key may renew,
+//! deregister or replace the entry. With a join token, plaintext is refused
+//! (`unauthorized`), but for the original dialects under `allow_original`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,14 +20,17 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
-use wire::connection::{self, JsonStream};
+use wire::codec::{Decoded, FrameError};
+use wire::connection::{self, Accepted, JsonStream, Limits};
+use wire::secure::{Admission, Identity, Keys, PublicKey};
 
+use crate::credential::{GroupClaims, MemberClaims, Signer};
 use crate::events;
 use crate::protocol::{
-    millis, ClientesContact, Dialect, ErrorBody, Found, Listed, OriginalContact, Registered, Registration, Renewed,
-    Reply, Request,
+    millis, ClientesContact, Contact, Dialect, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact, Policy,
+    Registered, Registration, Renewed, Reply, Request,
 };
-use crate::store::{Leases, Store, StoreError};
+use crate::store::{Capacity, Leases, Store, StoreError};
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -34,8 +42,13 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Groups nodes are assigned to when they choose none.
     pub groups: u32,
-    /// Connections served at once; more wait to be accepted.
-    pub max_connections: usize,
+    /// Who may register: holders of the join token, or anyone.
+    pub admission: Admission,
+    /// With a token, whether the original programs may still register in plaintext.
+    pub allow_original: bool,
+    /// Connections served and pending at once, and the handshake deadline.
+    pub limits: Limits,
+    pub capacity: Capacity,
     /// How long a connection may stay silent, or stall in the middle of a message.
     pub idle_timeout: Duration,
     /// How long writing one reply may take before the client is dropped.
@@ -48,7 +61,10 @@ impl Default for Config {
             leases: Leases { ttl: Duration::from_secs(15), legacy_ttl: None },
             sweep_interval: Duration::from_secs(1),
             groups: 3,
-            max_connections: 1024,
+            admission: Admission::Open,
+            allow_original: false,
+            limits: Limits::new(1024),
+            capacity: Capacity::default(),
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(5),
         }
@@ -59,20 +75,30 @@ impl Default for Config {
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let store = Arc::new(Store::new(config.leases, config.groups));
+    let store = Arc::new(Store::new(config.leases, config.groups, config.capacity));
     tracker.spawn(sweep(store.clone(), config.sweep_interval, token.clone()));
 
+    let keys = Keys::new(Identity::generate(), config.admission.clone());
+    let signer = Arc::new(Signer::generate());
     let config = Arc::new(config);
-    let max_connections = config.max_connections;
+    let limits = config.limits;
     let serve = {
         let token = token.clone();
-        move |framed, peer| {
-            let connection = Connection { store: store.clone(), config: config.clone(), peer };
-            connection.serve(framed, token.clone())
+        move |accepted: Accepted| {
+            let remote = accepted.framed.codec().remote();
+            let connection = Connection {
+                store: store.clone(),
+                config: config.clone(),
+                signer: signer.clone(),
+                peer: accepted.peer,
+                remote,
+            };
+            connection.serve(accepted.framed, accepted.first, token.clone())
         }
     };
+    let refused = |peer: SocketAddr, error: &wire::secure::HandshakeError| events::unauthorized(peer, error);
     tokio::select! {
-        () = connection::accept_loop(listener, max_connections, tracker.clone(), serve) => {}
+        () = connection::accept_loop(listener, keys, limits, tracker.clone(), serve, refused) => {}
         _ = shutdown => events::shutting_down(),
     }
     token.cancel();
@@ -99,15 +125,22 @@ async fn sweep(store: Arc<Store>, every: Duration, token: CancellationToken) {
 struct Connection {
     store: Arc<Store>,
     config: Arc<Config>,
+    signer: Arc<Signer>,
     peer: SocketAddr,
+    /// The key the client proved, on a secure connection.
+    remote: Option<PublicKey>,
 }
 
 impl Connection {
-    async fn serve(self, mut framed: JsonStream, token: CancellationToken) {
+    async fn serve(self, mut framed: JsonStream, first: Option<Result<Decoded, FrameError>>, token: CancellationToken) {
+        let mut first = Some(first);
         loop {
-            let next = tokio::select! {
-                next = timeout(self.config.idle_timeout, framed.next()) => next,
-                () = token.cancelled() => return,
+            let next = match first.take() {
+                Some(first) => Ok(first),
+                None => tokio::select! {
+                    next = timeout(self.config.idle_timeout, framed.next()) => next,
+                    () = token.cancelled() => return,
+                },
             };
             let reply = match next {
                 Err(_) => return debug!(timeout = ?self.config.idle_timeout, "closing an idle connection"),
@@ -122,7 +155,7 @@ impl Connection {
             if let Err(error) = connection::send(&mut framed, &reply, self.config.write_timeout).await {
                 return debug!(%error, "failed to send a reply");
             }
-            if reply.closes_connection() {
+            if reply.closes_connection() || self.refused_plaintext(&reply) {
                 return connection::close(framed).await;
             }
         }
@@ -136,20 +169,23 @@ impl Connection {
                 return Reply::Error(error);
             }
         };
+        if let Err(refusal) = self.admit(&request) {
+            return Reply::Error(refusal);
+        }
         let now = Instant::now();
-        let store = &self.store;
+        let (store, caller) = (&self.store, self.remote);
         let result = match request {
             Request::Register(registration) => self.register(&registration, now),
             Request::Heartbeat { id } => {
-                store.heartbeat(&id, now).map(|ttl| Reply::Renewed(Renewed { ttl_ms: millis(ttl) }))
+                store.heartbeat(&id, caller, now).map(|ttl| Reply::Renewed(Renewed { ttl_ms: millis(ttl) }))
             }
-            Request::Deregister(key) => store.deregister(&key, now).map(|entry| {
+            Request::Deregister(key) => store.deregister(&key, caller, now).map(|entry| {
                 events::deregistered(&entry);
                 Reply::Found(Found { entry })
             }),
-            Request::Lookup { name } => store.lookup(&name, now).map(|entry| Reply::Found(Found { entry })),
+            Request::Lookup(key) => store.lookup(&key, now).map(|entry| Reply::Found(Found { entry })),
             Request::List => Ok(Reply::Listed(Listed { contactos: store.list(now) })),
-            Request::Group { group } => store.group(group, now).map(Reply::Group),
+            Request::Group { group } => store.group(group, now).map(|members| Reply::Group(self.view(group, members))),
         };
         result.unwrap_or_else(|error| {
             debug!(%error, "refused a request");
@@ -157,7 +193,51 @@ impl Connection {
         })
     }
 
+    /// With a join token, a plaintext connection may only register in an
+    /// original dialect, and only under `allow_original`.
+    fn admit(&self, request: &Request) -> Result<(), ErrorBody> {
+        if self.remote.is_some() || !self.config.admission.requires_token() {
+            return Ok(());
+        }
+        let original = matches!(request, Request::Register(r) if r.dialect != Dialect::Native);
+        if original && self.config.allow_original {
+            return Ok(());
+        }
+        let reason = if original {
+            "this registry admits members with the join token only, and not the original programs (no --allow-original)"
+        } else {
+            "this registry admits members with the join token only: open a secure session (see README, Trust)"
+        };
+        events::unauthorized(self.peer, &reason);
+        Err(ErrorBody::new(ErrorCode::Unauthorized, reason))
+    }
+
+    /// A plaintext client refused for want of the token gets one answer.
+    fn refused_plaintext(&self, reply: &Reply) -> bool {
+        matches!(reply, Reply::Error(error) if error.code == ErrorCode::Unauthorized)
+    }
+
+    fn policy(&self) -> Policy {
+        let token = self.config.admission.requires_token();
+        Policy { token, originals: !token || self.config.allow_original }
+    }
+
+    /// A group's members with the signed view a coordinator shows them.
+    fn view(&self, group: u32, members: Vec<Contact>) -> GroupView {
+        let coordinator = members[0].clone();
+        let claims = GroupClaims {
+            group,
+            coordinator: coordinator.key,
+            members: members.iter().filter_map(|member| member.key).collect(),
+        };
+        GroupView { group, coordinator, view: self.signer.sign(&claims), members }
+    }
+
     fn register(&self, registration: &Registration, now: Instant) -> Result<Reply, StoreError> {
+        let registration = &Registration {
+            key: self.remote.filter(|_| registration.dialect == Dialect::Native),
+            ..registration.clone()
+        };
         let admitted = self.store.register(registration, self.peer.ip(), now)?;
         let entry = admitted.entry;
         for old in &admitted.replaced {
@@ -170,12 +250,24 @@ impl Connection {
         }
         let earlier = admitted.earlier;
         Ok(match registration.dialect {
-            Dialect::Native => Reply::Registered(Registered {
+            Dialect::Native => Reply::Registered(Box::new(Registered {
                 id: entry.id.clone(),
                 ttl_ms: millis(self.store.leases().ttl),
+                credential: entry.key.map(|key| {
+                    self.signer.sign(&MemberClaims {
+                        id: entry.id.clone(),
+                        name: entry.name.clone(),
+                        ip: entry.ip,
+                        puerto: entry.puerto,
+                        key,
+                        group: entry.group,
+                    })
+                }),
+                registry_key: self.signer.public(),
+                policy: self.policy(),
                 entry,
                 contactos: earlier,
-            }),
+            })),
             Dialect::Original => Reply::Original(
                 earlier
                     .iter()

@@ -26,7 +26,9 @@ use tokio::time::Instant;
 
 use wire::fields::{check_peer_ip, truncate, BadField};
 
-use crate::protocol::{Contact, Dialect, EncodedContact, EntryKey, ErrorCode, GroupView, Registration};
+use wire::secure::PublicKey;
+
+use crate::protocol::{Contact, Dialect, EncodedContact, EntryKey, ErrorCode, Registration};
 
 /// How long entries live without a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +40,33 @@ pub struct Leases {
     pub legacy_ttl: Option<Duration>,
 }
 
+/// How many entries the registry holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Entries of every dialect.
+    pub entries: usize,
+    /// Original-dialect entries, which nobody authenticates, in all.
+    pub original: usize,
+    /// Original-dialect entries registered from one source address.
+    pub original_per_ip: usize,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity { entries: 20_000, original: 1024, original_per_ip: 64 }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     #[error("name `{name}` is taken by {} at {} (id {})", holder.name, holder.addr(), holder.id)]
-    NameTaken { name: String, holder: Contact },
+    NameTaken { name: String, holder: Box<Contact> },
+    #[error("address {addr} is held by {} (id {}), registered with another key", holder.name, holder.id)]
+    AddressTaken { addr: SocketAddr, holder: Box<Contact> },
+    #[error("entry {} ({}) belongs to another key; only the node that registered it may {op} it", holder.id, holder.name)]
+    Forbidden { op: &'static str, holder: Box<Contact> },
+    #[error("the registry holds {limit} {what}, as many as it may; try again once some have left")]
+    Full { what: &'static str, limit: usize },
     #[error("field `ip`: {reason}")]
     Unreachable { reason: BadField },
     #[error("no live entry has id `{}`; register again", truncate(id))]
@@ -58,6 +83,9 @@ impl StoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::NameTaken { .. } => ErrorCode::NameTaken,
+            StoreError::AddressTaken { .. } => ErrorCode::AddressTaken,
+            StoreError::Forbidden { .. } => ErrorCode::Forbidden,
+            StoreError::Full { .. } => ErrorCode::Full,
             StoreError::Unreachable { .. } => ErrorCode::BadRequest,
             StoreError::UnknownId { .. } => ErrorCode::UnknownId,
             StoreError::NotFound { .. } => ErrorCode::NotFound,
@@ -83,6 +111,7 @@ pub struct Admitted {
 pub struct Store {
     state: Mutex<State>,
     leases: Leases,
+    capacity: Capacity,
     /// Groups 1 to `groups` are assigned to nodes that choose none.
     groups: u32,
     /// Random per store, so ids handed out before a restart never match new entries.
@@ -95,6 +124,8 @@ struct Entry {
     expires_at: Option<Instant>,
     /// The run of the node that registered it, when the node said.
     incarnation: Option<String>,
+    /// Where an original-dialect registration came from, for its per-address bound.
+    original_from: Option<IpAddr>,
 }
 
 impl Entry {
@@ -104,6 +135,12 @@ impl Entry {
 
     fn contact(&self) -> &Contact {
         &self.shared.contact
+    }
+
+    /// Whether `caller` may act on this entry: its own key, or anyone for
+    /// an entry registered without one.
+    fn belongs_to(&self, caller: Option<PublicKey>) -> bool {
+        self.contact().key.is_none_or(|key| Some(key) == caller)
     }
 }
 
@@ -116,6 +153,10 @@ struct State {
     by_name: HashMap<String, u64>,
     by_addr: HashMap<SocketAddr, u64>,
     by_incarnation: HashMap<String, u64>,
+    by_key: HashMap<PublicKey, u64>,
+    /// Original-dialect entries held, in all and per source address.
+    originals: usize,
+    originals_by_ip: HashMap<IpAddr, usize>,
 }
 
 impl State {
@@ -125,11 +166,23 @@ impl State {
         self.by_id.remove(&contact.id);
         self.by_name.remove(&contact.name);
         self.by_addr.remove(&contact.addr());
+        if let Some(key) = &contact.key {
+            self.by_key.remove(key);
+        }
         // A later run of the same incarnation (after this entry's lease ran
         // out) may hold the index by now.
         if let Some(incarnation) = &entry.incarnation {
             if self.by_incarnation.get(incarnation) == Some(&seq) {
                 self.by_incarnation.remove(incarnation);
+            }
+        }
+        if let Some(ip) = entry.original_from {
+            self.originals -= 1;
+            if let Some(count) = self.originals_by_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.originals_by_ip.remove(&ip);
+                }
             }
         }
         Some(entry.shared.contact.clone())
@@ -140,13 +193,27 @@ impl State {
         self.entries.range(..seq).filter(|(_, e)| e.is_live(now)).map(|(_, e)| e.shared.clone()).collect()
     }
 
-    /// Answers a repeat of an incarnation that has a live entry, renewing its lease.
-    fn repeat(&mut self, incarnation: &str, now: Instant, ttl: Duration) -> Option<Admitted> {
-        let (seq, _) = self.live(self.by_incarnation.get(incarnation), now)?;
+    /// Answers a repeat of an incarnation that has a live entry of the same
+    /// key, renewing its lease.
+    fn repeat(&mut self, incarnation: &str, key: Option<PublicKey>, now: Instant, ttl: Duration) -> Option<Admitted> {
+        let (seq, entry) = self.live(self.by_incarnation.get(incarnation), now)?;
+        if entry.contact().key != key {
+            return None;
+        }
         let entry = self.entries.get_mut(&seq)?;
         entry.expires_at = entry.expires_at.map(|_| now + ttl);
         let contact = entry.contact().clone();
         Some(Admitted { entry: contact, earlier: self.earlier(seq, now), replaced: Vec::new(), repeat: true })
+    }
+
+    /// The live entry `key` names.
+    fn find(&self, key: &EntryKey, now: Instant) -> Result<(u64, &Entry), StoreError> {
+        let (index, missing) = match key {
+            EntryKey::Id(id) => (self.by_id.get(id), StoreError::UnknownId { id: id.clone() }),
+            EntryKey::Name(name) => (self.by_name.get(name), StoreError::NotFound { name: name.clone() }),
+            EntryKey::Addr(addr) => (self.by_addr.get(addr), StoreError::NotFound { name: addr.to_string() }),
+        };
+        self.live(index, now).ok_or(missing)
     }
 
     fn live(&self, seq: Option<&u64>, now: Instant) -> Option<(u64, &Entry)> {
@@ -157,10 +224,11 @@ impl State {
 }
 
 impl Store {
-    pub fn new(leases: Leases, groups: u32) -> Self {
+    pub fn new(leases: Leases, groups: u32, capacity: Capacity) -> Self {
         Self {
             state: Mutex::new(State::default()),
             leases,
+            capacity,
             groups: groups.max(1),
             id_prefix: format!("{:08x}", fastrand::u32(..)),
         }
@@ -177,10 +245,14 @@ impl Store {
     /// Admits a registration. `observed` is the address the connection came
     /// from, recorded when the registration gives no usable ip.
     ///
-    /// An address belongs to one listener, so an entry at the same address is
-    /// the same node registering again and is replaced. A live entry holding
-    /// the name at another address makes the registration fail, and so does
-    /// an address no peer could connect to.
+    /// A live entry registered with a key belongs to that key: another key
+    /// cannot take its name (`name_taken`) or its address (`address_taken`),
+    /// while the same key registering again replaces it, wherever it now
+    /// listens. Among entries without a key (the originals), an address
+    /// belongs to one listener, so an entry at the same address is the same
+    /// node registering again and is replaced, and a live entry holding the
+    /// name at another address makes the registration fail. So does an
+    /// address no peer could connect to, and a registry that is full.
     pub fn register(
         &self,
         registration: &Registration,
@@ -195,19 +267,33 @@ impl Store {
             Dialect::Original | Dialect::Clientes => self.leases.legacy_ttl.map(|ttl| now + ttl),
         };
 
+        let key = registration.key;
         let mut state = self.lock();
         let incarnation = registration.incarnation.as_deref();
-        if let Some(repeat) = incarnation.and_then(|i| state.repeat(i, now, self.leases.ttl)) {
+        if let Some(repeat) = incarnation.and_then(|i| state.repeat(i, key, now, self.leases.ttl)) {
             return Ok(repeat);
         }
         if let Some((_, holder)) = state.live(state.by_name.get(&name), now) {
-            if holder.contact().addr() != addr {
-                return Err(StoreError::NameTaken { name, holder: holder.contact().clone() });
+            let same_node = match holder.contact().key {
+                Some(held) => key == Some(held),
+                None => holder.contact().addr() == addr,
+            };
+            if !same_node {
+                return Err(StoreError::NameTaken { name, holder: Box::new(holder.contact().clone()) });
             }
         }
-        let stale: Vec<u64> =
+        if let Some((_, holder)) = state.live(state.by_addr.get(&addr), now) {
+            if !holder.belongs_to(key) {
+                return Err(StoreError::AddressTaken { addr, holder: Box::new(holder.contact().clone()) });
+            }
+        }
+        let mut stale: Vec<u64> =
             [state.by_name.get(&name), state.by_addr.get(&addr)].into_iter().flatten().copied().collect();
+        // A node listens at one address under one name: its key's older entry goes.
+        stale.extend(key.and_then(|key| state.by_key.get(&key).copied()));
         let replaced = stale.into_iter().filter_map(|seq| state.remove(seq)).collect();
+        let original_from = (registration.dialect != Dialect::Native).then_some(observed);
+        self.check_capacity(&state, original_from)?;
 
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -217,17 +303,45 @@ impl Store {
             Dialect::Native => Some(registration.group.unwrap_or_else(|| self.least_loaded(&earlier))),
             Dialect::Original | Dialect::Clientes => None,
         };
-        let entry =
-            Contact { id: format!("{}-{seq}", self.id_prefix), name, ip: addr.ip(), puerto: addr.port(), group };
+        let id = format!("{}-{seq}", self.id_prefix);
+        let entry = Contact { id, name, ip: addr.ip(), puerto: addr.port(), group, key };
         state.by_id.insert(entry.id.clone(), seq);
         state.by_name.insert(entry.name.clone(), seq);
         state.by_addr.insert(addr, seq);
+        if let Some(key) = key {
+            state.by_key.insert(key, seq);
+        }
         if let Some(incarnation) = incarnation {
             state.by_incarnation.insert(incarnation.to_owned(), seq);
         }
+        if let Some(ip) = original_from {
+            state.originals += 1;
+            *state.originals_by_ip.entry(ip).or_default() += 1;
+        }
         let shared = Arc::new(EncodedContact::new(entry.clone()));
-        state.entries.insert(seq, Entry { shared, expires_at, incarnation: incarnation.map(str::to_owned) });
+        let incarnation = incarnation.map(str::to_owned);
+        state.entries.insert(seq, Entry { shared, expires_at, incarnation, original_from });
         Ok(Admitted { entry, earlier, replaced, repeat: false })
+    }
+
+    /// Refuses a new entry past the bounds: in all, and for an original
+    /// one registered from `original_from`, among the originals.
+    fn check_capacity(&self, state: &State, original_from: Option<IpAddr>) -> Result<(), StoreError> {
+        let capacity = self.capacity;
+        if state.entries.len() >= capacity.entries {
+            return Err(StoreError::Full { what: "entries", limit: capacity.entries });
+        }
+        let Some(ip) = original_from else { return Ok(()) };
+        if state.originals >= capacity.original {
+            return Err(StoreError::Full { what: "original-dialect entries", limit: capacity.original });
+        }
+        if state.originals_by_ip.get(&ip).copied().unwrap_or(0) >= capacity.original_per_ip {
+            return Err(StoreError::Full {
+                what: "original-dialect entries from this address",
+                limit: capacity.original_per_ip,
+            });
+        }
+        Ok(())
     }
 
     /// The assigned group with the fewest live members, the lowest on a tie.
@@ -243,8 +357,8 @@ impl Store {
         index as u32 + 1
     }
 
-    /// A group's live members, oldest first; the oldest coordinates.
-    pub fn group(&self, group: u32, now: Instant) -> Result<GroupView, StoreError> {
+    /// A group's live members, oldest first, never none; the oldest coordinates.
+    pub fn group(&self, group: u32, now: Instant) -> Result<Vec<Contact>, StoreError> {
         let state = self.lock();
         let members: Vec<Contact> = state
             .entries
@@ -253,17 +367,20 @@ impl Store {
             .map(|e| e.contact().clone())
             .collect();
         match members.first() {
-            Some(oldest) => Ok(GroupView { group, coordinator: oldest.clone(), members }),
+            Some(_) => Ok(members),
             None if group <= self.groups => Err(StoreError::EmptyGroup { group }),
             None => Err(StoreError::UnknownGroup { group, groups: self.groups }),
         }
     }
 
-    /// Renews a lease, returning its length.
-    pub fn heartbeat(&self, id: &str, now: Instant) -> Result<Duration, StoreError> {
+    /// Renews a lease, returning its length. Only the entry's key (`caller`) may.
+    pub fn heartbeat(&self, id: &str, caller: Option<PublicKey>, now: Instant) -> Result<Duration, StoreError> {
         let mut state = self.lock();
         let seq = state.live(state.by_id.get(id), now).map(|(seq, _)| seq);
         let entry = seq.and_then(|seq| state.entries.get_mut(&seq));
+        if let Some(entry) = entry.as_ref().filter(|entry| !entry.belongs_to(caller)) {
+            return Err(StoreError::Forbidden { op: "heartbeat", holder: Box::new(entry.contact().clone()) });
+        }
         match entry {
             Some(entry) if entry.expires_at.is_some() => {
                 entry.expires_at = Some(now + self.leases.ttl);
@@ -275,24 +392,19 @@ impl Store {
         }
     }
 
-    pub fn deregister(&self, key: &EntryKey, now: Instant) -> Result<Contact, StoreError> {
+    /// Removes an entry. Only its key (`caller`) may.
+    pub fn deregister(&self, key: &EntryKey, caller: Option<PublicKey>, now: Instant) -> Result<Contact, StoreError> {
         let mut state = self.lock();
-        let (index, missing) = match key {
-            EntryKey::Id(id) => (state.by_id.get(id), StoreError::UnknownId { id: id.clone() }),
-            EntryKey::Name(name) => (state.by_name.get(name), StoreError::NotFound { name: name.clone() }),
-        };
-        match state.live(index, now) {
-            Some((seq, _)) => Ok(state.remove(seq).expect("indexed entry exists")),
-            None => Err(missing),
+        let (seq, entry) = state.find(key, now)?;
+        if !entry.belongs_to(caller) {
+            return Err(StoreError::Forbidden { op: "deregister", holder: Box::new(entry.contact().clone()) });
         }
+        Ok(state.remove(seq).expect("indexed entry exists"))
     }
 
-    pub fn lookup(&self, name: &str, now: Instant) -> Result<Contact, StoreError> {
+    pub fn lookup(&self, key: &EntryKey, now: Instant) -> Result<Contact, StoreError> {
         let state = self.lock();
-        match state.live(state.by_name.get(name), now) {
-            Some((_, entry)) => Ok(entry.contact().clone()),
-            None => Err(StoreError::NotFound { name: name.to_owned() }),
-        }
+        state.find(key, now).map(|(_, entry)| entry.contact().clone())
     }
 
     /// Live entries, oldest first.
@@ -321,7 +433,7 @@ mod tests {
     }
 
     fn store() -> Store {
-        Store::new(Leases { ttl: TTL, legacy_ttl: None }, 3)
+        Store::new(Leases { ttl: TTL, legacy_ttl: None }, 3, Capacity::default())
     }
 
     fn native(name: &str, port: u16) -> Registration {
@@ -332,6 +444,7 @@ mod tests {
             name: Some(name.into()),
             group: None,
             dialect: Dialect::Native,
+            key: None,
         }
     }
 
@@ -386,7 +499,7 @@ mod tests {
         assert_eq!(again.replaced, vec![first.entry.clone()]);
         assert_eq!(earlier(&again), ["b"]);
         assert_eq!(names(&store.list(now)), ["b", "a"]);
-        assert_eq!(store.heartbeat(&first.entry.id, now).unwrap_err().code(), ErrorCode::UnknownId);
+        assert_eq!(store.heartbeat(&first.entry.id, None, now).unwrap_err().code(), ErrorCode::UnknownId);
     }
 
     #[test]
@@ -398,7 +511,7 @@ mod tests {
         let first = store.register(&once("a", 1), observed(), start).unwrap();
         let b = store.register(&native("b", 2), observed(), start).unwrap();
         assert_eq!(earlier(&b), ["x", "a"]);
-        store.deregister(&EntryKey::Name("x".into()), start).unwrap();
+        store.deregister(&EntryKey::Name("x".into()), None, start).unwrap();
 
         let later = start + Duration::from_secs(10);
         let again = store.register(&once("a", 1), observed(), later).unwrap();
@@ -456,6 +569,7 @@ mod tests {
             group: None,
             incarnation: None,
             dialect: Dialect::Original,
+            key: None,
         };
         let admitted = store.register(&reg, observed(), Instant::now()).unwrap();
         assert_eq!(admitted.entry.addr(), "192.0.2.1:8089".parse().unwrap());
@@ -469,12 +583,12 @@ mod tests {
         let a = store.register(&native("a", 1), observed(), start).unwrap();
         store.register(&native("b", 2), observed(), start).unwrap();
         let later = start + TTL - Duration::from_millis(1);
-        assert_eq!(store.heartbeat(&a.entry.id, later).unwrap(), TTL);
+        assert_eq!(store.heartbeat(&a.entry.id, None, later).unwrap(), TTL);
         let after = start + TTL;
         assert_eq!(names(&store.list(after)), ["a"], "b expired, a was renewed");
         assert_eq!(names(&store.sweep(after)), ["b"]);
         assert_eq!(held(&store), 1);
-        assert_eq!(store.lookup("b", after).unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(store.lookup(&EntryKey::Name("b".into()), after).unwrap_err().code(), ErrorCode::NotFound);
     }
 
     #[test]
@@ -485,7 +599,7 @@ mod tests {
         let later = start + TTL;
         let again = store.register(&native("a", 2), observed(), later).unwrap();
         assert!(again.earlier.is_empty());
-        assert_eq!(store.lookup("a", later).unwrap().puerto, 2);
+        assert_eq!(store.lookup(&EntryKey::Name("a".into()), later).unwrap().puerto, 2);
         assert_eq!(held(&store), 1, "the expired holder was replaced, not kept beside");
     }
 
@@ -498,13 +612,15 @@ mod tests {
             group: None,
             incarnation: None,
             dialect: Dialect::Original,
+            key: None,
         };
         let forever = store();
         let start = Instant::now();
         forever.register(&legacy, observed(), start).unwrap();
         assert!(forever.sweep(start + Duration::from_secs(86_400)).is_empty());
 
-        let bounded = Store::new(Leases { ttl: TTL, legacy_ttl: Some(Duration::from_secs(60)) }, 3);
+        let bounded =
+            Store::new(Leases { ttl: TTL, legacy_ttl: Some(Duration::from_secs(60)) }, 3, Capacity::default());
         bounded.register(&legacy, observed(), start).unwrap();
         assert_eq!(bounded.sweep(start + Duration::from_secs(60)).len(), 1);
     }
@@ -515,11 +631,11 @@ mod tests {
         let now = Instant::now();
         let a = store.register(&native("a", 1), observed(), now).unwrap();
         store.register(&native("b", 2), observed(), now).unwrap();
-        assert_eq!(store.lookup("a", now).unwrap(), a.entry);
-        assert_eq!(store.deregister(&EntryKey::Id(a.entry.id.clone()), now).unwrap(), a.entry);
-        assert_eq!(store.deregister(&EntryKey::Name("b".into()), now).unwrap().name, "b");
-        assert_eq!(store.deregister(&EntryKey::Name("b".into()), now).unwrap_err().code(), ErrorCode::NotFound);
-        assert_eq!(store.deregister(&EntryKey::Id(a.entry.id), now).unwrap_err().code(), ErrorCode::UnknownId);
+        assert_eq!(store.lookup(&EntryKey::Name("a".into()), now).unwrap(), a.entry);
+        assert_eq!(store.deregister(&EntryKey::Id(a.entry.id.clone()), None, now).unwrap(), a.entry);
+        assert_eq!(store.deregister(&EntryKey::Name("b".into()), None, now).unwrap().name, "b");
+        assert_eq!(store.deregister(&EntryKey::Name("b".into()), None, now).unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(store.deregister(&EntryKey::Id(a.entry.id), None, now).unwrap_err().code(), ErrorCode::UnknownId);
         assert_eq!(held(&store), 0);
     }
 
@@ -539,6 +655,7 @@ mod tests {
             group: None,
             incarnation: None,
             dialect: Dialect::Original,
+            key: None,
         };
         assert_eq!(store.register(&legacy, observed(), now).unwrap().entry.group, None);
     }
@@ -552,12 +669,12 @@ mod tests {
         let second = store.register(&in_group("second", 2, 2), observed(), later).unwrap();
         store.register(&in_group("other", 3, 1), observed(), later).unwrap();
         let view = store.group(2, later).unwrap();
-        assert_eq!((view.coordinator.name.as_str(), names(&view.members)), ("first", vec!["first", "second"]));
+        assert_eq!(names(&view), ["first", "second"], "the oldest first, so it coordinates");
 
         let after = start + TTL;
-        store.heartbeat(&second.entry.id, after - Duration::from_millis(1)).unwrap();
+        store.heartbeat(&second.entry.id, None, after - Duration::from_millis(1)).unwrap();
         let view = store.group(2, after).unwrap();
-        assert_eq!(view.coordinator.name, "second", "the first member's lease ran out");
+        assert_eq!(view[0].name, "second", "the first member's lease ran out");
     }
 
     #[test]
@@ -567,11 +684,7 @@ mod tests {
         store.register(&in_group("far", 1, 7), observed(), now).unwrap();
         assert_eq!(store.group(2, now).unwrap_err(), StoreError::EmptyGroup { group: 2 });
         assert_eq!(store.group(4, now).unwrap_err(), StoreError::UnknownGroup { group: 4, groups: 3 });
-        assert_eq!(
-            store.group(7, now).unwrap().members.len(),
-            1,
-            "a chosen group outside 1-3 exists while it has members"
-        );
+        assert_eq!(store.group(7, now).unwrap().len(), 1, "a chosen group outside 1-3 exists while it has members");
     }
 
     #[test]
@@ -605,5 +718,76 @@ mod tests {
             }
         }
         assert_eq!(pairs.len(), 400 * 399 / 2);
+    }
+
+    fn keyed(name: &str, port: u16, key: PublicKey) -> Registration {
+        Registration { key: Some(key), ..native(name, port) }
+    }
+
+    fn key() -> PublicKey {
+        wire::secure::Identity::generate().public()
+    }
+
+    #[test]
+    fn a_keyed_entry_is_its_keys_alone() {
+        let store = store();
+        let now = Instant::now();
+        let (alice, mallory) = (key(), key());
+        let entry = store.register(&keyed("alice", 1, alice), observed(), now).unwrap().entry;
+        let by_name = store.register(&keyed("alice", 2, mallory), observed(), now).unwrap_err();
+        let by_addr = store.register(&keyed("mallory", 1, mallory), observed(), now).unwrap_err();
+        let unkeyed = store.register(&native("mallory", 1), observed(), now).unwrap_err();
+        assert_eq!(
+            (by_name.code(), by_addr.code(), unkeyed.code()),
+            (ErrorCode::NameTaken, ErrorCode::AddressTaken, ErrorCode::AddressTaken)
+        );
+        assert!(by_addr.to_string().contains("alice"), "{by_addr}");
+        for caller in [None, Some(mallory)] {
+            assert_eq!(store.heartbeat(&entry.id, caller, now).unwrap_err().code(), ErrorCode::Forbidden);
+            let key = EntryKey::Name("alice".into());
+            assert_eq!(store.deregister(&key, caller, now).unwrap_err().code(), ErrorCode::Forbidden);
+        }
+        assert_eq!(store.list(now), vec![entry.clone()], "nothing changed");
+        assert_eq!(store.heartbeat(&entry.id, Some(alice), now).unwrap(), TTL);
+        let moved = store.register(&keyed("alice", 3, alice), observed(), now).unwrap();
+        assert_eq!(moved.replaced, vec![entry], "the same key moved to another port");
+    }
+
+    #[test]
+    fn once_its_lease_is_over_a_keyed_name_can_be_taken() {
+        let store = store();
+        let start = Instant::now();
+        store.register(&keyed("alice", 1, key()), observed(), start).unwrap();
+        let later = start + TTL;
+        assert_eq!(store.register(&keyed("alice", 1, key()), observed(), later).unwrap().entry.name, "alice");
+    }
+
+    #[test]
+    fn a_repeated_incarnation_from_another_key_is_no_repeat() {
+        let store = store();
+        let now = Instant::now();
+        let run = |key| Registration { incarnation: Some("run-1".into()), ..keyed("alice", 1, key) };
+        store.register(&run(key()), observed(), now).unwrap();
+        assert_eq!(store.register(&run(key()), observed(), now).unwrap_err().code(), ErrorCode::NameTaken);
+    }
+
+    #[test]
+    fn original_entries_are_bounded_per_address_and_in_all() {
+        let capacity = Capacity { entries: 100, original: 3, original_per_ip: 2 };
+        let store = Store::new(Leases { ttl: TTL, legacy_ttl: None }, 3, capacity);
+        let now = Instant::now();
+        let original = |port| Registration { dialect: Dialect::Original, name: None, ..native("", port) };
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        store.register(&original(1), a, now).unwrap();
+        store.register(&original(2), a, now).unwrap();
+        let per_ip = store.register(&original(3), a, now).unwrap_err();
+        assert!(per_ip.to_string().contains("from this address"), "{per_ip}");
+        store.register(&original(4), b, now).unwrap();
+        let in_all = store.register(&original(5), b, now).unwrap_err();
+        assert_eq!(in_all.code(), ErrorCode::Full);
+        assert!(store.register(&native("n", 6), a, now).is_ok(), "native entries have their own bound");
+        let key = EntryKey::Addr("10.0.0.1:1".parse().unwrap());
+        store.deregister(&key, None, now).unwrap();
+        assert!(store.register(&original(3), a, now).is_ok(), "a place freed is a place again");
     }
 }

@@ -27,6 +27,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+use wire::secure::{JoinToken, TOKEN_ENV};
 
 /// Generous bound for anything a test awaits: reaching it means a failure,
 /// never a slow pass.
@@ -107,6 +108,8 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        // A token in the test's own environment must not leak into the services.
+        command.env_remove(TOKEN_ENV);
         for (key, value) in envs {
             command.env(key, value);
         }
@@ -193,9 +196,18 @@ impl Registry {
 
     /// Starts a registry on a given address (to restart one where it was).
     pub async fn start_on(listen: SocketAddr, args: &[&str]) -> anyhow::Result<Registry> {
+        Self::start_with(listen, args, &[]).await
+    }
+
+    /// Starts a registry on `127.0.0.1:0` that admits holders of `token` only.
+    pub async fn start_with_token(token: &JoinToken, args: &[&str]) -> anyhow::Result<Registry> {
+        Self::start_with("127.0.0.1:0".parse()?, args, &[(TOKEN_ENV, token.reveal().as_str())]).await
+    }
+
+    async fn start_with(listen: SocketAddr, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Registry> {
         let mut all = vec!["--listen".to_owned(), listen.to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
-        let process = Process::spawn("registry", "registry", &all, &[])?;
+        let process = Process::spawn("registry", "registry", &all, envs)?;
         let listening = process.wait_for_event(registry::events::Event::Listening).await?;
         let addr = listening["addr"].as_str().context("`listening` has an addr")?.parse()?;
         Ok(Registry { process, addr })
@@ -226,6 +238,25 @@ pub struct Node {
 impl Node {
     /// Starts a node named `name` that registers with `registry`.
     pub async fn start(registry: SocketAddr, name: &str, args: &[&str]) -> anyhow::Result<Node> {
+        Self::start_with(registry, name, args, &[]).await
+    }
+
+    /// Starts a node that holds `token`.
+    pub async fn start_with_token(
+        registry: SocketAddr,
+        name: &str,
+        token: &JoinToken,
+        args: &[&str],
+    ) -> anyhow::Result<Node> {
+        Self::start_with(registry, name, args, &[(TOKEN_ENV, token.reveal().as_str())]).await
+    }
+
+    async fn start_with(
+        registry: SocketAddr,
+        name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Node> {
         let mut all = vec![
             registry.ip().to_string(),
             registry.port().to_string(),
@@ -235,7 +266,7 @@ impl Node {
             name.into(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
-        let process = Process::spawn(name, "node", &all, &[])?;
+        let process = Process::spawn(name, "node", &all, envs)?;
         let listening = process.wait_for_event(node::events::Event::Listening).await?;
         let addr = listening["listen"].as_str().context("`listening` has a listen address")?.parse()?;
         Ok(Node { process, name: name.to_owned(), addr })
@@ -252,6 +283,37 @@ impl Node {
         }
         Ok(nodes)
     }
+}
+
+/// A secure session opened by hand, for requests no client sends.
+pub type Sealed = tokio_util::codec::Framed<tokio::net::TcpStream, wire::codec::LinkCodec>;
+
+/// Opens a secure session with `addr` as `keys`.
+pub async fn open_sealed(addr: SocketAddr, keys: &wire::secure::Keys) -> anyhow::Result<Sealed> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let session = wire::secure::initiate(&mut stream, keys, None).await?;
+    Ok(Sealed::new(stream, wire::codec::LinkCodec::sealed(session, wire::codec::MAX_REPLY_BYTES)))
+}
+
+/// Accepts one secure session on `listener` as `keys`.
+pub async fn accept_sealed(listener: &tokio::net::TcpListener, keys: &wire::secure::Keys) -> anyhow::Result<Sealed> {
+    let (mut stream, _) = listener.accept().await?;
+    let session = wire::secure::respond(&mut stream, keys).await?;
+    Ok(Sealed::new(stream, wire::codec::LinkCodec::sealed(session, wire::codec::MAX_REQUEST_BYTES)))
+}
+
+/// Sends `message` on `sealed` and reads the next message.
+pub async fn ask(sealed: &mut Sealed, message: &Value) -> anyhow::Result<Value> {
+    use futures::SinkExt;
+    sealed.send(message).await?;
+    read(sealed).await
+}
+
+/// Reads the next message of `sealed`.
+pub async fn read(sealed: &mut Sealed) -> anyhow::Result<Value> {
+    use futures::StreamExt;
+    let next = tokio::time::timeout(PATIENCE, sealed.next()).await.context("no message in time")?;
+    next.context("the session ended")??.map_err(|malformed| anyhow::anyhow!("{malformed}"))
 }
 
 /// Whether `name` is among the registry's live entries.

@@ -114,6 +114,10 @@ impl NodeFixture {
         let registry = Registry::start(&[]).await?;
         let node = Node::start(registry.addr, NODE_NAME, args).await?;
         let registered = node.process.wait_for_event(Event::Registered).await?;
+        // The probes greet in plaintext as the original node at 127.0.0.1:9,
+        // which the node believes only once the registry has that node.
+        let original = exchange(registry.addr, br#"{"ip":"127.0.0.1","puerto":9}"#).await?;
+        ensure!(original.is_array(), "the original registration was answered with {original}");
         let id = registered["id"].as_str().context("`registered` has an id")?.to_owned();
         Ok(Self { node, id, probes: Default::default(), _registry: registry })
     }
@@ -346,10 +350,11 @@ async fn assert_silent_connections_are_closed(service: &impl Service, deadline: 
     Ok(())
 }
 
-/// Opens `STORM` connections at once against a service capped at
-/// `max_connections`: it fills its slots and holds no more connections, nor
-/// more file descriptors than that plus `FD_SLACK`; it does not crash, and it
-/// serves a new client once they are gone.
+/// Opens `STORM` silent connections at once, from one address, against a
+/// service that keeps `max_connections` pending connections per address
+/// (dropping the oldest past it): it holds no more connections, nor more
+/// file descriptors than that plus `FD_SLACK`; it does not crash, and it
+/// serves a new client meanwhile and once they are gone.
 async fn assert_survives_a_connection_storm(service: &impl Service, max_connections: usize) -> Result<()> {
     let (pid, port) = (service.process().pid().as_raw(), service.addr().port());
     let connected = Arc::new(AtomicUsize::new(0));
@@ -384,8 +389,10 @@ async fn assert_survives_a_connection_storm(service: &impl Service, max_connecti
          and {peak_fds} fds",
         connected.load(Ordering::Relaxed)
     );
-    ensure!(peak_held <= max_connections, "{peak_held} connections held at once; the cap is {max_connections}");
+    // Connections dropped for newer ones take a moment to close: the same slack as for fds.
+    ensure!(peak_held < ceiling, "{peak_held} connections held at once; the cap is {max_connections}");
     ensure!(peak_fds < ceiling, "{peak_fds} open fds with {STORM} connections; expected fewer than {ceiling}");
+    service.assert_serves().await.context("with the storm's connections still open")?;
 
     storm.shutdown().await;
     service.assert_serves().await.context("after the storm")?;
@@ -723,7 +730,7 @@ async fn registry_drops_a_client_that_never_reads_and_serves_others_meanwhile() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_survives_thousands_of_connections_within_its_fd_budget() -> Result<()> {
     let _exclusive = EXCLUSIVE.lock().await;
-    let registry = RegistryFixture::start(&["--max-connections", "64"], 1).await?;
+    let registry = RegistryFixture::start(&["--max-pending-per-ip", "64"], 1).await?;
     assert_survives_a_connection_storm(&registry, 64).await
 }
 
@@ -813,7 +820,7 @@ async fn node_closes_silent_connections() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_survives_thousands_of_connections_within_its_fd_budget() -> Result<()> {
     let _exclusive = EXCLUSIVE.lock().await;
-    let node = NodeFixture::start(&["--max-connections", "64"]).await?;
+    let node = NodeFixture::start(&["--max-pending-per-ip", "64"]).await?;
     assert_survives_a_connection_storm(&node, 64).await
 }
 

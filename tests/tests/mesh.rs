@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tests::{contains, is, Node, Registry};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -107,6 +107,19 @@ async fn a_repeated_greeting_is_answered_but_logged_once() -> anyhow::Result<()>
     let registry = Registry::start(&[]).await?;
     let node = Node::start(registry.addr, "receiver", &[]).await?;
     node.process.wait_for_event(Event::Registered).await?;
+    // The greeter is an original node at 127.0.0.1:9, which the receiver
+    // believes once the registry has it.
+    registry
+        .client()
+        .await?
+        .register(&registry::protocol::NativeRequest::Register {
+            ip: Some("127.0.0.1".parse()?),
+            puerto: 9,
+            name: "retrier",
+            group: None,
+            incarnation: None,
+        })
+        .await?;
 
     // A greeter whose answer got lost retries with the same registration id.
     for _ in 0..2 {
@@ -121,8 +134,9 @@ async fn a_repeated_greeting_is_answered_but_logged_once() -> anyhow::Result<()>
 }
 
 /// Stands between one node and the registry: passes requests on at once,
-/// loses the first reply, and holds every later reply until `release` is
-/// sent. `lost` says when the first reply has been lost.
+/// loses the first reply (the first frame after the handshake's), and holds
+/// every later reply until `release` is sent. `lost` says when the first
+/// reply has been lost.
 async fn lossy_registry(
     registry: SocketAddr,
 ) -> anyhow::Result<(SocketAddr, watch::Sender<bool>, watch::Receiver<bool>)> {
@@ -140,6 +154,13 @@ async fn lossy_registry(
             let (mut released, lose, lost_tx) = (released.clone(), std::mem::take(&mut first), lost_tx.clone());
             tokio::spawn(async move {
                 if lose {
+                    // The registry's handshake message goes through: a length and that many bytes.
+                    let mut len = [0u8; 2];
+                    let _ = server_read.read_exact(&mut len).await;
+                    let mut hello = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    let _ = server_read.read_exact(&mut hello).await;
+                    let _ = client_write.write_all(&len).await;
+                    let _ = client_write.write_all(&hello).await;
                     let mut reply = vec![0u8; 64 * 1024];
                     let _ = server_read.read(&mut reply).await;
                     lost_tx.send_replace(true);

@@ -12,6 +12,18 @@ use tokio::net::TcpListener;
 /// Exit code when the listening address cannot be bound.
 pub const EXIT_BIND: u8 = 3;
 
+/// Exit code of a service whose join token or key file cannot be used.
+pub const EXIT_SECRET: u8 = 4;
+
+/// What a secret given on the command line is refused with: `ps` shows argv to every user.
+pub fn secret_not_in_argv(_: &str) -> Result<String, String> {
+    Err(format!(
+        "the join token must not be given on the command line, where `ps` shows it to every user: \
+         put it in a file and pass --join-token-file FILE, or set the environment variable {}",
+        crate::secure::TOKEN_ENV
+    ))
+}
+
 /// Installs the shutdown signal handlers and binds `listen`. On failure,
 /// prints why (prefixed with `program`) and returns the exit code to use.
 pub async fn start(

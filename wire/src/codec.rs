@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::secure::{PublicKey, Session, MAX_CHUNK};
+
 /// Largest message a server accepts from a client.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -36,6 +38,10 @@ pub enum FrameError {
     Truncated { pending: usize },
     #[error("failed to encode a message: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error("a frame failed to authenticate: it was altered, replayed or not meant for this session")]
+    Sealed,
+    #[error("the peer refused the secure session: {said}")]
+    Refused { said: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -138,6 +144,128 @@ impl<T: Serialize> Encoder<&T> for JsonCodec {
         serde_json::to_writer(dst.writer(), item).map_err(FrameError::Encode)?;
         dst.put_u8(b'\n');
         Ok(())
+    }
+}
+
+/// The codec of every connection: JSON values, in the clear or sealed in
+/// the transport frames of a secure session (see [`crate::secure`]).
+#[derive(Debug)]
+pub struct LinkCodec {
+    json: JsonCodec,
+    sealed: Option<Box<Sealed>>,
+}
+
+struct Sealed {
+    session: Session,
+    /// Opened bytes not yet decoded into a whole JSON value.
+    plain: BytesMut,
+    opened_any: bool,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed").field("remote", &self.session.remote).finish_non_exhaustive()
+    }
+}
+
+impl LinkCodec {
+    pub fn plain(max_len: usize) -> LinkCodec {
+        LinkCodec { json: JsonCodec::new(max_len), sealed: None }
+    }
+
+    pub fn sealed(session: Session, max_len: usize) -> LinkCodec {
+        let sealed = Sealed { session, plain: BytesMut::new(), opened_any: false };
+        LinkCodec { json: JsonCodec::new(max_len), sealed: Some(Box::new(sealed)) }
+    }
+
+    /// The key the peer proved it holds, on a secure connection.
+    pub fn remote(&self) -> Option<PublicKey> {
+        self.sealed.as_ref().map(|sealed| sealed.session.remote)
+    }
+}
+
+impl Sealed {
+    /// Opens the next whole frame of `src` into `plain`; false when none is complete.
+    fn open_frame(&mut self, src: &mut BytesMut) -> Result<bool, FrameError> {
+        if !self.opened_any && src.first() == Some(&b'{') {
+            // A plaintext refusal where the first sealed frame was due: the
+            // peer could not authenticate us. Shown, never trusted as a reply.
+            let said = String::from_utf8_lossy(&src[..src.len().min(512)]).trim().to_owned();
+            return Err(FrameError::Refused { said });
+        }
+        let Some(len) = src.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return Ok(false) };
+        if src.len() < 2 + len {
+            src.reserve(2 + len - src.len());
+            return Ok(false);
+        }
+        let frame = src.split_to(2 + len);
+        let start = self.plain.len();
+        self.plain.resize(start + len, 0);
+        let opened = self
+            .session
+            .transport
+            .read_message(&frame[2..], &mut self.plain[start..])
+            .map_err(|_| FrameError::Sealed)?;
+        self.plain.truncate(start + opened);
+        self.opened_any = true;
+        Ok(true)
+    }
+
+    fn seal(&mut self, plain: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
+        if let Some(unsent) = self.session.unsent.take() {
+            dst.extend_from_slice(&unsent);
+        }
+        for chunk in plain.chunks(MAX_CHUNK) {
+            let start = dst.len();
+            dst.resize(start + 2 + chunk.len() + 16, 0);
+            let len =
+                self.session.transport.write_message(chunk, &mut dst[start + 2..]).map_err(|_| FrameError::Sealed)?;
+            dst.truncate(start + 2 + len);
+            dst[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
+        }
+        Ok(())
+    }
+}
+
+impl Decoder for LinkCodec {
+    type Item = Decoded;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        let Some(sealed) = self.sealed.as_mut() else { return self.json.decode(src) };
+        loop {
+            if let Some(message) = self.json.decode(&mut sealed.plain)? {
+                return Ok(Some(message));
+            }
+            if !sealed.open_frame(src)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        if self.sealed.is_none() {
+            return self.json.decode_eof(src);
+        }
+        if let Some(message) = self.decode(src)? {
+            return Ok(Some(message));
+        }
+        let sealed = self.sealed.as_mut().expect("checked above");
+        match src.len() {
+            0 => self.json.decode_eof(&mut sealed.plain),
+            pending => Err(FrameError::Truncated { pending }),
+        }
+    }
+}
+
+impl<T: Serialize> Encoder<&T> for LinkCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let Some(sealed) = self.sealed.as_mut() else { return self.json.encode(item, dst) };
+        let mut plain = serde_json::to_vec(item).map_err(FrameError::Encode)?;
+        plain.push(b'\n');
+        sealed.seal(&plain, dst)
     }
 }
 

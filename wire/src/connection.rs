@@ -1,31 +1,41 @@
 //! Serving JSON connections, shared by the registry and the node's listener.
 //!
-//! Connections are capped by a semaphore whose permit is taken *before*
-//! `accept()`, so the excess waits in the kernel's accept backlog (see
-//! [`bind`]) instead of costing a file descriptor. Every reply is written
-//! under a deadline, so a client that never reads cannot hold a permit for long.
+//! Strangers must not starve members. Every connection is accepted at once
+//! and is *pending* until it has completed its handshake (a secure one) or
+//! its first message (a plaintext one), which it must do within
+//! [`Limits::handshake_timeout`]. Pending connections are bounded per source
+//! address and in all; past either bound the oldest is dropped, so a flood
+//! of silent or trickling connections costs each one a second at most and
+//! never keeps a member's handshake, which takes a millisecond, from being
+//! accepted. Established connections are capped apart, and a member's
+//! session, once open, never waits behind anyone's accept. Every reply is
+//! written under a deadline, so a client that never reads cannot hold a
+//! slot for long.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
-use crate::codec::{FrameError, JsonCodec, MAX_REQUEST_BYTES};
+use crate::codec::{Decoded, FrameError, LinkCodec, MAX_REQUEST_BYTES};
 use crate::envelope::{Code, ErrorBody, Reply};
+use crate::secure::{self, HandshakeError, Keys};
 
-/// A connection carrying one JSON value per message.
-pub type JsonStream = Framed<TcpStream, JsonCodec>;
+/// A connection carrying one JSON value per message, plain or sealed.
+pub type JsonStream = Framed<TcpStream, LinkCodec>;
 
 /// How long a connection that sent something unusable is drained before it
 /// is closed, so that the client reads the error instead of a reset.
@@ -38,12 +48,12 @@ const DRAIN_BEFORE_CLOSE: Duration = Duration::from_secs(1);
 /// its buffer.
 const CONNECTION_BUFFER: usize = 1024;
 
-/// Connections the kernel queues while every connection slot is taken
-/// (tokio's default is 128); the kernel caps it at `net.core.somaxconn`.
+/// Connections the kernel queues while the accept loop is busy (tokio's
+/// default is 128); the kernel caps it at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds with a deep accept backlog, so that a burst of connections beyond
-/// the served ones waits instead of being dropped and retried a second later.
+/// Binds with a deep accept backlog, so that a burst of connections waits
+/// instead of being dropped and retried a second later.
 pub fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
     let socket = if listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
@@ -51,29 +61,214 @@ pub fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Accepts connections forever, serving at most `max_connections` at once,
-/// each in a task on `tracker` inside a span naming the peer.
-pub async fn accept_loop<F, Fut>(listener: TcpListener, max_connections: usize, tracker: TaskTracker, serve: F)
-where
-    F: Fn(JsonStream, SocketAddr) -> Fut,
+/// How many connections a server holds, and how long a new one has to prove itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Established connections served at once.
+    pub max_connections: usize,
+    /// Connections still in their handshake or first message, in all.
+    pub max_pending: usize,
+    /// The same, from one source address.
+    pub max_pending_per_ip: usize,
+    /// How long a new connection may take to finish its handshake and send
+    /// its first message.
+    pub handshake_timeout: Duration,
+}
+
+impl Limits {
+    pub fn new(max_connections: usize) -> Limits {
+        Limits {
+            max_connections,
+            max_pending: 1024,
+            max_pending_per_ip: 256,
+            handshake_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// An established connection, handed to the service with its first message.
+pub struct Accepted {
+    pub framed: JsonStream,
+    pub peer: SocketAddr,
+    /// The first message; `None` when the peer hung up without sending one.
+    pub first: Option<Result<Decoded, FrameError>>,
+}
+
+/// Accepts connections forever: establishes each (see the module's doc),
+/// then hands it to `serve` in a task on `tracker` inside a span naming the
+/// peer. A handshake refused for want of the join token is answered with
+/// `unauthorized` and reported to `refused`.
+pub async fn accept_loop<F, Fut, R>(
+    listener: TcpListener,
+    keys: Keys,
+    limits: Limits,
+    tracker: TaskTracker,
+    serve: F,
+    refused: R,
+) where
+    F: Fn(Accepted) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
+    R: Fn(SocketAddr, &HandshakeError) + Send + Sync + 'static,
 {
-    let limit = Arc::new(Semaphore::new(max_connections));
+    let established = Arc::new(Semaphore::new(limits.max_connections));
+    let pending = Arc::new(Pending::new(limits));
+    let (serve, refused) = (Arc::new(serve), Arc::new(refused));
     loop {
-        let permit = limit.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (stream, peer) = accept(&listener).await;
-        let connection =
-            serve(Framed::with_capacity(stream, JsonCodec::new(MAX_REQUEST_BYTES), CONNECTION_BUFFER), peer);
+        // Taken here, not in the task, so that the bound holds however fast connections arrive.
+        let (waiting, evicted) = pending.admit(peer.ip());
+        if let Some(closed) = evicted {
+            // Let the dropped connection's task close its socket before the
+            // next is accepted, so that the bound holds for descriptors too.
+            let _ = timeout(Duration::from_millis(10), closed.cancelled()).await;
+        }
+        let (keys, established) = (keys.clone(), established.clone());
+        let (serve, refused) = (serve.clone(), refused.clone());
         // A span per connection names the peer in debug logs; at the default
         // level it is disabled and costs nothing on this hot path.
         let span = tracing::debug_span!("connection", %peer);
         tracker.spawn(
             async move {
-                connection.await;
+                let _closed = waiting.closed.clone().drop_guard();
+                let opened = tokio::select! {
+                    opened = timeout(limits.handshake_timeout, establish(stream, &keys)) => opened,
+                    () = waiting.evicted.cancelled() => return debug!("dropped a pending connection for a newer one"),
+                };
+                drop(waiting);
+                let (framed, first) = match opened {
+                    Err(_) => {
+                        return debug!(timeout = ?limits.handshake_timeout, "no handshake or first message in time")
+                    }
+                    Ok(Err(Failed { error, stream })) => return refuse(stream, peer, error, refused.as_ref()).await,
+                    Ok(Ok(opened)) => opened,
+                };
+                let Ok(permit) = timeout(limits.handshake_timeout, established.acquire_owned()).await else {
+                    return debug!(limit = limits.max_connections, "every connection slot stayed taken");
+                };
+                serve(Accepted { framed, peer, first }).await;
                 drop(permit);
             }
             .instrument(span),
         );
+    }
+}
+
+/// A handshake that failed, with the stream to answer on.
+struct Failed {
+    error: HandshakeError,
+    stream: TcpStream,
+}
+
+/// Tells a secure handshake from plaintext by the first byte, completes
+/// the handshake, and reads the first message.
+async fn establish(
+    mut stream: TcpStream,
+    keys: &Keys,
+) -> Result<(JsonStream, Option<Result<Decoded, FrameError>>), Failed> {
+    let mut first = [0u8; 1];
+    let codec = match stream.peek(&mut first).await {
+        Ok(1) if secure::is_secure(first[0]) => match secure::respond(&mut stream, keys).await {
+            Ok(session) => LinkCodec::sealed(session, MAX_REQUEST_BYTES),
+            Err(error) => return Err(Failed { error, stream }),
+        },
+        Ok(_) => LinkCodec::plain(MAX_REQUEST_BYTES),
+        Err(error) => return Err(Failed { error: HandshakeError::Io(error), stream }),
+    };
+    let mut framed = Framed::with_capacity(stream, codec, CONNECTION_BUFFER);
+    let first = framed.next().await;
+    Ok((framed, first))
+}
+
+/// Answers a handshake that failed for want of the token; anything else
+/// (a reset, a peer of another protocol) is only closed.
+async fn refuse<R: Fn(SocketAddr, &HandshakeError)>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    error: HandshakeError,
+    refused: &R,
+) {
+    if !matches!(error, HandshakeError::Rejected(_)) {
+        return debug!(%error, "closed a connection whose handshake failed");
+    }
+    refused(peer, &error);
+    let reply: Reply<(), Code> = Reply::Err(ErrorBody::new(Code::Unauthorized, error.to_string()));
+    let mut framed = Framed::new(stream, LinkCodec::plain(MAX_REQUEST_BYTES));
+    if send(&mut framed, &reply, DRAIN_BEFORE_CLOSE).await.is_ok() {
+        drain(framed.into_inner()).await;
+    }
+}
+
+/// The connections still proving themselves, oldest first, overall and per
+/// source address.
+struct Pending {
+    limits: Limits,
+    state: Mutex<PendingState>,
+}
+
+#[derive(Default)]
+struct PendingState {
+    next: u64,
+    /// Each pending connection's source, and its `evicted` and `closed` tokens.
+    all: BTreeMap<u64, (IpAddr, CancellationToken, CancellationToken)>,
+    by_ip: HashMap<IpAddr, BTreeSet<u64>>,
+}
+
+/// A pending connection's place; dropping it releases the place.
+struct Waiting {
+    pending: Arc<Pending>,
+    id: u64,
+    evicted: CancellationToken,
+    /// Cancelled once the connection's task has ended and closed its socket.
+    closed: CancellationToken,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        crate::lock(&self.pending.state).remove(self.id);
+    }
+}
+
+impl PendingState {
+    fn remove(&mut self, id: u64) -> Option<(CancellationToken, CancellationToken)> {
+        let (ip, evicted, closed) = self.all.remove(&id)?;
+        if let Some(ids) = self.by_ip.get_mut(&ip) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_ip.remove(&ip);
+            }
+        }
+        Some((evicted, closed))
+    }
+}
+
+impl Pending {
+    fn new(limits: Limits) -> Pending {
+        Pending { limits, state: Mutex::new(PendingState::default()) }
+    }
+
+    /// Takes a place for a new connection from `ip`, dropping the oldest
+    /// pending one from `ip`, or overall, when a bound is reached; returns,
+    /// for a dropped one, what tells when it has closed.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> (Waiting, Option<CancellationToken>) {
+        let mut state = crate::lock(&self.state);
+        let from_ip = state.by_ip.get(&ip).map_or(0, BTreeSet::len);
+        let oldest = if from_ip >= self.limits.max_pending_per_ip.max(1) {
+            state.by_ip.get(&ip).and_then(|ids| ids.first().copied())
+        } else if state.all.len() >= self.limits.max_pending.max(1) {
+            state.all.keys().next().copied()
+        } else {
+            None
+        };
+        let evicted = oldest.and_then(|id| state.remove(id)).map(|(evicted, closed)| {
+            evicted.cancel();
+            closed
+        });
+        let id = state.next;
+        state.next += 1;
+        let (token, closed) = (CancellationToken::new(), CancellationToken::new());
+        state.all.insert(id, (ip, token.clone(), closed.clone()));
+        state.by_ip.entry(ip).or_default().insert(id);
+        (Waiting { pending: self.clone(), id, evicted: token, closed }, evicted)
     }
 }
 
@@ -107,7 +302,7 @@ pub fn framing_error_reply(error: &FrameError) -> Option<Reply<(), Code>> {
     let code = match error {
         FrameError::TooLarge { .. } => Code::TooLarge,
         FrameError::NotJson | FrameError::Truncated { .. } => Code::BadRequest,
-        FrameError::Encode(_) | FrameError::Io(_) => return None,
+        FrameError::Encode(_) | FrameError::Io(_) | FrameError::Sealed | FrameError::Refused { .. } => return None,
     };
     Some(Reply::Err(ErrorBody::new(code, error.to_string())))
 }
@@ -143,4 +338,43 @@ pub async fn drain(mut stream: TcpStream) {
     let mut sink = vec![0u8; 64 * 1024];
     let _ =
         timeout(DRAIN_BEFORE_CLOSE, async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(max_pending: usize, max_pending_per_ip: usize) -> Arc<Pending> {
+        let limits = Limits { max_pending, max_pending_per_ip, ..Limits::new(8) };
+        Arc::new(Pending::new(limits))
+    }
+
+    #[test]
+    fn past_the_bound_from_one_address_its_oldest_pending_connection_goes() {
+        let pending = pending(100, 2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (first, _) = pending.admit(a);
+        let (other, _) = pending.admit(b);
+        let (second, _) = pending.admit(a);
+        let (third, evicted) = pending.admit(a);
+        assert!(evicted.is_some());
+        assert!(first.evicted.is_cancelled());
+        assert!(!second.evicted.is_cancelled() && !third.evicted.is_cancelled() && !other.evicted.is_cancelled());
+    }
+
+    #[test]
+    fn past_the_bound_in_all_the_oldest_pending_connection_goes_and_places_are_released() {
+        let pending = pending(2, 100);
+        let ips: Vec<IpAddr> = (1..=3).map(|i| format!("10.0.0.{i}").parse().unwrap()).collect();
+        let (first, _) = pending.admit(ips[0]);
+        let (second, _) = pending.admit(ips[1]);
+        drop(second);
+        let (third, _) = pending.admit(ips[2]);
+        assert!(!first.evicted.is_cancelled(), "a released place made room");
+        let (fourth, _) = pending.admit(ips[2]);
+        assert!(first.evicted.is_cancelled() && !third.evicted.is_cancelled() && !fourth.evicted.is_cancelled());
+        drop((first, third, fourth));
+        let state = crate::lock(&pending.state);
+        assert!(state.all.is_empty() && state.by_ip.is_empty());
+    }
 }

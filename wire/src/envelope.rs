@@ -24,6 +24,9 @@ pub enum Code {
     UnknownOp,
     /// A message over the size cap.
     TooLarge,
+    /// No proof of membership: a failed handshake, or plaintext where a
+    /// join token is required.
+    Unauthorized,
 }
 
 impl fmt::Display for Code {

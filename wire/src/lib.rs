@@ -2,7 +2,10 @@
 //! travel and how a server stays up under hostile input.
 //!
 //! # Layout
-//! - [`codec`]: framing of one JSON value per message, with a size cap.
+//! - [`codec`]: framing of one JSON value per message, with a size cap, in
+//!   the clear or sealed in a secure session.
+//! - [`secure`]: keys, the join token, and the Noise handshake that opens a
+//!   secure session.
 //! - [`envelope`]: the reply envelope (`{"ok":true,...}` or
 //!   `{"ok":false,"error":{"code","message"}}`) and the error codes the
 //!   framing itself can answer with; each protocol extends them with its own.
@@ -23,6 +26,7 @@ pub mod codec;
 pub mod connection;
 pub mod envelope;
 pub mod fields;
+pub mod secure;
 pub mod shutdown;
 pub mod telemetry;
 
@@ -34,6 +38,26 @@ use std::sync::{Mutex, MutexGuard};
 /// still consistent and is used as it is rather than spreading the panic.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Implements `Serialize` and `Deserialize` for a type as the string of its
+/// `Display` and `FromStr` (whose error must be `Display`), as keys travel.
+#[macro_export]
+macro_rules! serde_as_text {
+    ($ty:ty) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
 
 /// An error with its causes on one line, like anyhow's `{:#}`.

@@ -8,6 +8,7 @@ use clap::Parser;
 use node::config::{Cli, Command, SendArgs};
 use node::exchange::Deadlines;
 use node::group::EXIT_UNDELIVERED;
+use wire::secure::{Identity, Keys};
 use wire::{cli, telemetry, Chain};
 
 // One thread is plenty for a node, and keeps its memory small when many run on one host.
@@ -18,17 +19,33 @@ async fn main() -> ExitCode {
         return send(args).await;
     }
     telemetry::init(cli.args.log_format);
+    let config = match cli.args.config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("node: {}", Chain(&error));
+            return ExitCode::from(cli::EXIT_SECRET);
+        }
+    };
     let (listener, shutdown) = match cli::start("node", cli.args.listen).await {
         Ok(started) => started,
         Err(code) => return code,
     };
-    node::run(listener, cli.args.config(), shutdown).await;
+    node::run(listener, config, shutdown).await;
     ExitCode::SUCCESS
 }
 
 async fn send(args: SendArgs) -> ExitCode {
     let deadlines = Deadlines { connect: args.connect_timeout, reply: args.timeout };
-    let report = match node::group::send(&args.registry, args.group, &args.text, &args.sender, deadlines).await {
+    let keys = match args.token.admission() {
+        // `node send` is no member: a key of its own for this one send.
+        Ok(admission) => Keys::new(Identity::generate(), admission),
+        Err(error) => {
+            eprintln!("node send: {}", Chain(&error));
+            return ExitCode::from(cli::EXIT_SECRET);
+        }
+    };
+    let sent = node::group::send(&args.registry, &keys, args.group, &args.text, &args.sender, deadlines).await;
+    let report = match sent {
         Ok(report) => report,
         Err(error) => {
             eprintln!("node send: {}", Chain(&error));

@@ -1,0 +1,223 @@
+//! What the registry vouches for, signed with its Ed25519 key, so that
+//! nodes can check each other without asking it.
+//!
+//! - A [`MemberClaims`] credential, given to a node in its registration
+//!   reply, says which name, address and group belong to which static key.
+//!   A greeter presents its own; the greeted node checks the signature and
+//!   that the key is the one the greeter proved in the handshake.
+//! - A [`GroupClaims`] view, given with every group lookup, says who
+//!   coordinates a group and who its members are. A coordinator presents it
+//!   with each delivery; a member accepts only a delivery from the view's
+//!   coordinator, in a view that includes the member.
+//!
+//! Both expire ([`VALIDITY`]), so a credential outlives neither a lease for
+//! long nor a change of holder. The registry draws its signing key at
+//! start-up; nodes learn the public half in their (authenticated)
+//! registration reply.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use wire::secure::PublicKey;
+use zeroize::Zeroizing;
+
+/// How long a signed credential or group view is honoured. Generous for
+/// clock skew between hosts, short next to the life of a name.
+pub const VALIDITY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("the credential is malformed")]
+    Malformed,
+    #[error("the credential is not signed by the registry this node registered with")]
+    BadSignature,
+    #[error("the credential expired {ago_s} s ago")]
+    Expired { ago_s: u64 },
+}
+
+/// The registry's signing key. Its `Debug` shows only the public half.
+pub struct Signer {
+    key: SigningKey,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer").field("public", &self.public()).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub fn generate() -> Signer {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut()).expect("the operating system provides random bytes");
+        Signer { key: SigningKey::from_bytes(&seed) }
+    }
+
+    pub fn public(&self) -> RegistryKey {
+        RegistryKey(self.key.verifying_key())
+    }
+
+    /// Signs `claims`, which expire [`VALIDITY`] from now.
+    pub fn sign<C: Serialize>(&self, claims: &C) -> Signed {
+        let body = Expiring { expires_ms: unix_ms() + super::protocol::millis(VALIDITY), claims };
+        let bytes = serde_json::to_vec(&body).expect("claims serialize");
+        let sig = self.key.sign(&bytes);
+        Signed { claims: URL_SAFE_NO_PAD.encode(&bytes), sig: URL_SAFE_NO_PAD.encode(sig.to_bytes()) }
+    }
+}
+
+/// The registry's public signing key, as nodes learn it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RegistryKey(VerifyingKey);
+
+impl fmt::Display for RegistryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for RegistryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RegistryKey({self})")
+    }
+}
+
+impl FromStr for RegistryKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RegistryKey, String> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| "a registry key is 43 characters of base64url")?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| "a registry key is 32 bytes")?;
+        VerifyingKey::from_bytes(&bytes).map(RegistryKey).map_err(|_| "not an Ed25519 public key".to_owned())
+    }
+}
+
+wire::serde_as_text!(RegistryKey);
+
+/// Signed claims: the JSON bytes that were signed, and the signature, both base64url.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed {
+    pub claims: String,
+    pub sig: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Expiring<C> {
+    expires_ms: u64,
+    #[serde(flatten)]
+    claims: C,
+}
+
+impl Signed {
+    /// The claims, once the signature is checked against `key` and they have not expired.
+    pub fn open<C: DeserializeOwned>(&self, key: &RegistryKey) -> Result<C, CredentialError> {
+        let decode = |text: &str| URL_SAFE_NO_PAD.decode(text).map_err(|_| CredentialError::Malformed);
+        let bytes = decode(&self.claims)?;
+        let sig: [u8; 64] = decode(&self.sig)?.try_into().map_err(|_| CredentialError::Malformed)?;
+        key.0.verify_strict(&bytes, &Signature::from_bytes(&sig)).map_err(|_| CredentialError::BadSignature)?;
+        let body: Expiring<C> = serde_json::from_slice(&bytes).map_err(|_| CredentialError::Malformed)?;
+        let now = unix_ms();
+        if body.expires_ms <= now {
+            return Err(CredentialError::Expired { ago_s: (now - body.expires_ms) / 1000 });
+        }
+        Ok(body.claims)
+    }
+}
+
+/// Who a registered node is, as the registry recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "member")]
+pub struct MemberClaims {
+    pub id: String,
+    pub name: String,
+    pub ip: IpAddr,
+    pub puerto: u16,
+    pub key: PublicKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u32>,
+}
+
+/// A group's coordinator and members, as the registry saw them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "group")]
+pub struct GroupClaims {
+    pub group: u32,
+    /// `None` for a coordinator that registered in plaintext, which no member can check.
+    pub coordinator: Option<PublicKey>,
+    /// The keys of the members that registered with one.
+    pub members: Vec<PublicKey>,
+}
+
+fn unix_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    super::protocol::millis(since)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::secure::Identity;
+
+    fn member() -> MemberClaims {
+        MemberClaims {
+            id: "ab-1".into(),
+            name: "alice".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            puerto: 7,
+            key: Identity::generate().public(),
+            group: Some(2),
+        }
+    }
+
+    #[test]
+    fn signed_claims_open_with_the_signers_key_only() {
+        let (signer, other) = (Signer::generate(), Signer::generate());
+        let signed = signer.sign(&member());
+        let opened: MemberClaims = signed.open(&signer.public()).unwrap();
+        assert_eq!(opened.name, "alice");
+        assert_eq!(signed.open::<MemberClaims>(&other.public()).unwrap_err(), CredentialError::BadSignature);
+    }
+
+    #[test]
+    fn altered_claims_fail_the_signature() {
+        let signer = Signer::generate();
+        let signed = signer.sign(&member());
+        let bytes = URL_SAFE_NO_PAD.decode(&signed.claims).unwrap();
+        let forged = String::from_utf8(bytes).unwrap().replace("alice", "mallo");
+        let forged = Signed { claims: URL_SAFE_NO_PAD.encode(forged), ..signed };
+        assert_eq!(forged.open::<MemberClaims>(&signer.public()).unwrap_err(), CredentialError::BadSignature);
+    }
+
+    #[test]
+    fn a_member_credential_is_not_a_group_view() {
+        let signer = Signer::generate();
+        let signed = signer.sign(&member());
+        assert_eq!(signed.open::<GroupClaims>(&signer.public()).unwrap_err(), CredentialError::Malformed);
+    }
+
+    #[test]
+    fn expired_claims_are_refused() {
+        let signer = Signer::generate();
+        let body = Expiring { expires_ms: unix_ms() - 2_000, claims: member() };
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let sig = signer.key.sign(&bytes);
+        let old = Signed { claims: URL_SAFE_NO_PAD.encode(&bytes), sig: URL_SAFE_NO_PAD.encode(sig.to_bytes()) };
+        assert!(matches!(old.open::<MemberClaims>(&signer.public()), Err(CredentialError::Expired { ago_s: 2 })));
+    }
+
+    #[test]
+    fn keys_round_trip_and_the_signer_hides_its_secret() {
+        let signer = Signer::generate();
+        let key = signer.public();
+        assert_eq!(key.to_string().parse::<RegistryKey>().unwrap(), key);
+        let secret = URL_SAFE_NO_PAD.encode(signer.key.to_bytes());
+        assert!(!format!("{signer:?}").contains(&secret));
+    }
+}

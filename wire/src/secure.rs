@@ -1,0 +1,536 @@
+//! Authenticated, encrypted connections: a Noise handshake, then the same
+//! JSON messages as in plaintext, carried in Noise transport frames.
+//!
+//! The pattern is `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s` (snow):
+//! - each side proves it holds its static X25519 key, and learns the other's;
+//! - the join token is the pre-shared key, mixed into the third handshake
+//!   message, so a party without it cannot finish a handshake, and the
+//!   token itself never crosses the network;
+//! - both sides contribute a fresh ephemeral key, so a recorded handshake
+//!   or message replayed later decrypts under no live session;
+//! - messages are sealed with ChaCha20-Poly1305 under per-direction counters,
+//!   so a frame replayed, dropped or reordered within a session is refused.
+//!
+//! Without a token ([`Admission::Open`]) the pre-shared key is all zeros:
+//! identities and encryption stay, admission control goes.
+//!
+//! Every frame, handshake or transport, is a 2-byte big-endian length and
+//! that many bytes. The first handshake frame is 48 bytes long, so a secure
+//! connection always starts with a zero byte, and a plaintext one (JSON)
+//! never does: a server tells the two apart by the first byte ([`is_secure`]).
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use snow::params::DHChoice;
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::{HandshakeState, TransportState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zeroize::Zeroizing;
+
+/// The Noise protocol every secure connection uses.
+pub const PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
+
+/// Hashed into every handshake, so that a peer of another protocol or
+/// version fails the handshake instead of misreading what follows.
+const PROLOGUE: &[u8] = b"hit6 secure v1";
+
+/// Longest Noise message.
+pub const MAX_FRAME: usize = 65535;
+
+/// Longest plaintext one transport frame carries: a frame less its tag.
+pub const MAX_CHUNK: usize = MAX_FRAME - 16;
+
+/// Our handshake messages carry no payload: 48, 96 and 64 bytes (with a
+/// pre-shared key even the first one carries an empty, sealed payload).
+const MAX_HANDSHAKE_FRAME: usize = 128;
+
+/// Name of the environment variable that carries a join token.
+pub const TOKEN_ENV: &str = "HIT6_JOIN_TOKEN";
+
+/// Whether a connection whose first byte is `first` starts a handshake.
+pub fn is_secure(first: u8) -> bool {
+    first == 0
+}
+
+/// A static X25519 public key: who a node is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey([u8; 32]);
+
+impl PublicKey {
+    pub fn from_bytes(bytes: &[u8]) -> Option<PublicKey> {
+        bytes.try_into().ok().map(PublicKey)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// Unpadded URL-safe base64, 43 characters.
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PublicKey, String> {
+        let bytes =
+            URL_SAFE_NO_PAD.decode(text).map_err(|_| "a public key is 43 characters of base64url".to_owned())?;
+        PublicKey::from_bytes(&bytes).ok_or_else(|| "a public key is 32 bytes".to_owned())
+    }
+}
+
+crate::serde_as_text!(PublicKey);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("failed to read the key file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the key file {path} does not hold a key: expected 43 characters of base64url")]
+    Malformed { path: String },
+    #[error("failed to write a new key to {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A static key pair. Its `Debug` shows only the public half.
+pub struct Identity {
+    private: Zeroizing<[u8; 32]>,
+    public: PublicKey,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// A fresh key pair from the operating system's random source.
+    pub fn generate() -> Identity {
+        let mut private = Zeroizing::new([0u8; 32]);
+        getrandom::fill(private.as_mut()).expect("the operating system provides random bytes");
+        Identity::from_private(private)
+    }
+
+    fn from_private(private: Zeroizing<[u8; 32]>) -> Identity {
+        let mut dh = DefaultResolver.resolve_dh(&DHChoice::Curve25519).expect("snow resolves Curve25519");
+        dh.set(private.as_ref());
+        let public = PublicKey::from_bytes(dh.pubkey()).expect("a Curve25519 public key is 32 bytes");
+        Identity { private, public }
+    }
+
+    pub fn public(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Loads the key pair in `path`, or, when there is no such file, makes
+    /// one and saves it there, readable by its owner only. Returns whether
+    /// it was made.
+    pub fn load_or_create(path: &Path) -> Result<(Identity, bool), KeyFileError> {
+        let name = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(text.trim()).unwrap_or_default());
+                let private: [u8; 32] =
+                    bytes.as_slice().try_into().map_err(|_| KeyFileError::Malformed { path: name })?;
+                Ok((Identity::from_private(Zeroizing::new(private)), false))
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let identity = Identity::generate();
+                let text = Zeroizing::new(URL_SAFE_NO_PAD.encode(identity.private.as_ref()) + "\n");
+                write_private(path, text.as_bytes()).map_err(|source| KeyFileError::Write { path: name, source })?;
+                Ok((identity, true))
+            }
+            Err(source) => Err(KeyFileError::Read { path: name, source }),
+        }
+    }
+}
+
+/// Creates `path` with mode 0600, refusing to replace an existing file.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("a join token is 64 hexadecimal characters (32 random bytes), for example from `openssl rand -hex 32`")]
+    Malformed,
+    #[error("failed to read the join token file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The secret that admits a party to the membership. Its `Debug` and
+/// errors never show it.
+pub struct JoinToken(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinToken(<redacted>)")
+    }
+}
+
+impl JoinToken {
+    /// A fresh token from the operating system's random source.
+    pub fn generate() -> JoinToken {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut()).expect("the operating system provides random bytes");
+        JoinToken(bytes)
+    }
+
+    /// Parses 64 hexadecimal characters, ignoring surrounding whitespace.
+    pub fn parse(text: &str) -> Result<JoinToken, TokenError> {
+        let text = text.trim().as_bytes();
+        if text.len() != 64 {
+            return Err(TokenError::Malformed);
+        }
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        for (byte, pair) in bytes.iter_mut().zip(text.chunks(2)) {
+            let digits = std::str::from_utf8(pair).map_err(|_| TokenError::Malformed)?;
+            *byte = u8::from_str_radix(digits, 16).map_err(|_| TokenError::Malformed)?;
+        }
+        Ok(JoinToken(bytes))
+    }
+
+    /// The token as text, for a user who must hand it to another program.
+    pub fn reveal(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The token of a service: from `file` when given, else from the
+    /// environment variable [`TOKEN_ENV`] when set, else none.
+    pub fn from_file_or_env(file: Option<&Path>) -> Result<Option<JoinToken>, TokenError> {
+        if let Some(path) = file {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .map_err(|source| TokenError::Read { path: path.display().to_string(), source })?,
+            );
+            return JoinToken::parse(&text).map(Some);
+        }
+        match std::env::var(TOKEN_ENV) {
+            Ok(text) => JoinToken::parse(&Zeroizing::new(text)).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Who may complete a handshake.
+#[derive(Clone)]
+pub enum Admission {
+    /// Anyone: no join token was given.
+    Open,
+    /// Holders of the token.
+    Token(Arc<JoinToken>),
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Admission::Open => f.write_str("Open"),
+            Admission::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+impl Admission {
+    pub fn from_token(token: Option<JoinToken>) -> Admission {
+        token.map_or(Admission::Open, |token| Admission::Token(Arc::new(token)))
+    }
+
+    pub fn requires_token(&self) -> bool {
+        matches!(self, Admission::Token(_))
+    }
+
+    fn psk(&self) -> Zeroizing<[u8; 32]> {
+        match self {
+            Admission::Open => Zeroizing::new([0u8; 32]),
+            Admission::Token(token) => token.0.clone(),
+        }
+    }
+}
+
+/// What a party needs to open or accept secure connections.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub identity: Arc<Identity>,
+    pub admission: Admission,
+}
+
+impl Keys {
+    pub fn new(identity: Identity, admission: Admission) -> Keys {
+        Keys { identity: Arc::new(identity), admission }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("the peer closed the connection during the handshake")]
+    Closed,
+    #[error("the peer does not speak the secure protocol (a handshake frame of {len} bytes)")]
+    NotSecure { len: usize },
+    #[error("the handshake failed: a wrong join token, or not a party to this membership")]
+    Rejected(#[source] snow::Error),
+    #[error("the peer holds key {actual}, not {expected} as the registry recorded")]
+    WrongKey { expected: PublicKey, actual: PublicKey },
+    #[error("the connection failed during the handshake")]
+    Io(#[source] io::Error),
+}
+
+/// An established session: the keys of its transport, and who is at the other end.
+pub struct Session {
+    pub(crate) transport: TransportState,
+    pub(crate) remote: PublicKey,
+    /// The initiator's last handshake message, sent with its first message
+    /// so that both travel in one segment.
+    pub(crate) unsent: Option<Vec<u8>>,
+}
+
+impl Session {
+    /// The static key the peer proved it holds.
+    pub fn remote(&self) -> PublicKey {
+        self.remote
+    }
+}
+
+fn builder<'a>(keys: &'a Keys, psk: &'a [u8; 32]) -> Result<snow::Builder<'a>, snow::Error> {
+    snow::Builder::new(PATTERN.parse().expect("the pattern is valid"))
+        .prologue(PROLOGUE)?
+        .local_private_key(keys.identity.private.as_ref())?
+        .psk(3, psk)
+}
+
+/// Opens a session on `stream` as the initiator. With `expected`, a
+/// responder that proves another key is refused before anything is sent.
+/// The caller must send first: the last handshake message goes with it.
+pub async fn initiate(
+    stream: &mut TcpStream,
+    keys: &Keys,
+    expected: Option<PublicKey>,
+) -> Result<Session, HandshakeError> {
+    let psk = keys.admission.psk();
+    let mut noise = builder(keys, &psk).and_then(|b| b.build_initiator()).map_err(HandshakeError::Rejected)?;
+    let mut buf = [0u8; MAX_HANDSHAKE_FRAME];
+    let len = noise.write_message(&[], &mut buf).map_err(HandshakeError::Rejected)?;
+    write_frame(stream, &buf[..len]).await?;
+    let frame = read_frame(stream).await?;
+    noise.read_message(&frame, &mut buf).map_err(HandshakeError::Rejected)?;
+    let remote = remote_static(&noise);
+    if let Some(expected) = expected.filter(|expected| *expected != remote) {
+        return Err(HandshakeError::WrongKey { expected, actual: remote });
+    }
+    let len = noise.write_message(&[], &mut buf).map_err(HandshakeError::Rejected)?;
+    let mut unsent = Vec::with_capacity(2 + len);
+    unsent.extend_from_slice(&(len as u16).to_be_bytes());
+    unsent.extend_from_slice(&buf[..len]);
+    let transport = noise.into_transport_mode().map_err(HandshakeError::Rejected)?;
+    Ok(Session { transport, remote, unsent: Some(unsent) })
+}
+
+/// Accepts a session on `stream` as the responder.
+pub async fn respond(stream: &mut TcpStream, keys: &Keys) -> Result<Session, HandshakeError> {
+    let psk = keys.admission.psk();
+    let mut noise = builder(keys, &psk).and_then(|b| b.build_responder()).map_err(HandshakeError::Rejected)?;
+    let mut buf = [0u8; MAX_HANDSHAKE_FRAME];
+    let frame = read_frame(stream).await?;
+    noise.read_message(&frame, &mut buf).map_err(HandshakeError::Rejected)?;
+    let len = noise.write_message(&[], &mut buf).map_err(HandshakeError::Rejected)?;
+    write_frame(stream, &buf[..len]).await?;
+    let frame = read_frame(stream).await?;
+    noise.read_message(&frame, &mut buf).map_err(HandshakeError::Rejected)?;
+    let remote = remote_static(&noise);
+    let transport = noise.into_transport_mode().map_err(HandshakeError::Rejected)?;
+    Ok(Session { transport, remote, unsent: None })
+}
+
+fn remote_static(noise: &HandshakeState) -> PublicKey {
+    noise.get_remote_static().and_then(PublicKey::from_bytes).expect("an XX handshake transmits the static key")
+}
+
+async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> Result<(), HandshakeError> {
+    let mut bytes = Vec::with_capacity(2 + frame.len());
+    bytes.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(frame);
+    stream.write_all(&bytes).await.map_err(HandshakeError::Io)
+}
+
+async fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
+    let closed = |error: io::Error| match error.kind() {
+        io::ErrorKind::UnexpectedEof => HandshakeError::Closed,
+        _ => HandshakeError::Io(error),
+    };
+    let len = usize::from(stream.read_u16().await.map_err(closed)?);
+    if len > MAX_HANDSHAKE_FRAME {
+        return Err(HandshakeError::NotSecure { len });
+    }
+    let mut frame = vec![0u8; len];
+    stream.read_exact(&mut frame).await.map_err(closed)?;
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn keys(admission: &Admission) -> Keys {
+        Keys::new(Identity::generate(), admission.clone())
+    }
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn both_ends_learn_the_key_the_other_holds() {
+        let token = Admission::from_token(Some(JoinToken::generate()));
+        let (client_keys, server_keys) = (keys(&token), keys(&token));
+        let (mut client, mut server) = pair().await;
+        let responder = tokio::spawn(async move {
+            let session = respond(&mut server, &server_keys).await;
+            (session.map(|s| s.remote()), server)
+        });
+        let expected = None;
+        let session = initiate(&mut client, &client_keys, expected).await.unwrap();
+        client.write_all(session.unsent.as_deref().unwrap()).await.unwrap();
+        let (remote, _server) = responder.await.unwrap();
+        assert_eq!(remote.unwrap(), client_keys.identity.public());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_fails_at_the_responder() {
+        let (client_keys, server_keys) = (
+            keys(&Admission::from_token(Some(JoinToken::generate()))),
+            keys(&Admission::from_token(Some(JoinToken::generate()))),
+        );
+        let (mut client, mut server) = pair().await;
+        let responder = tokio::spawn(async move { respond(&mut server, &server_keys).await.map(|s| s.remote()) });
+        let session = initiate(&mut client, &client_keys, None).await.unwrap();
+        client.write_all(session.unsent.as_deref().unwrap()).await.unwrap();
+        assert!(matches!(responder.await.unwrap(), Err(HandshakeError::Rejected(_))));
+    }
+
+    #[tokio::test]
+    async fn an_unexpected_responder_key_is_refused_before_anything_is_sent() {
+        let open = Admission::Open;
+        let (client_keys, server_keys) = (keys(&open), keys(&open));
+        let impostor = Identity::generate().public();
+        let (mut client, mut server) = pair().await;
+        tokio::spawn(async move { respond(&mut server, &server_keys).await.map(|s| s.remote()) });
+        let error = initiate(&mut client, &client_keys, Some(impostor)).await.err().unwrap();
+        assert!(matches!(error, HandshakeError::WrongKey { expected, .. } if expected == impostor), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_replayed_first_message_yields_no_session() {
+        let open = Admission::Open;
+        let (client_keys, server_keys) = (keys(&open), keys(&open));
+        // Record what a client sends, then play it to a fresh responder.
+        let (mut client, mut server) = pair().await;
+        let recorder = tokio::spawn(async move {
+            let mut seen = vec![0u8; 2 + 48];
+            server.read_exact(&mut seen).await.unwrap();
+            seen
+        });
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), initiate(&mut client, &client_keys, None))
+            .await;
+        let recorded = recorder.await.unwrap();
+        let (mut replayer, mut server) = pair().await;
+        let responder = tokio::spawn(async move { respond(&mut server, &server_keys).await.map(|s| s.remote()) });
+        replayer.write_all(&recorded).await.unwrap();
+        let mut msg2 = vec![0u8; 98];
+        replayer.read_exact(&mut msg2).await.unwrap();
+        // Without the client's ephemeral private key the third message can
+        // only be garbage or a copy, and the responder refuses it.
+        replayer.write_all(&[0, 64]).await.unwrap();
+        replayer.write_all(&[7u8; 64]).await.unwrap();
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), responder).await;
+        assert!(matches!(refused.unwrap().unwrap(), Err(HandshakeError::Rejected(_))));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let token = JoinToken::generate();
+        let text = token.reveal();
+        assert!(!format!("{token:?}").contains(text.as_str()));
+        assert!(!format!("{:?}", Admission::from_token(Some(token))).contains(text.as_str()));
+        let identity = Identity::generate();
+        let private = URL_SAFE_NO_PAD.encode(identity.private.as_ref());
+        assert!(!format!("{identity:?}").contains(&private));
+    }
+
+    #[test]
+    fn tokens_parse_from_hex_and_refuse_anything_else() {
+        let token = JoinToken::generate();
+        let again = JoinToken::parse(&format!("  {}\n", token.reveal().as_str())).unwrap();
+        assert_eq!(token.0, again.0);
+        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(65)] {
+            let error = JoinToken::parse(bad).unwrap_err().to_string();
+            assert!(error.contains("64 hexadecimal"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_is_made_once_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hit6-key-{}", fastrand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.key");
+        let (made, created) = Identity::load_or_create(&path).unwrap();
+        let (loaded, again) = Identity::load_or_create(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        std::fs::write(&path, "not a key").unwrap();
+        let broken = Identity::load_or_create(&path).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(created && !again);
+        assert_eq!(made.public(), loaded.public());
+        assert_eq!(mode, 0o600);
+        assert!(broken.contains("does not hold a key"), "{broken}");
+    }
+
+    fn fastrand_suffix() -> String {
+        format!("{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], "")
+    }
+
+    #[test]
+    fn public_keys_round_trip_as_text() {
+        let key = Identity::generate().public();
+        assert_eq!(key.to_string().len(), 43);
+        assert_eq!(key.to_string().parse::<PublicKey>().unwrap(), key);
+        assert_eq!(serde_json::from_value::<PublicKey>(serde_json::to_value(key).unwrap()).unwrap(), key);
+        assert!("short".parse::<PublicKey>().is_err());
+    }
+}
