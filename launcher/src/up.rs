@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long, requires = "registry")]
     pub join_token_file: Option<std::path::PathBuf>,
     /// Refused: a token on the command line is visible to every user.
-    #[arg(long, hide = true, value_parser = wire::cli::secret_not_in_argv)]
+    #[arg(long, hide = true, value_parser = wire::cli::SecretNotInArgv)]
     pub join_token: Option<String>,
     #[command(flatten)]
     pub images: Images,

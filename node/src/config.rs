@@ -130,7 +130,7 @@ pub struct TokenArgs {
     #[arg(long, env = "NODE_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
     /// Refused: a token on the command line is visible to every user.
-    #[arg(long, hide = true, value_parser = cli::secret_not_in_argv)]
+    #[arg(long, hide = true, value_parser = cli::SecretNotInArgv)]
     pub join_token: Option<String>,
 }
 

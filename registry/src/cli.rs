@@ -39,7 +39,7 @@ pub struct Cli {
     #[arg(long, env = "REGISTRY_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
     /// Refused: a token on the command line is visible to every user.
-    #[arg(long, hide = true, value_parser = cli::secret_not_in_argv)]
+    #[arg(long, hide = true, value_parser = cli::SecretNotInArgv)]
     pub join_token: Option<String>,
     /// With a join token, still admit the original programs, in plaintext
     /// and unauthenticated (see README, Trust).

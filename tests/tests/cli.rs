@@ -44,3 +44,41 @@ fn an_address_in_use_exits_3_saying_which() {
         assert!(stderr(&output).contains(&format!("failed to listen on {addr}")), "{}", stderr(&output));
     }
 }
+
+#[test]
+fn a_join_token_on_the_command_line_is_refused_saying_where_it_goes() {
+    let secret = "ab".repeat(32);
+    for (binary, args) in [
+        ("registry", vec!["--join-token", &secret]),
+        ("node", vec!["127.0.0.1", "1", "--join-token", &secret]),
+        ("node", vec!["send", "--registry", "h:1", "--group", "1", "--join-token", &secret, "x"]),
+        ("launcher", vec!["up", "--join-token", &secret]),
+    ] {
+        let output = run(binary, &args);
+        let stderr = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{binary}: {stderr}");
+        assert!(stderr.contains("--join-token-file") && stderr.contains("HIT6_JOIN_TOKEN"), "{binary}: {stderr}");
+        assert!(!stderr.contains(&secret), "{binary} echoed the token: {stderr}");
+    }
+}
+
+#[test]
+fn an_unusable_token_or_key_file_exits_4_without_showing_it() {
+    let dir = std::env::temp_dir().join(format!("hit6-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("token");
+    std::fs::write(&bad, "not-a-token-but-a-secret-all-the-same").unwrap();
+    let bad = bad.to_string_lossy().into_owned();
+    let outputs = [
+        run("registry", &["--join-token-file", &bad]),
+        run("node", &["127.0.0.1", "1", "--join-token-file", &bad]),
+        run("node", &["127.0.0.1", "1", "--key-file", &bad]),
+    ];
+    std::fs::remove_dir_all(&dir).unwrap();
+    for output in outputs {
+        let stderr = stderr(&output);
+        assert_eq!(output.status.code(), Some(4), "{stderr}");
+        assert!(stderr.contains("64 hexadecimal") || stderr.contains("does not hold a key"), "{stderr}");
+        assert!(!stderr.contains("secret-all-the-same"), "the file's content was shown: {stderr}");
+    }
+}

@@ -152,3 +152,41 @@ async fn a_node_of_an_original_registry_greets_its_contacts_and_sends_it_nothing
     assert!(quiet.is_err(), "the node contacted an original registry again");
     Ok(())
 }
+
+#[tokio::test]
+async fn with_a_token_originals_register_only_under_allow_original_and_are_bounded() -> anyhow::Result<()> {
+    let token = wire::secure::JoinToken::generate();
+    let strict = Registry::start_with_token(&token, &[]).await?;
+    let refused = register_original(strict.addr, 8089).await?;
+    assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("--allow-original"), "{refused}");
+
+    let lenient = Registry::start_with_token(&token, &["--allow-original", "--max-original-per-ip", "2"]).await?;
+    assert_eq!(register_original(lenient.addr, 8089).await?, json!([]));
+    register_original(lenient.addr, 8090).await?;
+    let full = register_original(lenient.addr, 8091).await?;
+    assert_eq!(full["error"]["code"], "full", "{full}");
+    assert!(full["error"]["message"].as_str().unwrap().contains("from this address"), "{full}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_believes_a_plaintext_greeter_only_where_the_registry_has_an_original() -> anyhow::Result<()> {
+    let token = wire::secure::JoinToken::generate();
+    let registry = Registry::start_with_token(&token, &["--allow-original"]).await?;
+    let node = Node::start_with_token(registry.addr, "ours", &token, &[]).await?;
+    node.process.wait_for_event(Event::Registered).await?;
+    register_original(registry.addr, 8089).await?;
+
+    let greeting =
+        |port: u16| format!(r#"{{"mensaje": "Hola, soy un nodo C", "ip": "127.0.0.1", "puerto": "{port}"}}"#);
+    let believed = exchange_until_closed(node.addr, greeting(8089).as_bytes()).await?;
+    assert_eq!(believed["mensaje"], "Hola, un gusto!");
+    let impostor = exchange_until_closed(node.addr, greeting(8090).as_bytes()).await?;
+    assert_eq!(impostor["error"]["code"], "unauthorized", "{impostor}");
+    let received = node.process.wait_for_event(Event::GreetingReceived).await?;
+    assert_eq!((received["peer_addr"].as_str(), received["verified"].as_bool()), (Some("127.0.0.1:8089"), Some(false)));
+    let rejected = node.process.wait_for_event(Event::GreetingRejected).await?;
+    assert!(rejected["reason"].as_str().unwrap().contains("127.0.0.1:8090"), "{rejected}");
+    Ok(())
+}

@@ -13,6 +13,7 @@ use tests::{contains, is, Node, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use wire::secure::JoinToken;
 
 const N: usize = 20;
 
@@ -30,10 +31,33 @@ fn pair(a: &str, b: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_nodes_started_at_once_greet_every_pair_exactly_once() -> anyhow::Result<()> {
-    let registry = Registry::start(&[]).await?;
+    twenty_nodes_at_once(None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_with_a_join_token_greet_every_pair_exactly_once() -> anyhow::Result<()> {
+    twenty_nodes_at_once(Some(&JoinToken::generate())).await
+}
+
+/// N nodes started at once greet every pair exactly once, and every greeting
+/// received is from a greeter that proved the key the registry vouched for.
+async fn twenty_nodes_at_once(token: Option<&JoinToken>) -> anyhow::Result<()> {
+    let registry = match token {
+        Some(token) => Registry::start_with_token(token, &[]).await?,
+        None => Registry::start(&[]).await?,
+    };
     let names: Vec<String> = (1..=N).map(|i| format!("node-{i}")).collect();
-    let nodes: Vec<Node> =
-        futures::future::try_join_all(names.iter().map(|name| Node::start(registry.addr, name, &[]))).await?;
+    let start = |name: &String| {
+        let name = name.clone();
+        let addr = registry.addr;
+        async move {
+            match token {
+                Some(token) => Node::start_with_token(addr, &name, token, &[]).await,
+                None => Node::start(addr, &name, &[]).await,
+            }
+        }
+    };
+    let nodes: Vec<Node> = futures::future::try_join_all(names.iter().map(start)).await?;
 
     // Registration is atomic: the contact counts are a permutation of 0..N.
     let mut contacts = HashMap::new();
@@ -57,6 +81,7 @@ async fn twenty_nodes_started_at_once_greet_every_pair_exactly_once() -> anyhow:
         for peer in names_of(&received, "peer_name") {
             assert!(received_pairs.insert(pair(&node.name, &peer)), "{peer} greeted {} twice", node.name);
         }
+        assert!(received.iter().all(|l| l["verified"] == true), "{} believed an unverified greeter", node.name);
     }
     assert_eq!(sent_pairs.len(), N * (N - 1) / 2);
     assert_eq!(received_pairs, sent_pairs, "every greeting sent was received");
@@ -66,7 +91,9 @@ async fn twenty_nodes_started_at_once_greet_every_pair_exactly_once() -> anyhow:
         assert_eq!(node.process.events(Event::GreetingReceived).len(), N - 1 - k, "{} got extra greetings", node.name);
         assert!(node.process.events(Event::GreetingFailed).is_empty(), "{} failed a greeting", node.name);
     }
-    assert_eq!(registry.names().await?.len(), N);
+    if token.is_none() {
+        assert_eq!(registry.names().await?.len(), N);
+    }
     Ok(())
 }
 

@@ -15,13 +15,28 @@ pub const EXIT_BIND: u8 = 3;
 /// Exit code of a service whose join token or key file cannot be used.
 pub const EXIT_SECRET: u8 = 4;
 
-/// What a secret given on the command line is refused with: `ps` shows argv to every user.
-pub fn secret_not_in_argv(_: &str) -> Result<String, String> {
-    Err(format!(
-        "the join token must not be given on the command line, where `ps` shows it to every user: \
-         put it in a file and pass --join-token-file FILE, or set the environment variable {}",
-        crate::secure::TOKEN_ENV
-    ))
+/// Refuses a secret given on the command line, where `ps` shows it to
+/// every user, saying where it goes instead and without echoing it (clap's
+/// own errors quote the value).
+#[derive(Debug, Clone, Copy)]
+pub struct SecretNotInArgv;
+
+impl clap::builder::TypedValueParser for SecretNotInArgv {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _: Option<&clap::Arg>,
+        _: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let message = format!(
+            "the join token must not be given on the command line, where `ps` shows it to every user: \
+             put it in a file and pass --join-token-file FILE, or set the environment variable {}\n",
+            crate::secure::TOKEN_ENV
+        );
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd))
+    }
 }
 
 /// Installs the shutdown signal handlers and binds `listen`. On failure,
