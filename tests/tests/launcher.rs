@@ -89,6 +89,26 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
         assert_eq!(output.status.code(), Some(0), "launcher {args:?} into a closed pipe: {}", text(&output));
     }
 
+    // The project's token: drawn by `up`, handed over in the environment,
+    // never in a container's command line, the summary or the logs.
+    let token = launcher(project, &["token"]);
+    assert!(token.status.success(), "{}", text(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    assert!(token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+    for role in ["registry", "node-1"] {
+        let inspect = std::process::Command::new("docker")
+            .args(["inspect", "--format", "{{json .Args}} {{json .Config.Cmd}}", &format!("{project}-{role}")])
+            .output()
+            .expect("docker runs");
+        let argv = String::from_utf8_lossy(&inspect.stdout);
+        assert!(inspect.status.success() && !argv.contains(&token), "{role}'s argv holds the token: {argv}");
+    }
+    assert!(!text(&output).contains(&token) && !logged.contains(&token), "the token was printed");
+    // The registry is published on the default --registry-port.
+    let stranger = tests::with_closed_stdout("node", &["send", "--registry", "127.0.0.1:8086", "--group", "2", "hola"]);
+    assert_eq!(stranger.status.code(), Some(1), "a send without the token: {}", text(&stranger));
+    assert!(text(&stranger).contains("unauthorized"), "{}", text(&stranger));
+
     let again = launcher(project, &["up", "--nodes", "1"]);
     assert_eq!(again.status.code(), Some(5), "{}", text(&again));
     assert!(text(&again).contains("is already up"), "{}", text(&again));
