@@ -32,6 +32,12 @@ pub(crate) struct Cli {
     /// Extra environment for the mesh's nodes, for experiments (`--node-env RUST_LOG=debug`).
     #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
     pub(crate) node_env: Vec<(String, String)>,
+    /// Run with a join token: the bench draws one and hands it to the
+    /// registry and the nodes in their environment, and its own clients
+    /// open their sessions with it (without, sessions are still secure, but
+    /// anyone may join).
+    #[arg(long)]
+    pub(crate) token: bool,
     /// Print the table on stderr and a JSON document on stdout.
     #[arg(long)]
     pub(crate) json: bool,

@@ -54,6 +54,9 @@ const OVERALL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.token {
+        spawn::use_token();
+    }
     if let Some(peer) = cli.floor_peer {
         return match floor::run_peer(peer) {
             Ok(()) => ExitCode::SUCCESS,

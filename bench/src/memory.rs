@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use ::tests::{Node, Registry};
-use anyhow::bail;
+use anyhow::{bail, Context};
+use registry::client::RegistryAddr;
 
 use crate::probe::{cpu_seconds, memory};
 use crate::report::{Rows, Target};
-use crate::throughput::register_many;
+use crate::spawn::LeanRegistry;
+use crate::throughput::{connect, register_many};
 
 pub(crate) async fn bench_memory(rows: &Rows) -> anyhow::Result<()> {
     let section = "memory";
@@ -23,17 +25,19 @@ pub(crate) async fn bench_memory(rows: &Rows) -> anyhow::Result<()> {
             rows.info(section, "idle node CPU", cpu * 1e3, "ms", "CPU time from exec to registered, plus 1 s idle");
         }
     }
-    let registry = Registry::start(&["--ttl", "60s"]).await?;
-    let pid = registry.process.pid().as_raw() as u32;
+    let registry = LeanRegistry::start(&["--ttl", "60s"]).await?;
+    let pid = registry.pid().context("the registry runs")?;
     let empty = memory(pid)?;
     rows.info(section, "empty registry RSS", empty.mib(), "MiB", empty.note());
-    register_many(&registry.registry_addr(), "mem", 30_000, 1000).await?;
+    let addr = RegistryAddr::from(registry.addr);
+    drop(register_many(&addr, "mem", 30_000, 1000).await?);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let full = memory(pid)?;
-    let live = registry.client().await?.list().await?.len();
+    let live = connect(&addr).await?.list().await?.len();
     if live != 1000 {
         bail!("the registry holds {live} entries, not 1000");
     }
     rows.push(section, "registry RSS, 1000 entries", Some(full.mib()), "MiB", Some(Target::AtMost(20.0)), full.note());
+    registry.stop().await;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use node::exchange::Deadlines;
-use registry::client::{Client, RegistryAddr};
+use registry::client::RegistryAddr;
 use tokio::time::timeout;
 
 use crate::cli::Cli;
@@ -15,7 +15,6 @@ use crate::nodes::{mesh_limit, reached, spawn_nodes, Mesh, Spawned};
 use crate::probe::{cores, cpu_seconds};
 use crate::report::{percentile, Rows, Target};
 use crate::spawn::LeanRegistry;
-use crate::throughput::CLIENT_TIMEOUT;
 
 /// Group sizes, and how many multicasts are timed for each.
 pub(crate) const MULTICASTS: [(usize, usize); 2] = [(10, 200), (100, 100)];
@@ -196,7 +195,7 @@ pub(crate) async fn group_lookups(registry: &RegistryAddr, count: usize) -> anyh
     let mut latencies_ns = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        Client::connect(registry, CLIENT_TIMEOUT).await?.group(1).await?;
+        crate::throughput::connect(registry).await?.group(1).await?;
         latencies_ns.push(started.elapsed().as_nanos() as u64);
     }
     latencies_ns.sort_unstable();
@@ -206,7 +205,7 @@ pub(crate) async fn group_lookups(registry: &RegistryAddr, count: usize) -> anyh
 /// One multicast to group 1: an error unless all `members` acknowledged;
 /// returns the coordinator's name.
 pub(crate) async fn multicast(registry: &RegistryAddr, text: &str, members: usize) -> anyhow::Result<String> {
-    let keys = wire::secure::Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open);
+    let keys = crate::spawn::client_keys();
     let send = node::group::send(registry, &keys, 1, text, "bench", MULTICAST_DEADLINES);
     let report = timeout(MULTICAST_PATIENCE, send)
         .await

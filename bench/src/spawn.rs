@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
+use wire::secure::{Admission, Identity, JoinToken, Keys, TOKEN_ENV};
 
 /// The environment variables the registry and node read their settings
 /// from, as their command lines declare them, and `RUST_LOG`: removed from
@@ -36,6 +37,20 @@ pub(crate) fn config_env() -> &'static [String] {
     })
 }
 
+/// The run's join token, drawn once when `--token` is given.
+static TOKEN: OnceLock<JoinToken> = OnceLock::new();
+
+/// Draws the run's join token; every child and client uses it from then on.
+pub(crate) fn use_token() {
+    TOKEN.get_or_init(JoinToken::generate);
+}
+
+/// The keys of one bench client: a key of its own, and the run's token if any.
+pub(crate) fn client_keys() -> Keys {
+    let token = TOKEN.get().map(|token| JoinToken::parse(&token.reveal()).expect("a token parses back"));
+    Keys::new(Identity::generate(), Admission::from_token(token))
+}
+
 /// How long a started registry may take to log `listening`.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,6 +60,10 @@ pub(crate) fn command(binary: &Path, args: &[String]) -> Command {
     for key in config_env() {
         command.env_remove(key);
     }
+    match TOKEN.get() {
+        Some(token) => command.env(TOKEN_ENV, token.reveal().as_str()),
+        None => command.env_remove(TOKEN_ENV),
+    };
     command
 }
 

@@ -4,7 +4,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use ::tests::Registry;
 use anyhow::{bail, Context};
 use registry::client::{Client, Joined, RegistryAddr};
 use registry::protocol::NativeRequest;
@@ -13,7 +12,7 @@ use tokio::time::timeout;
 use crate::cli::Cli;
 use crate::probe::cpu_seconds;
 use crate::report::{percentile, Rows, Target};
-use crate::spawn::LeanRegistry;
+use crate::spawn::{client_keys, LeanRegistry};
 
 /// Untimed requests first, so that connections and caches are warm.
 const WARMUP: Duration = Duration::from_millis(500);
@@ -132,24 +131,24 @@ pub(crate) async fn drive(
     Ok(())
 }
 
-pub(crate) async fn connect_all(addr: &RegistryAddr, count: usize) -> anyhow::Result<Vec<Client>> {
-    let mut clients = Vec::with_capacity(count);
-    for _ in 0..count {
-        clients.push(Client::connect(addr, CLIENT_TIMEOUT).await?);
-    }
-    Ok(clients)
+/// A secure session with the registry as a client of its own (see [`client_keys`]).
+pub(crate) async fn connect(addr: &RegistryAddr) -> anyhow::Result<Client> {
+    Ok(Client::connect_secure(addr, &client_keys(), CLIENT_TIMEOUT).await?)
 }
 
-/// Registers `count` entries `<prefix>-<i>` at 127.0.0.1:<first_port + i>, returning their ids.
+/// Registers `count` entries `<prefix>-<i>` at 127.0.0.1:<first_port + i>,
+/// each in a session of its own, as nodes do: an entry belongs to the key
+/// that registered it, so each session is the only one that may renew it.
+/// Returns each session with its entry's id.
 pub(crate) async fn register_many(
     addr: &RegistryAddr,
     prefix: &str,
     first_port: u16,
     count: usize,
-) -> anyhow::Result<Vec<String>> {
-    let mut client = Client::connect(addr, CLIENT_TIMEOUT).await?;
-    let mut ids = Vec::with_capacity(count);
+) -> anyhow::Result<Vec<(Client, String)>> {
+    let mut registered = Vec::with_capacity(count);
     for i in 0..count {
+        let mut client = connect(addr).await?;
         let name = format!("{prefix}-{i}");
         let request = NativeRequest::Register {
             ip: Some(LOCALHOST),
@@ -159,24 +158,24 @@ pub(crate) async fn register_many(
             incarnation: None,
         };
         match client.register(&request).await? {
-            Joined::Leased(registered) => ids.push(registered.id),
+            Joined::Leased(entry) => registered.push((client, entry.id)),
             Joined::Original(_) => bail!("the registry answered in the original dialect"),
         }
     }
-    Ok(ids)
+    Ok(registered)
 }
 
 pub(crate) async fn bench_heartbeat(cli: &Cli, rows: &Rows) -> anyhow::Result<()> {
     let section = "heartbeat";
-    let registry = Registry::start(&["--max-connections", "1024"]).await?;
-    let addr = registry.registry_addr();
-    let ids = register_many(&addr, "hb", 10_000, cli.clients as usize).await?;
-    let clients = connect_all(&addr, cli.clients as usize).await?;
-    let work = clients.into_iter().zip(ids).map(|(c, id)| (c, Op::Heartbeat { id })).collect();
-    let pid = registry.process.pid().to_string();
+    let registry = LeanRegistry::start(&["--max-connections", "1024"]).await?;
+    let addr = RegistryAddr::from(registry.addr);
+    let registered = register_many(&addr, "hb", 10_000, cli.clients as usize).await?;
+    let work = registered.into_iter().map(|(c, id)| (c, Op::Heartbeat { id })).collect();
+    let pid = registry.pid().map(|p| p.to_string()).unwrap_or_default();
     let (cpu_before, wall) = (cpu_seconds(&pid), Instant::now());
     let result = drive(section, rows, cli, work, Some(Target::AtLeast(50_000.0))).await;
     report_cpu(section, rows, &pid, cpu_before, wall);
+    registry.stop().await;
     result
 }
 
@@ -187,13 +186,13 @@ pub(crate) async fn bench_register(cli: &Cli, rows: &Rows) -> anyhow::Result<()>
     // each line into a kept `serde_json::Value` would compete with the clients.
     let registry = LeanRegistry::start(&["--max-connections", "1024", "--ttl", "60s"]).await?;
     let addr = RegistryAddr::from(registry.addr);
-    register_many(&addr, "reg", 20_000, ENTRIES).await?;
-    let clients = connect_all(&addr, cli.clients as usize).await?;
-    let work = clients
+    // Each client re-registers the entry its own session registered.
+    let registered = register_many(&addr, "reg", 20_000, ENTRIES).await?;
+    let work = registered
         .into_iter()
+        .take(cli.clients as usize)
         .enumerate()
-        .map(|(j, c)| {
-            let i = j % ENTRIES;
+        .map(|(i, (c, _))| {
             (c, Op::Register { name: format!("reg-{i}"), puerto: 20_000 + i as u16, contacts: ENTRIES - 1 })
         })
         .collect();

@@ -48,6 +48,8 @@ pub enum ExchangeError {
     ReplyTimeout(Duration),
     #[error("the connection was closed without an answer")]
     Closed,
+    #[error("the peer closed the secure session before answering")]
+    Dropped,
     #[error("failed to read the answer")]
     Reply(#[source] FrameError),
     #[error("the answer is not JSON")]
@@ -69,6 +71,7 @@ impl ExchangeError {
                 | ExchangeError::ConnectTimeout(_)
                 | ExchangeError::Send(_)
                 | ExchangeError::Handshake(HandshakeError::Io(_) | HandshakeError::Closed)
+                | ExchangeError::Dropped
                 | ExchangeError::ReplyTimeout(_)
                 | ExchangeError::Reply(FrameError::Io(_))
         )
@@ -147,7 +150,14 @@ pub async fn secure_exchange<T: Serialize>(
     deadlines: Deadlines,
 ) -> Result<Map<String, Value>, ExchangeError> {
     let mut sealed = open(target, keys, deadlines).await?;
-    let answer = request_on(&mut sealed, message, deadlines.reply).await;
+    // A peer that hangs up on a secure session has not answered: under load
+    // it may have given up on a handshake that took it too long. Unlike an
+    // original node's hang-up, that is no answer, and worth another try
+    // (a greeting is idempotent: a repeat is answered, not logged again).
+    let answer = match request_on(&mut sealed, message, deadlines.reply).await {
+        Err(ExchangeError::Closed) => Err(ExchangeError::Dropped),
+        answer => answer,
+    };
     // As in `exchange`: a reset, not a FIN, spares both hosts TIME_WAIT.
     let _ = sealed.get_ref().set_zero_linger();
     answer

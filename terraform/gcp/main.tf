@@ -15,6 +15,7 @@ module "cluster" {
   registry_image  = var.registry_image
   node_image      = var.node_image
   image_tag       = var.image_tag
+  join_token      = var.join_token
   advertise_ips   = google_compute_address.vm[*].address
   ssh_user        = var.ssh_user
 }

@@ -48,9 +48,24 @@ variable "ssh_public_key" {
 }
 
 variable "allowed_cidrs" {
-  description = "Addresses allowed to reach ssh, the registry and the nodes, besides the VMs themselves (the nodes greet each other through the VMs' public ips, which are always allowed). The protocol has no authentication: narrow this to your own address when you can."
+  description = "Addresses allowed to reach ssh, the registry and the nodes, besides the VMs themselves (the nodes greet each other through the VMs' public ips, which are always allowed). No default: say who, e.g. [\"203.0.113.7/32\"] for your own address; [\"0.0.0.0/0\"] opens them to the whole internet, where the join token is all that keeps strangers out."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.allowed_cidrs) > 0 && alltrue([for cidr in var.allowed_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "allowed_cidrs must list at least one CIDR block, such as \"203.0.113.7/32\"."
+  }
+}
+
+variable "join_token" {
+  description = "The registry's join token, 64 hex characters (e.g. `openssl rand -hex 32`); pass it as TF_VAR_join_token, not on the command line. It is rendered into the VMs' startup scripts, which the provider keeps in the instances' metadata: see terraform/README.md."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.join_token))
+    error_message = "join_token must be 64 lowercase hexadecimal characters (32 random bytes)."
+  }
 }
 
 # The mesh: passed to terraform/modules/cluster as they are.

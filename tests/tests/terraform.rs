@@ -270,11 +270,13 @@ module "ip_from_metadata" {
 }
 
 output "images" {
-  value = module.literal_ips.vms[0].images
+  value     = module.literal_ips.vms[0].images
+  sensitive = true
 }
 
 output "scripts" {
-  value = concat(module.literal_ips.startup_scripts, module.ip_from_metadata.startup_scripts, [module.literal_ips.status_script])
+  value     = concat(module.literal_ips.startup_scripts, module.ip_from_metadata.startup_scripts, [module.literal_ips.status_script])
+  sensitive = true
 }
 "#,
     );
@@ -320,6 +322,11 @@ async fn the_rendered_scripts_of_two_vms_form_one_mesh_through_published_ports()
         return;
     }
     let public_ip = bridge_gateway();
+    // The VMs hold a join token, which the scripts write where the "VMs" keep secrets.
+    let join_token = wire::secure::JoinToken::generate();
+    let join_token = join_token.reveal().as_str().to_owned();
+    let secrets = TempDir::new("simulation-secrets");
+    let secrets_dir = secrets.path().display();
     let outputs = render(
         "simulation",
         &format!(
@@ -328,11 +335,15 @@ async fn the_rendered_scripts_of_two_vms_form_one_mesh_through_published_ports()
 # first and VM 2 from the second, so that the VMs, sharing one host, get
 # their own projects and port ranges.
 locals {{
-  public_ip = "{public_ip}"
+  public_ip   = "{public_ip}"
+  join_token  = "{join_token}"
+  secrets_dir = "{secrets_dir}"
 }}
 
 module "registry_vm" {{
   source          = "../modules/cluster"
+  join_token      = local.join_token
+  secrets_dir     = local.secrets_dir
   project         = "{REGISTRY_VM_PROJECT}"
   registry_host   = local.public_ip
   registry_port   = 18486
@@ -344,6 +355,8 @@ module "registry_vm" {{
 
 module "node_vm" {{
   source          = "../modules/cluster"
+  join_token      = local.join_token
+  secrets_dir     = local.secrets_dir
   project         = "{NODE_VM_PROJECT}"
   registry_host   = local.public_ip
   registry_port   = 18486
@@ -354,7 +367,8 @@ module "node_vm" {{
 }}
 
 output "vms" {{
-  value = [module.registry_vm.vms[0], module.node_vm.vms[1]]
+  value     = [module.registry_vm.vms[0], module.node_vm.vms[1]]
+  sensitive = true
 }}
 
 output "status_scripts" {{
@@ -392,7 +406,12 @@ output "expected_greetings" {{
         let run = sh(line);
         assert!(run.status.success(), "VM 1: `{line}` failed: {}", text(&run));
     }
-    await_events(&format!("{REGISTRY_VM_PROJECT}-registry"), RegistryEvent::Listening, 1).await;
+    let listening = await_events(&format!("{REGISTRY_VM_PROJECT}-registry"), RegistryEvent::Listening, 1).await;
+    assert_eq!(listening[0]["token"], true, "the registry admits token holders only: {}", listening[0]);
+    for vm in &commands {
+        let argv = vm.iter().filter(|line| line.contains("docker run"));
+        assert!(argv.clone().all(|line| !line.contains(join_token.as_str())), "a docker command line holds the token");
+    }
     for line in &commands[1] {
         let run = sh(line);
         assert!(run.status.success(), "VM 2: `{line}` failed: {}", text(&run));

@@ -13,6 +13,8 @@ mock_provider "aws" {
 }
 
 variables {
+  allowed_cidrs  = ["0.0.0.0/0"]
+  join_token     = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
   node_vms       = 2
   subnet_id      = null
   ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhpdDYtbWVzaC10ZXN0LWtleQ test"

@@ -9,6 +9,8 @@ mock_provider "google" {
 }
 
 variables {
+  allowed_cidrs  = ["0.0.0.0/0"]
+  join_token     = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
   gcp_project    = "hit6-test"
   node_vms       = 2
   ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhpdDYtbWVzaC10ZXN0LWtleQ test"

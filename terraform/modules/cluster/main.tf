@@ -34,18 +34,25 @@ locals {
 
   labels = "--label io.hit6.project=${var.project}"
 
+  # The join token reaches the containers in an env file (docker run
+  # --env-file), so it is in no command line: printf is a shell builtin.
+  token_file    = "${var.secrets_dir}/${var.project}.env"
+  token_env     = var.join_token == null ? "" : "--env-file ${local.token_file}"
+  token_command = var.join_token == null ? [] : ["install -d -m 700 ${var.secrets_dir} && (umask 077 && printf '%s\\n' 'HIT6_JOIN_TOKEN=${var.join_token}' >${local.token_file})"]
+
   # Each line first checks whether what it makes is already there, so that a
   # script run again (GCP runs it at every boot) leaves a running deployment
   # alone and finishes an interrupted one.
   network_command = "docker network inspect ${var.project} >/dev/null 2>&1 || docker network create ${local.labels} ${var.project}"
 
-  registry_command = join(" ", [
+  registry_command = join(" ", compact([
     "docker container inspect ${var.project}-registry >/dev/null 2>&1 ||",
     "docker run -d --name ${var.project}-registry --network ${var.project} --restart unless-stopped",
     "${local.labels} --label io.hit6.role=registry --label io.hit6.index=0",
     "-p ${var.registry_port}:8080 -e LOG_FORMAT=${var.log_format}",
+    local.token_env,
     local.registry_ref,
-  ])
+  ]))
 
   vms = [
     for v in range(var.node_vms) : {
@@ -56,17 +63,19 @@ locals {
       node_ports    = local.node_ports
       images        = v == 0 ? [local.registry_ref, local.node_ref] : [local.node_ref]
       docker_commands = concat(
+        local.token_command,
         [local.network_command],
         v == 0 ? [local.registry_command] : [],
         [
-          for i, port in local.node_ports : join(" ", [
+          for i, port in local.node_ports : join(" ", compact([
             "docker container inspect ${var.project}-vm${v + 1}-node-${i + 1} >/dev/null 2>&1 ||",
             "docker run -d --name ${var.project}-vm${v + 1}-node-${i + 1} --network ${var.project} --restart unless-stopped",
             "${local.labels} --label io.hit6.role=node --label io.hit6.index=${i + 1} --label io.hit6.vm=${v + 1}",
             "-p ${port}:8080 -e PUERTO_EXT=${port} -e IP_EXT=${local.ip_ext[v]}",
             "-e NODE_NAME=${var.project}-vm${v + 1}-node-${i + 1} -e LOG_FORMAT=${var.log_format}",
+            local.token_env,
             "${local.node_ref} ${var.registry_host} ${var.registry_port}",
-          ])
+          ]))
         ],
       )
     }

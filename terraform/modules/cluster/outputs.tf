@@ -3,11 +3,14 @@ output "vms" {
   value = [
     for i, vm in local.vms : merge(vm, { startup_script = local.startup_scripts[i] })
   ]
+  # They hold the join token.
+  sensitive = true
 }
 
 output "startup_scripts" {
   description = "The startup script of each VM, in order: metadata startup-script on GCP, user_data on AWS."
   value       = local.startup_scripts
+  sensitive   = true
 }
 
 output "registry_port" {

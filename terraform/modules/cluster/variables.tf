@@ -184,3 +184,26 @@ variable "ssh_user" {
     error_message = "ssh_user must be a user name: up to 32 characters of a-z, 0-9, '_' or '-', not starting with a digit or '-'."
   }
 }
+
+variable "join_token" {
+  description = "The registry's join token (64 hex characters, e.g. from `openssl rand -hex 32`): only nodes holding it may register, and they authenticate and encrypt everything between them. Handed to the containers through an env file the script writes into secrets_dir (mode 0600), never on a command line. Null runs an open membership that anyone who can reach the registry may join."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.join_token == null || can(regex("^[0-9a-f]{64}$", var.join_token))
+    error_message = "join_token must be 64 lowercase hexadecimal characters (32 random bytes), or null."
+  }
+}
+
+variable "secrets_dir" {
+  description = "Directory on each VM where the startup script keeps the join token's env file, readable by root only."
+  type        = string
+  default     = "/etc/hit6"
+
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9._/-]*$", var.secrets_dir))
+    error_message = "secrets_dir must be an absolute path of letters, digits, '.', '_', '-' and '/'."
+  }
+}

@@ -283,3 +283,27 @@ run "no_ssh_command_without_a_user_or_known_ips" {
     error_message = "the VMs' ips are not known before they boot"
   }
 }
+
+run "a_join_token_reaches_the_containers_in_an_env_file_only" {
+  command = plan
+
+  variables {
+    join_token  = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    secrets_dir = "/run/hit6"
+  }
+
+  assert {
+    condition     = nonsensitive(output.vms[0].docker_commands[0]) == "install -d -m 700 /run/hit6 && (umask 077 && printf '%s\\n' 'HIT6_JOIN_TOKEN=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' >/run/hit6/hit6.env)"
+    error_message = "the first command writes the env file, readable by root only"
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for vm in nonsensitive(output.vms) : [
+        for command in slice(vm.docker_commands, 1, length(vm.docker_commands)) :
+        !strcontains(command, "0123456789abcdef0123456789abcdef") && (!strcontains(command, "docker run") || strcontains(command, "--env-file /run/hit6/hit6.env"))
+      ]
+    ]))
+    error_message = "every container gets the env file, and no other command holds the token"
+  }
+}
