@@ -355,4 +355,60 @@ mod tests {
         codec.encode(&json!({"ok":true}), &mut buf).unwrap();
         assert_eq!(&buf[..], b"{\"ok\":true}\n");
     }
+
+    /// Two ends of one secure session, its handshake done over loopback.
+    async fn sealed_pair() -> (LinkCodec, LinkCodec) {
+        use crate::secure::{self, Admission, Identity, Keys};
+        use tokio::io::AsyncWriteExt;
+        let keys = || Keys::new(Identity::generate(), Admission::Open);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let server_keys = keys();
+        let responder = tokio::spawn(async move { secure::respond(&mut server, &server_keys).await.unwrap() });
+        let mut initiator = secure::initiate(&mut client, &keys(), None).await.unwrap();
+        client.write_all(&initiator.unsent.take().unwrap()).await.unwrap();
+        let responder = responder.await.unwrap();
+        (LinkCodec::sealed(initiator, MAX_REPLY_BYTES), LinkCodec::sealed(responder, MAX_REPLY_BYTES))
+    }
+
+    #[tokio::test]
+    async fn a_sealed_message_larger_than_a_frame_arrives_whole() {
+        let (mut sender, mut receiver) = sealed_pair().await;
+        let big = json!({"contactos": "x".repeat(3 * MAX_CHUNK)});
+        let mut wire = BytesMut::new();
+        sender.encode(&big, &mut wire).unwrap();
+        sender.encode(&json!({"op":"list"}), &mut wire).unwrap();
+        assert!(wire.len() > 3 * MAX_CHUNK, "sealed, not shrunk");
+        assert!(!wire.windows(8).any(|w| w == b"xxxxxxxx"), "the content is encrypted");
+        // Arriving in pieces changes nothing.
+        let mut arrived = BytesMut::new();
+        let mut decoded = Vec::new();
+        for piece in wire.chunks(1000) {
+            arrived.extend_from_slice(piece);
+            while let Some(message) = receiver.decode(&mut arrived).unwrap() {
+                decoded.push(message.unwrap());
+            }
+        }
+        assert_eq!(decoded, vec![big, json!({"op":"list"})]);
+    }
+
+    #[tokio::test]
+    async fn an_altered_or_replayed_frame_is_refused() {
+        let (mut sender, mut receiver) = sealed_pair().await;
+        let mut first = BytesMut::new();
+        sender.encode(&json!({"op":"heartbeat","id":"a"}), &mut first).unwrap();
+        let copy = first.clone();
+        assert!(receiver.decode(&mut first).unwrap().is_some());
+        // The same frame again: its nonce is spent.
+        let mut replayed = copy.clone();
+        assert!(matches!(receiver.decode(&mut replayed), Err(FrameError::Sealed)));
+
+        let (mut sender, mut receiver) = sealed_pair().await;
+        let mut altered = BytesMut::new();
+        sender.encode(&json!({"op":"heartbeat","id":"a"}), &mut altered).unwrap();
+        let last = altered.len() - 20;
+        altered[last] ^= 1;
+        assert!(matches!(receiver.decode(&mut altered), Err(FrameError::Sealed)));
+    }
 }
