@@ -20,10 +20,9 @@
 //! open to every holder of the token: a member, or `node send` given it.
 
 use std::fmt;
-use std::time::Duration;
 
 use futures::StreamExt;
-use registry::client::{Client, ClientError, RegistryAddr};
+use registry::client::{ClientError, RegistryAddr};
 use registry::credential::Signed;
 use registry::protocol::{Contact, GroupView};
 use serde::{Deserialize, Serialize};
@@ -34,6 +33,7 @@ use wire::secure::Keys;
 use wire::Chain;
 
 use crate::exchange::{self, Deadlines, ExchangeError, Pool, Target};
+use crate::link::{on_link, RegistryLink};
 use crate::protocol::{ErrorBody, ErrorCode};
 
 /// Exit code of a send that some member did not acknowledge, the same for
@@ -152,28 +152,23 @@ impl fmt::Display for Report {
     }
 }
 
-/// The group's view from the registry, asked in a secure session as `keys`.
-async fn group_view(
-    registry: &RegistryAddr,
-    keys: &Keys,
-    group: u32,
-    within: Duration,
-) -> Result<GroupView, ClientError> {
-    Client::connect_secure(registry, keys, within).await?.group(group).await
+/// The group's view from the registry.
+async fn group_view(link: &RegistryLink, group: u32) -> Result<GroupView, ClientError> {
+    on_link!(link, |client| client.group(group).await)
 }
 
 /// The coordinator's side: deliver `message` to every live member of its
 /// group, at once, each within `deadlines`, once the registry confirms this
 /// node (`keys`) coordinates the group.
 pub async fn coordinate(
-    registry: &RegistryAddr,
+    registry: &RegistryLink,
     keys: &Keys,
     coordinator: &str,
     message: &Message,
     deadlines: Deadlines,
     members_pool: &Pool,
 ) -> Result<Report, ErrorBody> {
-    let view = group_view(registry, keys, message.group, deadlines.reply).await.map_err(|error| match error {
+    let view = group_view(registry, message.group).await.map_err(|error| match error {
         ClientError::Refused { error, .. } => error.widen(),
         other => ErrorBody::new(ErrorCode::RegistryUnavailable, Chain(&other).to_string()),
     })?;
@@ -298,9 +293,8 @@ pub async fn send(
     sender: &str,
     deadlines: Deadlines,
 ) -> Result<Report, SendError> {
-    let view = group_view(registry, keys, group, deadlines.connect + deadlines.reply)
-        .await
-        .map_err(|source| SendError::Lookup { group, source })?;
+    let link = RegistryLink::new(registry.clone(), keys.clone(), deadlines.connect + deadlines.reply);
+    let view = group_view(&link, group).await.map_err(|source| SendError::Lookup { group, source })?;
     let coordinator = view.coordinator;
     let outgoing = Outgoing::Multicast { group, text, sender };
     let failed = |source| SendError::Coordinator {

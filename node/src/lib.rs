@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: command line and environment, read once into [`Config`].
+//! - [`link`]: a session with the registry kept between requests.
 //! - [`membership`]: registering with retries, heartbeats, deregistering.
 //! - [`protocol`]: the error codes of the node's peer protocol.
 //! - [`greeting`]: the greeting messages, as the original nodes exchange them.
@@ -23,6 +24,7 @@ pub mod exchange;
 pub mod greeter;
 pub mod greeting;
 pub mod group;
+pub mod link;
 pub mod listener;
 pub mod membership;
 pub mod protocol;
@@ -45,6 +47,7 @@ pub use config::Config;
 use events::{Event, Identity, Peer};
 use exchange::Deadlines;
 use greeting::{Greeting, GREETING};
+use link::RegistryLink;
 use listener::{Context, Known, Trust, Vouched};
 use membership::{Advertise, Membership, Session};
 
@@ -110,22 +113,19 @@ impl Node {
             known: Known::default(),
             greeted_by: Default::default(),
             config: config.listen,
-            registry: config.registry.clone(),
+            lookups: RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout),
             deliveries: Deadlines { connect: config.greet.deadlines.connect, reply: config.ack_timeout },
             members: Default::default(),
+            view: Default::default(),
         };
         Node {
             membership: Membership {
-                registry: config.registry.clone(),
+                link: RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout),
                 name,
                 puerto,
                 advertise,
-                timeout: config.registry_timeout,
                 backoff: config.backoff,
                 incarnation: membership::incarnation(),
-                keys: config.keys.clone(),
-                session: Default::default(),
-                plaintext: Default::default(),
             },
             context: Arc::new(context),
         }
@@ -187,7 +187,7 @@ impl Node {
         let addr = session.addr.to_string();
         let mode = if id.is_some() { "leased" } else { "original" };
         let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr, group: session.group };
-        events::registered(event, &me, &self.membership.registry.to_string(), mode, contacts, new_peers.len());
+        events::registered(event, &me, &self.membership.link.addr.to_string(), mode, contacts, new_peers.len());
 
         let (name, greet, keys) = (self.membership.name.clone(), config.greet, config.keys.clone());
         let greeting = async move {
@@ -206,7 +206,7 @@ impl Node {
 
     /// Returns once the registry no longer knows `id`.
     async fn heartbeat_until_forgotten(&self, id: &str, mut ttl: Duration, configured: Duration) {
-        let registry = self.membership.registry.to_string();
+        let registry = self.membership.link.addr.to_string();
         let mut failures = 0;
         loop {
             tokio::time::sleep(membership::heartbeat_interval(configured, ttl)).await;
@@ -226,7 +226,7 @@ impl Node {
 
     async fn leave(&self) {
         let Some(id) = self.id() else { return };
-        let registry = self.membership.registry.to_string();
+        let registry = self.membership.link.addr.to_string();
         match timeout(LEAVE_DEADLINE, self.membership.leave(&id)).await {
             Ok(Ok(())) => events::deregistered(&registry, &id),
             Ok(Err(error)) => events::deregistration_failed(&registry, &error),

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use registry::client::{Client, RegistryAddr};
 use registry::credential::{CredentialError, GroupClaims, MemberClaims, RegistryKey, Signed};
 use registry::protocol::{ErrorCode as RegistryCode, Policy};
 use serde::Serialize;
@@ -31,6 +30,7 @@ use crate::events::{self, Peer};
 use crate::exchange::{Deadlines, Pool};
 use crate::greeting::{self, GreetingReply, Received, GREETING_REPLY};
 use crate::group::{self, Answer as GroupAnswer, GroupReply, Incoming};
+use crate::link::{on_link, RegistryLink};
 use crate::protocol::ErrorBody;
 use crate::recent::Recent;
 
@@ -95,12 +95,28 @@ pub struct Context {
     pub known: Known,
     pub greeted_by: GreetedBy,
     pub config: ListenConfig,
-    /// Where a coordinator looks up its group's members.
-    pub registry: RegistryAddr,
+    /// Where a coordinator looks up its group's members, and a node checks
+    /// a plaintext greeter, on a session kept for that.
+    pub lookups: RegistryLink,
     /// Per-member deadlines of the deliveries it coordinates.
     pub deliveries: Deadlines,
     /// Connections to members, kept between the multicasts it coordinates.
     pub members: Pool,
+    /// The last group view a delivery showed, once checked: its
+    /// coordinator shows the same one at every multicast.
+    pub view: Mutex<Option<CheckedView>>,
+}
+
+/// What a checked group view says that a member needs.
+#[derive(Debug, Clone)]
+pub struct CheckedView {
+    /// The registry's signature, which tells the same view when shown again.
+    sig: String,
+    group: u32,
+    coordinator: Option<PublicKey>,
+    /// Whether this node is among its members.
+    includes_me: bool,
+    expires_ms: u64,
 }
 
 impl Context {
@@ -194,6 +210,28 @@ fn verify_sealed(received: &Received, key: PublicKey, trust: &Trust) -> Result<(
     Ok((peer, Some(claims.id)))
 }
 
+/// `view` checked against the registry's `key`, or as it was checked last
+/// time when it is the same view (by its signature) and has not expired.
+fn checked_view(view: &Signed, key: &RegistryKey, context: &Context) -> Result<CheckedView, ErrorBody> {
+    let mut last = wire::lock(&context.view);
+    if let Some(checked) = last.as_ref().filter(|checked| checked.sig == view.sig) {
+        if checked.expires_ms > registry::credential::unix_ms() {
+            return Ok(checked.clone());
+        }
+    }
+    let (claims, expires_ms) =
+        view.open_until::<GroupClaims>(key).map_err(|error| unauthorized(credential_refusal(&error)))?;
+    let checked = CheckedView {
+        sig: view.sig.clone(),
+        group: claims.group,
+        coordinator: claims.coordinator,
+        includes_me: claims.members.contains(&context.keys.identity.public()),
+        expires_ms,
+    };
+    *last = Some(checked.clone());
+    Ok(checked)
+}
+
 fn credential_refusal(error: &CredentialError) -> String {
     format!("credential refused: {error}")
 }
@@ -208,11 +246,7 @@ async fn verify_plain(received: &Received, context: &Context) -> Result<(Peer, O
         }
         Trust::Registry(_) => {
             let addr = received.peer.addr;
-            let within = context.config.read_timeout;
-            let lookup = async {
-                Client::connect_secure(&context.registry, &context.keys, within).await?.lookup_addr(addr).await
-            };
-            match lookup.await {
+            match on_link!(&context.lookups, |client| client.lookup_addr(addr).await) {
                 Ok(entry) if entry.key.is_none() => {
                     Ok((Peer { name: entry.name, addr, key: None }, received.id.clone()))
                 }
@@ -250,7 +284,7 @@ async fn answer_group(
                 return Err(unauthorized("a multicast needs a secure session with this node"));
             }
             let report = group::coordinate(
-                &context.registry,
+                &context.lookups,
                 &context.keys,
                 &context.name,
                 &message,
@@ -277,14 +311,14 @@ fn check_delivery(
         return Err(unauthorized("this node has no registry to check group views against"));
     };
     let view = view.ok_or_else(|| unauthorized("a delivery needs the registry's signed group view"))?;
-    let claims: GroupClaims = view.open(&vouched.key).map_err(|error| unauthorized(credential_refusal(&error)))?;
-    if claims.group != group {
-        return Err(forbidden(format!("the view is of group {}, the message for group {group}", claims.group)));
+    let checked = checked_view(view, &vouched.key, context)?;
+    if checked.group != group {
+        return Err(forbidden(format!("the view is of group {}, the message for group {group}", checked.group)));
     }
-    if claims.coordinator != Some(remote) {
+    if checked.coordinator != Some(remote) {
         return Err(forbidden(format!("the sender does not coordinate group {group}")));
     }
-    if !claims.members.contains(&context.keys.identity.public()) {
+    if !checked.includes_me {
         return Err(forbidden(format!("this node is not a member of group {group} in the view")));
     }
     Ok(())
@@ -295,20 +329,29 @@ mod tests {
     use super::*;
     use crate::recent::REMEMBERED_PEERS;
 
+    fn keys() -> Keys {
+        Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open)
+    }
+
     fn context() -> Context {
         let deadlines = Deadlines { connect: Duration::from_secs(1), reply: Duration::from_secs(1) };
         let timeout = Duration::from_secs(1);
         Context {
             name: "me".into(),
-            keys: Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open),
+            keys: keys(),
             id: Mutex::new(Some("ab-1".into())),
             trust: Mutex::new(Trust::Original),
             known: Known::default(),
             greeted_by: GreetedBy::default(),
             config: ListenConfig { limits: connection::Limits::new(1), read_timeout: timeout, write_timeout: timeout },
-            registry: RegistryAddr { host: "127.0.0.1".into(), port: 9 },
+            lookups: RegistryLink::new(
+                registry::client::RegistryAddr { host: "127.0.0.1".into(), port: 9 },
+                keys(),
+                timeout,
+            ),
             deliveries: deadlines,
             members: Pool::default(),
+            view: Mutex::new(None),
         }
     }
 

@@ -1,26 +1,17 @@
-//! The node's side of the registry: register (with retries), heartbeat, deregister.
-//!
-//! A node keeps one secure session with the registry, in which it proved
-//! its key, and sends its heartbeats on it, so a heartbeat costs no TCP or
-//! Noise handshake and never queues behind strangers' connections. When the
-//! session breaks (the registry restarted, or closed it while idle) the
-//! request is sent once more on a fresh one.
-//!
-//! Without a join token, a registry that does not speak the secure protocol
-//! (an original HIT6 registry) is spoken to in plaintext from then on.
+//! The node's side of the registry: register (with retries), heartbeat,
+//! deregister, all on one kept secure session ([`RegistryLink`]) in which
+//! the node proved its key.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use registry::client::{Client, ClientError, Joined, RegistryAddr};
+use registry::client::{ClientError, Joined};
 use registry::credential::{RegistryKey, Signed};
 use registry::protocol::{NativeRequest, Policy};
-use tokio::sync::Mutex;
-use wire::secure::{HandshakeError, Keys};
 
 use crate::config::Backoff;
 use crate::events::{self, Peer};
+use crate::link::{on_link, RegistryLink};
 
 /// Where the advertised ip comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,55 +41,17 @@ pub struct Session {
     pub vouched: Option<(RegistryKey, Policy, Option<Signed>)>,
 }
 
-/// Runs `$op` with `$client` on the kept session, or on a new one; when
-/// the kept one has broken, once more on a new one. Every request a node
-/// sends is idempotent (a registration by its incarnation), so sending one
-/// twice is safe.
-macro_rules! on_session {
-    ($membership:expr, |$client:ident| $op:expr) => {{
-        let mut session = $membership.session.lock().await;
-        loop {
-            let reused = session.is_some();
-            if !reused {
-                match $membership.connect().await {
-                    Ok(client) => *session = Some(client),
-                    Err(error) => break Err(error),
-                }
-            }
-            let $client = session.as_mut().expect("a session is open");
-            let done = $op;
-            match &done {
-                Err(error) if !matches!(error, ClientError::Refused { .. }) => {
-                    tracing::debug!(error = %wire::Chain(error), reused, "the session with the registry broke");
-                    *session = None;
-                    if reused {
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-            break done;
-        }
-    }};
-}
-
 #[derive(Debug)]
 pub struct Membership {
-    pub registry: RegistryAddr,
+    pub link: RegistryLink,
     pub name: String,
     pub puerto: u16,
     pub advertise: Advertise,
-    pub timeout: Duration,
     pub backoff: Backoff,
     /// Drawn once per run and sent with every registration, so that the
     /// registry answers a registration sent again (its reply was lost or
     /// late) as the same one, and nobody is introduced to this node twice.
     pub incarnation: String,
-    pub keys: Keys,
-    /// The session with the registry, kept between requests.
-    pub session: Mutex<Option<Client>>,
-    /// The registry turned out to be an original one, which speaks plaintext only.
-    pub plaintext: AtomicBool,
 }
 
 impl Membership {
@@ -106,7 +59,7 @@ impl Membership {
     /// works. `group` is the one to ask for: chosen, or kept from an earlier
     /// registration so that a restarted registry puts the node back in it.
     pub async fn join(&self, group: Option<u32>) -> Session {
-        let registry = self.registry.to_string();
+        let registry = self.link.addr.to_string();
         let mut delay = self.backoff.initial;
         for attempt in 1.. {
             match self.try_join(group).await {
@@ -121,11 +74,11 @@ impl Membership {
     }
 
     async fn try_join(&self, group: Option<u32>) -> Result<Session, ClientError> {
-        let (joined, ip, local_ip) = on_session!(self, |client| {
+        let (joined, ip, local_ip) = on_link!(&self.link, |client| {
             let local_ip = client
                 .local_addr()
                 .map(|a| a.ip())
-                .map_err(|source| ClientError::Connect { addr: self.registry.to_string(), source });
+                .map_err(|source| ClientError::Connect { addr: self.link.addr.to_string(), source });
             match local_ip {
                 Ok(local_ip) => {
                     let ip = match self.advertise {
@@ -155,7 +108,7 @@ impl Membership {
             },
             Joined::Original(addrs) => {
                 // An original registry answers once and hangs up.
-                *self.session.lock().await = None;
+                self.link.close().await;
                 Session {
                     lease: None,
                     addr: SocketAddr::new(ip.unwrap_or(local_ip), self.puerto),
@@ -169,29 +122,11 @@ impl Membership {
 
     /// Renews the lease, returning its length.
     pub async fn heartbeat(&self, id: &str) -> Result<Duration, ClientError> {
-        on_session!(self, |client| client.heartbeat(id).await)
+        on_link!(&self.link, |client| client.heartbeat(id).await)
     }
 
     pub async fn leave(&self, id: &str) -> Result<(), ClientError> {
-        on_session!(self, |client| client.deregister(id).await.map(drop))
-    }
-
-    /// A secure session as this node's keys; without a join token, a
-    /// plaintext connection to a registry that turned out to be an original one.
-    async fn connect(&self) -> Result<Client, ClientError> {
-        if self.plaintext.load(Ordering::Relaxed) {
-            return Client::connect(&self.registry, self.timeout).await;
-        }
-        match Client::connect_secure(&self.registry, &self.keys, self.timeout).await {
-            Err(ClientError::Handshake {
-                source: HandshakeError::Closed | HandshakeError::NotSecure { .. }, ..
-            }) if !self.keys.admission.requires_token() => {
-                tracing::debug!(registry = %self.registry, "the registry does not speak the secure protocol: plaintext from now on");
-                self.plaintext.store(true, Ordering::Relaxed);
-                Client::connect(&self.registry, self.timeout).await
-            }
-            connected => connected,
-        }
+        on_link!(&self.link, |client| client.deregister(id).await.map(drop))
     }
 }
 

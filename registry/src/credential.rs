@@ -118,6 +118,12 @@ struct Expiring<C> {
 impl Signed {
     /// The claims, once the signature is checked against `key` and they have not expired.
     pub fn open<C: DeserializeOwned>(&self, key: &RegistryKey) -> Result<C, CredentialError> {
+        self.open_until(key).map(|(claims, _)| claims)
+    }
+
+    /// As [`Signed::open`], with the time (Unix milliseconds) the claims
+    /// expire at, for a caller that keeps them.
+    pub fn open_until<C: DeserializeOwned>(&self, key: &RegistryKey) -> Result<(C, u64), CredentialError> {
         let decode = |text: &str| URL_SAFE_NO_PAD.decode(text).map_err(|_| CredentialError::Malformed);
         let bytes = decode(&self.claims)?;
         let sig: [u8; 64] = decode(&self.sig)?.try_into().map_err(|_| CredentialError::Malformed)?;
@@ -127,7 +133,7 @@ impl Signed {
         if body.expires_ms <= now {
             return Err(CredentialError::Expired { ago_s: (now - body.expires_ms) / 1000 });
         }
-        Ok(body.claims)
+        Ok((body.claims, body.expires_ms))
     }
 }
 
@@ -155,7 +161,8 @@ pub struct GroupClaims {
     pub members: Vec<PublicKey>,
 }
 
-fn unix_ms() -> u64 {
+/// Now, in Unix milliseconds, as expiry times are written.
+pub fn unix_ms() -> u64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     super::protocol::millis(since)
 }

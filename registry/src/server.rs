@@ -79,7 +79,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     tracker.spawn(sweep(store.clone(), config.sweep_interval, token.clone()));
 
     let keys = Keys::new(Identity::generate(), config.admission.clone());
-    let signer = Arc::new(Signer::generate());
+    let views = Arc::new(Views::new(Signer::generate()));
     let config = Arc::new(config);
     let limits = config.limits;
     let serve = {
@@ -89,7 +89,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
             let connection = Connection {
                 store: store.clone(),
                 config: config.clone(),
-                signer: signer.clone(),
+                views: views.clone(),
                 peer: accepted.peer,
                 remote,
             };
@@ -122,10 +122,38 @@ async fn sweep(store: Arc<Store>, every: Duration, token: CancellationToken) {
     }
 }
 
+/// The registry's signer, and the group views it signed, kept while a
+/// group's membership stays the same and for half their validity: a
+/// coordinator asks for the view at every multicast, and a member that
+/// sees the same signed view again need not check it again.
+#[derive(Debug)]
+struct Views {
+    signer: Signer,
+    signed: std::sync::Mutex<std::collections::HashMap<u32, (GroupClaims, crate::credential::Signed, Instant)>>,
+}
+
+impl Views {
+    fn new(signer: Signer) -> Views {
+        Views { signer, signed: Default::default() }
+    }
+
+    fn sign(&self, claims: GroupClaims, now: Instant) -> crate::credential::Signed {
+        let mut signed = wire::lock(&self.signed);
+        match signed.get(&claims.group) {
+            Some((held, view, at)) if *held == claims && now < *at + crate::credential::VALIDITY / 2 => view.clone(),
+            _ => {
+                let view = self.signer.sign(&claims);
+                signed.insert(claims.group, (claims, view.clone(), now));
+                view
+            }
+        }
+    }
+}
+
 struct Connection {
     store: Arc<Store>,
     config: Arc<Config>,
-    signer: Arc<Signer>,
+    views: Arc<Views>,
     peer: SocketAddr,
     /// The key the client proved, on a secure connection.
     remote: Option<PublicKey>,
@@ -185,7 +213,9 @@ impl Connection {
             }),
             Request::Lookup(key) => store.lookup(&key, now).map(|entry| Reply::Found(Found { entry })),
             Request::List => Ok(Reply::Listed(Listed { contactos: store.list(now) })),
-            Request::Group { group } => store.group(group, now).map(|members| Reply::Group(self.view(group, members))),
+            Request::Group { group } => {
+                store.group(group, now).map(|members| Reply::Group(self.view(group, members, now)))
+            }
         };
         result.unwrap_or_else(|error| {
             debug!(%error, "refused a request");
@@ -223,14 +253,14 @@ impl Connection {
     }
 
     /// A group's members with the signed view a coordinator shows them.
-    fn view(&self, group: u32, members: Vec<Contact>) -> GroupView {
+    fn view(&self, group: u32, members: Vec<Contact>, now: Instant) -> GroupView {
         let coordinator = members[0].clone();
         let claims = GroupClaims {
             group,
             coordinator: coordinator.key,
             members: members.iter().filter_map(|member| member.key).collect(),
         };
-        GroupView { group, coordinator, view: self.signer.sign(&claims), members }
+        GroupView { group, coordinator, view: self.views.sign(claims, now), members }
     }
 
     fn register(&self, registration: &Registration, now: Instant) -> Result<Reply, StoreError> {
@@ -254,7 +284,7 @@ impl Connection {
                 id: entry.id.clone(),
                 ttl_ms: millis(self.store.leases().ttl),
                 credential: entry.key.map(|key| {
-                    self.signer.sign(&MemberClaims {
+                    self.views.signer.sign(&MemberClaims {
                         id: entry.id.clone(),
                         name: entry.name.clone(),
                         ip: entry.ip,
@@ -263,7 +293,7 @@ impl Connection {
                         group: entry.group,
                     })
                 }),
-                registry_key: self.signer.public(),
+                registry_key: self.views.signer.public(),
                 policy: self.policy(),
                 entry,
                 contactos: earlier,
@@ -283,5 +313,27 @@ impl Connection {
                 Reply::Clientes(clientes.collect())
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_view_is_signed_again_only_when_its_members_change_or_it_ages() {
+        let views = Views::new(Signer::generate());
+        let key = || Identity::generate().public();
+        let (a, b) = (key(), key());
+        let claims = |members: Vec<PublicKey>| GroupClaims { group: 1, coordinator: Some(members[0]), members };
+        let now = Instant::now();
+        let first = views.sign(claims(vec![a]), now);
+        assert_eq!(views.sign(claims(vec![a]), now + Duration::from_secs(1)), first, "the same members, kept");
+        let joined = views.sign(claims(vec![a, b]), now + Duration::from_secs(2));
+        assert_ne!(joined, first, "a member joined");
+        let aged = views.sign(claims(vec![a, b]), now + crate::credential::VALIDITY);
+        assert_ne!(aged, joined, "half its validity is over");
+        let opened: GroupClaims = aged.open(&views.signer.public()).unwrap();
+        assert_eq!(opened.members, [a, b]);
     }
 }

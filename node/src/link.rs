@@ -1,0 +1,88 @@
+//! A session with the registry kept between requests, so that a request
+//! costs no TCP or Noise handshake and never queues behind strangers'
+//! connections. When the session breaks (the registry restarted, or closed
+//! it while idle) the request is sent once more on a fresh one.
+//!
+//! Without a join token, a registry that does not speak the secure protocol
+//! (an original HIT6 registry) is spoken to in plaintext from then on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use registry::client::{Client, ClientError, RegistryAddr};
+use tokio::sync::Mutex;
+use wire::secure::{HandshakeError, Keys};
+
+/// Runs `$op` with `$client` on `$link`'s kept session, or on a new one;
+/// when the kept one has broken, once more on a new one. Only idempotent
+/// requests may go through it (a registration is, by its incarnation), as
+/// a request sent on a session that broke may have arrived all the same.
+macro_rules! on_link {
+    ($link:expr, |$client:ident| $op:expr) => {{
+        let link: &$crate::link::RegistryLink = $link;
+        let mut session = link.session.lock().await;
+        loop {
+            let reused = session.is_some();
+            if !reused {
+                match link.connect().await {
+                    Ok(client) => *session = Some(client),
+                    Err(error) => break Err(error),
+                }
+            }
+            let $client = session.as_mut().expect("a session is open");
+            let done = $op;
+            match &done {
+                Err(error) if !matches!(error, registry::client::ClientError::Refused { .. }) => {
+                    tracing::debug!(error = %wire::Chain(error), reused, "the session with the registry broke");
+                    *session = None;
+                    if reused {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            break done;
+        }
+    }};
+}
+pub(crate) use on_link;
+
+#[derive(Debug)]
+pub struct RegistryLink {
+    pub addr: RegistryAddr,
+    keys: Keys,
+    /// Bounds connecting, the handshake, and each request.
+    timeout: Duration,
+    pub(crate) session: Mutex<Option<Client>>,
+    /// The registry turned out to be an original one, which speaks plaintext only.
+    plaintext: AtomicBool,
+}
+
+impl RegistryLink {
+    pub fn new(addr: RegistryAddr, keys: Keys, timeout: Duration) -> RegistryLink {
+        RegistryLink { addr, keys, timeout, session: Mutex::new(None), plaintext: AtomicBool::new(false) }
+    }
+
+    /// Forgets the kept session: an original registry answers once and hangs up.
+    pub async fn close(&self) {
+        *self.session.lock().await = None;
+    }
+
+    /// A secure session as this node's keys; without a join token, a
+    /// plaintext connection to a registry that turned out to be an original one.
+    pub(crate) async fn connect(&self) -> Result<Client, ClientError> {
+        if self.plaintext.load(Ordering::Relaxed) {
+            return Client::connect(&self.addr, self.timeout).await;
+        }
+        match Client::connect_secure(&self.addr, &self.keys, self.timeout).await {
+            Err(ClientError::Handshake {
+                source: HandshakeError::Closed | HandshakeError::NotSecure { .. }, ..
+            }) if !self.keys.admission.requires_token() => {
+                tracing::debug!(registry = %self.addr, "the registry does not speak the secure protocol: plaintext from now on");
+                self.plaintext.store(true, Ordering::Relaxed);
+                Client::connect(&self.addr, self.timeout).await
+            }
+            connected => connected,
+        }
+    }
+}
