@@ -148,6 +148,9 @@ impl Client {
         };
         match tokio::time::timeout(timeout, open).await {
             Ok(Ok(framed)) => Ok(Client { framed, addr: name, timeout }),
+            Ok(Err(ClientError::Handshake { source: HandshakeError::Refused { said }, addr })) => {
+                Err(refused_in_plaintext(&addr, "handshake", said))
+            }
             Ok(Err(error)) => Err(error),
             Err(_) => Err(ClientError::Timeout { addr: name, op: "handshake", timeout }),
         }
@@ -229,7 +232,7 @@ impl Client {
         };
         let reply = match timeout(self.timeout, exchange).await {
             Err(_) => return Err(ClientError::Timeout { addr: self.addr.clone(), op, timeout: self.timeout }),
-            Ok(Err(FrameError::Refused { said })) => return Err(self.refused_in_plaintext(op, said)),
+            Ok(Err(FrameError::Refused { said })) => return Err(refused_in_plaintext(&self.addr, op, said)),
             Ok(Err(source)) => return Err(ClientError::Exchange { addr: self.addr.clone(), op, source }),
             Ok(Ok(None)) => return Err(ClientError::Closed { addr: self.addr.clone(), op }),
             Ok(Ok(Some(reply))) => reply,
@@ -249,21 +252,21 @@ impl Client {
         }
     }
 
-    /// The registry refused the session in plaintext (a wrong or missing join
-    /// token): unauthenticated, so it is only ever taken as a refusal.
-    fn refused_in_plaintext(&self, op: &'static str, said: String) -> ClientError {
-        let refusal = serde_json::from_str(&said).ok().and_then(|reply| match envelope::open(reply) {
-            Ok(Opened::Refused(error)) => Some(error),
-            _ => None,
-        });
-        match refusal {
-            Some(error) => ClientError::Refused { op, error },
-            None => ClientError::Exchange { addr: self.addr.clone(), op, source: FrameError::Refused { said } },
-        }
-    }
-
     fn unexpected(&self, op: &'static str, detail: &str) -> ClientError {
         ClientError::Unexpected { addr: self.addr.clone(), op, detail: detail.to_owned() }
+    }
+}
+
+/// The registry refused the session in plaintext (a wrong or missing join
+/// token): unauthenticated, so it is only ever taken as a refusal.
+fn refused_in_plaintext(addr: &str, op: &'static str, said: String) -> ClientError {
+    let refusal = serde_json::from_str(&said).ok().and_then(|reply| match envelope::open(reply) {
+        Ok(Opened::Refused(error)) => Some(error),
+        _ => None,
+    });
+    match refusal {
+        Some(error) => ClientError::Refused { op, error },
+        None => ClientError::Exchange { addr: addr.to_owned(), op, source: FrameError::Refused { said } },
     }
 }
 

@@ -1,11 +1,13 @@
 //! Authenticated, encrypted connections: a Noise handshake, then the same
 //! JSON messages as in plaintext, carried in Noise transport frames.
 //!
-//! The pattern is `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s` (snow):
+//! The pattern is `Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s` (snow):
 //! - each side proves it holds its static X25519 key, and learns the other's;
-//! - the join token is the pre-shared key, mixed into the third handshake
-//!   message, so a party without it cannot finish a handshake, and the
-//!   token itself never crosses the network;
+//! - the join token is the pre-shared key, mixed in before the first
+//!   message, whose (empty) payload is sealed with it: a party without the
+//!   token is refused on its first 48 bytes, before the responder has done
+//!   any Diffie-Hellman, so strangers are cheap to turn away; and the token
+//!   itself never crosses the network;
 //! - both sides contribute a fresh ephemeral key, so a recorded handshake
 //!   or message replayed later decrypts under no live session;
 //! - messages are sealed with ChaCha20-Poly1305 under per-direction counters,
@@ -35,7 +37,7 @@ use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
 /// The Noise protocol every secure connection uses.
-pub const PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
+pub const PATTERN: &str = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s";
 
 /// Hashed into every handshake, so that a peer of another protocol or
 /// version fails the handshake instead of misreading what follows.
@@ -301,6 +303,8 @@ pub enum HandshakeError {
     NotSecure { len: usize },
     #[error("the handshake failed: a wrong join token, or not a party to this membership")]
     Rejected(#[source] snow::Error),
+    #[error("the peer refused the handshake: {said}")]
+    Refused { said: String },
     #[error("the peer holds key {actual}, not {expected} as the registry recorded")]
     WrongKey { expected: PublicKey, actual: PublicKey },
     #[error("the connection failed during the handshake")]
@@ -327,7 +331,7 @@ fn builder<'a>(keys: &'a Keys, psk: &'a [u8; 32]) -> Result<snow::Builder<'a>, s
     snow::Builder::new(PATTERN.parse().expect("the pattern is valid"))
         .prologue(PROLOGUE)?
         .local_private_key(keys.identity.private.as_ref())?
-        .psk(3, psk)
+        .psk(0, psk)
 }
 
 /// Opens a session on `stream` as the initiator. With `expected`, a
@@ -389,7 +393,17 @@ async fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
         io::ErrorKind::UnexpectedEof => HandshakeError::Closed,
         _ => HandshakeError::Io(error),
     };
-    let len = usize::from(stream.read_u16().await.map_err(closed)?);
+    let prefix = stream.read_u16().await.map_err(closed)?;
+    if prefix.to_be_bytes() == *b"{\"" {
+        // A plaintext refusal where a handshake message was due: read it
+        // to show it (it is not authenticated, so it is never more than that).
+        let mut said = b"{\"".to_vec();
+        let mut rest = [0u8; 510];
+        let n = stream.read(&mut rest).await.unwrap_or(0);
+        said.extend_from_slice(&rest[..n]);
+        return Err(HandshakeError::Refused { said: String::from_utf8_lossy(&said).trim().to_owned() });
+    }
+    let len = usize::from(prefix);
     if len > MAX_HANDSHAKE_FRAME {
         return Err(HandshakeError::NotSecure { len });
     }
@@ -431,16 +445,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wrong_token_fails_at_the_responder() {
+    async fn a_wrong_token_fails_on_the_first_message() {
         let (client_keys, server_keys) = (
             keys(&Admission::from_token(Some(JoinToken::generate()))),
             keys(&Admission::from_token(Some(JoinToken::generate()))),
         );
         let (mut client, mut server) = pair().await;
-        let responder = tokio::spawn(async move { respond(&mut server, &server_keys).await.map(|s| s.remote()) });
-        let session = initiate(&mut client, &client_keys, None).await.unwrap();
-        client.write_all(session.unsent.as_deref().unwrap()).await.unwrap();
+        let responder = tokio::spawn(async move {
+            let refused = respond(&mut server, &server_keys).await.map(|s| s.remote());
+            // What the accept loop answers with.
+            server.write_all(br#"{"ok":false,"error":{"code":"unauthorized","message":"no"}}"#).await.unwrap();
+            refused
+        });
+        let error = initiate(&mut client, &client_keys, None).await.err().unwrap();
         assert!(matches!(responder.await.unwrap(), Err(HandshakeError::Rejected(_))));
+        assert!(matches!(&error, HandshakeError::Refused { said } if said.contains("unauthorized")), "{error}");
     }
 
     #[tokio::test]
