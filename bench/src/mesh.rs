@@ -38,7 +38,7 @@ pub(crate) async fn bench_mesh(
         rows.error(section, "full mesh", target, why);
         return Ok(());
     }
-    let registry = LeanRegistry::start(&["--ttl", "60s", "--max-connections", "1024"]).await?;
+    let registry = LeanRegistry::start(&["--ttl", "60s"]).await?;
     let mesh = Mesh::new(nodes);
     let before = Before::now();
     let (spawned, spawn_error) = spawn_nodes(cli, node_bin, registry.addr, &mesh).await;

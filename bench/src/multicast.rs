@@ -50,7 +50,7 @@ pub(crate) async fn bench_multicast(
     sends: usize,
     node_bin: &Path,
 ) -> anyhow::Result<()> {
-    let registry = LeanRegistry::start(&["--ttl", "60s", "--max-connections", "1024", "--groups", "1"]).await?;
+    let registry = LeanRegistry::start(&["--ttl", "60s", "--groups", "1"]).await?;
     let mesh = Mesh::new(members);
     let t0 = Instant::now();
     let (spawned, spawn_error) = spawn_nodes(cli, node_bin, registry.addr, &mesh).await;

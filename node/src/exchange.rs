@@ -70,7 +70,9 @@ impl ExchangeError {
             ExchangeError::Connect(_)
                 | ExchangeError::ConnectTimeout(_)
                 | ExchangeError::Send(_)
-                | ExchangeError::Handshake(HandshakeError::Io(_) | HandshakeError::Closed)
+                | ExchangeError::Handshake(
+                    HandshakeError::Io(_) | HandshakeError::Closed | HandshakeError::Busy { .. }
+                )
                 | ExchangeError::Dropped
                 | ExchangeError::ReplyTimeout(_)
                 | ExchangeError::Reply(FrameError::Io(_))
@@ -193,6 +195,11 @@ impl Pool {
         let mut fresh = open(target, keys, deadlines).await?;
         let answer = request_on(&mut fresh, message, deadlines.reply).await?;
         Ok(self.keep(target, fresh, answer))
+    }
+
+    /// Drops the kept sessions of targets `keep` refuses: members that left.
+    pub fn retain(&self, keep: impl Fn(&Target) -> bool) {
+        wire::lock(&self.idle).retain(|target, _| keep(target));
     }
 
     fn take(&self, target: Target) -> Option<Sealed> {

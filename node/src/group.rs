@@ -179,6 +179,8 @@ pub async fn coordinate(
             format!("{} at {} coordinates group {}, not this node", current.name, current.addr(), view.group),
         ));
     }
+    // Sessions with nodes that are no members any more are of no use.
+    members_pool.retain(|target| view.members.iter().any(|member| member.key == Some(target.key)));
     let outgoing = Outgoing::Deliver {
         group: message.group,
         text: &message.text,

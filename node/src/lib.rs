@@ -114,6 +114,7 @@ impl Node {
             greeted_by: Default::default(),
             config: config.listen,
             lookups: RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout),
+            originals: RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout),
             deliveries: Deadlines { connect: config.greet.deadlines.connect, reply: config.ack_timeout },
             members: Default::default(),
             view: Default::default(),

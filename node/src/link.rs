@@ -56,16 +56,33 @@ pub struct RegistryLink {
     pub(crate) session: Mutex<Option<Client>>,
     /// The registry turned out to be an original one, which speaks plaintext only.
     plaintext: AtomicBool,
+    /// A secure session succeeded once: the registry is one of ours, and a
+    /// handshake that fails later is a failure, never a reason for plaintext.
+    secure_seen: AtomicBool,
 }
 
 impl RegistryLink {
     pub fn new(addr: RegistryAddr, keys: Keys, timeout: Duration) -> RegistryLink {
-        RegistryLink { addr, keys, timeout, session: Mutex::new(None), plaintext: AtomicBool::new(false) }
+        let (plaintext, secure_seen) = (AtomicBool::new(false), AtomicBool::new(false));
+        RegistryLink { addr, keys, timeout, session: Mutex::new(None), plaintext, secure_seen }
     }
 
     /// Forgets the kept session: an original registry answers once and hangs up.
     pub async fn close(&self) {
         *self.session.lock().await = None;
+    }
+
+    /// Whether requests go in plaintext, to what looked like an original registry.
+    pub fn is_plaintext(&self) -> bool {
+        self.plaintext.load(Ordering::Relaxed)
+    }
+
+    /// The registry answered a plaintext request as one of ours does: it was
+    /// no original after all (a handshake was merely cut short), so go back
+    /// to secure sessions.
+    pub async fn back_to_secure(&self) {
+        self.plaintext.store(false, Ordering::Relaxed);
+        self.close().await;
     }
 
     /// A secure session as this node's keys; without a join token, a
@@ -75,9 +92,13 @@ impl RegistryLink {
             return Client::connect(&self.addr, self.timeout).await;
         }
         match Client::connect_secure(&self.addr, &self.keys, self.timeout).await {
+            Ok(client) => {
+                self.secure_seen.store(true, Ordering::Relaxed);
+                Ok(client)
+            }
             Err(ClientError::Handshake {
                 source: HandshakeError::Closed | HandshakeError::NotSecure { .. }, ..
-            }) if !self.keys.admission.requires_token() => {
+            }) if !self.keys.admission.requires_token() && !self.secure_seen.load(Ordering::Relaxed) => {
                 tracing::debug!(registry = %self.addr, "the registry does not speak the secure protocol: plaintext from now on");
                 self.plaintext.store(true, Ordering::Relaxed);
                 Client::connect(&self.addr, self.timeout).await

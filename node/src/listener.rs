@@ -95,9 +95,11 @@ pub struct Context {
     pub known: Known,
     pub greeted_by: GreetedBy,
     pub config: ListenConfig,
-    /// Where a coordinator looks up its group's members, and a node checks
-    /// a plaintext greeter, on a session kept for that.
+    /// Where a coordinator looks up its group's members, on a session kept for that.
     pub lookups: RegistryLink,
+    /// Where a plaintext greeter is checked, on a session of its own, so that
+    /// a flood of plaintext greetings cannot hold up coordination.
+    pub originals: RegistryLink,
     /// Per-member deadlines of the deliveries it coordinates.
     pub deliveries: Deadlines,
     /// Connections to members, kept between the multicasts it coordinates.
@@ -146,7 +148,10 @@ pub async fn serve(accepted: Accepted, context: Arc<Context>) {
             Ok(Err(malformed)) => (Err(ErrorBody::bad_request(malformed.to_string())), false),
             Ok(Ok(Value::Object(fields))) if fields.contains_key("op") => {
                 let answer = answer_group(&fields, from, remote, &context).await;
-                (answer.map(|a| Answer::Enveloped(Reply::Ok(a))), true)
+                // Only a coordinator, in a secure session whose delivery was
+                // accepted, keeps its connection for the next one.
+                let keep_open = remote.is_some() && answer.is_ok();
+                (answer.map(|a| Answer::Enveloped(Reply::Ok(a))), keep_open)
             }
             Ok(Ok(message)) => (answer_greeting(message, from, remote, &context).await.map(Answer::Greeting), false),
         };
@@ -246,7 +251,7 @@ async fn verify_plain(received: &Received, context: &Context) -> Result<(Peer, O
         }
         Trust::Registry(_) => {
             let addr = received.peer.addr;
-            match on_link!(&context.lookups, |client| client.lookup_addr(addr).await) {
+            match on_link!(&context.originals, |client| client.lookup_addr(addr).await) {
                 Ok(entry) if entry.key.is_none() => {
                     Ok((Peer { name: entry.name, addr, key: None }, received.id.clone()))
                 }
@@ -329,6 +334,10 @@ mod tests {
     use super::*;
     use crate::recent::REMEMBERED_PEERS;
 
+    fn registry() -> registry::client::RegistryAddr {
+        registry::client::RegistryAddr { host: "127.0.0.1".into(), port: 9 }
+    }
+
     fn keys() -> Keys {
         Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open)
     }
@@ -344,11 +353,8 @@ mod tests {
             known: Known::default(),
             greeted_by: GreetedBy::default(),
             config: ListenConfig { limits: connection::Limits::new(1), read_timeout: timeout, write_timeout: timeout },
-            lookups: RegistryLink::new(
-                registry::client::RegistryAddr { host: "127.0.0.1".into(), port: 9 },
-                keys(),
-                timeout,
-            ),
+            lookups: RegistryLink::new(registry(), keys(), timeout),
+            originals: RegistryLink::new(registry(), keys(), timeout),
             deliveries: deadlines,
             members: Pool::default(),
             view: Mutex::new(None),

@@ -94,6 +94,16 @@ impl Membership {
                 Err(error) => Err(error),
             }
         })?;
+        if self.link.is_plaintext() && matches!(joined, Joined::Leased(_)) {
+            // Registered in plaintext with a registry of ours: register again in a
+            // secure session, which replaces this keyless entry (the same address).
+            self.link.back_to_secure().await;
+            return Err(ClientError::Unexpected {
+                addr: self.link.addr.to_string(),
+                op: "register",
+                detail: "the registry speaks the secure protocol after all; registering again securely".into(),
+            });
+        }
         Ok(match joined {
             Joined::Leased(registered) => Session {
                 lease: Some((registered.id, Duration::from_millis(registered.ttl_ms))),

@@ -232,7 +232,6 @@ impl Client {
         };
         let reply = match timeout(self.timeout, exchange).await {
             Err(_) => return Err(ClientError::Timeout { addr: self.addr.clone(), op, timeout: self.timeout }),
-            Ok(Err(FrameError::Refused { said })) => return Err(refused_in_plaintext(&self.addr, op, said)),
             Ok(Err(source)) => return Err(ClientError::Exchange { addr: self.addr.clone(), op, source }),
             Ok(Ok(None)) => return Err(ClientError::Closed { addr: self.addr.clone(), op }),
             Ok(Ok(Some(reply))) => reply,
@@ -257,16 +256,18 @@ impl Client {
     }
 }
 
-/// The registry refused the session in plaintext (a wrong or missing join
-/// token): unauthenticated, so it is only ever taken as a refusal.
+/// The registry refused the handshake in plaintext: a wrong or missing join
+/// token. Nothing authenticates it, so it counts as an `unauthorized`
+/// refusal and nothing else, whatever it says: at worst an attacker on the
+/// path makes the node retry, as a reset would.
 fn refused_in_plaintext(addr: &str, op: &'static str, said: String) -> ClientError {
     let refusal = serde_json::from_str(&said).ok().and_then(|reply| match envelope::open(reply) {
-        Ok(Opened::Refused(error)) => Some(error),
+        Ok(Opened::Refused(error)) if error.code == ErrorCode::Unauthorized => Some(error),
         _ => None,
     });
     match refusal {
         Some(error) => ClientError::Refused { op, error },
-        None => ClientError::Exchange { addr: addr.to_owned(), op, source: FrameError::Refused { said } },
+        None => ClientError::Handshake { addr: addr.to_owned(), source: HandshakeError::Refused { said } },
     }
 }
 

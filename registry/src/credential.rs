@@ -10,8 +10,8 @@
 //!   with each delivery; a member accepts only a delivery from the view's
 //!   coordinator, in a view that includes the member.
 //!
-//! Both expire ([`VALIDITY`]), so a credential outlives neither a lease for
-//! long nor a change of holder. The registry draws its signing key at
+//! Both expire ([`VALIDITY`], [`VIEW_VALIDITY`]), so a credential outlives
+//! neither a lease for long nor a change of holder. The registry draws its signing key at
 //! start-up; nodes learn the public half in their (authenticated)
 //! registration reply.
 
@@ -28,9 +28,14 @@ use serde::{Deserialize, Serialize};
 use wire::secure::PublicKey;
 use zeroize::Zeroizing;
 
-/// How long a signed credential or group view is honoured. Generous for
-/// clock skew between hosts, short next to the life of a name.
+/// How long a member credential is honoured. Generous for clock skew
+/// between hosts, short next to the life of a name.
 pub const VALIDITY: Duration = Duration::from_secs(300);
+
+/// How long a group view is honoured: a coordinator that lost its place (it
+/// left, its lease ran out) could go on delivering with its last view until
+/// then, so it is short; coordinators ask for a fresh one at every multicast.
+pub const VIEW_VALIDITY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
@@ -64,9 +69,9 @@ impl Signer {
         RegistryKey(self.key.verifying_key())
     }
 
-    /// Signs `claims`, which expire [`VALIDITY`] from now.
-    pub fn sign<C: Serialize>(&self, claims: &C) -> Signed {
-        let body = Expiring { expires_ms: unix_ms() + super::protocol::millis(VALIDITY), claims };
+    /// Signs `claims`, which expire `validity` from now.
+    pub fn sign<C: Serialize>(&self, claims: &C, validity: Duration) -> Signed {
+        let body = Expiring { expires_ms: unix_ms() + super::protocol::millis(validity), claims };
         let bytes = serde_json::to_vec(&body).expect("claims serialize");
         let sig = self.key.sign(&bytes);
         Signed { claims: URL_SAFE_NO_PAD.encode(&bytes), sig: URL_SAFE_NO_PAD.encode(sig.to_bytes()) }
@@ -186,7 +191,7 @@ mod tests {
     #[test]
     fn signed_claims_open_with_the_signers_key_only() {
         let (signer, other) = (Signer::generate(), Signer::generate());
-        let signed = signer.sign(&member());
+        let signed = signer.sign(&member(), VALIDITY);
         let opened: MemberClaims = signed.open(&signer.public()).unwrap();
         assert_eq!(opened.name, "alice");
         assert_eq!(signed.open::<MemberClaims>(&other.public()).unwrap_err(), CredentialError::BadSignature);
@@ -195,7 +200,7 @@ mod tests {
     #[test]
     fn altered_claims_fail_the_signature() {
         let signer = Signer::generate();
-        let signed = signer.sign(&member());
+        let signed = signer.sign(&member(), VALIDITY);
         let bytes = URL_SAFE_NO_PAD.decode(&signed.claims).unwrap();
         let forged = String::from_utf8(bytes).unwrap().replace("alice", "mallo");
         let forged = Signed { claims: URL_SAFE_NO_PAD.encode(forged), ..signed };
@@ -205,7 +210,7 @@ mod tests {
     #[test]
     fn a_member_credential_is_not_a_group_view() {
         let signer = Signer::generate();
-        let signed = signer.sign(&member());
+        let signed = signer.sign(&member(), VALIDITY);
         assert_eq!(signed.open::<GroupClaims>(&signer.public()).unwrap_err(), CredentialError::Malformed);
     }
 

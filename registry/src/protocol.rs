@@ -40,6 +40,8 @@ pub enum ErrorCode {
     AddressTaken,
     /// The registry holds as many entries (or original-dialect entries) as it may.
     Full,
+    /// A connection dropped while still proving itself: try again.
+    Busy,
 }
 
 impl From<Code> for ErrorCode {
@@ -49,6 +51,7 @@ impl From<Code> for ErrorCode {
             Code::UnknownOp => ErrorCode::UnknownOp,
             Code::TooLarge => ErrorCode::TooLarge,
             Code::Unauthorized => ErrorCode::Unauthorized,
+            Code::Busy => ErrorCode::Busy,
         }
     }
 }

@@ -24,7 +24,7 @@ use wire::codec::{Decoded, FrameError};
 use wire::connection::{self, Accepted, JsonStream, Limits};
 use wire::secure::{Admission, Identity, Keys, PublicKey};
 
-use crate::credential::{GroupClaims, MemberClaims, Signer};
+use crate::credential::{GroupClaims, MemberClaims, Signer, VALIDITY, VIEW_VALIDITY};
 use crate::events;
 use crate::protocol::{
     millis, ClientesContact, Contact, Dialect, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact, Policy,
@@ -63,7 +63,7 @@ impl Default for Config {
             groups: 3,
             admission: Admission::Open,
             allow_original: false,
-            limits: Limits::new(1024),
+            limits: Limits::new(16_384),
             capacity: Capacity::default(),
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(5),
@@ -123,7 +123,8 @@ async fn sweep(store: Arc<Store>, every: Duration, token: CancellationToken) {
 }
 
 /// The registry's signer, and the group views it signed, kept while a
-/// group's membership stays the same and for half their validity: a
+/// group's membership stays the same and for half their validity, so that a
+/// member always holds a view with at least half its validity left: a
 /// coordinator asks for the view at every multicast, and a member that
 /// sees the same signed view again need not check it again.
 #[derive(Debug)]
@@ -138,11 +139,14 @@ impl Views {
     }
 
     fn sign(&self, claims: GroupClaims, now: Instant) -> crate::credential::Signed {
+        let fresh = |at: &Instant| now < *at + VIEW_VALIDITY / 2;
         let mut signed = wire::lock(&self.signed);
         match signed.get(&claims.group) {
-            Some((held, view, at)) if *held == claims && now < *at + crate::credential::VALIDITY / 2 => view.clone(),
+            Some((held, view, at)) if *held == claims && fresh(at) => view.clone(),
             _ => {
-                let view = self.signer.sign(&claims);
+                // Stale views go, so that groups come and gone cannot grow the map.
+                signed.retain(|_, (_, _, at)| fresh(at));
+                let view = self.signer.sign(&claims, VIEW_VALIDITY);
                 signed.insert(claims.group, (claims, view.clone(), now));
                 view
             }
@@ -183,7 +187,7 @@ impl Connection {
             if let Err(error) = connection::send(&mut framed, &reply, self.config.write_timeout).await {
                 return debug!(%error, "failed to send a reply");
             }
-            if reply.closes_connection() || self.refused_plaintext(&reply) {
+            if reply.closes_connection() || self.one_message_only() {
                 return connection::close(framed).await;
             }
         }
@@ -242,9 +246,11 @@ impl Connection {
         Err(ErrorBody::new(ErrorCode::Unauthorized, reason))
     }
 
-    /// A plaintext client refused for want of the token gets one answer.
-    fn refused_plaintext(&self, reply: &Reply) -> bool {
-        matches!(reply, Reply::Error(error) if error.code == ErrorCode::Unauthorized)
+    /// With a join token, a plaintext connection gets one answer: the only
+    /// plaintext it may send is an original registration, after which the
+    /// originals expect a hang-up anyway, and a stranger must not keep a slot.
+    fn one_message_only(&self) -> bool {
+        self.remote.is_none() && self.config.admission.requires_token()
     }
 
     fn policy(&self) -> Policy {
@@ -284,14 +290,15 @@ impl Connection {
                 id: entry.id.clone(),
                 ttl_ms: millis(self.store.leases().ttl),
                 credential: entry.key.map(|key| {
-                    self.views.signer.sign(&MemberClaims {
+                    let claims = MemberClaims {
                         id: entry.id.clone(),
                         name: entry.name.clone(),
                         ip: entry.ip,
                         puerto: entry.puerto,
                         key,
                         group: entry.group,
-                    })
+                    };
+                    self.views.signer.sign(&claims, VALIDITY)
                 }),
                 registry_key: self.views.signer.public(),
                 policy: self.policy(),
@@ -331,8 +338,10 @@ mod tests {
         assert_eq!(views.sign(claims(vec![a]), now + Duration::from_secs(1)), first, "the same members, kept");
         let joined = views.sign(claims(vec![a, b]), now + Duration::from_secs(2));
         assert_ne!(joined, first, "a member joined");
-        let aged = views.sign(claims(vec![a, b]), now + crate::credential::VALIDITY);
-        assert_ne!(aged, joined, "half its validity is over");
+        let later = now + VIEW_VALIDITY;
+        let aged = views.sign(claims(vec![a, b]), later);
+        let signed_at = wire::lock(&views.signed)[&1].2;
+        assert_eq!(signed_at, later, "half its validity is over: signed again");
         let opened: GroupClaims = aged.open(&views.signer.public()).unwrap();
         assert_eq!(opened.members, [a, b]);
     }

@@ -291,9 +291,12 @@ impl Store {
             [state.by_name.get(&name), state.by_addr.get(&addr)].into_iter().flatten().copied().collect();
         // A node listens at one address under one name: its key's older entry goes.
         stale.extend(key.and_then(|key| state.by_key.get(&key).copied()));
-        let replaced = stale.into_iter().filter_map(|seq| state.remove(seq)).collect();
+        stale.sort_unstable();
+        stale.dedup();
         let original_from = (registration.dialect != Dialect::Native).then_some(observed);
-        self.check_capacity(&state, original_from)?;
+        // Checked before the entries it replaces go, so that a refusal changes nothing.
+        self.check_capacity(&state, original_from, &stale)?;
+        let replaced = stale.into_iter().filter_map(|seq| state.remove(seq)).collect();
 
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -325,17 +328,22 @@ impl Store {
     }
 
     /// Refuses a new entry past the bounds: in all, and for an original
-    /// one registered from `original_from`, among the originals.
-    fn check_capacity(&self, state: &State, original_from: Option<IpAddr>) -> Result<(), StoreError> {
+    /// one registered from `original_from`, among the originals; `replaced`
+    /// are the entries it would replace, whose places it takes.
+    fn check_capacity(&self, state: &State, original_from: Option<IpAddr>, replaced: &[u64]) -> Result<(), StoreError> {
         let capacity = self.capacity;
-        if state.entries.len() >= capacity.entries {
+        let freed = |counts: &dyn Fn(&Entry) -> bool| {
+            replaced.iter().filter_map(|seq| state.entries.get(seq)).filter(|e| counts(e)).count()
+        };
+        if state.entries.len() - freed(&|_| true) >= capacity.entries {
             return Err(StoreError::Full { what: "entries", limit: capacity.entries });
         }
         let Some(ip) = original_from else { return Ok(()) };
-        if state.originals >= capacity.original {
+        if state.originals - freed(&|e| e.original_from.is_some()) >= capacity.original {
             return Err(StoreError::Full { what: "original-dialect entries", limit: capacity.original });
         }
-        if state.originals_by_ip.get(&ip).copied().unwrap_or(0) >= capacity.original_per_ip {
+        let from_ip = state.originals_by_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip - freed(&|e| e.original_from == Some(ip)) >= capacity.original_per_ip {
             return Err(StoreError::Full {
                 what: "original-dialect entries from this address",
                 limit: capacity.original_per_ip,
@@ -786,6 +794,8 @@ mod tests {
         let in_all = store.register(&original(5), b, now).unwrap_err();
         assert_eq!(in_all.code(), ErrorCode::Full);
         assert!(store.register(&native("n", 6), a, now).is_ok(), "native entries have their own bound");
+        // Registering again at its own address takes its own place: no refusal.
+        assert!(store.register(&original(2), a, now).is_ok());
         let key = EntryKey::Addr("10.0.0.1:1".parse().unwrap());
         store.deregister(&key, None, now).unwrap();
         assert!(store.register(&original(3), a, now).is_ok(), "a place freed is a place again");

@@ -40,8 +40,6 @@ pub enum FrameError {
     Encode(#[source] serde_json::Error),
     #[error("a frame failed to authenticate: it was altered, replayed or not meant for this session")]
     Sealed,
-    #[error("the peer refused the secure session: {said}")]
-    Refused { said: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -159,7 +157,6 @@ struct Sealed {
     session: Session,
     /// Opened bytes not yet decoded into a whole JSON value.
     plain: BytesMut,
-    opened_any: bool,
 }
 
 impl std::fmt::Debug for Sealed {
@@ -174,7 +171,7 @@ impl LinkCodec {
     }
 
     pub fn sealed(session: Session, max_len: usize) -> LinkCodec {
-        let sealed = Sealed { session, plain: BytesMut::new(), opened_any: false };
+        let sealed = Sealed { session, plain: BytesMut::new() };
         LinkCodec { json: JsonCodec::new(max_len), sealed: Some(Box::new(sealed)) }
     }
 
@@ -187,12 +184,6 @@ impl LinkCodec {
 impl Sealed {
     /// Opens the next whole frame of `src` into `plain`; false when none is complete.
     fn open_frame(&mut self, src: &mut BytesMut) -> Result<bool, FrameError> {
-        if !self.opened_any && src.first() == Some(&b'{') {
-            // A plaintext refusal where the first sealed frame was due: the
-            // peer could not authenticate us. Shown, never trusted as a reply.
-            let said = String::from_utf8_lossy(&src[..src.len().min(512)]).trim().to_owned();
-            return Err(FrameError::Refused { said });
-        }
         let Some(len) = src.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return Ok(false) };
         if src.len() < 2 + len {
             src.reserve(2 + len - src.len());
@@ -207,7 +198,6 @@ impl Sealed {
             .read_message(&frame[2..], &mut self.plain[start..])
             .map_err(|_| FrameError::Sealed)?;
         self.plain.truncate(start + opened);
-        self.opened_any = true;
         Ok(true)
     }
 

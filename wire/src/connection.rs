@@ -41,6 +41,9 @@ pub type JsonStream = Framed<TcpStream, LinkCodec>;
 /// is closed, so that the client reads the error instead of a reset.
 const DRAIN_BEFORE_CLOSE: Duration = Duration::from_secs(1);
 
+/// How long a refused handshake's answer may take to write.
+const REFUSAL_DEADLINE: Duration = Duration::from_millis(100);
+
 /// The read and write buffers a served connection starts with. Requests
 /// are small, and a server under a burst holds hundreds of connections at
 /// once: tokio-util's default of 8 KiB each was most of the 15 MB that 530
@@ -130,18 +133,27 @@ pub async fn accept_loop<F, Fut, R>(
         tracker.spawn(
             async move {
                 let _closed = waiting.closed.clone().drop_guard();
-                let opened = tokio::select! {
-                    opened = timeout(limits.handshake_timeout, establish(stream, &keys)) => opened,
-                    () = waiting.evicted.cancelled() => return debug!("dropped a pending connection for a newer one"),
+                let (mut stream, mut secure) = (stream, false);
+                let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+                let codec = tokio::select! {
+                    codec = tokio::time::timeout_at(deadline, handshake(&mut stream, &keys, &mut secure)) => codec,
+                    () = waiting.evicted.cancelled() => return busy(&stream, secure, "dropped for a newer connection"),
+                };
+                let codec = match codec {
+                    Err(_) => return busy(&stream, secure, "no handshake in time"),
+                    // Refused while still pending, so that refusals count against the bounds too.
+                    Ok(Err(error)) => return refuse(stream, peer, error, refused.as_ref()).await,
+                    Ok(Ok(codec)) => codec,
+                };
+                let mut framed = Framed::with_capacity(stream, codec, CONNECTION_BUFFER);
+                let first = tokio::select! {
+                    first = tokio::time::timeout_at(deadline, framed.next()) => first.ok(),
+                    () = waiting.evicted.cancelled() => None,
+                };
+                let Some(first) = first else {
+                    return debug!("no first message in time, or dropped for a newer connection");
                 };
                 drop(waiting);
-                let (framed, first) = match opened {
-                    Err(_) => {
-                        return debug!(timeout = ?limits.handshake_timeout, "no handshake or first message in time")
-                    }
-                    Ok(Err(Failed { error, stream })) => return refuse(stream, peer, error, refused.as_ref()).await,
-                    Ok(Ok(opened)) => opened,
-                };
                 let Ok(permit) = timeout(limits.handshake_timeout, established.acquire_owned()).await else {
                     return debug!(limit = limits.max_connections, "every connection slot stayed taken");
                 };
@@ -153,30 +165,34 @@ pub async fn accept_loop<F, Fut, R>(
     }
 }
 
-/// A handshake that failed, with the stream to answer on.
-struct Failed {
-    error: HandshakeError,
-    stream: TcpStream,
+/// Tells a secure handshake from plaintext by the first byte, and
+/// completes the handshake: the codec of the connection. `secure` says,
+/// also when this is cut short, whether a handshake had begun.
+async fn handshake(stream: &mut TcpStream, keys: &Keys, secure: &mut bool) -> Result<LinkCodec, HandshakeError> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if secure::is_secure(first[0]) => {
+            *secure = true;
+            secure::respond(stream, keys).await.map(|session| LinkCodec::sealed(session, MAX_REQUEST_BYTES))
+        }
+        Ok(_) => Ok(LinkCodec::plain(MAX_REQUEST_BYTES)),
+        Err(error) => Err(HandshakeError::Io(error)),
+    }
 }
 
-/// Tells a secure handshake from plaintext by the first byte, completes
-/// the handshake, and reads the first message.
-async fn establish(
-    mut stream: TcpStream,
-    keys: &Keys,
-) -> Result<(JsonStream, Option<Result<Decoded, FrameError>>), Failed> {
-    let mut first = [0u8; 1];
-    let codec = match stream.peek(&mut first).await {
-        Ok(1) if secure::is_secure(first[0]) => match secure::respond(&mut stream, keys).await {
-            Ok(session) => LinkCodec::sealed(session, MAX_REQUEST_BYTES),
-            Err(error) => return Err(Failed { error, stream }),
-        },
-        Ok(_) => LinkCodec::plain(MAX_REQUEST_BYTES),
-        Err(error) => return Err(Failed { error: HandshakeError::Io(error), stream }),
-    };
-    let mut framed = Framed::with_capacity(stream, codec, CONNECTION_BUFFER);
-    let first = framed.next().await;
-    Ok((framed, first))
+/// Drops a pending connection. A peer in the middle of a handshake is told
+/// (when the socket takes it at once) that it may try again, so that a
+/// member does not mistake a busy server of ours for one that does not speak
+/// the secure protocol; anyone else is just hung up on.
+fn busy(stream: &TcpStream, secure: bool, why: &'static str) {
+    debug!(why, secure, "dropped a pending connection");
+    if !secure {
+        return;
+    }
+    let reply: Reply<(), Code> = Reply::Err(ErrorBody::new(Code::Busy, format!("{why}: try again")));
+    let mut bytes = serde_json::to_vec(&reply).expect("a reply serializes");
+    bytes.push(b'\n');
+    let _ = stream.try_write(&bytes);
 }
 
 /// Answers a handshake that failed for want of the token; anything else
@@ -193,8 +209,10 @@ async fn refuse<R: Fn(SocketAddr, &HandshakeError)>(
     refused(peer, &error);
     let reply: Reply<(), Code> = Reply::Err(ErrorBody::new(Code::Unauthorized, error.to_string()));
     let mut framed = Framed::new(stream, LinkCodec::plain(MAX_REQUEST_BYTES));
-    if send(&mut framed, &reply, DRAIN_BEFORE_CLOSE).await.is_ok() {
-        drain(framed.into_inner()).await;
+    // The peer sent a whole handshake message and waits for the next one:
+    // nothing is left unread, so the refusal is answered and closed at once.
+    if send(&mut framed, &reply, REFUSAL_DEADLINE).await.is_ok() {
+        close(framed).await;
     }
 }
 
@@ -291,9 +309,26 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 /// Writes one message, giving up after `deadline`.
 pub async fn send<T: Serialize>(framed: &mut JsonStream, message: &T, deadline: Duration) -> io::Result<()> {
     match timeout(deadline, framed.send(message)).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => {
+            release_large_buffers(framed);
+            Ok(())
+        }
         Ok(Err(error)) => Err(io::Error::other(error)),
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the client does not read its replies")),
+    }
+}
+
+/// Gives back the memory of a large message once it is through. Buffers
+/// keep their largest size, and a session lives as long as its node: a
+/// registry whose every node once got a reply listing a thousand contacts
+/// would otherwise hold that reply's size once per node.
+fn release_large_buffers(framed: &mut JsonStream) {
+    const KEPT: usize = 16 * 1024;
+    if framed.write_buffer().capacity() > KEPT && framed.write_buffer().is_empty() {
+        *framed.write_buffer_mut() = bytes::BytesMut::with_capacity(CONNECTION_BUFFER);
+    }
+    if framed.read_buffer().capacity() > KEPT && framed.read_buffer().is_empty() {
+        *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(CONNECTION_BUFFER);
     }
 }
 
@@ -302,7 +337,7 @@ pub fn framing_error_reply(error: &FrameError) -> Option<Reply<(), Code>> {
     let code = match error {
         FrameError::TooLarge { .. } => Code::TooLarge,
         FrameError::NotJson | FrameError::Truncated { .. } => Code::BadRequest,
-        FrameError::Encode(_) | FrameError::Io(_) | FrameError::Sealed | FrameError::Refused { .. } => return None,
+        FrameError::Encode(_) | FrameError::Io(_) | FrameError::Sealed => return None,
     };
     Some(Reply::Err(ErrorBody::new(code, error.to_string())))
 }

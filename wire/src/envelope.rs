@@ -27,6 +27,9 @@ pub enum Code {
     /// No proof of membership: a failed handshake, or plaintext where a
     /// join token is required.
     Unauthorized,
+    /// The server dropped a connection that was still proving itself (too
+    /// slow, or too many at once): try again.
+    Busy,
 }
 
 impl fmt::Display for Code {

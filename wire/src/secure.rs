@@ -305,6 +305,8 @@ pub enum HandshakeError {
     Rejected(#[source] snow::Error),
     #[error("the peer refused the handshake: {said}")]
     Refused { said: String },
+    #[error("the peer was too busy to finish the handshake: {said}")]
+    Busy { said: String },
     #[error("the peer holds key {actual}, not {expected} as the registry recorded")]
     WrongKey { expected: PublicKey, actual: PublicKey },
     #[error("the connection failed during the handshake")]
@@ -401,7 +403,12 @@ async fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
         let mut rest = [0u8; 510];
         let n = stream.read(&mut rest).await.unwrap_or(0);
         said.extend_from_slice(&rest[..n]);
-        return Err(HandshakeError::Refused { said: String::from_utf8_lossy(&said).trim().to_owned() });
+        let said = String::from_utf8_lossy(&said).trim().to_owned();
+        let code = serde_json::from_str::<serde_json::Value>(&said).ok().map(|reply| reply["error"]["code"].clone());
+        return Err(match code {
+            Some(code) if code == "busy" => HandshakeError::Busy { said },
+            _ => HandshakeError::Refused { said },
+        });
     }
     let len = usize::from(prefix);
     if len > MAX_HANDSHAKE_FRAME {
@@ -460,6 +467,24 @@ mod tests {
         let error = initiate(&mut client, &client_keys, None).await.err().unwrap();
         assert!(matches!(responder.await.unwrap(), Err(HandshakeError::Rejected(_))));
         assert!(matches!(&error, HandshakeError::Refused { said } if said.contains("unauthorized")), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_busy_server_is_told_from_one_that_does_not_speak_the_protocol() {
+        let keys = keys(&Admission::Open);
+        for (answer, busy) in
+            [(&br#"{"ok":false,"error":{"code":"busy","message":"try again"}}"#[..], true), (b"", false)]
+        {
+            let (mut client, mut server) = pair().await;
+            tokio::spawn(async move {
+                let mut first = [0u8; 50];
+                server.read_exact(&mut first).await.unwrap();
+                server.write_all(answer).await.unwrap();
+            });
+            let error = initiate(&mut client, &keys, None).await.err().unwrap();
+            assert_eq!(matches!(error, HandshakeError::Busy { .. }), busy, "{error}");
+            assert_eq!(matches!(error, HandshakeError::Closed), !busy, "{error}");
+        }
     }
 
     #[tokio::test]
