@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::Cli;
 use crate::floor;
-use crate::nodes::{mesh_limit, spawn_nodes, Mesh, Spawned};
+use crate::nodes::{mesh_limit, spawn_nodes, Mesh, Spawned, PENDING_PER_IP};
 use crate::probe::{self, Memory, Peaks};
 use crate::report::{Rows, Target};
 use crate::spawn::LeanRegistry;
@@ -38,7 +38,7 @@ pub(crate) async fn bench_mesh(
         rows.error(section, "full mesh", target, why);
         return Ok(());
     }
-    let registry = LeanRegistry::start(&["--ttl", "60s"]).await?;
+    let registry = LeanRegistry::start(&["--ttl", "60s", "--max-pending-per-ip", PENDING_PER_IP]).await?;
     let mesh = Mesh::new(nodes);
     let before = Before::now();
     let (spawned, spawn_error) = spawn_nodes(cli, node_bin, registry.addr, &mesh).await;

@@ -302,6 +302,10 @@ pub(crate) fn mesh_pairs(nodes: usize) -> usize {
 }
 
 /// How long `nodes` nodes may take to mesh.
+/// Connections from one address still proving themselves, for the
+/// registry and nodes of a mesh on one host (see [`spawn_nodes`]).
+pub(crate) const PENDING_PER_IP: &str = "4096";
+
 pub(crate) fn mesh_limit(cli: &Cli, nodes: usize) -> Duration {
     cli.mesh_timeout.unwrap_or(Duration::from_secs(15) + Duration::from_millis(75) * nodes as u32)
 }
@@ -318,8 +322,15 @@ pub(crate) async fn spawn_nodes(
     let (host, port) = (registry.ip().to_string(), registry.port().to_string());
     let mut spawned = Spawned { children: Vec::with_capacity(mesh.nodes), readers: Vec::new(), stderr: Vec::new() };
     for i in 1..=mesh.nodes {
-        let args = [&host, &port, "--listen", "127.0.0.1:0", "--name", &format!("node-{i}"), "--log-format", "json"]
-            .map(String::from);
+        let name = format!("node-{i}");
+        // Every peer connects from 127.0.0.1 here, where on a network each
+        // host has its own address: the per-address bound of pending
+        // connections is raised to the whole mesh's, as for the registry.
+        let args = [&host, &port, "--listen", "127.0.0.1:0", "--name", &name, "--log-format", "json"]
+            .into_iter()
+            .map(String::from)
+            .chain(["--max-pending-per-ip".to_owned(), PENDING_PER_IP.to_owned()]);
+        let args: Vec<String> = args.collect();
         let mut command = command(node_bin, &args);
         command.envs(cli.node_env.iter().map(|(k, v)| (k, v)));
         match command.spawn() {

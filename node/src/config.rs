@@ -215,11 +215,13 @@ impl Args {
             greet: GreetConfig {
                 deadlines: Deadlines { connect: self.connect_timeout, reply: self.reply_timeout },
                 fanout: self.fanout as usize,
-                attempts: 4,
+                attempts: 8,
             },
             listen: ListenConfig {
                 limits: Limits {
                     max_pending_per_ip: self.max_pending_per_ip as usize,
+                    // In all, at least as many as from one address.
+                    max_pending: (self.max_pending_per_ip as usize).max(Limits::new(0).max_pending),
                     handshake_timeout: self.handshake_timeout,
                     ..Limits::new(self.max_connections as usize)
                 },

@@ -157,7 +157,7 @@ pub async fn secure_exchange<T: Serialize>(
     // original node's hang-up, that is no answer, and worth another try
     // (a greeting is idempotent: a repeat is answered, not logged again).
     let answer = match request_on(&mut sealed, message, deadlines.reply).await {
-        Err(ExchangeError::Closed) => Err(ExchangeError::Dropped),
+        Err(ExchangeError::Closed | ExchangeError::Reply(FrameError::Truncated { .. })) => Err(ExchangeError::Dropped),
         answer => answer,
     };
     // As in `exchange`: a reset, not a FIN, spares both hosts TIME_WAIT.

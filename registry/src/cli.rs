@@ -87,6 +87,8 @@ impl Cli {
         let limits = Limits {
             max_connections: self.max_connections as usize,
             max_pending_per_ip: self.max_pending_per_ip as usize,
+            // In all, at least as many as from one address.
+            max_pending: (self.max_pending_per_ip as usize).max(Limits::new(0).max_pending),
             handshake_timeout: self.handshake_timeout,
             ..Limits::new(self.max_connections as usize)
         };

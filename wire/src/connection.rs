@@ -32,7 +32,7 @@ use tracing::{debug, warn, Instrument};
 
 use crate::codec::{Decoded, FrameError, LinkCodec, MAX_REQUEST_BYTES};
 use crate::envelope::{Code, ErrorBody, Reply};
-use crate::secure::{self, HandshakeError, Keys};
+use crate::secure::{self, HandshakeError, Keys, Progress};
 
 /// A connection carrying one JSON value per message, plain or sealed.
 pub type JsonStream = Framed<TcpStream, LinkCodec>;
@@ -133,7 +133,7 @@ pub async fn accept_loop<F, Fut, R>(
         tracker.spawn(
             async move {
                 let _closed = waiting.closed.clone().drop_guard();
-                let (mut stream, mut secure) = (stream, false);
+                let (mut stream, mut secure) = (stream, Progress::None);
                 let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
                 let codec = tokio::select! {
                     codec = tokio::time::timeout_at(deadline, handshake(&mut stream, &keys, &mut secure)) => codec,
@@ -166,27 +166,26 @@ pub async fn accept_loop<F, Fut, R>(
 }
 
 /// Tells a secure handshake from plaintext by the first byte, and
-/// completes the handshake: the codec of the connection. `secure` says,
-/// also when this is cut short, whether a handshake had begun.
-async fn handshake(stream: &mut TcpStream, keys: &Keys, secure: &mut bool) -> Result<LinkCodec, HandshakeError> {
+/// completes the handshake: the codec of the connection. `progress` says,
+/// also when this is cut short, how far a handshake got.
+async fn handshake(stream: &mut TcpStream, keys: &Keys, progress: &mut Progress) -> Result<LinkCodec, HandshakeError> {
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
-        Ok(1) if secure::is_secure(first[0]) => {
-            *secure = true;
-            secure::respond(stream, keys).await.map(|session| LinkCodec::sealed(session, MAX_REQUEST_BYTES))
-        }
+        Ok(1) if secure::is_secure(first[0]) => secure::respond_tracked(stream, keys, progress)
+            .await
+            .map(|session| LinkCodec::sealed(session, MAX_REQUEST_BYTES)),
         Ok(_) => Ok(LinkCodec::plain(MAX_REQUEST_BYTES)),
         Err(error) => Err(HandshakeError::Io(error)),
     }
 }
 
-/// Drops a pending connection. A peer in the middle of a handshake is told
-/// (when the socket takes it at once) that it may try again, so that a
-/// member does not mistake a busy server of ours for one that does not speak
-/// the secure protocol; anyone else is just hung up on.
-fn busy(stream: &TcpStream, secure: bool, why: &'static str) {
-    debug!(why, secure, "dropped a pending connection");
-    if !secure {
+/// Drops a pending connection. A peer whose handshake began but got no
+/// answer yet is told (when the socket takes it at once) that it may try
+/// again, so that a member does not mistake a busy server of ours for one
+/// that does not speak the secure protocol; anyone else is just hung up on.
+fn busy(stream: &TcpStream, progress: Progress, why: &'static str) {
+    debug!(why, ?progress, "dropped a pending connection");
+    if progress != Progress::Begun {
         return;
     }
     let reply: Reply<(), Code> = Reply::Err(ErrorBody::new(Code::Busy, format!("{why}: try again")));

@@ -365,12 +365,36 @@ pub async fn initiate(
 
 /// Accepts a session on `stream` as the responder.
 pub async fn respond(stream: &mut TcpStream, keys: &Keys) -> Result<Session, HandshakeError> {
+    respond_tracked(stream, keys, &mut Progress::Begun).await
+}
+
+/// How far a responder got, for a server that cuts a handshake short: until
+/// the responder has answered, the initiator still reads handshake frames
+/// and can be told in plaintext why it was dropped; after, it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing secure has begun: plaintext, or not a byte yet.
+    None,
+    /// The initiator's first message is in; no answer has gone out.
+    Begun,
+    /// The responder has answered: the initiator is past reading handshake frames.
+    Answered,
+}
+
+/// [`respond`], recording in `progress` how far it got, also when cut short.
+pub async fn respond_tracked(
+    stream: &mut TcpStream,
+    keys: &Keys,
+    progress: &mut Progress,
+) -> Result<Session, HandshakeError> {
+    *progress = Progress::Begun;
     let psk = keys.admission.psk();
     let mut noise = builder(keys, &psk).and_then(|b| b.build_responder()).map_err(HandshakeError::Rejected)?;
     let mut buf = [0u8; MAX_HANDSHAKE_FRAME];
     let frame = read_frame(stream).await?;
     noise.read_message(&frame, &mut buf).map_err(HandshakeError::Rejected)?;
     let len = noise.write_message(&[], &mut buf).map_err(HandshakeError::Rejected)?;
+    *progress = Progress::Answered;
     write_frame(stream, &buf[..len]).await?;
     let frame = read_frame(stream).await?;
     noise.read_message(&frame, &mut buf).map_err(HandshakeError::Rejected)?;
