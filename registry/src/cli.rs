@@ -90,7 +90,6 @@ impl Cli {
             // In all, at least as many as from one address.
             max_pending: (self.max_pending_per_ip as usize).max(Limits::new(0).max_pending),
             handshake_timeout: self.handshake_timeout,
-            ..Limits::new(self.max_connections as usize)
         };
         Ok(Config {
             leases: Leases { ttl: self.ttl, legacy_ttl: self.legacy_ttl.0 },
