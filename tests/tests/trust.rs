@@ -108,7 +108,7 @@ async fn a_member_cannot_take_or_end_another_members_entry() -> anyhow::Result<(
     ensure!(wire::Chain(&error).to_string().contains("alice"), "the refusal names the holder: {}", wire::Chain(&error));
     ensure!(code(mallory.heartbeat(&entry.id).await) == Some(ErrorCode::Forbidden));
     ensure!(code(mallory.deregister(&entry.id).await) == Some(ErrorCode::Forbidden));
-    let by_name = plaintext_free_deregister_by_name(&registry, &token).await?;
+    let by_name = deregister_alice_by_name_as_another_member(&registry, &token).await?;
     ensure!(by_name == "forbidden", "deregister by name: {by_name}");
 
     ensure!(lookup(&registry, &token, "alice").await? == entry, "alice's entry is unchanged");
@@ -118,7 +118,7 @@ async fn a_member_cannot_take_or_end_another_members_entry() -> anyhow::Result<(
 }
 
 /// `{"op":"deregister","name":"alice"}` from another member, in a secure session; returns the error code.
-async fn plaintext_free_deregister_by_name(registry: &Registry, token: &JoinToken) -> anyhow::Result<String> {
+async fn deregister_alice_by_name_as_another_member(registry: &Registry, token: &JoinToken) -> anyhow::Result<String> {
     let mut sealed = tests::open_sealed(registry.addr, &member_keys(token)).await?;
     let reply = tests::ask(&mut sealed, &json!({"op":"deregister","name":"alice"})).await?;
     Ok(reply["error"]["code"].as_str().unwrap_or_default().to_owned())
