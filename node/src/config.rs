@@ -218,13 +218,11 @@ impl Args {
                 attempts: 8,
             },
             listen: ListenConfig {
-                limits: Limits {
-                    max_pending_per_ip: self.max_pending_per_ip as usize,
-                    // In all, at least as many as from one address.
-                    max_pending: (self.max_pending_per_ip as usize).max(Limits::new(0).max_pending),
-                    handshake_timeout: self.handshake_timeout,
-                    ..Limits::new(self.max_connections as usize)
-                },
+                limits: Limits::configured(
+                    self.max_connections as usize,
+                    self.max_pending_per_ip as usize,
+                    self.handshake_timeout,
+                ),
                 read_timeout: self.reply_timeout,
                 write_timeout: self.reply_timeout,
             },

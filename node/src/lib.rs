@@ -97,6 +97,8 @@ struct Node {
 
 impl Node {
     fn new(config: &Config, local: SocketAddr) -> Node {
+        // Registering, coordinating and checking plaintext greeters each keep a session of their own.
+        let link = || RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout);
         let puerto = config.puerto_ext.unwrap_or(local.port());
         let advertise = match (config.advertise_ip, config.puerto_ext) {
             (Some(ip), _) => Advertise::Ip(ip),
@@ -113,15 +115,15 @@ impl Node {
             known: Known::default(),
             greeted_by: Default::default(),
             config: config.listen,
-            lookups: RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout),
-            originals: RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout),
+            lookups: link(),
+            originals: link(),
             deliveries: Deadlines { connect: config.greet.deadlines.connect, reply: config.ack_timeout },
             members: Default::default(),
             view: Default::default(),
         };
         Node {
             membership: Membership {
-                link: RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout),
+                link: link(),
                 name,
                 puerto,
                 advertise,

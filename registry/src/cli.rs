@@ -84,13 +84,8 @@ impl Cli {
     /// The server's configuration, with the join token read from its file or the environment.
     pub fn config(&self) -> Result<Config, TokenError> {
         let token = JoinToken::from_file_or_env(self.join_token_file.as_deref())?;
-        let limits = Limits {
-            max_connections: self.max_connections as usize,
-            max_pending_per_ip: self.max_pending_per_ip as usize,
-            // In all, at least as many as from one address.
-            max_pending: (self.max_pending_per_ip as usize).max(Limits::new(0).max_pending),
-            handshake_timeout: self.handshake_timeout,
-        };
+        let limits =
+            Limits::configured(self.max_connections as usize, self.max_pending_per_ip as usize, self.handshake_timeout);
         Ok(Config {
             leases: Leases { ttl: self.ttl, legacy_ttl: self.legacy_ttl.0 },
             sweep_interval: self.sweep_interval,

@@ -25,7 +25,7 @@ use base64::Engine;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use wire::secure::PublicKey;
+use wire::secure::{key_bytes, key_text, PublicKey};
 use zeroize::Zeroizing;
 
 /// How long a member credential is honoured. Generous for clock skew
@@ -84,7 +84,7 @@ pub struct RegistryKey(VerifyingKey);
 
 impl fmt::Display for RegistryKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&URL_SAFE_NO_PAD.encode(self.0.as_bytes()))
+        f.write_str(&key_text(self.0.as_bytes()))
     }
 }
 
@@ -98,8 +98,7 @@ impl FromStr for RegistryKey {
     type Err = String;
 
     fn from_str(text: &str) -> Result<RegistryKey, String> {
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| "a registry key is 43 characters of base64url")?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| "a registry key is 32 bytes")?;
+        let bytes = key_bytes(text, "a registry key")?;
         VerifyingKey::from_bytes(&bytes).map(RegistryKey).map_err(|_| "not an Ed25519 public key".to_owned())
     }
 }

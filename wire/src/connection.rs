@@ -79,12 +79,26 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The defaults, with `max_connections` established connections.
     pub fn new(max_connections: usize) -> Limits {
         Limits {
             max_connections,
             max_pending: 1024,
             max_pending_per_ip: 256,
             handshake_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// As a command line sets them: pending connections are bounded in all
+    /// at least as high as from one address, or the per-address bound would
+    /// never be reached.
+    pub fn configured(max_connections: usize, max_pending_per_ip: usize, handshake_timeout: Duration) -> Limits {
+        let defaults = Limits::new(max_connections);
+        Limits {
+            max_pending: max_pending_per_ip.max(defaults.max_pending),
+            max_pending_per_ip,
+            handshake_timeout,
+            ..defaults
         }
     }
 }

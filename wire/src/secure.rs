@@ -61,6 +61,17 @@ pub fn is_secure(first: u8) -> bool {
     first == 0
 }
 
+/// 32 key bytes as unpadded URL-safe base64, 43 characters: how keys travel.
+pub fn key_text(bytes: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The 32 bytes of a [`key_text`]; `what` names the key in the error.
+pub fn key_bytes(text: &str, what: &str) -> Result<[u8; 32], String> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| format!("{what} is 43 characters of base64url"))?;
+    bytes.try_into().map_err(|_| format!("{what} is 32 bytes"))
+}
+
 /// A static X25519 public key: who a node is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey([u8; 32]);
@@ -78,7 +89,7 @@ impl PublicKey {
 /// Unpadded URL-safe base64, 43 characters.
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+        f.write_str(&key_text(&self.0))
     }
 }
 
@@ -92,9 +103,7 @@ impl FromStr for PublicKey {
     type Err = String;
 
     fn from_str(text: &str) -> Result<PublicKey, String> {
-        let bytes =
-            URL_SAFE_NO_PAD.decode(text).map_err(|_| "a public key is 43 characters of base64url".to_owned())?;
-        PublicKey::from_bytes(&bytes).ok_or_else(|| "a public key is 32 bytes".to_owned())
+        key_bytes(text, "a public key").map(PublicKey)
     }
 }
 
