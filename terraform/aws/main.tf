@@ -1,7 +1,9 @@
 # terraform/aws: the VMs of terraform/modules/cluster on EC2. One Elastic IP
 # per VM is allocated first, so that every startup script (user_data) can be
 # rendered with the registry's address and its own VM's address; the module
-# does everything else.
+# does everything else. The join token goes to an SSM SecureString parameter,
+# readable by the VMs' instance role only, and each VM fetches it at boot
+# over IMDSv2: neither its user data nor the Terraform state holds it.
 
 module "cluster" {
   source = "../modules/cluster"
@@ -15,9 +17,45 @@ module "cluster" {
   registry_image  = var.registry_image
   node_image      = var.node_image
   image_tag       = var.image_tag
-  join_token      = var.join_token
-  advertise_ips   = aws_eip.vm[*].public_ip
-  ssh_user        = var.ssh_user
+  join_token_secret = {
+    store  = "aws_ssm"
+    name   = aws_ssm_parameter.join_token.name
+    region = var.region
+  }
+  advertise_ips = aws_eip.vm[*].public_ip
+  ssh_user      = var.ssh_user
+}
+
+# Write-only: sent to SSM, kept in neither the plan nor the state. Encrypted
+# with the account's aws/ssm key, which the role may use through SSM.
+resource "aws_ssm_parameter" "join_token" {
+  name             = "/${var.name}/join-token"
+  type             = "SecureString"
+  value_wo         = var.join_token
+  value_wo_version = var.join_token_version
+}
+
+# The VMs' identity: it may read the join token and nothing else.
+resource "aws_iam_role" "vm" {
+  name = "${var.name}-vm"
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Action = "sts:AssumeRole", Principal = { Service = "ec2.amazonaws.com" } }]
+  })
+}
+
+resource "aws_iam_role_policy" "read_join_token" {
+  name = "read-join-token"
+  role = aws_iam_role.vm.id
+  policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Action = "ssm:GetParameter", Resource = aws_ssm_parameter.join_token.arn }]
+  })
+}
+
+resource "aws_iam_instance_profile" "vm" {
+  name = "${var.name}-vm"
+  role = aws_iam_role.vm.name
 }
 
 data "aws_ami" "debian" {
@@ -101,7 +139,19 @@ resource "aws_instance" "vm" {
   vpc_security_group_ids      = [aws_security_group.mesh.id]
   user_data                   = module.cluster.startup_scripts[count.index]
   user_data_replace_on_change = true
+  iam_instance_profile        = aws_iam_instance_profile.vm.name
   tags                        = { Name = "${var.name}-vm${count.index + 1}" }
+
+  # IMDSv2 only, one hop: the VM's script gets the role's credentials, the
+  # containers (one hop further, behind Docker's bridge) cannot.
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  # The script reads the token at boot.
+  depends_on = [aws_iam_role_policy.read_join_token]
 }
 
 resource "aws_eip_association" "vm" {

@@ -58,14 +58,21 @@ variable "allowed_cidrs" {
 }
 
 variable "join_token" {
-  description = "The registry's join token, 64 hex characters (e.g. `openssl rand -hex 32`); pass it as TF_VAR_join_token, not on the command line. It is rendered into the VMs' startup scripts, which the provider keeps in the instances' metadata: see terraform/README.md."
+  description = "The registry's join token, 64 hex characters (e.g. `openssl rand -hex 32`); pass it as TF_VAR_join_token, not on the command line. Ephemeral: Terraform writes it into Secret Manager and keeps it in neither the plan nor the state; the VMs fetch it at boot. See terraform/README.md."
   type        = string
   sensitive   = true
+  ephemeral   = true
 
   validation {
     condition     = can(regex("^[0-9a-f]{64}$", var.join_token))
     error_message = "join_token must be 64 lowercase hexadecimal characters (32 random bytes)."
   }
+}
+
+variable "join_token_version" {
+  description = "Raise it to store a new join_token: Terraform keeps no copy of the token to compare with, so this is how it learns of a change. The VMs read the latest version at boot."
+  type        = number
+  default     = 1
 }
 
 # The mesh: passed to terraform/modules/cluster as they are.

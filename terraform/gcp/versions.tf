@@ -1,10 +1,10 @@
 terraform {
-  required_version = ">= 1.9"
+  required_version = ">= 1.11" # ephemeral variables and write-only arguments
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 5.0, < 8.0"
+      version = ">= 7.0, < 8.0" # secret_data_wo
     }
   }
 }

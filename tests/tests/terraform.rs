@@ -18,7 +18,12 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use tests::docker::{self, await_events, bridge_gateway, images_built, labelled, leftovers, text, ProjectGuard};
+
+#[path = "support/fake_cloud.rs"]
+mod fake_cloud;
+use fake_cloud::{FakeCloud, Request, Route};
 
 const REGISTRY_IMAGE: &str = concat!("hit6-mesh/registry:", env!("CARGO_PKG_VERSION"));
 const NODE_IMAGE: &str = concat!("hit6-mesh/node:", env!("CARGO_PKG_VERSION"));
@@ -491,4 +496,233 @@ output "expected_greetings" {{
 
     drop(guards);
     assert!(leftovers(REGISTRY_VM_PROJECT).is_empty() && leftovers(NODE_VM_PROJECT).is_empty(), "left behind");
+}
+
+/// What the first container-section line of a VM did when its join token
+/// comes from a secret store: `install -d ... && hit6-join-token FILE`, run
+/// with the rendered `hit6-join-token` on PATH, and every curl it started
+/// logged (its argv) on the way to the real one.
+struct Fetched {
+    run: Output,
+    /// The env file's content and mode, when it was written.
+    env_file: Option<(String, u32)>,
+    /// Every argument of every curl, one per line.
+    argv: String,
+    script: String,
+    /// The fake's view of what was asked.
+    requests: Vec<Request>,
+}
+
+/// Renders the module with `join_token_secret = {secret}` (an HCL object,
+/// whose endpoints are `cloud`'s) and runs what it renders, as above.
+fn fetch_join_token(name: &str, secret: &str, cloud: FakeCloud) -> Fetched {
+    let dir = TempDir::new(&format!("{name}-vm"));
+    let secrets_dir = dir.path().join("secrets");
+    let outputs = render(
+        name,
+        &format!(
+            r#"
+module "cluster" {{
+  source            = "../modules/cluster"
+  registry_host     = "203.0.113.10"
+  advertise_ips     = ["203.0.113.10"]
+  secrets_dir       = "{}"
+  join_token_secret = {secret}
+}}
+
+output "script" {{
+  value = module.cluster.join_token_script
+}}
+
+output "first_command" {{
+  value     = module.cluster.vms[0].docker_commands[0]
+  sensitive = true
+}}
+"#,
+            secrets_dir.display()
+        ),
+    );
+    let script = outputs["script"].as_str().expect("a secret store renders hit6-join-token").to_owned();
+    let parse = Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
+    assert!(parse.status.success(), "sh cannot parse hit6-join-token: {}\n{script}", text(&parse));
+
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let curl = sh("command -v curl");
+    let curl = String::from_utf8_lossy(&curl.stdout).trim().to_owned();
+    assert!(!curl.is_empty(), "the join token test needs curl, as the VMs do");
+    let argv_log = dir.path().join("curl-argv");
+    let shim = format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >>'{}'\nexec '{curl}' \"$@\"\n", argv_log.display());
+    for (file, content) in [("curl", shim.as_str()), ("hit6-join-token", script.as_str())] {
+        std::fs::write(bin.join(file), content).unwrap();
+        std::fs::set_permissions(bin.join(file), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let first_command = outputs["first_command"].as_str().unwrap().to_owned();
+    let env_path = secrets_dir.join("hit6.env");
+    assert_eq!(
+        first_command,
+        format!("install -d -m 700 {} && hit6-join-token {}", secrets_dir.display(), env_path.display())
+    );
+    let run = Command::new("sh").args(["-c", &first_command]).env("PATH", path).output().expect("sh runs");
+    let env_file = std::fs::read_to_string(&env_path)
+        .ok()
+        .map(|content| (content, std::fs::metadata(&env_path).unwrap().permissions().mode() & 0o777));
+    let argv = std::fs::read_to_string(&argv_log).unwrap_or_default();
+    Fetched { run, env_file, argv, script, requests: cloud.requests() }
+}
+
+/// A fresh join token's 64 hex characters.
+fn new_join_token() -> String {
+    wire::secure::JoinToken::generate().reveal().as_str().to_owned()
+}
+
+const GCP_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
+const GCP_SECRET_PATH: &str = "/v1/projects/hit6-test/secrets/hit6-join-token/versions/latest:access";
+const GCP_ACCESS_TOKEN: &str = "ya29.fake-access-token-of-the-vm";
+
+fn gcp_secret(cloud: &FakeCloud) -> String {
+    format!(
+        r#"{{ store = "gcp_secret_manager", name = "projects/hit6-test/secrets/hit6-join-token", endpoint = "{0}", metadata_endpoint = "{0}" }}"#,
+        cloud.url()
+    )
+}
+
+fn gcp_cloud(secret_status: u16, join_token: &str) -> FakeCloud {
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(join_token);
+    FakeCloud::start(vec![
+        Route::new(
+            "GET",
+            GCP_TOKEN_PATH,
+            200,
+            format!(r#"{{"access_token":"{GCP_ACCESS_TOKEN}","expires_in":3599,"token_type":"Bearer"}}"#),
+        ),
+        // Secret Manager's answer, as it formats it.
+        Route::new(
+            "GET",
+            GCP_SECRET_PATH,
+            secret_status,
+            format!(
+                "{{\n  \"name\": \"projects/123/secrets/hit6-join-token/versions/1\",\n  \"payload\": {{\n    \"data\": \"{data}\",\n    \"dataCrc32c\": \"42\"\n  }}\n}}\n"
+            ),
+        ),
+    ])
+}
+
+#[test]
+fn a_vm_fetches_its_join_token_from_secret_manager_with_its_own_access_token() {
+    if !terraform_available("the join token from Secret Manager") {
+        return;
+    }
+    let join_token = new_join_token();
+    let cloud = gcp_cloud(200, &join_token);
+    let secret = gcp_secret(&cloud);
+    let fetched = fetch_join_token("gcp-secret", &secret, cloud);
+
+    assert!(fetched.run.status.success(), "{}", text(&fetched.run));
+    assert_eq!(fetched.env_file, Some((format!("HIT6_JOIN_TOKEN={join_token}\n"), 0o600)));
+    assert!(!fetched.script.contains(&join_token));
+    let [metadata, secret]: [Request; 2] = fetched.requests.try_into().expect("two requests");
+    assert_eq!((metadata.method.as_str(), metadata.path.as_str()), ("GET", GCP_TOKEN_PATH));
+    assert_eq!(metadata.headers.get("metadata-flavor").map(String::as_str), Some("Google"));
+    assert_eq!((secret.method.as_str(), secret.path.as_str()), ("GET", GCP_SECRET_PATH));
+    assert_eq!(secret.headers["authorization"], format!("Bearer {GCP_ACCESS_TOKEN}"));
+    for held in [join_token.as_str(), GCP_ACCESS_TOKEN] {
+        assert!(!fetched.argv.contains(held), "a secret was on a curl command line:\n{}", fetched.argv);
+    }
+}
+
+#[test]
+fn a_vm_refused_its_join_token_says_which_role_it_lacks_and_writes_nothing() {
+    if !terraform_available("the join token from Secret Manager") {
+        return;
+    }
+    let join_token = new_join_token();
+    let cloud = gcp_cloud(403, &join_token);
+    let secret = gcp_secret(&cloud);
+    let fetched = fetch_join_token("gcp-refused", &secret, cloud);
+
+    assert!(!fetched.run.status.success());
+    let stderr = String::from_utf8_lossy(&fetched.run.stderr);
+    assert!(stderr.contains("roles/secretmanager.secretAccessor"), "{stderr}");
+    assert_eq!(fetched.env_file, None);
+}
+
+const AWS_SESSION: &str = "IQoJb3JpZ2luX2VjEFAKE-session-token";
+const AWS_SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKEKEY";
+
+fn aws_cloud(value: &str) -> FakeCloud {
+    let credentials = format!(
+        "{{\n  \"Code\" : \"Success\",\n  \"Type\" : \"AWS-HMAC\",\n  \"AccessKeyId\" : \"ASIAFAKEKEYID\",\n  \"SecretAccessKey\" : \"{AWS_SECRET_KEY}\",\n  \"Token\" : \"{AWS_SESSION}\",\n  \"Expiration\" : \"2026-12-03T20:00:00Z\"\n}}"
+    );
+    FakeCloud::start(vec![
+        Route::new("PUT", "/latest/api/token", 200, "imds-v2-session"),
+        Route::new("GET", "/latest/meta-data/iam/security-credentials/", 200, "hit6-vm"),
+        Route::new("GET", "/latest/meta-data/iam/security-credentials/hit6-vm", 200, credentials),
+        Route::new(
+            "POST",
+            "/",
+            200,
+            format!(
+                r#"{{"Parameter":{{"ARN":"arn:aws:ssm:eu-west-1:123456789012:parameter/hit6/join-token","Name":"/hit6/join-token","Type":"SecureString","Value":"{value}","Version":1}}}}"#
+            ),
+        ),
+    ])
+}
+
+fn aws_secret(cloud: &FakeCloud) -> String {
+    format!(
+        r#"{{ store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", endpoint = "{0}", metadata_endpoint = "{0}" }}"#,
+        cloud.url()
+    )
+}
+
+#[test]
+fn a_vm_fetches_its_join_token_from_ssm_with_its_instance_role_over_imdsv2() {
+    if !terraform_available("the join token from SSM") {
+        return;
+    }
+    let join_token = new_join_token();
+    let cloud = aws_cloud(&join_token);
+    let secret = aws_secret(&cloud);
+    let fetched = fetch_join_token("aws-ssm", &secret, cloud);
+
+    assert!(fetched.run.status.success(), "{}", text(&fetched.run));
+    assert_eq!(fetched.env_file, Some((format!("HIT6_JOIN_TOKEN={join_token}\n"), 0o600)));
+    let [session, role, credentials, parameter]: [Request; 4] = fetched.requests.try_into().expect("four requests");
+    assert_eq!(session.method, "PUT");
+    assert!(session.headers.contains_key("x-aws-ec2-metadata-token-ttl-seconds"));
+    for imds in [&role, &credentials] {
+        assert_eq!(imds.headers["x-aws-ec2-metadata-token"], "imds-v2-session", "{imds:?}");
+    }
+    assert_eq!(credentials.path, "/latest/meta-data/iam/security-credentials/hit6-vm");
+    assert_eq!(parameter.headers["x-amz-target"], "AmazonSSM.GetParameter");
+    assert_eq!(parameter.headers["x-amz-security-token"], AWS_SESSION);
+    let authorization = &parameter.headers["authorization"];
+    assert!(
+        authorization.starts_with("AWS4-HMAC-SHA256 Credential=ASIAFAKEKEYID/")
+            && authorization.contains("/eu-west-1/ssm/aws4_request"),
+        "{authorization}"
+    );
+    assert_eq!(parameter.body, r#"{"Name":"/hit6/join-token","WithDecryption":true}"#);
+    for held in [join_token.as_str(), AWS_SESSION, AWS_SECRET_KEY, "imds-v2-session"] {
+        assert!(!fetched.argv.contains(held), "a secret was on a curl command line:\n{}", fetched.argv);
+    }
+}
+
+#[test]
+fn a_parameter_that_holds_no_join_token_is_refused_and_nothing_is_written() {
+    if !terraform_available("the join token from SSM") {
+        return;
+    }
+    let cloud = aws_cloud("hunter2; $(id)");
+    let secret = aws_secret(&cloud);
+    let fetched = fetch_join_token("aws-not-a-token", &secret, cloud);
+
+    assert!(!fetched.run.status.success());
+    let stderr = String::from_utf8_lossy(&fetched.run.stderr);
+    assert!(stderr.contains("does not hold a join token"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the value is not echoed: {stderr}");
+    assert_eq!(fetched.env_file, None);
 }

@@ -86,6 +86,30 @@ run "two_vms_with_the_module_scripts" {
   }
 
   assert {
+    condition = alltrue([
+      for vm in aws_instance.vm :
+      !strcontains(vm.user_data, "0123456789abcdef0123456789abcdef") && strcontains(vm.user_data, "--aws-sigv4 'aws:amz:us-east-1:ssm'") &&
+      strcontains(vm.user_data, "{\"Name\":\"/hit6/join-token\",\"WithDecryption\":true}") && strcontains(vm.user_data, "&& hit6-join-token /etc/hit6/hit6.env")
+    ])
+    error_message = "the scripts fetch the token from SSM at boot and do not hold it"
+  }
+
+  assert {
+    condition = (
+      aws_ssm_parameter.join_token.type == "SecureString" && aws_ssm_parameter.join_token.value_wo == null &&
+      jsondecode(aws_iam_role_policy.read_join_token.policy).Statement[0].Resource == aws_ssm_parameter.join_token.arn &&
+      jsondecode(aws_iam_role_policy.read_join_token.policy).Statement[0].Action == "ssm:GetParameter" &&
+      aws_instance.vm[1].iam_instance_profile == aws_iam_instance_profile.vm.name
+    )
+    error_message = "the token is a SecureString that the state does not hold, which the VMs' role alone may read"
+  }
+
+  assert {
+    condition     = aws_instance.vm[0].metadata_options[0].http_tokens == "required" && aws_instance.vm[0].metadata_options[0].http_put_response_hop_limit == 1
+    error_message = "IMDSv2 only, out of the containers' reach"
+  }
+
+  assert {
     condition     = aws_instance.vm[0].ami == "ami-0123456789abcdef0" && aws_instance.vm[0].instance_type == "t3.small" && aws_instance.vm[0].key_name == "hit6-ssh"
     error_message = "Debian AMI, the machine type and the ssh key"
   }

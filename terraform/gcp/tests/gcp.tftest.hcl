@@ -6,6 +6,14 @@ mock_provider "google" {
   mock_resource "google_compute_address" {
     defaults = { address = "203.0.113.10" }
   }
+
+  mock_resource "google_secret_manager_secret" {
+    defaults = { id = "projects/hit6-test/secrets/hit6-join-token" }
+  }
+
+  mock_resource "google_service_account" {
+    defaults = { email = "hit6-vm@hit6-test.iam.gserviceaccount.com" }
+  }
 }
 
 variables {
@@ -54,6 +62,26 @@ run "two_vms_with_the_module_scripts" {
   assert {
     condition     = strcontains(google_compute_instance.vm[1].metadata_startup_script, " hit6-mesh/node:0.1.0 203.0.113.10 8086")
     error_message = "the nodes of VM 2 register with VM 1"
+  }
+
+  assert {
+    condition = alltrue([
+      for vm in google_compute_instance.vm :
+      !strcontains(vm.metadata_startup_script, "0123456789abcdef0123456789abcdef") &&
+      strcontains(vm.metadata_startup_script, "'https://secretmanager.googleapis.com/v1/projects/hit6-test/secrets/hit6-join-token/versions/latest:access'") &&
+      strcontains(vm.metadata_startup_script, "&& hit6-join-token /etc/hit6/hit6.env")
+    ])
+    error_message = "the scripts fetch the token from Secret Manager at boot and do not hold it"
+  }
+
+  assert {
+    condition = (
+      google_secret_manager_secret_version.join_token.secret_data_wo == null &&
+      google_secret_manager_secret_iam_member.vm.role == "roles/secretmanager.secretAccessor" &&
+      google_secret_manager_secret_iam_member.vm.member == "serviceAccount:hit6-vm@hit6-test.iam.gserviceaccount.com" &&
+      google_compute_instance.vm[1].service_account[0].email == "hit6-vm@hit6-test.iam.gserviceaccount.com"
+    )
+    error_message = "the token is in Secret Manager, not in the state, and the VMs' service account alone may read it"
   }
 
   assert {

@@ -36,9 +36,28 @@ locals {
 
   # The join token reaches the containers in an env file (docker run
   # --env-file), so it is in no command line: printf is a shell builtin.
-  token_file    = "${var.secrets_dir}/${var.project}.env"
-  token_env     = var.join_token == null ? "" : "--env-file ${local.token_file}"
-  token_command = var.join_token == null ? [] : ["install -d -m 700 ${var.secrets_dir} && (umask 077 && printf '%s\\n' 'HIT6_JOIN_TOKEN=${var.join_token}' >${local.token_file})"]
+  # The file is written from the token itself (join_token), or by
+  # hit6-join-token, which fetches it from the secret store at boot.
+  secured    = var.join_token != null || var.join_token_secret != null
+  token_file = "${var.secrets_dir}/${var.project}.env"
+  token_env  = local.secured ? "--env-file ${local.token_file}" : ""
+  token_write = (
+    var.join_token_secret != null ? "${local.join_token_command} ${local.token_file}" :
+    var.join_token != null ? "(umask 077 && printf '%s\\n' 'HIT6_JOIN_TOKEN=${var.join_token}' >${local.token_file})" : null
+  )
+  token_command = local.secured ? ["install -d -m 700 ${var.secrets_dir} && ${local.token_write}"] : []
+
+  # Installed by the startup script when the token comes from a secret store.
+  join_token_command = "hit6-join-token"
+  join_token_script = var.join_token_secret == null ? null : templatefile("${path.module}/templates/join_token.sh.tftpl", {
+    store  = var.join_token_secret.store
+    name   = var.join_token_secret.name
+    region = var.join_token_secret.region
+    endpoint = coalesce(var.join_token_secret.endpoint, var.join_token_secret.store == "gcp_secret_manager"
+    ? "https://secretmanager.googleapis.com" : "https://ssm.${var.join_token_secret.region}.amazonaws.com")
+    metadata_endpoint = coalesce(var.join_token_secret.metadata_endpoint, var.join_token_secret.store == "gcp_secret_manager"
+    ? "http://metadata.google.internal" : "http://169.254.169.254")
+  })
 
   # Each line first checks whether what it makes is already there, so that a
   # script run again (GCP runs it at every boot) leaves a running deployment
@@ -92,6 +111,8 @@ locals {
       docker_install_command = var.docker_install_command
       advertise_ip_command   = length(var.advertise_ips) > 0 ? null : var.advertise_ip_command
       status_script          = local.status_script
+      join_token_script      = local.join_token_script
+      join_token_command     = local.join_token_command
     })
   ]
 }

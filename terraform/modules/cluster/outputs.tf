@@ -33,6 +33,11 @@ output "firewall_ports" {
   value       = [tostring(var.registry_port), local.port_from == local.port_to ? tostring(local.port_from) : var.node_port_range]
 }
 
+output "join_token_script" {
+  description = "With join_token_secret, the script the startup script installs as /usr/local/bin/hit6-join-token: it fetches the join token and writes the containers' env file. Null otherwise. It holds the secret's name, not the token."
+  value       = local.join_token_script
+}
+
 output "status_script" {
   description = "The script the startup script installs as /usr/local/bin/hit6-mesh-status: greetings sent and received per node on the VM."
   value       = local.status_script

@@ -186,7 +186,7 @@ variable "ssh_user" {
 }
 
 variable "join_token" {
-  description = "The registry's join token (64 hex characters, e.g. from `openssl rand -hex 32`): only nodes holding it may register, and they authenticate and encrypt everything between them. Handed to the containers through an env file the script writes into secrets_dir (mode 0600), never on a command line. Null runs an open membership that anyone who can reach the registry may join."
+  description = "The registry's join token (64 hex characters, e.g. from `openssl rand -hex 32`): only nodes holding it may register, and they authenticate and encrypt everything between them. Handed to the containers through an env file the script writes into secrets_dir (mode 0600), never on a command line; but the script itself holds it, and so does the instance's metadata: where the cloud has a secret store, give join_token_secret instead. With neither, anyone who can reach the registry may join."
   type        = string
   default     = null
   sensitive   = true
@@ -194,6 +194,50 @@ variable "join_token" {
   validation {
     condition     = var.join_token == null || can(regex("^[0-9a-f]{64}$", var.join_token))
     error_message = "join_token must be 64 lowercase hexadecimal characters (32 random bytes), or null."
+  }
+}
+
+variable "join_token_secret" {
+  description = <<-EOT
+    Where each VM fetches the join token at boot, with its own cloud credentials, so that the startup script (and so the instance's metadata) holds only the secret's name. Give this or join_token, not both.
+    store = "gcp_secret_manager": name is the secret, projects/PROJECT/secrets/SECRET; the VM's service account needs roles/secretmanager.secretAccessor on it.
+    store = "aws_ssm": name is a SecureString parameter, /PATH/NAME, in region; the instance profile needs ssm:GetParameter on it (and IMDSv2).
+    endpoint replaces the store's public API (a private endpoint) and metadata_endpoint the VM's metadata server, each as scheme://host[:port].
+  EOT
+  type = object({
+    store             = string
+    name              = string
+    region            = optional(string)
+    endpoint          = optional(string)
+    metadata_endpoint = optional(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.join_token_secret == null || contains(["gcp_secret_manager", "aws_ssm"], try(var.join_token_secret.store, ""))
+    error_message = "join_token_secret.store must be \"gcp_secret_manager\" or \"aws_ssm\"."
+  }
+
+  validation {
+    condition = var.join_token_secret == null || (
+      try(var.join_token_secret.store, "") == "gcp_secret_manager"
+      ? can(regex("^projects/[A-Za-z0-9-]+/secrets/[A-Za-z0-9_-]+$", var.join_token_secret.name))
+      : can(regex("^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", var.join_token_secret.name)) && can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]+$", var.join_token_secret.region))
+    )
+    error_message = "join_token_secret: a gcp_secret_manager name is projects/PROJECT/secrets/SECRET; an aws_ssm name is a parameter path of letters, digits, '_', '.', '-' and '/', with its region (such as eu-west-1)."
+  }
+
+  validation {
+    condition = var.join_token_secret == null || alltrue([
+      for url in [try(var.join_token_secret.endpoint, null), try(var.join_token_secret.metadata_endpoint, null)] :
+      url == null || can(regex("^https?://([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:]+\\])(:[0-9]{1,5})?$", url))
+    ])
+    error_message = "join_token_secret.endpoint and metadata_endpoint must be scheme://host[:port], such as https://secretmanager.googleapis.com."
+  }
+
+  validation {
+    condition     = var.join_token_secret == null || var.join_token == null
+    error_message = "give join_token or join_token_secret, not both: the token is either in the startup script or fetched at boot."
   }
 }
 

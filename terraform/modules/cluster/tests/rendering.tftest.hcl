@@ -307,3 +307,65 @@ run "a_join_token_reaches_the_containers_in_an_env_file_only" {
     error_message = "every container gets the env file, and no other command holds the token"
   }
 }
+
+run "a_join_token_from_secret_manager_is_fetched_at_boot_and_not_rendered" {
+  command = plan
+
+  variables {
+    join_token_secret = { store = "gcp_secret_manager", name = "projects/hit6-test/secrets/hit6-join-token" }
+  }
+
+  assert {
+    condition     = nonsensitive(output.vms[1].docker_commands[0]) == "install -d -m 700 /etc/hit6 && hit6-join-token /etc/hit6/hit6.env"
+    error_message = "the first command has hit6-join-token write the env file: ${nonsensitive(output.vms[1].docker_commands[0])}"
+  }
+
+  assert {
+    condition = alltrue([
+      for script in nonsensitive(output.startup_scripts) :
+      strcontains(script, "cat >/usr/local/bin/hit6-join-token <<'HIT6_JOIN_TOKEN'\n${output.join_token_script}HIT6_JOIN_TOKEN\n")
+    ])
+    error_message = "every VM installs hit6-join-token before it starts the containers"
+  }
+
+  assert {
+    condition = alltrue([
+      strcontains(output.join_token_script, "'http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token'"),
+      strcontains(output.join_token_script, "'https://secretmanager.googleapis.com/v1/projects/hit6-test/secrets/hit6-join-token/versions/latest:access'"),
+      !strcontains(output.join_token_script, "ssm"),
+    ])
+    error_message = "the script asks the metadata server for the VM's access token, then Secret Manager for the latest version"
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for vm in nonsensitive(output.vms) : [
+        for command in vm.docker_commands : !strcontains(command, "docker run") || strcontains(command, "--env-file /etc/hit6/hit6.env")
+      ]
+    ]))
+    error_message = "every container gets the env file"
+  }
+}
+
+run "a_join_token_from_ssm_signs_for_its_region_at_the_endpoints_given" {
+  command = plan
+
+  variables {
+    join_token_secret = {
+      store             = "aws_ssm"
+      name              = "/hit6/join-token"
+      region            = "eu-west-1"
+      endpoint          = "https://vpce-0123.ssm.eu-west-1.vpce.amazonaws.com"
+      metadata_endpoint = "http://[fd00:ec2::254]"
+    }
+  }
+
+  assert {
+    condition = alltrue([
+      strcontains(output.join_token_script, "'http://[fd00:ec2::254]/latest/api/token'"),
+      strcontains(output.join_token_script, "--aws-sigv4 'aws:amz:eu-west-1:ssm'"),
+      strcontains(output.join_token_script, "--data '{\"Name\":\"/hit6/join-token\",\"WithDecryption\":true}' 'https://vpce-0123.ssm.eu-west-1.vpce.amazonaws.com/'"),
+    ])
+    error_message = "IMDSv2 (over IPv6 here) for the role's credentials, then GetParameter signed for eu-west-1 at the VPC endpoint"
+  }
+}

@@ -173,3 +173,54 @@ run "an_ssh_user_with_shell_syntax" {
 
   expect_failures = [var.ssh_user]
 }
+
+run "a_join_token_and_a_secret_store_both" {
+  command = plan
+
+  variables {
+    join_token        = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    join_token_secret = { store = "gcp_secret_manager", name = "projects/p/secrets/s" }
+  }
+
+  expect_failures = [var.join_token_secret]
+}
+
+run "an_unknown_secret_store" {
+  command = plan
+
+  variables {
+    join_token_secret = { store = "vault", name = "secret/hit6" }
+  }
+
+  expect_failures = [var.join_token_secret]
+}
+
+run "an_ssm_parameter_without_its_region" {
+  command = plan
+
+  variables {
+    join_token_secret = { store = "aws_ssm", name = "/hit6/join-token" }
+  }
+
+  expect_failures = [var.join_token_secret]
+}
+
+run "shell_syntax_in_a_secret_name" {
+  command = plan
+
+  variables {
+    join_token_secret = { store = "gcp_secret_manager", name = "projects/p/secrets/s'; id; '" }
+  }
+
+  expect_failures = [var.join_token_secret]
+}
+
+run "a_secret_endpoint_with_a_path" {
+  command = plan
+
+  variables {
+    join_token_secret = { store = "gcp_secret_manager", name = "projects/p/secrets/s", endpoint = "https://example.com/'$(id)'" }
+  }
+
+  expect_failures = [var.join_token_secret]
+}
