@@ -282,9 +282,9 @@ impl Connection {
         if admitted.repeat {
             debug!(id = %entry.id, name = %entry.name, "answered a repeated registration as its first admission");
         } else {
-            events::registered(&entry, registration.dialect, admitted.earlier.len());
+            events::registered(&entry, registration.dialect, admitted.contacts.len());
         }
-        let earlier = admitted.earlier;
+        let contacts = admitted.contacts;
         Ok(match registration.dialect {
             Dialect::Native => Reply::Registered(Box::new(Registered {
                 id: entry.id.clone(),
@@ -303,10 +303,10 @@ impl Connection {
                 registry_key: self.views.signer.public(),
                 policy: self.policy(),
                 entry,
-                contactos: earlier,
+                contactos: contacts,
             })),
             Dialect::Original => Reply::Original(
-                earlier
+                contacts
                     .iter()
                     .map(|c| OriginalContact {
                         ip: c.contact.ip,
@@ -316,7 +316,7 @@ impl Connection {
                     .collect(),
             ),
             Dialect::Clientes => {
-                let clientes = earlier.iter().map(|c| ClientesContact { ip: c.contact.ip, puerto: c.contact.puerto });
+                let clientes = contacts.iter().map(|c| ClientesContact { ip: c.contact.ip, puerto: c.contact.puerto });
                 Reply::Clientes(clientes.collect())
             }
         })

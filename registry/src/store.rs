@@ -12,12 +12,20 @@
 //! place in the order and only the earlier contacts, so nobody who registered
 //! in between is introduced twice.
 //!
+//! An incarnation whose lease ran out (the node was paused, partitioned or
+//! starved of CPU, but did not stop) takes its place back when it registers
+//! again, rather than a new one at the end: the nodes that came after it
+//! while it was live already know it and greet it. Its contacts are the
+//! earlier entries, which it has met already, and the entries admitted
+//! while it was gone, which never heard of it. The registry remembers a
+//! as many such places as it may hold entries, forgetting the oldest first.
+//!
 //! Each entry's JSON is encoded once, at admission, and shared: the k-th of a
 //! burst of registrations is answered with k pointers to ready bytes, not k
 //! fresh copies of every contact, which keeps the registry small and its CPU
 //! cost per reply low while many nodes join at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,8 +107,10 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Admitted {
     pub entry: Contact,
-    /// Live entries registered before it, oldest first.
-    pub earlier: Vec<Arc<EncodedContact>>,
+    /// Whom it is to greet, in order: the live entries before its place,
+    /// and, back at its place after its lease ran out, the live ones
+    /// admitted while it was gone.
+    pub contacts: Vec<Arc<EncodedContact>>,
     /// Entries it replaced: the same node registering again.
     pub replaced: Vec<Contact>,
     /// A repeat of an incarnation already admitted, answered as it was then.
@@ -126,6 +136,20 @@ struct Entry {
     incarnation: Option<String>,
     /// Where an original-dialect registration came from, for its per-address bound.
     original_from: Option<IpAddr>,
+    /// When it first took its place: kept when it takes the place back.
+    since: Instant,
+    /// Back at its place: when its lease had run out.
+    lapsed_at: Option<Instant>,
+}
+
+/// The place of an incarnation whose lease ran out.
+#[derive(Debug, Clone)]
+struct Lapsed {
+    seq: u64,
+    key: Option<PublicKey>,
+    group: Option<u32>,
+    since: Instant,
+    lapsed_at: Instant,
 }
 
 impl Entry {
@@ -154,14 +178,26 @@ struct State {
     by_addr: HashMap<SocketAddr, u64>,
     by_incarnation: HashMap<String, u64>,
     by_key: HashMap<PublicKey, u64>,
+    /// Places of lapsed incarnations, and their incarnations oldest first;
+    /// at most as many as the store may hold entries.
+    lapsed: HashMap<String, Lapsed>,
+    lapsed_order: VecDeque<String>,
+    lapsed_bound: usize,
     /// Original-dialect entries held, in all and per source address.
     originals: usize,
     originals_by_ip: HashMap<IpAddr, usize>,
 }
 
 impl State {
-    fn remove(&mut self, seq: u64) -> Option<Contact> {
+    /// Removes an entry; one whose lease ran out by `now` leaves its place
+    /// to its incarnation.
+    fn remove(&mut self, seq: u64, now: Instant) -> Option<Contact> {
         let entry = self.entries.remove(&seq)?;
+        if let (false, Some(incarnation)) = (entry.is_live(now), &entry.incarnation) {
+            let lapsed_at = entry.expires_at.unwrap_or(now);
+            let (key, group, since) = (entry.contact().key, entry.contact().group, entry.since);
+            self.remember_lapsed(incarnation.clone(), Lapsed { seq, key, group, since, lapsed_at });
+        }
         let contact = entry.contact();
         self.by_id.remove(&contact.id);
         self.by_name.remove(&contact.name);
@@ -188,9 +224,38 @@ impl State {
         Some(entry.shared.contact.clone())
     }
 
-    /// Live entries admitted before `seq`, oldest first.
-    fn earlier(&self, seq: u64, now: Instant) -> Vec<Arc<EncodedContact>> {
-        self.entries.range(..seq).filter(|(_, e)| e.is_live(now)).map(|(_, e)| e.shared.clone()).collect()
+    fn remember_lapsed(&mut self, incarnation: String, lapsed: Lapsed) {
+        if self.lapsed.insert(incarnation.clone(), lapsed).is_none() {
+            self.lapsed_order.push_back(incarnation);
+        }
+        while self.lapsed.len() > self.lapsed_bound {
+            let Some(oldest) = self.lapsed_order.pop_front() else { break };
+            self.lapsed.remove(&oldest);
+        }
+    }
+
+    /// Takes back the place of `incarnation`, if it lapsed with this key.
+    fn take_lapsed(&mut self, incarnation: &str, key: Option<PublicKey>) -> Option<Lapsed> {
+        if self.lapsed.get(incarnation)?.key != key {
+            return None;
+        }
+        self.lapsed_order.retain(|i| i != incarnation);
+        self.lapsed.remove(incarnation)
+    }
+
+    /// Whom the entry at `seq` greets ([`Admitted::contacts`]).
+    fn contacts(&self, seq: u64, now: Instant) -> Vec<Arc<EncodedContact>> {
+        let earlier = self.entries.range(..seq);
+        let missed_it = self
+            .entries
+            .get(&seq)
+            .and_then(|e| e.lapsed_at)
+            .map(|lapsed_at| self.entries.range(seq + 1..).filter(move |(_, e)| e.since >= lapsed_at));
+        earlier
+            .chain(missed_it.into_iter().flatten())
+            .filter(|(_, e)| e.is_live(now))
+            .map(|(_, e)| e.shared.clone())
+            .collect()
     }
 
     /// Answers a repeat of an incarnation that has a live entry of the same
@@ -203,7 +268,12 @@ impl State {
         let entry = self.entries.get_mut(&seq)?;
         entry.expires_at = entry.expires_at.map(|_| now + ttl);
         let contact = entry.contact().clone();
-        Some(Admitted { entry: contact, earlier: self.earlier(seq, now), replaced: Vec::new(), repeat: true })
+        Some(Admitted { entry: contact, contacts: self.contacts(seq, now), replaced: Vec::new(), repeat: true })
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
     }
 
     /// The live entry `key` names.
@@ -226,7 +296,7 @@ impl State {
 impl Store {
     pub fn new(leases: Leases, groups: u32, capacity: Capacity) -> Self {
         Self {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { lapsed_bound: capacity.entries, ..State::default() }),
             leases,
             capacity,
             groups: groups.max(1),
@@ -296,14 +366,18 @@ impl Store {
         let original_from = (registration.dialect != Dialect::Native).then_some(observed);
         // Checked before the entries it replaces go, so that a refusal changes nothing.
         self.check_capacity(&state, original_from, &stale)?;
-        let replaced = stale.into_iter().filter_map(|seq| state.remove(seq)).collect();
+        let replaced = stale.into_iter().filter_map(|seq| state.remove(seq, now)).collect();
 
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        let earlier = state.earlier(seq, now);
+        let lapsed = incarnation.and_then(|i| state.take_lapsed(i, key));
+        let seq = lapsed.as_ref().map_or_else(|| state.take_seq(), |lapsed| lapsed.seq);
         // Original nodes cannot take part in group communication.
         let group = match registration.dialect {
-            Dialect::Native => Some(registration.group.unwrap_or_else(|| self.least_loaded(&earlier))),
+            Dialect::Native => Some(
+                registration
+                    .group
+                    .or(lapsed.as_ref().and_then(|l| l.group))
+                    .unwrap_or_else(|| self.least_loaded(&state.contacts(seq, now))),
+            ),
             Dialect::Original | Dialect::Clientes => None,
         };
         let id = format!("{}-{seq}", self.id_prefix);
@@ -323,8 +397,10 @@ impl Store {
         }
         let shared = Arc::new(EncodedContact::new(entry.clone()));
         let incarnation = incarnation.map(str::to_owned);
-        state.entries.insert(seq, Entry { shared, expires_at, incarnation, original_from });
-        Ok(Admitted { entry, earlier, replaced, repeat: false })
+        let (since, lapsed_at) = lapsed.map_or((now, None), |l| (l.since, Some(l.lapsed_at)));
+        state.entries.insert(seq, Entry { shared, expires_at, incarnation, original_from, since, lapsed_at });
+        let contacts = state.contacts(seq, now);
+        Ok(Admitted { entry, contacts, replaced, repeat: false })
     }
 
     /// Refuses a new entry past the bounds: in all, and for an original
@@ -407,7 +483,7 @@ impl Store {
         if !entry.belongs_to(caller) {
             return Err(StoreError::Forbidden { op: "deregister", holder: Box::new(entry.contact().clone()) });
         }
-        Ok(state.remove(seq).expect("indexed entry exists"))
+        Ok(state.remove(seq, now).expect("indexed entry exists"))
     }
 
     pub fn lookup(&self, key: &EntryKey, now: Instant) -> Result<Contact, StoreError> {
@@ -425,7 +501,7 @@ impl Store {
     pub fn sweep(&self, now: Instant) -> Vec<Contact> {
         let mut state = self.lock();
         let expired: Vec<u64> = state.entries.iter().filter(|(_, e)| !e.is_live(now)).map(|(seq, _)| *seq).collect();
-        expired.into_iter().filter_map(|seq| state.remove(seq)).collect()
+        expired.into_iter().filter_map(|seq| state.remove(seq, now)).collect()
     }
 }
 
@@ -468,8 +544,8 @@ mod tests {
         contacts.iter().map(|c| c.name.as_str()).collect()
     }
 
-    fn earlier(admitted: &Admitted) -> Vec<&str> {
-        admitted.earlier.iter().map(|shared| shared.contact.name.as_str()).collect()
+    fn contact_names(admitted: &Admitted) -> Vec<&str> {
+        admitted.contacts.iter().map(|shared| shared.contact.name.as_str()).collect()
     }
 
     #[test]
@@ -479,9 +555,9 @@ mod tests {
         let a = store.register(&native("a", 1), observed(), now).unwrap();
         let b = store.register(&native("b", 2), observed(), now).unwrap();
         let c = store.register(&native("c", 3), observed(), now).unwrap();
-        assert!(a.earlier.is_empty());
-        assert_eq!(earlier(&b), ["a"]);
-        assert_eq!(earlier(&c), ["a", "b"]);
+        assert!(a.contacts.is_empty());
+        assert_eq!(contact_names(&b), ["a"]);
+        assert_eq!(contact_names(&c), ["a", "b"]);
         assert_eq!(names(&store.list(now)), ["a", "b", "c"]);
         assert_ne!(a.entry.id, b.entry.id);
     }
@@ -505,7 +581,7 @@ mod tests {
         store.register(&native("b", 2), observed(), now).unwrap();
         let again = store.register(&native("a", 1), observed(), now).unwrap();
         assert_eq!(again.replaced, vec![first.entry.clone()]);
-        assert_eq!(earlier(&again), ["b"]);
+        assert_eq!(contact_names(&again), ["b"]);
         assert_eq!(names(&store.list(now)), ["b", "a"]);
         assert_eq!(store.heartbeat(&first.entry.id, None, now).unwrap_err().code(), ErrorCode::UnknownId);
     }
@@ -518,21 +594,99 @@ mod tests {
         store.register(&native("x", 9), observed(), start).unwrap();
         let first = store.register(&once("a", 1), observed(), start).unwrap();
         let b = store.register(&native("b", 2), observed(), start).unwrap();
-        assert_eq!(earlier(&b), ["x", "a"]);
+        assert_eq!(contact_names(&b), ["x", "a"]);
         store.deregister(&EntryKey::Name("x".into()), None, start).unwrap();
 
         let later = start + Duration::from_secs(10);
         let again = store.register(&once("a", 1), observed(), later).unwrap();
         assert!(again.repeat && !first.repeat);
         assert_eq!(again.entry, first.entry, "the same id and entry");
-        assert!(earlier(&again).is_empty(), "only what was admitted before it and is still live");
+        assert!(contact_names(&again).is_empty(), "only what was admitted before it and is still live");
         assert!(again.replaced.is_empty());
         assert_eq!(names(&store.list(later)), ["a", "b"], "it keeps its place");
         assert_eq!(names(&store.list(later + TTL - Duration::from_secs(1))), ["a"], "the repeat renewed its lease");
 
         let expired = start + Duration::from_secs(10) + TTL;
         let anew = store.register(&once("a", 1), observed(), expired).unwrap();
-        assert!(!anew.repeat && anew.entry.id != first.entry.id, "after its lease, it is a new admission");
+        assert!(!anew.repeat, "after its lease, it is admitted again");
+    }
+
+    /// `run-NAME`, registered with the key numbered `key`.
+    fn incarnation(name: &str, port: u16, key: u8) -> Registration {
+        Registration { incarnation: Some(format!("run-{name}")), key: Some(key_numbered(key)), ..native(name, port) }
+    }
+
+    fn key_numbered(n: u8) -> PublicKey {
+        PublicKey::from_bytes(&[n; 32]).unwrap()
+    }
+
+    #[test]
+    fn a_lapsed_incarnation_takes_its_place_back_and_meets_those_admitted_while_it_was_gone() {
+        let store = store();
+        let start = Instant::now();
+        let first = store.register(&incarnation("a", 1, 1), observed(), start).unwrap();
+        let b = store.register(&incarnation("b", 2, 2), observed(), start).unwrap();
+        assert_eq!(contact_names(&b), ["a"], "b greets a");
+
+        // a stops heartbeating; b goes on. c joins once a's lease is over.
+        let gone = start + TTL;
+        store.heartbeat(&b.entry.id, b.entry.key, gone - Duration::from_secs(1)).unwrap();
+        assert_eq!(names(&store.sweep(gone)), ["a"]);
+        let c = store.register(&incarnation("c", 3, 3), observed(), gone).unwrap();
+        assert_eq!(contact_names(&c), ["b"], "c never hears of a");
+
+        let back = gone + Duration::from_secs(1);
+        let again = store.register(&incarnation("a", 1, 1), observed(), back).unwrap();
+        assert!(!again.repeat);
+        assert_eq!(again.entry, first.entry, "its place, its id and its group");
+        assert_eq!(contact_names(&again), ["c"], "b greets it already; c never heard of it");
+        assert_eq!(names(&store.list(back)), ["a", "b", "c"]);
+
+        let repeat = store.register(&incarnation("a", 1, 1), observed(), back).unwrap();
+        assert!(repeat.repeat);
+        assert_eq!(contact_names(&repeat), ["c"], "a repeat is answered as the admission was");
+        let d = store.register(&incarnation("d", 4, 4), observed(), back).unwrap();
+        assert_eq!(contact_names(&d), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn only_its_own_key_takes_a_lapsed_place_and_a_node_that_left_takes_a_new_one() {
+        let store = store();
+        let start = Instant::now();
+        let first = store.register(&incarnation("a", 1, 1), observed(), start).unwrap();
+        store.register(&incarnation("left", 2, 2), observed(), start).unwrap();
+        store.deregister(&EntryKey::Name("left".into()), Some(key_numbered(2)), start).unwrap();
+
+        let gone = start + TTL;
+        let stranger = Registration { name: Some("m".into()), ..incarnation("a", 7, 9) };
+        let stranger = store.register(&stranger, observed(), gone).unwrap();
+        assert_ne!(stranger.entry.id, first.entry.id, "another key with a's incarnation gets a place of its own");
+        let again = store.register(&incarnation("a", 1, 1), observed(), gone).unwrap();
+        assert_eq!(again.entry.id, first.entry.id, "a's place waited for a's key");
+        assert_eq!(contact_names(&again), ["m"]);
+
+        let rejoined = store.register(&incarnation("left", 2, 2), observed(), gone).unwrap();
+        assert_eq!(contact_names(&rejoined), ["a", "m"], "a node that deregistered joins at the end");
+    }
+
+    #[test]
+    fn the_registry_forgets_the_oldest_lapsed_places_first() {
+        let bound = 3;
+        let store =
+            Store::new(Leases { ttl: TTL, legacy_ttl: None }, 3, Capacity { entries: bound, ..Capacity::default() });
+        let start = Instant::now();
+        let gone = start + TTL;
+        let register = |i: u16, now| {
+            let registration = Registration { incarnation: Some(format!("run-{i}")), ..native(&i.to_string(), i) };
+            store.register(&registration, observed(), now).unwrap().entry.id
+        };
+        let mut ids: Vec<String> = (0..bound as u16).map(|i| register(i, start)).collect();
+        assert_eq!(store.sweep(gone).len(), bound);
+        ids.push(register(bound as u16, gone));
+        assert_eq!(store.sweep(gone + TTL).len(), 1, "a fourth lapses");
+        assert_eq!(store.lock().lapsed.len(), bound);
+        assert_ne!(register(0, gone + TTL), ids[0], "the first to lapse was forgotten");
+        assert_eq!(register(1, gone + TTL), ids[1]);
     }
 
     #[test]
@@ -606,7 +760,7 @@ mod tests {
         store.register(&native("a", 1), observed(), start).unwrap();
         let later = start + TTL;
         let again = store.register(&native("a", 2), observed(), later).unwrap();
-        assert!(again.earlier.is_empty());
+        assert!(again.contacts.is_empty());
         assert_eq!(store.lookup(&EntryKey::Name("a".into()), later).unwrap().puerto, 2);
         assert_eq!(held(&store), 1, "the expired holder was replaced, not kept beside");
     }
@@ -709,7 +863,7 @@ mod tests {
                             let admitted = store.register(&native(&format!("n{port}"), port), observed(), now).unwrap();
                             (
                                 admitted.entry.name.clone(),
-                                earlier(&admitted).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                                contact_names(&admitted).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
                             )
                         })
                         .collect::<Vec<_>>()

@@ -63,3 +63,30 @@ async fn a_node_started_before_the_registry_registers_once_it_is_up() -> anyhow:
     assert_eq!(registry.names().await?, ["early"]);
     Ok(())
 }
+
+/// A node that stops (SIGSTOP: paused, partitioned or starved, but not dead)
+/// while a newer node is greeting it, and resumes after its lease ran out,
+/// takes its place back: the newer node's greeting lands, and the paused node,
+/// registering again, is not told to greet the newer node as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_lease_takes_its_place_back_and_nobody_greets_twice() -> anyhow::Result<()> {
+    // Long enough for node-2 to register while node-1's lease still runs.
+    let registry = Registry::start(&["--ttl", "3s", "--sweep-interval", "100ms"]).await?;
+    let paused = Node::start(registry.addr, "node-1", &[]).await?;
+    let first = paused.process.wait_for_event(Event::Registered).await?;
+    paused.process.signal(Signal::SIGSTOP);
+    let newer = Node::start(registry.addr, "node-2", &[]).await?;
+    let registered = newer.process.wait_for_event(Event::Registered).await?;
+    assert_eq!(registered["contacts"], 1, "node-2 came while node-1's lease ran: {registered}");
+
+    registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Expired) && l["name"] == "node-1").await?;
+    paused.process.signal(Signal::SIGCONT);
+    let again = paused.process.wait_for_event(Event::Reregistered).await?;
+    assert_eq!(again["id"], first["id"], "node-1 is back at its place: {again}");
+    assert_eq!(again["contacts"], 0, "node-2 knows node-1 already, and greets it: {again}");
+    let received = paused.process.wait_for_event(Event::GreetingReceived).await?;
+    assert_eq!(received["peer_name"], "node-2");
+    newer.process.wait_for_lines(1, |l| is(l, Event::GreetingSent) && l["peer_name"] == "node-1").await?;
+    assert_eq!(registry.names().await?, ["node-1", "node-2"]);
+    Ok(())
+}
