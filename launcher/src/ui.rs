@@ -152,6 +152,7 @@ pub fn describe_registry(record: &RegistryRecord) -> String {
         RegistryEvent::Unauthorized => {
             format!("refused {} without the join token: {}", text(&record.peer), text(&record.reason))
         }
+        RegistryEvent::WatcherCutOff => format!("cut off watcher {}: {}", text(&record.peer), text(&record.reason)),
         RegistryEvent::ShuttingDown => "shutting down".to_owned(),
     }
 }

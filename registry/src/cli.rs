@@ -69,6 +69,11 @@ pub struct Cli {
     #[arg(long, env = "REGISTRY_MAX_ORIGINAL_PER_IP", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub max_original_per_ip: u32,
+    /// Changes kept for watchers that resume (`watch` with `since`); one
+    /// further behind gets a snapshot instead.
+    #[arg(long, env = "REGISTRY_WATCH_HISTORY", default_value_t = 8192,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub watch_history: u32,
     /// How long a connection may stay silent before it is closed.
     #[arg(long, env = "REGISTRY_IDLE_TIMEOUT", default_value = "10s", value_parser = cli::duration)]
     pub idle_timeout: Duration,
@@ -97,6 +102,7 @@ impl Cli {
                 entries: self.max_entries as usize,
                 original: self.max_original as usize,
                 original_per_ip: self.max_original_per_ip as usize,
+                history: self.watch_history as usize,
             },
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,

@@ -22,7 +22,10 @@ use wire::envelope::{self, Opened};
 use wire::fields::{parse_ip, parse_port};
 use wire::secure::{self, HandshakeError, Keys};
 
-use crate::protocol::{Contact, ErrorBody, ErrorCode, Found, GroupView, Listed, NativeRequest, Registered, Renewed};
+use crate::protocol::{
+    Contact, ErrorBody, ErrorCode, Found, GroupView, Listed, NativeRequest, Registered, Renewed, Since,
+};
+use crate::watch::{WatchEvent, Watching};
 
 /// Where the registry listens: a host name or ip, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +228,17 @@ impl Client {
         self.success(op, reply)
     }
 
+    /// Watches the membership: from a snapshot, or after `since`. The
+    /// connection carries nothing else from then on.
+    pub async fn watch(mut self, since: Option<&Since>) -> Result<Watch, ClientError> {
+        let op = "watch";
+        let request =
+            NativeRequest::Watch { since: since.map(|s| s.revision), epoch: since.and_then(|s| s.epoch.as_deref()) };
+        let reply = self.call(op, &request).await?;
+        let start = self.success(op, reply)?;
+        Ok(Watch { client: self, start })
+    }
+
     async fn call(&mut self, op: &'static str, request: &NativeRequest<'_>) -> Result<Value, ClientError> {
         let exchange = async {
             self.framed.send(request).await?;
@@ -253,6 +267,36 @@ impl Client {
 
     fn unexpected(&self, op: &'static str, detail: &str) -> ClientError {
         ClientError::Unexpected { addr: self.addr.clone(), op, detail: detail.to_owned() }
+    }
+}
+
+/// A watch ([`Client::watch`]): how it started, then the changes one by one.
+#[derive(Debug)]
+pub struct Watch {
+    client: Client,
+    pub start: Watching,
+}
+
+impl Watch {
+    /// The next change, however long it takes to come. Once the registry
+    /// ends the watch, an error: `lagging` (watch again with `since`), or
+    /// the connection closed.
+    pub async fn next(&mut self) -> Result<WatchEvent, ClientError> {
+        let op = "watch";
+        let client = &mut self.client;
+        let message = match client.framed.next().await {
+            None => return Err(ClientError::Closed { addr: client.addr.clone(), op }),
+            Some(Err(source)) => return Err(ClientError::Exchange { addr: client.addr.clone(), op, source }),
+            Some(Ok(Err(malformed))) => return Err(client.unexpected(op, &malformed.to_string())),
+            Some(Ok(Ok(message))) => message,
+        };
+        if message.get("ok").is_some() {
+            return Err(match client.success::<serde::de::IgnoredAny>(op, message) {
+                Err(refused) => refused,
+                Ok(_) => client.unexpected(op, "a second start in the middle of the changes"),
+            });
+        }
+        serde_json::from_value(message).map_err(|e| client.unexpected(op, &e.to_string()))
     }
 }
 

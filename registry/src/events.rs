@@ -21,6 +21,7 @@ wire::log_events! {
         Deregistered => "deregistered",
         Expired => "expired",
         Unauthorized => "unauthorized",
+        WatcherCutOff => "watcher_cut_off",
         ShuttingDown => "shutting_down",
     }
 }
@@ -90,6 +91,11 @@ pub fn deregistered(entry: &Contact) {
 
 pub fn expired(entry: &Contact) {
     info!(event = %Event::Expired, id = %entry.id, name = %entry.name, addr = %entry.addr(), "lease expired");
+}
+
+/// A watcher was cut off, having been sent the changes up to revision `seen`.
+pub fn watcher_cut_off(peer: SocketAddr, seen: u64, reason: &dyn std::fmt::Display) {
+    warn!(event = %Event::WatcherCutOff, %peer, seen, %reason, "cut off a watcher");
 }
 
 pub fn shutting_down() {

@@ -6,6 +6,8 @@
 //! - [`protocol`]: requests, replies and error codes, in the native dialect
 //!   and in the two original ones.
 //! - [`store`]: entries, leases, and the name and address indexes.
+//! - [`watch`]: the changes to the membership, by revision, that watchers
+//!   stream, and the bounded history they read them from.
 //! - [`server`]: the registry service: request loop and lease sweeper.
 //! - [`client`]: an async client, used by the node, the launcher and the tests.
 //! - [`credential`]: what the registry signs for nodes to check each other:
@@ -25,3 +27,4 @@ pub mod events;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod watch;

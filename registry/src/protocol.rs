@@ -42,6 +42,9 @@ pub enum ErrorCode {
     Full,
     /// A connection dropped while still proving itself: try again.
     Busy,
+    /// A watcher fell further behind than the registry keeps changes: watch
+    /// again with `since`, to get a snapshot.
+    Lagging,
 }
 
 impl From<Code> for ErrorCode {
@@ -87,26 +90,29 @@ impl Contact {
     }
 }
 
-/// A contact with its JSON encoding, made once when its entry is admitted
-/// and shared by every reply that lists it.
+/// A value with its JSON encoding, made once and sent as is by every
+/// reply that holds it: an entry's contact, made when it is admitted, or a
+/// change to the membership, which every watcher receives.
 #[derive(Debug)]
-pub struct EncodedContact {
-    pub contact: Contact,
+pub struct Encoded<T> {
+    pub value: T,
     json: Box<RawValue>,
 }
 
-impl EncodedContact {
-    pub fn new(contact: Contact) -> EncodedContact {
-        let json = serde_json::value::to_raw_value(&contact).expect("a contact serializes");
-        EncodedContact { contact, json }
+impl<T: Serialize> Encoded<T> {
+    pub fn new(value: T) -> Encoded<T> {
+        let json = serde_json::value::to_raw_value(&value).expect("a contact or change serializes");
+        Encoded { value, json }
     }
 }
 
-impl Serialize for EncodedContact {
+impl<T> Serialize for Encoded<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.json.serialize(s)
     }
 }
+
+pub type EncodedContact = Encoded<Contact>;
 
 /// Which dialect a registration arrived in; it decides the reply's shape and the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +165,18 @@ pub enum Request {
     Group {
         group: u32,
     },
+    /// Every change to the membership from now on, or after `since`.
+    Watch {
+        since: Option<Since>,
+    },
+}
+
+/// Where a watcher resumes: after `revision`, of the registry run `epoch`
+/// when it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub revision: u64,
+    pub epoch: Option<String>,
 }
 
 /// A native request as a client sends it.
@@ -194,6 +212,12 @@ pub enum NativeRequest<'a> {
     List,
     Group {
         group: u32,
+    },
+    Watch {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
     },
 }
 
@@ -240,15 +264,28 @@ impl Request {
             },
             "list" => Ok(Request::List),
             "group" => Ok(Request::Group { group: parse_group(required(&fields, "group")?, "group")? }),
+            "watch" => Ok(Request::Watch { since: parse_since(&fields)? }),
             other => Err(ErrorBody::new(
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op `{}`; expected register, heartbeat, deregister, lookup, list or group",
+                    "unknown op `{}`; expected register, heartbeat, deregister, lookup, list, group or watch",
                     truncate(other)
                 ),
             )),
         }
     }
+}
+
+/// `since` (a revision: a whole number, not negative) and the optional `epoch` of a watch.
+fn parse_since(fields: &Map<String, Value>) -> Result<Option<Since>, ErrorBody> {
+    let Some(since) = fields.get("since").filter(|s| !s.is_null()) else {
+        return Ok(None);
+    };
+    let revision = since.as_u64().ok_or_else(|| {
+        ErrorBody::bad_request(format!("field `since` must be a revision (a whole number), got {since}"))
+    })?;
+    let epoch = fields.get("epoch").filter(|e| !e.is_null()).map(|e| parse_id(e, "epoch")).transpose()?;
+    Ok(Some(Since { revision, epoch }))
 }
 
 /// A request without `op`: one of the original registrations.
@@ -370,6 +407,7 @@ pub enum Reply {
     Found(Found),
     Listed(Listed),
     Group(GroupView),
+    Watching(Box<crate::watch::Watching>),
     Error(ErrorBody),
     /// The original dialect: a bare array, then the connection is closed.
     Original(Vec<OriginalContact>),
@@ -392,6 +430,7 @@ impl Serialize for Reply {
             Reply::Found(body) => envelope::success(body, s),
             Reply::Listed(body) => envelope::success(body, s),
             Reply::Group(body) => envelope::success(body, s),
+            Reply::Watching(body) => envelope::success(body, s),
             Reply::Error(error) => envelope::failure(error, s),
             Reply::Original(contacts) => contacts.serialize(s),
             Reply::Clientes(clientes) => {
@@ -543,6 +582,19 @@ mod tests {
         );
         let value = serde_json::to_value(NativeRequest::Deregister { id: "abc" }).unwrap();
         assert_eq!(parse(value).unwrap(), Request::Deregister(EntryKey::Id("abc".into())));
+    }
+
+    #[test]
+    fn a_watch_resumes_after_a_whole_revision_of_a_named_run() {
+        let sent = NativeRequest::Watch { since: Some(7), epoch: Some("run") };
+        let since = Since { revision: 7, epoch: Some("run".into()) };
+        assert_eq!(parse(serde_json::to_value(&sent).unwrap()).unwrap(), Request::Watch { since: Some(since) });
+        assert_eq!(parse(json!({"op":"watch"})).unwrap(), Request::Watch { since: None });
+        for bad in [json!(-1), json!(1.5), json!("7")] {
+            let error = rejected(json!({"op":"watch","since":bad}));
+            assert_eq!(error.code, ErrorCode::BadRequest);
+            assert!(error.message.contains("`since`"), "{}", error.message);
+        }
     }
 
     #[test]

@@ -28,9 +28,12 @@ use crate::credential::{GroupClaims, MemberClaims, Signer, VALIDITY, VIEW_VALIDI
 use crate::events;
 use crate::protocol::{
     millis, ClientesContact, Contact, Dialect, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact, Policy,
-    Registered, Registration, Renewed, Reply, Request,
+    Registered, Registration, Renewed, Reply, Request, Since,
 };
 use crate::store::{Capacity, Leases, Store, StoreError};
+
+/// Changes a watcher is sent per read of the history.
+const WATCH_BATCH: usize = 256;
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -154,6 +157,18 @@ impl Views {
     }
 }
 
+/// What a request asks of its connection.
+enum Answer {
+    Reply(Reply),
+    /// To stream the changes to the membership from now on.
+    Watch(Option<Since>),
+}
+
+fn refusal(error: StoreError) -> ErrorBody {
+    debug!(%error, "refused a request");
+    ErrorBody::new(error.code(), error.to_string())
+}
+
 struct Connection {
     store: Arc<Store>,
     config: Arc<Config>,
@@ -177,7 +192,10 @@ impl Connection {
             let reply = match next {
                 Err(_) => return debug!(timeout = ?self.config.idle_timeout, "closing an idle connection"),
                 Ok(None) => return,
-                Ok(Some(Ok(Ok(message)))) => self.answer(message),
+                Ok(Some(Ok(Ok(message)))) => match self.answer(message) {
+                    Answer::Reply(reply) => reply,
+                    Answer::Watch(since) => return self.watch(framed, since, token).await,
+                },
                 Ok(Some(Ok(Err(malformed)))) => {
                     debug!(error = %malformed, "rejected a malformed message");
                     Reply::Error(ErrorBody::bad_request(malformed.to_string()))
@@ -193,16 +211,16 @@ impl Connection {
         }
     }
 
-    fn answer(&self, message: serde_json::Value) -> Reply {
+    fn answer(&self, message: serde_json::Value) -> Answer {
         let request = match Request::parse(message) {
             Ok(request) => request,
             Err(error) => {
                 debug!(code = %error.code, message = %error.message, "rejected a request");
-                return Reply::Error(error);
+                return Answer::Reply(Reply::Error(error));
             }
         };
         if let Err(refusal) = self.admit(&request) {
-            return Reply::Error(refusal);
+            return Answer::Reply(Reply::Error(refusal));
         }
         let now = Instant::now();
         let (store, caller) = (&self.store, self.remote);
@@ -220,11 +238,57 @@ impl Connection {
             Request::Group { group } => {
                 store.group(group, now).map(|members| Reply::Group(self.view(group, members, now)))
             }
+            Request::Watch { since } => return Answer::Watch(since),
         };
-        result.unwrap_or_else(|error| {
-            debug!(%error, "refused a request");
-            Reply::Error(ErrorBody::new(error.code(), error.to_string()))
-        })
+        Answer::Reply(result.unwrap_or_else(|error| Reply::Error(refusal(error))))
+    }
+
+    /// Streams the changes to the membership: the first answer ([`Watching`]),
+    /// then every change after it, until the watcher hangs up, sends
+    /// anything, or falls behind what the history holds.
+    async fn watch(&self, mut framed: JsonStream, since: Option<Since>, token: CancellationToken) {
+        let deadline = self.config.write_timeout;
+        // Subscribed before the start is read, so that no change is missed.
+        let mut revisions = self.store.subscribe();
+        let watching = match self.store.watch(since.as_ref()) {
+            Ok(watching) => watching,
+            Err(error) => return drop(connection::send(&mut framed, &Reply::Error(refusal(error)), deadline).await),
+        };
+        let mut seen = watching.revision;
+        debug!(start = ?watching.start, revision = seen, "watch started");
+        if connection::send(&mut framed, &Reply::Watching(Box::new(watching)), deadline).await.is_err() {
+            return;
+        }
+        loop {
+            let changes = match self.store.changes_after(seen, WATCH_BATCH) {
+                Ok(changes) => changes,
+                Err(compacted) => {
+                    events::watcher_cut_off(self.peer, seen, &"it fell behind the history");
+                    let message = format!(
+                        "this watcher fell behind: the registry keeps changes from revision {} on; watch again with since {seen}",
+                        compacted.oldest
+                    );
+                    let lagging = Reply::Error(ErrorBody::new(ErrorCode::Lagging, message));
+                    let _ = connection::send(&mut framed, &lagging, deadline).await;
+                    return connection::close(framed).await;
+                }
+            };
+            if changes.is_empty() {
+                tokio::select! {
+                    changed = revisions.changed() => if changed.is_err() { return },
+                    // A watcher only listens: whatever it sends, or its hanging up, ends the watch.
+                    _ = framed.next() => return,
+                    () = token.cancelled() => return,
+                }
+                continue;
+            }
+            for change in changes {
+                if connection::send(&mut framed, &*change, deadline).await.is_err() {
+                    return events::watcher_cut_off(self.peer, seen, &"it stopped reading");
+                }
+                seen = change.value.revision;
+            }
+        }
     }
 
     /// With a join token, a plaintext connection may only register in an
@@ -308,15 +372,11 @@ impl Connection {
             Dialect::Original => Reply::Original(
                 contacts
                     .iter()
-                    .map(|c| OriginalContact {
-                        ip: c.contact.ip,
-                        puerto: c.contact.puerto,
-                        name: c.contact.name.clone(),
-                    })
+                    .map(|c| OriginalContact { ip: c.value.ip, puerto: c.value.puerto, name: c.value.name.clone() })
                     .collect(),
             ),
             Dialect::Clientes => {
-                let clientes = contacts.iter().map(|c| ClientesContact { ip: c.contact.ip, puerto: c.contact.puerto });
+                let clientes = contacts.iter().map(|c| ClientesContact { ip: c.value.ip, puerto: c.value.puerto });
                 Reply::Clientes(clientes.collect())
             }
         })

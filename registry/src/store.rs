@@ -20,6 +20,10 @@
 //! while it was gone, which never heard of it. The registry remembers a
 //! as many such places as it may hold entries, forgetting the oldest first.
 //!
+//! Every change (an entry joined or left, a group's coordinator changed) is
+//! recorded in the [`History`] under the same lock, so that watchers see
+//! the changes in the order they were made, each with its revision.
+//!
 //! Each entry's JSON is encoded once, at admission, and shared: the k-th of a
 //! burst of registrations is answered with k pointers to ready bytes, not k
 //! fresh copies of every contact, which keeps the registry small and its CPU
@@ -36,7 +40,8 @@ use wire::fields::{check_peer_ip, truncate, BadField};
 
 use wire::secure::PublicKey;
 
-use crate::protocol::{Contact, Dialect, EncodedContact, EntryKey, ErrorCode, Registration};
+use crate::protocol::{Contact, Dialect, Encoded, EncodedContact, EntryKey, ErrorCode, Registration, Since};
+use crate::watch::{Change, Compacted, History, LeftReason, Snapshot, WatchEvent, WatchStart, Watching};
 
 /// How long entries live without a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +62,13 @@ pub struct Capacity {
     pub original: usize,
     /// Original-dialect entries registered from one source address.
     pub original_per_ip: usize,
+    /// Changes kept for watchers that resume.
+    pub history: usize,
 }
 
 impl Default for Capacity {
     fn default() -> Self {
-        Capacity { entries: 20_000, original: 1024, original_per_ip: 64 }
+        Capacity { entries: 20_000, original: 1024, original_per_ip: 64, history: crate::watch::HISTORY }
     }
 }
 
@@ -81,6 +88,8 @@ pub enum StoreError {
     UnknownId { id: String },
     #[error("no live entry is named `{}`", truncate(name))]
     NotFound { name: String },
+    #[error("revision {revision} is ahead of this registry's, {current}: watch without `since`")]
+    FutureRevision { revision: u64, current: u64 },
     #[error("group {group} has no live members")]
     EmptyGroup { group: u32 },
     #[error("there is no group {group}: groups are 1 to {groups}, and no node chose {group}")]
@@ -94,7 +103,7 @@ impl StoreError {
             StoreError::AddressTaken { .. } => ErrorCode::AddressTaken,
             StoreError::Forbidden { .. } => ErrorCode::Forbidden,
             StoreError::Full { .. } => ErrorCode::Full,
-            StoreError::Unreachable { .. } => ErrorCode::BadRequest,
+            StoreError::Unreachable { .. } | StoreError::FutureRevision { .. } => ErrorCode::BadRequest,
             StoreError::UnknownId { .. } => ErrorCode::UnknownId,
             StoreError::NotFound { .. } => ErrorCode::NotFound,
             StoreError::EmptyGroup { .. } => ErrorCode::EmptyGroup,
@@ -120,6 +129,8 @@ pub struct Admitted {
 #[derive(Debug)]
 pub struct Store {
     state: Mutex<State>,
+    /// The revision of the last change, for watchers to wait on.
+    revisions: tokio::sync::watch::Sender<u64>,
     leases: Leases,
     capacity: Capacity,
     /// Groups 1 to `groups` are assigned to nodes that choose none.
@@ -158,7 +169,7 @@ impl Entry {
     }
 
     fn contact(&self) -> &Contact {
-        &self.shared.contact
+        &self.shared.value
     }
 
     /// Whether `caller` may act on this entry: its own key, or anyone for
@@ -186,13 +197,18 @@ struct State {
     /// Original-dialect entries held, in all and per source address.
     originals: usize,
     originals_by_ip: HashMap<IpAddr, usize>,
+    history: History,
+    /// Each group's coordinator (its oldest entry), by id, as last recorded.
+    coordinators: BTreeMap<u32, String>,
 }
 
 impl State {
-    /// Removes an entry; one whose lease ran out by `now` leaves its place
-    /// to its incarnation.
-    fn remove(&mut self, seq: u64, now: Instant) -> Option<Contact> {
+    /// Removes an entry, recording why: `reason`, or `expired` for one whose
+    /// lease ran out by `now`, which leaves its place to its incarnation.
+    fn remove(&mut self, seq: u64, now: Instant, reason: LeftReason) -> Option<Contact> {
         let entry = self.entries.remove(&seq)?;
+        let reason = if entry.is_live(now) { reason } else { LeftReason::Expired };
+        self.history.record(Change::Left { entry: entry.contact().clone(), reason });
         if let (false, Some(incarnation)) = (entry.is_live(now), &entry.incarnation) {
             let lapsed_at = entry.expires_at.unwrap_or(now);
             let (key, group, since) = (entry.contact().key, entry.contact().group, entry.since);
@@ -221,7 +237,33 @@ impl State {
                 }
             }
         }
-        Some(entry.shared.contact.clone())
+        Some(entry.shared.value.clone())
+    }
+
+    /// Records the coordinators of `groups` that changed, once the entries
+    /// a request adds or removes are in or out.
+    fn record_coordinators(&mut self, groups: impl IntoIterator<Item = Option<u32>>) {
+        let groups: std::collections::BTreeSet<u32> = groups.into_iter().flatten().collect();
+        for group in groups {
+            self.record_coordinator(group);
+        }
+    }
+
+    fn record_coordinator(&mut self, group: u32) {
+        let coordinator = self.entries.values().map(Entry::contact).find(|c| c.group == Some(group)).cloned();
+        if self.coordinators.get(&group) == coordinator.as_ref().map(|c| &c.id) {
+            return;
+        }
+        match &coordinator {
+            Some(contact) => self.coordinators.insert(group, contact.id.clone()),
+            None => self.coordinators.remove(&group),
+        };
+        self.history.record(Change::Coordinator { group, coordinator });
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let entries = self.entries.values().map(|e| e.contact().clone()).collect();
+        Snapshot { entries, coordinators: self.coordinators.clone() }
     }
 
     fn remember_lapsed(&mut self, incarnation: String, lapsed: Lapsed) {
@@ -296,7 +338,12 @@ impl State {
 impl Store {
     pub fn new(leases: Leases, groups: u32, capacity: Capacity) -> Self {
         Self {
-            state: Mutex::new(State { lapsed_bound: capacity.entries, ..State::default() }),
+            state: Mutex::new(State {
+                lapsed_bound: capacity.entries,
+                history: History::new(capacity.history),
+                ..State::default()
+            }),
+            revisions: tokio::sync::watch::Sender::new(0),
             leases,
             capacity,
             groups: groups.max(1),
@@ -366,7 +413,8 @@ impl Store {
         let original_from = (registration.dialect != Dialect::Native).then_some(observed);
         // Checked before the entries it replaces go, so that a refusal changes nothing.
         self.check_capacity(&state, original_from, &stale)?;
-        let replaced = stale.into_iter().filter_map(|seq| state.remove(seq, now)).collect();
+        let replaced: Vec<Contact> =
+            stale.into_iter().filter_map(|seq| state.remove(seq, now, LeftReason::Replaced)).collect();
 
         let lapsed = incarnation.and_then(|i| state.take_lapsed(i, key));
         let seq = lapsed.as_ref().map_or_else(|| state.take_seq(), |lapsed| lapsed.seq);
@@ -399,6 +447,9 @@ impl Store {
         let incarnation = incarnation.map(str::to_owned);
         let (since, lapsed_at) = lapsed.map_or((now, None), |l| (l.since, Some(l.lapsed_at)));
         state.entries.insert(seq, Entry { shared, expires_at, incarnation, original_from, since, lapsed_at });
+        state.history.record(Change::Joined { entry: entry.clone() });
+        state.record_coordinators(replaced.iter().map(|c| c.group).chain([group]));
+        self.publish(&state);
         let contacts = state.contacts(seq, now);
         Ok(Admitted { entry, contacts, replaced, repeat: false })
     }
@@ -431,7 +482,7 @@ impl Store {
     /// The assigned group with the fewest live members, the lowest on a tie.
     fn least_loaded(&self, live: &[Arc<EncodedContact>]) -> u32 {
         let mut load = vec![0usize; self.groups as usize];
-        for group in live.iter().filter_map(|shared| shared.contact.group) {
+        for group in live.iter().filter_map(|shared| shared.value.group) {
             if let Some(count) = load.get_mut(group as usize - 1) {
                 *count += 1;
             }
@@ -483,7 +534,10 @@ impl Store {
         if !entry.belongs_to(caller) {
             return Err(StoreError::Forbidden { op: "deregister", holder: Box::new(entry.contact().clone()) });
         }
-        Ok(state.remove(seq, now).expect("indexed entry exists"))
+        let left = state.remove(seq, now, LeftReason::Deregistered).expect("indexed entry exists");
+        state.record_coordinators([left.group]);
+        self.publish(&state);
+        Ok(left)
     }
 
     pub fn lookup(&self, key: &EntryKey, now: Instant) -> Result<Contact, StoreError> {
@@ -501,7 +555,52 @@ impl Store {
     pub fn sweep(&self, now: Instant) -> Vec<Contact> {
         let mut state = self.lock();
         let expired: Vec<u64> = state.entries.iter().filter(|(_, e)| !e.is_live(now)).map(|(seq, _)| *seq).collect();
-        expired.into_iter().filter_map(|seq| state.remove(seq, now)).collect()
+        let expired: Vec<Contact> =
+            expired.into_iter().filter_map(|seq| state.remove(seq, now, LeftReason::Expired)).collect();
+        state.record_coordinators(expired.iter().map(|c| c.group));
+        self.publish(&state);
+        expired
+    }
+
+    /// Wakes the watchers waiting for changes.
+    fn publish(&self, state: &State) {
+        self.revisions.send_if_modified(|revision| {
+            let changed = *revision != state.history.revision();
+            *revision = state.history.revision();
+            changed
+        });
+    }
+
+    /// Follows the revision of the last change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revisions.subscribe()
+    }
+
+    /// How a watch starts: after `since` (a revision of the run named
+    /// `epoch`, when given) if the history still holds what followed it,
+    /// from a snapshot otherwise. Returns the first answer and the revision
+    /// the changes that follow come after.
+    pub fn watch(&self, since: Option<&Since>) -> Result<Watching, StoreError> {
+        let state = self.lock();
+        let current = state.history.revision();
+        let epoch = self.id_prefix.clone();
+        let start = match since {
+            None => WatchStart::Snapshot,
+            Some(Since { epoch: Some(other), .. }) if *other != epoch => WatchStart::Compacted,
+            Some(&Since { revision, .. }) if revision > current => {
+                return Err(StoreError::FutureRevision { revision, current })
+            }
+            Some(&Since { revision, .. }) => match state.history.after(revision, 0) {
+                Ok(_) => return Ok(Watching { epoch, revision, start: WatchStart::Resumed, snapshot: None }),
+                Err(_) => WatchStart::Compacted,
+            },
+        };
+        Ok(Watching { epoch, revision: current, start, snapshot: Some(state.snapshot()) })
+    }
+
+    /// Up to `max` changes after `revision`, oldest first.
+    pub fn changes_after(&self, revision: u64, max: usize) -> Result<Vec<Arc<Encoded<WatchEvent>>>, Compacted> {
+        self.lock().history.after(revision, max)
     }
 }
 
@@ -545,7 +644,7 @@ mod tests {
     }
 
     fn contact_names(admitted: &Admitted) -> Vec<&str> {
-        admitted.contacts.iter().map(|shared| shared.contact.name.as_str()).collect()
+        admitted.contacts.iter().map(|shared| shared.value.name.as_str()).collect()
     }
 
     #[test]
@@ -935,7 +1034,7 @@ mod tests {
 
     #[test]
     fn original_entries_are_bounded_per_address_and_in_all() {
-        let capacity = Capacity { entries: 100, original: 3, original_per_ip: 2 };
+        let capacity = Capacity { entries: 100, original: 3, original_per_ip: 2, ..Capacity::default() };
         let store = Store::new(Leases { ttl: TTL, legacy_ttl: None }, 3, capacity);
         let now = Instant::now();
         let original = |port| Registration { dialect: Dialect::Original, name: None, ..native("", port) };
