@@ -149,6 +149,7 @@ pub fn describe_registry(record: &RegistryRecord) -> String {
         ),
         RegistryEvent::Deregistered => format!("deregistered {}", entry()),
         RegistryEvent::Expired => format!("the lease of {} expired", entry()),
+        RegistryEvent::SessionLost => format!("lost the session of {}: it is gone", entry()),
         RegistryEvent::Unauthorized => {
             format!("refused {} without the join token: {}", text(&record.peer), text(&record.reason))
         }

@@ -20,6 +20,7 @@ wire::log_events! {
         Registered => "registered",
         Deregistered => "deregistered",
         Expired => "expired",
+        SessionLost => "session_lost",
         Unauthorized => "unauthorized",
         WatcherCutOff => "watcher_cut_off",
         ShuttingDown => "shutting_down",
@@ -87,6 +88,11 @@ pub fn unauthorized(peer: SocketAddr, reason: &dyn std::fmt::Display) {
 
 pub fn deregistered(entry: &Contact) {
     info!(event = %Event::Deregistered, id = %entry.id, name = %entry.name, addr = %entry.addr(), "deregistered");
+}
+
+/// A node's kept session closed without a deregistration: the node is gone.
+pub fn session_lost(entry: &Contact) {
+    info!(event = %Event::SessionLost, id = %entry.id, name = %entry.name, addr = %entry.addr(), "session lost");
 }
 
 pub fn expired(entry: &Contact) {

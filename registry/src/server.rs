@@ -11,7 +11,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -87,6 +88,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let limits = config.limits;
     let serve = {
         let token = token.clone();
+        let sessions = AtomicU64::new(0);
         move |accepted: Accepted| {
             let remote = accepted.framed.codec().remote();
             let connection = Connection {
@@ -95,6 +97,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
                 views: views.clone(),
                 peer: accepted.peer,
                 remote,
+                session: sessions.fetch_add(1, Ordering::Relaxed),
+                held: Mutex::new(None),
             };
             connection.serve(accepted.framed, accepted.first, token.clone())
         }
@@ -176,38 +180,88 @@ struct Connection {
     peer: SocketAddr,
     /// The key the client proved, on a secure connection.
     remote: Option<PublicKey>,
+    /// Numbers the connections, for [`Store::hold`].
+    session: u64,
+    /// The entry this secure session registered or renewed last: its node's
+    /// kept session, whose closing means the node is gone.
+    held: Mutex<Option<String>>,
+}
+
+/// Who ended a connection.
+enum Ended {
+    /// The client: it hung up, reset the connection, or stopped reading.
+    ByPeer,
+    /// The registry: idle, refused, shutting down, or done with it.
+    ByRegistry,
 }
 
 impl Connection {
-    async fn serve(self, mut framed: JsonStream, first: Option<Result<Decoded, FrameError>>, token: CancellationToken) {
+    /// Answers requests until the connection ends; when its client ended a
+    /// node's kept session, the node's entry goes with it.
+    async fn serve(self, framed: JsonStream, first: Option<Result<Decoded, FrameError>>, token: CancellationToken) {
+        let ended = self.requests(framed, first, token).await;
+        let held = wire::lock(&self.held).take();
+        if let (Ended::ByPeer, Some(id)) = (ended, held) {
+            if let Some(entry) = self.store.session_lost(&id, self.session, Instant::now()) {
+                events::session_lost(&entry);
+            }
+        }
+    }
+
+    async fn requests(
+        &self,
+        mut framed: JsonStream,
+        first: Option<Result<Decoded, FrameError>>,
+        token: CancellationToken,
+    ) -> Ended {
         let mut first = Some(first);
         loop {
             let next = match first.take() {
                 Some(first) => Ok(first),
                 None => tokio::select! {
                     next = timeout(self.config.idle_timeout, framed.next()) => next,
-                    () = token.cancelled() => return,
+                    () = token.cancelled() => return Ended::ByRegistry,
                 },
             };
             let reply = match next {
-                Err(_) => return debug!(timeout = ?self.config.idle_timeout, "closing an idle connection"),
-                Ok(None) => return,
+                Err(_) => {
+                    debug!(timeout = ?self.config.idle_timeout, "closing an idle connection");
+                    return Ended::ByRegistry;
+                }
+                Ok(None) => return Ended::ByPeer,
                 Ok(Some(Ok(Ok(message)))) => match self.answer(message) {
                     Answer::Reply(reply) => reply,
-                    Answer::Watch(since) => return self.watch(framed, since, token).await,
+                    Answer::Watch(since) => {
+                        self.watch(framed, since, token).await;
+                        return Ended::ByRegistry;
+                    }
                 },
                 Ok(Some(Ok(Err(malformed)))) => {
                     debug!(error = %malformed, "rejected a malformed message");
                     Reply::Error(ErrorBody::bad_request(malformed.to_string()))
                 }
-                Ok(Some(Err(error))) => return connection::reject(framed, error, self.config.write_timeout).await,
+                // A reset connection, or a frame that breaks the protocol.
+                Ok(Some(Err(error))) => {
+                    connection::reject(framed, error, self.config.write_timeout).await;
+                    return Ended::ByPeer;
+                }
             };
             if let Err(error) = connection::send(&mut framed, &reply, self.config.write_timeout).await {
-                return debug!(%error, "failed to send a reply");
+                debug!(%error, "failed to send a reply");
+                return Ended::ByPeer;
             }
             if reply.closes_connection() || self.one_message_only() {
-                return connection::close(framed).await;
+                connection::close(framed).await;
+                return Ended::ByRegistry;
             }
+        }
+    }
+
+    /// Ties `id` to this session, when it is a secure one: a node's kept session.
+    fn hold(&self, id: &str, now: Instant) {
+        if self.remote.is_some() {
+            self.store.hold(id, self.session, now);
+            *wire::lock(&self.held) = Some(id.to_owned());
         }
     }
 
@@ -226,9 +280,10 @@ impl Connection {
         let (store, caller) = (&self.store, self.remote);
         let result = match request {
             Request::Register(registration) => self.register(&registration, now),
-            Request::Heartbeat { id } => {
-                store.heartbeat(&id, caller, now).map(|ttl| Reply::Renewed(Renewed { ttl_ms: millis(ttl) }))
-            }
+            Request::Heartbeat { id } => store.heartbeat(&id, caller, now).map(|ttl| {
+                self.hold(&id, now);
+                Reply::Renewed(Renewed { ttl_ms: millis(ttl) })
+            }),
             Request::Deregister(key) => store.deregister(&key, caller, now).map(|entry| {
                 events::deregistered(&entry);
                 Reply::Found(Found { entry })
@@ -340,6 +395,9 @@ impl Connection {
         };
         let admitted = self.store.register(registration, self.peer.ip(), now)?;
         let entry = admitted.entry;
+        if registration.dialect == Dialect::Native {
+            self.hold(&entry.id, now);
+        }
         for old in &admitted.replaced {
             debug!(id = %old.id, name = %old.name, addr = %old.addr(), "replaced an earlier entry of the same node");
         }

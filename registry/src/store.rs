@@ -148,10 +148,18 @@ struct Entry {
     /// Where an original-dialect registration came from, for its per-address bound.
     original_from: Option<IpAddr>,
     /// When it first took its place: kept when it takes the place back.
-    since: Instant,
-    /// Back at its place: when its lease had run out.
-    lapsed_at: Option<Instant>,
+    since: Admission,
+    /// Back at its place: when it was gone, from its lapse until it came
+    /// back (the last such stretch only).
+    away: Option<(Instant, Admission)>,
+    /// The secure session that last registered or renewed it, whose loss
+    /// ends it ([`Store::session_lost`]).
+    session: Option<u64>,
 }
+
+/// When an entry was admitted, and in which order among those admitted at
+/// the same instant.
+type Admission = (Instant, u64);
 
 /// The place of an incarnation whose lease ran out.
 #[derive(Debug, Clone)]
@@ -159,13 +167,18 @@ struct Lapsed {
     seq: u64,
     key: Option<PublicKey>,
     group: Option<u32>,
-    since: Instant,
+    since: Admission,
     lapsed_at: Instant,
 }
 
 impl Entry {
     fn is_live(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|at| at > now)
+    }
+
+    /// Whether it had lapsed and was not back yet when `admission` was made.
+    fn away_at(&self, admission: Admission) -> bool {
+        self.away.is_some_and(|(from, back)| from <= admission.0 && admission < back)
     }
 
     fn contact(&self) -> &Contact {
@@ -194,6 +207,8 @@ struct State {
     lapsed: HashMap<String, Lapsed>,
     lapsed_order: VecDeque<String>,
     lapsed_bound: usize,
+    /// Admissions made, for [`Admission`].
+    admissions: u64,
     /// Original-dialect entries held, in all and per source address.
     originals: usize,
     originals_by_ip: HashMap<IpAddr, usize>,
@@ -204,13 +219,16 @@ struct State {
 
 impl State {
     /// Removes an entry, recording why: `reason`, or `expired` for one whose
-    /// lease ran out by `now`, which leaves its place to its incarnation.
+    /// lease ran out by `now`. One that expired or lost its session leaves
+    /// its place to its incarnation.
     fn remove(&mut self, seq: u64, now: Instant, reason: LeftReason) -> Option<Contact> {
         let entry = self.entries.remove(&seq)?;
         let reason = if entry.is_live(now) { reason } else { LeftReason::Expired };
         self.history.record(Change::Left { entry: entry.contact().clone(), reason });
-        if let (false, Some(incarnation)) = (entry.is_live(now), &entry.incarnation) {
-            let lapsed_at = entry.expires_at.unwrap_or(now);
+        // A node that did not leave of its own accord may come back to its place.
+        let lapsed = matches!(reason, LeftReason::Expired | LeftReason::ConnectionLost);
+        if let (true, Some(incarnation)) = (lapsed, &entry.incarnation) {
+            let lapsed_at = entry.expires_at.map_or(now, |at| at.min(now));
             let (key, group, since) = (entry.contact().key, entry.contact().group, entry.since);
             self.remember_lapsed(incarnation.clone(), Lapsed { seq, key, group, since, lapsed_at });
         }
@@ -286,13 +304,17 @@ impl State {
     }
 
     /// Whom the entry at `seq` greets ([`Admitted::contacts`]).
+    ///
+    /// Of each pair, the later place greets the earlier, but for an entry
+    /// that came while the earlier one was away: that one greets it when it
+    /// comes back, and the later one is not told of it.
     fn contacts(&self, seq: u64, now: Instant) -> Vec<Arc<EncodedContact>> {
-        let earlier = self.entries.range(..seq);
-        let missed_it = self
-            .entries
-            .get(&seq)
-            .and_then(|e| e.lapsed_at)
-            .map(|lapsed_at| self.entries.range(seq + 1..).filter(move |(_, e)| e.since >= lapsed_at));
+        let me = self.entries.get(&seq);
+        let since = me.map(|e| e.since);
+        let earlier = self.entries.range(..seq).filter(move |(_, e)| since.is_none_or(|since| !e.away_at(since)));
+        let missed_it = me.and_then(|e| e.away).map(|(from, until)| {
+            self.entries.range(seq + 1..).filter(move |(_, e)| e.since.0 >= from && e.since < until)
+        });
         earlier
             .chain(missed_it.into_iter().flatten())
             .filter(|(_, e)| e.is_live(now))
@@ -445,8 +467,11 @@ impl Store {
         }
         let shared = Arc::new(EncodedContact::new(entry.clone()));
         let incarnation = incarnation.map(str::to_owned);
-        let (since, lapsed_at) = lapsed.map_or((now, None), |l| (l.since, Some(l.lapsed_at)));
-        state.entries.insert(seq, Entry { shared, expires_at, incarnation, original_from, since, lapsed_at });
+        state.admissions += 1;
+        let admission = (now, state.admissions);
+        let (since, away) = lapsed.map_or((admission, None), |l| (l.since, Some((l.lapsed_at, admission))));
+        let session = None;
+        state.entries.insert(seq, Entry { shared, expires_at, incarnation, original_from, since, away, session });
         state.history.record(Change::Joined { entry: entry.clone() });
         state.record_coordinators(replaced.iter().map(|c| c.group).chain([group]));
         self.publish(&state);
@@ -525,6 +550,32 @@ impl Store {
             Some(_) => Ok(self.leases.ttl),
             None => Err(StoreError::UnknownId { id: id.to_owned() }),
         }
+    }
+
+    /// Ties the live entry `id` to `session`, the secure connection that
+    /// registered or renewed it, whose loss ends it.
+    pub fn hold(&self, id: &str, session: u64, now: Instant) {
+        let mut state = self.lock();
+        let Some((seq, _)) = state.live(state.by_id.get(id), now) else { return };
+        if let Some(entry) = state.entries.get_mut(&seq) {
+            entry.session = Some(session);
+        }
+    }
+
+    /// `session` closed without the entry `id` being deregistered: its node
+    /// died, or cannot reach the registry. The entry goes at once (reason
+    /// `connection_lost`), unless another session renewed it since, and
+    /// leaves its place to its incarnation.
+    pub fn session_lost(&self, id: &str, session: u64, now: Instant) -> Option<Contact> {
+        let mut state = self.lock();
+        let (seq, entry) = state.live(state.by_id.get(id), now)?;
+        if entry.session != Some(session) {
+            return None;
+        }
+        let lost = state.remove(seq, now, LeftReason::ConnectionLost)?;
+        state.record_coordinators([lost.group]);
+        self.publish(&state);
+        Some(lost)
     }
 
     /// Removes an entry. Only its key (`caller`) may.
@@ -746,6 +797,30 @@ mod tests {
         assert_eq!(contact_names(&repeat), ["c"], "a repeat is answered as the admission was");
         let d = store.register(&incarnation("d", 4, 4), observed(), back).unwrap();
         assert_eq!(contact_names(&d), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_node_that_came_while_another_was_away_and_then_lapsed_itself_is_not_told_of_it() {
+        let store = store();
+        let t0 = Instant::now();
+        store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
+        let b = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
+        // a lapses; c comes while it is away; a comes back and greets c.
+        let t1 = t0 + TTL;
+        store.heartbeat(&b.entry.id, b.entry.key, t1 - Duration::from_secs(1)).unwrap();
+        store.sweep(t1);
+        store.register(&incarnation("c", 3, 3), observed(), t1).unwrap();
+        let a = store.register(&incarnation("a", 1, 1), observed(), t1).unwrap();
+        assert_eq!(contact_names(&a), ["c"]);
+
+        // Now c lapses and comes back: it greets b, as it was told at first, but not a.
+        let t2 = t1 + TTL;
+        for (id, key) in [(&a.entry.id, a.entry.key), (&b.entry.id, b.entry.key)] {
+            store.heartbeat(id, key, t2 - Duration::from_secs(2)).unwrap();
+        }
+        assert_eq!(names(&store.sweep(t2)), ["c"]);
+        let c = store.register(&incarnation("c", 3, 3), observed(), t2).unwrap();
+        assert_eq!(contact_names(&c), ["b"], "a greeted c on its return");
     }
 
     #[test]

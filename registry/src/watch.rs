@@ -27,6 +27,10 @@ pub enum LeftReason {
     Expired,
     /// The same node registered again (a new address, or back after a restart).
     Replaced,
+    /// The session that held it closed without a deregistration: its node
+    /// died (its kernel closed the connection) or can no longer reach the
+    /// registry.
+    ConnectionLost,
 }
 
 /// One change to the membership.

@@ -5,23 +5,45 @@ use registry::events::Event as RegistryEvent;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use registry::watch::{Change, LeftReason};
 use tests::{contains, is, Node, Registry};
 
+/// A node killed with SIGKILL: its kernel closes its session with the
+/// registry, which drops its entry at once, well before its lease ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_with_sigkill_is_gone_within_a_ttl() -> anyhow::Result<()> {
-    let ttl = Duration::from_secs(1);
-    let sweep = Duration::from_millis(100);
-    let registry = Registry::start(&["--ttl", "1s", "--sweep-interval", "100ms"]).await?;
+async fn a_node_killed_with_sigkill_is_gone_when_its_session_closes() -> anyhow::Result<()> {
+    let registry = Registry::start(&[]).await?;
     let nodes = Node::start_in_order(registry.addr, 2, &[]).await?;
+    let mut watch = registry.client().await?.watch(None).await?;
 
     let killed = Instant::now();
     nodes[0].process.signal(Signal::SIGKILL);
+    let lost = registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::SessionLost)).await?;
+    assert_eq!(lost[0]["name"], "node-1");
+    let left = watch.next().await?;
+    assert!(
+        matches!(&left.change, Change::Left { entry, reason: LeftReason::ConnectionLost } if entry.name == "node-1"),
+        "{left:?}"
+    );
+    // The lease is 15 s; a second is plenty for the kernel and the registry.
+    assert!(killed.elapsed() < Duration::from_secs(1), "gone after {:?}", killed.elapsed());
+    assert_eq!(registry.names().await?, ["node-2"], "the live node keeps its entry");
+    assert!(registry.process.events(RegistryEvent::Expired).is_empty());
+    Ok(())
+}
+
+/// A node that stops (SIGSTOP) keeps its session open but silent: the
+/// registry keeps its entry until the lease ends, then it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_is_listed_until_its_lease_ends() -> anyhow::Result<()> {
+    let registry = Registry::start(&["--ttl", "1s", "--sweep-interval", "100ms"]).await?;
+    let nodes = Node::start_in_order(registry.addr, 2, &[]).await?;
+    nodes[0].process.signal(Signal::SIGSTOP);
+    assert_eq!(registry.names().await?, ["node-1", "node-2"], "stopped, not gone");
     registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Expired) && l["name"] == "node-1").await?;
-    // The last heartbeat came before the kill, so the lease ran out within a
-    // TTL of it; the sweep may take one more interval to notice.
-    let slack = Duration::from_millis(500);
-    assert!(killed.elapsed() < ttl + sweep + slack, "expired after {:?}", killed.elapsed());
-    assert_eq!(registry.names().await?, ["node-2"], "the live node keeps its lease");
+    assert_eq!(registry.names().await?, ["node-2"]);
+    assert!(registry.process.events(RegistryEvent::SessionLost).is_empty(), "its session is still open");
+    nodes[0].process.signal(Signal::SIGCONT);
     Ok(())
 }
 
