@@ -30,6 +30,8 @@ pub(crate) enum Op {
 pub(crate) struct Measured {
     pub(crate) latencies_ns: Vec<u64>,
     pub(crate) last_done: Instant,
+    /// Kept open until every worker is done: an entry goes with its session.
+    pub(crate) client: Client,
 }
 
 pub(crate) async fn worker(
@@ -72,7 +74,7 @@ pub(crate) async fn worker(
             last_done = done;
         }
     }
-    Ok(Measured { latencies_ns, last_done })
+    Ok(Measured { latencies_ns, last_done, client })
 }
 
 /// Runs one worker per (client, op) and reports ops/s, p50 and p99.
@@ -92,6 +94,7 @@ pub(crate) async fn drive(
         work.into_iter().map(|(client, op)| tokio::spawn(worker(client, op, start, warm_end, end))).collect();
     let mut all = Vec::new();
     let mut last_done = warm_end;
+    let mut sessions = Vec::with_capacity(clients);
     for task in tasks {
         let measured = timeout(WARMUP + cli.duration + CLIENT_TIMEOUT * 2, task)
             .await
@@ -99,7 +102,9 @@ pub(crate) async fn drive(
             .context("a client task panicked")??;
         all.extend(measured.latencies_ns);
         last_done = last_done.max(measured.last_done);
+        sessions.push(measured.client);
     }
+    drop(sessions);
     let window = (last_done - warm_end).as_secs_f64();
     let run = (last_done - start).as_secs_f64();
     let client_cpu = cpu_before.zip(cpu_seconds("self")).map(|(before, after)| after - before);
@@ -186,11 +191,12 @@ pub(crate) async fn bench_register(cli: &Cli, rows: &Rows) -> anyhow::Result<()>
     // each line into a kept `serde_json::Value` would compete with the clients.
     let registry = LeanRegistry::start(&["--max-connections", "1024", "--ttl", "60s"]).await?;
     let addr = RegistryAddr::from(registry.addr);
-    // Each client re-registers the entry its own session registered.
-    let registered = register_many(&addr, "reg", 20_000, ENTRIES).await?;
+    // Each client re-registers the entry its own session registered; the
+    // other sessions stay open, or their entries would go with them.
+    let mut registered = register_many(&addr, "reg", 20_000, ENTRIES).await?;
+    let idle = registered.split_off((cli.clients as usize).min(ENTRIES));
     let work = registered
         .into_iter()
-        .take(cli.clients as usize)
         .enumerate()
         .map(|(i, (c, _))| {
             (c, Op::Register { name: format!("reg-{i}"), puerto: 20_000 + i as u16, contacts: ENTRIES - 1 })
@@ -200,6 +206,7 @@ pub(crate) async fn bench_register(cli: &Cli, rows: &Rows) -> anyhow::Result<()>
     let (cpu_before, wall) = (cpu_seconds(&pid), Instant::now());
     let result = drive(section, rows, cli, work, None).await;
     report_cpu(section, rows, &pid, cpu_before, wall);
+    drop(idle);
     registry.stop().await;
     result
 }

@@ -124,16 +124,18 @@ async fn deregister_alice_by_name_as_another_member(registry: &Registry, token: 
     Ok(reply["error"]["code"].as_str().unwrap_or_default().to_owned())
 }
 
-/// A member that listens as `name` and records the first greeting it gets.
+/// A member that listens as `name` and records the first greeting it gets;
+/// its entry lasts as long as the session returned.
 async fn recording_member(
     registry: &Registry,
     keys: &Keys,
     name: &str,
-) -> anyhow::Result<tokio::sync::oneshot::Receiver<Value>> {
+) -> anyhow::Result<(Client, tokio::sync::oneshot::Receiver<Value>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let puerto = listener.local_addr()?.port();
     let register = NativeRequest::Register { ip: None, puerto, name, group: None, incarnation: None };
-    member(registry, keys).await?.register(&register).await?;
+    let mut session = member(registry, keys).await?;
+    session.register(&register).await?;
     let (recorded, recording) = tokio::sync::oneshot::channel();
     let keys = keys.clone();
     tokio::spawn(async move {
@@ -144,7 +146,7 @@ async fn recording_member(
         let _ = recorded.send(greeting);
         anyhow::Ok(())
     });
-    Ok(recording)
+    Ok((session, recording))
 }
 
 #[tokio::test]
@@ -154,7 +156,7 @@ async fn greetings_are_believed_only_from_the_key_the_registry_vouches_for() -> 
     let alice_target = Target { addr: alice_entry.addr(), key: alice_entry.key.context("alice has a key")? };
     // Mallory holds the token, registers, and records bob's greeting to her.
     let mallory = member_keys(&token);
-    let recording = recording_member(&registry, &mallory, "mallory").await?;
+    let (_mallory_session, recording) = recording_member(&registry, &mallory, "mallory").await?;
     let bob = Node::start_with_token(registry.addr, "bob", &token, &[]).await?;
     let from_bob = tokio::time::timeout(PATIENCE, recording).await??;
     alice.process.wait_for_event(Event::GreetingReceived).await?;
@@ -315,7 +317,8 @@ async fn a_node_restarted_with_its_key_file_takes_its_name_back_at_once() -> any
         let before = lookup(&registry, &token, "alice").await?;
         first.process.signal(nix::sys::signal::Signal::SIGKILL);
         drop(first);
-        // Its lease has ten minutes to run: only the same key may take the name now.
+        // Its lease has ten minutes to run: only the same key may take the name
+        // now, whether or not the registry has seen its session close yet.
         let again = Node::start_with_token(registry.addr, "alice", &token, &["--key-file", &key_arg]).await?;
         again.process.wait_for_event(Event::Registered).await?;
         let after = lookup(&registry, &token, "alice").await?;
