@@ -180,6 +180,9 @@ pub fn describe(record: &Record) -> String {
                 text(&record.error)
             )
         }
+        Event::Watching => "following the membership".to_owned(),
+        Event::PeerJoined => format!("{} joined", peer()),
+        Event::PeerLeft => format!("{} left: {}", peer(), text(&record.reason)),
         Event::GreetingSent => format!("greeted {}", peer()),
         Event::GreetingFailed => format!("failed to greet {}: {}", peer(), text(&record.error)),
         Event::GreetingReceived => format!("greeting from {}", peer()),

@@ -27,6 +27,9 @@ wire::log_events! {
         GroupMessageRejected => "group_message_rejected",
         GroupMessageReceived => "group_message_received",
         Deregistered => "deregistered",
+        Watching => "watching",
+        PeerJoined => "peer_joined",
+        PeerLeft => "peer_left",
     }
 }
 
@@ -138,6 +141,27 @@ pub fn group_message_rejected(from: SocketAddr, group: u32, reason: &dyn std::fm
 
 pub fn group_message_received(group: u32, sender: &str, coordinator: &str, text: &str) {
     info!(event = %Event::GroupMessageReceived, group, sender, coordinator, text, "received a group message");
+}
+
+/// The node follows the registry's membership from `revision` on.
+pub fn watching(registry: &str, start: registry::watch::WatchStart, revision: u64) {
+    info!(event = %Event::Watching, %registry, ?start, revision, "following the membership");
+}
+
+/// The registry admitted another node (seen on the watch).
+pub fn peer_joined(entry: &registry::protocol::Contact) {
+    info!(event = %Event::PeerJoined, peer_name = %entry.name, peer_addr = %entry.addr(), peer_id = %entry.id, "a peer joined");
+}
+
+/// Another node left the membership, and why: `deregistered`, `expired`,
+/// `connection_lost` (its process died) or `replaced`.
+pub fn peer_left(entry: &registry::protocol::Contact, reason: registry::watch::LeftReason) {
+    info!(event = %Event::PeerLeft, peer_name = %entry.name, peer_addr = %entry.addr(), peer_id = %entry.id, %reason, "a peer left");
+}
+
+/// The watch of the membership broke; the node watches again after a pause.
+pub fn watch_broken(registry: &str, error: &dyn std::error::Error) {
+    debug!(%registry, error = %Chain(error), "the watch of the membership broke");
 }
 
 pub fn deregistered(registry: &str, id: &str) {

@@ -12,6 +12,7 @@
 //! - [`listener`]: answering peers: greetings and group operations.
 //! - [`group`]: group communication: coordinator, member and sender sides.
 //! - [`recent`]: the bounded sets of peers met and greeters heard from.
+//! - [`view`]: the live membership, followed on the registry's watch.
 //! - [`events`]: the log contract ([`events::Event`]), read back by the launcher.
 //!
 //! [`run`] ties them together: listen, register, greet, then heartbeat until
@@ -29,6 +30,7 @@ pub mod listener;
 pub mod membership;
 pub mod protocol;
 pub mod recent;
+pub mod view;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,6 +85,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let _ = timeout(SHUTDOWN_GRACE, tracker.wait()).await;
 }
 
+fn registry_link(config: &Config) -> RegistryLink {
+    RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout)
+}
+
 async fn cancellable(token: CancellationToken, work: impl Future<Output = ()>) {
     tokio::select! {
         () = work => {}
@@ -98,7 +104,7 @@ struct Node {
 impl Node {
     fn new(config: &Config, local: SocketAddr) -> Node {
         // Registering, coordinating and checking plaintext greeters each keep a session of their own.
-        let link = || RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout);
+        let link = || registry_link(config);
         let puerto = config.puerto_ext.unwrap_or(local.port());
         let advertise = match (config.advertise_ip, config.puerto_ext) {
             (Some(ip), _) => Advertise::Ip(ip),
@@ -162,6 +168,11 @@ impl Node {
                 // An original registry has no leases and understands nothing but registration.
                 return std::future::pending().await;
             };
+            if event == Event::Registered {
+                // A registry of ours: follow its membership, on a session of its own.
+                let follow = view::follow(registry_link(config), self.context.clone(), config.backoff);
+                tracker.spawn(cancellable(token.clone(), follow));
+            }
             self.heartbeat_until_forgotten(&id, ttl, config.heartbeat_interval).await;
             event = Event::Reregistered;
         }

@@ -146,7 +146,7 @@ pub fn incarnation() -> String {
 }
 
 /// Between half and all of `delay`, so that nodes started together spread out their retries.
-fn jitter(delay: Duration) -> Duration {
+pub(crate) fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 

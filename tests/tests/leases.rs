@@ -2,6 +2,7 @@
 
 use node::events::Event;
 use registry::events::Event as RegistryEvent;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -29,6 +30,40 @@ async fn a_node_killed_with_sigkill_is_gone_when_its_session_closes() -> anyhow:
     assert!(killed.elapsed() < Duration::from_secs(1), "gone after {:?}", killed.elapsed());
     assert_eq!(registry.names().await?, ["node-2"], "the live node keeps its entry");
     assert!(registry.process.events(RegistryEvent::Expired).is_empty());
+    Ok(())
+}
+
+/// A node killed with SIGKILL in a mesh of five: every survivor hears of it
+/// on its watch, well within a second of the kill, with default settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_survivor_hears_of_a_killed_node_within_a_second() -> anyhow::Result<()> {
+    let registry = Registry::start(&[]).await?;
+    let nodes = Node::start_in_order(registry.addr, 5, &[]).await?;
+    for node in &nodes {
+        node.process.wait_for_event(Event::Watching).await?;
+    }
+    let killed = Instant::now();
+    nodes[2].process.signal(Signal::SIGKILL);
+    for node in nodes.iter().filter(|n| n.name != "node-3") {
+        let left = node.process.wait_for_lines(1, |l| is(l, Event::PeerLeft)).await?;
+        assert_eq!(
+            (left[0]["peer_name"].as_str(), left[0]["reason"].as_str()),
+            (Some("node-3"), Some("connection_lost"))
+        );
+    }
+    let heard = killed.elapsed();
+    assert!(heard < Duration::from_secs(1), "the last survivor heard after {heard:?}");
+    assert!(!contains(&registry.names().await?, "node-3"));
+    // Joins it heard of: later nodes only (the earlier ones were in its
+    // registration reply), each once; those before its watch started are in
+    // its snapshot, not logged.
+    for node in nodes.iter().filter(|n| n.name != "node-3") {
+        let joined: Vec<String> =
+            node.process.events(Event::PeerJoined).iter().map(|l| l["peer_name"].to_string()).collect();
+        let later = |peer: &String| peer.trim_matches('"') > node.name.as_str();
+        assert!(joined.iter().all(later), "{} heard of {joined:?}", node.name);
+        assert!(joined.iter().collect::<BTreeSet<_>>().len() == joined.len(), "{joined:?}");
+    }
     Ok(())
 }
 
