@@ -161,6 +161,15 @@ struct Entry {
 /// the same instant.
 type Admission = (Instant, u64);
 
+/// The name and address of an entry whose session was lost, held for its
+/// key until its lease would have ended: whoever cut the connection (a
+/// reset from the path) must not take them while the node comes back.
+#[derive(Debug, Clone)]
+struct Reservation {
+    holder: Contact,
+    until: Instant,
+}
+
 /// The place of an incarnation whose lease ran out.
 #[derive(Debug, Clone)]
 struct Lapsed {
@@ -209,6 +218,11 @@ struct State {
     lapsed_bound: usize,
     /// Admissions made, for [`Admission`].
     admissions: u64,
+    /// Reservations by key, and the keys holding each name and address;
+    /// at most as many as the store may hold entries.
+    reserved: HashMap<PublicKey, Reservation>,
+    reserved_names: HashMap<String, PublicKey>,
+    reserved_addrs: HashMap<SocketAddr, PublicKey>,
     /// Original-dialect entries held, in all and per source address.
     originals: usize,
     originals_by_ip: HashMap<IpAddr, usize>,
@@ -282,6 +296,53 @@ impl State {
     fn snapshot(&self) -> Snapshot {
         let entries = self.entries.values().map(|e| e.contact().clone()).collect();
         Snapshot { entries, coordinators: self.coordinators.clone() }
+    }
+
+    fn reserve(&mut self, holder: Contact, until: Instant) {
+        let Some(key) = holder.key else { return };
+        if self.reserved.len() >= self.lapsed_bound {
+            return;
+        }
+        self.release(&key);
+        self.reserved_names.insert(holder.name.clone(), key);
+        self.reserved_addrs.insert(holder.addr(), key);
+        self.reserved.insert(key, Reservation { holder, until });
+    }
+
+    fn release(&mut self, key: &PublicKey) {
+        if let Some(Reservation { holder, .. }) = self.reserved.remove(key) {
+            self.reserved_names.remove(&holder.name);
+            self.reserved_addrs.remove(&holder.addr());
+        }
+    }
+
+    /// Refuses `name` or `addr` to any key but the one they are reserved for.
+    fn check_reserved(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        key: Option<PublicKey>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let holder = |by: Option<&PublicKey>| {
+            let reservation = self.reserved.get(by?)?;
+            (reservation.until > now && Some(reservation.holder.key?) != key)
+                .then(|| Box::new(reservation.holder.clone()))
+        };
+        if let Some(holder) = holder(self.reserved_names.get(name)) {
+            return Err(StoreError::NameTaken { name: name.to_owned(), holder });
+        }
+        if let Some(holder) = holder(self.reserved_addrs.get(&addr)) {
+            return Err(StoreError::AddressTaken { addr, holder });
+        }
+        Ok(())
+    }
+
+    fn drop_expired_reservations(&mut self, now: Instant) {
+        let over: Vec<PublicKey> = self.reserved.iter().filter(|(_, r)| r.until <= now).map(|(key, _)| *key).collect();
+        for key in over {
+            self.release(&key);
+        }
     }
 
     fn remember_lapsed(&mut self, incarnation: String, lapsed: Lapsed) {
@@ -412,6 +473,7 @@ impl Store {
         if let Some(repeat) = incarnation.and_then(|i| state.repeat(i, key, now, self.leases.ttl)) {
             return Ok(repeat);
         }
+        state.check_reserved(&name, addr, key, now)?;
         if let Some((_, holder)) = state.live(state.by_name.get(&name), now) {
             let same_node = match holder.contact().key {
                 Some(held) => key == Some(held),
@@ -438,6 +500,9 @@ impl Store {
         let replaced: Vec<Contact> =
             stale.into_iter().filter_map(|seq| state.remove(seq, now, LeftReason::Replaced)).collect();
 
+        if let Some(key) = &key {
+            state.release(key);
+        }
         let lapsed = incarnation.and_then(|i| state.take_lapsed(i, key));
         let seq = lapsed.as_ref().map_or_else(|| state.take_seq(), |lapsed| lapsed.seq);
         // Original nodes cannot take part in group communication.
@@ -565,14 +630,19 @@ impl Store {
     /// `session` closed without the entry `id` being deregistered: its node
     /// died, or cannot reach the registry. The entry goes at once (reason
     /// `connection_lost`), unless another session renewed it since, and
-    /// leaves its place to its incarnation.
+    /// leaves its place to its incarnation; its name and address stay its
+    /// key's until its lease would have ended.
     pub fn session_lost(&self, id: &str, session: u64, now: Instant) -> Option<Contact> {
         let mut state = self.lock();
         let (seq, entry) = state.live(state.by_id.get(id), now)?;
         if entry.session != Some(session) {
             return None;
         }
+        let until = entry.expires_at;
         let lost = state.remove(seq, now, LeftReason::ConnectionLost)?;
+        if let Some(until) = until {
+            state.reserve(lost.clone(), until);
+        }
         state.record_coordinators([lost.group]);
         self.publish(&state);
         Some(lost)
@@ -608,6 +678,7 @@ impl Store {
         let expired: Vec<u64> = state.entries.iter().filter(|(_, e)| !e.is_live(now)).map(|(seq, _)| *seq).collect();
         let expired: Vec<Contact> =
             expired.into_iter().filter_map(|seq| state.remove(seq, now, LeftReason::Expired)).collect();
+        state.drop_expired_reservations(now);
         state.record_coordinators(expired.iter().map(|c| c.group));
         self.publish(&state);
         expired
@@ -821,6 +892,36 @@ mod tests {
         assert_eq!(names(&store.sweep(t2)), ["c"]);
         let c = store.register(&incarnation("c", 3, 3), observed(), t2).unwrap();
         assert_eq!(contact_names(&c), ["b"], "a greeted c on its return");
+    }
+
+    #[test]
+    fn a_lost_entrys_name_and_address_stay_its_keys_until_its_lease_would_have_ended() {
+        let store = store();
+        let start = Instant::now();
+        let alice = store.register(&incarnation("alice", 1, 1), observed(), start).unwrap();
+        store.hold(&alice.entry.id, 7, start);
+        assert!(store.session_lost(&alice.entry.id, 6, start).is_none(), "another session's loss changes nothing");
+        let lost = store.session_lost(&alice.entry.id, 7, start).expect("its own session's loss ends it");
+        assert_eq!(lost.name, "alice");
+        assert!(store.list(start).is_empty());
+
+        let mallory = Registration { name: Some("alice".into()), ..incarnation("m", 9, 9) };
+        let error = store.register(&mallory, observed(), start).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::NameTaken, "{error}");
+        let at_alices = Registration { name: Some("m".into()), ..incarnation("m", 1, 9) };
+        assert_eq!(store.register(&at_alices, observed(), start).unwrap_err().code(), ErrorCode::AddressTaken);
+
+        let back = store.register(&incarnation("alice", 1, 1), observed(), start).unwrap();
+        assert_eq!(back.entry.id, alice.entry.id, "alice takes her place back");
+
+        // Lost again: held until her lease would have ended, then anyone's.
+        store.hold(&back.entry.id, 8, start);
+        store.session_lost(&back.entry.id, 8, start).expect("lost again");
+        let almost = start + TTL - Duration::from_secs(1);
+        assert_eq!(store.register(&mallory, observed(), almost).unwrap_err().code(), ErrorCode::NameTaken);
+        let over = start + TTL;
+        store.sweep(over);
+        assert!(store.register(&mallory, observed(), over).is_ok());
     }
 
     #[test]
