@@ -65,6 +65,12 @@ pub(crate) enum Section {
     Mesh,
     /// p50/p99/max latency of sequential multicasts to groups of 10 and 100.
     Multicast,
+    /// One change fanned out to 1000 watchers (p50/p99 until each has it),
+    /// and the registry's memory and CPU with 1000 idle watchers.
+    Watch,
+    /// Time from `kill -9` of a node until every other node has logged
+    /// `peer_left`, p50/p99 over 50 kills in meshes of 10 and 100.
+    Detection,
     /// `launcher up --detach` in Docker (project `hit6-bench`), 3 runs each of
     /// 5 and 9 nodes, and the images' sizes; skipped without a Docker daemon.
     Launcher,

@@ -22,10 +22,12 @@
 //!   log is only read for its address, launchers in process groups.
 //! - [`nodes`]: many node processes and the event counts of their logs.
 //! - One module per section: [`throughput`] (heartbeat and register),
-//!   [`memory`], [`floor`], [`mesh`], [`multicast`], [`launcher`], [`local`].
+//!   [`memory`], [`floor`], [`mesh`], [`multicast`], [`watch`], [`detection`],
+//!   [`launcher`], [`local`].
 #![forbid(unsafe_code)]
 
 mod cli;
+mod detection;
 mod floor;
 mod launcher;
 mod local;
@@ -37,6 +39,7 @@ mod probe;
 mod report;
 mod spawn;
 mod throughput;
+mod watch;
 
 use std::future::Future;
 use std::path::Path;
@@ -120,6 +123,8 @@ async fn run(cli: &Cli, rows: &Rows, node_bin: &Path) {
                 Ok(())
             }
             Section::Multicast => multicast::bench_multicasts(cli, rows, node_bin).await,
+            Section::Watch => watch::bench_watch(rows).await,
+            Section::Detection => detection::bench_detection(rows).await,
             Section::Launcher => launcher::bench_launcher(rows).await,
             Section::Local => local::bench_local_sizes(rows, &cli.local_sizes()).await,
         };

@@ -305,11 +305,18 @@ impl Pending {
 
 /// Accepts the next connection. Errors such as running out of file
 /// descriptors are transient: back off and try again rather than exit.
+///
+/// Messages go out as soon as they are written: with Nagle's algorithm, a
+/// second small message (a watcher's next change, a handshake's answer
+/// after a notice) would wait for the peer's delayed acknowledgement, 40 ms.
 async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     let mut backoff = Duration::from_millis(10);
     loop {
         match listener.accept().await {
-            Ok(accepted) => return accepted,
+            Ok(accepted) => {
+                let _ = accepted.0.set_nodelay(true);
+                return accepted;
+            }
             Err(error) => {
                 warn!(%error, retry_in = ?backoff, "failed to accept a connection");
                 tokio::time::sleep(backoff).await;
