@@ -118,6 +118,10 @@ pub struct Report {
     /// Names of the members that acknowledged.
     pub acked: Vec<String>,
     pub failed: Vec<Undelivered>,
+    /// The coordinator the sender tried first, which had just died (or no
+    /// longer coordinated): this report is from the one the registry named next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_over_from: Option<Undelivered>,
 }
 
 /// A member that did not acknowledge, and why.
@@ -147,6 +151,13 @@ impl fmt::Display for Report {
         }
         for member in &self.failed {
             writeln!(f, "  FAILED  {} ({}): {}", member.name, member.addr, member.error)?;
+        }
+        if let Some(first) = &self.failed_over_from {
+            writeln!(
+                f,
+                "  sent again through {}: the coordinator {} ({}) failed: {}",
+                self.coordinator, first.name, first.addr, first.error
+            )?;
         }
         Ok(())
     }
@@ -206,6 +217,7 @@ pub async fn coordinate(
         delivered: 0,
         acked: Vec::new(),
         failed: Vec::new(),
+        failed_over_from: None,
     };
     for (member, outcome) in outcomes {
         match outcome {
@@ -287,6 +299,13 @@ pub enum SendError {
 /// which must prove the key the registry recorded for it. `keys` open both
 /// sessions. The coordinator needs up to its own per-member deadline, so
 /// `deadlines.reply` must be longer.
+///
+/// When the coordinator fails the way a dead one does (the connection
+/// refused, reset or closed before an answer), or answers that it no longer
+/// coordinates, the sender asks the registry again, and sends once more
+/// through the coordinator it names now, if that is another one; the report
+/// says so ([`Report::failed_over_from`]). The members may then get the
+/// message twice, if the first coordinator delivered it before it died.
 pub async fn send(
     registry: &RegistryAddr,
     keys: &Keys,
@@ -296,9 +315,43 @@ pub async fn send(
     deadlines: Deadlines,
 ) -> Result<Report, SendError> {
     let link = RegistryLink::new(registry.clone(), keys.clone(), deadlines.connect + deadlines.reply);
-    let view = group_view(&link, group).await.map_err(|source| SendError::Lookup { group, source })?;
-    let coordinator = view.coordinator;
+    let lookup = || async {
+        let view = group_view(&link, group).await.map_err(|source| SendError::Lookup { group, source })?;
+        Ok::<_, SendError>(view.coordinator)
+    };
     let outgoing = Outgoing::Multicast { group, text, sender };
+    let first = lookup().await?;
+    let error = match through(&first, keys, &outgoing, deadlines).await {
+        Err(SendError::Coordinator { source, .. }) if has_gone(&source) => source,
+        done => return done,
+    };
+    let failed =
+        Undelivered { name: first.name.clone(), addr: first.addr().to_string(), error: Chain(&error).to_string() };
+    let next = lookup().await?;
+    if (next.key, next.addr()) == (first.key, first.addr()) {
+        return Err(SendError::Coordinator { name: failed.name, addr: failed.addr, source: error });
+    }
+    let mut report = through(&next, keys, &outgoing, deadlines).await?;
+    report.failed_over_from = Some(failed);
+    Ok(report)
+}
+
+/// Whether a coordinator failed as one that died does, or said it no longer coordinates.
+fn has_gone(error: &ExchangeError) -> bool {
+    match error {
+        ExchangeError::Refused(refusal) => refusal.code == ErrorCode::NotCoordinator,
+        ExchangeError::ReplyTimeout(_) | ExchangeError::ConnectTimeout(_) => false,
+        other => other.is_transient(),
+    }
+}
+
+/// Multicasts through `coordinator`, and reads back its report.
+async fn through(
+    coordinator: &Contact,
+    keys: &Keys,
+    outgoing: &Outgoing<'_>,
+    deadlines: Deadlines,
+) -> Result<Report, SendError> {
     let failed = |source| SendError::Coordinator {
         name: coordinator.name.clone(),
         addr: coordinator.addr().to_string(),
@@ -307,16 +360,14 @@ pub async fn send(
     let answer = match coordinator.key {
         Some(key) => {
             let target = Target { addr: coordinator.addr(), key };
-            Some(exchange::secure_exchange(target, keys, &outgoing, deadlines).await.map_err(failed)?)
+            Some(exchange::secure_exchange(target, keys, outgoing, deadlines).await.map_err(failed)?)
         }
         // A coordinator registered in plaintext, which only an open registry admits.
-        None => {
-            exchange::exchange(coordinator.addr(), &exchange::encode(&outgoing), deadlines).await.map_err(failed)?
-        }
+        None => exchange::exchange(coordinator.addr(), &exchange::encode(outgoing), deadlines).await.map_err(failed)?,
     };
     let answer = answer.ok_or_else(|| SendError::NoReport { name: coordinator.name.clone() })?;
     serde_json::from_value(Value::Object(answer))
-        .map_err(|source| SendError::MalformedReport { name: coordinator.name, source })
+        .map_err(|source| SendError::MalformedReport { name: coordinator.name.clone(), source })
 }
 
 #[cfg(test)]
@@ -374,6 +425,7 @@ mod tests {
                 addr: "127.0.0.1:9".into(),
                 error: "failed to connect".into(),
             }],
+            failed_over_from: None,
         };
         let reply = serde_json::to_value(GroupReply::Ok(Answer::Report(report.clone()))).unwrap();
         assert_eq!(reply["ok"], true);
@@ -382,5 +434,12 @@ mod tests {
         let text = report.to_string();
         assert!(text.starts_with("group 2: delivered to 2 of 3 members (coordinator n1)"), "{text}");
         assert!(text.contains("FAILED  n3 (127.0.0.1:9): failed to connect"), "{text}");
+
+        let dead = Undelivered { name: "n0".into(), addr: "127.0.0.1:8".into(), error: "failed to connect".into() };
+        let again = Report { failed_over_from: Some(dead), ..report };
+        let reply = serde_json::to_value(GroupReply::Ok(Answer::Report(again.clone()))).unwrap();
+        assert_eq!(serde_json::from_value::<Report>(reply).unwrap(), again);
+        let text = again.to_string();
+        assert!(text.contains("sent again through n1: the coordinator n0 (127.0.0.1:8) failed"), "{text}");
     }
 }

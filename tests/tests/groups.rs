@@ -176,3 +176,62 @@ async fn malformed_group_requests_get_clear_errors_and_service_goes_on() -> anyh
     assert_eq!(view.coordinator.name, "solo");
     Ok(())
 }
+
+/// A coordinator that dies holding a multicast (here a stand-in, which
+/// answers greetings and drops its registry session when the multicast
+/// comes): `node send` asks the registry again, multicasts through the
+/// coordinator it names now, and its report says which one failed first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_coordinator_just_died_goes_through_the_next_one_and_says_so() -> anyhow::Result<()> {
+    use futures::SinkExt;
+    use wire::secure::{Admission, Identity, Keys};
+
+    let registry = Registry::start(&["--groups", "1"]).await?;
+    let keys = Keys::new(Identity::generate(), Admission::Open);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let puerto = listener.local_addr()?.port();
+    let mut session =
+        registry::client::Client::connect_secure(&registry.registry_addr(), &keys, tests::PATIENCE).await?;
+    let doomed = registry::protocol::NativeRequest::Register {
+        ip: None,
+        puerto,
+        name: "doomed",
+        group: None,
+        incarnation: None,
+    };
+    session.register(&doomed).await?;
+    let stand_in = tokio::spawn(async move {
+        loop {
+            let mut sealed = tests::accept_sealed(&listener, &keys).await?;
+            let message = tests::read(&mut sealed).await?;
+            if message["op"] == "multicast" {
+                // As if its process died: the registry sees its session close.
+                drop(session);
+                return anyhow::Ok(sealed);
+            }
+            sealed.send(&json!({"mensaje":"Hola, un gusto!","name":"doomed"})).await?;
+        }
+    });
+    let nodes = Node::start_in_order(registry.addr, 2, &[]).await?;
+    for node in &nodes {
+        node.process.wait_for_lines(1, |l| is(l, Event::GreetingSent) && l["peer_name"] == "doomed").await?;
+    }
+
+    let sending = tokio::spawn({
+        let addr = registry.addr.to_string();
+        async move {
+            let args = ["send", "--registry", &addr, "--group", "1", "--json", "sigue"];
+            tokio::process::Command::new(tests::binary("node")).args(args).output().await
+        }
+    });
+    let held = stand_in.await??;
+    registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::SessionLost) && l["name"] == "doomed").await?;
+    drop(held);
+    let output = sending.await??;
+    assert!(output.status.success(), "{output:?}");
+    let report = report(&output);
+    assert_eq!(report["coordinator"], "node-1", "the next oldest member coordinates now: {report}");
+    assert_eq!(names(&report["acked"]), ["node-1", "node-2"]);
+    assert_eq!(report["failed_over_from"]["name"], "doomed", "{report}");
+    Ok(())
+}
