@@ -14,8 +14,9 @@ use wire::secure::{JoinToken, TOKEN_ENV};
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 
@@ -152,6 +153,12 @@ impl Project {
         let env = inspected.config.and_then(|config| config.env).unwrap_or_default();
         let value = env.iter().find_map(|var| var.strip_prefix(&prefix));
         Ok(value.and_then(|text| JoinToken::parse(text).ok()))
+    }
+
+    /// Kills a container with SIGKILL, as a crash would.
+    pub async fn kill(&self, name: &str) -> Result<(), DockerError> {
+        let options = KillContainerOptionsBuilder::default().signal("KILL").build();
+        self.docker.kill_container(name, Some(options)).await.map_err(call(format!("kill the container {name}")))
     }
 
     /// The project's containers, running or not.

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line; one module per subcommand: [`up`], [`down`],
-//!   [`ps`], [`logs`], [`build`], [`send`].
+//!   [`ps`], [`logs`], [`build`], [`send`], [`token`], [`kill`].
 //! - [`docker`]: bollard calls, and the project's labelled resources.
 //! - [`images`]: the registry and node images: present, pulled, or built
 //!   from the workspace with no base image; the binaries cargo builds for
@@ -21,6 +21,7 @@ pub mod cli;
 pub mod docker;
 pub mod down;
 pub mod images;
+pub mod kill;
 pub mod local;
 pub mod logs;
 pub mod mesh;
@@ -40,7 +41,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The Docker daemon cannot be reached.
     pub const NO_DOCKER: u8 = 3;
-    /// The mesh did not complete in time.
+    /// The mesh did not complete in time, or a kill was not noticed by all in time.
     pub const INCOMPLETE: u8 = 4;
     /// The project is already up.
     pub const ALREADY_UP: u8 = 5;
@@ -58,6 +59,7 @@ impl Command {
             Command::Build(args) => args.run().await,
             Command::Send(args) => args.run(project).await,
             Command::Token(args) => args.run(project).await,
+            Command::Kill(args) => args.run(project).await,
         }
     }
 }
@@ -72,6 +74,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     }
     if error.downcast_ref::<send::Undelivered>().is_some() {
         return exit::UNDELIVERED;
+    }
+    if error.downcast_ref::<kill::Unnoticed>().is_some() {
+        return exit::INCOMPLETE;
     }
     match error.downcast_ref::<up::UpError>() {
         Some(up::UpError::Incomplete { .. }) => exit::INCOMPLETE,

@@ -17,8 +17,31 @@ pub struct Line {
 /// Forwards a container's log lines, from its start, to `lines`; with
 /// `follow`, until the container stops.
 pub fn follow_container(docker: Docker, container: String, source: String, follow: bool, lines: mpsc::Sender<Line>) {
+    let options = LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).tail("all").build();
+    forward(docker, container, source, options, lines);
+}
+
+/// Forwards a container's log lines from the second `since` (Unix time) on,
+/// until it stops.
+pub fn follow_container_since(
+    docker: Docker,
+    container: String,
+    source: String,
+    since: i64,
+    lines: mpsc::Sender<Line>,
+) {
+    let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).since(since as i32).build();
+    forward(docker, container, source, options, lines);
+}
+
+fn forward(
+    docker: Docker,
+    container: String,
+    source: String,
+    options: bollard::query_parameters::LogsOptions,
+    lines: mpsc::Sender<Line>,
+) {
     tokio::spawn(async move {
-        let options = LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).tail("all").build();
         let mut stream = docker.logs(&container, Some(options));
         let mut pending = Vec::new();
         while let Some(Ok(output)) = stream.next().await {

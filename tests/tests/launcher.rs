@@ -89,6 +89,20 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
         assert_eq!(output.status.code(), Some(0), "launcher {args:?} into a closed pipe: {}", text(&output));
     }
 
+    // A node killed as a crash would be: the registry and every other node
+    // log its departure, and `kill` reports who did and when.
+    let killed = launcher(project, &["kill", "node-3", "--json"]);
+    assert!(killed.status.success(), "{}", text(&killed));
+    let followed: Value = serde_json::from_slice(&killed.stdout).expect("a JSON report");
+    assert_eq!(followed["registry"]["how"], "session_lost", "{followed}");
+    let survivors = followed["survivors"].as_object().expect("the survivors");
+    assert_eq!(survivors.keys().collect::<Vec<_>>(), ["node-1", "node-2", "node-4", "node-5"], "{followed}");
+    assert!(survivors.values().all(|heard| heard["how"] == "peer_left connection_lost"), "{followed}");
+    assert!(followed["all_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{followed}");
+    let again = launcher(project, &["kill", "3"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(text(&again).contains("node-3 is not a running node"), "{}", text(&again));
+
     // The project's token: drawn by `up`, handed over in the environment,
     // never in a container's command line, the summary or the logs.
     let token = launcher(project, &["token"]);
