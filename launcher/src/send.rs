@@ -62,7 +62,7 @@ impl Args {
 }
 
 /// The project's registry, reached through the host port it is published on.
-async fn project_registry(project: &str) -> anyhow::Result<RegistryAddr> {
+pub async fn project_registry(project: &str) -> anyhow::Result<RegistryAddr> {
     let project = Project { docker: docker::connect().await?, name: project.to_owned() };
     let containers = project.containers().await?;
     let registry = containers

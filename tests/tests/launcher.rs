@@ -99,6 +99,14 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     assert_eq!(survivors.keys().collect::<Vec<_>>(), ["node-1", "node-2", "node-4", "node-5"], "{followed}");
     assert!(survivors.values().all(|heard| heard["how"] == "peer_left connection_lost"), "{followed}");
     assert!(followed["all_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{followed}");
+    let ps = launcher(project, &["ps"]);
+    assert!(ps.status.success(), "{}", text(&ps));
+    let rows: Vec<String> = String::from_utf8_lossy(&ps.stdout).lines().skip(1).map(str::to_owned).collect();
+    for row in rows.iter().filter(|row| row.contains("-node-")) {
+        let killed = row.starts_with(&format!("{project}-node-3 "));
+        assert_eq!(row.contains(" gone "), killed, "the registry's view of each node: {rows:?}");
+        assert_eq!(row.contains(" live ") && row.contains("running"), !killed, "{rows:?}");
+    }
     let again = launcher(project, &["kill", "3"]);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     assert!(text(&again).contains("node-3 is not a running node"), "{}", text(&again));
