@@ -17,11 +17,16 @@ use wire::secure::{HandshakeError, Keys};
 /// when the kept one has broken, once more on a new one. Only idempotent
 /// requests may go through it (a registration is, by its incarnation), as
 /// a request sent on a session that broke may have arrived all the same.
+///
+/// A session given up on is closed only once the request has been sent
+/// again on its successor: the registry ends a node's entry when the
+/// session that holds it closes, unless another session has renewed it.
 macro_rules! on_link {
     ($link:expr, |$client:ident| $op:expr) => {{
         let link: &$crate::link::RegistryLink = $link;
         let mut session = link.session.lock().await;
-        loop {
+        let mut retired = None;
+        let done = loop {
             let reused = session.is_some();
             if !reused {
                 match link.connect().await {
@@ -34,15 +39,18 @@ macro_rules! on_link {
             match &done {
                 Err(error) if !matches!(error, registry::client::ClientError::Refused { .. }) => {
                     tracing::debug!(error = %wire::Chain(error), reused, "the session with the registry broke");
-                    *session = None;
                     if reused {
+                        retired = session.take();
                         continue;
                     }
+                    *session = None;
                 }
                 _ => {}
             }
             break done;
-        }
+        };
+        drop(retired);
+        done
     }};
 }
 pub(crate) use on_link;

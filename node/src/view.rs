@@ -25,15 +25,22 @@ pub async fn follow(link: RegistryLink, context: Arc<Context>, backoff: Backoff)
     let mut since = None;
     let mut delay = backoff.initial;
     loop {
-        let error = watch(&link, &context, &mut since).await;
+        let error = watch(&link, &context, &mut since, &mut delay, backoff).await;
         events::watch_broken(&link.addr.to_string(), &error);
         tokio::time::sleep(jitter(delay)).await;
         delay = (delay * 2).min(backoff.max);
     }
 }
 
-/// One watch, until it breaks; `since` follows the revisions seen.
-async fn watch(link: &RegistryLink, context: &Context, since: &mut Option<Since>) -> ClientError {
+/// One watch, until it breaks; `since` follows the revisions seen, and
+/// `delay` starts again from `backoff.initial` once the watch has started.
+async fn watch(
+    link: &RegistryLink,
+    context: &Context,
+    since: &mut Option<Since>,
+    delay: &mut std::time::Duration,
+    backoff: Backoff,
+) -> ClientError {
     let mut watch = match link.connect().await {
         Ok(client) => match client.watch(since.as_ref()).await {
             Ok(watch) => watch,
@@ -43,6 +50,7 @@ async fn watch(link: &RegistryLink, context: &Context, since: &mut Option<Since>
     };
     let start = &watch.start;
     events::watching(&link.addr.to_string(), start.start, start.revision);
+    *delay = backoff.initial;
     *since = Some(Since { revision: start.revision, epoch: Some(start.epoch.clone()) });
     loop {
         let event = match watch.next().await {

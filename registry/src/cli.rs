@@ -45,8 +45,9 @@ pub struct Cli {
     /// and unauthenticated (see README, Trust).
     #[arg(long, env = "REGISTRY_ALLOW_ORIGINAL")]
     pub allow_original: bool,
-    /// Connections served at once, once established. Every node keeps one
-    /// session open (its heartbeats travel on it), so this bounds the nodes.
+    /// Connections served at once, once established. Every node keeps two
+    /// open, its session (its heartbeats travel on it) and its watch, so
+    /// this bounds the nodes at half of it.
     #[arg(long, env = "REGISTRY_MAX_CONNECTIONS", default_value_t = 16_384,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,

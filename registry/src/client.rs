@@ -25,7 +25,7 @@ use wire::secure::{self, HandshakeError, Keys};
 use crate::protocol::{
     Contact, ErrorBody, ErrorCode, Found, GroupView, Listed, NativeRequest, Registered, Renewed, Since,
 };
-use crate::watch::{WatchEvent, Watching};
+use crate::watch::{Change, WatchEvent, Watching, PROGRESS_EVERY};
 
 /// Where the registry listens: a host name or ip, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,13 +278,28 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The next change, however long it takes to come. Once the registry
-    /// ends the watch, an error: `lagging` (watch again with `since`), or
-    /// the connection closed.
+    /// The next change, however long it takes to come; the registry's
+    /// `progress` messages are read and skipped, and without even one of
+    /// them for three [`PROGRESS_EVERY`] periods the connection counts as
+    /// dead (`Timeout`). Once the registry ends the watch, an error:
+    /// `lagging` (watch again with `since`), or the connection closed.
     pub async fn next(&mut self) -> Result<WatchEvent, ClientError> {
+        loop {
+            let event = self.next_message().await?;
+            if event.change != Change::Progress {
+                return Ok(event);
+            }
+        }
+    }
+
+    async fn next_message(&mut self) -> Result<WatchEvent, ClientError> {
         let op = "watch";
         let client = &mut self.client;
-        let message = match client.framed.next().await {
+        let patience = PROGRESS_EVERY * 3;
+        let Ok(next) = timeout(patience, client.framed.next()).await else {
+            return Err(ClientError::Timeout { addr: client.addr.clone(), op, timeout: patience });
+        };
+        let message = match next {
             None => return Err(ClientError::Closed { addr: client.addr.clone(), op }),
             Some(Err(source)) => return Err(ClientError::Exchange { addr: client.addr.clone(), op, source }),
             Some(Ok(Err(malformed))) => return Err(client.unexpected(op, &malformed.to_string())),

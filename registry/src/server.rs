@@ -32,6 +32,7 @@ use crate::protocol::{
     Registered, Registration, Renewed, Reply, Request, Since,
 };
 use crate::store::{Capacity, Leases, Store, StoreError};
+use crate::watch::{Change, WatchEvent, PROGRESS_EVERY};
 
 /// Changes a watcher is sent per read of the history.
 const WATCH_BATCH: usize = 256;
@@ -334,6 +335,12 @@ impl Connection {
                     // A watcher only listens: whatever it sends, or its hanging up, ends the watch.
                     _ = framed.next() => return,
                     () = token.cancelled() => return,
+                    () = tokio::time::sleep(PROGRESS_EVERY) => {
+                        let progress = WatchEvent { revision: seen, change: Change::Progress };
+                        if connection::send(&mut framed, &progress, deadline).await.is_err() {
+                            return events::watcher_cut_off(self.peer, seen, &"it stopped reading");
+                        }
+                    }
                 }
                 continue;
             }

@@ -151,7 +151,7 @@ struct Entry {
     since: Admission,
     /// Back at its place: when it was gone, from its lapse until it came
     /// back (the last such stretch only).
-    away: Option<(Instant, Admission)>,
+    away: Option<(Admission, Admission)>,
     /// The secure session that last registered or renewed it, whose loss
     /// ends it ([`Store::session_lost`]).
     session: Option<u64>,
@@ -177,7 +177,9 @@ struct Lapsed {
     key: Option<PublicKey>,
     group: Option<u32>,
     since: Admission,
-    lapsed_at: Instant,
+    /// From when it was gone, in the order of admissions: entries admitted
+    /// from then on never heard of it.
+    lapsed_at: Admission,
 }
 
 impl Entry {
@@ -187,7 +189,7 @@ impl Entry {
 
     /// Whether it had lapsed and was not back yet when `admission` was made.
     fn away_at(&self, admission: Admission) -> bool {
-        self.away.is_some_and(|(from, back)| from <= admission.0 && admission < back)
+        self.away.is_some_and(|(from, back)| from <= admission && admission < back)
     }
 
     fn contact(&self) -> &Contact {
@@ -242,7 +244,12 @@ impl State {
         // A node that did not leave of its own accord may come back to its place.
         let lapsed = matches!(reason, LeftReason::Expired | LeftReason::ConnectionLost);
         if let (true, Some(incarnation)) = (lapsed, &entry.incarnation) {
-            let lapsed_at = entry.expires_at.map_or(now, |at| at.min(now));
+            // Expired at its lease's end, which no one admitted since saw
+            // live; lost now, after the admissions made so far.
+            let lapsed_at = match entry.expires_at {
+                Some(at) if at <= now => (at, 0),
+                _ => (now, self.admissions + 1),
+            };
             let (key, group, since) = (entry.contact().key, entry.contact().group, entry.since);
             self.remember_lapsed(incarnation.clone(), Lapsed { seq, key, group, since, lapsed_at });
         }
@@ -311,8 +318,13 @@ impl State {
 
     fn release(&mut self, key: &PublicKey) {
         if let Some(Reservation { holder, .. }) = self.reserved.remove(key) {
-            self.reserved_names.remove(&holder.name);
-            self.reserved_addrs.remove(&holder.addr());
+            // Another key may hold them by now.
+            if self.reserved_names.get(&holder.name) == Some(key) {
+                self.reserved_names.remove(&holder.name);
+            }
+            if self.reserved_addrs.get(&holder.addr()) == Some(key) {
+                self.reserved_addrs.remove(&holder.addr());
+            }
         }
     }
 
@@ -367,14 +379,16 @@ impl State {
     /// Whom the entry at `seq` greets ([`Admitted::contacts`]).
     ///
     /// Of each pair, the later place greets the earlier, but for an entry
-    /// that came while the earlier one was away: that one greets it when it
-    /// comes back, and the later one is not told of it.
+    /// that came while the earlier one was away and was there when it came
+    /// back: that one greets it on its return, and the later one is not told
+    /// of it. (Were both away then, the later one greets on its own return.)
     fn contacts(&self, seq: u64, now: Instant) -> Vec<Arc<EncodedContact>> {
         let me = self.entries.get(&seq);
-        let since = me.map(|e| e.since);
-        let earlier = self.entries.range(..seq).filter(move |(_, e)| since.is_none_or(|since| !e.away_at(since)));
-        let missed_it = me.and_then(|e| e.away).map(|(from, until)| {
-            self.entries.range(seq + 1..).filter(move |(_, e)| e.since.0 >= from && e.since < until)
+        let greeted_me =
+            move |e: &Entry| me.zip(e.away).is_some_and(|(me, (_, back))| e.away_at(me.since) && !me.away_at(back));
+        let earlier = self.entries.range(..seq).filter(move |(_, e)| !greeted_me(e));
+        let missed_it = me.and_then(|e| e.away).map(|(from, back)| {
+            self.entries.range(seq + 1..).filter(move |(_, e)| e.since >= from && e.since < back && !e.away_at(back))
         });
         earlier
             .chain(missed_it.into_iter().flatten())
@@ -922,6 +936,26 @@ mod tests {
         let over = start + TTL;
         store.sweep(over);
         assert!(store.register(&mallory, observed(), over).is_ok());
+    }
+
+    #[test]
+    fn two_nodes_away_in_turn_are_still_introduced_once() {
+        let store = store();
+        let t0 = Instant::now();
+        // x lapses; z comes while x is away, then lapses too; x comes back
+        // while z is away, then z comes back: z greets x.
+        let x = store.register(&incarnation("x", 1, 1), observed(), t0).unwrap();
+        let t1 = t0 + TTL;
+        store.sweep(t1);
+        let z = store.register(&incarnation("z", 2, 2), observed(), t1).unwrap();
+        assert!(contact_names(&z).is_empty(), "x is away");
+        let t2 = t1 + TTL;
+        store.sweep(t2);
+        let x_back = store.register(&incarnation("x", 1, 1), observed(), t2).unwrap();
+        assert_eq!(x_back.entry.id, x.entry.id);
+        assert!(contact_names(&x_back).is_empty(), "z is away");
+        let z_back = store.register(&incarnation("z", 2, 2), observed(), t2 + Duration::from_secs(1)).unwrap();
+        assert_eq!(contact_names(&z_back), ["x"], "nobody else greets the pair");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,11 @@ use crate::protocol::{Contact, Encoded};
 
 /// How many changes the registry keeps for watchers that resume.
 pub const HISTORY: usize = 8192;
+
+/// After this long without a change, a watcher is sent a `progress`
+/// message, so that it can tell a quiet registry from a dead connection
+/// ([`crate::client::Watch::next`] gives up after three such periods).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Why an entry left the membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +62,9 @@ pub enum Change {
         group: u32,
         coordinator: Option<Contact>,
     },
+    /// No change: the registry is still at this revision ([`PROGRESS_EVERY`]).
+    /// Never in the history.
+    Progress,
 }
 
 /// A change as watchers receive it.

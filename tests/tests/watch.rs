@@ -41,6 +41,7 @@ async fn next_changes(watch: &mut Watch, count: usize) -> anyhow::Result<Vec<(u6
             Change::Coordinator { group, coordinator } => {
                 format!("coordinator {group} {}", coordinator.map_or("none".into(), |c| c.name))
             }
+            Change::Progress => anyhow::bail!("`next` skips progress messages"),
         };
         changes.push((revision, text));
     }
@@ -217,5 +218,30 @@ async fn a_watcher_that_never_reads_is_cut_off_and_the_registry_stays_small() ->
         assert_eq!(message["revision"], sent, "{message}");
     }
     assert!(sent >= cut_off["seen"].as_u64().unwrap_or(u64::MAX), "changes up to {sent} read, {cut_off}");
+    Ok(())
+}
+
+/// A watch on a quiet registry is sent `progress` (its revision, no change)
+/// every five seconds, by which a watcher tells quiet from dead.
+#[tokio::test]
+async fn a_quiet_watch_is_sent_progress() -> anyhow::Result<()> {
+    let registry = Registry::start(&[]).await?;
+    let mut watcher = silent_watcher(registry.addr).await?;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 512];
+    let progress = tokio::time::timeout(tests::PATIENCE, async {
+        loop {
+            let n = watcher.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "the registry hung up on a quiet watch");
+            received.extend_from_slice(&chunk[..n]);
+            let lines: Vec<Value> =
+                received.split(|b| *b == b'\n').filter_map(|line| serde_json::from_slice(line).ok()).collect();
+            if let Some(progress) = lines.iter().find(|line| line["event"] == "progress") {
+                return anyhow::Ok(progress.clone());
+            }
+        }
+    })
+    .await??;
+    assert_eq!(progress["revision"], 0, "{progress}");
     Ok(())
 }
