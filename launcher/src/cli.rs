@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{build, down, kill, logs, ps, send, token, up};
+use crate::{build, disrupt, down, logs, ps, send, token, up};
 
 /// Runs the HIT6 mesh (a registry and greeting nodes) in Docker, shows it
 /// forming, and tells whether it is complete.
@@ -33,9 +33,19 @@ pub enum Command {
     Send(send::Args),
     /// Print the project's join token, for adding nodes by hand.
     Token(token::Args),
-    /// Kill a node with SIGKILL and report how long until the registry and
-    /// every other node had logged its departure.
-    Kill(kill::Args),
+    /// Kill a node with SIGKILL, as a crash would, and report how long until
+    /// the registry and every other node had logged its departure.
+    Kill(disrupt::Args),
+    /// Freeze a node, as a partition would: it stays listed until its lease
+    /// ends; report how long until the registry and every other node had
+    /// logged its departure.
+    Pause(disrupt::Args),
+    /// Thaw a paused node; if its lease had ended, report how long until the
+    /// registry and every other node had logged its return.
+    Unpause(disrupt::Args),
+    /// Restart a node (SIGTERM, then a new run) and report how long until the
+    /// registry and every other node had logged its departure and its return.
+    Restart(disrupt::Args),
 }
 
 /// Docker names allow `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; keep it short enough for host names.

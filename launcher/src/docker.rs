@@ -161,6 +161,21 @@ impl Project {
         self.docker.kill_container(name, Some(options)).await.map_err(call(format!("kill the container {name}")))
     }
 
+    /// Freezes a container's processes (the cgroup freezer): they stay, but
+    /// answer nothing, as behind a partition.
+    pub async fn pause(&self, name: &str) -> Result<(), DockerError> {
+        self.docker.pause_container(name).await.map_err(call(format!("pause the container {name}")))
+    }
+
+    pub async fn unpause(&self, name: &str) -> Result<(), DockerError> {
+        self.docker.unpause_container(name).await.map_err(call(format!("unpause the container {name}")))
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after Docker's grace) and starts it again.
+    pub async fn restart(&self, name: &str) -> Result<(), DockerError> {
+        self.docker.restart_container(name, None).await.map_err(call(format!("restart the container {name}")))
+    }
+
     /// The project's containers, running or not.
     pub async fn containers(&self) -> Result<Vec<ContainerSummary>, DockerError> {
         let options = ListContainersOptionsBuilder::default().all(true).filters(&self.project_filter()).build();

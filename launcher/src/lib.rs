@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line; one module per subcommand: [`up`], [`down`],
-//!   [`ps`], [`logs`], [`build`], [`send`], [`token`], [`kill`].
+//!   [`ps`], [`logs`], [`build`], [`send`], [`token`]; `kill`, `pause`,
+//!   `unpause` and `restart` in [`disrupt`].
 //! - [`docker`]: bollard calls, and the project's labelled resources.
 //! - [`images`]: the registry and node images: present, pulled, or built
 //!   from the workspace with no base image; the binaries cargo builds for
@@ -18,10 +19,10 @@
 
 pub mod build;
 pub mod cli;
+pub mod disrupt;
 pub mod docker;
 pub mod down;
 pub mod images;
-pub mod kill;
 pub mod local;
 pub mod logs;
 pub mod mesh;
@@ -41,7 +42,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The Docker daemon cannot be reached.
     pub const NO_DOCKER: u8 = 3;
-    /// The mesh did not complete in time, or a kill was not noticed by all in time.
+    /// The mesh did not complete in time, or what followed a kill, pause, unpause or restart was not
+    /// logged by all in time.
     pub const INCOMPLETE: u8 = 4;
     /// The project is already up.
     pub const ALREADY_UP: u8 = 5;
@@ -59,7 +61,10 @@ impl Command {
             Command::Build(args) => args.run().await,
             Command::Send(args) => args.run(project).await,
             Command::Token(args) => args.run(project).await,
-            Command::Kill(args) => args.run(project).await,
+            Command::Kill(args) => args.run(project, disrupt::Verb::Kill).await,
+            Command::Pause(args) => args.run(project, disrupt::Verb::Pause).await,
+            Command::Unpause(args) => args.run(project, disrupt::Verb::Unpause).await,
+            Command::Restart(args) => args.run(project, disrupt::Verb::Restart).await,
         }
     }
 }
@@ -75,7 +80,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<send::Undelivered>().is_some() {
         return exit::UNDELIVERED;
     }
-    if error.downcast_ref::<kill::Unnoticed>().is_some() {
+    if error.downcast_ref::<disrupt::Unnoticed>().is_some() {
         return exit::INCOMPLETE;
     }
     match error.downcast_ref::<up::UpError>() {

@@ -36,9 +36,12 @@ impl Cluster {
         &mut self,
         bin: &Path,
         groups: u32,
+        lease: Duration,
         lines: &mpsc::Sender<Line>,
     ) -> anyhow::Result<RegistryAddr> {
-        let args = ["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups.to_string()];
+        let lease = humantime::format_duration(lease).to_string();
+        let args =
+            ["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups.to_string(), "--ttl".into(), lease];
         let mut child = spawn(&bin.join("registry"), &args, self.token.as_deref())?;
         let stdout = child.stdout.take().expect("stdout is piped");
         self.children.push(child);

@@ -26,12 +26,14 @@ impl Args {
             format!("{:<28} {:<9} {:<8} {:<9} {:<24} PORTS\n", "NAME", "ROLE", "STATE", "REGISTRY", "STATUS");
         for container in &containers {
             let label = |key: &str| container.labels.as_ref().and_then(|l| l.get(key)).cloned().unwrap_or_default();
-            let ports: Vec<String> = container
+            let mut ports: Vec<String> = container
                 .ports
                 .iter()
                 .flatten()
                 .filter_map(|p| p.public_port.map(|public| format!("{public}->{}", p.private_port)))
                 .collect();
+            // One binding for IPv4 and one for IPv6.
+            ports.dedup();
             let (role, seen) = match label(LABEL_INDEX).as_str() {
                 "" => (label(LABEL_ROLE), "-"),
                 index => {
@@ -61,7 +63,7 @@ impl Args {
 
 /// The names the project's registry holds entries for; `None`, with the
 /// reason on stderr, when it cannot be asked.
-async fn listed(project: &str) -> Option<BTreeSet<String>> {
+pub async fn listed(project: &str) -> Option<BTreeSet<String>> {
     let asked = async {
         let registry = crate::send::project_registry(project).await?;
         let token = crate::token::project_token(project).await?;

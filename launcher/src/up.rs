@@ -44,6 +44,10 @@ pub struct Args {
     /// Groups the registry places nodes in, least loaded first.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub groups: u32,
+    /// The lease of a registration at the registry the project starts: how
+    /// long a node that falls silent (`launcher pause`) stays listed.
+    #[arg(long, default_value = "15s", value_parser = wire::cli::duration, conflicts_with = "registry")]
+    pub lease: Duration,
     /// Join an existing registry (on another VM, say) instead of starting one.
     #[arg(long, value_name = "HOST:PORT")]
     pub registry: Option<RegistryAddr>,
@@ -216,7 +220,7 @@ impl Args {
                 let mut cluster = Cluster::new(token);
                 let registry = match &self.registry {
                     Some(addr) => addr.clone(),
-                    None => cluster.start_registry(&bin, self.groups, lines).await?,
+                    None => cluster.start_registry(&bin, self.groups, self.lease, lines).await?,
                 };
                 for name in self.node_names() {
                     cluster.start_node(&bin, &registry, &name, lines)?;
@@ -262,7 +266,11 @@ impl Args {
                 let spec = ContainerSpec {
                     role: Role::Registry,
                     image: self.images.registry.clone(),
-                    env: vec!["LOG_FORMAT=json".into(), format!("REGISTRY_GROUPS={}", self.groups)],
+                    env: vec![
+                        "LOG_FORMAT=json".into(),
+                        format!("REGISTRY_GROUPS={}", self.groups),
+                        format!("REGISTRY_TTL={}", humantime::format_duration(self.lease)),
+                    ],
                     token: token.clone(),
                     cmd: vec![],
                     host_port: Some(self.registry_port),
@@ -348,7 +356,7 @@ impl Args {
             tokio::select! {
                 line = received.recv() => {
                     let Some(line) = line else { return Ending::LogsEnded };
-                    show(ui, mesh, &line);
+                    show(ui, mesh, &line, complete);
                     if !complete && mesh.is_complete() {
                         complete = true;
                         ui.finish();
@@ -383,15 +391,20 @@ impl Args {
     }
 }
 
-/// Updates the mesh with a line and shows it.
-fn show(ui: &Ui, mesh: &mut Mesh, line: &Line) {
+/// Updates the mesh with a line and shows it. Once the mesh is complete,
+/// the registry's joins and departures are shown even when quiet: in the
+/// foreground, they are what is left to follow.
+fn show(ui: &Ui, mesh: &mut Mesh, line: &Line, complete: bool) {
     let record = ui::record(line);
     if let Some(Logged::Node(record)) = &record {
         mesh.apply(&line.source, record);
         ui.progress(mesh);
     }
+    let membership = matches!(&record, Some(Logged::Registry(r)) if r.event.changes_membership());
     if ui.shows_lines() {
         // Lines go to stderr here, which cannot fail.
         let _ = ui.line(&line.source, &ui::render(line, record.as_ref()));
+    } else if complete && membership {
+        ui.note(&format!("{} | {}", line.source, ui::render(line, record.as_ref())));
     }
 }

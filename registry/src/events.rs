@@ -27,6 +27,13 @@ wire::log_events! {
     }
 }
 
+impl Event {
+    /// Whether it is a node joining or leaving.
+    pub fn changes_membership(self) -> bool {
+        matches!(self, Event::Registered | Event::Deregistered | Event::Expired | Event::SessionLost)
+    }
+}
+
 /// One registry event read back from a JSON log line. Fields an event does
 /// not carry are `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

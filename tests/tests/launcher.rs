@@ -94,14 +94,15 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     let killed = launcher(project, &["kill", "node-3", "--json"]);
     assert!(killed.status.success(), "{}", text(&killed));
     let followed: Value = serde_json::from_slice(&killed.stdout).expect("a JSON report");
-    assert_eq!(followed["registry"]["how"], "session_lost", "{followed}");
-    let survivors = followed["survivors"].as_object().expect("the survivors");
-    assert_eq!(survivors.keys().collect::<Vec<_>>(), ["node-1", "node-2", "node-4", "node-5"], "{followed}");
-    assert!(survivors.values().all(|heard| heard["how"] == "peer_left connection_lost"), "{followed}");
-    assert!(followed["all_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{followed}");
-    let ps = launcher(project, &["ps"]);
-    assert!(ps.status.success(), "{}", text(&ps));
-    let rows: Vec<String> = String::from_utf8_lossy(&ps.stdout).lines().skip(1).map(str::to_owned).collect();
+    assert_eq!(followed["verb"], "kill", "{followed}");
+    assert_heard(
+        &followed["departure"],
+        "session_lost",
+        "peer_left connection_lost",
+        &["node-1", "node-2", "node-4", "node-5"],
+    );
+    assert!(followed.get("return").is_none(), "{followed}");
+    let rows = ps_rows(project);
     for row in rows.iter().filter(|row| row.contains("-node-")) {
         let killed = row.starts_with(&format!("{project}-node-3 "));
         assert_eq!(row.contains(" gone "), killed, "the registry's view of each node: {rows:?}");
@@ -140,6 +141,106 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
 }
 
+/// Checks one change of a `kill`/`pause`/`unpause`/`restart` report: how the
+/// registry and each survivor logged it, and that all of them did.
+fn assert_heard(heard: &Value, registry: &str, survivor: &str, survivors: &[&str]) {
+    assert_eq!(heard["registry"]["how"], registry, "{heard}");
+    let logged = heard["survivors"].as_object().expect("the survivors");
+    assert_eq!(logged.keys().collect::<Vec<_>>(), survivors, "{heard}");
+    assert!(logged.values().all(|logging| logging["how"] == survivor), "{heard}");
+    assert!(heard["all_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{heard}");
+}
+
+/// The rows of `launcher ps`, after its header.
+fn ps_rows(project: &str) -> Vec<String> {
+    let ps = launcher(project, &["ps"]);
+    assert!(ps.status.success(), "{}", text(&ps));
+    String::from_utf8_lossy(&ps.stdout).lines().skip(1).map(str::to_owned).collect()
+}
+
+/// The row of `launcher ps` for one node.
+fn ps_row(project: &str, node: &str) -> String {
+    let rows = ps_rows(project);
+    rows.iter()
+        .find(|row| row.starts_with(&format!("{project}-{node} ")))
+        .cloned()
+        .unwrap_or_else(|| panic!("{rows:?}"))
+}
+
+/// How many greetings each node logged having received, by greeter: `(receiver, greeter)`.
+fn greetings_received(project: &str) -> Vec<(String, String)> {
+    let logs = launcher(project, &["logs"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    let mut pairs: Vec<(String, String)> = String::from_utf8_lossy(&logs.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (receiver, rest) = line.split_once(" | greeting from ")?;
+            let greeter = rest.split_whitespace().next()?;
+            Some((receiver.trim().to_owned(), greeter.to_owned()))
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[test]
+fn pause_unpause_and_restart_report_what_followed() {
+    if !docker::available("the launcher tests") {
+        return;
+    }
+    images_built();
+    let project = "hit6-test-break";
+    let _guard = ProjectGuard(project.into());
+    // A short lease, so that a paused node is gone in seconds.
+    let ports = ["--port-range", "18587-18595", "--registry-port", "18586", "--lease", "2s"];
+    let output =
+        launcher(project, &[&["up", "--nodes", "3", "--detach", "--quiet", "--timeout", "120"][..], &ports].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    let greeted = greetings_received(project);
+    assert_eq!(greeted.len(), 3, "{greeted:?}");
+
+    // A paused node stays listed while its lease runs, then expires.
+    let paused = launcher(project, &["pause", "node-2", "--json", "--timeout", "20s"]);
+    assert!(paused.status.success(), "{}", text(&paused));
+    let report: Value = serde_json::from_slice(&paused.stdout).expect("a JSON report");
+    assert_eq!(report["verb"], "pause", "{report}");
+    assert_heard(&report["departure"], "expired", "peer_left expired", &["node-1", "node-3"]);
+    // Its last heartbeat, at most a third of the lease before the pause, started the lease that ran out.
+    assert!(report["departure"]["all_ms"].as_f64().unwrap() >= 1300.0, "gone before its lease ended: {report}");
+    let row = ps_row(project, "node-2");
+    assert!(row.contains(" paused ") && row.contains(" gone "), "{row}");
+    let again = launcher(project, &["pause", "2"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(text(&again).contains("node-2 is not a running node"), "{}", text(&again));
+
+    // Thawed after its lease ended, it registers again, takes its place
+    // back, and nobody greets anybody a second time.
+    let unpaused = launcher(project, &["unpause", "node-2", "--json"]);
+    assert!(unpaused.status.success(), "{}", text(&unpaused));
+    let report: Value = serde_json::from_slice(&unpaused.stdout).expect("a JSON report");
+    assert_heard(&report["return"], "registered", "peer_joined", &["node-1", "node-3"]);
+    assert!(report.get("departure").is_none(), "{report}");
+    assert!(ps_row(project, "node-2").contains(" live "), "{:?}", ps_rows(project));
+    assert_eq!(greetings_received(project), greeted, "a greeting was repeated after the return");
+
+    // A restart is a departure (the node deregisters on SIGTERM), then a
+    // new node's return.
+    let restarted = launcher(project, &["restart", "node-3", "--json"]);
+    assert!(restarted.status.success(), "{}", text(&restarted));
+    let report: Value = serde_json::from_slice(&restarted.stdout).expect("a JSON report");
+    assert_heard(&report["departure"], "deregistered", "peer_left deregistered", &["node-1", "node-2"]);
+    assert_heard(&report["return"], "registered", "peer_joined", &["node-1", "node-2"]);
+    assert!(
+        report["return"]["all_ms"].as_f64() > report["departure"]["all_ms"].as_f64(),
+        "the return came before the departure: {report}"
+    );
+    assert!(ps_row(project, "node-3").contains(" live "), "{:?}", ps_rows(project));
+
+    let down = launcher(project, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
+}
+
 #[test]
 fn a_port_range_smaller_than_the_nodes_fails_before_creating_anything() {
     if !docker::available("the launcher tests") {
@@ -158,7 +259,7 @@ fn a_port_range_smaller_than_the_nodes_fails_before_creating_anything() {
 }
 
 #[tokio::test]
-async fn sigint_to_a_foreground_up_removes_everything() {
+async fn a_foreground_up_shows_departures_and_sigint_removes_everything() {
     if !docker::available("the launcher tests") {
         return;
     }
@@ -169,6 +270,7 @@ async fn sigint_to_a_foreground_up_removes_everything() {
         .args(["--project", project, "up", "--nodes", "3", "--json", "--quiet"])
         .args(["--port-range", "18187-18195", "--registry-port", "18186"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -184,6 +286,22 @@ async fn sigint_to_a_foreground_up_removes_everything() {
     });
     assert!(complete.await.unwrap(), "the mesh never completed");
     assert_eq!(docker::labelled("container", project).len(), 4);
+
+    // Quiet, but once the mesh is complete it still shows who leaves.
+    let killed = tokio::task::spawn_blocking(move || launcher(project, &["kill", "node-2"])).await.unwrap();
+    assert!(killed.status.success(), "{}", text(&killed));
+    let mut notes = BufReader::new(up.stderr.take().unwrap()).lines();
+    let departure = tokio::time::timeout(DOCKER_PATIENCE, async {
+        let mut shown = Vec::new();
+        while let Some(line) = notes.next_line().await.unwrap() {
+            if line.starts_with("registry | lost the session of node-2 at ") {
+                return Ok(line);
+            }
+            shown.push(line);
+        }
+        Err(shown)
+    });
+    departure.await.expect("the departure was shown").expect("the departure was shown");
 
     kill(Pid::from_raw(up.id().unwrap() as i32), Signal::SIGINT).unwrap();
     let status = tokio::time::timeout(DOCKER_PATIENCE, up.wait()).await.unwrap().unwrap();
