@@ -1,5 +1,8 @@
 //! `multicast`: latency of sequential multicasts to a group of 10 and of 100
-//! node processes, from the call to `node::group::send` to its report.
+//! node processes, from the call to its report, sent two ways: one-shot, as
+//! `node send` does (`node::group::send`: a registry lookup and two
+//! handshakes per message), and by a `node::group::Sender` that keeps its
+//! sessions and knows the coordinator.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -7,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use node::exchange::Deadlines;
+use node::group::Sender;
 use registry::client::RegistryAddr;
 use tokio::time::timeout;
 
@@ -121,18 +125,58 @@ pub(crate) async fn multicasts(
     sends: usize,
     nodes: &Spawned,
 ) -> anyhow::Result<()> {
-    let timed = time_multicasts(addr, members, sends, nodes).await?;
-    report(rows, section, &timed, members, sends);
+    for sending in [Sending::OneShot, Sending::Kept] {
+        let timed = time_multicasts(addr, members, sends, nodes, sending).await?;
+        report(rows, section, &timed, members, sends, sending);
+    }
     let lookups = group_lookups(addr, 50).await?;
     let note = "connect to the registry and ask for group 1; sender and coordinator each do one";
     rows.info(section, "group lookup p50", percentile(&lookups, 0.5) / 1e6, "ms", note);
     Ok(())
 }
 
-async fn time_multicasts(addr: &RegistryAddr, members: usize, sends: usize, nodes: &Spawned) -> anyhow::Result<Timed> {
+/// How the bench sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// A new sender per message, as `node send`.
+    OneShot,
+    /// One sender for them all, keeping its sessions.
+    Kept,
+}
+
+impl Sending {
+    /// What the report's rows are called.
+    fn rows(self) -> &'static str {
+        match self {
+            Sending::OneShot => "one-shot",
+            Sending::Kept => "kept sessions",
+        }
+    }
+}
+
+async fn time_multicasts(
+    addr: &RegistryAddr,
+    members: usize,
+    sends: usize,
+    nodes: &Spawned,
+    sending: Sending,
+) -> anyhow::Result<Timed> {
+    let kept = Sender::new(addr, &crate::spawn::client_keys(), MULTICAST_DEADLINES);
+    let multicast = |text: String| {
+        let kept = &kept;
+        async move {
+            match sending {
+                Sending::OneShot => {
+                    let sender = Sender::new(addr, &crate::spawn::client_keys(), MULTICAST_DEADLINES);
+                    multicast(&sender, &text, members).await
+                }
+                Sending::Kept => multicast(kept, &text, members).await,
+            }
+        }
+    };
     let mut coordinator = String::new();
     for i in 0..MULTICAST_WARMUP {
-        coordinator = multicast(addr, &format!("warm-up {i}"), members).await?;
+        coordinator = multicast(format!("warm-up {i}")).await?;
     }
     let coordinator_pid = nodes.pid_of(&coordinator).map(|pid| pid.to_string());
     let cpu = || (nodes.cpu_seconds(), coordinator_pid.as_deref().and_then(cpu_seconds), cpu_seconds("self"));
@@ -141,7 +185,7 @@ async fn time_multicasts(addr: &RegistryAddr, members: usize, sends: usize, node
     let (mut latencies_ns, mut failures) = (Vec::with_capacity(sends), Vec::new());
     for i in 0..sends {
         let sent = Instant::now();
-        match multicast(addr, &format!("bench {i}"), members).await {
+        match multicast(format!("bench {i}")).await {
             Ok(_) => latencies_ns.push(sent.elapsed().as_nanos() as u64),
             Err(error) => failures.push(format!("{error:#}")),
         }
@@ -160,22 +204,28 @@ async fn time_multicasts(addr: &RegistryAddr, members: usize, sends: usize, node
     })
 }
 
-fn report(rows: &Rows, section: &str, timed: &Timed, members: usize, sends: usize) {
+fn report(rows: &Rows, section: &str, timed: &Timed, members: usize, sends: usize, sending: Sending) {
     let (latencies, wall) = (&timed.latencies_ns, timed.wall);
-    let target = (members == 100).then_some(Target::AtMost(5.0));
+    let target = match (sending, members) {
+        (Sending::OneShot, 100) => Some(Target::AtMost(5.0)),
+        (Sending::Kept, 10) => Some(Target::AtMost(0.5)),
+        _ => None,
+    };
     let over = format!(
         "over {} complete multicasts of {sends}, one at a time, after {MULTICAST_WARMUP} warm-up",
         latencies.len()
     );
+    let how = sending.rows();
     let ms = |p| (!latencies.is_empty()).then(|| percentile(latencies, p) / 1e6);
-    rows.push(section, "latency p50", ms(0.50), "ms", target, over);
-    rows.push(section, "latency p99", ms(0.99), "ms", None, "");
-    rows.push(section, "latency max", ms(1.0), "ms", None, "");
+    rows.push(section, format!("{how}: latency p50"), ms(0.50), "ms", target, over);
+    rows.push(section, format!("{how}: latency p99"), ms(0.99), "ms", None, "");
+    rows.push(section, format!("{how}: latency max"), ms(1.0), "ms", None, "");
     let first = timed.failures.first().map(|f| format!("first: {f}")).unwrap_or_default();
-    rows.push(section, "failed or incomplete", Some(timed.failures.len() as f64), "", Some(Target::AtMost(0.0)), first);
+    let failed = Some(timed.failures.len() as f64);
+    rows.push(section, format!("{how}: failed or incomplete"), failed, "", Some(Target::AtMost(0.0)), first);
     if let Some(used) = timed.sender_cpu {
         let note = format!("{:.0}% of one core over {wall:.2} s", 100.0 * used / wall);
-        rows.info(section, "bench sender CPU", used, "CPU s", note);
+        rows.info(section, format!("{how}: bench sender CPU"), used, "CPU s", note);
     }
     let used = timed.nodes_cpu;
     let note = format!(
@@ -184,10 +234,10 @@ fn report(rows: &Rows, section: &str, timed: &Timed, members: usize, sends: usiz
         100.0 * used / wall / cores() as f64,
         cores()
     );
-    rows.info(section, "nodes CPU per multicast", used * 1e3 / sends as f64, "ms", note);
+    rows.info(section, format!("{how}: nodes CPU per multicast"), used * 1e3 / sends as f64, "ms", note);
     let per_multicast = timed.coordinator_cpu.map(|used| used * 1e3 / sends as f64);
     let note = format!("{}, included in the nodes' CPU", timed.coordinator);
-    rows.push(section, "coordinator CPU per multicast", per_multicast, "ms", None, note);
+    rows.push(section, format!("{how}: coordinator CPU per multicast"), per_multicast, "ms", None, note);
 }
 
 /// Latencies of `count` registry group lookups, each on a new connection as `group::send` makes them, sorted.
@@ -204,9 +254,8 @@ pub(crate) async fn group_lookups(registry: &RegistryAddr, count: usize) -> anyh
 
 /// One multicast to group 1: an error unless all `members` acknowledged;
 /// returns the coordinator's name.
-pub(crate) async fn multicast(registry: &RegistryAddr, text: &str, members: usize) -> anyhow::Result<String> {
-    let keys = crate::spawn::client_keys();
-    let send = node::group::send(registry, &keys, 1, text, "bench", MULTICAST_DEADLINES);
+async fn multicast(sender: &Sender, text: &str, members: usize) -> anyhow::Result<String> {
+    let send = sender.send(1, text, "bench");
     let report = timeout(MULTICAST_PATIENCE, send)
         .await
         .with_context(|| format!("no report within {MULTICAST_PATIENCE:?}"))??;

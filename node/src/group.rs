@@ -2,7 +2,10 @@
 //! coordinator and sends it the message; the coordinator asks the registry
 //! for the live members, delivers to all of them at once, collects each
 //! one's ACK under a deadline, and answers the sender with a report naming
-//! every member that did not acknowledge.
+//! every member that did not acknowledge. A [`Sender`] keeps its sessions
+//! and the coordinator it used; a coordinator keeps the view it had while
+//! its watch shows no change ([`KnownView`]). Then a multicast costs the
+//! sender one round trip, and the coordinator none with the registry.
 //!
 //! Wire format:
 //! - sender -> coordinator: `{"op":"multicast","group":2,"text":"hola","sender":"cli"}`,
@@ -163,6 +166,65 @@ impl fmt::Display for Report {
     }
 }
 
+/// How long a coordinator uses a view from the registry without asking
+/// again, while its watch reports no change: well within the signed view's
+/// life, which the registry hands out with at least half of
+/// [`registry::credential::VIEW_VALIDITY`] left.
+const VIEW_REUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The group view a coordinator last had from the registry, used again
+/// for the next multicast while the node's watch ([`crate::view`]) runs
+/// and reports no change, so that a multicast costs no registry round
+/// trip. Every change the watch reports, and a break of the watch, forget
+/// it; a view asked for before a change is not kept after it.
+#[derive(Debug, Default)]
+pub struct KnownView {
+    state: std::sync::Mutex<Known>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    watching: bool,
+    /// Counts the changes seen, so that a lookup that raced one is not kept.
+    changes: u64,
+    view: Option<(GroupView, tokio::time::Instant)>,
+}
+
+impl KnownView {
+    /// The watch started (`true`) or broke (`false`).
+    pub fn watching(&self, watching: bool) {
+        let mut known = wire::lock(&self.state);
+        known.watching = watching;
+        known.changes += 1;
+        known.view = None;
+    }
+
+    /// The membership changed.
+    pub fn changed(&self) {
+        let mut known = wire::lock(&self.state);
+        known.changes += 1;
+        known.view = None;
+    }
+
+    /// The group's view, from memory when it may be used, or else from the registry.
+    async fn get(&self, registry: &RegistryLink, group: u32) -> Result<GroupView, ClientError> {
+        let now = tokio::time::Instant::now();
+        let changes = {
+            let known = wire::lock(&self.state);
+            match &known.view {
+                Some((view, at)) if view.group == group && now < *at + VIEW_REUSE => return Ok(view.clone()),
+                _ => known.changes,
+            }
+        };
+        let view = group_view(registry, group).await?;
+        let mut known = wire::lock(&self.state);
+        if known.watching && known.changes == changes {
+            known.view = Some((view.clone(), now));
+        }
+        Ok(view)
+    }
+}
+
 /// The group's view from the registry.
 async fn group_view(link: &RegistryLink, group: u32) -> Result<GroupView, ClientError> {
     on_link!(link, |client| client.group(group).await)
@@ -170,16 +232,18 @@ async fn group_view(link: &RegistryLink, group: u32) -> Result<GroupView, Client
 
 /// The coordinator's side: deliver `message` to every live member of its
 /// group, at once, each within `deadlines`, once the registry confirms this
-/// node (`keys`) coordinates the group.
+/// node (`keys`) coordinates the group (or its view, `known`, from a
+/// moment ago, with no change since).
 pub async fn coordinate(
     registry: &RegistryLink,
+    known: &KnownView,
     keys: &Keys,
     coordinator: &str,
     message: &Message,
     deadlines: Deadlines,
     members_pool: &Pool,
 ) -> Result<Report, ErrorBody> {
-    let view = group_view(registry, message.group).await.map_err(|error| match error {
+    let view = known.get(registry, message.group).await.map_err(|error| match error {
         ClientError::Refused { error, .. } => error.widen(),
         other => ErrorBody::new(ErrorCode::RegistryUnavailable, Chain(&other).to_string()),
     })?;
@@ -296,16 +360,7 @@ pub enum SendError {
 }
 
 /// The sender's side: multicast `text` to `group` through its coordinator,
-/// which must prove the key the registry recorded for it. `keys` open both
-/// sessions. The coordinator needs up to its own per-member deadline, so
-/// `deadlines.reply` must be longer.
-///
-/// When the coordinator fails the way a dead one does (the connection
-/// refused, reset or closed before an answer), or answers that it no longer
-/// coordinates, the sender asks the registry again, and sends once more
-/// through the coordinator it names now, if that is another one; the report
-/// says so ([`Report::failed_over_from`]). The members may then get the
-/// message twice, if the first coordinator delivered it before it died.
+/// once, as `node send` does: a [`Sender`] used for one message.
 pub async fn send(
     registry: &RegistryAddr,
     keys: &Keys,
@@ -314,26 +369,103 @@ pub async fn send(
     sender: &str,
     deadlines: Deadlines,
 ) -> Result<Report, SendError> {
-    let link = RegistryLink::new(registry.clone(), keys.clone(), deadlines.connect + deadlines.reply);
-    let lookup = || async {
-        let view = group_view(&link, group).await.map_err(|source| SendError::Lookup { group, source })?;
-        Ok::<_, SendError>(view.coordinator)
-    };
-    let outgoing = Outgoing::Multicast { group, text, sender };
-    let first = lookup().await?;
-    let error = match through(&first, keys, &outgoing, deadlines).await {
-        Err(SendError::Coordinator { source, .. }) if has_gone(&source) => source,
-        done => return done,
-    };
-    let failed =
-        Undelivered { name: first.name.clone(), addr: first.addr().to_string(), error: Chain(&error).to_string() };
-    let next = lookup().await?;
-    if (next.key, next.addr()) == (first.key, first.addr()) {
-        return Err(SendError::Coordinator { name: failed.name, addr: failed.addr, source: error });
+    Sender::new(registry, keys, deadlines).send(group, text, sender).await
+}
+
+/// Multicasts through each group's coordinator, which must prove the key
+/// the registry recorded for it, on sessions it keeps between messages:
+/// one with the registry, and one with each coordinator. It asks the
+/// registry for a group's coordinator only when it knows none, or the one
+/// it knew has failed, so a message to a known coordinator costs one round
+/// trip. `keys` open the sessions. The coordinator needs up to its own
+/// per-member deadline, so `deadlines.reply` must be longer.
+///
+/// When the coordinator fails the way a dead one does (the connection
+/// refused, reset or closed before an answer), or answers that it no longer
+/// coordinates, the sender asks the registry again, and sends once more
+/// through the coordinator it names now, if that is another one; the report
+/// says so ([`Report::failed_over_from`]). The members may then get the
+/// message twice, if the first coordinator delivered it before it died.
+#[derive(Debug)]
+pub struct Sender {
+    link: RegistryLink,
+    keys: Keys,
+    deadlines: Deadlines,
+    /// The coordinator last used for each group, while it answers.
+    coordinators: std::sync::Mutex<std::collections::HashMap<u32, Contact>>,
+    sessions: Pool,
+}
+
+impl Sender {
+    pub fn new(registry: &RegistryAddr, keys: &Keys, deadlines: Deadlines) -> Sender {
+        Sender {
+            link: RegistryLink::new(registry.clone(), keys.clone(), deadlines.connect + deadlines.reply),
+            keys: keys.clone(),
+            deadlines,
+            coordinators: Default::default(),
+            sessions: Pool::default(),
+        }
     }
-    let mut report = through(&next, keys, &outgoing, deadlines).await?;
-    report.failed_over_from = Some(failed);
-    Ok(report)
+
+    pub async fn send(&self, group: u32, text: &str, sender: &str) -> Result<Report, SendError> {
+        let outgoing = Outgoing::Multicast { group, text, sender };
+        let known = wire::lock(&self.coordinators).get(&group).cloned();
+        let first = match known {
+            Some(known) => known,
+            None => self.lookup(group).await?,
+        };
+        let error = match self.through(group, &first, &outgoing).await {
+            Err(SendError::Coordinator { source, .. }) if has_gone(&source) => source,
+            done => return done,
+        };
+        let failed =
+            Undelivered { name: first.name.clone(), addr: first.addr().to_string(), error: Chain(&error).to_string() };
+        let next = self.lookup(group).await?;
+        if (next.key, next.addr()) == (first.key, first.addr()) {
+            return Err(SendError::Coordinator { name: failed.name, addr: failed.addr, source: error });
+        }
+        let mut report = self.through(group, &next, &outgoing).await?;
+        report.failed_over_from = Some(failed);
+        Ok(report)
+    }
+
+    async fn lookup(&self, group: u32) -> Result<Contact, SendError> {
+        let view = group_view(&self.link, group).await.map_err(|source| SendError::Lookup { group, source })?;
+        Ok(view.coordinator)
+    }
+
+    /// Multicasts through `coordinator` and reads back its report,
+    /// remembering it for the group's next message only if it answered.
+    async fn through(&self, group: u32, coordinator: &Contact, outgoing: &Outgoing<'_>) -> Result<Report, SendError> {
+        let answered = self.ask(coordinator, outgoing).await;
+        let mut known = wire::lock(&self.coordinators);
+        match answered {
+            Ok(_) => known.insert(group, coordinator.clone()),
+            Err(_) => known.remove(&group),
+        };
+        answered
+    }
+
+    async fn ask(&self, coordinator: &Contact, outgoing: &Outgoing<'_>) -> Result<Report, SendError> {
+        let failed = |source| SendError::Coordinator {
+            name: coordinator.name.clone(),
+            addr: coordinator.addr().to_string(),
+            source,
+        };
+        let answer = match coordinator.key {
+            Some(key) => {
+                let target = Target { addr: coordinator.addr(), key };
+                Some(self.sessions.request(target, &self.keys, outgoing, self.deadlines).await.map_err(failed)?)
+            }
+            // A coordinator registered in plaintext, which only an open registry admits.
+            None => exchange::exchange(coordinator.addr(), &exchange::encode(outgoing), self.deadlines)
+                .await
+                .map_err(failed)?,
+        };
+        let answer = answer.ok_or_else(|| SendError::NoReport { name: coordinator.name.clone() })?;
+        serde_json::from_value(Value::Object(answer))
+            .map_err(|source| SendError::MalformedReport { name: coordinator.name.clone(), source })
+    }
 }
 
 /// Whether a coordinator failed as one that died does, or said it no longer coordinates.
@@ -343,31 +475,6 @@ fn has_gone(error: &ExchangeError) -> bool {
         ExchangeError::ReplyTimeout(_) | ExchangeError::ConnectTimeout(_) => false,
         other => other.is_transient(),
     }
-}
-
-/// Multicasts through `coordinator`, and reads back its report.
-async fn through(
-    coordinator: &Contact,
-    keys: &Keys,
-    outgoing: &Outgoing<'_>,
-    deadlines: Deadlines,
-) -> Result<Report, SendError> {
-    let failed = |source| SendError::Coordinator {
-        name: coordinator.name.clone(),
-        addr: coordinator.addr().to_string(),
-        source,
-    };
-    let answer = match coordinator.key {
-        Some(key) => {
-            let target = Target { addr: coordinator.addr(), key };
-            Some(exchange::secure_exchange(target, keys, outgoing, deadlines).await.map_err(failed)?)
-        }
-        // A coordinator registered in plaintext, which only an open registry admits.
-        None => exchange::exchange(coordinator.addr(), &exchange::encode(outgoing), deadlines).await.map_err(failed)?,
-    };
-    let answer = answer.ok_or_else(|| SendError::NoReport { name: coordinator.name.clone() })?;
-    serde_json::from_value(Value::Object(answer))
-        .map_err(|source| SendError::MalformedReport { name: coordinator.name.clone(), source })
 }
 
 #[cfg(test)]

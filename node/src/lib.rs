@@ -122,6 +122,7 @@ impl Node {
             greeted_by: Default::default(),
             config: config.listen,
             lookups: link(),
+            group_view: Default::default(),
             originals: link(),
             deliveries: Deadlines { connect: config.greet.deadlines.connect, reply: config.ack_timeout },
             members: Default::default(),

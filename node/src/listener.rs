@@ -29,7 +29,7 @@ use wire::secure::{Keys, PublicKey};
 use crate::events::{self, Peer};
 use crate::exchange::{Deadlines, Pool};
 use crate::greeting::{self, GreetingReply, Received, GREETING_REPLY};
-use crate::group::{self, Answer as GroupAnswer, GroupReply, Incoming};
+use crate::group::{self, Answer as GroupAnswer, GroupReply, Incoming, KnownView};
 use crate::link::{on_link, RegistryLink};
 use crate::protocol::ErrorBody;
 use crate::recent::Recent;
@@ -97,6 +97,8 @@ pub struct Context {
     pub config: ListenConfig,
     /// Where a coordinator looks up its group's members, on a session kept for that.
     pub lookups: RegistryLink,
+    /// The view of the group it coordinates, from a moment ago.
+    pub group_view: KnownView,
     /// Where a plaintext greeter is checked, on a session of its own, so that
     /// a flood of plaintext greetings cannot hold up coordination.
     pub originals: RegistryLink,
@@ -290,6 +292,7 @@ async fn answer_group(
             }
             let report = group::coordinate(
                 &context.lookups,
+                &context.group_view,
                 &context.keys,
                 &context.name,
                 &message,
@@ -354,6 +357,7 @@ mod tests {
             greeted_by: GreetedBy::default(),
             config: ListenConfig { limits: connection::Limits::new(1), read_timeout: timeout, write_timeout: timeout },
             lookups: RegistryLink::new(registry(), keys(), timeout),
+            group_view: KnownView::default(),
             originals: RegistryLink::new(registry(), keys(), timeout),
             deliveries: deadlines,
             members: Pool::default(),

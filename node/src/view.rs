@@ -4,6 +4,9 @@
 //! Greeting does not depend on it: a node greets the contacts of its
 //! registration reply, and is greeted by the nodes that come after it.
 //!
+//! While the watch runs, a coordinator multicasts with the group view it
+//! had a moment ago ([`crate::group::KnownView`]); every change forgets it.
+//!
 //! When the watch breaks (the registry restarted, or cut off a watcher that
 //! fell behind), the node watches again after the last revision it saw; a
 //! registry that no longer holds those changes answers with a snapshot.
@@ -26,6 +29,7 @@ pub async fn follow(link: RegistryLink, context: Arc<Context>, backoff: Backoff)
     let mut delay = backoff.initial;
     loop {
         let error = watch(&link, &context, &mut since, &mut delay, backoff).await;
+        context.group_view.watching(false);
         events::watch_broken(&link.addr.to_string(), &error);
         tokio::time::sleep(jitter(delay)).await;
         delay = (delay * 2).min(backoff.max);
@@ -49,6 +53,7 @@ async fn watch(
         Err(error) => return error,
     };
     let start = &watch.start;
+    context.group_view.watching(true);
     events::watching(&link.addr.to_string(), start.start, start.revision);
     *delay = backoff.initial;
     *since = Some(Since { revision: start.revision, epoch: Some(start.epoch.clone()) });
@@ -60,6 +65,7 @@ async fn watch(
         if let Some(since) = since.as_mut() {
             since.revision = event.revision;
         }
+        context.group_view.changed();
         let own = wire::lock(&context.id).clone();
         match event.change {
             Change::Joined { entry } if Some(&entry.id) != own.as_ref() => events::peer_joined(&entry),

@@ -235,3 +235,37 @@ async fn a_send_whose_coordinator_just_died_goes_through_the_next_one_and_says_s
     assert_eq!(report["failed_over_from"]["name"], "doomed", "{report}");
     Ok(())
 }
+
+/// A sender that keeps its sessions sends through the coordinator it knows,
+/// which multicasts with the view it had, until the membership changes: a
+/// member that left is not delivered to, and a coordinator that died is
+/// followed by the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_sender_follows_the_membership_through_what_it_knows() -> anyhow::Result<()> {
+    use node::group::Sender;
+    use wire::secure::{Admission, Identity, Keys};
+
+    let (registry, nodes) = nine_in_three_groups(&[]).await?;
+    let keys = Keys::new(Identity::generate(), Admission::Open);
+    let deadlines = node::exchange::Deadlines { connect: tests::PATIENCE, reply: tests::PATIENCE };
+    let sender = Sender::new(&registry.registry_addr(), &keys, deadlines);
+    let report = sender.send(2, "uno", "test").await?;
+    assert_eq!((report.coordinator.as_str(), report.members), ("node-2", 3), "{report}");
+    assert!(report.is_complete(), "{report}");
+
+    // The coordinator's watch shows node-8 gone: its view from a moment ago is forgotten.
+    nodes[7].process.signal(Signal::SIGKILL);
+    nodes[1].process.wait_for_lines(1, |l| is(l, Event::PeerLeft) && l["peer_name"] == "node-8").await?;
+    let report = sender.send(2, "dos", "test").await?;
+    assert_eq!((report.members, report.acked.clone()), (2, vec!["node-2".to_owned(), "node-5".to_owned()]), "{report}");
+    assert!(report.failed_over_from.is_none(), "{report}");
+
+    // The coordinator the sender knows died: it tries it, then the next one.
+    nodes[1].process.signal(Signal::SIGKILL);
+    registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::SessionLost) && l["name"] == "node-2").await?;
+    let report = sender.send(2, "tres", "test").await?;
+    assert_eq!(report.coordinator, "node-5", "{report}");
+    assert_eq!(report.failed_over_from.as_ref().map(|f| f.name.as_str()), Some("node-2"), "{report}");
+    assert_eq!(report.acked, ["node-5"], "{report}");
+    Ok(())
+}
