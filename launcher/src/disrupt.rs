@@ -195,7 +195,7 @@ impl Args {
         }
         let mut changes = verb.changes();
         let live_throughout = verb == Verb::Unpause
-            && crate::ps::listed(&project.name).await.is_some_and(|names| names.contains(&victim));
+            && crate::ps::listed(&project.name).await.is_some_and(|names| names.contains_key(&victim));
         if live_throughout {
             changes = &[];
         }

@@ -1,8 +1,10 @@
 //! `launcher ps`: the project's containers, and each node's state as the
-//! registry sees it: `live` (it holds an entry under the node's name) or
-//! `gone`; `?` when the registry cannot be asked.
+//! registry sees it: `live` (it holds an entry under the node's name),
+//! `suspect` (it does, but the node has not renewed it for more than half
+//! its lease: stopped, or cut off) or `gone`; `?` when the registry cannot
+//! be asked.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use registry::client::Client;
@@ -39,8 +41,11 @@ impl Args {
                 index => {
                     let name = format!("node-{index}");
                     let seen = match &listed {
-                        Some(names) if names.contains(&name) => "live",
-                        Some(_) => "gone",
+                        Some(names) => match names.get(&name) {
+                            Some(Seen::Live) => "live",
+                            Some(Seen::Suspect) => "suspect",
+                            None => "gone",
+                        },
                         None => "?",
                     };
                     (format!("{} {index}", label(LABEL_ROLE)), seen)
@@ -61,15 +66,25 @@ impl Args {
     }
 }
 
-/// The names the project's registry holds entries for; `None`, with the
-/// reason on stderr, when it cannot be asked.
-pub async fn listed(project: &str) -> Option<BTreeSet<String>> {
+/// How the registry sees a node it holds an entry for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    Live,
+    /// Silent for more than half its lease.
+    Suspect,
+}
+
+/// The names the project's registry holds entries for, and how it sees
+/// each; `None`, with the reason on stderr, when it cannot be asked.
+pub async fn listed(project: &str) -> Option<BTreeMap<String, Seen>> {
     let asked = async {
         let registry = crate::send::project_registry(project).await?;
         let token = crate::token::project_token(project).await?;
         let keys = Keys::new(Identity::generate(), Admission::from_token(token));
         let mut client = Client::connect_secure(&registry, &keys, REGISTRY_TIMEOUT).await?;
-        anyhow::Ok(client.list().await?.into_iter().map(|entry| entry.name).collect())
+        let listed = client.listed().await?;
+        let seen = |id: &String| if listed.silent.contains(id) { Seen::Suspect } else { Seen::Live };
+        anyhow::Ok(listed.contactos.iter().map(|entry| (entry.name.clone(), seen(&entry.id))).collect())
     };
     asked.await.inspect_err(|error| eprintln!("launcher: cannot ask the registry: {error:#}")).ok()
 }

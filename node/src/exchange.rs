@@ -152,14 +152,7 @@ pub async fn secure_exchange<T: Serialize>(
     deadlines: Deadlines,
 ) -> Result<Map<String, Value>, ExchangeError> {
     let mut sealed = open(target, keys, deadlines).await?;
-    // A peer that hangs up on a secure session has not answered: under load
-    // it may have given up on a handshake that took it too long. Unlike an
-    // original node's hang-up, that is no answer, and worth another try
-    // (a greeting is idempotent: a repeat is answered, not logged again).
-    let answer = match request_on(&mut sealed, message, deadlines.reply).await {
-        Err(ExchangeError::Closed | ExchangeError::Reply(FrameError::Truncated { .. })) => Err(ExchangeError::Dropped),
-        answer => answer,
-    };
+    let answer = first_answer(request_on(&mut sealed, message, deadlines.reply).await);
     // As in `exchange`: a reset, not a FIN, spares both hosts TIME_WAIT.
     let _ = sealed.get_ref().set_zero_linger();
     answer
@@ -193,7 +186,7 @@ impl Pool {
             }
         }
         let mut fresh = open(target, keys, deadlines).await?;
-        let answer = request_on(&mut fresh, message, deadlines.reply).await?;
+        let answer = first_answer(request_on(&mut fresh, message, deadlines.reply).await)?;
         Ok(self.keep(target, fresh, answer))
     }
 
@@ -209,6 +202,18 @@ impl Pool {
     fn keep(&self, target: Target, connection: Sealed, answer: Map<String, Value>) -> Map<String, Value> {
         wire::lock(&self.idle).entry(target).or_default().push(connection);
         answer
+    }
+}
+
+/// The answer to the first request on a new secure session. A peer that
+/// hangs up on it has not answered: under load it may have given up on a
+/// handshake that took it too long, or it died. Unlike an original node's
+/// hang-up, that is no answer, and worth another try (a greeting is
+/// idempotent: a repeat is answered, not logged again).
+fn first_answer(answer: Result<Map<String, Value>, ExchangeError>) -> Result<Map<String, Value>, ExchangeError> {
+    match answer {
+        Err(ExchangeError::Closed | ExchangeError::Reply(FrameError::Truncated { .. })) => Err(ExchangeError::Dropped),
+        answer => answer,
     }
 }
 

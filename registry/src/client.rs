@@ -216,9 +216,14 @@ impl Client {
     }
 
     pub async fn list(&mut self) -> Result<Vec<Contact>, ClientError> {
+        self.listed().await.map(|listed| listed.contactos)
+    }
+
+    /// The live entries, and which of them have fallen silent.
+    pub async fn listed(&mut self) -> Result<Listed, ClientError> {
         let op = "list";
         let reply = self.call(op, &NativeRequest::List).await?;
-        self.success::<Listed>(op, reply).map(|l| l.contactos)
+        self.success::<Listed>(op, reply)
     }
 
     /// The coordinator and live members of `group`.

@@ -368,6 +368,10 @@ pub struct Found {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listed {
     pub contactos: Vec<Contact>,
+    /// The ids of those that have not renewed their lease for more than
+    /// half of it: suspect, though still listed until it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silent: Vec<String>,
 }
 
 /// Body of a successful group lookup.

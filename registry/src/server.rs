@@ -290,7 +290,7 @@ impl Connection {
                 Reply::Found(Found { entry })
             }),
             Request::Lookup(key) => store.lookup(&key, now).map(|entry| Reply::Found(Found { entry })),
-            Request::List => Ok(Reply::Listed(Listed { contactos: store.list(now) })),
+            Request::List => Ok(Reply::Listed(Listed { contactos: store.list(now), silent: store.silent(now) })),
             Request::Group { group } => {
                 store.group(group, now).map(|members| Reply::Group(self.view(group, members, now)))
             }

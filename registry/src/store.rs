@@ -143,6 +143,8 @@ pub struct Store {
 struct Entry {
     shared: Arc<EncodedContact>,
     expires_at: Option<Instant>,
+    /// When its lease was last granted or renewed.
+    renewed_at: Instant,
     /// The run of the node that registered it, when the node said.
     incarnation: Option<String>,
     /// Where an original-dialect registration came from, for its per-address bound.
@@ -185,6 +187,18 @@ struct Lapsed {
 impl Entry {
     fn is_live(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|at| at > now)
+    }
+
+    /// Whether it has not been renewed for more than half its lease: a
+    /// node that heartbeats (every third of it) never is, one that has
+    /// fallen silent (stopped, cut off) is, until its lease ends.
+    fn is_silent(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now.saturating_duration_since(self.renewed_at) * 2 > at - self.renewed_at)
+    }
+
+    fn renew(&mut self, now: Instant, ttl: Duration) {
+        self.expires_at = self.expires_at.map(|_| now + ttl);
+        self.renewed_at = now;
     }
 
     /// Whether it had lapsed and was not back yet when `admission` was made.
@@ -405,7 +419,7 @@ impl State {
             return None;
         }
         let entry = self.entries.get_mut(&seq)?;
-        entry.expires_at = entry.expires_at.map(|_| now + ttl);
+        entry.renew(now, ttl);
         let contact = entry.contact().clone();
         Some(Admitted { entry: contact, contacts: self.contacts(seq, now), replaced: Vec::new(), repeat: true })
     }
@@ -550,7 +564,10 @@ impl Store {
         let admission = (now, state.admissions);
         let (since, away) = lapsed.map_or((admission, None), |l| (l.since, Some((l.lapsed_at, admission))));
         let session = None;
-        state.entries.insert(seq, Entry { shared, expires_at, incarnation, original_from, since, away, session });
+        state.entries.insert(
+            seq,
+            Entry { shared, expires_at, renewed_at: now, incarnation, original_from, since, away, session },
+        );
         state.history.record(Change::Joined { entry: entry.clone() });
         state.record_coordinators(replaced.iter().map(|c| c.group).chain([group]));
         self.publish(&state);
@@ -622,7 +639,7 @@ impl Store {
         }
         match entry {
             Some(entry) if entry.expires_at.is_some() => {
-                entry.expires_at = Some(now + self.leases.ttl);
+                entry.renew(now, self.leases.ttl);
                 Ok(self.leases.ttl)
             }
             // An entry without a lease needs no renewal.
@@ -684,6 +701,13 @@ impl Store {
     pub fn list(&self, now: Instant) -> Vec<Contact> {
         let state = self.lock();
         state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact().clone()).collect()
+    }
+
+    /// The ids of the live entries that have fallen silent ([`Entry::is_silent`]).
+    pub fn silent(&self, now: Instant) -> Vec<String> {
+        let state = self.lock();
+        let silent = state.entries.values().filter(|e| e.is_live(now) && e.is_silent(now));
+        silent.map(|e| e.contact().id.clone()).collect()
     }
 
     /// Removes expired entries and returns them.
@@ -1055,8 +1079,13 @@ mod tests {
         store.register(&native("b", 2), observed(), start).unwrap();
         let later = start + TTL - Duration::from_millis(1);
         assert_eq!(store.heartbeat(&a.entry.id, None, later).unwrap(), TTL);
+        assert_eq!(store.silent(start + TTL / 2), Vec::<String>::new(), "half a lease of silence is allowed");
+        let silent = store.silent(later);
+        assert_eq!(silent.len(), 1, "b was silent for most of its lease");
+        assert_eq!(store.lookup(&EntryKey::Id(silent[0].clone()), later).unwrap().name, "b");
         let after = start + TTL;
         assert_eq!(names(&store.list(after)), ["a"], "b expired, a was renewed");
+        assert!(store.silent(after).is_empty(), "an expired entry is gone, not silent");
         assert_eq!(names(&store.sweep(after)), ["b"]);
         assert_eq!(held(&store), 1);
         assert_eq!(store.lookup(&EntryKey::Name("b".into()), after).unwrap_err().code(), ErrorCode::NotFound);

@@ -68,13 +68,28 @@ async fn every_survivor_hears_of_a_killed_node_within_a_second() -> anyhow::Resu
 }
 
 /// A node that stops (SIGSTOP) keeps its session open but silent: the
-/// registry keeps its entry until the lease ends, then it expires.
+/// registry keeps its entry until the lease ends, listing it as silent
+/// once half of it has passed, then it expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_is_listed_until_its_lease_ends() -> anyhow::Result<()> {
     let registry = Registry::start(&["--ttl", "1s", "--sweep-interval", "100ms"]).await?;
     let nodes = Node::start_in_order(registry.addr, 2, &[]).await?;
     nodes[0].process.signal(Signal::SIGSTOP);
     assert_eq!(registry.names().await?, ["node-1", "node-2"], "stopped, not gone");
+    // Nothing announces silence, so the list is asked until it shows some.
+    let suspect = async {
+        loop {
+            let listed = registry.client().await?.listed().await?;
+            let silent = listed.contactos.iter().filter(|c| listed.silent.contains(&c.id));
+            let silent: Vec<String> = silent.map(|c| c.name.clone()).collect();
+            if !silent.is_empty() {
+                return anyhow::Ok((silent, listed.contactos.len()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (silent, listed) = tokio::time::timeout(tests::PATIENCE, suspect).await??;
+    assert_eq!((silent, listed), (vec!["node-1".to_owned()], 2), "silent, still listed, and only it");
     registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Expired) && l["name"] == "node-1").await?;
     assert_eq!(registry.names().await?, ["node-2"]);
     assert!(registry.process.events(RegistryEvent::SessionLost).is_empty(), "its session is still open");
