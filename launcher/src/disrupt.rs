@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use node::events::{Event, Record};
-use registry::events::{Event as RegistryEvent, Record as RegistryRecord};
+use registry::events::{Membership, Record as RegistryRecord};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -120,11 +120,12 @@ impl Change {
 
     /// How the registry logs it for `node`, if `record` is that.
     fn by_registry(self, record: &RegistryRecord, node: &str) -> Option<String> {
-        let events: &[RegistryEvent] = match self {
-            Change::Departure => &[RegistryEvent::SessionLost, RegistryEvent::Expired, RegistryEvent::Deregistered],
-            Change::Return => &[RegistryEvent::Registered],
+        let wanted = match self {
+            Change::Departure => Membership::Left,
+            Change::Return => Membership::Joined,
         };
-        (record.name.as_deref() == Some(node) && events.contains(&record.event)).then(|| record.event.to_string())
+        let logs_it = record.name.as_deref() == Some(node) && record.event.membership() == Some(wanted);
+        logs_it.then(|| record.event.to_string())
     }
 
     /// How a survivor logs it for `node`, if `record` is that.

@@ -400,7 +400,7 @@ fn show(ui: &Ui, mesh: &mut Mesh, line: &Line, complete: bool) {
         mesh.apply(&line.source, record);
         ui.progress(mesh);
     }
-    let membership = matches!(&record, Some(Logged::Registry(r)) if r.event.changes_membership());
+    let membership = matches!(&record, Some(Logged::Registry(r)) if r.event.membership().is_some());
     if ui.shows_lines() {
         // Lines go to stderr here, which cannot fail.
         let _ = ui.line(&line.source, &ui::render(line, record.as_ref()));

@@ -27,10 +27,21 @@ wire::log_events! {
     }
 }
 
+/// What an event says of the membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    Joined,
+    Left,
+}
+
 impl Event {
-    /// Whether it is a node joining or leaving.
-    pub fn changes_membership(self) -> bool {
-        matches!(self, Event::Registered | Event::Deregistered | Event::Expired | Event::SessionLost)
+    /// Whether it is a node joining or leaving, and which.
+    pub fn membership(self) -> Option<Membership> {
+        match self {
+            Event::Registered => Some(Membership::Joined),
+            Event::Deregistered | Event::Expired | Event::SessionLost => Some(Membership::Left),
+            _ => None,
+        }
     }
 }
 
