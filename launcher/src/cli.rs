@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{build, disrupt, down, logs, ps, send, token, up};
+use crate::{build, disrupt, down, logs, ps, scale, send, token, up};
 
 /// Runs the HIT6 mesh (a registry and greeting nodes) in Docker, shows it
 /// forming, and tells whether it is complete.
@@ -33,6 +33,9 @@ pub enum Command {
     Send(send::Args),
     /// Print the project's join token, for adding nodes by hand.
     Token(token::Args),
+    /// Grow or shrink a swarm project to N nodes, and follow the new
+    /// membership until every pair has greeted.
+    Scale(scale::Args),
     /// Kill a node with SIGKILL, as a crash would, and report how long until
     /// the registry and every other node had logged its departure.
     Kill(disrupt::Args),

@@ -183,7 +183,7 @@ impl Verb {
 
 impl Args {
     pub async fn run(self, project: &str, verb: Verb) -> anyhow::Result<()> {
-        let project = Project { docker: docker::connect().await?, name: project.to_owned() };
+        let project = Project::open(project).await?;
         let index = node_index(&self.node)?;
         let victim = format!("node-{index}");
         let nodes = node_states(&project).await?;
@@ -373,7 +373,7 @@ async fn node_states(project: &Project) -> anyhow::Result<BTreeMap<String, Strin
 /// Milliseconds from the request to when a line was logged, by its timestamp
 /// (the logger's clock, the same host's), or to now without one; `None` for
 /// a line logged before the request.
-fn ms_after(started: SystemTime, timestamp: Option<&str>) -> Option<f64> {
+pub(crate) fn ms_after(started: SystemTime, timestamp: Option<&str>) -> Option<f64> {
     let logged = timestamp.and_then(|t| humantime::parse_rfc3339_weak(t).ok()).unwrap_or_else(SystemTime::now);
     Some(logged.duration_since(started).ok()?.as_secs_f64() * 1e3)
 }

@@ -1,5 +1,6 @@
 //! The Docker engine, through bollard: connecting, and the project's
-//! labelled network and containers.
+//! labelled network and containers (its services, in swarm mode, are in
+//! [`crate::swarm`]).
 //!
 //! Every resource carries `io.hit6.project`, `io.hit6.role` and, for nodes,
 //! `io.hit6.index`, so `down`, `ps` and `logs` find a project's resources
@@ -8,15 +9,20 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::mpsc;
 use wire::secure::{JoinToken, TOKEN_ENV};
+
+use crate::stream::{self, Line};
+use crate::swarm::SwarmError;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions, InspectServiceOptions,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 
@@ -46,15 +52,21 @@ pub enum DockerError {
     },
     #[error("host port {port} is already taken")]
     PortTaken { port: u16, source: BollardError },
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+    #[error(
+        "the network {network} is still in use after {waited:?}: remove what is attached to it, then run down again"
+    )]
+    NetworkBusy { network: String, waited: Duration, source: BollardError },
 }
 
-fn call(action: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
+pub(crate) fn call(action: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
     let action = action.into();
     move |source| DockerError::Call { action, source }
 }
 
 /// Where the daemon is, for error messages.
-fn daemon_host() -> String {
+pub(crate) fn daemon_host() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock (DOCKER_HOST is unset)".into())
 }
 
@@ -96,13 +108,24 @@ pub struct ContainerSpec {
     pub cmd: Vec<String>,
     /// Host port to publish the service port on.
     pub host_port: Option<u16>,
+    /// Labels of the project's own bookkeeping, besides project, role and index.
+    pub labels: HashMap<String, String>,
 }
 
 impl ContainerSpec {
-    fn env_with_token(&self) -> Vec<String> {
+    pub(crate) fn env_with_token(&self) -> Vec<String> {
         let token = self.token.iter().map(|token| format!("{TOKEN_ENV}={}", token.reveal().as_str()));
         self.env.iter().cloned().chain(token).collect()
     }
+}
+
+/// How a project runs on its engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A container per member, on a bridge network of this engine.
+    Containers,
+    /// A swarm service per member, on an overlay network ([`crate::swarm`]).
+    Swarm,
 }
 
 /// A project's resources on one daemon.
@@ -110,9 +133,23 @@ impl ContainerSpec {
 pub struct Project {
     pub docker: Docker,
     pub name: String,
+    pub mode: Mode,
 }
 
+/// How long `remove_all` waits for a swarm's tasks to leave the network.
+const NETWORK_RELEASE: Duration = Duration::from_secs(60);
+
 impl Project {
+    /// The project on the engine DOCKER_HOST names, in the mode it was
+    /// started in: swarm if it has services there.
+    pub async fn open(name: &str) -> Result<Project, DockerError> {
+        let mut project = Project { docker: connect().await?, name: name.to_owned(), mode: Mode::Containers };
+        if !project.services().await?.is_empty() {
+            project.mode = Mode::Swarm;
+        }
+        Ok(project)
+    }
+
     pub fn network_name(&self) -> String {
         format!("{}-net", self.name)
     }
@@ -125,7 +162,7 @@ impl Project {
         }
     }
 
-    fn labels(&self, role: Option<Role>) -> HashMap<String, String> {
+    pub(crate) fn labels(&self, role: Option<Role>) -> HashMap<String, String> {
         let mut labels = HashMap::from([(LABEL_PROJECT.to_owned(), self.name.clone())]);
         if let Some(role) = role {
             labels.insert(LABEL_ROLE.into(), role.label().into());
@@ -136,23 +173,69 @@ impl Project {
         labels
     }
 
-    fn project_filter(&self) -> HashMap<String, Vec<String>> {
+    pub(crate) fn project_filter(&self) -> HashMap<String, Vec<String>> {
         HashMap::from([("label".to_owned(), vec![format!("{LABEL_PROJECT}={}", self.name)])])
     }
 
     /// The join token the project's registry was started with, from its
-    /// container's environment; `None` for a registry without one.
+    /// container's or service's environment; `None` for a registry without one.
     pub async fn join_token(&self) -> Result<Option<JoinToken>, DockerError> {
         let name = self.container_name(Role::Registry);
-        let inspected = self
-            .docker
-            .inspect_container(&name, None::<InspectContainerOptions>)
-            .await
-            .map_err(call(format!("inspect the container {name}")))?;
+        let env = match self.mode {
+            Mode::Containers => {
+                let inspected = self
+                    .docker
+                    .inspect_container(&name, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(call(format!("inspect the container {name}")))?;
+                inspected.config.and_then(|config| config.env)
+            }
+            Mode::Swarm => {
+                let inspected = self
+                    .docker
+                    .inspect_service(&name, None::<InspectServiceOptions>)
+                    .await
+                    .map_err(call(format!("inspect the service {name}")))?;
+                inspected.spec.and_then(|s| s.task_template?.container_spec?.env)
+            }
+        };
         let prefix = format!("{TOKEN_ENV}=");
-        let env = inspected.config.and_then(|config| config.env).unwrap_or_default();
+        let env = env.unwrap_or_default();
         let value = env.iter().find_map(|var| var.strip_prefix(&prefix));
         Ok(value.and_then(|text| JoinToken::parse(text).ok()))
+    }
+
+    /// The host port the project's registry is published on, on this host.
+    pub async fn registry_port(&self) -> Result<Option<u16>, DockerError> {
+        let role = |labels: Option<&HashMap<String, String>>| labels.and_then(|l| l.get(LABEL_ROLE)).cloned();
+        let registry = Some(Role::Registry.label().to_owned());
+        Ok(match self.mode {
+            Mode::Containers => {
+                let containers = self.containers().await?;
+                let found = containers.iter().find(|c| role(c.labels.as_ref()) == registry);
+                found.and_then(|c| {
+                    let ports = c.ports.iter().flatten();
+                    ports.filter(|p| p.private_port == CONTAINER_PORT).find_map(|p| p.public_port)
+                })
+            }
+            Mode::Swarm => {
+                let services = self.services().await?;
+                let found =
+                    services.into_iter().find(|s| role(s.spec.as_ref().and_then(|s| s.labels.as_ref())) == registry);
+                let ports = found.and_then(|s| s.endpoint?.ports).unwrap_or_default();
+                let mut ports = ports.iter().filter(|p| p.target_port == Some(CONTAINER_PORT.into()));
+                ports.find_map(|p| u16::try_from(p.published_port?).ok())
+            }
+        })
+    }
+
+    /// Forwards the log lines of the member `name` (its container's, or every
+    /// task's of its service) to `lines`, from the start; with `follow`, until it ends.
+    pub fn follow(&self, name: String, source: String, follow: bool, lines: mpsc::Sender<Line>) {
+        match self.mode {
+            Mode::Containers => stream::follow_container(self.docker.clone(), name, source, follow, lines),
+            Mode::Swarm => stream::follow_service(self.docker.clone(), name, source, follow, lines),
+        }
     }
 
     /// Kills a container with SIGKILL, as a crash would.
@@ -224,7 +307,7 @@ impl Project {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
             env: Some(spec.env_with_token()),
-            labels: Some(self.labels(Some(spec.role))),
+            labels: Some(self.labels(Some(spec.role)).into_iter().chain(spec.labels.clone()).collect()),
             exposed_ports: Some(vec![port_key]),
             host_config: Some(HostConfig {
                 port_bindings,
@@ -249,7 +332,7 @@ impl Project {
         Ok(())
     }
 
-    async fn remove_container(&self, name: &str, force: bool) -> Result<(), DockerError> {
+    pub(crate) async fn remove_container(&self, name: &str, force: bool) -> Result<(), DockerError> {
         let options = RemoveContainerOptionsBuilder::default().force(force).v(true).build();
         match self.docker.remove_container(name, Some(options)).await {
             Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
@@ -257,9 +340,12 @@ impl Project {
         }
     }
 
-    /// Removes the project's containers, then its networks. `force` kills
-    /// the containers instead of stopping them gracefully.
+    /// Removes the project's services, then its containers, then its
+    /// networks. `force` kills the containers instead of stopping them
+    /// gracefully (a service's tasks always stop gracefully).
     pub async fn remove_all(&self, force: bool) -> Result<Removed, DockerError> {
+        let services: Vec<String> = self.services().await?.into_iter().filter_map(|s| s.spec?.name).collect();
+        futures::future::try_join_all(services.iter().map(|name| self.remove_service(name))).await?;
         let names: Vec<String> = self.containers().await?.iter().filter_map(container_name).collect();
         let removals = names.iter().map(|name| async move {
             if !force {
@@ -271,14 +357,49 @@ impl Project {
         futures::future::try_join_all(removals).await?;
         let networks = self.networks().await?;
         for network in &networks {
+            self.remove_network(network, !services.is_empty()).await?;
+        }
+        Ok(Removed { services: services.len(), containers: names.len(), networks: networks.len() })
+    }
+
+    /// Removes a network; with `wait`, waits for the tasks of removed
+    /// services, which stop in their own time, to leave it.
+    async fn remove_network(&self, network: &str, wait: bool) -> Result<(), DockerError> {
+        let started = tokio::time::Instant::now();
+        loop {
             match self.docker.remove_network(network).await {
-                Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}
+                Ok(()) if wait => return self.network_gone(network, started).await,
+                Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
+                Err(source @ BollardError::DockerResponseServerError { status_code: 403 | 409, .. }) if wait => {
+                    if started.elapsed() > NETWORK_RELEASE {
+                        return Err(DockerError::NetworkBusy {
+                            network: network.into(),
+                            waited: NETWORK_RELEASE,
+                            source,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 Err(source) => {
                     return Err(DockerError::Call { action: format!("remove the network {network}"), source })
                 }
             }
         }
-        Ok(Removed { containers: names.len(), networks: networks.len() })
+    }
+
+    /// Waits for a removed overlay network to be gone from this engine too,
+    /// which a swarm does in its own time, so that `down` leaves nothing.
+    async fn network_gone(&self, network: &str, started: tokio::time::Instant) -> Result<(), DockerError> {
+        while started.elapsed() < NETWORK_RELEASE {
+            match self.docker.inspect_network(network, None::<InspectNetworkOptions>).await {
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(source) => {
+                    return Err(DockerError::Call { action: format!("inspect the network {network}"), source })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Host ports published by any container on this daemon, of any project.
@@ -292,6 +413,7 @@ impl Project {
 /// How much `remove_all` removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Removed {
+    pub services: usize,
     pub containers: usize,
     pub networks: usize,
 }

@@ -1,6 +1,6 @@
-//! `launcher down`: remove the project's containers, then its network.
+//! `launcher down`: remove the project's services and containers, then its network.
 
-use crate::docker::{self, Project};
+use crate::docker::Project;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,11 +11,11 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self, project: &str) -> anyhow::Result<()> {
-        let project = Project { docker: docker::connect().await?, name: project.to_owned() };
+        let project = Project::open(project).await?;
         let removed = project.remove_all(self.force).await?;
         println!(
-            "removed {} containers and {} networks of project {}",
-            removed.containers, removed.networks, project.name
+            "removed {} services, {} containers and {} networks of project {}",
+            removed.services, removed.containers, removed.networks, project.name
         );
         Ok(())
     }

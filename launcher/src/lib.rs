@@ -4,9 +4,10 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line; one module per subcommand: [`up`], [`down`],
-//!   [`ps`], [`logs`], [`build`], [`send`], [`token`]; `kill`, `pause`,
+//!   [`ps`], [`logs`], [`build`], [`send`], [`token`], [`scale`]; `kill`, `pause`,
 //!   `unpause` and `restart` in [`disrupt`].
-//! - [`docker`]: bollard calls, and the project's labelled resources.
+//! - [`docker`]: bollard calls, and the project's labelled resources;
+//!   [`swarm`]: its services in swarm mode (`--runtime swarm`).
 //! - [`images`]: the registry and node images: present, pulled, or built
 //!   from the workspace with no base image; the binaries cargo builds for
 //!   them and for `--runtime local` ([`images::binaries`]).
@@ -28,8 +29,10 @@ pub mod logs;
 pub mod mesh;
 pub mod ports;
 pub mod ps;
+pub mod scale;
 pub mod send;
 pub mod stream;
+pub mod swarm;
 pub mod token;
 pub mod ui;
 pub mod up;
@@ -42,11 +45,13 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The Docker daemon cannot be reached.
     pub const NO_DOCKER: u8 = 3;
-    /// The mesh did not complete in time, or what followed a kill, pause, unpause or restart was not
+    /// The mesh (or, after `scale`, the new membership) did not complete in time, or what followed a kill, pause, unpause or restart was not
     /// logged by all in time.
     pub const INCOMPLETE: u8 = 4;
     /// The project is already up.
     pub const ALREADY_UP: u8 = 5;
+    /// `--runtime swarm` on an engine that is not a swarm manager.
+    pub const NOT_SWARM_MANAGER: u8 = 7;
     /// A multicast reached only some members: the same code as `node send`.
     pub const UNDELIVERED: u8 = node::group::EXIT_UNDELIVERED;
 }
@@ -61,6 +66,7 @@ impl Command {
             Command::Build(args) => args.run().await,
             Command::Send(args) => args.run(project).await,
             Command::Token(args) => args.run(project).await,
+            Command::Scale(args) => args.run(project).await,
             Command::Kill(args) => args.run(project, disrupt::Verb::Kill).await,
             Command::Pause(args) => args.run(project, disrupt::Verb::Pause).await,
             Command::Unpause(args) => args.run(project, disrupt::Verb::Unpause).await,
@@ -71,14 +77,19 @@ impl Command {
 
 /// The exit code for an error, by what failed.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if let Some(docker::DockerError::Unreachable { .. }) = error.downcast_ref() {
-        return exit::NO_DOCKER;
+    match error.downcast_ref() {
+        Some(docker::DockerError::Unreachable { .. }) => return exit::NO_DOCKER,
+        Some(docker::DockerError::Swarm(swarm::SwarmError::NotManager { .. })) => return exit::NOT_SWARM_MANAGER,
+        _ => {}
     }
     if error.downcast_ref::<ports::PortError>().is_some() {
         return exit::USAGE;
     }
     if error.downcast_ref::<send::Undelivered>().is_some() {
         return exit::UNDELIVERED;
+    }
+    if let Some(scale::ScaleError::Incomplete { .. }) = error.downcast_ref() {
+        return exit::INCOMPLETE;
     }
     if error.downcast_ref::<disrupt::Unnoticed>().is_some() {
         return exit::INCOMPLETE;

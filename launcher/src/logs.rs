@@ -2,8 +2,7 @@
 
 use tokio::sync::mpsc;
 
-use crate::docker::{self, container_name, Project};
-use crate::stream;
+use crate::docker::{container_name, Mode, Project};
 use crate::ui::{self, Ui};
 
 #[derive(Debug, clap::Args)]
@@ -15,14 +14,17 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self, project: &str) -> anyhow::Result<()> {
-        let project = Project { docker: docker::connect().await?, name: project.to_owned() };
-        let names: Vec<String> = project.containers().await?.iter().filter_map(container_name).collect();
+        let project = Project::open(project).await?;
+        let names: Vec<String> = match project.mode {
+            Mode::Containers => project.containers().await?.iter().filter_map(container_name).collect(),
+            Mode::Swarm => project.services().await?.into_iter().filter_map(|s| s.spec?.name).collect(),
+        };
         let prefix = |name: &str| name.strip_prefix(&format!("{}-", project.name)).unwrap_or(name).to_owned();
         let sources: Vec<String> = names.iter().map(|n| prefix(n)).collect();
         let ui = Ui::for_logs(&sources);
         let (lines, mut received) = mpsc::channel(1024);
         for name in &names {
-            stream::follow_container(project.docker.clone(), name.clone(), prefix(name), self.follow, lines.clone());
+            project.follow(name.clone(), prefix(name), self.follow, lines.clone());
         }
         drop(lines);
         let mut interrupt = std::pin::pin!(wire::shutdown::signals()?);

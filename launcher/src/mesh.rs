@@ -104,6 +104,15 @@ impl Mesh {
         self.expected().is_some_and(|expected| self.received >= expected && self.settled >= expected)
     }
 
+    /// Every node has registered, every pair has greeted one way or the
+    /// other, and every greeter has logged the outcome of its greetings: the
+    /// verdict for a membership that changed (`scale`), where the counts of
+    /// [`Mesh::is_complete`] include greetings with nodes since removed.
+    pub fn all_met(&self) -> bool {
+        let settled = self.nodes.values().all(|n| n.sent + n.failed >= n.to_greet);
+        self.expected().is_some() && settled && self.missing_pairs().is_empty()
+    }
+
     /// Pairs of our nodes that have not greeted, either way round.
     pub fn missing_pairs(&self) -> Vec<(String, String)> {
         let names: Vec<&String> = self.nodes.keys().collect();
@@ -183,6 +192,25 @@ mod tests {
         assert!(mesh.is_complete());
         mesh.apply("stranger", &received_from("a"));
         assert_eq!((mesh.nodes().len(), mesh.received()), (3, 1), "a stranger's events count for nothing");
+    }
+
+    #[test]
+    fn all_met_needs_every_pair_and_every_outcome_whatever_the_counts() {
+        let mut mesh = three();
+        // a greeted a node since removed: its count says one more than this mesh shows.
+        for (node, k) in [("a", 1), ("b", 1), ("c", 2)] {
+            mesh.apply(node, &registered(k));
+        }
+        mesh.apply("a", &record(Event::GreetingSent));
+        mesh.apply("a", &received_from("b"));
+        mesh.apply("a", &received_from("c"));
+        mesh.apply("b", &received_from("c"));
+        assert!(!mesh.all_met(), "b and c have not logged their greetings as sent");
+        mesh.apply("b", &record(Event::GreetingSent));
+        mesh.apply("c", &record(Event::GreetingSent));
+        mesh.apply("c", &record(Event::GreetingSent));
+        assert!(mesh.all_met());
+        assert!(!mesh.is_complete(), "the counts include a's greeting to the removed node");
     }
 
     #[test]

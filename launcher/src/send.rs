@@ -8,7 +8,9 @@ use node::exchange::Deadlines;
 use registry::client::RegistryAddr;
 use wire::secure::{Admission, Identity, JoinToken, Keys};
 
-use crate::docker::{self, Project, CONTAINER_PORT, LABEL_ROLE};
+use node::group::Report;
+
+use crate::docker::{Mode, Project, Role, CONTAINER_PORT};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,14 +41,17 @@ pub struct Undelivered {
 
 impl Args {
     pub async fn run(self, project: &str) -> anyhow::Result<()> {
-        let (registry, token) = match self.registry.clone() {
-            Some(registry) => (registry, JoinToken::from_file_or_env(None)?),
-            None => (project_registry(project).await?, crate::token::project_token(project).await?),
+        let report = match self.registry.clone() {
+            Some(registry) => self.send_from_here(&registry, JoinToken::from_file_or_env(None)?).await?,
+            None => {
+                let project = Project::open(project).await?;
+                let token = project.join_token().await.with_context(|| format!("is project `{}` up?", project.name))?;
+                match project.mode {
+                    Mode::Containers => self.send_from_here(&project_registry(&project).await?, token).await?,
+                    Mode::Swarm => self.send_inside(&project, token).await?,
+                }
+            }
         };
-        // The launcher is no member: a key of its own for this one send.
-        let keys = Keys::new(Identity::generate(), Admission::from_token(token));
-        let deadlines = Deadlines { connect: Duration::from_secs(2), reply: self.timeout };
-        let report = node::group::send(&registry, &keys, self.group, &self.text, "launcher", deadlines).await?;
         if self.json {
             wire::cli::print(&(serde_json::to_string(&report)? + "\n"))?;
         } else {
@@ -61,22 +66,52 @@ impl Args {
     }
 }
 
+impl Args {
+    /// Multicasts from this machine, as a member would.
+    async fn send_from_here(&self, registry: &RegistryAddr, token: Option<JoinToken>) -> anyhow::Result<Report> {
+        // The launcher is no member: a key of its own for this one send.
+        let keys = Keys::new(Identity::generate(), Admission::from_token(token));
+        let deadlines = Deadlines { connect: Duration::from_secs(2), reply: self.timeout };
+        Ok(node::group::send(registry, &keys, self.group, &self.text, "launcher", deadlines).await?)
+    }
+
+    /// Multicasts from a one-off container on the project's overlay network:
+    /// the nodes advertise overlay addresses, which this machine may not
+    /// reach (on another host, not at all).
+    async fn send_inside(&self, project: &Project, token: Option<JoinToken>) -> anyhow::Result<Report> {
+        let image = project.node_image().await?.context("the project has no node service to take the image from")?;
+        let registry = format!("{}:{CONTAINER_PORT}", project.container_name(Role::Registry));
+        let timeout = humantime::format_duration(self.timeout).to_string();
+        let group = self.group.to_string();
+        let cmd = [
+            "send",
+            "--json",
+            "--sender",
+            "launcher",
+            "--registry",
+            &registry,
+            "--group",
+            &group,
+            "--timeout",
+            &timeout,
+            "--",
+            &self.text,
+        ];
+        let ran = project.run_inside(&image, cmd.map(String::from).to_vec(), token.as_ref()).await?;
+        serde_json::from_str(ran.stdout.trim()).with_context(|| {
+            format!(
+                "`node send` in the swarm exited with code {} and printed no report: {}",
+                ran.code,
+                ran.stderr.trim()
+            )
+        })
+    }
+}
+
 /// The project's registry, reached through the host port it is published on.
-pub async fn project_registry(project: &str) -> anyhow::Result<RegistryAddr> {
-    let project = Project { docker: docker::connect().await?, name: project.to_owned() };
-    let containers = project.containers().await?;
-    let registry = containers
-        .iter()
-        .find(|c| c.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).is_some_and(|role| role == "registry"))
-        .with_context(|| {
-            format!("project `{}` has no registry container; is it up? (or pass --registry HOST:PORT)", project.name)
-        })?;
-    let port = registry
-        .ports
-        .iter()
-        .flatten()
-        .find(|p| p.private_port == CONTAINER_PORT && p.public_port.is_some())
-        .and_then(|p| p.public_port)
-        .context("the registry container publishes no port")?;
+pub async fn project_registry(project: &Project) -> anyhow::Result<RegistryAddr> {
+    let port = project.registry_port().await?.with_context(|| {
+        format!("project `{}` has no published registry; is it up? (or pass --registry HOST:PORT)", project.name)
+    })?;
     Ok(RegistryAddr { host: "127.0.0.1".into(), port })
 }

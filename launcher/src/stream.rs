@@ -18,7 +18,18 @@ pub struct Line {
 /// `follow`, until the container stops.
 pub fn follow_container(docker: Docker, container: String, source: String, follow: bool, lines: mpsc::Sender<Line>) {
     let options = LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).tail("all").build();
-    forward(docker, container, source, options, lines);
+    follow_logs(docker, container, source, options, lines);
+}
+
+/// Forwards the log lines of every task of a swarm service, from the start,
+/// to `lines`; with `follow`, also those of tasks that start later, until
+/// the service is removed.
+pub fn follow_service(docker: Docker, service: String, source: String, follow: bool, lines: mpsc::Sender<Line>) {
+    let options = LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).tail("all").build();
+    tokio::spawn(async move {
+        let logs = docker.service_logs(&service, Some(options));
+        forward(logs, source, lines).await;
+    });
 }
 
 /// Forwards a container's log lines from the second `since` (Unix time) on,
@@ -31,10 +42,10 @@ pub fn follow_container_since(
     lines: mpsc::Sender<Line>,
 ) {
     let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).since(since as i32).build();
-    forward(docker, container, source, options, lines);
+    follow_logs(docker, container, source, options, lines);
 }
 
-fn forward(
+fn follow_logs(
     docker: Docker,
     container: String,
     source: String,
@@ -42,26 +53,34 @@ fn forward(
     lines: mpsc::Sender<Line>,
 ) {
     tokio::spawn(async move {
-        let mut stream = docker.logs(&container, Some(options));
-        let mut pending = Vec::new();
-        while let Some(Ok(output)) = stream.next().await {
-            let bytes = match output {
-                LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message } => {
-                    message
-                }
-                LogOutput::StdIn { .. } => continue,
-            };
-            pending.extend_from_slice(&bytes);
-            // Docker may split or join lines across messages.
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-                if lines.send(Line { source: source.clone(), text }).await.is_err() {
-                    return;
-                }
+        let logs = docker.logs(&container, Some(options));
+        forward(logs, source, lines).await;
+    });
+}
+
+/// Forwards log output as lines, until the stream or the receiver ends.
+async fn forward(
+    logs: impl futures::Stream<Item = Result<LogOutput, bollard::errors::Error>>,
+    source: String,
+    lines: mpsc::Sender<Line>,
+) {
+    let mut logs = std::pin::pin!(logs);
+    let mut pending = Vec::new();
+    while let Some(Ok(output)) = logs.next().await {
+        let bytes = match output {
+            LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message } => message,
+            LogOutput::StdIn { .. } => continue,
+        };
+        pending.extend_from_slice(&bytes);
+        // Docker may split or join lines across messages.
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+            if lines.send(Line { source: source.clone(), text }).await.is_err() {
+                return;
             }
         }
-    });
+    }
 }
 
 /// Forwards a local process's output lines to `lines`.

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 
-use crate::docker::{self, Project};
+use crate::docker::Project;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
@@ -21,6 +21,6 @@ impl Args {
 
 /// The join token of `project`'s registry, if it has one.
 pub async fn project_token(project: &str) -> anyhow::Result<Option<wire::secure::JoinToken>> {
-    let project = Project { docker: docker::connect().await?, name: project.to_owned() };
+    let project = Project::open(project).await?;
     project.join_token().await.with_context(|| format!("is project `{}` up?", project.name))
 }

@@ -229,6 +229,15 @@ fn text(field: &Option<String>) -> &str {
 }
 
 /// The per-node summary table.
+/// Prints the summary on stdout, as text or JSON.
+pub fn print_summary(mesh: &Mesh, elapsed: Duration, json: bool) -> std::io::Result<()> {
+    if json {
+        wire::cli::print(&format!("{}\n", summary_json(mesh, elapsed)))
+    } else {
+        wire::cli::print(&summary(mesh, elapsed))
+    }
+}
+
 pub fn summary(mesh: &Mesh, elapsed: Duration) -> String {
     let nodes = mesh.nodes();
     let mut out = format!("mesh complete: {} nodes, {} greetings in {:.2?}\n", nodes.len(), mesh.received(), elapsed);

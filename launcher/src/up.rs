@@ -1,6 +1,7 @@
 //! `launcher up`: start a registry and N nodes, follow their events, and
 //! report when every pair has greeted.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,13 +11,14 @@ use registry::client::RegistryAddr;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::docker::{self, ContainerSpec, DockerError, Project, Role, CONTAINER_PORT};
+use crate::docker::{self, ContainerSpec, DockerError, Mode, Project, Role, CONTAINER_PORT};
 use crate::images::binaries::{self, BinaryKind};
 use crate::images::{self, Images};
 use crate::local::Cluster;
 use crate::mesh::Mesh;
 use crate::ports::{self, PortRange};
-use crate::stream::{self, Line};
+use crate::stream::Line;
+use crate::swarm::{self, Placement};
 use crate::ui::{self, Logged, Ui};
 use std::sync::Arc;
 use wire::secure::JoinToken;
@@ -26,6 +28,9 @@ pub enum Runtime {
     /// Containers on the local Docker engine.
     #[default]
     Docker,
+    /// Services of the Docker swarm this engine manages, which may run
+    /// them on any of its hosts.
+    Swarm,
     /// Processes on this machine.
     Local,
 }
@@ -51,9 +56,19 @@ pub struct Args {
     /// Join an existing registry (on another VM, say) instead of starting one.
     #[arg(long, value_name = "HOST:PORT")]
     pub registry: Option<RegistryAddr>,
-    /// The ip the nodes advertise [default: the host's address on the project network].
+    /// The ip the nodes advertise [default: the host's address on the project
+    /// network; with --runtime swarm --publish, the address of the host each
+    /// node runs on].
     #[arg(long, env = "IP_EXT")]
     pub advertise_ip: Option<IpAddr>,
+    /// With --runtime swarm: publish each node on a port of --port-range on
+    /// the host it is pinned to, and advertise that host's address (its
+    /// `io.hit6.advertise-ip` engine label, or else its swarm address), so that
+    /// programs outside the swarm reach it too. Without it, nodes may run on
+    /// any host and advertise their overlay address. --runtime docker always
+    /// publishes.
+    #[arg(long)]
+    pub publish: bool,
     /// Return once the mesh is complete, leaving it running.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -69,9 +84,10 @@ pub struct Args {
     /// Where the registry and nodes run.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: Runtime,
-    /// With --registry: a file holding its join token; or set HIT6_JOIN_TOKEN.
-    /// A registry the project starts gets a fresh token (see `launcher token`).
-    #[arg(long, requires = "registry")]
+    /// A file holding the join token; or set HIT6_JOIN_TOKEN. With
+    /// --registry, that registry's; otherwise the token the project's
+    /// registry is started with, instead of a fresh one (see `launcher token`).
+    #[arg(long)]
     pub join_token_file: Option<std::path::PathBuf>,
     /// Refused: a token on the command line is visible to every user.
     #[arg(long, hide = true, value_parser = wire::cli::SecretNotInArgv)]
@@ -83,15 +99,15 @@ pub struct Args {
 /// What every node of a project is started with.
 struct Joining<'a> {
     registry: &'a RegistryAddr,
-    /// The ip the node advertises.
-    advertise: IpAddr,
+    /// The ip a published node advertises, when it is the same for all.
+    advertise: Option<IpAddr>,
     token: &'a Option<Arc<JoinToken>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
-    #[error("project `{project}` is already up ({containers} containers): run `launcher -p {project} down` first, or choose another --project")]
-    AlreadyUp { project: String, containers: usize },
+    #[error("project `{project}` is already up ({members} containers or services): run `launcher -p {project} down` first, or choose another --project")]
+    AlreadyUp { project: String, members: usize },
     #[error("the project network has no gateway to advertise: pass --advertise-ip")]
     NoAdvertiseIp,
     #[error("the mesh is not complete after {timeout:?}: {} pairs have not greeted: {}", missing.len(), pairs(missing))]
@@ -100,7 +116,7 @@ pub enum UpError {
     LogsEnded,
 }
 
-fn pairs(missing: &[(String, String)]) -> String {
+pub(crate) fn pairs(missing: &[(String, String)]) -> String {
     let shown: Vec<String> = missing.iter().take(20).map(|(a, b)| format!("{a}-{b}")).collect();
     let more = missing.len().saturating_sub(shown.len());
     if more > 0 {
@@ -198,16 +214,22 @@ impl Args {
     ) -> anyhow::Result<(Deployment, Vec<Option<u16>>)> {
         let token = self.join_token()?;
         match self.runtime {
-            Runtime::Docker => {
-                ports::check_capacity(self.port_range, self.nodes as usize)?;
-                let project = Project { docker: docker::connect().await?, name: project.to_owned() };
-                let existing = project.containers().await?.len();
+            Runtime::Docker | Runtime::Swarm => {
+                let (mode, manager) = match self.runtime {
+                    Runtime::Swarm => (Mode::Swarm, Some(swarm::manager(&docker::connect().await?).await?)),
+                    _ => (Mode::Containers, None),
+                };
+                if mode == Mode::Containers || self.publish {
+                    ports::check_capacity(self.port_range, self.nodes as usize)?;
+                }
+                let project = Project { docker: docker::connect().await?, name: project.to_owned(), mode };
+                let existing = project.containers().await?.len() + project.services().await?.len();
                 if existing > 0 {
-                    return Err(UpError::AlreadyUp { project: project.name.clone(), containers: existing }.into());
+                    return Err(UpError::AlreadyUp { project: project.name.clone(), members: existing }.into());
                 }
                 images::ensure(&project.docker, &self.images, ui.multi()).await?;
-                match self.start_containers(&project, ui, lines, &token).await {
-                    Ok(host_ports) => Ok((Deployment::Docker(project), host_ports.into_iter().map(Some).collect())),
+                match self.start_members(&project, manager.as_deref(), ui, lines, &token).await {
+                    Ok(host_ports) => Ok((Deployment::Docker(project), host_ports)),
                     Err(error) => {
                         // Leave nothing half-started behind.
                         let _ = project.remove_all(true).await;
@@ -230,35 +252,44 @@ impl Args {
         }
     }
 
-    /// A fresh token for a registry of the project's own; for `--registry`,
-    /// the one given in the environment or file, if any.
+    /// The token given in the file or the environment, if any; for a
+    /// registry of the project's own, a fresh one when none is given.
     fn join_token(&self) -> anyhow::Result<Option<Arc<JoinToken>>> {
+        let given = JoinToken::from_file_or_env(self.join_token_file.as_deref())?;
         let token = match self.registry {
-            None => Some(JoinToken::generate()),
-            Some(_) => JoinToken::from_file_or_env(self.join_token_file.as_deref())?,
+            None => Some(given.unwrap_or_else(JoinToken::generate)),
+            Some(_) => given,
         };
         Ok(token.map(Arc::new))
     }
 
     async fn remove_partial(&self, project: &str) -> anyhow::Result<()> {
-        if self.runtime == Runtime::Docker {
-            let project = Project { docker: docker::connect().await?, name: project.to_owned() };
-            project.remove_all(true).await?;
+        if self.runtime != Runtime::Local {
+            Project::open(project).await?.remove_all(true).await?;
         }
         Ok(())
     }
 
-    async fn start_containers(
+    /// Starts the registry (unless joining one) and the nodes, as containers
+    /// or as services of the swarm `manager` manages; returns each node's
+    /// host port, if published.
+    async fn start_members(
         &self,
         project: &Project,
+        manager: Option<&str>,
         ui: &Ui,
         lines: &mpsc::Sender<Line>,
         token: &Option<Arc<JoinToken>>,
-    ) -> anyhow::Result<Vec<u16>> {
-        let gateway = project.create_network().await?;
-        let advertise = self.advertise_ip.or(gateway).ok_or(UpError::NoAdvertiseIp)?;
-        let follow = |role: Role, source: String| {
-            stream::follow_container(project.docker.clone(), project.container_name(role), source, true, lines.clone());
+    ) -> anyhow::Result<Vec<Option<u16>>> {
+        let advertise = match project.mode {
+            Mode::Containers => {
+                let gateway = project.create_network().await?;
+                Some(self.advertise_ip.or(gateway).ok_or(UpError::NoAdvertiseIp)?)
+            }
+            Mode::Swarm => {
+                project.create_overlay().await?;
+                self.advertise_ip
+            }
         };
         let registry = match &self.registry {
             Some(addr) => addr.clone(),
@@ -274,33 +305,92 @@ impl Args {
                     token: token.clone(),
                     cmd: vec![],
                     host_port: Some(self.registry_port),
+                    labels: HashMap::new(),
                 };
-                project.run(&spec).await.with_context(|| {
+                let started = match project.mode {
+                    Mode::Containers => project.run(&spec).await,
+                    Mode::Swarm => project.create_service(&spec, manager).await,
+                };
+                started.with_context(|| {
                     format!(
                         "failed to start the registry on host port {}: choose another with --registry-port",
                         self.registry_port
                     )
                 })?;
-                follow(Role::Registry, "registry".into());
-                // Nodes reach it by its container name on the project network.
+                project.follow(project.container_name(Role::Registry), "registry".into(), true, lines.clone());
+                // Nodes reach it by its name on the project network.
                 RegistryAddr { host: project.container_name(Role::Registry), port: CONTAINER_PORT }
             }
         };
-        ui.note(&format!("nodes advertise {advertise} and register with {registry}"));
+        let joining = Joining { registry: &registry, advertise, token };
+        let ports = match project.mode {
+            Mode::Containers => self.start_containers(project, &joining).await?.into_iter().map(Some).collect(),
+            Mode::Swarm => self.start_services(project, &joining).await?,
+        };
+        for index in 1..=self.nodes as usize {
+            project.follow(project.container_name(Role::Node(index)), format!("node-{index}"), true, lines.clone());
+        }
+        let advertised = match (project.mode, advertise) {
+            (_, Some(ip)) => ip.to_string(),
+            (Mode::Swarm, None) if self.publish => "the address of their host".into(),
+            (_, None) => "their address on the overlay network".into(),
+        };
+        ui.note(&format!("nodes advertise {advertised} and register with {registry}"));
+        Ok(ports)
+    }
 
+    /// The nodes as containers, each published on a free port of the range.
+    async fn start_containers(&self, project: &Project, joining: &Joining<'_>) -> anyhow::Result<Vec<u16>> {
         let (chosen, spare) = ports::pick(self.port_range, self.nodes as usize, &project.published_ports().await?)?;
         let spare = Mutex::new(spare);
         let starts = chosen.into_iter().enumerate().map(|(i, port)| {
-            let (registry, spare) = (&registry, &spare);
-            async move {
-                let index = i + 1;
-                let joining = Joining { registry, advertise, token };
-                let port = self.start_node(project, index, port, &joining, spare).await?;
-                follow(Role::Node(index), format!("node-{index}"));
-                anyhow::Ok(port)
-            }
+            let spare = &spare;
+            async move { self.start_node(project, i + 1, port, joining, spare).await }
         });
         futures::future::try_join_all(starts).await
+    }
+
+    /// The nodes as services: with --publish, each pinned to a host and
+    /// published on a port of the range there; otherwise wherever the swarm
+    /// puts them.
+    async fn start_services(&self, project: &Project, joining: &Joining<'_>) -> anyhow::Result<Vec<Option<u16>>> {
+        let count = self.nodes as usize;
+        let placements: Vec<Option<Placement>> = if self.publish {
+            let placed = swarm::placements(project, self.port_range, &HashMap::new(), count).await?;
+            placed.into_iter().map(Some).collect()
+        } else {
+            vec![None; count]
+        };
+        let starts = placements.into_iter().enumerate().map(|(i, placement)| async move {
+            let published = placement.as_ref().map(|p| (joining.advertise.unwrap_or(p.host.advertise), p.port));
+            let mut spec = self.node_spec(i + 1, joining, published);
+            spec.labels.insert(swarm::LABEL_PORT_RANGE.into(), self.port_range.to_string());
+            if let Some(ip) = joining.advertise {
+                // So that `scale` advertises it too.
+                spec.labels.insert(swarm::LABEL_ADVERTISE_IP.into(), ip.to_string());
+            }
+            project.create_service(&spec, placement.as_ref().map(|p| p.host.id.as_str())).await?;
+            anyhow::Ok(published.map(|(_, port)| port))
+        });
+        futures::future::try_join_all(starts).await
+    }
+
+    /// Node `index`, registering as `joining` says; `published` at this ip
+    /// and host port, or else advertising the address it is reached at.
+    fn node_spec(&self, index: usize, joining: &Joining<'_>, published: Option<(IpAddr, u16)>) -> ContainerSpec {
+        let mut env = vec![format!("NODE_NAME=node-{index}"), "LOG_FORMAT=json".into()];
+        if let Some((ip, port)) = published {
+            env.extend([format!("PUERTO_EXT={port}"), format!("IP_EXT={ip}")]);
+        }
+        ContainerSpec {
+            role: Role::Node(index),
+            image: self.images.node.clone(),
+            env,
+            token: joining.token.clone(),
+            cmd: vec![joining.registry.host.clone(), joining.registry.port.to_string()],
+            host_port: published.map(|(_, port)| port),
+            labels: HashMap::new(),
+        }
     }
 
     /// Starts node `index` on `port`, moving to a spare port if the daemon
@@ -313,22 +403,9 @@ impl Args {
         joining: &Joining<'_>,
         spare: &Mutex<Vec<u16>>,
     ) -> anyhow::Result<u16> {
-        let Joining { registry, advertise, token } = *joining;
+        let advertise = joining.advertise.ok_or(UpError::NoAdvertiseIp)?;
         loop {
-            let spec = ContainerSpec {
-                role: Role::Node(index),
-                image: self.images.node.clone(),
-                env: vec![
-                    format!("PUERTO_EXT={port}"),
-                    format!("IP_EXT={advertise}"),
-                    format!("NODE_NAME=node-{index}"),
-                    "LOG_FORMAT=json".into(),
-                ],
-                token: token.clone(),
-                cmd: vec![registry.host.clone(), registry.port.to_string()],
-                host_port: Some(port),
-            };
-            match project.run(&spec).await {
+            match project.run(&self.node_spec(index, joining, Some((advertise, port)))).await {
                 Ok(()) => return Ok(port),
                 Err(DockerError::PortTaken { .. }) => {
                     let next = wire::lock(spare).pop();
@@ -360,7 +437,7 @@ impl Args {
                     if !complete && mesh.is_complete() {
                         complete = true;
                         ui.finish();
-                        if let Err(error) = self.report(mesh, invoked.elapsed()) {
+                        if let Err(error) = ui::print_summary(mesh, invoked.elapsed(), self.json) {
                             if !wire::cli::is_closed_pipe(&error) {
                                 ui.note(&format!("failed to print the summary: {error}"));
                             }
@@ -379,14 +456,6 @@ impl Args {
                     ui.note(&UpError::Incomplete { timeout: self.timeout, missing: mesh.missing_pairs() }.to_string());
                 }
             }
-        }
-    }
-
-    fn report(&self, mesh: &Mesh, elapsed: Duration) -> std::io::Result<()> {
-        if self.json {
-            wire::cli::print(&format!("{}\n", ui::summary_json(mesh, elapsed)))
-        } else {
-            wire::cli::print(&ui::summary(mesh, elapsed))
         }
     }
 }
