@@ -4,6 +4,10 @@
 # does everything else. The join token goes to an SSM SecureString parameter,
 # readable by the VMs' instance role only, and each VM fetches it at boot
 # over IMDSv2: neither its user data nor the Terraform state holds it.
+#
+# With orchestrator = "swarm", VM 1 has an identity of its own: it reads the
+# join token and writes the swarm's worker token into a second parameter,
+# which the other VMs, the workers, may only read.
 
 module "cluster" {
   source = "../modules/cluster"
@@ -18,12 +22,22 @@ module "cluster" {
   node_image      = var.node_image
   image_tag       = var.image_tag
   join_token_secret = {
-    store  = "aws_ssm"
-    name   = aws_ssm_parameter.join_token.name
-    region = var.region
+    store            = "aws_ssm"
+    name             = aws_ssm_parameter.join_token.name
+    region           = var.region
+    swarm_token_name = local.swarm ? aws_ssm_parameter.swarm_token[0].name : null
   }
-  advertise_ips = aws_eip.vm[*].public_ip
-  ssh_user      = var.ssh_user
+  advertise_ips   = aws_eip.vm[*].public_ip
+  ssh_user        = var.ssh_user
+  orchestrator    = var.orchestrator
+  launcher_url    = var.launcher_url
+  launcher_sha256 = var.launcher_sha256
+  # IMDSv2, its session token passed to curl in its config on stdin.
+  private_ip_command = local.swarm ? "printf 'header = \"X-aws-ec2-metadata-token: %s\"\\n' \"$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)\" | curl -fsS -K - http://169.254.169.254/latest/meta-data/local-ipv4" : null
+}
+
+locals {
+  swarm = var.orchestrator == "swarm"
 }
 
 # Write-only: sent to SSM, kept in neither the plan nor the state. Encrypted
@@ -35,7 +49,19 @@ resource "aws_ssm_parameter" "join_token" {
   value_wo_version = var.join_token_version
 }
 
-# The VMs' identity: it may read the join token and nothing else.
+# With swarm: where VM 1 leaves the worker token. Terraform writes only a
+# placeholder, write-only, so that neither the plan nor the state holds what
+# VM 1 writes over it; raising value_wo_version would write it again.
+resource "aws_ssm_parameter" "swarm_token" {
+  count            = local.swarm ? 1 : 0
+  name             = "/${var.name}/swarm-worker-token"
+  type             = "SecureString"
+  value_wo         = "none"
+  value_wo_version = 1
+}
+
+# The VMs' identity: it may read the join token and nothing else (with swarm:
+# the workers' identity, which may read the worker token and nothing else).
 resource "aws_iam_role" "vm" {
   name = "${var.name}-vm"
   assume_role_policy = jsonencode({
@@ -49,13 +75,43 @@ resource "aws_iam_role_policy" "read_join_token" {
   role = aws_iam_role.vm.id
   policy = jsonencode({
     Version   = "2012-10-17"
-    Statement = [{ Effect = "Allow", Action = "ssm:GetParameter", Resource = aws_ssm_parameter.join_token.arn }]
+    Statement = [{ Effect = "Allow", Action = "ssm:GetParameter", Resource = local.swarm ? aws_ssm_parameter.swarm_token[0].arn : aws_ssm_parameter.join_token.arn }]
   })
 }
 
 resource "aws_iam_instance_profile" "vm" {
   name = "${var.name}-vm"
   role = aws_iam_role.vm.name
+}
+
+# With swarm, VM 1's identity: it reads the join token, for the launcher, and
+# writes the worker token; nothing else.
+resource "aws_iam_role" "manager" {
+  count = local.swarm ? 1 : 0
+  name  = "${var.name}-manager"
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Action = "sts:AssumeRole", Principal = { Service = "ec2.amazonaws.com" } }]
+  })
+}
+
+resource "aws_iam_role_policy" "manager" {
+  count = local.swarm ? 1 : 0
+  name  = "read-join-token-write-swarm-token"
+  role  = aws_iam_role.manager[0].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Effect = "Allow", Action = "ssm:GetParameter", Resource = aws_ssm_parameter.join_token.arn },
+      { Effect = "Allow", Action = "ssm:PutParameter", Resource = aws_ssm_parameter.swarm_token[0].arn },
+    ]
+  })
+}
+
+resource "aws_iam_instance_profile" "manager" {
+  count = local.swarm ? 1 : 0
+  name  = "${var.name}-manager"
+  role  = aws_iam_role.manager[0].name
 }
 
 data "aws_ami" "debian" {
@@ -121,6 +177,18 @@ resource "aws_security_group" "mesh" {
     cidr_blocks = local.allowed_cidrs
   }
 
+  # With swarm, from the VMs only (this group's members, at their private ips).
+  dynamic "ingress" {
+    for_each = module.cluster.swarm_ports
+    content {
+      description = ingress.value.purpose
+      protocol    = ingress.value.protocol
+      from_port   = ingress.value.port
+      to_port     = ingress.value.port
+      self        = true
+    }
+  }
+
   egress {
     description = "everything out: images, the Docker installer, the other VMs"
     protocol    = "-1"
@@ -139,7 +207,7 @@ resource "aws_instance" "vm" {
   vpc_security_group_ids      = [aws_security_group.mesh.id]
   user_data                   = module.cluster.startup_scripts[count.index]
   user_data_replace_on_change = true
-  iam_instance_profile        = aws_iam_instance_profile.vm.name
+  iam_instance_profile        = local.swarm && count.index == 0 ? aws_iam_instance_profile.manager[0].name : aws_iam_instance_profile.vm.name
   tags                        = { Name = "${var.name}-vm${count.index + 1}" }
 
   # IMDSv2 only, one hop: the VM's script gets the role's credentials, the
@@ -151,7 +219,18 @@ resource "aws_instance" "vm" {
   }
 
   # The script reads the token at boot.
-  depends_on = [aws_iam_role_policy.read_join_token]
+  depends_on = [aws_iam_role_policy.read_join_token, aws_iam_role_policy.manager]
+
+  lifecycle {
+    replace_triggered_by = [terraform_data.swarm_manager]
+  }
+}
+
+# With swarm, a new VM 1 makes a new swarm, which the workers of the old one
+# would not join: so whatever replaces VM 1 replaces them all. With docker
+# this never changes.
+resource "terraform_data" "swarm_manager" {
+  input = local.swarm ? sha256(module.cluster.startup_scripts[0]) : "docker"
 }
 
 resource "aws_eip_association" "vm" {

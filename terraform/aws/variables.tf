@@ -113,3 +113,21 @@ variable "image_tag" {
   type        = string
   default     = "0.1.0"
 }
+
+variable "orchestrator" {
+  description = "\"docker\": each VM runs its own docker run lines. \"swarm\": the VMs form a Docker swarm (VM 1 its manager) and VM 1 deploys the mesh with the launcher, which needs launcher_url and launcher_sha256. See terraform/README.md."
+  type        = string
+  default     = "docker"
+}
+
+variable "launcher_url" {
+  description = "With orchestrator = \"swarm\": where VM 1 downloads the launcher (a Linux x86_64 binary, for the default AMI), http(s)://host/path."
+  type        = string
+  default     = null
+}
+
+variable "launcher_sha256" {
+  description = "With orchestrator = \"swarm\": the SHA-256 of the file at launcher_url; VM 1 refuses any other."
+  type        = string
+  default     = null
+}

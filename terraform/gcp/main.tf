@@ -4,6 +4,10 @@
 # address; the module does everything else. The join token goes to Secret
 # Manager, readable by the VMs' own service account only, and each VM
 # fetches it at boot: neither its metadata nor the Terraform state holds it.
+#
+# With orchestrator = "swarm", VM 1 has a service account of its own: it
+# reads the join token and adds the swarm's worker token to a second secret,
+# which the other VMs, the workers, may only read.
 
 module "cluster" {
   source = "../modules/cluster"
@@ -18,11 +22,20 @@ module "cluster" {
   node_image      = var.node_image
   image_tag       = var.image_tag
   join_token_secret = {
-    store = "gcp_secret_manager"
-    name  = google_secret_manager_secret.join_token.id
+    store            = "gcp_secret_manager"
+    name             = google_secret_manager_secret.join_token.id
+    swarm_token_name = local.swarm ? google_secret_manager_secret.swarm_token[0].id : null
   }
-  advertise_ips = google_compute_address.vm[*].address
-  ssh_user      = var.ssh_user
+  advertise_ips      = google_compute_address.vm[*].address
+  ssh_user           = var.ssh_user
+  orchestrator       = var.orchestrator
+  launcher_url       = var.launcher_url
+  launcher_sha256    = var.launcher_sha256
+  private_ip_command = local.swarm ? "curl -fsS -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/network-interfaces/0/ip" : null
+}
+
+locals {
+  swarm = var.orchestrator == "swarm"
 }
 
 resource "google_project_service" "secret_manager" {
@@ -47,16 +60,60 @@ resource "google_secret_manager_secret_version" "join_token" {
   secret_data_wo_version = var.join_token_version
 }
 
-# The VMs' identity: it may read the join token and nothing else.
+# With swarm: where VM 1 leaves the worker token. Terraform writes only a
+# placeholder version, write-only, so that neither the plan nor the state
+# holds the versions VM 1 adds.
+resource "google_secret_manager_secret" "swarm_token" {
+  count     = local.swarm ? 1 : 0
+  secret_id = "${var.name}-swarm-worker-token"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.secret_manager]
+}
+
+resource "google_secret_manager_secret_version" "swarm_token" {
+  count                  = local.swarm ? 1 : 0
+  secret                 = google_secret_manager_secret.swarm_token[0].id
+  secret_data_wo         = "none"
+  secret_data_wo_version = 1
+}
+
+# The VMs' identity: it may read the join token and nothing else (with swarm:
+# the workers' identity, which may read the worker token and nothing else).
 resource "google_service_account" "vm" {
   account_id   = "${var.name}-vm"
   display_name = "hit6-mesh VMs of ${var.name}"
 }
 
 resource "google_secret_manager_secret_iam_member" "vm" {
-  secret_id = google_secret_manager_secret.join_token.id
+  secret_id = local.swarm ? google_secret_manager_secret.swarm_token[0].id : google_secret_manager_secret.join_token.id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.vm.email}"
+}
+
+# With swarm, VM 1's identity: it reads the join token, for the launcher, and
+# adds versions to the worker token's secret; nothing else.
+resource "google_service_account" "manager" {
+  count        = local.swarm ? 1 : 0
+  account_id   = "${var.name}-manager"
+  display_name = "hit6-mesh swarm manager (VM 1) of ${var.name}"
+}
+
+resource "google_secret_manager_secret_iam_member" "manager_reads_join_token" {
+  count     = local.swarm ? 1 : 0
+  secret_id = google_secret_manager_secret.join_token.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.manager[0].email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "manager_writes_swarm_token" {
+  count     = local.swarm ? 1 : 0
+  secret_id = google_secret_manager_secret.swarm_token[0].id
+  role      = "roles/secretmanager.secretVersionAdder"
+  member    = "serviceAccount:${google_service_account.manager[0].email}"
 }
 
 resource "google_compute_address" "vm" {
@@ -76,6 +133,25 @@ resource "google_compute_firewall" "mesh" {
   allow {
     protocol = "tcp"
     ports    = concat(["22"], module.cluster.firewall_ports)
+  }
+}
+
+# With swarm, what the swarm needs between the VMs, from the VMs only (their
+# tag, which matches their private ips).
+resource "google_compute_firewall" "swarm" {
+  count       = local.swarm ? 1 : 0
+  name        = "${var.name}-swarm"
+  network     = var.network
+  direction   = "INGRESS"
+  source_tags = ["${var.name}-mesh"]
+  target_tags = ["${var.name}-mesh"]
+
+  dynamic "allow" {
+    for_each = distinct(module.cluster.swarm_ports[*].protocol)
+    content {
+      protocol = allow.value
+      ports    = [for p in module.cluster.swarm_ports : tostring(p.port) if p.protocol == allow.value]
+    }
   }
 }
 
@@ -101,8 +177,8 @@ resource "google_compute_instance" "vm" {
   }
 
   service_account {
-    email  = google_service_account.vm.email
-    scopes = ["cloud-platform"] # what it may do is what its roles allow: read one secret
+    email  = local.swarm && count.index == 0 ? google_service_account.manager[0].email : google_service_account.vm.email
+    scopes = ["cloud-platform"] # what it may do is what its roles allow: read one secret (VM 1 with swarm: and write another)
   }
 
   # A changed script replaces the VM (metadata_startup_script forces it),
@@ -111,5 +187,20 @@ resource "google_compute_instance" "vm" {
   metadata                = var.ssh_public_key == null ? {} : { ssh-keys = "${var.ssh_user}:${var.ssh_public_key}" }
 
   # The script reads the token at boot.
-  depends_on = [google_secret_manager_secret_version.join_token, google_secret_manager_secret_iam_member.vm]
+  depends_on = [
+    google_secret_manager_secret_version.join_token, google_secret_manager_secret_iam_member.vm,
+    google_secret_manager_secret_version.swarm_token, google_secret_manager_secret_iam_member.manager_reads_join_token,
+    google_secret_manager_secret_iam_member.manager_writes_swarm_token,
+  ]
+
+  lifecycle {
+    replace_triggered_by = [terraform_data.swarm_manager]
+  }
+}
+
+# With swarm, a new VM 1 makes a new swarm, which the workers of the old one
+# would not join: so whatever replaces VM 1 replaces them all. With docker
+# this never changes.
+resource "terraform_data" "swarm_manager" {
+  input = local.swarm ? sha256(module.cluster.startup_scripts[0]) : "docker"
 }

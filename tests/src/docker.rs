@@ -1,5 +1,6 @@
-//! Docker for tests: whether a daemon is there, the docker CLI, and a guard
-//! that removes a project's resources even when a test fails.
+//! Docker for tests: whether a daemon is there, the docker CLI, a guard
+//! that removes a project's resources even when a test fails, and a
+//! single-host swarm that a test makes and leaves ([`Swarm`]).
 //!
 //! Tests drive Docker through the `docker` CLI, as the README's users do, and
 //! through the real `launcher` binary.
@@ -42,11 +43,13 @@ pub fn available(suite: &str) -> bool {
     false
 }
 
-/// Names of the containers, networks or volumes (`kind`) labelled with `project`.
+/// Names of the containers, networks, volumes or services (`kind`)
+/// labelled with `project`. Services are listed only on a swarm manager.
 pub fn labelled(kind: &str, project: &str) -> Vec<String> {
     let filter = format!("label={PROJECT_LABEL}={project}");
     let args: Vec<&str> = match kind {
         "container" => vec!["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+        "service" if !swarm_manager() => return Vec::new(),
         _ => vec![kind, "ls", "--filter", &filter, "--format", "{{.Name}}"],
     };
     let output = docker(&args);
@@ -54,9 +57,76 @@ pub fn labelled(kind: &str, project: &str) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
 }
 
-/// Everything a project left: containers, networks and volumes.
+/// Everything a project left: services, containers, networks and volumes.
 pub fn leftovers(project: &str) -> Vec<String> {
-    ["container", "network", "volume"].iter().flat_map(|kind| labelled(kind, project)).collect()
+    ["service", "container", "network", "volume"].iter().flat_map(|kind| labelled(kind, project)).collect()
+}
+
+/// Whether the engine is a manager of a swarm.
+pub fn swarm_manager() -> bool {
+    let info = docker(&["info", "--format", "{{.Swarm.ControlAvailable}}"]);
+    String::from_utf8_lossy(&info.stdout).trim() == "true"
+}
+
+/// A swarm for a test: the engine's own if it is a manager already,
+/// otherwise a single-host swarm made for the test, which it leaves when
+/// dropped (with the bridge swarm mode added), also when the test fails.
+pub struct Swarm {
+    made: bool,
+    gwbridge_made: bool,
+}
+
+impl Swarm {
+    /// Joins the engine to a swarm of its own, advertising loopback so that
+    /// swarm traffic stays on this machine. `None` (saying why) when the
+    /// engine cannot do swarm mode and REQUIRE_DOCKER is unset.
+    pub fn init(suite: &str) -> Option<Swarm> {
+        if swarm_manager() {
+            return Some(Swarm { made: false, gwbridge_made: false });
+        }
+        let gwbridge_made = !docker(&["network", "inspect", "docker_gwbridge"]).status.success();
+        let init = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377"]);
+        if init.status.success() {
+            return Some(Swarm { made: true, gwbridge_made });
+        }
+        let why = text(&init);
+        if std::env::var_os("REQUIRE_DOCKER").is_some() {
+            panic!("REQUIRE_DOCKER is set but the engine cannot start a swarm: {}", why.trim());
+        }
+        eprintln!(
+            "skipping {suite}: the engine cannot start a swarm ({}); set REQUIRE_DOCKER=1 to fail instead",
+            why.trim()
+        );
+        None
+    }
+
+    /// The host's address on docker_gwbridge, the bridge through which a
+    /// task's container reaches the host it runs on (and its published ports).
+    pub fn host_gateway(&self) -> String {
+        let inspect =
+            docker(&["network", "inspect", "docker_gwbridge", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"]);
+        let gateway = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
+        assert!(gateway.parse::<std::net::IpAddr>().is_ok(), "docker_gwbridge has no gateway: {}", text(&inspect));
+        gateway
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        if self.made {
+            let left = docker(&["swarm", "leave", "--force"]);
+            assert!(left.status.success() || std::thread::panicking(), "swarm leave failed: {}", text(&left));
+        }
+        if self.gwbridge_made {
+            // Its last endpoint leaves a moment after the swarm.
+            for _ in 0..25 {
+                if docker(&["network", "rm", "docker_gwbridge"]).status.success() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
 }
 
 /// Removes a project's labelled containers and networks when dropped.
@@ -64,6 +134,12 @@ pub struct ProjectGuard(pub String);
 
 impl Drop for ProjectGuard {
     fn drop(&mut self) {
+        let services = labelled("service", &self.0);
+        if !services.is_empty() {
+            let mut args = vec!["service", "rm"];
+            args.extend(services.iter().map(String::as_str));
+            docker(&args);
+        }
         let containers = labelled("container", &self.0);
         if !containers.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];

@@ -274,13 +274,51 @@ module "ip_from_metadata" {
   advertise_ip_command = "curl -fsS -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/network-interfaces/0/access-configs/0/external-ip"
 }
 
+# orchestrator = "swarm", on each store, with private ips from a command and literal.
+module "swarm_gcp" {
+  source             = "../modules/cluster"
+  orchestrator       = "swarm"
+  registry_host      = "203.0.113.10"
+  node_vms           = 2
+  advertise_ips      = ["203.0.113.10", "203.0.113.11"]
+  private_ip_command = "curl -fsS -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/network-interfaces/0/ip"
+  launcher_url       = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+  launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+  join_token_secret = {
+    store            = "gcp_secret_manager"
+    name             = "projects/hit6-test/secrets/hit6-join-token"
+    swarm_token_name = "projects/hit6-test/secrets/hit6-swarm-worker-token"
+  }
+}
+
+module "swarm_aws" {
+  source               = "../modules/cluster"
+  orchestrator         = "swarm"
+  registry_host        = "203.0.113.10"
+  node_vms             = 2
+  advertise_ip_command = "curl -fsS http://169.254.169.254/latest/meta-data/public-ipv4"
+  private_ips          = ["10.0.0.1", "10.0.0.2"]
+  launcher_url         = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+  launcher_sha256      = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+  join_token_secret = {
+    store            = "aws_ssm"
+    name             = "/hit6/join-token"
+    region           = "eu-west-1"
+    swarm_token_name = "/hit6/swarm-worker-token"
+  }
+}
+
 output "images" {
   value     = module.literal_ips.vms[0].images
   sensitive = true
 }
 
 output "scripts" {
-  value     = concat(module.literal_ips.startup_scripts, module.ip_from_metadata.startup_scripts, [module.literal_ips.status_script])
+  value = concat(
+    module.literal_ips.startup_scripts, module.ip_from_metadata.startup_scripts, [module.literal_ips.status_script],
+    module.swarm_gcp.startup_scripts, module.swarm_aws.startup_scripts,
+    [module.swarm_gcp.swarm_token_script, module.swarm_aws.swarm_token_script],
+  )
   sensitive = true
 }
 "#,
@@ -290,7 +328,9 @@ output "scripts" {
         [REGISTRY_IMAGE, NODE_IMAGE],
         "the module's default image_tag is not the workspace version: update it in terraform/modules/cluster/variables.tf"
     );
-    for script in strings(&outputs["scripts"]) {
+    let scripts = strings(&outputs["scripts"]);
+    assert_eq!(scripts.len(), 11, "4 docker scripts, the status script, 4 swarm scripts and 2 hit6-swarm-token");
+    for script in scripts {
         let parse = Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
         assert!(parse.status.success(), "sh cannot parse the rendered script: {}\n{script}", text(&parse));
     }
@@ -725,4 +765,218 @@ fn a_parameter_that_holds_no_join_token_is_refused_and_nothing_is_written() {
     assert!(stderr.contains("does not hold a join token"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "the value is not echoed: {stderr}");
     assert_eq!(fetched.env_file, None);
+}
+
+/// What `hit6-swarm-token put|get` did, run as the startup scripts run it,
+/// against a fake store, with every curl's argv logged on the way to the real one.
+struct SwarmToken {
+    run: Output,
+    /// Every argument of every curl, one per line.
+    argv: String,
+    requests: Vec<Request>,
+}
+
+/// Renders the module with orchestrator = "swarm" and `join_token_secret =
+/// {secret}` (an HCL object, with swarm_token_name and `cloud`'s endpoints),
+/// then runs `hit6-swarm-token {mode}` with `stdin` as its input.
+fn swarm_token(name: &str, secret: &str, cloud: FakeCloud, mode: &str, stdin: &str) -> SwarmToken {
+    let dir = TempDir::new(&format!("{name}-vm"));
+    let outputs = render(
+        name,
+        &format!(
+            r#"
+module "cluster" {{
+  source            = "../modules/cluster"
+  orchestrator      = "swarm"
+  registry_host     = "203.0.113.10"
+  node_vms          = 2
+  advertise_ips     = ["203.0.113.10", "203.0.113.11"]
+  private_ips       = ["10.0.0.1", "10.0.0.2"]
+  launcher_url      = "https://example.com/launcher"
+  launcher_sha256   = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+  join_token_secret = {secret}
+}}
+
+output "script" {{
+  value = module.cluster.swarm_token_script
+}}
+"#
+        ),
+    );
+    let script = outputs["script"].as_str().expect("a swarm with a store renders hit6-swarm-token").to_owned();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let curl = sh("command -v curl");
+    let curl = String::from_utf8_lossy(&curl.stdout).trim().to_owned();
+    assert!(!curl.is_empty(), "the swarm token test needs curl, as the VMs do");
+    let argv_log = dir.path().join("curl-argv");
+    let shim = format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >>'{}'\nexec '{curl}' \"$@\"\n", argv_log.display());
+    for (file, content) in [("curl", shim.as_str()), ("hit6-swarm-token", script.as_str())] {
+        std::fs::write(bin.join(file), content).unwrap();
+        std::fs::set_permissions(bin.join(file), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut child = Command::new("hit6-swarm-token")
+        .arg(mode)
+        .env("PATH", &path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hit6-swarm-token runs");
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    }
+    let run = child.wait_with_output().unwrap();
+    let argv = std::fs::read_to_string(&argv_log).unwrap_or_default();
+    SwarmToken { run, argv, requests: cloud.requests() }
+}
+
+/// What VM 1 puts: its private ip and port, and a worker token as `docker
+/// swarm join-token -q worker` prints it.
+const SWARM_LINE: &str =
+    "10.128.0.2:2377 SWMTKN-1-3pu6hszjas19xyp7ghgosyx9k8atbfcr8p2is99znpy26u2lkl-1awxwuwd3z9j1z3puu7rcgdbx";
+const SWARM_TOKEN: &str = "SWMTKN-1-3pu6hszjas19xyp7ghgosyx9k8atbfcr8p2is99znpy26u2lkl-1awxwuwd3z9j1z3puu7rcgdbx";
+const GCP_SWARM_PATH: &str = "/v1/projects/hit6-test/secrets/hit6-swarm-worker-token";
+
+fn gcp_swarm_secret(cloud: &FakeCloud) -> String {
+    format!(
+        r#"{{ store = "gcp_secret_manager", name = "projects/hit6-test/secrets/hit6-join-token", swarm_token_name = "projects/hit6-test/secrets/hit6-swarm-worker-token", endpoint = "{0}", metadata_endpoint = "{0}" }}"#,
+        cloud.url()
+    )
+}
+
+fn gcp_swarm_cloud(latest: &str) -> FakeCloud {
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(latest);
+    FakeCloud::start(vec![
+        Route::new(
+            "GET",
+            GCP_TOKEN_PATH,
+            200,
+            format!(r#"{{"access_token":"{GCP_ACCESS_TOKEN}","expires_in":3599,"token_type":"Bearer"}}"#),
+        ),
+        Route::new(
+            "POST",
+            &format!("{GCP_SWARM_PATH}:addVersion"),
+            200,
+            r#"{"name":"projects/123/secrets/hit6-swarm-worker-token/versions/2","state":"ENABLED"}"#,
+        ),
+        Route::new(
+            "GET",
+            &format!("{GCP_SWARM_PATH}/versions/latest:access"),
+            200,
+            format!("{{\n  \"name\": \"projects/123/secrets/hit6-swarm-worker-token/versions/2\",\n  \"payload\": {{\n    \"data\": \"{data}\"\n  }}\n}}\n"),
+        ),
+    ])
+}
+
+#[test]
+fn vm_1_adds_the_worker_token_to_secret_manager_and_a_worker_reads_it_back() {
+    if !terraform_available("the swarm's worker token in Secret Manager") {
+        return;
+    }
+    use base64::Engine;
+    let cloud = gcp_swarm_cloud(SWARM_LINE);
+    let secret = gcp_swarm_secret(&cloud);
+    let put = swarm_token("gcp-swarm-put", &secret, cloud, "put", &format!("{SWARM_LINE}\n"));
+    assert!(put.run.status.success(), "{}", text(&put.run));
+    let [metadata, add]: [Request; 2] = put.requests.try_into().expect("two requests");
+    assert_eq!((metadata.method.as_str(), metadata.path.as_str()), ("GET", GCP_TOKEN_PATH));
+    assert_eq!((add.method.as_str(), add.path.as_str()), ("POST", format!("{GCP_SWARM_PATH}:addVersion").as_str()));
+    assert_eq!(add.headers["authorization"], format!("Bearer {GCP_ACCESS_TOKEN}"));
+    let body: Value = serde_json::from_str(&add.body).expect("addVersion's body is JSON");
+    let data = base64::engine::general_purpose::STANDARD.decode(body["payload"]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(String::from_utf8(data).unwrap(), SWARM_LINE, "{body}");
+    for held in [SWARM_TOKEN, GCP_ACCESS_TOKEN] {
+        assert!(!put.argv.contains(held), "a secret was on a curl command line:\n{}", put.argv);
+    }
+
+    let cloud = gcp_swarm_cloud(SWARM_LINE);
+    let secret = gcp_swarm_secret(&cloud);
+    let get = swarm_token("gcp-swarm-get", &secret, cloud, "get", "");
+    assert!(get.run.status.success(), "{}", text(&get.run));
+    assert_eq!(String::from_utf8_lossy(&get.run.stdout), format!("{SWARM_LINE}\n"));
+    assert_eq!(get.requests.len(), 2);
+    assert!(!get.argv.contains(SWARM_TOKEN) && !get.argv.contains(GCP_ACCESS_TOKEN), "{}", get.argv);
+}
+
+#[test]
+fn a_worker_waits_while_the_store_holds_the_placeholder_and_vm_1_puts_only_a_worker_token() {
+    if !terraform_available("the swarm's worker token in Secret Manager") {
+        return;
+    }
+    // Before VM 1 has written, the secret holds Terraform's placeholder.
+    let cloud = gcp_swarm_cloud("none");
+    let secret = gcp_swarm_secret(&cloud);
+    let get = swarm_token("gcp-swarm-placeholder", &secret, cloud, "get", "");
+    assert!(!get.run.status.success());
+    assert!(String::from_utf8_lossy(&get.run.stderr).contains("holds no worker token yet"), "{}", text(&get.run));
+    assert!(get.run.stdout.is_empty());
+
+    // Anything but "IP:PORT SWMTKN-1-..." is refused before any request.
+    let cloud = gcp_swarm_cloud("none");
+    let secret = gcp_swarm_secret(&cloud);
+    let put = swarm_token("gcp-swarm-bad-put", &secret, cloud, "put", "10.128.0.2:2377 $(id)\n");
+    assert!(!put.run.status.success());
+    assert!(String::from_utf8_lossy(&put.run.stderr).contains("put reads"), "{}", text(&put.run));
+    assert!(put.requests.is_empty(), "{:?}", put.requests);
+}
+
+fn aws_swarm_cloud(answer: String) -> FakeCloud {
+    let credentials = format!(
+        "{{\n  \"Code\" : \"Success\",\n  \"AccessKeyId\" : \"ASIAFAKEKEYID\",\n  \"SecretAccessKey\" : \"{AWS_SECRET_KEY}\",\n  \"Token\" : \"{AWS_SESSION}\"\n}}"
+    );
+    FakeCloud::start(vec![
+        Route::new("PUT", "/latest/api/token", 200, "imds-v2-session"),
+        Route::new("GET", "/latest/meta-data/iam/security-credentials/", 200, "hit6-manager"),
+        Route::new("GET", "/latest/meta-data/iam/security-credentials/hit6-manager", 200, credentials),
+        Route::new("POST", "/", 200, answer),
+    ])
+}
+
+fn aws_swarm_secret(cloud: &FakeCloud) -> String {
+    format!(
+        r#"{{ store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token", endpoint = "{0}", metadata_endpoint = "{0}" }}"#,
+        cloud.url()
+    )
+}
+
+#[test]
+fn vm_1_puts_the_worker_token_in_ssm_and_a_worker_gets_it_with_its_own_role() {
+    if !terraform_available("the swarm's worker token in SSM") {
+        return;
+    }
+    let cloud = aws_swarm_cloud(r#"{"Tier":"Standard","Version":2}"#.to_owned());
+    let secret = aws_swarm_secret(&cloud);
+    let put = swarm_token("aws-swarm-put", &secret, cloud, "put", &format!("{SWARM_LINE}\n"));
+    assert!(put.run.status.success(), "{}", text(&put.run));
+    let parameter = put.requests.last().expect("requests").clone();
+    assert_eq!(put.requests.len(), 4);
+    assert_eq!(parameter.headers["x-amz-target"], "AmazonSSM.PutParameter");
+    assert_eq!(parameter.headers["x-amz-security-token"], AWS_SESSION);
+    assert!(parameter.headers["authorization"].contains("/eu-west-1/ssm/aws4_request"), "{parameter:?}");
+    let body: Value = serde_json::from_str(&parameter.body).expect("PutParameter's body is JSON");
+    assert_eq!(
+        body,
+        serde_json::json!({"Name": "/hit6/swarm-worker-token", "Type": "SecureString", "Overwrite": true, "Value": SWARM_LINE})
+    );
+    for held in [SWARM_TOKEN, AWS_SESSION, AWS_SECRET_KEY, "imds-v2-session"] {
+        assert!(!put.argv.contains(held), "a secret was on a curl command line:\n{}", put.argv);
+    }
+
+    let cloud = aws_swarm_cloud(format!(
+        r#"{{"Parameter":{{"Name":"/hit6/swarm-worker-token","Type":"SecureString","Value":"{SWARM_LINE}","Version":2}}}}"#
+    ));
+    let secret = aws_swarm_secret(&cloud);
+    let get = swarm_token("aws-swarm-get", &secret, cloud, "get", "");
+    assert!(get.run.status.success(), "{}", text(&get.run));
+    assert_eq!(String::from_utf8_lossy(&get.run.stdout), format!("{SWARM_LINE}\n"));
+    let parameter = get.requests.last().unwrap();
+    assert_eq!(parameter.headers["x-amz-target"], "AmazonSSM.GetParameter");
+    assert_eq!(parameter.body, r#"{"Name":"/hit6/swarm-worker-token","WithDecryption":true}"#);
+    for held in [SWARM_TOKEN, AWS_SESSION, AWS_SECRET_KEY] {
+        assert!(!get.argv.contains(held), "a secret was on a curl command line:\n{}", get.argv);
+    }
 }

@@ -149,3 +149,66 @@ run "two_vms_with_the_module_scripts" {
     error_message = "mesh command: ${output.mesh_command}"
   }
 }
+
+run "a_swarm_of_two_vms" {
+  variables {
+    orchestrator    = "swarm"
+    launcher_url    = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256 = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+  }
+
+  override_resource {
+    target = aws_eip.vm[1]
+    values = { id = "eipalloc-0fedcba9876543210", public_ip = "203.0.113.11" }
+  }
+
+  assert {
+    condition = (
+      aws_ssm_parameter.swarm_token[0].name == "/hit6/swarm-worker-token" && aws_ssm_parameter.swarm_token[0].type == "SecureString" &&
+      aws_ssm_parameter.swarm_token[0].value_wo == null
+    )
+    error_message = "the worker token's parameter is a SecureString whose value the state does not hold"
+  }
+
+  assert {
+    condition = (
+      aws_instance.vm[0].iam_instance_profile == aws_iam_instance_profile.manager[0].name &&
+      aws_instance.vm[1].iam_instance_profile == aws_iam_instance_profile.vm.name &&
+      jsondecode(aws_iam_role_policy.manager[0].policy).Statement == [
+        { Effect = "Allow", Action = "ssm:GetParameter", Resource = aws_ssm_parameter.join_token.arn },
+        { Effect = "Allow", Action = "ssm:PutParameter", Resource = aws_ssm_parameter.swarm_token[0].arn },
+      ] &&
+      jsondecode(aws_iam_role_policy.read_join_token.policy).Statement == [
+        { Effect = "Allow", Action = "ssm:GetParameter", Resource = aws_ssm_parameter.swarm_token[0].arn },
+      ]
+    )
+    error_message = "VM 1 alone may write the worker token (and read the join token); the workers may only read the worker token"
+  }
+
+  assert {
+    condition = (
+      toset([for rule in aws_security_group.mesh.ingress : "${rule.protocol}/${rule.from_port}-${rule.to_port}" if rule.self == true]) ==
+      toset(["tcp/2377-2377", "tcp/7946-7946", "udp/7946-7946", "udp/4789-4789"]) &&
+      alltrue([for rule in aws_security_group.mesh.ingress : length(coalesce(rule.cidr_blocks, [])) == 0 if rule.self == true]) &&
+      length(aws_security_group.mesh.ingress) == 7
+    )
+    error_message = "the swarm's ports are open between the group's members only, besides ssh, the registry and the nodes"
+  }
+
+  assert {
+    condition = (
+      strcontains(aws_instance.vm[0].user_data, "docker swarm init --advertise-addr \"$PRIVATE_IP\"") &&
+      strcontains(aws_instance.vm[0].user_data, "exec launcher -p hit6 up --runtime swarm --publish --nodes 6 ") &&
+      strcontains(aws_instance.vm[1].user_data, "elif value=\"$(hit6-swarm-token get)\"; then") &&
+      !strcontains(aws_instance.vm[1].user_data, "launcher -p") &&
+      strcontains(aws_instance.vm[1].user_data, "| curl -fsS -K - http://169.254.169.254/latest/meta-data/local-ipv4)\"") &&
+      strcontains(aws_instance.vm[1].user_data, "label=\"io.hit6.advertise-ip=203.0.113.11\"")
+    )
+    error_message = "VM 1 makes the swarm and runs the launcher; VM 2 joins, its private ip from IMDSv2 and its label its Elastic IP"
+  }
+
+  assert {
+    condition     = terraform_data.swarm_manager.input == sha256(aws_instance.vm[0].user_data)
+    error_message = "a change of VM 1's script replaces every VM, so that no worker is left in an old swarm"
+  }
+}

@@ -117,3 +117,74 @@ run "two_vms_with_the_module_scripts" {
     error_message = "mesh command: ${output.mesh_command}"
   }
 }
+
+run "a_swarm_of_two_vms" {
+  variables {
+    orchestrator    = "swarm"
+    launcher_url    = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256 = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+  }
+
+  override_resource {
+    target = google_compute_address.vm[1]
+    values = { address = "203.0.113.11" }
+  }
+
+  override_resource {
+    target = google_secret_manager_secret.swarm_token[0]
+    values = { id = "projects/hit6-test/secrets/hit6-swarm-worker-token" }
+  }
+
+  override_resource {
+    target = google_service_account.manager[0]
+    values = { email = "hit6-manager@hit6-test.iam.gserviceaccount.com" }
+  }
+
+  assert {
+    condition = (
+      google_compute_instance.vm[0].service_account[0].email == "hit6-manager@hit6-test.iam.gserviceaccount.com" &&
+      google_compute_instance.vm[1].service_account[0].email == "hit6-vm@hit6-test.iam.gserviceaccount.com"
+    )
+    error_message = "VM 1 runs as the manager's service account, the workers as the VMs'"
+  }
+
+  assert {
+    condition = (
+      google_secret_manager_secret_iam_member.manager_writes_swarm_token[0].secret_id == "projects/hit6-test/secrets/hit6-swarm-worker-token" &&
+      google_secret_manager_secret_iam_member.manager_writes_swarm_token[0].role == "roles/secretmanager.secretVersionAdder" &&
+      google_secret_manager_secret_iam_member.manager_writes_swarm_token[0].member == "serviceAccount:hit6-manager@hit6-test.iam.gserviceaccount.com" &&
+      google_secret_manager_secret_iam_member.manager_reads_join_token[0].secret_id == "projects/hit6-test/secrets/hit6-join-token" &&
+      google_secret_manager_secret_iam_member.manager_reads_join_token[0].role == "roles/secretmanager.secretAccessor" &&
+      google_secret_manager_secret_iam_member.vm.secret_id == "projects/hit6-test/secrets/hit6-swarm-worker-token" &&
+      google_secret_manager_secret_iam_member.vm.role == "roles/secretmanager.secretAccessor" &&
+      google_secret_manager_secret_version.swarm_token[0].secret_data_wo == null
+    )
+    error_message = "VM 1 alone may add the worker token (and read the join token); the workers may only read the worker token; the state holds neither"
+  }
+
+  assert {
+    condition = (
+      google_compute_firewall.swarm[0].source_tags == toset(["hit6-mesh"]) && google_compute_firewall.swarm[0].target_tags == toset(["hit6-mesh"]) &&
+      jsonencode({ for rule in google_compute_firewall.swarm[0].allow : rule.protocol => rule.ports }) == jsonencode({ tcp = ["2377", "7946"], udp = ["7946", "4789"] }) &&
+      tolist(google_compute_firewall.mesh.allow)[0].ports == tolist(["22", "8086", "8087-8095"])
+    )
+    error_message = "the swarm's ports are open between the VMs only (their tag), the published ports as with docker"
+  }
+
+  assert {
+    condition = (
+      strcontains(google_compute_instance.vm[0].metadata_startup_script, "docker swarm init --advertise-addr \"$PRIVATE_IP\"") &&
+      strcontains(google_compute_instance.vm[0].metadata_startup_script, "'https://secretmanager.googleapis.com/v1/projects/hit6-test/secrets/hit6-swarm-worker-token:addVersion'") &&
+      strcontains(google_compute_instance.vm[0].metadata_startup_script, "exec launcher -p hit6 up --runtime swarm --publish --nodes 6 ") &&
+      strcontains(google_compute_instance.vm[1].metadata_startup_script, "elif value=\"$(hit6-swarm-token get)\"; then") &&
+      strcontains(google_compute_instance.vm[1].metadata_startup_script, "computeMetadata/v1/instance/network-interfaces/0/ip") &&
+      !strcontains(google_compute_instance.vm[1].metadata_startup_script, "launcher -p")
+    )
+    error_message = "VM 1 makes the swarm, leaves the worker token and runs the launcher; VM 2 joins, its private ip from the metadata server"
+  }
+
+  assert {
+    condition     = terraform_data.swarm_manager.input == sha256(google_compute_instance.vm[0].metadata_startup_script)
+    error_message = "a change of VM 1's script replaces every VM, so that no worker is left in an old swarm"
+  }
+}

@@ -1,5 +1,5 @@
 output "vms" {
-  description = "Per VM, in order (VM 1 runs the registry): index, runs_registry, node_names, node_ports, images, docker_commands (the container-starting lines, which startup_script holds between the '# >>> hit6-mesh containers >>>' and '# <<< hit6-mesh containers <<<' markers) and startup_script."
+  description = "Per VM, in order (VM 1 runs the registry): index, runs_registry, swarm_role (manager, worker, or null with docker), advertise_ip, private_ip, node_names, node_ports (both empty with swarm, where the launcher names and places the nodes), images, docker_commands (the container-starting lines, which startup_script holds between the '# >>> hit6-mesh containers >>>' and '# <<< hit6-mesh containers <<<' markers: with swarm, VM 1's launcher line and nothing on the workers) and startup_script."
   value = [
     for i, vm in local.vms : merge(vm, { startup_script = local.startup_scripts[i] })
   ]
@@ -33,6 +33,26 @@ output "firewall_ports" {
   value       = [tostring(var.registry_port), local.port_from == local.port_to ? tostring(local.port_from) : var.node_port_range]
 }
 
+output "swarm_ports" {
+  description = "With orchestrator = \"swarm\", what the cloud firewall must also open between the VMs (and only between them): a list of { protocol, port, purpose }. Empty with docker."
+  value       = local.swarm_ports
+}
+
+output "orchestrator" {
+  description = "docker or swarm, as given."
+  value       = var.orchestrator
+}
+
+output "launcher_command" {
+  description = "With orchestrator = \"swarm\", the line of VM 1's script that deploys the mesh with the launcher, once every VM is in the swarm. Null with docker."
+  value       = local.launcher_command
+}
+
+output "swarm_token_script" {
+  description = "With orchestrator = \"swarm\" and join_token_secret.swarm_token_name, the script the startup script installs as /usr/local/bin/hit6-swarm-token: VM 1 puts the worker token, the others get it. Null otherwise. It holds the secret's name, not the token."
+  value       = local.swarm_token_script
+}
+
 output "join_token_script" {
   description = "With join_token_secret, the script the startup script installs as /usr/local/bin/hit6-join-token: it fetches the join token and writes the containers' env file. Null otherwise. It holds the secret's name, not the token."
   value       = local.join_token_script
@@ -59,8 +79,8 @@ output "vm_ips" {
 }
 
 output "node_endpoints" {
-  description = "Every node's advertised address (public ip:PUERTO_EXT), VM by VM; empty when the ips come from advertise_ip_command."
-  value       = flatten([for ip in var.advertise_ips : [for port in local.node_ports : "${ip}:${port}"]])
+  description = "Every node's advertised address (public ip:PUERTO_EXT), VM by VM; empty when the ips come from advertise_ip_command, and with swarm, where the launcher picks each node's host and port (launcher -p PROJECT ps on VM 1 lists them)."
+  value       = local.swarm ? [] : flatten([for ip in var.advertise_ips : [for port in local.node_ports : "${ip}:${port}"]])
 }
 
 output "ssh_mesh_command" {
@@ -76,7 +96,10 @@ output "expected_greetings" {
 
 output "summary" {
   description = "One line on what the VMs run."
-  value = format(
+  value = local.swarm ? format(
+    "%d VM%s in a Docker swarm, VM 1 its manager: the launcher runs the registry on port %d and %d nodes on ports %s across the VMs; the mesh is complete at %d greetings.",
+    var.node_vms, var.node_vms == 1 ? "" : "s", var.registry_port, local.node_count, var.node_port_range, local.expected_greetings,
+    ) : format(
     "%d VM%s: VM 1 runs the registry on port %d; each VM runs %d node%s on ports %s (%d nodes in all); the mesh is complete at %d greetings.",
     var.node_vms, var.node_vms == 1 ? "" : "s", var.registry_port, var.nodes_per_vm, var.nodes_per_vm == 1 ? "" : "s",
     var.nodes_per_vm == 1 ? tostring(local.port_from) : "${local.port_from}-${local.port_from + var.nodes_per_vm - 1}",

@@ -203,6 +203,7 @@ variable "join_token_secret" {
     store = "gcp_secret_manager": name is the secret, projects/PROJECT/secrets/SECRET; the VM's service account needs roles/secretmanager.secretAccessor on it.
     store = "aws_ssm": name is a SecureString parameter, /PATH/NAME, in region; the instance profile needs ssm:GetParameter on it (and IMDSv2).
     endpoint replaces the store's public API (a private endpoint) and metadata_endpoint the VM's metadata server, each as scheme://host[:port].
+    swarm_token_name (orchestrator = "swarm" with more than one VM): a second secret or parameter of the same store, where VM 1 leaves the swarm's worker join token for the other VMs. VM 1's identity needs to add versions to it (roles/secretmanager.secretVersionAdder; ssm:PutParameter), the others' to read it; it holds a placeholder (any value that is not a worker token, e.g. "none") until VM 1 writes it.
   EOT
   type = object({
     store             = string
@@ -210,6 +211,7 @@ variable "join_token_secret" {
     region            = optional(string)
     endpoint          = optional(string)
     metadata_endpoint = optional(string)
+    swarm_token_name  = optional(string)
   })
   default = null
 
@@ -236,6 +238,18 @@ variable "join_token_secret" {
   }
 
   validation {
+    condition = try(var.join_token_secret.swarm_token_name, null) == null || try(
+      var.join_token_secret.swarm_token_name != var.join_token_secret.name && (
+        var.join_token_secret.store == "gcp_secret_manager"
+        ? can(regex("^projects/[A-Za-z0-9-]+/secrets/[A-Za-z0-9_-]+$", var.join_token_secret.swarm_token_name))
+        : can(regex("^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", var.join_token_secret.swarm_token_name))
+      ),
+      false,
+    )
+    error_message = "join_token_secret.swarm_token_name must be a secret or parameter name of the same form as name (projects/PROJECT/secrets/SECRET, or a parameter path), and not name itself: the workers may read it, and only VM 1 may write it."
+  }
+
+  validation {
     condition     = var.join_token_secret == null || var.join_token == null
     error_message = "give join_token or join_token_secret, not both: the token is either in the startup script or fetched at boot."
   }
@@ -249,5 +263,87 @@ variable "secrets_dir" {
   validation {
     condition     = can(regex("^/[A-Za-z0-9._/-]*$", var.secrets_dir))
     error_message = "secrets_dir must be an absolute path of letters, digits, '.', '_', '-' and '/'."
+  }
+}
+
+variable "orchestrator" {
+  description = <<-EOT
+    How the VMs start the mesh. "docker": each VM runs its own plain docker run lines (the registry on VM 1, nodes_per_vm nodes on every VM). "swarm": the VMs form a Docker swarm, VM 1 its manager and the others workers, and VM 1 runs `launcher up --runtime swarm`, which spreads node_vms * nodes_per_vm nodes over the swarm's hosts. Swarm needs launcher_url and launcher_sha256, private_ips or private_ip_command, and with more than one VM join_token_secret.swarm_token_name. See terraform/README.md.
+  EOT
+  type        = string
+  default     = "docker"
+
+  validation {
+    condition     = contains(["docker", "swarm"], var.orchestrator)
+    error_message = "orchestrator must be \"docker\" (each VM runs its docker run lines) or \"swarm\" (the VMs form a swarm and VM 1 runs the launcher)."
+  }
+
+  validation {
+    condition     = var.orchestrator != "swarm" || (var.launcher_url != null && var.launcher_sha256 != null)
+    error_message = "orchestrator = \"swarm\" needs launcher_url and launcher_sha256: VM 1 downloads the launcher, checks it, and deploys the mesh with it."
+  }
+
+  validation {
+    condition     = var.orchestrator == "swarm" || (var.launcher_url == null && var.launcher_sha256 == null)
+    error_message = "launcher_url and launcher_sha256 are for orchestrator = \"swarm\" only: with \"docker\" the VMs run plain docker run lines and no launcher."
+  }
+
+  validation {
+    condition     = var.orchestrator != "swarm" || length(var.private_ips) > 0 || var.private_ip_command != null
+    error_message = "orchestrator = \"swarm\" needs each VM's private ip, on which the swarm's manager listens and its members talk: set private_ips, or private_ip_command."
+  }
+
+  validation {
+    condition     = var.orchestrator != "swarm" || var.node_vms == 1 || try(var.join_token_secret.swarm_token_name, null) != null
+    error_message = "orchestrator = \"swarm\" with more than one VM needs join_token_secret with swarm_token_name: VM 1 leaves the workers' swarm join token there, since it exists only once VM 1 has made the swarm."
+  }
+}
+
+variable "launcher_url" {
+  description = "With orchestrator = \"swarm\": where VM 1 downloads the launcher, a Linux binary for its architecture (e.g. a release asset), as http(s)://host[:port]/path. VM 1 installs it as /usr/local/bin/launcher only if its SHA-256 is launcher_sha256."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.launcher_url == null || can(regex("^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~%+/-]+$", var.launcher_url))
+    error_message = "launcher_url must be http(s)://host[:port]/path, the path of letters, digits and '._~%+/-' (no query string)."
+  }
+}
+
+variable "launcher_sha256" {
+  description = "With orchestrator = \"swarm\": the SHA-256 of the file at launcher_url (`sha256sum launcher`), 64 lowercase hex characters. VM 1 refuses any other file."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.launcher_sha256 == null || can(regex("^[0-9a-f]{64}$", var.launcher_sha256))
+    error_message = "launcher_sha256 must be 64 lowercase hexadecimal characters, as sha256sum prints them."
+  }
+}
+
+variable "private_ips" {
+  description = "With orchestrator = \"swarm\", where each VM's private ip comes from, option 1: the address of each VM in its network, in order (VM 1 first). VM 1's swarm listens and advertises on it; the others advertise theirs when they join. Leave empty to use private_ip_command. Ignored with \"docker\"."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for ip in var.private_ips : can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}$", ip)) && can(cidrhost("${ip}/32", 0))])
+    error_message = "Every entry of private_ips must be an IPv4 address."
+  }
+
+  validation {
+    condition     = length(var.private_ips) == 0 || length(var.private_ips) == var.node_vms
+    error_message = "private_ips must hold one address per VM (node_vms of them), or be empty to use private_ip_command."
+  }
+}
+
+variable "private_ip_command" {
+  description = "With orchestrator = \"swarm\", where each VM's private ip comes from, option 2: a one-line shell command that prints it when run on the VM (a metadata query). The script keeps its output in $PRIVATE_IP. Ignored when private_ips is set."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.private_ip_command == null || try(length(trimspace(var.private_ip_command)) > 0 && !strcontains(var.private_ip_command, "\n"), false)
+    error_message = "private_ip_command must be a one-line shell command."
   }
 }

@@ -116,6 +116,14 @@ run "two_vms_as_in_the_lab" {
   }
 
   assert {
+    condition = (
+      output.orchestrator == "docker" && length(output.swarm_ports) == 0 && output.launcher_command == null &&
+      !strcontains(lower(join("", output.startup_scripts)), "swarm") && !strcontains(join("", output.startup_scripts), "launcher")
+    )
+    error_message = "docker, the default, has no swarm and no launcher"
+  }
+
+  assert {
     condition     = output.expected_greetings == 15
     error_message = "6 nodes: 15 pairs"
   }
@@ -367,5 +375,229 @@ run "a_join_token_from_ssm_signs_for_its_region_at_the_endpoints_given" {
       strcontains(output.join_token_script, "--data '{\"Name\":\"/hit6/join-token\",\"WithDecryption\":true}' 'https://vpce-0123.ssm.eu-west-1.vpce.amazonaws.com/'"),
     ])
     error_message = "IMDSv2 (over IPv6 here) for the role's credentials, then GetParameter signed for eu-west-1 at the VPC endpoint"
+  }
+}
+
+# orchestrator = "swarm": VM 1 makes the swarm and deploys with the launcher;
+# the other VMs join with the worker token VM 1 leaves in the secret store.
+run "a_swarm_of_two_vms_made_by_vm_1_deployed_by_the_launcher" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    launcher_url       = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    private_ip_command = "curl -fsS http://169.254.169.254/latest/meta-data/local-ipv4"
+    join_token_secret = {
+      store            = "aws_ssm"
+      name             = "/hit6/join-token"
+      region           = "eu-west-1"
+      swarm_token_name = "/hit6/swarm-worker-token"
+    }
+  }
+
+  assert {
+    condition     = output.vms[0].swarm_role == "manager" && output.vms[1].swarm_role == "worker"
+    error_message = "VM 1 manages the swarm, VM 2 is a worker"
+  }
+
+  assert {
+    condition = output.launcher_command == join(" ", [
+      "[ -e /var/lib/hit6/hit6.deployed ] || { (set -a && . /etc/hit6/hit6.env && set +a && exec",
+      "launcher -p hit6 up --runtime swarm --publish --nodes 6 --port-range 8087-8095 --registry-port 8086",
+      "--registry-image hit6-mesh/registry:0.1.0 --node-image hit6-mesh/node:0.1.0 --detach --quiet --timeout 600s)",
+      "&& mkdir -p /var/lib/hit6 && touch /var/lib/hit6/hit6.deployed; }",
+    ])
+    error_message = "VM 1 runs the launcher once, with the join token in its environment from the env file: ${output.launcher_command}"
+  }
+
+  assert {
+    condition = (
+      jsonencode(nonsensitive(output.vms[0].docker_commands)) == jsonencode(["install -d -m 700 /etc/hit6 && hit6-join-token /etc/hit6/hit6.env", output.launcher_command]) &&
+      length(output.vms[1].docker_commands) == 0
+    )
+    error_message = "between the markers, VM 1 fetches the join token and runs the launcher; the workers start nothing: ${jsonencode(nonsensitive(output.vms[*].docker_commands))}"
+  }
+
+  assert {
+    condition = alltrue([
+      for script in nonsensitive(output.startup_scripts) : strcontains(script, join("\n", concat(
+        ["# >>> hit6-mesh containers >>>"], nonsensitive(output.vms[index(nonsensitive(output.startup_scripts), script)].docker_commands), ["# <<< hit6-mesh containers <<<"],
+      )))
+    ])
+    error_message = "each startup script holds exactly its docker_commands between the markers"
+  }
+
+  assert {
+    condition = alltrue([
+      for script in nonsensitive(output.startup_scripts) : !strcontains(script, "docker run -d") && !strcontains(script, "docker network create")
+    ])
+    error_message = "with swarm no VM runs docker run lines: the launcher creates the services"
+  }
+
+  assert {
+    condition = alltrue([
+      for needle in [
+        "curl -fsSL --retry 5 -o /usr/local/bin/launcher.download 'https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux'",
+        "echo '5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d  /usr/local/bin/launcher.download' | sha256sum -c --status || {",
+        "until PRIVATE_IP=\"$(curl -fsS http://169.254.169.254/latest/meta-data/local-ipv4)\" && [ -n \"$PRIVATE_IP\" ]; do",
+        "label=\"io.hit6.advertise-ip=203.0.113.10\"",
+        "docker swarm init --advertise-addr \"$PRIVATE_IP\" >/dev/null",
+        "{ printf '%s:2377 ' \"$PRIVATE_IP\" && docker swarm join-token -q worker; } | hit6-swarm-token put",
+        "until [ \"$(ready)\" -ge 2 ]; do",
+        "cat >/usr/local/bin/hit6-swarm-token <<'HIT6_SWARM_TOKEN'\n${output.swarm_token_script}HIT6_SWARM_TOKEN\n",
+      ] : strcontains(nonsensitive(output.startup_scripts[0]), needle)
+    ])
+    error_message = "VM 1 gets the launcher (checked), labels its engine with its public ip, makes the swarm on its private ip, leaves the worker token through a pipe, and waits for both VMs"
+  }
+
+  assert {
+    condition = alltrue([
+      for pair in [
+        ["sha256sum -c --status ||", "docker swarm init"],
+        ["label=\"io.hit6.advertise-ip=", "docker swarm init"],
+        ["systemctl restart docker", "docker swarm init"],
+        ["docker swarm init", "| hit6-swarm-token put"],
+        ["| hit6-swarm-token put", "until [ \"$(ready)\" -ge 2 ]"],
+        ["until [ \"$(ready)\" -ge 2 ]", "exec launcher -p hit6 up"],
+      ] : length(split(pair[0], nonsensitive(output.startup_scripts[0]))[0]) < length(split(pair[1], nonsensitive(output.startup_scripts[0]))[0])
+    ])
+    error_message = "VM 1: the launcher and the engine label first, then the swarm, the worker token, every VM ready, and only then the launcher"
+  }
+
+  assert {
+    condition = alltrue([
+      for needle in [
+        "label=\"io.hit6.advertise-ip=203.0.113.11\"",
+        "elif value=\"$(hit6-swarm-token get)\"; then",
+        "\"RemoteAddrs\":[\"%s\"],\"JoinToken\":\"%s\"}' \"$PRIVATE_IP\" \"$manager\" \"$token\" |",
+        "curl -sS --unix-socket /var/run/docker.sock -H 'Content-Type: application/json' --data-binary @- \\",
+        "-w ' (HTTP %%{http_code})' http://localhost/swarm/join)\" || true",
+        "cat >/usr/local/bin/hit6-swarm-token <<'HIT6_SWARM_TOKEN'\n${output.swarm_token_script}HIT6_SWARM_TOKEN\n",
+      ] : strcontains(nonsensitive(output.startup_scripts[1]), needle)
+    ])
+    error_message = "VM 2 labels its engine, reads the worker token and joins through Docker's API, the token in the body on stdin"
+  }
+
+  assert {
+    condition = alltrue([
+      for needle in ["launcher -p", "/usr/local/bin/launcher", "docker swarm init", "hit6-join-token", "hit6-mesh/registry", "swarm join --token", "JoinToken\":\"SWMTKN"] :
+      !strcontains(nonsensitive(output.startup_scripts[1]), needle)
+    ])
+    error_message = "a worker runs no launcher and makes no swarm, needs no registry join token, and puts no token on a command line"
+  }
+
+  assert {
+    condition = alltrue([
+      strcontains(output.swarm_token_script, "ssm PutParameter --data-binary \"@$body\""),
+      strcontains(output.swarm_token_script, "printf '{\"Name\":\"/hit6/swarm-worker-token\",\"Type\":\"SecureString\",\"Overwrite\":true,\"Value\":\"%s\"}' \"$line\" >\"$body\""),
+      strcontains(output.swarm_token_script, "ssm GetParameter --data '{\"Name\":\"/hit6/swarm-worker-token\",\"WithDecryption\":true}'"),
+      strcontains(output.swarm_token_script, "--aws-sigv4 'aws:amz:eu-west-1:ssm'"),
+      !strcontains(output.swarm_token_script, "/hit6/join-token"),
+    ])
+    error_message = "hit6-swarm-token puts and gets the worker token parameter, signed for its region, its value in a file rather than a command line"
+  }
+
+  assert {
+    condition = jsonencode(output.swarm_ports) == jsonencode([
+      { protocol = "tcp", port = 2377, purpose = "swarm management (the workers to the manager)" },
+      { protocol = "tcp", port = 7946, purpose = "swarm node discovery" },
+      { protocol = "udp", port = 7946, purpose = "swarm node discovery" },
+      { protocol = "udp", port = 4789, purpose = "overlay network traffic (VXLAN)" },
+    ]) && output.firewall_ports == ["8086", "8087-8095"]
+    error_message = "the swarm's ports between the VMs, and the published ports as with docker: ${jsonencode(output.swarm_ports)}"
+  }
+
+  assert {
+    condition = (
+      output.summary == "2 VMs in a Docker swarm, VM 1 its manager: the launcher runs the registry on port 8086 and 6 nodes on ports 8087-8095 across the VMs; the mesh is complete at 15 greetings." &&
+      length(output.node_endpoints) == 0 && output.expected_greetings == 15 && output.mesh_command == "hit6-mesh-status"
+    )
+    error_message = "summary: ${output.summary}"
+  }
+}
+
+run "a_swarm_of_three_changes_vm_1_but_not_the_workers" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    node_vms           = 3
+    advertise_ips      = ["203.0.113.10", "203.0.113.11", "203.0.113.12"]
+    launcher_url       = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    private_ip_command = "curl -fsS http://169.254.169.254/latest/meta-data/local-ipv4"
+    join_token_secret = {
+      store            = "aws_ssm"
+      name             = "/hit6/join-token"
+      region           = "eu-west-1"
+      swarm_token_name = "/hit6/swarm-worker-token"
+    }
+  }
+
+  assert {
+    condition = (
+      sha256(nonsensitive(output.startup_scripts[1])) == sha256(nonsensitive(run.a_swarm_of_two_vms_made_by_vm_1_deployed_by_the_launcher.startup_scripts[1])) &&
+      sha256(nonsensitive(output.startup_scripts[0])) != sha256(nonsensitive(run.a_swarm_of_two_vms_made_by_vm_1_deployed_by_the_launcher.startup_scripts[0]))
+    )
+    error_message = "a worker's script does not depend on node_vms; VM 1's does (it waits for every VM and launches 3 nodes each)"
+  }
+
+  assert {
+    condition     = strcontains(output.launcher_command, " --nodes 9 ") && strcontains(nonsensitive(output.startup_scripts[0]), "until [ \"$(ready)\" -ge 3 ]; do")
+    error_message = "VM 1 waits for 3 VMs and launches 9 nodes"
+  }
+}
+
+run "a_swarm_of_one_vm_with_literal_addresses_and_no_token" {
+  command = plan
+
+  variables {
+    orchestrator    = "swarm"
+    node_vms        = 1
+    advertise_ips   = ["203.0.113.10"]
+    private_ips     = ["10.0.0.5"]
+    launcher_url    = "http://mirror.internal:8080/hit6/launcher"
+    launcher_sha256 = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+  }
+
+  assert {
+    condition     = output.launcher_command == "[ -e /var/lib/hit6/hit6.deployed ] || { launcher -p hit6 up --runtime swarm --publish --nodes 3 --port-range 8087-8095 --registry-port 8086 --registry-image hit6-mesh/registry:0.1.0 --node-image hit6-mesh/node:0.1.0 --detach --quiet --timeout 600s && mkdir -p /var/lib/hit6 && touch /var/lib/hit6/hit6.deployed; }"
+    error_message = "without a token, no env file to source: ${output.launcher_command}"
+  }
+
+  assert {
+    condition = (
+      output.swarm_token_script == null && output.vms[0].private_ip == "10.0.0.5" &&
+      strcontains(output.startup_scripts[0], "docker swarm init --advertise-addr \"10.0.0.5\" >/dev/null") &&
+      !strcontains(output.startup_scripts[0], "hit6-swarm-token") && !strcontains(output.startup_scripts[0], "PRIVATE_IP")
+    )
+    error_message = "one VM needs no worker token, and a literal private ip is not looked up"
+  }
+}
+
+run "a_swarm_on_gcp_adds_versions_to_its_secret" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    launcher_url       = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    private_ip_command = "curl -fsS -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/network-interfaces/0/ip"
+    join_token_secret = {
+      store            = "gcp_secret_manager"
+      name             = "projects/hit6-test/secrets/hit6-join-token"
+      swarm_token_name = "projects/hit6-test/secrets/hit6-swarm-worker-token"
+    }
+  }
+
+  assert {
+    condition = alltrue([
+      strcontains(output.swarm_token_script, "'https://secretmanager.googleapis.com/v1/projects/hit6-test/secrets/hit6-swarm-worker-token:addVersion'"),
+      strcontains(output.swarm_token_script, "'https://secretmanager.googleapis.com/v1/projects/hit6-test/secrets/hit6-swarm-worker-token/versions/latest:access'"),
+      strcontains(output.swarm_token_script, "roles/secretmanager.secretVersionAdder"),
+      !strcontains(output.swarm_token_script, "ssm"),
+    ])
+    error_message = "VM 1 adds a version to the worker token's secret; the workers read its latest"
   }
 }

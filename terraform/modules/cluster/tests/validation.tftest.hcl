@@ -224,3 +224,160 @@ run "a_secret_endpoint_with_a_path" {
 
   expect_failures = [var.join_token_secret]
 }
+
+# orchestrator = "swarm" and what it needs.
+
+run "an_unknown_orchestrator" {
+  command = plan
+
+  variables {
+    orchestrator = "kubernetes"
+  }
+
+  expect_failures = [var.orchestrator]
+}
+
+run "a_swarm_without_the_launcher" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    private_ip_command = "curl -fsS http://metadata/ip"
+    join_token_secret  = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token" }
+  }
+
+  expect_failures = [var.orchestrator]
+}
+
+run "a_launcher_without_its_checksum" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    launcher_url       = "https://example.com/launcher"
+    private_ip_command = "curl -fsS http://metadata/ip"
+    join_token_secret  = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token" }
+  }
+
+  expect_failures = [var.orchestrator]
+}
+
+run "a_launcher_without_a_swarm" {
+  command = plan
+
+  variables {
+    launcher_url    = "https://example.com/launcher"
+    launcher_sha256 = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+  }
+
+  expect_failures = [var.orchestrator]
+}
+
+run "a_swarm_without_private_ips" {
+  command = plan
+
+  variables {
+    orchestrator      = "swarm"
+    launcher_url      = "https://example.com/launcher"
+    launcher_sha256   = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    join_token_secret = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token" }
+  }
+
+  expect_failures = [var.orchestrator]
+}
+
+run "a_swarm_of_two_without_a_place_for_the_worker_token" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    launcher_url       = "https://example.com/launcher"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    private_ip_command = "curl -fsS http://metadata/ip"
+    join_token_secret  = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1" }
+  }
+
+  expect_failures = [var.orchestrator]
+}
+
+run "a_worker_token_in_the_join_tokens_own_secret" {
+  command = plan
+
+  variables {
+    join_token_secret = { store = "gcp_secret_manager", name = "projects/p/secrets/s", swarm_token_name = "projects/p/secrets/s" }
+  }
+
+  expect_failures = [var.join_token_secret]
+}
+
+run "shell_syntax_in_the_worker_token_name" {
+  command = plan
+
+  variables {
+    join_token_secret = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/x'; id; '" }
+  }
+
+  expect_failures = [var.join_token_secret]
+}
+
+run "shell_syntax_in_the_launcher_url" {
+  command = plan
+
+  variables {
+    launcher_url       = "https://example.com/launcher';id;'"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    orchestrator       = "swarm"
+    private_ip_command = "curl -fsS http://metadata/ip"
+    join_token_secret  = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token" }
+  }
+
+  expect_failures = [var.launcher_url]
+}
+
+run "a_launcher_url_that_is_not_http" {
+  command = plan
+
+  variables {
+    launcher_url       = "file:///tmp/launcher"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    orchestrator       = "swarm"
+    private_ip_command = "curl -fsS http://metadata/ip"
+    join_token_secret  = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token" }
+  }
+
+  expect_failures = [var.launcher_url]
+}
+
+run "a_launcher_checksum_that_is_not_sha256" {
+  command = plan
+
+  variables {
+    launcher_sha256    = "d41d8cd98f00b204e9800998ecf8427e"
+    launcher_url       = "https://example.com/launcher"
+    orchestrator       = "swarm"
+    private_ip_command = "curl -fsS http://metadata/ip"
+    join_token_secret  = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token" }
+  }
+
+  expect_failures = [var.launcher_sha256]
+}
+
+run "a_private_ip_that_is_not_ipv4" {
+  command = plan
+
+  variables {
+    private_ips = ["10.0.0.1", "fd00::2"]
+  }
+
+  expect_failures = [var.private_ips]
+}
+
+run "a_private_ip_per_vm_missing" {
+  command = plan
+
+  variables {
+    private_ips = ["10.0.0.1"]
+  }
+
+  expect_failures = [var.private_ips]
+}

@@ -1,0 +1,177 @@
+//! `launcher --runtime swarm` on a single-host swarm that the test makes and
+//! leaves (also when it fails; an engine that is a manager already is used
+//! as it is). One test, in order, since the swarm is the engine's whole
+//! state: the error on an engine that is not a manager, up, scale, a killed
+//! task rescheduled, send, ps and down; then a published project.
+//! Skips (saying so) when the engine cannot do swarm mode, unless
+//! REQUIRE_DOCKER is set.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use tests::docker::{self, images_built, leftovers, text, ProjectGuard, Swarm, DOCKER_PATIENCE};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn launcher(project: &str, args: &[&str]) -> Output {
+    Command::new(tests::binary("launcher"))
+        .args(["--project", project])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("HIT6_JOIN_TOKEN")
+        .output()
+        .expect("the launcher runs")
+}
+
+/// The last JSON object a command printed.
+fn json(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in {stdout}"));
+    serde_json::from_str(line).expect("JSON")
+}
+
+/// Each greeting a node logged having received: `(receiver, greeter)` → how many times.
+fn greetings(project: &str) -> BTreeMap<(String, String), usize> {
+    let logs = launcher(project, &["logs"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    let mut counted = BTreeMap::new();
+    for line in String::from_utf8_lossy(&logs.stdout).lines() {
+        if let Some(pair) = greeting(line) {
+            *counted.entry(pair).or_default() += 1;
+        }
+    }
+    counted
+}
+
+/// The `(receiver, greeter)` of a `launcher logs` line showing a greeting received.
+fn greeting(line: &str) -> Option<(String, String)> {
+    let (receiver, rest) = line.split_once(" | greeting from ")?;
+    Some((receiver.trim().to_owned(), rest.split_whitespace().next()?.to_owned()))
+}
+
+/// Follows `launcher logs -f` until `count` greetings from `greeter` have
+/// been logged in all (from the start); fails after DOCKER_PATIENCE.
+async fn await_greetings_from(project: &str, greeter: &str, count: usize) {
+    let mut logs = tokio::process::Command::new(tests::binary("launcher"))
+        .args(["--project", project, "logs", "-f"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
+    let mut seen = 0;
+    let wait = async {
+        while seen < count {
+            let Some(line) = lines.next_line().await.unwrap() else { break };
+            seen += usize::from(greeting(&line).is_some_and(|(_, from)| from == greeter));
+        }
+    };
+    let _ = tokio::time::timeout(DOCKER_PATIENCE, wait).await;
+    assert_eq!(seen, count, "{seen} of {count} greetings from {greeter} were logged");
+}
+
+/// The container of a service's running task.
+fn task_container(service: &str) -> String {
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    let ps = docker::docker(&["ps", "--filter", &filter, "--format", "{{.Names}}"]);
+    let names = String::from_utf8_lossy(&ps.stdout).trim().to_owned();
+    assert!(!names.is_empty() && !names.contains('\n'), "one running task of {service}: {}", text(&ps));
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swarm_project_meshes_scales_reschedules_sends_and_goes_down() {
+    if !docker::available("the swarm tests") {
+        return;
+    }
+    images_built();
+    let project = "hit6-test-swarm";
+    let up = ["up", "--runtime", "swarm", "--nodes", "5", "--detach", "--quiet", "--json", "--timeout", "120s"];
+    // Short leases: a killed task's entry is gone in seconds.
+    let up = [&up[..], &["--registry-port", "18686", "--lease", "3s"]].concat();
+
+    if !docker::swarm_manager() {
+        let refused = launcher(project, &up);
+        assert_eq!(refused.status.code(), Some(7), "{}", text(&refused));
+        assert!(text(&refused).contains("docker swarm init"), "{}", text(&refused));
+        assert!(leftovers(project).is_empty(), "a refused up made {:?}", leftovers(project));
+    }
+    let Some(swarm) = Swarm::init("the swarm tests") else { return };
+    // Dropped before the swarm is left.
+    let _guard = ProjectGuard(project.into());
+
+    // Five nodes: every pair greets once, each advertising its overlay address.
+    let output = launcher(project, &up);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary = json(&output);
+    assert_eq!((summary["complete"].as_bool(), summary["greetings"].as_u64()), (Some(true), Some(10)), "{summary}");
+    assert!(summary["nodes"].as_array().unwrap().iter().all(|n| n["host_port"].is_null()), "{summary}");
+    let before = greetings(project);
+    assert_eq!((before.len(), before.values().max()), (10, Some(&1)), "{before:?}");
+
+    // Three more: 5 * 3 + 3 new greetings, none repeated.
+    let scaled = launcher(project, &["scale", "--nodes", "8", "--quiet", "--json", "--timeout", "120s"]);
+    assert!(scaled.status.success(), "{}", text(&scaled));
+    let after = greetings(project);
+    assert_eq!(after.len() - before.len(), 18, "{after:?}");
+    assert_eq!(after.values().max(), Some(&1), "a pair greeted twice: {after:?}");
+    assert_eq!(json(&scaled)["nodes"].as_array().map(Vec::len), Some(8));
+
+    // A task killed is rescheduled; the new task is a new node, which greets
+    // the seven others once, and no survivor greets anybody again.
+    let from_node_3 = after.keys().filter(|(_, greeter)| greeter == "node-3").count();
+    docker::docker(&["kill", &task_container(&format!("{project}-node-3"))]);
+    await_greetings_from(project, "node-3", from_node_3 + 7).await;
+    let rescheduled = greetings(project);
+    for ((receiver, greeter), count) in &rescheduled {
+        let expected = match (receiver.as_str(), greeter.as_str()) {
+            (_, "node-3") => after.get(&(receiver.clone(), greeter.clone())).copied().unwrap_or(0) + 1,
+            _ => 1,
+        };
+        assert_eq!(*count, expected, "{receiver} was greeted by {greeter} {count} times: {rescheduled:?}");
+    }
+
+    // Every node is listed live; a multicast from inside the swarm reaches its group.
+    let ps = launcher(project, &["ps"]);
+    let ps_text = String::from_utf8_lossy(&ps.stdout);
+    assert_eq!(ps_text.lines().filter(|row| row.contains(" node ") && row.contains(" live ")).count(), 8, "{ps_text}");
+    let sent = launcher(project, &["send", "--group", "1", "--json", "hola"]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    let report = json(&sent);
+    assert!(report["members"].as_u64().is_some_and(|m| m >= 2) && report["delivered"] == report["members"], "{report}");
+
+    let down = launcher(project, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
+
+    published_nodes_are_reached_at_their_hosts_port(&swarm);
+}
+
+/// With --publish, each node is pinned to a host and advertises the host's
+/// address and its own port, reachable from outside the swarm.
+fn published_nodes_are_reached_at_their_hosts_port(swarm: &Swarm) {
+    let project = "hit6-test-swarm-published";
+    let _guard = ProjectGuard(project.into());
+    // On one host, the tasks reach the host's published ports through docker_gwbridge.
+    let gateway = swarm.host_gateway();
+    let args = ["up", "--runtime", "swarm", "--publish", "--nodes", "3", "--detach", "--quiet", "--json"];
+    let ports = ["--port-range", "18687-18689", "--registry-port", "18690", "--advertise-ip", &gateway];
+    let output = launcher(project, &[&args[..], &ports].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    let summary = json(&output);
+    let mut published: Vec<u64> = Vec::new();
+    for node in summary["nodes"].as_array().unwrap() {
+        let port = node["host_port"].as_u64().expect("a published node");
+        assert_eq!(node["advertised"], format!("{gateway}:{port}"), "{node}");
+        published.push(port);
+    }
+    published.sort();
+    assert_eq!(published, [18687, 18688, 18689]);
+    for port in published {
+        let reached = std::net::TcpStream::connect(("127.0.0.1", port as u16));
+        assert!(reached.is_ok(), "nothing listens on the published port {port}");
+    }
+    let down = launcher(project, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
+}
