@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{build, disrupt, down, logs, ps, scale, send, token, up};
+use crate::{build, disrupt, down, logs, ps, push, scale, send, token, up};
 
 /// Runs the HIT6 mesh (a registry and greeting nodes) in Docker, shows it
 /// forming, and tells whether it is complete.
@@ -29,6 +29,9 @@ pub enum Command {
     Logs(logs::Args),
     /// Build the registry and node images from the workspace sources.
     Build(build::Args),
+    /// Push the registry and node images to an image registry, for the
+    /// hosts of a swarm to pull.
+    Push(push::Args),
     /// Multicast a message to a group and print the delivery report.
     Send(send::Args),
     /// Print the project's join token, for adding nodes by hand.

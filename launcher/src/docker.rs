@@ -54,6 +54,8 @@ pub enum DockerError {
     PortTaken { port: u16, source: BollardError },
     #[error(transparent)]
     Swarm(#[from] SwarmError),
+    #[error(transparent)]
+    Credentials(#[from] crate::images::credentials::CredentialsError),
     #[error(
         "the network {network} is still in use after {waited:?}: remove what is attached to it, then run down again"
     )]

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line; one module per subcommand: [`up`], [`down`],
-//!   [`ps`], [`logs`], [`build`], [`send`], [`token`], [`scale`]; `kill`, `pause`,
+//!   [`ps`], [`logs`], [`build`], [`push`], [`send`], [`token`], [`scale`]; `kill`, `pause`,
 //!   `unpause` and `restart` in [`disrupt`].
 //! - [`docker`]: bollard calls, and the project's labelled resources;
 //!   [`swarm`]: its services in swarm mode (`--runtime swarm`).
@@ -29,6 +29,7 @@ pub mod logs;
 pub mod mesh;
 pub mod ports;
 pub mod ps;
+pub mod push;
 pub mod scale;
 pub mod send;
 pub mod stream;
@@ -64,6 +65,7 @@ impl Command {
             Command::Ps(args) => args.run(project).await,
             Command::Logs(args) => args.run(project).await,
             Command::Build(args) => args.run().await,
+            Command::Push(args) => args.run().await,
             Command::Send(args) => args.run(project).await,
             Command::Token(args) => args.run(project).await,
             Command::Scale(args) => args.run(project).await,

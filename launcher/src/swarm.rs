@@ -37,6 +37,7 @@ use futures::StreamExt;
 use wire::secure::{JoinToken, TOKEN_ENV};
 
 use crate::docker::{ContainerSpec, DockerError, Project, Role, CONTAINER_PORT, LABEL_INDEX, LABEL_ROLE};
+use crate::images::credentials;
 use crate::ports::{PortError, PortRange};
 
 /// A Docker engine label a host may carry (`"labels"` in daemon.json): the
@@ -200,10 +201,18 @@ impl Project {
         self.create(service).await
     }
 
+    /// Creates a service, with the credentials of its image's registry, if
+    /// the Docker configuration has any: the swarm hands them to the hosts
+    /// that pull it (`docker service create --with-registry-auth`).
     async fn create(&self, service: ServiceSpec) -> Result<(), DockerError> {
         let name = service.name.clone().unwrap_or_default();
+        let image = service.task_template.as_ref().and_then(|t| t.container_spec.as_ref()?.image.clone());
+        let credentials = match image {
+            Some(image) => credentials::for_image(&image).await?,
+            None => None,
+        };
         self.docker
-            .create_service(service, None)
+            .create_service(service, credentials)
             .await
             .map_err(crate::docker::call(format!("create the service {name}")))?;
         Ok(())

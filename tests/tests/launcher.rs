@@ -343,3 +343,39 @@ async fn docker_run_of_each_image_forms_a_mesh_as_in_the_readme() {
         await_events(name, Event::GreetingReceived, nodes.len() - 1 - i).await;
     }
 }
+
+/// Removes image tags when dropped, also when the test fails.
+struct TagsGuard(Vec<String>);
+
+impl Drop for TagsGuard {
+    fn drop(&mut self) {
+        for tag in &self.0 {
+            docker::docker(&["rmi", tag]);
+        }
+    }
+}
+
+#[test]
+fn push_tags_both_images_under_the_prefix_and_says_why_it_could_not_push() {
+    if !docker::available("the launcher tests") {
+        return;
+    }
+    images_built();
+    let refused = launcher("hit6-test-push", &["push", "--to", "ghcr.io/Me/x"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("isn't a REGISTRY/PREFIX"), "{}", text(&refused));
+
+    // Nothing listens on port 1 of loopback: the engine's push is refused there.
+    let prefix = "127.0.0.1:1/hit6-test-push";
+    let version = env!("CARGO_PKG_VERSION");
+    let _tags = TagsGuard(["registry", "node"].map(|image| format!("{prefix}/{image}:{version}")).to_vec());
+    let pushed = launcher("hit6-test-push", &["push", "--to", prefix]);
+    assert_eq!(pushed.status.code(), Some(1), "{}", text(&pushed));
+    let said = text(&pushed);
+    assert!(said.contains(&format!("failed to push {prefix}/registry:{version}")), "{said}");
+    assert!(said.contains("connection refused"), "the engine's reason is shown: {said}");
+    let tagged = docker::docker(&["image", "inspect", "--format", "{{.Id}}", &format!("{prefix}/registry:{version}")]);
+    let source = docker::docker(&["image", "inspect", "--format", "{{.Id}}", REGISTRY_IMAGE]);
+    assert!(tagged.status.success(), "{}", text(&tagged));
+    assert_eq!(tagged.stdout, source.stdout, "the tag names the image that was built");
+}

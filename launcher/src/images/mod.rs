@@ -13,10 +13,13 @@
 //! - [`binaries`]: the registry and node binaries built by cargo, static (for
 //!   the images) or native (for `up --runtime local`).
 //! - [`pull`]: pulling an image, with a progress bar per layer.
+//! - [`credentials`]: an image registry's credentials, from the Docker
+//!   configuration, for `launcher push` and swarm services.
 //! - [`engine`]: building an image through the engine API from a binary and
 //!   the runtime stage of its Dockerfile.
 
 pub mod binaries;
+pub mod credentials;
 pub mod engine;
 pub mod pull;
 
