@@ -76,6 +76,10 @@ pub(crate) enum Section {
     Launcher,
     /// `launcher up --runtime local --detach` for each `--local-nodes` size.
     Local,
+    /// `launcher up --runtime swarm` for 5, 9 and 50 nodes, next to
+    /// `--runtime docker` and `docker-compose up --scale`, on a single-host
+    /// swarm the bench makes and leaves; skipped without a Docker daemon.
+    Swarm,
 }
 
 impl Section {

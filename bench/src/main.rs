@@ -38,6 +38,7 @@ mod nodes;
 mod probe;
 mod report;
 mod spawn;
+mod swarm;
 mod throughput;
 mod watch;
 
@@ -127,6 +128,7 @@ async fn run(cli: &Cli, rows: &Rows, node_bin: &Path) {
             Section::Detection => detection::bench_detection(rows).await,
             Section::Launcher => launcher::bench_launcher(rows).await,
             Section::Local => local::bench_local_sizes(rows, &cli.local_sizes()).await,
+            Section::Swarm => swarm::bench_swarm(rows).await,
         };
         if let Err(error) = result {
             rows.error(name, "error", None, format!("{error:#}"));

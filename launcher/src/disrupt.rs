@@ -21,7 +21,7 @@ use registry::events::{Membership, Record as RegistryRecord};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::docker::{self, container_name, Project, Role, LABEL_INDEX, LABEL_ROLE};
+use crate::docker::{self, container_name, Mode, Project, Role, LABEL_INDEX, LABEL_ROLE};
 use crate::stream::{self, Line};
 use crate::ui::{self, Logged};
 
@@ -33,6 +33,17 @@ pub enum Verb {
     Pause,
     Unpause,
     Restart,
+}
+
+impl std::fmt::Display for Verb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verb::Kill => "kill",
+            Verb::Pause => "pause",
+            Verb::Unpause => "unpause",
+            Verb::Restart => "restart",
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -184,6 +195,15 @@ impl Verb {
 impl Args {
     pub async fn run(self, project: &str, verb: Verb) -> anyhow::Result<()> {
         let project = Project::open(project).await?;
+        if project.mode == Mode::Swarm {
+            // A task's container is on whichever host runs it; the swarm replaces one that stops.
+            anyhow::bail!(
+                "project `{}` runs on a swarm: {} works on --runtime docker; to break a node of a swarm, stop \
+                 its task's container on its host (`docker kill`), and the swarm starts a new one",
+                project.name,
+                verb
+            );
+        }
         let index = node_index(&self.node)?;
         let victim = format!("node-{index}");
         let nodes = node_states(&project).await?;

@@ -219,7 +219,8 @@ impl Args {
                     Runtime::Swarm => (Mode::Swarm, Some(swarm::manager(&docker::connect().await?).await?)),
                     _ => (Mode::Containers, None),
                 };
-                if mode == Mode::Containers || self.publish {
+                // A swarm's published nodes share the range per host, which `swarm::spread` checks.
+                if mode == Mode::Containers {
                     ports::check_capacity(self.port_range, self.nodes as usize)?;
                 }
                 let project = Project { docker: docker::connect().await?, name: project.to_owned(), mode };

@@ -140,6 +140,11 @@ async fn a_swarm_project_meshes_scales_reschedules_sends_and_goes_down() {
     let report = json(&sent);
     assert!(report["members"].as_u64().is_some_and(|m| m >= 2) && report["delivered"] == report["members"], "{report}");
 
+    // The disruption verbs name containers of this engine, which a swarm's tasks are not.
+    let killed = launcher(project, &["kill", "node-1"]);
+    assert_eq!(killed.status.code(), Some(1), "{}", text(&killed));
+    assert!(text(&killed).contains("runs on a swarm: kill works on --runtime docker"), "{}", text(&killed));
+
     let down = launcher(project, &["down"]);
     assert!(down.status.success(), "{}", text(&down));
     assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
