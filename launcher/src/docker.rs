@@ -60,6 +60,8 @@ pub enum DockerError {
         "the network {network} is still in use after {waited:?}: remove what is attached to it, then run down again"
     )]
     NetworkBusy { network: String, waited: Duration, source: BollardError },
+    #[error("the swarm removed the network {network}, but this engine still has it after {waited:?}")]
+    NetworkLingers { network: String, waited: Duration },
 }
 
 pub(crate) fn call(action: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
@@ -148,6 +150,11 @@ impl Project {
         let mut project = Project { docker: connect().await?, name: name.to_owned(), mode: Mode::Containers };
         if !project.services().await?.is_empty() {
             project.mode = Mode::Swarm;
+        } else if project.containers().await?.iter().any(is_task)
+            && crate::swarm::manager(&project.docker).await.is_err()
+        {
+            // Its services are seen only from a manager; their tasks' containers from here too.
+            return Err(SwarmError::NotItsManager { project: project.name, host: daemon_host() }.into());
         }
         Ok(project)
     }
@@ -337,7 +344,8 @@ impl Project {
     pub(crate) async fn remove_container(&self, name: &str, force: bool) -> Result<(), DockerError> {
         let options = RemoveContainerOptionsBuilder::default().force(force).v(true).build();
         match self.docker.remove_container(name, Some(options)).await {
-            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            // 409: a swarm task's container that its agent is removing already.
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
             Err(source) => Err(DockerError::Call { action: format!("remove the container {name}"), source }),
         }
     }
@@ -392,16 +400,18 @@ impl Project {
     /// Waits for a removed overlay network to be gone from this engine too,
     /// which a swarm does in its own time, so that `down` leaves nothing.
     async fn network_gone(&self, network: &str, started: tokio::time::Instant) -> Result<(), DockerError> {
-        while started.elapsed() < NETWORK_RELEASE {
+        loop {
             match self.docker.inspect_network(network, None::<InspectNetworkOptions>).await {
                 Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
+                Ok(_) if started.elapsed() > NETWORK_RELEASE => {
+                    return Err(DockerError::NetworkLingers { network: network.into(), waited: NETWORK_RELEASE })
+                }
                 Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(source) => {
                     return Err(DockerError::Call { action: format!("inspect the network {network}"), source })
                 }
             }
         }
-        Ok(())
     }
 
     /// Host ports published by any container on this daemon, of any project.
@@ -418,6 +428,30 @@ pub struct Removed {
     pub services: usize,
     pub containers: usize,
     pub networks: usize,
+}
+
+/// The variables that differ from node to node of a project.
+const PER_NODE_ENV: [&str; 3] = ["NODE_NAME", "PUERTO_EXT", "IP_EXT"];
+
+/// The variables of node `index`: its name, and, when it is published at
+/// this ip and host port, that address to advertise.
+pub fn node_env(index: usize, published: Option<(IpAddr, u16)>) -> Vec<String> {
+    let [name, port_var, ip_var] = PER_NODE_ENV;
+    let mut env = vec![format!("{name}=node-{index}")];
+    if let Some((ip, port)) = published {
+        env.extend([format!("{port_var}={port}"), format!("{ip_var}={ip}")]);
+    }
+    env
+}
+
+/// Whether an environment variable is one of [`node_env`]'s.
+pub fn is_per_node(var: &str) -> bool {
+    PER_NODE_ENV.iter().any(|key| var.strip_prefix(key).is_some_and(|rest| rest.starts_with('=')))
+}
+
+/// Whether a container is a swarm task's.
+fn is_task(container: &ContainerSummary) -> bool {
+    container.labels.as_ref().is_some_and(|labels| labels.contains_key("com.docker.swarm.service.id"))
 }
 
 /// A container's name without Docker's leading slash.

@@ -101,8 +101,7 @@ async fn container_rows(project: &Project) -> anyhow::Result<Vec<Row>> {
 /// A service's state and status are its current task's, with the host it runs on.
 async fn service_rows(project: &Project) -> anyhow::Result<Vec<Row>> {
     let tasks = project.current_tasks().await?;
-    let hosts: HashMap<String, String> =
-        swarm::hosts(&project.docker).await?.into_iter().map(|host| (host.id, host.hostname)).collect();
+    let hosts = swarm::host_names(&project.docker).await?;
     let services = project.services().await?;
     Ok(services
         .into_iter()

@@ -60,8 +60,14 @@ impl Args {
         let added: Vec<usize> = (1..=wanted).filter(|i| !services.contains_key(i)).collect();
 
         let placements = self.placements(&project, &services, template, added.len()).await?;
-        for (index, placement) in added.iter().zip(placements) {
-            project.create_node_like(template, *index, placement.as_ref()).await?;
+        for (made, (index, placement)) in added.iter().zip(placements).enumerate() {
+            if let Err(error) = project.create_node_like(template, *index, placement.as_ref()).await {
+                // Leave the project as it was.
+                for index in &added[..made] {
+                    let _ = project.remove_service(&project.container_name(Role::Node(*index))).await;
+                }
+                return Err(error.into());
+            }
         }
         for index in &removed {
             project.remove_service(&project.container_name(Role::Node(*index))).await?;

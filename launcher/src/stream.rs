@@ -7,6 +7,9 @@ use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
+/// The longest line forwarded whole; the mesh's own lines are far shorter.
+const MAX_LINE: usize = 64 * 1024;
+
 /// One line logged by a member of the mesh (`registry`, `node-3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -72,6 +75,11 @@ async fn forward(
             LogOutput::StdIn { .. } => continue,
         };
         pending.extend_from_slice(&bytes);
+        // A task's output is any program's: past the cap, a line is cut.
+        if pending.len() > MAX_LINE && !pending.contains(&b'\n') {
+            pending.truncate(MAX_LINE);
+            pending.push(b'\n');
+        }
         // Docker may split or join lines across messages.
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();

@@ -11,8 +11,10 @@
 //!   task runs on, so a published node is pinned to a host, and advertises
 //!   that host's address. An unpublished node may run anywhere, and
 //!   advertises its overlay address.
-//! - The registry is pinned to the manager the launcher talks to, so that its
-//!   published port is on this machine for `send`, `ps` and `token`.
+//! - The registry is pinned to the manager the launcher talks to, so that
+//!   `ps` finds its published port on that host. `send` runs inside the
+//!   swarm instead ([`Project::run_inside`]): the nodes' overlay addresses
+//!   are reachable only there.
 //! - Swarm restarts a task that dies, on any host it may use; the new task is
 //!   a new node (fresh identity), registering under the same name once the
 //!   old one's lease has ended.
@@ -57,6 +59,17 @@ pub enum SwarmError {
     NotManager { host: String },
     #[error("the swarm has no host that is ready and active to run tasks")]
     NoHosts,
+    #[error(
+        "the manager this launcher talks to is not ready and active (drained?), so it cannot run the registry: \
+         `docker node update --availability active` it, or point DOCKER_HOST at another manager"
+    )]
+    ManagerCannotRun,
+    #[error("the host {host} carries the engine label {LABEL_ADVERTISE_IP}={value}, which is no ip address")]
+    BadAdvertiseLabel { host: String, value: String },
+    #[error(
+        "project `{project}` runs on a swarm, and the engine at {host} is no manager of it: point DOCKER_HOST at a manager"
+    )]
+    NotItsManager { project: String, host: String },
 }
 
 /// A host of the swarm that may run tasks.
@@ -84,25 +97,37 @@ pub async fn manager(docker: &Docker) -> Result<String, DockerError> {
 pub async fn hosts(docker: &Docker) -> Result<Vec<Host>, DockerError> {
     let nodes =
         docker.list_nodes(None::<ListNodesOptions>).await.map_err(crate::docker::call("list the swarm's hosts"))?;
-    let hosts: Vec<Host> = nodes
-        .into_iter()
-        .filter(|node| {
-            let ready = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
-            let active = node.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::ACTIVE);
-            ready && active
-        })
-        .filter_map(|node| {
-            let description = node.description.unwrap_or_default();
-            let labelled = description.engine.and_then(|e| e.labels).and_then(|l| l.get(LABEL_ADVERTISE_IP).cloned());
-            let address = node.status.and_then(|s| s.addr);
-            let advertise = labelled.or(address)?.parse().ok()?;
-            Some(Host { id: node.id?, hostname: description.hostname.unwrap_or_default(), advertise })
-        })
-        .collect();
+    let mut hosts = Vec::new();
+    for node in nodes {
+        let ready = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
+        let active = node.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::ACTIVE);
+        let (Some(id), true) = (node.id, ready && active) else { continue };
+        let description = node.description.unwrap_or_default();
+        let hostname = description.hostname.unwrap_or_default();
+        let labelled = description.engine.and_then(|e| e.labels).and_then(|l| l.get(LABEL_ADVERTISE_IP).cloned());
+        let advertise = match labelled {
+            Some(value) => {
+                value.parse().map_err(|_| SwarmError::BadAdvertiseLabel { host: hostname.clone(), value })?
+            }
+            // Its address in the swarm, which a ready host has.
+            None => match node.status.and_then(|s| s.addr).and_then(|addr| addr.parse().ok()) {
+                Some(ip) => ip,
+                None => continue,
+            },
+        };
+        hosts.push(Host { id, hostname, advertise });
+    }
     if hosts.is_empty() {
         return Err(DockerError::Swarm(SwarmError::NoHosts));
     }
     Ok(hosts)
+}
+
+/// The host name of every host of the swarm, whatever its state, by id.
+pub async fn host_names(docker: &Docker) -> Result<HashMap<String, String>, DockerError> {
+    let nodes =
+        docker.list_nodes(None::<ListNodesOptions>).await.map_err(crate::docker::call("list the swarm's hosts"))?;
+    Ok(nodes.into_iter().filter_map(|node| Some((node.id?, node.description?.hostname?))).collect())
 }
 
 /// Where a new published node goes: the host with the fewest of the
@@ -122,7 +147,7 @@ pub async fn placements(
     count: usize,
 ) -> anyhow::Result<Vec<Placement>> {
     let hosts = hosts(&project.docker).await?;
-    let mut taken = project.ports_by_host().await?;
+    let mut taken = project.ports_by_host(&hosts).await?;
     // This engine's own containers publish ports too.
     let local = manager(&project.docker).await?;
     taken.entry(local).or_default().extend(project.published_ports().await?);
@@ -142,12 +167,13 @@ pub fn spread(
     let mut used: Vec<HashSet<u16>> = hosts.iter().map(|h| taken.get(&h.id).cloned().unwrap_or_default()).collect();
     let mut placements = Vec::with_capacity(count);
     for _ in 0..count {
-        let Some(least) = (0..hosts.len()).min_by_key(|&i| load[i]) else { break };
-        let free = (range.first..=range.last).find(|port| !used[least].contains(port));
-        let port = free.ok_or(PortError::NotEnoughFree { range, free: placements.len(), needed: count })?;
-        used[least].insert(port);
-        load[least] += 1;
-        placements.push(Placement { host: hosts[least].clone(), port });
+        // The least loaded host that still has a free port.
+        let free = |i: usize| (range.first..=range.last).find(|port| !used[i].contains(port));
+        let chosen = (0..hosts.len()).filter_map(|i| Some((i, free(i)?))).min_by_key(|&(i, _)| load[i]);
+        let (host, port) = chosen.ok_or(PortError::NotEnoughFree { range, free: placements.len(), needed: count })?;
+        used[host].insert(port);
+        load[host] += 1;
+        placements.push(Placement { host: hosts[host].clone(), port });
     }
     Ok(placements)
 }
@@ -201,15 +227,17 @@ impl Project {
         self.create(service).await
     }
 
-    /// Creates a service, with the credentials of its image's registry, if
-    /// the Docker configuration has any: the swarm hands them to the hosts
-    /// that pull it (`docker service create --with-registry-auth`).
+    /// Creates a service; when its image names a registry (as `launcher
+    /// push` names them), with that registry's credentials from the Docker
+    /// configuration, which the swarm hands to the hosts that pull it
+    /// (`docker service create --with-registry-auth`). Docker Hub's
+    /// credentials are never handed out this way.
     async fn create(&self, service: ServiceSpec) -> Result<(), DockerError> {
         let name = service.name.clone().unwrap_or_default();
         let image = service.task_template.as_ref().and_then(|t| t.container_spec.as_ref()?.image.clone());
         let credentials = match image {
-            Some(image) => credentials::for_image(&image).await?,
-            None => None,
+            Some(image) if credentials::names_registry(&image) => credentials::for_image(&image).await?,
+            _ => None,
         };
         self.docker
             .create_service(service, credentials)
@@ -245,13 +273,10 @@ impl Project {
         let container = task.container_spec.get_or_insert_with(TaskSpecContainerSpec::default);
         set_index(&mut container.labels);
         let env = container.env.get_or_insert_with(Vec::new);
-        env.retain(|var| !["NODE_NAME=", "PUERTO_EXT=", "IP_EXT="].iter().any(|key| var.starts_with(key)));
-        env.push(format!("NODE_NAME=node-{index}"));
-        if let Some(placement) = placement {
-            let given = template.labels.as_ref().and_then(|l| l.get(LABEL_ADVERTISE_IP)?.parse::<IpAddr>().ok());
-            let ip = given.unwrap_or(placement.host.advertise);
-            env.extend([format!("PUERTO_EXT={}", placement.port), format!("IP_EXT={ip}")]);
-        }
+        env.retain(|var| !crate::docker::is_per_node(var));
+        let given = template.labels.as_ref().and_then(|l| l.get(LABEL_ADVERTISE_IP)?.parse::<IpAddr>().ok());
+        let advertised = placement.map(|p| (given.unwrap_or(p.host.advertise), p.port));
+        env.extend(crate::docker::node_env(index, advertised));
         let endpoint = spec.endpoint_spec.get_or_insert_with(EndpointSpec::default);
         endpoint.ports = placement.map(|p| published(p.port));
         self.create(spec).await
@@ -277,26 +302,37 @@ impl Project {
         }
     }
 
-    /// For each host, the ports that the tasks of any service publish there.
-    pub async fn ports_by_host(&self) -> Result<HashMap<String, HashSet<u16>>, DockerError> {
+    /// For each of `hosts`, the ports that services of any project publish
+    /// there, from their specs: a service pinned to a host holds its ports
+    /// there even before its task is scheduled; the routing mesh (ingress
+    /// mode) holds them on every host; an unpinned service in host mode
+    /// holds them where its tasks run.
+    pub async fn ports_by_host(&self, hosts: &[Host]) -> Result<HashMap<String, HashSet<u16>>, DockerError> {
         let running = HashMap::from([("desired-state".to_owned(), vec!["running".to_owned()])]);
         let options = ListTasksOptionsBuilder::default().filters(&running).build();
         let tasks =
             self.docker.list_tasks(Some(options)).await.map_err(crate::docker::call("list the swarm's tasks"))?;
         let services =
             self.docker.list_services(None).await.map_err(crate::docker::call("list the swarm's services"))?;
-        let published: HashMap<String, Vec<u16>> = services
-            .into_iter()
-            .filter_map(|service| {
-                let ports =
-                    service.endpoint?.ports?.iter().filter_map(|p| u16::try_from(p.published_port?).ok()).collect();
-                Some((service.id?, ports))
-            })
-            .collect();
         let mut by_host: HashMap<String, HashSet<u16>> = HashMap::new();
-        for task in tasks {
-            let (Some(host), Some(service)) = (task.node_id, task.service_id) else { continue };
-            by_host.entry(host).or_default().extend(published.get(&service).into_iter().flatten());
+        for service in services {
+            let (Some(id), Some(spec)) = (service.id, service.spec) else { continue };
+            let ports = spec.endpoint_spec.as_ref().and_then(|e| e.ports.clone()).unwrap_or_default();
+            for port in ports {
+                let Some(number) = port.published_port.and_then(|p| u16::try_from(p).ok()) else { continue };
+                let holders: Vec<String> = match (port.publish_mode, pinned_host(&spec)) {
+                    (Some(EndpointPortConfigPublishModeEnum::HOST), Some(host)) => vec![host.to_owned()],
+                    (Some(EndpointPortConfigPublishModeEnum::HOST), None) => tasks
+                        .iter()
+                        .filter(|task| task.service_id.as_ref() == Some(&id))
+                        .filter_map(|task| task.node_id.clone())
+                        .collect(),
+                    _ => hosts.iter().map(|host| host.id.clone()).collect(),
+                };
+                for holder in holders {
+                    by_host.entry(holder).or_default().insert(number);
+                }
+            }
         }
         Ok(by_host)
     }
@@ -379,10 +415,10 @@ impl Project {
                 state: task.status.as_ref().and_then(|s| s.state).unwrap_or(TaskState::NEW),
                 message: task.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default(),
                 host: task.node_id.unwrap_or_default(),
-                created: task.created_at.unwrap_or_default(),
+                version: task.version.and_then(|v| v.index).unwrap_or(0),
             };
             match current.get(name) {
-                Some(known) if known.created >= task.created => {}
+                Some(known) if known.version >= task.version => {}
                 _ => {
                     current.insert(name.clone(), task);
                 }
@@ -430,7 +466,8 @@ pub struct Task {
     pub message: String,
     /// The swarm node id of the host it runs on.
     pub host: String,
-    created: String,
+    /// The swarm's version of the task object: a newer task has a higher one.
+    version: u64,
 }
 
 #[cfg(test)]
@@ -450,6 +487,14 @@ mod tests {
         let placed = spread(&hosts, &ours, &taken, range, 3).unwrap();
         let placed: Vec<(&str, u16)> = placed.iter().map(|p| (p.host.id.as_str(), p.port)).collect();
         assert_eq!(placed, [("b", 8087), ("a", 8088), ("b", 8089)]);
+    }
+
+    #[test]
+    fn a_host_out_of_ports_leaves_the_nodes_to_the_others() {
+        let range: PortRange = "8087-8088".parse().unwrap();
+        let taken = HashMap::from([("a".to_owned(), HashSet::from([8087, 8088]))]);
+        let placed = spread(&[host("a"), host("b")], &HashMap::new(), &taken, range, 2).unwrap();
+        assert!(placed.iter().all(|p| p.host.id == "b"), "{placed:?}");
     }
 
     #[test]

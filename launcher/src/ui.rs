@@ -228,7 +228,6 @@ fn text(field: &Option<String>) -> &str {
     field.as_deref().unwrap_or("?")
 }
 
-/// The per-node summary table.
 /// Prints the summary on stdout, as text or JSON.
 pub fn print_summary(mesh: &Mesh, elapsed: Duration, json: bool) -> std::io::Result<()> {
     if json {
@@ -238,6 +237,7 @@ pub fn print_summary(mesh: &Mesh, elapsed: Duration, json: bool) -> std::io::Res
     }
 }
 
+/// The per-node summary table.
 pub fn summary(mesh: &Mesh, elapsed: Duration) -> String {
     let nodes = mesh.nodes();
     let mut out = format!("mesh complete: {} nodes, {} greetings in {:.2?}\n", nodes.len(), mesh.received(), elapsed);

@@ -106,10 +106,14 @@ struct Joining<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
-    #[error("project `{project}` is already up ({members} containers or services): run `launcher -p {project} down` first, or choose another --project")]
+    #[error("project `{project}` is already up ({members} containers, services or networks): run `launcher -p {project} down` first, or choose another --project")]
     AlreadyUp { project: String, members: usize },
     #[error("the project network has no gateway to advertise: pass --advertise-ip")]
     NoAdvertiseIp,
+    #[error(
+        "--advertise-ip (or IP_EXT) needs --publish with --runtime swarm: unpublished nodes advertise their overlay address"
+    )]
+    AdvertiseWithoutPublish,
     #[error("the mesh is not complete after {timeout:?}: {} pairs have not greeted: {}", missing.len(), pairs(missing))]
     Incomplete { timeout: Duration, missing: Vec<(String, String)> },
     #[error("every log stream ended before the mesh was complete")]
@@ -215,16 +219,20 @@ impl Args {
         let token = self.join_token()?;
         match self.runtime {
             Runtime::Docker | Runtime::Swarm => {
+                let docker = docker::connect().await?;
                 let (mode, manager) = match self.runtime {
-                    Runtime::Swarm => (Mode::Swarm, Some(swarm::manager(&docker::connect().await?).await?)),
+                    Runtime::Swarm => (Mode::Swarm, Some(self.check_swarm(&docker).await?)),
                     _ => (Mode::Containers, None),
                 };
                 // A swarm's published nodes share the range per host, which `swarm::spread` checks.
                 if mode == Mode::Containers {
                     ports::check_capacity(self.port_range, self.nodes as usize)?;
                 }
-                let project = Project { docker: docker::connect().await?, name: project.to_owned(), mode };
-                let existing = project.containers().await?.len() + project.services().await?.len();
+                let project = Project { docker, name: project.to_owned(), mode };
+                // A network left behind too: a second one of the same name would make the name ambiguous.
+                let existing = project.containers().await?.len()
+                    + project.services().await?.len()
+                    + project.networks().await?.len();
                 if existing > 0 {
                     return Err(UpError::AlreadyUp { project: project.name.clone(), members: existing }.into());
                 }
@@ -251,6 +259,19 @@ impl Args {
                 Ok((Deployment::Local(cluster), vec![None; self.nodes as usize]))
             }
         }
+    }
+
+    /// The swarm node id of the manager the engine is, once it is known to
+    /// be able to run the registry, and the flags to make sense there.
+    async fn check_swarm(&self, docker: &bollard::Docker) -> anyhow::Result<String> {
+        let manager = swarm::manager(docker).await?;
+        if !swarm::hosts(docker).await?.iter().any(|host| host.id == manager) {
+            return Err(DockerError::Swarm(swarm::SwarmError::ManagerCannotRun).into());
+        }
+        if self.advertise_ip.is_some() && !self.publish {
+            return Err(UpError::AdvertiseWithoutPublish.into());
+        }
+        Ok(manager)
     }
 
     /// The token given in the file or the environment, if any; for a
@@ -379,10 +400,8 @@ impl Args {
     /// Node `index`, registering as `joining` says; `published` at this ip
     /// and host port, or else advertising the address it is reached at.
     fn node_spec(&self, index: usize, joining: &Joining<'_>, published: Option<(IpAddr, u16)>) -> ContainerSpec {
-        let mut env = vec![format!("NODE_NAME=node-{index}"), "LOG_FORMAT=json".into()];
-        if let Some((ip, port)) = published {
-            env.extend([format!("PUERTO_EXT={port}"), format!("IP_EXT={ip}")]);
-        }
+        let mut env = docker::node_env(index, published);
+        env.push("LOG_FORMAT=json".into());
         ContainerSpec {
             role: Role::Node(index),
             image: self.images.node.clone(),

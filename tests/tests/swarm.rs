@@ -134,11 +134,30 @@ async fn a_swarm_project_meshes_scales_reschedules_sends_and_goes_down() {
     // Every node is listed live; a multicast from inside the swarm reaches its group.
     let ps = launcher(project, &["ps"]);
     let ps_text = String::from_utf8_lossy(&ps.stdout);
-    assert_eq!(ps_text.lines().filter(|row| row.contains(" node ") && row.contains(" live ")).count(), 8, "{ps_text}");
+    let nodes_live = ps_text.lines().filter(|row| row.contains(" node ") && row.contains(" live ")).count();
+    assert_eq!(nodes_live, 8, "{ps_text}");
+    assert!(ps_text.lines().all(|row| row.starts_with("NAME") || row.contains(" running ")), "{ps_text}");
     let sent = launcher(project, &["send", "--group", "1", "--json", "hola"]);
     assert!(sent.status.success(), "{}", text(&sent));
     let report = json(&sent);
     assert!(report["members"].as_u64().is_some_and(|m| m >= 2) && report["delivered"] == report["members"], "{report}");
+
+    // The token is read back from the registry's service, and no debug line shows it.
+    let token = launcher(project, &["token"]);
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    assert!(token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+    let debug = Command::new(tests::binary("launcher")).args(["-p", project, "ps"]).env("RUST_LOG", "debug").output();
+    let debug = debug.expect("the launcher runs");
+    assert!(!text(&debug).contains(&token), "the token is in RUST_LOG=debug output");
+
+    // Two fewer: the highest numbers go, and the registry logs their departures.
+    let shrunk = launcher(project, &["scale", "--nodes", "6", "--quiet", "--json", "--timeout", "120s"]);
+    assert!(shrunk.status.success(), "{}", text(&shrunk));
+    let names: Vec<Value> = json(&shrunk)["nodes"].as_array().unwrap().iter().map(|n| n["name"].clone()).collect();
+    assert_eq!(names, (1..=6).map(|i| Value::from(format!("node-{i}"))).collect::<Vec<_>>(), "{names:?}");
+    let nothing = launcher("hit6-test-swarm-none", &["scale", "--nodes", "2"]);
+    assert_eq!(nothing.status.code(), Some(1), "{}", text(&nothing));
+    assert!(text(&nothing).contains("runs no node services"), "{}", text(&nothing));
 
     // The disruption verbs name containers of this engine, which a swarm's tasks are not.
     let killed = launcher(project, &["kill", "node-1"]);

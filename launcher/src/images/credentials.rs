@@ -72,6 +72,11 @@ pub fn registry_of(image: &str) -> &str {
     }
 }
 
+/// Whether `image` names its registry, rather than meaning Docker Hub.
+pub fn names_registry(image: &str) -> bool {
+    registry_of(image) != DOCKER_HUB
+}
+
 /// The credentials for the registry of `image`, if the configuration has any.
 pub async fn for_image(image: &str) -> Result<Option<DockerCredentials>, CredentialsError> {
     let Some(path) = config_path() else { return Ok(None) };
@@ -80,8 +85,11 @@ pub async fn for_image(image: &str) -> Result<Option<DockerCredentials>, Credent
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(CredentialsError::Read { path: path.display().to_string(), source }),
     };
-    let config: Config = serde_json::from_str(&text)
-        .map_err(|error| CredentialsError::Parse { path: path.display().to_string(), reason: error.to_string() })?;
+    // serde_json's messages may quote a value, which here may be a secret: say only where it failed.
+    let config: Config = serde_json::from_str(&text).map_err(|error| CredentialsError::Parse {
+        path: path.display().to_string(),
+        reason: format!("{:?} error at line {}, column {}", error.classify(), error.line(), error.column()),
+    })?;
     let registry = registry_of(image);
     match config.cred_helpers.get(registry).or(config.creds_store.as_ref()) {
         Some(helper) => ask_helper(helper, registry).await,
