@@ -9,9 +9,14 @@
 //! - [`Registry`] and [`Node`]: the two services, started on `127.0.0.1:0`,
 //!   ready once they have logged the address they listen on.
 //! - [`docker`]: the docker CLI, skipping without a daemon, and cleanup guards.
+//! - [`launcher`]: the real launcher, run to its end, and what it printed.
+//! - [`second_engine`]: a second Docker engine in a network namespace, and
+//!   the two-host swarm it forms with the main one.
 #![forbid(unsafe_code)]
 
 pub mod docker;
+pub mod launcher;
+pub mod second_engine;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! Skips (saying so) when no daemon is reachable, unless REQUIRE_DOCKER is set.
 
 use node::events::Event;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -11,26 +11,11 @@ use serde_json::Value;
 use tests::docker::{
     self, await_events, bridge_gateway, images_built, leftovers, text, ProjectGuard, DOCKER_PATIENCE, PROJECT_LABEL,
 };
+use tests::launcher::{greeting, last_json as summary, launcher};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const REGISTRY_IMAGE: &str = concat!("hit6-mesh/registry:", env!("CARGO_PKG_VERSION"));
 const NODE_IMAGE: &str = concat!("hit6-mesh/node:", env!("CARGO_PKG_VERSION"));
-
-fn launcher(project: &str, args: &[&str]) -> Output {
-    Command::new(tests::binary("launcher"))
-        .args(["--project", project])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the launcher runs")
-}
-
-/// The JSON summary an `up --json` printed.
-fn summary(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no summary in {stdout}"));
-    serde_json::from_str(line).expect("the summary is JSON")
-}
 
 #[test]
 fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everything() {
@@ -171,14 +156,7 @@ fn ps_row(project: &str, node: &str) -> String {
 fn greetings_received(project: &str) -> Vec<(String, String)> {
     let logs = launcher(project, &["logs"]);
     assert!(logs.status.success(), "{}", text(&logs));
-    let mut pairs: Vec<(String, String)> = String::from_utf8_lossy(&logs.stdout)
-        .lines()
-        .filter_map(|line| {
-            let (receiver, rest) = line.split_once(" | greeting from ")?;
-            let greeter = rest.split_whitespace().next()?;
-            Some((receiver.trim().to_owned(), greeter.to_owned()))
-        })
-        .collect();
+    let mut pairs: Vec<(String, String)> = String::from_utf8_lossy(&logs.stdout).lines().filter_map(greeting).collect();
     pairs.sort();
     pairs
 }

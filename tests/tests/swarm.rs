@@ -7,68 +7,11 @@
 //! REQUIRE_DOCKER is set.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use tests::docker::{self, images_built, leftovers, text, ProjectGuard, Swarm, DOCKER_PATIENCE};
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-fn launcher(project: &str, args: &[&str]) -> Output {
-    Command::new(tests::binary("launcher"))
-        .args(["--project", project])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("HIT6_JOIN_TOKEN")
-        .output()
-        .expect("the launcher runs")
-}
-
-/// The last JSON object a command printed.
-fn json(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in {stdout}"));
-    serde_json::from_str(line).expect("JSON")
-}
-
-/// Each greeting a node logged having received: `(receiver, greeter)` → how many times.
-fn greetings(project: &str) -> BTreeMap<(String, String), usize> {
-    let logs = launcher(project, &["logs"]);
-    assert!(logs.status.success(), "{}", text(&logs));
-    let mut counted = BTreeMap::new();
-    for line in String::from_utf8_lossy(&logs.stdout).lines() {
-        if let Some(pair) = greeting(line) {
-            *counted.entry(pair).or_default() += 1;
-        }
-    }
-    counted
-}
-
-/// The `(receiver, greeter)` of a `launcher logs` line showing a greeting received.
-fn greeting(line: &str) -> Option<(String, String)> {
-    let (receiver, rest) = line.split_once(" | greeting from ")?;
-    Some((receiver.trim().to_owned(), rest.split_whitespace().next()?.to_owned()))
-}
-
-/// Follows `launcher logs -f` until `count` greetings from `greeter` have
-/// been logged in all (from the start); fails after DOCKER_PATIENCE.
-async fn await_greetings_from(project: &str, greeter: &str, count: usize) {
-    let mut logs = tokio::process::Command::new(tests::binary("launcher"))
-        .args(["--project", project, "logs", "-f"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
-    let mut seen = 0;
-    let wait = async {
-        while seen < count {
-            let Some(line) = lines.next_line().await.unwrap() else { break };
-            seen += usize::from(greeting(&line).is_some_and(|(_, from)| from == greeter));
-        }
-    };
-    let _ = tokio::time::timeout(DOCKER_PATIENCE, wait).await;
-    assert_eq!(seen, count, "{seen} of {count} greetings from {greeter} were logged");
-}
+use tests::docker::{self, images_built, leftovers, text, ProjectGuard, Swarm};
+use tests::launcher::{await_greetings, last_json as json, launcher, total};
 
 /// The container of a service's running task.
 fn task_container(service: &str) -> String {
@@ -106,13 +49,13 @@ async fn a_swarm_project_meshes_scales_reschedules_sends_and_goes_down() {
     let summary = json(&output);
     assert_eq!((summary["complete"].as_bool(), summary["greetings"].as_u64()), (Some(true), Some(10)), "{summary}");
     assert!(summary["nodes"].as_array().unwrap().iter().all(|n| n["host_port"].is_null()), "{summary}");
-    let before = greetings(project);
+    let before = await_greetings(project, |g| total(g) >= 10).await;
     assert_eq!((before.len(), before.values().max()), (10, Some(&1)), "{before:?}");
 
     // Three more: 5 * 3 + 3 new greetings, none repeated.
     let scaled = launcher(project, &["scale", "--nodes", "8", "--quiet", "--json", "--timeout", "120s"]);
     assert!(scaled.status.success(), "{}", text(&scaled));
-    let after = greetings(project);
+    let after = await_greetings(project, |g| total(g) >= 28).await;
     assert_eq!(after.len() - before.len(), 18, "{after:?}");
     assert_eq!(after.values().max(), Some(&1), "a pair greeted twice: {after:?}");
     assert_eq!(json(&scaled)["nodes"].as_array().map(Vec::len), Some(8));
@@ -121,8 +64,9 @@ async fn a_swarm_project_meshes_scales_reschedules_sends_and_goes_down() {
     // the seven others once, and no survivor greets anybody again.
     let from_node_3 = after.keys().filter(|(_, greeter)| greeter == "node-3").count();
     docker::docker(&["kill", &task_container(&format!("{project}-node-3"))]);
-    await_greetings_from(project, "node-3", from_node_3 + 7).await;
-    let rescheduled = greetings(project);
+    let from_node_3_after =
+        |g: &BTreeMap<_, usize>| g.iter().filter(|((_, from), _)| from == "node-3").map(|(_, n)| n).sum::<usize>();
+    let rescheduled = await_greetings(project, |g| from_node_3_after(g) >= from_node_3 + 7).await;
     for ((receiver, greeter), count) in &rescheduled {
         let expected = match (receiver.as_str(), greeter.as_str()) {
             (_, "node-3") => after.get(&(receiver.clone(), greeter.clone())).copied().unwrap_or(0) + 1,
