@@ -91,6 +91,12 @@ pub fn pick(range: PortRange, needed: usize, published: &HashSet<u16>) -> Result
     Ok((free, spare))
 }
 
+/// The ports of `range` that some process on this host has bound (a
+/// container's published port among them).
+pub fn bound_here(range: PortRange) -> HashSet<u16> {
+    range.ports().filter(|port| !is_free(*port)).collect()
+}
+
 /// Whether a listener could bind the port on every interface, as docker's would.
 fn is_free(port: u16) -> bool {
     TcpListener::bind(("0.0.0.0", port)).is_ok()

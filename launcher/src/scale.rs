@@ -107,6 +107,7 @@ impl Args {
                 }
                 () = &mut deadline => {
                     ui.finish();
+                    crate::up::note_stuck_tasks(&ui, &project).await;
                     return Err(self.incomplete(&mesh, &leaving).into());
                 }
             }

@@ -148,9 +148,11 @@ pub async fn placements(
 ) -> anyhow::Result<Vec<Placement>> {
     let hosts = hosts(&project.docker).await?;
     let mut taken = project.ports_by_host(&hosts).await?;
-    // This engine's own containers publish ports too.
-    let local = manager(&project.docker).await?;
-    taken.entry(local).or_default().extend(project.published_ports().await?);
+    // On the host the launcher runs on, the manager's, processes and
+    // containers hold ports too; elsewhere only the swarm's are known.
+    let local = taken.entry(manager(&project.docker).await?).or_default();
+    local.extend(project.published_ports().await?);
+    local.extend(crate::ports::bound_here(range));
     Ok(spread(&hosts, ours, &taken, range, count)?)
 }
 
@@ -400,9 +402,8 @@ impl Project {
     /// The current task of each of the project's services, by service name:
     /// the newest one the swarm wants running.
     pub async fn current_tasks(&self) -> Result<HashMap<String, Task>, DockerError> {
-        let mut filters = self.project_filter();
-        filters.insert("desired-state".into(), vec!["running".into()]);
-        let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+        // Not only those desired running: a task the swarm gave up on says why.
+        let options = ListTasksOptionsBuilder::default().filters(&self.project_filter()).build();
         let tasks =
             self.docker.list_tasks(Some(options)).await.map_err(crate::docker::call("list the project's tasks"))?;
         let services = self.services().await?;
@@ -411,21 +412,31 @@ impl Project {
         let mut current: HashMap<String, Task> = HashMap::new();
         for task in tasks {
             let Some(name) = task.service_id.as_ref().and_then(|id| names.get(id)) else { continue };
+            let created = task.created_at.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+            let status = task.status.unwrap_or_default();
             let task = Task {
-                state: task.status.as_ref().and_then(|s| s.state).unwrap_or(TaskState::NEW),
-                message: task.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default(),
+                state: status.state.unwrap_or(TaskState::NEW),
+                message: status.message.unwrap_or_default(),
+                last_error: status.err.map(|error| (created.unwrap_or(std::time::UNIX_EPOCH), error)),
                 host: task.node_id.unwrap_or_default(),
-                version: task.version.and_then(|v| v.index).unwrap_or(0),
+                created: created.unwrap_or(std::time::UNIX_EPOCH),
             };
-            match current.get(name) {
-                Some(known) if known.version >= task.version => {}
-                _ => {
-                    current.insert(name.clone(), task);
-                }
-            }
+            let known = current.remove(name);
+            current.insert(name.clone(), newest(known, task));
         }
         Ok(current)
     }
+}
+
+/// Of a service's tasks, the newer one, keeping the newest error of either.
+fn newest(known: Option<Task>, task: Task) -> Task {
+    let Some(known) = known else { return task };
+    let last_error = match (known.last_error.clone(), task.last_error.clone()) {
+        (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    };
+    let newer = if known.created >= task.created { known } else { task };
+    Task { last_error, ..newer }
 }
 
 /// The service port, published on `port` of the host a task runs on.
@@ -464,10 +475,32 @@ pub struct Ran {
 pub struct Task {
     pub state: TaskState,
     pub message: String,
+    /// Why the newest of the service's tasks that failed or was rejected
+    /// did, and when that task was made.
+    last_error: Option<(std::time::SystemTime, String)>,
     /// The swarm node id of the host it runs on.
     pub host: String,
-    /// The swarm's version of the task object: a newer task has a higher one.
-    version: u64,
+    created: std::time::SystemTime,
+}
+
+impl Project {
+    /// The project's services whose current task is not running, each with
+    /// its state and why: what a mesh that does not complete may be waiting for.
+    pub async fn stuck_tasks(&self) -> Result<Vec<String>, DockerError> {
+        let mut stuck: Vec<String> = self
+            .current_tasks()
+            .await?
+            .into_iter()
+            .filter(|(_, task)| task.state != TaskState::RUNNING)
+            .map(|(service, task)| {
+                let member = service.strip_prefix(&format!("{}-", self.name)).unwrap_or(&service).to_owned();
+                let failed = task.last_error.map(|(_, error)| format!(" (the last one failed: {error})"));
+                format!("{member} {}: {}{}", task.state, task.message, failed.unwrap_or_default())
+            })
+            .collect();
+        stuck.sort();
+        Ok(stuck)
+    }
 }
 
 #[cfg(test)]
@@ -495,6 +528,26 @@ mod tests {
         let taken = HashMap::from([("a".to_owned(), HashSet::from([8087, 8088]))]);
         let placed = spread(&[host("a"), host("b")], &HashMap::new(), &taken, range, 2).unwrap();
         assert!(placed.iter().all(|p| p.host.id == "b"), "{placed:?}");
+    }
+
+    #[test]
+    fn the_newest_task_counts_with_the_newest_error_of_all() {
+        let at = |secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let task = |secs, state, error: Option<&str>| Task {
+            state,
+            message: String::new(),
+            last_error: error.map(|e| (at(secs), e.to_owned())),
+            host: String::new(),
+            created: at(secs),
+        };
+        let tasks = [
+            task(2, TaskState::FAILED, Some("exit (2)")),
+            task(3, TaskState::READY, None),
+            task(1, TaskState::FAILED, Some("exit (1)")),
+        ];
+        let current = tasks.into_iter().fold(None, |known, task| Some(newest(known, task))).unwrap();
+        assert_eq!(current.state, TaskState::READY);
+        assert_eq!(current.last_error.map(|(_, e)| e).as_deref(), Some("exit (2)"));
     }
 
     #[test]

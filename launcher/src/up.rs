@@ -114,6 +114,8 @@ pub enum UpError {
         "--advertise-ip (or IP_EXT) needs --publish with --runtime swarm: unpublished nodes advertise their overlay address"
     )]
     AdvertiseWithoutPublish,
+    #[error("host port {port} is taken on this host, where the registry runs: choose another with --registry-port")]
+    RegistryPortTaken { port: u16 },
     #[error("the mesh is not complete after {timeout:?}: {} pairs have not greeted: {}", missing.len(), pairs(missing))]
     Incomplete { timeout: Duration, missing: Vec<(String, String)> },
     #[error("every log stream ended before the mesh was complete")]
@@ -203,6 +205,9 @@ impl Args {
                 if local {
                     deployment.teardown(true).await?;
                 }
+                if let Deployment::Docker(project) = &deployment {
+                    note_stuck_tasks(&ui, project).await;
+                }
                 Err(UpError::Incomplete { timeout: self.timeout, missing }.into())
             }
             Ending::LogsEnded => Err(UpError::LogsEnded.into()),
@@ -270,6 +275,11 @@ impl Args {
         }
         if self.advertise_ip.is_some() && !self.publish {
             return Err(UpError::AdvertiseWithoutPublish.into());
+        }
+        // The registry's task would fail to bind it, again and again, with no error here.
+        let registry_port = PortRange { first: self.registry_port, last: self.registry_port };
+        if self.registry.is_none() && !ports::bound_here(registry_port).is_empty() {
+            return Err(UpError::RegistryPortTaken { port: self.registry_port }.into());
         }
         Ok(manager)
     }
@@ -495,5 +505,18 @@ fn show(ui: &Ui, mesh: &mut Mesh, line: &Line, complete: bool) {
         let _ = ui.line(&line.source, &ui::render(line, record.as_ref()));
     } else if complete && membership {
         ui.note(&format!("{} | {}", line.source, ui::render(line, record.as_ref())));
+    }
+}
+
+/// On a swarm, the services whose task is not running, and why: a pinned
+/// node whose port is taken on its host, say, only shows there.
+pub(crate) async fn note_stuck_tasks(ui: &Ui, project: &Project) {
+    if project.mode != Mode::Swarm {
+        return;
+    }
+    match project.stuck_tasks().await {
+        Ok(stuck) if !stuck.is_empty() => ui.note(&format!("tasks not running: {}", stuck.join("; "))),
+        Ok(_) => {}
+        Err(error) => ui.note(&format!("cannot list the project's tasks: {error}")),
     }
 }

@@ -115,6 +115,35 @@ async fn a_swarm_project_meshes_scales_reschedules_sends_and_goes_down() {
     assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
 
     published_nodes_are_reached_at_their_hosts_port(&swarm);
+    a_node_that_cannot_run_is_named_when_the_mesh_times_out();
+}
+
+/// Nodes of the wrong image exit at once; the swarm restarts them, to no
+/// avail. When the mesh times out, the launcher says which task is not
+/// running and why. A registry port taken on this host is refused before
+/// anything is made.
+fn a_node_that_cannot_run_is_named_when_the_mesh_times_out() {
+    let project = "hit6-test-swarm-stuck";
+    let _guard = ProjectGuard(project.into());
+    let held = std::net::TcpListener::bind("0.0.0.0:18692").expect("18692 is free");
+    let taken =
+        launcher(project, &["up", "--runtime", "swarm", "--nodes", "1", "--detach", "--registry-port", "18692"]);
+    drop(held);
+    assert_eq!(taken.status.code(), Some(1), "{}", text(&taken));
+    assert!(text(&taken).contains("host port 18692 is taken on this host"), "{}", text(&taken));
+    assert!(leftovers(project).is_empty(), "a refused up made {:?}", leftovers(project));
+
+    // The registry's binary refuses a node's arguments (exit 2).
+    let registry_image = concat!("hit6-mesh/registry:", env!("CARGO_PKG_VERSION"));
+    let args = ["up", "--runtime", "swarm", "--nodes", "1", "--detach", "--quiet", "--timeout", "8s"];
+    let stuck = launcher(project, &[&args[..], &["--registry-port", "18692", "--node-image", registry_image]].concat());
+    assert_eq!(stuck.status.code(), Some(4), "{}", text(&stuck));
+    let said = text(&stuck);
+    let line = said.lines().find(|line| line.contains("tasks not running: ")).unwrap_or_else(|| panic!("{said}"));
+    assert!(line.contains("node-1 ") && line.contains("exit (2)"), "{line}");
+    let down = launcher(project, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
 }
 
 /// With --publish, each node is pinned to a host and advertises the host's
@@ -125,8 +154,11 @@ fn published_nodes_are_reached_at_their_hosts_port(swarm: &Swarm) {
     // On one host, the tasks reach the host's published ports through docker_gwbridge.
     let gateway = swarm.host_gateway();
     let args = ["up", "--runtime", "swarm", "--publish", "--nodes", "3", "--detach", "--quiet", "--json"];
-    let ports = ["--port-range", "18687-18689", "--registry-port", "18690", "--advertise-ip", &gateway];
+    let ports = ["--port-range", "18687-18690", "--registry-port", "18691", "--advertise-ip", &gateway];
+    // A port of the range that a process of this host holds is not picked.
+    let held = std::net::TcpListener::bind("0.0.0.0:18688").expect("18688 is free");
     let output = launcher(project, &[&args[..], &ports].concat());
+    drop(held);
     assert!(output.status.success(), "{}", text(&output));
     let summary = json(&output);
     let mut published: Vec<u64> = Vec::new();
@@ -136,7 +168,7 @@ fn published_nodes_are_reached_at_their_hosts_port(swarm: &Swarm) {
         published.push(port);
     }
     published.sort();
-    assert_eq!(published, [18687, 18688, 18689]);
+    assert_eq!(published, [18687, 18689, 18690]);
     for port in published {
         let reached = std::net::TcpStream::connect(("127.0.0.1", port as u16));
         assert!(reached.is_ok(), "nothing listens on the published port {port}");
