@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::docker::{self, container_name, Mode, Project, Role, LABEL_INDEX, LABEL_ROLE};
-use crate::stream::{self, Line};
+use crate::stream::Line;
 use crate::ui::{self, Logged};
 
 /// What is done to the node.
@@ -182,12 +182,15 @@ impl Verb {
         }
     }
 
-    async fn apply(self, project: &Project, container: &str) -> Result<(), docker::DockerError> {
-        match self {
-            Verb::Kill => project.kill(container).await,
-            Verb::Pause => project.pause(container).await,
-            Verb::Unpause => project.unpause(container).await,
-            Verb::Restart => project.restart(container).await,
+    /// Does it to node `index`, whose container (a task's, in a swarm) is `container`.
+    async fn apply(self, project: &Project, index: usize, container: &str) -> Result<(), docker::DockerError> {
+        match (self, project.mode) {
+            (Verb::Kill, _) => project.kill(container).await,
+            (Verb::Pause, _) => project.pause(container).await,
+            (Verb::Unpause, _) => project.unpause(container).await,
+            (Verb::Restart, Mode::Containers) => project.restart(container).await,
+            // A task's container restarted under the swarm would race the task the swarm starts for it.
+            (Verb::Restart, Mode::Swarm) => project.redeploy(&project.container_name(Role::Node(index))).await,
         }
     }
 }
@@ -195,23 +198,15 @@ impl Verb {
 impl Args {
     pub async fn run(self, project: &str, verb: Verb) -> anyhow::Result<()> {
         let project = Project::open(project).await?;
-        if project.mode == Mode::Swarm {
-            // A task's container is on whichever host runs it; the swarm replaces one that stops.
-            anyhow::bail!(
-                "project `{}` runs on a swarm: {} works on --runtime docker; to break a node of a swarm, stop \
-                 its task's container on its host (`docker kill`), and the swarm starts a new one",
-                project.name,
-                verb
-            );
-        }
         let index = node_index(&self.node)?;
         let victim = format!("node-{index}");
-        let nodes = node_states(&project).await?;
-        if nodes.get(&victim).map(String::as_str) != Some(verb.requires()) {
+        let targets = Targets::find(&project, &victim).await?;
+        if targets.state.as_deref() != Some(verb.requires()) {
             anyhow::bail!(
-                "{victim} is not a {} node of project `{}`: see `launcher ps`",
+                "{victim} is not a {} node of project `{}`{}: see `launcher ps`",
                 verb.requires(),
-                project.name
+                project.name,
+                if project.mode == Mode::Swarm { " on this engine's host" } else { "" }
             );
         }
         let mut changes = verb.changes();
@@ -220,8 +215,7 @@ impl Args {
         if live_throughout {
             changes = &[];
         }
-        let survivors: Vec<String> =
-            nodes.into_iter().filter(|(name, state)| *name != victim && state == "running").map(|(n, _)| n).collect();
+        let survivors = targets.survivors;
         let (lines, received) = mpsc::channel(1024);
         let since = unix_now();
         let mut sources = vec![("registry".to_owned(), project.container_name(Role::Registry))];
@@ -229,14 +223,14 @@ impl Args {
             sources.push((name.clone(), project.container_name(Role::Node(node_index(name)?))));
         }
         if !changes.is_empty() {
-            for (source, container) in sources {
-                stream::follow_container_since(project.docker.clone(), container, source, since, lines.clone());
+            for (source, member) in sources {
+                project.follow_since(member, source, since, lines.clone());
             }
         }
         drop(lines);
 
         let started = SystemTime::now();
-        verb.apply(&project, &project.container_name(Role::Node(index))).await?;
+        verb.apply(&project, index, &targets.container).await?;
         let mut watching = Watching::new(&victim, changes, &survivors, started);
         watching.follow(received, self.timeout).await;
         let followed = Followed {
@@ -377,17 +371,55 @@ fn node_index(node: &str) -> anyhow::Result<usize> {
 }
 
 /// The project's nodes (`node-3`) and their containers' states (`running`, `paused`).
-async fn node_states(project: &Project) -> anyhow::Result<BTreeMap<String, String>> {
+/// The node a verb acts on, and the nodes that survive it.
+struct Targets {
+    /// The node's container: in a swarm, its task's on this engine's host.
+    container: String,
+    /// Its state (`running`, `paused`), if it has such a container.
+    state: Option<String>,
+    /// The other running nodes, by name: in a swarm, every other node service, on any host.
+    survivors: Vec<String>,
+}
+
+impl Targets {
+    async fn find(project: &Project, victim: &str) -> anyhow::Result<Targets> {
+        let here = node_containers(project).await?;
+        let (container, state) = match here.get(victim) {
+            Some((container, state)) => (container.clone(), Some(state.clone())),
+            None => (String::new(), None),
+        };
+        let survivors = match project.mode {
+            Mode::Containers => {
+                let running = here.into_iter().filter(|(_, (_, state))| state == "running");
+                running.map(|(name, _)| name).filter(|name| name != victim).collect()
+            }
+            // Every other node service: the manager may hear of a task running after its node has greeted.
+            Mode::Swarm => {
+                let nodes = project.node_services().await?.into_keys().map(|index| format!("node-{index}"));
+                nodes.filter(|name| name != victim).collect()
+            }
+        };
+        Ok(Targets { container, state, survivors })
+    }
+}
+
+/// The project's node containers on this engine, by node name: their
+/// container's name and state. A swarm task's container counts, a live one
+/// before those of the node's earlier tasks.
+async fn node_containers(project: &Project) -> anyhow::Result<BTreeMap<String, (String, String)>> {
     let containers = project.containers().await?;
     let label = |c: &bollard::models::ContainerSummary, key: &str| c.labels.as_ref().and_then(|l| l.get(key)).cloned();
-    Ok(containers
-        .iter()
-        .filter(|c| label(c, LABEL_ROLE).as_deref() == Some("node"))
-        .filter_map(|c| {
-            let name = label(c, LABEL_INDEX).map(|index| format!("node-{index}")).or_else(|| container_name(c))?;
-            Some((name, c.state.map(|s| s.to_string()).unwrap_or_default()))
-        })
-        .collect())
+    let mut found: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for container in containers.iter().filter(|c| label(c, LABEL_ROLE).as_deref() == Some("node")) {
+        let (Some(index), Some(name)) = (label(container, LABEL_INDEX), container_name(container)) else { continue };
+        let state = container.state.map(|s| s.to_string()).unwrap_or_default();
+        let live = |state: &str| matches!(state, "running" | "paused");
+        let node = format!("node-{index}");
+        if !found.get(&node).is_some_and(|(_, known)| live(known)) {
+            found.insert(node, (name, state));
+        }
+    }
+    Ok(found)
 }
 
 /// Milliseconds from the request to when a line was logged, by its timestamp

@@ -238,6 +238,14 @@ impl Project {
         })
     }
 
+    /// As [`Project::follow`], from the second `since` (Unix time) on, until it ends.
+    pub fn follow_since(&self, name: String, source: String, since: i64, lines: mpsc::Sender<Line>) {
+        match self.mode {
+            Mode::Containers => stream::follow_container_since(self.docker.clone(), name, source, since, lines),
+            Mode::Swarm => stream::follow_service_since(self.docker.clone(), name, source, since, lines),
+        }
+    }
+
     /// Forwards the log lines of the member `name` (its container's, or every
     /// task's of its service) to `lines`, from the start; with `follow`, until it ends.
     pub fn follow(&self, name: String, source: String, follow: bool, lines: mpsc::Sender<Line>) {

@@ -35,6 +35,16 @@ pub fn follow_service(docker: Docker, service: String, source: String, follow: b
     });
 }
 
+/// Forwards the log lines of every task of a swarm service from the second
+/// `since` (Unix time) on, until the service is removed.
+pub fn follow_service_since(docker: Docker, service: String, source: String, since: i64, lines: mpsc::Sender<Line>) {
+    let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).since(since as i32).build();
+    tokio::spawn(async move {
+        let logs = docker.service_logs(&service, Some(options));
+        forward(logs, source, lines).await;
+    });
+}
+
 /// Forwards a container's log lines from the second `since` (Unix time) on,
 /// until it stops.
 pub fn follow_container_since(

@@ -17,7 +17,7 @@
 //!   are reachable only there.
 //! - Swarm restarts a task that dies, on any host it may use; the new task is
 //!   a new node (fresh identity), registering under the same name once the
-//!   old one's lease has ended.
+//!   old entry is gone (its session closed, or its lease ended).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -31,8 +31,8 @@ use bollard::models::{
     TaskSpecPlacement, TaskState,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListNodesOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
-    LogsOptionsBuilder, WaitContainerOptions,
+    CreateContainerOptionsBuilder, InspectServiceOptions, ListNodesOptions, ListServicesOptionsBuilder,
+    ListTasksOptionsBuilder, LogsOptionsBuilder, UpdateServiceOptionsBuilder, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -245,6 +245,21 @@ impl Project {
             .create_service(service, credentials)
             .await
             .map_err(crate::docker::call(format!("create the service {name}")))?;
+        Ok(())
+    }
+
+    /// Replaces a service's task with a new one, as `docker service update
+    /// --force` does: the old one stops gracefully (SIGTERM).
+    pub async fn redeploy(&self, name: &str) -> Result<(), DockerError> {
+        let call = crate::docker::call(format!("redeploy the service {name}"));
+        let service = self.docker.inspect_service(name, None::<InspectServiceOptions>).await;
+        let service = service.map_err(crate::docker::call(format!("inspect the service {name}")))?;
+        let version = service.version.and_then(|v| v.index).unwrap_or(0);
+        let mut spec = service.spec.unwrap_or_default();
+        let task = spec.task_template.get_or_insert_with(TaskSpec::default);
+        task.force_update = Some(task.force_update.unwrap_or(0) + 1);
+        let options = UpdateServiceOptionsBuilder::default().version(version as i32).build();
+        self.docker.update_service(name, spec, options, None).await.map_err(call)?;
         Ok(())
     }
 

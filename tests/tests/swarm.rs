@@ -13,15 +13,6 @@ use serde_json::Value;
 use tests::docker::{self, images_built, leftovers, text, ProjectGuard, Swarm};
 use tests::launcher::{await_greetings, last_json as json, launcher, total};
 
-/// The container of a service's running task.
-fn task_container(service: &str) -> String {
-    let filter = format!("label=com.docker.swarm.service.name={service}");
-    let ps = docker::docker(&["ps", "--filter", &filter, "--format", "{{.Names}}"]);
-    let names = String::from_utf8_lossy(&ps.stdout).trim().to_owned();
-    assert!(!names.is_empty() && !names.contains('\n'), "one running task of {service}: {}", text(&ps));
-    names
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_swarm_project_meshes_scales_reschedules_sends_and_goes_down() {
     if !docker::available("the swarm tests") {
@@ -63,7 +54,12 @@ async fn a_swarm_project_meshes_scales_reschedules_sends_and_goes_down() {
     // A task killed is rescheduled; the new task is a new node, which greets
     // the seven others once, and no survivor greets anybody again.
     let from_node_3 = after.keys().filter(|(_, greeter)| greeter == "node-3").count();
-    docker::docker(&["kill", &task_container(&format!("{project}-node-3"))]);
+    let killed = launcher(project, &["kill", "node-3", "--json", "--timeout", "60s"]);
+    assert!(killed.status.success(), "{}", text(&killed));
+    let departure = &json(&killed)["departure"];
+    assert_eq!(departure["registry"]["how"], "session_lost", "the kernel closed its session: {departure}");
+    assert_eq!(departure["survivors"].as_object().map(|s| s.len()), Some(7), "{departure}");
+    assert!(departure["all_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{departure}");
     let from_node_3_after =
         |g: &BTreeMap<_, usize>| g.iter().filter(|((_, from), _)| from == "node-3").map(|(_, n)| n).sum::<usize>();
     let rescheduled = await_greetings(project, |g| from_node_3_after(g) >= from_node_3 + 7).await;
@@ -105,10 +101,19 @@ async fn a_swarm_project_meshes_scales_reschedules_sends_and_goes_down() {
     assert_eq!(nothing.status.code(), Some(1), "{}", text(&nothing));
     assert!(text(&nothing).contains("runs no node services"), "{}", text(&nothing));
 
-    // The disruption verbs name containers of this engine, which a swarm's tasks are not.
-    let killed = launcher(project, &["kill", "node-1"]);
-    assert_eq!(killed.status.code(), Some(1), "{}", text(&killed));
-    assert!(text(&killed).contains("runs on a swarm: kill works on --runtime docker"), "{}", text(&killed));
+    // A restart is a new task of the service: the old one deregisters, the new one registers.
+    let restarted = launcher(project, &["restart", "node-5", "--json", "--timeout", "60s"]);
+    assert!(restarted.status.success(), "{}", text(&restarted));
+    let report = json(&restarted);
+    assert_eq!(report["departure"]["registry"]["how"], "deregistered", "{report}");
+    assert_eq!(report["return"]["registry"]["how"], "registered", "{report}");
+    let again = launcher(project, &["unpause", "node-5"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        text(&again).contains("is not a paused node of project `hit6-test-swarm` on this engine's host"),
+        "{}",
+        text(&again)
+    );
 
     let down = launcher(project, &["down"]);
     assert!(down.status.success(), "{}", text(&down));
