@@ -586,18 +586,7 @@ output "first_command" {{
     let parse = Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
     assert!(parse.status.success(), "sh cannot parse hit6-join-token: {}\n{script}", text(&parse));
 
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let curl = sh("command -v curl");
-    let curl = String::from_utf8_lossy(&curl.stdout).trim().to_owned();
-    assert!(!curl.is_empty(), "the join token test needs curl, as the VMs do");
-    let argv_log = dir.path().join("curl-argv");
-    let shim = format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >>'{}'\nexec '{curl}' \"$@\"\n", argv_log.display());
-    for (file, content) in [("curl", shim.as_str()), ("hit6-join-token", script.as_str())] {
-        std::fs::write(bin.join(file), content).unwrap();
-        std::fs::set_permissions(bin.join(file), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let (path, argv_log) = install_with_logging_curl(dir.path(), "hit6-join-token", &script);
     let first_command = outputs["first_command"].as_str().unwrap().to_owned();
     let env_path = secrets_dir.join("hit6.env");
     assert_eq!(
@@ -804,18 +793,7 @@ output "script" {{
         ),
     );
     let script = outputs["script"].as_str().expect("a swarm with a store renders hit6-swarm-token").to_owned();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let curl = sh("command -v curl");
-    let curl = String::from_utf8_lossy(&curl.stdout).trim().to_owned();
-    assert!(!curl.is_empty(), "the swarm token test needs curl, as the VMs do");
-    let argv_log = dir.path().join("curl-argv");
-    let shim = format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >>'{}'\nexec '{curl}' \"$@\"\n", argv_log.display());
-    for (file, content) in [("curl", shim.as_str()), ("hit6-swarm-token", script.as_str())] {
-        std::fs::write(bin.join(file), content).unwrap();
-        std::fs::set_permissions(bin.join(file), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let (path, argv_log) = install_with_logging_curl(dir.path(), "hit6-swarm-token", &script);
     let mut child = Command::new("hit6-swarm-token")
         .arg(mode)
         .env("PATH", &path)
@@ -979,4 +957,22 @@ fn vm_1_puts_the_worker_token_in_ssm_and_a_worker_gets_it_with_its_own_role() {
     for held in [SWARM_TOKEN, AWS_SESSION, AWS_SECRET_KEY] {
         assert!(!get.argv.contains(held), "a secret was on a curl command line:\n{}", get.argv);
     }
+}
+
+/// Installs `script` as the command `name` in `dir`/bin, beside a `curl`
+/// that logs its arguments (one per line, to the returned file) before it
+/// runs the real one; returns the PATH that finds them first, and that log.
+fn install_with_logging_curl(dir: &Path, name: &str, script: &str) -> (String, PathBuf) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let curl = sh("command -v curl");
+    let curl = String::from_utf8_lossy(&curl.stdout).trim().to_owned();
+    assert!(!curl.is_empty(), "the {name} test needs curl, as the VMs do");
+    let argv_log = dir.join("curl-argv");
+    let shim = format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >>'{}'\nexec '{curl}' \"$@\"\n", argv_log.display());
+    for (file, content) in [("curl", shim.as_str()), (name, script)] {
+        std::fs::write(bin.join(file), content).unwrap();
+        std::fs::set_permissions(bin.join(file), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()), argv_log)
 }
