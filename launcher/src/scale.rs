@@ -26,15 +26,8 @@ pub struct Args {
     /// How many nodes the project should have.
     #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub nodes: u32,
-    /// How long the new membership may take to complete.
-    #[arg(long, default_value = "60s", value_parser = wire::cli::duration)]
-    pub timeout: Duration,
-    /// Show no log lines, only the outcome.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub following: crate::up::Following,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +69,7 @@ impl Args {
         let names: Vec<String> = kept.iter().chain(&added).map(|i| format!("node-{i}")).collect();
         let mut sources = names.clone();
         sources.push("registry".into());
-        let ui = Ui::new(self.quiet, &sources);
+        let ui = Ui::new(self.following.quiet, &sources);
         ui.note(&format!(
             "project {}: {} nodes kept, {} added, {} removed",
             project.name,
@@ -93,7 +86,7 @@ impl Args {
 
         let mut mesh = Mesh::new(names.into_iter().map(|name| (name, None)));
         let mut leaving: BTreeSet<String> = removed.iter().map(|i| format!("node-{i}")).collect();
-        let deadline = tokio::time::sleep(self.timeout);
+        let deadline = tokio::time::sleep(self.following.timeout);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -102,7 +95,7 @@ impl Args {
                     self.take(&ui, &mut mesh, &mut leaving, &line, requested);
                     if leaving.is_empty() && mesh.all_met() {
                         ui.finish();
-                        return Ok(ui::print_summary(&mesh, invoked.elapsed(), self.json)?);
+                        return Ok(ui::print_summary(&mesh, invoked.elapsed(), self.following.json)?);
                     }
                 }
                 () = &mut deadline => {
@@ -181,7 +174,7 @@ impl Args {
         if !leaving.is_empty() {
             what.push(format!("the registry has not logged the departure of {}", join(leaving)));
         }
-        ScaleError::Incomplete { timeout: self.timeout, what }
+        ScaleError::Incomplete { timeout: self.following.timeout, what }
     }
 }
 

@@ -72,15 +72,8 @@ pub struct Args {
     /// Return once the mesh is complete, leaving it running.
     #[arg(long, short = 'd')]
     pub detach: bool,
-    /// How long the mesh may take; with --detach, a longer wait is a failure.
-    #[arg(long, default_value = "60s", value_parser = wire::cli::duration)]
-    pub timeout: Duration,
-    /// Show no log lines, only the outcome.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub following: Following,
     /// Where the registry and nodes run.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: Runtime,
@@ -94,6 +87,21 @@ pub struct Args {
     pub join_token: Option<String>,
     #[command(flatten)]
     pub images: Images,
+}
+
+/// How `up` and `scale` follow the mesh to their verdict.
+#[derive(Debug, clap::Args)]
+pub struct Following {
+    /// How long the mesh may take to complete; past it, `up --detach` and
+    /// `scale` fail (exit 4), and a foreground `up` says what is missing.
+    #[arg(long, default_value = "60s", value_parser = wire::cli::duration)]
+    pub timeout: Duration,
+    /// Show no log lines, only the outcome.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What every node of a project is started with.
@@ -168,7 +176,7 @@ impl Args {
         let names = self.node_names();
         let mut sources = names.clone();
         sources.push("registry".into());
-        let ui = Ui::new(self.quiet, &sources);
+        let ui = Ui::new(self.following.quiet, &sources);
         let (lines, mut received) = mpsc::channel(4096);
         let mut interrupt = std::pin::pin!(wire::shutdown::signals()?);
 
@@ -208,7 +216,7 @@ impl Args {
                 if let Deployment::Docker(project) = &deployment {
                     note_stuck_tasks(&ui, project).await;
                 }
-                Err(UpError::Incomplete { timeout: self.timeout, missing }.into())
+                Err(UpError::Incomplete { timeout: self.following.timeout, missing }.into())
             }
             Ending::LogsEnded => Err(UpError::LogsEnded.into()),
         }
@@ -456,7 +464,7 @@ impl Args {
         invoked: Instant,
         interrupt: &mut (impl std::future::Future + Unpin),
     ) -> Ending {
-        let deadline = tokio::time::sleep(self.timeout);
+        let deadline = tokio::time::sleep(self.following.timeout);
         tokio::pin!(deadline);
         let (mut complete, mut warned) = (false, false);
         loop {
@@ -467,7 +475,7 @@ impl Args {
                     if !complete && mesh.is_complete() {
                         complete = true;
                         ui.finish();
-                        if let Err(error) = ui::print_summary(mesh, invoked.elapsed(), self.json) {
+                        if let Err(error) = ui::print_summary(mesh, invoked.elapsed(), self.following.json) {
                             if !wire::cli::is_closed_pipe(&error) {
                                 ui.note(&format!("failed to print the summary: {error}"));
                             }
@@ -483,7 +491,7 @@ impl Args {
                         return Ending::TimedOut(mesh.missing_pairs());
                     }
                     warned = true;
-                    ui.note(&UpError::Incomplete { timeout: self.timeout, missing: mesh.missing_pairs() }.to_string());
+                    ui.note(&UpError::Incomplete { timeout: self.following.timeout, missing: mesh.missing_pairs() }.to_string());
                 }
             }
         }
