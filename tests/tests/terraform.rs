@@ -617,16 +617,21 @@ fn gcp_secret(cloud: &FakeCloud) -> String {
     )
 }
 
+/// The metadata server's answer to a VM asking for its service account's access token.
+fn gcp_access_token_route() -> Route {
+    Route::new(
+        "GET",
+        GCP_TOKEN_PATH,
+        200,
+        format!(r#"{{"access_token":"{GCP_ACCESS_TOKEN}","expires_in":3599,"token_type":"Bearer"}}"#),
+    )
+}
+
 fn gcp_cloud(secret_status: u16, join_token: &str) -> FakeCloud {
     use base64::Engine;
     let data = base64::engine::general_purpose::STANDARD.encode(join_token);
     FakeCloud::start(vec![
-        Route::new(
-            "GET",
-            GCP_TOKEN_PATH,
-            200,
-            format!(r#"{{"access_token":"{GCP_ACCESS_TOKEN}","expires_in":3599,"token_type":"Bearer"}}"#),
-        ),
+        gcp_access_token_route(),
         // Secret Manager's answer, as it formats it.
         Route::new(
             "GET",
@@ -829,12 +834,7 @@ fn gcp_swarm_cloud(latest: &str) -> FakeCloud {
     use base64::Engine;
     let data = base64::engine::general_purpose::STANDARD.encode(latest);
     FakeCloud::start(vec![
-        Route::new(
-            "GET",
-            GCP_TOKEN_PATH,
-            200,
-            format!(r#"{{"access_token":"{GCP_ACCESS_TOKEN}","expires_in":3599,"token_type":"Bearer"}}"#),
-        ),
+        gcp_access_token_route(),
         Route::new(
             "POST",
             &format!("{GCP_SWARM_PATH}:addVersion"),
