@@ -38,7 +38,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use wire::secure::{JoinToken, TOKEN_ENV};
 
-use crate::docker::{ContainerSpec, DockerError, Project, Role, CONTAINER_PORT, LABEL_INDEX, LABEL_ROLE};
+use crate::docker::{ContainerSpec, DockerError, Project, Role, CONTAINER_PORT, LABEL_INDEX};
 use crate::images::credentials;
 use crate::ports::{PortError, PortRange};
 
@@ -356,10 +356,7 @@ impl Project {
 
     /// The image of the project's nodes, from a node service.
     pub async fn node_image(&self) -> Result<Option<String>, DockerError> {
-        let services = self.services().await?;
-        let node =
-            |spec: &ServiceSpec| spec.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).is_some_and(|r| r == "node");
-        let spec = services.into_iter().filter_map(|s| s.spec).find(node);
+        let spec = self.node_services().await?.into_values().next();
         Ok(spec.and_then(|s| s.task_template?.container_spec?.image))
     }
 
