@@ -60,6 +60,7 @@ pub(crate) async fn worker(
                     name,
                     group: None,
                     incarnation: None,
+                    ticket_key: None,
                 };
                 match client.register(&request).await? {
                     Joined::Leased(r) if r.contactos.len() == *contacts => {}
@@ -161,6 +162,7 @@ pub(crate) async fn register_many(
             name: &name,
             group: None,
             incarnation: None,
+            ticket_key: None,
         };
         match client.register(&request).await? {
             Joined::Leased(entry) => registered.push((client, entry.id)),

@@ -77,7 +77,14 @@ pub(crate) async fn bench_watch(rows: &Rows) -> anyhow::Result<()> {
 /// lives as long as the session.
 async fn join(addr: &RegistryAddr, name: &str, puerto: u16) -> anyhow::Result<Client> {
     let mut client = connect(addr).await?;
-    let request = NativeRequest::Register { ip: Some(LOCALHOST), puerto, name, group: Some(1), incarnation: None };
+    let request = NativeRequest::Register {
+        ip: Some(LOCALHOST),
+        puerto,
+        name,
+        group: Some(1),
+        incarnation: None,
+        ticket_key: None,
+    };
     client.register(&request).await?;
     Ok(client)
 }

@@ -3,11 +3,12 @@
 //!
 //! - [`exchange`]: one plaintext request in one write, on a connection of
 //!   its own, as original peers are greeted.
-//! - [`secure_exchange`]: one request in a secure session with a peer that
-//!   must prove the key the registry recorded for it, as greetings and
-//!   multicasts travel between our nodes.
-//! - [`Pool`]: secure sessions kept open between requests, as a
-//!   coordinator's deliveries travel.
+//! - [`ticket_exchange`]: the same, for a greeting sealed under the key of
+//!   a registry's ticket ([`wire::ticket`]), whose answer only the peer the
+//!   ticket is for can seal: how our nodes greet each other.
+//! - [`Pool`]: secure sessions with peers that must prove the key the
+//!   registry recorded for them, kept open between requests, as a
+//!   coordinator's deliveries and a sender's multicasts travel.
 
 use std::collections::HashMap;
 use std::io;
@@ -25,6 +26,7 @@ use tokio_util::codec::{Framed, FramedRead};
 use wire::codec::{FrameError, JsonCodec, LinkCodec, MAX_REPLY_BYTES};
 use wire::envelope::{self, EnvelopeError, Opened};
 use wire::secure::{self, HandshakeError, Keys, PublicKey};
+use wire::ticket::{Introduction, TicketAnswer, TicketError};
 
 use crate::protocol::ErrorBody;
 
@@ -58,6 +60,10 @@ pub enum ExchangeError {
     Envelope(#[source] EnvelopeError),
     #[error("refused")]
     Refused(#[source] ErrorBody),
+    #[error("the registry gave no ticket for this peer (it registered without a ticket key), and it may not be greeted in plaintext")]
+    NoTicket,
+    #[error("the greeting with a ticket failed")]
+    Ticket(#[source] TicketError),
 }
 
 impl ExchangeError {
@@ -144,18 +150,24 @@ async fn open(target: Target, keys: &Keys, deadlines: Deadlines) -> Result<Seale
     Ok(Framed::new(stream, LinkCodec::sealed(session, MAX_REPLY_BYTES)))
 }
 
-/// Sends `message` to `target` in a secure session of its own, and returns the answer.
-pub async fn secure_exchange<T: Serialize>(
-    target: Target,
-    keys: &Keys,
-    message: &T,
+/// Sends `greeting` to `addr` as attempt `attempt` with the registry's
+/// `introduction`, as [`exchange`] sends a plaintext one, and returns the
+/// answer, once it opens under the introduction's key. A hang-up is no
+/// answer here (see [`first_answer`]); an answer that does not open, or is
+/// not sealed at all, came from someone other than the node the ticket is for.
+pub async fn ticket_exchange(
+    addr: SocketAddr,
+    introduction: &Introduction,
+    attempt: u32,
+    greeting: &[u8],
     deadlines: Deadlines,
 ) -> Result<Map<String, Value>, ExchangeError> {
-    let mut sealed = open(target, keys, deadlines).await?;
-    let answer = first_answer(request_on(&mut sealed, message, deadlines.reply).await);
-    // As in `exchange`: a reset, not a FIN, spares both hosts TIME_WAIT.
-    let _ = sealed.get_ref().set_zero_linger();
-    answer
+    let sent = introduction.seal_greeting(attempt, greeting).map_err(ExchangeError::Ticket)?;
+    let answer = exchange(addr, &encode(&sent), deadlines).await?.ok_or(ExchangeError::Dropped)?;
+    let answer: TicketAnswer =
+        serde_json::from_value(Value::Object(answer)).map_err(|_| ExchangeError::Ticket(TicketError::Impostor))?;
+    let opened = introduction.open_answer(attempt, &answer.sealed).map_err(ExchangeError::Ticket)?;
+    check(serde_json::from_slice(&opened).map_err(ExchangeError::Malformed)?)
 }
 
 /// Secure sessions kept open to peers for repeated requests, so that a

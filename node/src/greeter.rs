@@ -1,7 +1,7 @@
-//! Greeting peers: one connection per peer, many peers at once. A peer the
-//! registry recorded a key for is greeted in a secure session in which it
-//! must prove that key, with this node's credential in the greeting; an
-//! original peer, in plaintext.
+//! Greeting peers: one connection per peer, many peers at once. A peer of
+//! ours is greeted with the ticket the registry issued for it
+//! ([`wire::ticket`]): the greeting sealed under the ticket's key, which
+//! only that peer can open and answer under; an original peer, in plaintext.
 //!
 //! A peer counts as greeted when it answers with one JSON object, or closes
 //! the connection without answering (the original nodes may do either).
@@ -14,10 +14,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use wire::secure::Keys;
+use wire::ticket::{Introduction, MAX_ATTEMPTS};
 
 use crate::events::{self, Peer};
-use crate::exchange::{self, Deadlines, ExchangeError, Target};
+use crate::exchange::{self, Deadlines, ExchangeError};
 use crate::greeting::Greeting;
 
 #[derive(Debug, Clone, Copy)]
@@ -25,26 +25,40 @@ pub struct GreetConfig {
     pub deadlines: Deadlines,
     /// Peers greeted at once.
     pub fanout: usize,
-    /// Connection attempts per peer.
+    /// Connection attempts per peer, at most [`MAX_ATTEMPTS`].
     pub attempts: u32,
 }
 
-/// Greets every peer, `fanout` at a time, logging one event per peer.
+/// A contact to greet: a peer, and the registry's introduction to it
+/// (`None` for an original node, greeted in plaintext).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub peer: Peer,
+    pub introduction: Option<Introduction>,
+}
+
+impl Contact {
+    /// An original node, known by its address alone.
+    pub fn original(peer: Peer) -> Contact {
+        Contact { peer, introduction: None }
+    }
+}
+
+/// Greets every contact, `fanout` at a time, logging one event per peer.
 /// Returns how many were greeted.
-pub async fn greet_all(peers: Vec<Peer>, hello: &Greeting<'_>, keys: &Keys, config: GreetConfig) -> usize {
-    // Original peers get the greeting without a credential, which is only for secure sessions.
-    let plain = exchange::encode(&Greeting { credential: None, ..hello.clone() });
-    futures::stream::iter(peers)
-        .map(|peer| {
-            let plain = &plain;
+pub async fn greet_all(contacts: Vec<Contact>, hello: &Greeting<'_>, config: GreetConfig) -> usize {
+    let hello = exchange::encode(hello);
+    futures::stream::iter(contacts)
+        .map(|contact| {
+            let hello = &hello;
             async move {
-                match greet_with_retries(&peer, hello, plain, keys, config).await {
+                match greet_with_retries(&contact, hello, config).await {
                     Ok(()) => {
-                        events::greeting_sent(&peer);
+                        events::greeting_sent(&contact.peer);
                         true
                     }
                     Err(error) => {
-                        events::greeting_failed(&peer, &error);
+                        events::greeting_failed(&contact.peer, &error);
                         false
                     }
                 }
@@ -56,26 +70,22 @@ pub async fn greet_all(peers: Vec<Peer>, hello: &Greeting<'_>, keys: &Keys, conf
         .await
 }
 
-async fn greet_with_retries(
-    peer: &Peer,
-    hello: &Greeting<'_>,
-    plain: &[u8],
-    keys: &Keys,
-    config: GreetConfig,
-) -> Result<(), ExchangeError> {
+/// Greets one contact: `hello` is the greeting, encoded once for all.
+async fn greet_with_retries(contact: &Contact, hello: &[u8], config: GreetConfig) -> Result<(), ExchangeError> {
+    let peer = &contact.peer;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
-        let greeted = match peer.key {
-            Some(key) => {
-                let target = Target { addr: peer.addr, key };
-                exchange::secure_exchange(target, keys, hello, config.deadlines).await.map(drop)
+        let greeted = match (&contact.introduction, peer.key) {
+            (Some(introduction), _) => {
+                exchange::ticket_exchange(peer.addr, introduction, attempt, hello, config.deadlines).await.map(drop)
             }
             // Hanging up without a word is how some original nodes answer.
-            None => exchange::exchange(peer.addr, plain, config.deadlines).await.map(drop),
+            (None, None) => exchange::exchange(peer.addr, hello, config.deadlines).await.map(drop),
+            (None, Some(_)) => Err(ExchangeError::NoTicket),
         };
         match greeted {
-            Err(error) if error.is_transient() && attempt < config.attempts => {
+            Err(error) if error.is_transient() && attempt < config.attempts.min(MAX_ATTEMPTS) => {
                 tracing::debug!(peer_name = %peer.name, peer_addr = %peer.addr, %error, attempt, "retrying a greeting");
                 tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
                 backoff *= 2;

@@ -7,7 +7,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use registry::credential::Signed;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use wire::fields::{check_peer_ip, kind_of, parse_id, parse_ip, parse_port, validate_name};
@@ -28,9 +27,6 @@ pub struct Greeting<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
-    /// The registry's credential for this node's key, sent only in a secure session.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<&'a Signed>,
 }
 
 /// What a node answers to a greeting.
@@ -43,13 +39,12 @@ pub struct GreetingReply {
     pub id: Option<String>,
 }
 
-/// A received greeting: who it says sent it, the registration id it carries
-/// (ours send one; original nodes do not), and the credential that proves it.
+/// A received greeting: who it says sent it, and the registration id it
+/// carries (ours send one; original nodes do not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     pub peer: Peer,
     pub id: Option<String>,
-    pub credential: Option<Signed>,
 }
 
 impl Received {
@@ -89,16 +84,9 @@ pub fn parse(message: Value, from: SocketAddr) -> Result<Received, ErrorBody> {
         None | Some(Value::Null) => None,
         Some(id) => Some(parse_id(id, "id")?),
     };
-    let credential = match fields.get("credential") {
-        None | Some(Value::Null) => None,
-        Some(credential) => Some(
-            serde_json::from_value(credential.clone())
-                .map_err(|_| ErrorBody::bad_request("field `credential` must be a signed credential"))?,
-        ),
-    };
     let peer = fill_ip(Peer { name, addr, key: None }, from);
     check_peer_ip(peer.addr.ip())?;
-    Ok(Received { peer, id, credential })
+    Ok(Received { peer, id })
 }
 
 /// The address a greeting advertises: `ip` (or `IP`) and `puerto`, each optional.
@@ -138,14 +126,8 @@ mod tests {
 
     #[test]
     fn our_greeting_carries_a_name() {
-        let sent = Greeting {
-            mensaje: GREETING,
-            ip: Some("10.0.0.5".parse().unwrap()),
-            puerto: 7,
-            name: "n1",
-            id: Some("x"),
-            credential: None,
-        };
+        let sent =
+            Greeting { mensaje: GREETING, ip: Some("10.0.0.5".parse().unwrap()), puerto: 7, name: "n1", id: Some("x") };
         let received = parse(serde_json::to_value(&sent).unwrap(), from()).unwrap();
         assert_eq!(received.peer, Peer { name: "n1".into(), addr: "10.0.0.5:7".parse().unwrap(), key: None });
         assert_eq!(received.key(), ("10.0.0.5:7".parse().unwrap(), Some("x".into())));

@@ -34,7 +34,7 @@ pub mod view;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use registry::client::ClientError;
@@ -44,10 +44,12 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wire::connection;
+use wire::ticket::{Seen, TicketKey};
 
 pub use config::Config;
-use events::{Event, Identity, Peer};
+use events::{Event, Identity};
 use exchange::Deadlines;
+use greeter::Contact;
 use greeting::{Greeting, GREETING};
 use link::RegistryLink;
 use listener::{Context, Known, Trust, Vouched};
@@ -113,9 +115,12 @@ impl Node {
             (None, None) => Advertise::ConnectionLocal,
         };
         let name = config.name.clone().unwrap_or_else(|| default_name(puerto));
+        let ticket_key = Arc::new(TicketKey::generate());
         let context = Context {
             name: name.clone(),
             keys: config.keys.clone(),
+            ticket_key: ticket_key.clone(),
+            tickets_seen: Mutex::new(Seen::new(recent::REMEMBERED_PEERS)),
             id: Default::default(),
             trust: Default::default(),
             known: Known::default(),
@@ -136,6 +141,7 @@ impl Node {
                 advertise,
                 backoff: config.backoff,
                 incarnation: membership::incarnation(),
+                ticket_key,
             },
             context: Arc::new(context),
         }
@@ -189,22 +195,21 @@ impl Node {
     ) {
         let id = session.lease.as_ref().map(|(id, _)| id.clone());
         *wire::lock(&self.context.id) = id.clone();
-        let credential = session.vouched.as_ref().and_then(|(_, _, credential)| credential.clone());
-        *wire::lock(&self.context.trust) = match session.vouched.clone() {
-            Some((key, policy, credential)) => Trust::Registry(Arc::new(Vouched { key, policy, credential })),
+        *wire::lock(&self.context.trust) = match session.vouched {
+            Some((key, policy)) => Trust::Registry(Arc::new(Vouched { key, policy })),
             None => Trust::Original,
         };
         let contacts = session.peers.len();
-        let new_peers: Vec<Peer> = {
+        let new_peers: Vec<Contact> = {
             let mut known = wire::lock(&self.context.known);
-            session.peers.into_iter().filter(|peer| known.insert(peer.addr)).collect()
+            session.peers.into_iter().filter(|contact| known.insert(contact.peer.addr)).collect()
         };
         let addr = session.addr.to_string();
         let mode = if id.is_some() { "leased" } else { "original" };
         let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr, group: session.group };
         events::registered(event, &me, &self.membership.link.addr.to_string(), mode, contacts, new_peers.len());
 
-        let (name, greet, keys) = (self.membership.name.clone(), config.greet, config.keys.clone());
+        let (name, greet) = (self.membership.name.clone(), config.greet);
         let greeting = async move {
             let hello = Greeting {
                 mensaje: GREETING,
@@ -212,9 +217,8 @@ impl Node {
                 puerto: session.addr.port(),
                 name: &name,
                 id: id.as_deref(),
-                credential: credential.as_ref(),
             };
-            greeter::greet_all(new_peers, &hello, &keys, greet).await;
+            greeter::greet_all(new_peers, &hello, greet).await;
         };
         tracker.spawn(cancellable(token.clone(), greeting));
     }

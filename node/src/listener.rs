@@ -4,18 +4,19 @@
 //! operations may follow one another on one connection, which a coordinator
 //! keeps open between multicasts.
 //!
-//! Who is believed ([`Trust`]): a greeter in a secure session is who the
-//! registry's credential for the key it proved says; a plaintext greeter is
-//! an original node, believed only where the registry says one listens at
-//! the address it gives, or when the registry itself is an original one.
-//! Everything else is refused, and logged once as `greeting_rejected`.
+//! Who is believed ([`Trust`]): a greeter with a ticket ([`wire::ticket`])
+//! is who the ticket, sealed by the registry for this node alone, says; a
+//! plaintext greeter is an original node, believed only where the registry
+//! says one listens at the address it gives, or when the registry itself is
+//! an original one. Everything else is refused, and logged once as
+//! `greeting_rejected`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use registry::credential::{CredentialError, GroupClaims, MemberClaims, RegistryKey, Signed};
+use registry::credential::{unix_ms, CredentialError, GroupClaims, RegistryKey, Signed};
 use registry::protocol::{ErrorCode as RegistryCode, Policy};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -25,6 +26,7 @@ use wire::codec::{Decoded, FrameError};
 use wire::connection::{self, Accepted};
 use wire::envelope::Reply;
 use wire::secure::{Keys, PublicKey};
+use wire::ticket::{Delivery, Seen, TicketAnswer, TicketGreeting, TicketKey};
 
 use crate::events::{self, Peer};
 use crate::exchange::{Deadlines, Pool};
@@ -67,11 +69,9 @@ pub enum Trust {
 /// What a registry of ours told this node when it registered.
 #[derive(Debug)]
 pub struct Vouched {
-    /// The key its credentials and group views are signed with.
+    /// The key its group views are signed with.
     pub key: RegistryKey,
     pub policy: Policy,
-    /// This node's own credential, shown to the peers it greets.
-    pub credential: Option<Signed>,
 }
 
 /// An answer to a peer.
@@ -80,6 +80,8 @@ pub struct Vouched {
 enum Answer {
     /// A greeting's answer, in the original programs' shape (no `ok`).
     Greeting(GreetingReply),
+    /// The answer to a greeting with a ticket: the same, sealed.
+    Ticket(TicketAnswer),
     /// Group operations and refusals, in the envelope.
     Enveloped(GroupReply),
 }
@@ -89,6 +91,10 @@ enum Answer {
 pub struct Context {
     pub name: String,
     pub keys: Keys,
+    /// This run's secret with the registry, which opens the tickets of those who greet it.
+    pub ticket_key: Arc<TicketKey>,
+    /// The tickets it was greeted with, and their attempts.
+    pub tickets_seen: Mutex<Seen>,
     /// The id the registry gave this node, once it has one.
     pub id: Mutex<Option<String>>,
     pub trust: Mutex<Trust>,
@@ -155,6 +161,9 @@ pub async fn serve(accepted: Accepted, context: Arc<Context>) {
                 let keep_open = remote.is_some() && answer.is_ok();
                 (answer.map(|a| Answer::Enveloped(Reply::Ok(a))), keep_open)
             }
+            Ok(Ok(Value::Object(fields))) if fields.contains_key("ticket") => {
+                (answer_ticket(Value::Object(fields), from, &context).map(Answer::Ticket), false)
+            }
             Ok(Ok(message)) => (answer_greeting(message, from, remote, &context).await.map(Answer::Greeting), false),
         };
         let answer = answer.unwrap_or_else(|error| {
@@ -174,6 +183,7 @@ fn unauthorized(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(RegistryCode::Unauthorized, message)
 }
 
+/// A greeting in plaintext: an original node's.
 async fn answer_greeting(
     message: Value,
     from: SocketAddr,
@@ -182,39 +192,76 @@ async fn answer_greeting(
 ) -> Result<GreetingReply, ErrorBody> {
     let received = greeting::parse(message, from)?;
     let verified = match remote {
-        Some(key) => verify_sealed(&received, key, &context.trust()),
+        Some(_) => Err(unauthorized("a greeting travels with a ticket from the registry, not in a secure session")),
         None => verify_plain(&received, context).await,
     };
     let (peer, id) = verified.inspect_err(|reason| {
         events::greeting_rejected(from, Some(&received.peer.name), reason);
     })?;
     let first_time = wire::lock(&context.greeted_by).insert((peer.addr, id));
-    if first_time {
-        events::greeting_received(&peer, from);
-        wire::lock(&context.known).insert(peer.addr);
-    } else {
-        debug!(peer_name = %peer.name, peer_addr = %peer.addr, "answered a repeated greeting");
-    }
-    let id = wire::lock(&context.id).clone();
-    Ok(GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(context.name.clone()), id })
+    log_greeting(if first_time { Delivery::First } else { Delivery::Repeat }, &peer, from, context);
+    Ok(reply(context))
 }
 
-/// A greeter in a secure session is who the registry's credential for its key says.
-fn verify_sealed(received: &Received, key: PublicKey, trust: &Trust) -> Result<(Peer, Option<String>), ErrorBody> {
-    let Trust::Registry(vouched) = trust else {
-        return Err(unauthorized("this node has no registry to check credentials against yet"));
+/// A greeting with a ticket ([`wire::ticket`]): the greeter is who the
+/// ticket says, and the greeting must say the same; the answer is sealed
+/// under the ticket's key. Every refusal is logged once, with its reason.
+fn answer_ticket(message: Value, from: SocketAddr, context: &Context) -> Result<TicketAnswer, ErrorBody> {
+    let sent: TicketGreeting = serde_json::from_value(message)
+        .map_err(|_| ErrorBody::bad_request("a greeting with a ticket has `ticket`, `attempt` and `sealed`"))?;
+    let mut claimed = None;
+    let refuse = |claimed: Option<&str>, reason: String| {
+        events::greeting_rejected(from, claimed, &reason);
+        unauthorized(reason)
     };
-    let credential = received
-        .credential
-        .as_ref()
-        .ok_or_else(|| unauthorized("a greeting in a secure session needs a credential"))?;
-    let claims: MemberClaims =
-        credential.open(&vouched.key).map_err(|error| unauthorized(credential_refusal(&error)))?;
-    if claims.key != key {
-        return Err(unauthorized(format!("the credential is for key {}, not the key the greeter proved", claims.key)));
+    let checked = (|| {
+        if !matches!(context.trust(), Trust::Registry(_)) {
+            return Err("this node is not registered with a registry of ours, which alone issues tickets".to_owned());
+        }
+        let now = unix_ms();
+        let opened = context.ticket_key.open(&sent.ticket, context.keys.identity.public(), now).map_err(refusal)?;
+        claimed = Some(opened.greeter.name.clone());
+        let greeting = opened.open_greeting(sent.attempt, &sent.sealed).map_err(refusal)?;
+        let said = serde_json::from_slice(&greeting).map_err(|_| "the sealed greeting is not JSON".to_owned())?;
+        let said = greeting::parse(said, from).map_err(|error| error.message)?;
+        let greeter = &opened.greeter;
+        if said.peer.name != greeter.name || said.peer.addr != greeter.addr || said.id.as_ref() != Some(&greeter.id) {
+            return Err(format!(
+                "the greeting claims to be {} at {}, and the ticket names {} at {}",
+                said.peer.name, said.peer.addr, greeter.name, greeter.addr
+            ));
+        }
+        let delivery = wire::lock(&context.tickets_seen).record(&opened, sent.attempt, now).map_err(refusal)?;
+        Ok((opened, delivery))
+    })();
+    let (opened, delivery) = checked.map_err(|reason| refuse(claimed.as_deref(), reason))?;
+    let greeter = &opened.greeter;
+    let peer = Peer { name: greeter.name.clone(), addr: greeter.addr, key: Some(greeter.key) };
+    log_greeting(delivery, &peer, from, context);
+    let answer = serde_json::to_vec(&reply(context)).expect("a reply serializes");
+    Ok(TicketAnswer { sealed: opened.seal_answer(sent.attempt, &answer) })
+}
+
+fn refusal(error: wire::ticket::TicketError) -> String {
+    error.to_string()
+}
+
+/// Logs a greeting the first time its greeter is heard from; a greeter's
+/// retry, whose first answer was lost or late, is answered but not logged again.
+fn log_greeting(delivery: Delivery, peer: &Peer, from: SocketAddr, context: &Context) {
+    match delivery {
+        Delivery::First => {
+            events::greeting_received(peer, from);
+            wire::lock(&context.known).insert(peer.addr);
+        }
+        Delivery::Repeat => debug!(peer_name = %peer.name, peer_addr = %peer.addr, "answered a repeated greeting"),
     }
-    let peer = Peer { name: claims.name, addr: SocketAddr::new(claims.ip, claims.puerto), key: Some(key) };
-    Ok((peer, Some(claims.id)))
+}
+
+/// What this node answers a greeting with.
+fn reply(context: &Context) -> GreetingReply {
+    let id = wire::lock(&context.id).clone();
+    GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(context.name.clone()), id }
 }
 
 /// `view` checked against the registry's `key`, or as it was checked last
@@ -258,7 +305,7 @@ async fn verify_plain(received: &Received, context: &Context) -> Result<(Peer, O
                     Ok((Peer { name: entry.name, addr, key: None }, received.id.clone()))
                 }
                 Ok(entry) => Err(unauthorized(format!(
-                    "{} at {addr} registered with a key, and must greet in a secure session",
+                    "{} at {addr} registered with a key, and must greet with a ticket",
                     entry.name
                 ))),
                 Err(error) => Err(unauthorized(format!(
@@ -351,6 +398,8 @@ mod tests {
         Context {
             name: "me".into(),
             keys: keys(),
+            ticket_key: Arc::new(TicketKey::generate()),
+            tickets_seen: Mutex::new(Seen::new(REMEMBERED_PEERS)),
             id: Mutex::new(Some("ab-1".into())),
             trust: Mutex::new(Trust::Original),
             known: Known::default(),

@@ -3,14 +3,17 @@
 //! the node proved its key.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use registry::client::{ClientError, Joined};
-use registry::credential::{RegistryKey, Signed};
-use registry::protocol::{NativeRequest, Policy};
+use registry::credential::RegistryKey;
+use registry::protocol::{NativeRequest, Policy, Registered};
+use wire::ticket::TicketKey;
 
 use crate::config::Backoff;
 use crate::events::{self, Peer};
+use crate::greeter::Contact;
 use crate::link::{on_link, RegistryLink};
 
 /// Where the advertised ip comes from.
@@ -34,11 +37,11 @@ pub struct Session {
     pub addr: SocketAddr,
     /// The group it was placed in; `None` from an original registry.
     pub group: Option<u32>,
-    /// The contacts registered before this node.
-    pub peers: Vec<Peer>,
-    /// What a registry of ours vouches with: its key, its policy and this
-    /// node's credential; `None` from an original registry.
-    pub vouched: Option<(RegistryKey, Policy, Option<Signed>)>,
+    /// The contacts registered before this node, with their tickets.
+    pub peers: Vec<Contact>,
+    /// What a registry of ours vouches with: its key and its policy;
+    /// `None` from an original registry.
+    pub vouched: Option<(RegistryKey, Policy)>,
 }
 
 #[derive(Debug)]
@@ -52,6 +55,9 @@ pub struct Membership {
     /// registry answers a registration sent again (its reply was lost or
     /// late) as the same one, and nobody is introduced to this node twice.
     pub incarnation: String,
+    /// Drawn once per run too: the registry seals the tickets of those who
+    /// greet this node under it.
+    pub ticket_key: Arc<TicketKey>,
 }
 
 impl Membership {
@@ -86,9 +92,14 @@ impl Membership {
                         Advertise::Observed => None,
                         Advertise::ConnectionLocal => Some(local_ip),
                     };
-                    let incarnation = Some(self.incarnation.as_str());
-                    let request =
-                        NativeRequest::Register { ip, puerto: self.puerto, name: &self.name, group, incarnation };
+                    let request = NativeRequest::Register {
+                        ip,
+                        puerto: self.puerto,
+                        name: &self.name,
+                        group,
+                        incarnation: Some(self.incarnation.as_str()),
+                        ticket_key: client.is_secure().then_some(&*self.ticket_key),
+                    };
                     client.register(&request).await.map(|joined| (joined, ip, local_ip))
                 }
                 Err(error) => Err(error),
@@ -106,15 +117,11 @@ impl Membership {
         }
         Ok(match joined {
             Joined::Leased(registered) => Session {
-                lease: Some((registered.id, Duration::from_millis(registered.ttl_ms))),
+                lease: Some((registered.id.clone(), Duration::from_millis(registered.ttl_ms))),
                 addr: registered.entry.addr(),
                 group: registered.entry.group,
-                peers: registered
-                    .contactos
-                    .into_iter()
-                    .map(|c| Peer { addr: c.addr(), name: c.name, key: c.key })
-                    .collect(),
-                vouched: Some((registered.registry_key, registered.policy, registered.credential)),
+                vouched: Some((registered.registry_key, registered.policy)),
+                peers: contacts(*registered),
             },
             Joined::Original(addrs) => {
                 // An original registry answers once and hangs up.
@@ -123,7 +130,10 @@ impl Membership {
                     lease: None,
                     addr: SocketAddr::new(ip.unwrap_or(local_ip), self.puerto),
                     group: None,
-                    peers: addrs.into_iter().map(|addr| Peer { name: addr.to_string(), addr, key: None }).collect(),
+                    peers: addrs
+                        .into_iter()
+                        .map(|addr| Contact::original(Peer { name: addr.to_string(), addr, key: None }))
+                        .collect(),
                     vouched: None,
                 }
             }
@@ -138,6 +148,19 @@ impl Membership {
     pub async fn leave(&self, id: &str) -> Result<(), ClientError> {
         on_link!(&self.link, |client| client.deregister(id).await.map(drop))
     }
+}
+
+/// The contacts of a registration, each with its ticket when the registry gave one.
+fn contacts(registered: Registered) -> Vec<Contact> {
+    let mut tickets = registered.tickets.into_iter();
+    registered
+        .contactos
+        .into_iter()
+        .map(|c| Contact {
+            peer: Peer { addr: c.addr(), name: c.name, key: c.key },
+            introduction: tickets.next().flatten(),
+        })
+        .collect()
 }
 
 /// A fresh incarnation: 128 random bits, so that no two runs share one.

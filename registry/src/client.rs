@@ -171,6 +171,11 @@ impl Client {
         Ok(stream)
     }
 
+    /// Whether this is a secure session, in which secrets may travel.
+    pub fn is_secure(&self) -> bool {
+        self.framed.codec().remote().is_some()
+    }
+
     /// Our end of the connection: the address the registry sees us at, barring NAT.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.framed.get_ref().local_addr()
@@ -186,7 +191,13 @@ impl Client {
                     _ => Err(self.unexpected(op, "`clientes` is not an array")),
                 }
             }
-            reply => self.success(op, reply).map(|registered| Joined::Leased(Box::new(registered))),
+            reply => {
+                let registered: Registered = self.success(op, reply)?;
+                if !registered.tickets.is_empty() && registered.tickets.len() != registered.contactos.len() {
+                    return Err(self.unexpected(op, "`tickets` does not match `contactos` one for one"));
+                }
+                Ok(Joined::Leased(Box::new(registered)))
+            }
         }
     }
 

@@ -1,22 +1,16 @@
 //! What the registry vouches for, signed with its Ed25519 key, so that
-//! nodes can check each other without asking it.
+//! nodes can check it without asking: a [`GroupClaims`] view, given with
+//! every group lookup, says who coordinates a group and who its members
+//! are. A coordinator presents it with each delivery; a member accepts only
+//! a delivery from the view's coordinator, in a view that includes the
+//! member. (Greetings need no signature: the registry introduces greeters
+//! with tickets, [`wire::ticket`].)
 //!
-//! - A [`MemberClaims`] credential, given to a node in its registration
-//!   reply, says which name, address and group belong to which static key.
-//!   A greeter presents its own; the greeted node checks the signature and
-//!   that the key is the one the greeter proved in the handshake.
-//! - A [`GroupClaims`] view, given with every group lookup, says who
-//!   coordinates a group and who its members are. A coordinator presents it
-//!   with each delivery; a member accepts only a delivery from the view's
-//!   coordinator, in a view that includes the member.
-//!
-//! Both expire ([`VALIDITY`], [`VIEW_VALIDITY`]), so a credential outlives
-//! neither a lease for long nor a change of holder. The registry draws its signing key at
-//! start-up; nodes learn the public half in their (authenticated)
-//! registration reply.
+//! A view expires ([`VIEW_VALIDITY`]), so it does not outlive a change of
+//! coordinator for long. The registry draws its signing key at start-up;
+//! nodes learn the public half in their (authenticated) registration reply.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,10 +21,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use wire::secure::{key_bytes, key_text, PublicKey};
 use zeroize::Zeroizing;
-
-/// How long a member credential is honoured. Generous for clock skew
-/// between hosts, short next to the life of a name.
-pub const VALIDITY: Duration = Duration::from_secs(300);
 
 /// How long a group view is honoured: a coordinator that lost its place (it
 /// left, its lease ran out) could go on delivering with its last view until
@@ -141,19 +131,6 @@ impl Signed {
     }
 }
 
-/// Who a registered node is, as the registry recorded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename = "member")]
-pub struct MemberClaims {
-    pub id: String,
-    pub name: String,
-    pub ip: IpAddr,
-    pub puerto: u16,
-    pub key: PublicKey,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<u32>,
-}
-
 /// A group's coordinator and members, as the registry saw them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename = "group")]
@@ -176,51 +153,39 @@ mod tests {
     use super::*;
     use wire::secure::Identity;
 
-    fn member() -> MemberClaims {
-        MemberClaims {
-            id: "ab-1".into(),
-            name: "alice".into(),
-            ip: "127.0.0.1".parse().unwrap(),
-            puerto: 7,
-            key: Identity::generate().public(),
-            group: Some(2),
-        }
+    fn view() -> GroupClaims {
+        let (coordinator, member) = (Identity::generate().public(), Identity::generate().public());
+        GroupClaims { group: 2, coordinator: Some(coordinator), members: vec![coordinator, member] }
     }
 
     #[test]
     fn signed_claims_open_with_the_signers_key_only() {
         let (signer, other) = (Signer::generate(), Signer::generate());
-        let signed = signer.sign(&member(), VALIDITY);
-        let opened: MemberClaims = signed.open(&signer.public()).unwrap();
-        assert_eq!(opened.name, "alice");
-        assert_eq!(signed.open::<MemberClaims>(&other.public()).unwrap_err(), CredentialError::BadSignature);
+        let claims = view();
+        let signed = signer.sign(&claims, VIEW_VALIDITY);
+        let opened: GroupClaims = signed.open(&signer.public()).unwrap();
+        assert_eq!(opened, claims);
+        assert_eq!(signed.open::<GroupClaims>(&other.public()).unwrap_err(), CredentialError::BadSignature);
     }
 
     #[test]
     fn altered_claims_fail_the_signature() {
         let signer = Signer::generate();
-        let signed = signer.sign(&member(), VALIDITY);
+        let signed = signer.sign(&view(), VIEW_VALIDITY);
         let bytes = URL_SAFE_NO_PAD.decode(&signed.claims).unwrap();
-        let forged = String::from_utf8(bytes).unwrap().replace("alice", "mallo");
+        let forged = String::from_utf8(bytes).unwrap().replace("\"group\":2", "\"group\":3");
         let forged = Signed { claims: URL_SAFE_NO_PAD.encode(forged), ..signed };
-        assert_eq!(forged.open::<MemberClaims>(&signer.public()).unwrap_err(), CredentialError::BadSignature);
-    }
-
-    #[test]
-    fn a_member_credential_is_not_a_group_view() {
-        let signer = Signer::generate();
-        let signed = signer.sign(&member(), VALIDITY);
-        assert_eq!(signed.open::<GroupClaims>(&signer.public()).unwrap_err(), CredentialError::Malformed);
+        assert_eq!(forged.open::<GroupClaims>(&signer.public()).unwrap_err(), CredentialError::BadSignature);
     }
 
     #[test]
     fn expired_claims_are_refused() {
         let signer = Signer::generate();
-        let body = Expiring { expires_ms: unix_ms() - 2_000, claims: member() };
+        let body = Expiring { expires_ms: unix_ms() - 2_000, claims: view() };
         let bytes = serde_json::to_vec(&body).unwrap();
         let sig = signer.key.sign(&bytes);
         let old = Signed { claims: URL_SAFE_NO_PAD.encode(&bytes), sig: URL_SAFE_NO_PAD.encode(sig.to_bytes()) };
-        assert!(matches!(old.open::<MemberClaims>(&signer.public()), Err(CredentialError::Expired { ago_s: 2 })));
+        assert!(matches!(old.open::<GroupClaims>(&signer.public()), Err(CredentialError::Expired { ago_s: 2 })));
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //!   stream, and the bounded history they read them from.
 //! - [`server`]: the registry service: request loop and lease sweeper.
 //! - [`client`]: an async client, used by the node, the launcher and the tests.
-//! - [`credential`]: what the registry signs for nodes to check each other:
-//!   member credentials and group views.
+//! - [`credential`]: what the registry signs for nodes to check it by:
+//!   group views. (Greeters are introduced with tickets, [`wire::ticket`],
+//!   which the server seals at each registration.)
 //! - [`cli`]: the command line and environment of the `registry` binary.
 //! - [`events`]: the registry's log contract ([`events::Event`]), read back
 //!   by the launcher and the tests.

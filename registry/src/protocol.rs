@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use wire::envelope::{self, Code};
 use wire::fields::{kind_of, parse_group, parse_id, parse_ip, parse_port, truncate, validate_name};
 use wire::secure::PublicKey;
+use wire::ticket::{Introduction, TicketKey};
 
 use crate::credential::{RegistryKey, Signed};
 
@@ -140,6 +141,9 @@ pub struct Registration {
     pub dialect: Dialect,
     /// The key the registrant proved in its handshake; never from the request.
     pub key: Option<PublicKey>,
+    /// What tickets for the registrant are to be sealed under (see
+    /// [`wire::ticket`]); taken only in a secure session.
+    pub ticket_key: Option<TicketKey>,
 }
 
 /// How a request names its entry.
@@ -194,6 +198,10 @@ pub enum NativeRequest<'a> {
         /// again (its reply was lost) is recognised as the same one.
         #[serde(skip_serializing_if = "Option::is_none")]
         incarnation: Option<&'a str>,
+        /// The node's secret for this run, which the tickets of those who
+        /// greet it are sealed under; sent only in a secure session.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ticket_key: Option<&'a TicketKey>,
     },
     Heartbeat {
         id: &'a str,
@@ -247,6 +255,15 @@ impl Request {
                     .transpose()?,
                 dialect: Dialect::Native,
                 key: None,
+                ticket_key: fields
+                    .get("ticket_key")
+                    .filter(|k| !k.is_null())
+                    .map(|k| {
+                        serde_json::from_value(k.clone()).map_err(|_| {
+                            ErrorBody::bad_request("field `ticket_key` must be 43 characters of base64url")
+                        })
+                    })
+                    .transpose()?,
             })),
             "heartbeat" => Ok(Request::Heartbeat { id: parse_id(required(&fields, "id")?, "id")? }),
             "deregister" => match (fields.get("id"), fields.get("name")) {
@@ -301,7 +318,16 @@ fn parse_dialect_registration(fields: &Map<String, Value>) -> Result<Request, Er
         return Err(ErrorBody::bad_request("missing field `op` (or `ip` and `puerto` for an original registration)"));
     };
     let puerto = parse_port(required(fields, "puerto")?, "puerto")?;
-    Ok(Request::Register(Registration { ip, puerto, name: None, group: None, incarnation: None, dialect, key: None }))
+    Ok(Request::Register(Registration {
+        ip,
+        puerto,
+        name: None,
+        group: None,
+        incarnation: None,
+        dialect,
+        key: None,
+        ticket_key: None,
+    }))
 }
 
 fn required<'v>(fields: &'v Map<String, Value>, key: &str) -> Result<&'v Value, ErrorBody> {
@@ -334,12 +360,13 @@ pub struct Registered<C = Contact> {
     pub entry: Contact,
     /// The live contacts registered before this one, oldest first.
     pub contactos: Vec<C>,
-    /// The registry's signing key, which checks credentials and group views.
+    /// For each contact, in the same order, the ticket and key to greet
+    /// it with (see [`wire::ticket`]): for a registrant that gave a ticket
+    /// key, `null` for a contact that gave none (an original node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tickets: Vec<Option<Introduction>>,
+    /// The registry's signing key, which checks group views.
     pub registry_key: RegistryKey,
-    /// The entry's signed [`crate::credential::MemberClaims`], for a node
-    /// that proved a key; it shows it to the peers it greets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<Signed>,
     pub policy: Policy,
 }
 
@@ -479,6 +506,7 @@ mod tests {
                 incarnation: None,
                 dialect: Dialect::Native,
                 key: None,
+                ticket_key: None,
             })
         );
     }
@@ -569,8 +597,14 @@ mod tests {
 
     #[test]
     fn client_requests_parse_back_on_the_server() {
-        let sent =
-            NativeRequest::Register { ip: None, puerto: 9, name: "n", group: Some(2), incarnation: Some("run-1") };
+        let sent = NativeRequest::Register {
+            ip: None,
+            puerto: 9,
+            name: "n",
+            group: Some(2),
+            incarnation: Some("run-1"),
+            ticket_key: None,
+        };
         let value = serde_json::to_value(&sent).unwrap();
         assert_eq!(
             parse(value).unwrap(),
@@ -582,6 +616,7 @@ mod tests {
                 incarnation: Some("run-1".into()),
                 dialect: Dialect::Native,
                 key: None,
+                ticket_key: None,
             })
         );
         let value = serde_json::to_value(NativeRequest::Deregister { id: "abc" }).unwrap();

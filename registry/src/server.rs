@@ -24,14 +24,15 @@ use tracing::{debug, warn};
 use wire::codec::{Decoded, FrameError};
 use wire::connection::{self, Accepted, JsonStream, Limits};
 use wire::secure::{Admission, Identity, Keys, PublicKey};
+use wire::ticket::{Greeter, Introduction, TICKET_VALIDITY};
 
-use crate::credential::{GroupClaims, MemberClaims, Signer, VALIDITY, VIEW_VALIDITY};
+use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
 use crate::protocol::{
     millis, ClientesContact, Contact, Dialect, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact, Policy,
     Registered, Registration, Renewed, Reply, Request, Since,
 };
-use crate::store::{Capacity, Leases, Store, StoreError};
+use crate::store::{Capacity, Leases, Store, StoreError, ToGreet};
 use crate::watch::{Change, WatchEvent, PROGRESS_EVERY};
 
 /// Changes a watcher is sent per read of the history.
@@ -353,9 +354,14 @@ impl Connection {
         }
     }
 
-    /// With a join token, a plaintext connection may only register in an
-    /// original dialect, and only under `allow_original`.
+    /// A ticket key only in a secure session; with a join token, a
+    /// plaintext connection may only register in an original dialect, and
+    /// only under `allow_original`.
     fn admit(&self, request: &Request) -> Result<(), ErrorBody> {
+        if self.remote.is_none() && matches!(request, Request::Register(r) if r.ticket_key.is_some()) {
+            // Whoever is on the path would read it.
+            return Err(ErrorBody::bad_request("field `ticket_key` travels only in a secure session"));
+        }
         if self.remote.is_some() || !self.config.admission.requires_token() {
             return Ok(());
         }
@@ -418,34 +424,46 @@ impl Connection {
             Dialect::Native => Reply::Registered(Box::new(Registered {
                 id: entry.id.clone(),
                 ttl_ms: millis(self.store.leases().ttl),
-                credential: entry.key.map(|key| {
-                    let claims = MemberClaims {
-                        id: entry.id.clone(),
-                        name: entry.name.clone(),
-                        ip: entry.ip,
-                        puerto: entry.puerto,
-                        key,
-                        group: entry.group,
-                    };
-                    self.views.signer.sign(&claims, VALIDITY)
-                }),
+                tickets: tickets(&entry, registration, &contacts),
                 registry_key: self.views.signer.public(),
                 policy: self.policy(),
                 entry,
-                contactos: contacts,
+                contactos: contacts.into_iter().map(|earlier| earlier.contact).collect(),
             })),
             Dialect::Original => Reply::Original(
                 contacts
                     .iter()
-                    .map(|c| OriginalContact { ip: c.value.ip, puerto: c.value.puerto, name: c.value.name.clone() })
+                    .map(|c| &c.contact.value)
+                    .map(|c| OriginalContact { ip: c.ip, puerto: c.puerto, name: c.name.clone() })
                     .collect(),
             ),
             Dialect::Clientes => {
-                let clientes = contacts.iter().map(|c| ClientesContact { ip: c.value.ip, puerto: c.value.puerto });
+                let clientes =
+                    contacts.iter().map(|c| ClientesContact { ip: c.contact.value.ip, puerto: c.contact.value.puerto });
                 Reply::Clientes(clientes.collect())
             }
         })
     }
+}
+
+/// The tickets with which `entry` greets each of `contacts` (see
+/// [`wire::ticket`]): none for a registrant that gave no ticket key, which
+/// no one could greet either; `None` for an original contact, greeted in
+/// plaintext. Sealed outside the store's lock.
+fn tickets(entry: &Contact, registration: &Registration, contacts: &[ToGreet]) -> Vec<Option<Introduction>> {
+    let Some(key) = entry.key.filter(|_| registration.ticket_key.is_some()) else {
+        return Vec::new();
+    };
+    let greeter =
+        Greeter { id: entry.id.clone(), name: entry.name.clone(), addr: entry.addr(), key, group: entry.group };
+    let expires_ms = unix_ms() + millis(TICKET_VALIDITY);
+    contacts
+        .iter()
+        .map(|earlier| {
+            let receiver = earlier.contact.value.key?;
+            Some(earlier.ticket_key.as_ref()?.issue(receiver, &greeter, expires_ms))
+        })
+        .collect()
 }
 
 #[cfg(test)]

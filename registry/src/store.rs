@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use wire::fields::{check_peer_ip, truncate, BadField};
 
 use wire::secure::PublicKey;
+use wire::ticket::TicketKey;
 
 use crate::protocol::{Contact, Dialect, Encoded, EncodedContact, EntryKey, ErrorCode, Registration, Since};
 use crate::watch::{Change, Compacted, History, LeftReason, Snapshot, WatchEvent, WatchStart, Watching};
@@ -119,11 +120,19 @@ pub struct Admitted {
     /// Whom it is to greet, in order: the live entries before its place,
     /// and, back at its place after its lease ran out, the live ones
     /// admitted while it was gone.
-    pub contacts: Vec<Arc<EncodedContact>>,
+    pub contacts: Vec<ToGreet>,
     /// Entries it replaced: the same node registering again.
     pub replaced: Vec<Contact>,
     /// A repeat of an incarnation already admitted, answered as it was then.
     pub repeat: bool,
+}
+
+/// An entry a registrant is to greet, with the key its tickets are sealed under.
+#[derive(Debug, Clone)]
+pub struct ToGreet {
+    pub contact: Arc<EncodedContact>,
+    /// Given by a node of ours at registration; `None` for the originals.
+    pub ticket_key: Option<Arc<TicketKey>>,
 }
 
 #[derive(Debug)]
@@ -142,6 +151,8 @@ pub struct Store {
 #[derive(Debug)]
 struct Entry {
     shared: Arc<EncodedContact>,
+    /// What tickets for its node are sealed under.
+    ticket_key: Option<Arc<TicketKey>>,
     expires_at: Option<Instant>,
     /// When its lease was last granted or renewed.
     renewed_at: Instant,
@@ -396,7 +407,7 @@ impl State {
     /// that came while the earlier one was away and was there when it came
     /// back: that one greets it on its return, and the later one is not told
     /// of it. (Were both away then, the later one greets on its own return.)
-    fn contacts(&self, seq: u64, now: Instant) -> Vec<Arc<EncodedContact>> {
+    fn contacts(&self, seq: u64, now: Instant) -> Vec<ToGreet> {
         let me = self.entries.get(&seq);
         let greeted_me =
             move |e: &Entry| me.zip(e.away).is_some_and(|(me, (_, back))| e.away_at(me.since) && !me.away_at(back));
@@ -407,7 +418,7 @@ impl State {
         earlier
             .chain(missed_it.into_iter().flatten())
             .filter(|(_, e)| e.is_live(now))
-            .map(|(_, e)| e.shared.clone())
+            .map(|(_, e)| ToGreet { contact: e.shared.clone(), ticket_key: e.ticket_key.clone() })
             .collect()
     }
 
@@ -559,6 +570,7 @@ impl Store {
             *state.originals_by_ip.entry(ip).or_default() += 1;
         }
         let shared = Arc::new(EncodedContact::new(entry.clone()));
+        let ticket_key = registration.ticket_key.clone().map(Arc::new);
         let incarnation = incarnation.map(str::to_owned);
         state.admissions += 1;
         let admission = (now, state.admissions);
@@ -566,7 +578,7 @@ impl Store {
         let session = None;
         state.entries.insert(
             seq,
-            Entry { shared, expires_at, renewed_at: now, incarnation, original_from, since, away, session },
+            Entry { shared, ticket_key, expires_at, renewed_at: now, incarnation, original_from, since, away, session },
         );
         state.history.record(Change::Joined { entry: entry.clone() });
         state.record_coordinators(replaced.iter().map(|c| c.group).chain([group]));
@@ -601,9 +613,9 @@ impl Store {
     }
 
     /// The assigned group with the fewest live members, the lowest on a tie.
-    fn least_loaded(&self, live: &[Arc<EncodedContact>]) -> u32 {
+    fn least_loaded(&self, live: &[ToGreet]) -> u32 {
         let mut load = vec![0usize; self.groups as usize];
-        for group in live.iter().filter_map(|shared| shared.value.group) {
+        for group in live.iter().filter_map(|earlier| earlier.contact.value.group) {
             if let Some(count) = load.get_mut(group as usize - 1) {
                 *count += 1;
             }
@@ -788,6 +800,7 @@ mod tests {
             group: None,
             dialect: Dialect::Native,
             key: None,
+            ticket_key: None,
         }
     }
 
@@ -804,7 +817,7 @@ mod tests {
     }
 
     fn contact_names(admitted: &Admitted) -> Vec<&str> {
-        admitted.contacts.iter().map(|shared| shared.value.name.as_str()).collect()
+        admitted.contacts.iter().map(|earlier| earlier.contact.value.name.as_str()).collect()
     }
 
     #[test]
@@ -1065,6 +1078,7 @@ mod tests {
             incarnation: None,
             dialect: Dialect::Original,
             key: None,
+            ticket_key: None,
         };
         let admitted = store.register(&reg, observed(), Instant::now()).unwrap();
         assert_eq!(admitted.entry.addr(), "192.0.2.1:8089".parse().unwrap());
@@ -1113,6 +1127,7 @@ mod tests {
             incarnation: None,
             dialect: Dialect::Original,
             key: None,
+            ticket_key: None,
         };
         let forever = store();
         let start = Instant::now();
@@ -1156,6 +1171,7 @@ mod tests {
             incarnation: None,
             dialect: Dialect::Original,
             key: None,
+            ticket_key: None,
         };
         assert_eq!(store.register(&legacy, observed(), now).unwrap().entry.group, None);
     }

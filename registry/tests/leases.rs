@@ -34,6 +34,7 @@ async fn join(addr: &RegistryAddr, name: &str, port: u16) -> String {
         name,
         group: None,
         incarnation: None,
+        ticket_key: None,
     };
     match client(addr).await.register(&request).await.unwrap() {
         Joined::Leased(registered) => registered.id,

@@ -300,11 +300,44 @@ pub async fn open_sealed(addr: SocketAddr, keys: &wire::secure::Keys) -> anyhow:
     Ok(Sealed::new(stream, wire::codec::LinkCodec::sealed(session, wire::codec::MAX_REPLY_BYTES)))
 }
 
-/// Accepts one secure session on `listener` as `keys`.
-pub async fn accept_sealed(listener: &tokio::net::TcpListener, keys: &wire::secure::Keys) -> anyhow::Result<Sealed> {
-    let (mut stream, _) = listener.accept().await?;
-    let session = wire::secure::respond(&mut stream, keys).await?;
-    Ok(Sealed::new(stream, wire::codec::LinkCodec::sealed(session, wire::codec::MAX_REQUEST_BYTES)))
+/// Accepts connections on `listener` as a stand-in member named `name`,
+/// which holds `keys` and `ticket_key`: answers each greeting with a ticket
+/// as a node does, and returns the first secure session.
+pub async fn accept_member(
+    listener: &tokio::net::TcpListener,
+    keys: &wire::secure::Keys,
+    ticket_key: &wire::ticket::TicketKey,
+    name: &str,
+) -> anyhow::Result<Sealed> {
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let mut first = [0u8; 1];
+        stream.peek(&mut first).await?;
+        if wire::secure::is_secure(first[0]) {
+            let session = wire::secure::respond(&mut stream, keys).await?;
+            return Ok(Sealed::new(stream, wire::codec::LinkCodec::sealed(session, wire::codec::MAX_REQUEST_BYTES)));
+        }
+        let mut plain = Sealed::new(stream, wire::codec::LinkCodec::plain(wire::codec::MAX_REQUEST_BYTES));
+        let greeting: wire::ticket::TicketGreeting = serde_json::from_value(read(&mut plain).await?)?;
+        let opened = ticket_key.open(&greeting.ticket, keys.identity.public(), registry::credential::unix_ms())?;
+        opened.open_greeting(greeting.attempt, &greeting.sealed)?;
+        let answer = serde_json::json!({"mensaje":"Hola, un gusto!","name":name}).to_string();
+        let sealed = opened.seal_answer(greeting.attempt, answer.as_bytes());
+        use futures::SinkExt;
+        plain.send(&wire::ticket::TicketAnswer { sealed }).await?;
+    }
+}
+
+/// Sends `bytes` in plaintext on a connection of their own and reads the
+/// one JSON answer (the first line of what comes back before the hang-up).
+pub async fn plaintext(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(bytes).await?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut reply)).await??;
+    let line = reply.split(|b| *b == b'\n').next().unwrap_or_default();
+    serde_json::from_slice(line).with_context(|| format!("reply {:?}", String::from_utf8_lossy(&reply)))
 }
 
 /// Sends `message` on `sealed` and reads the next message.

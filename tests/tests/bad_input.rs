@@ -69,6 +69,7 @@ impl RegistryFixture {
                 name: &name,
                 group: None,
                 incarnation: None,
+                ticket_key: None,
             };
             let Joined::Leased(registered) = client.register(&request).await? else {
                 bail!("our registry grants leases");

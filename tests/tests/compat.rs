@@ -74,6 +74,7 @@ async fn original_entries_have_no_lease_unless_a_legacy_ttl_is_set() -> anyhow::
         name: "leased",
         group: None,
         incarnation: None,
+        ticket_key: None,
     };
     registry.client().await?.register(&leased).await?;
     registry.process.wait_for_lines(1, |l| is(l, RegistryEvent::Expired) && l["name"] == "leased").await?;

@@ -183,7 +183,6 @@ async fn malformed_group_requests_get_clear_errors_and_service_goes_on() -> anyh
 /// coordinator it names now, and its report says which one failed first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_whose_coordinator_just_died_goes_through_the_next_one_and_says_so() -> anyhow::Result<()> {
-    use futures::SinkExt;
     use wire::secure::{Admission, Identity, Keys};
 
     let registry = Registry::start(&["--groups", "1"]).await?;
@@ -192,25 +191,23 @@ async fn a_send_whose_coordinator_just_died_goes_through_the_next_one_and_says_s
     let puerto = listener.local_addr()?.port();
     let mut session =
         registry::client::Client::connect_secure(&registry.registry_addr(), &keys, tests::PATIENCE).await?;
+    let ticket_key = wire::ticket::TicketKey::generate();
     let doomed = registry::protocol::NativeRequest::Register {
         ip: None,
         puerto,
         name: "doomed",
         group: None,
         incarnation: None,
+        ticket_key: Some(&ticket_key),
     };
     session.register(&doomed).await?;
     let stand_in = tokio::spawn(async move {
-        loop {
-            let mut sealed = tests::accept_sealed(&listener, &keys).await?;
-            let message = tests::read(&mut sealed).await?;
-            if message["op"] == "multicast" {
-                // As if its process died: the registry sees its session close.
-                drop(session);
-                return anyhow::Ok(sealed);
-            }
-            sealed.send(&json!({"mensaje":"Hola, un gusto!","name":"doomed"})).await?;
-        }
+        let mut sealed = tests::accept_member(&listener, &keys, &ticket_key, "doomed").await?;
+        let message = tests::read(&mut sealed).await?;
+        anyhow::ensure!(message["op"] == "multicast", "{message}");
+        // As if its process died: the registry sees its session close.
+        drop(session);
+        anyhow::Ok(sealed)
     });
     let nodes = Node::start_in_order(registry.addr, 2, &[]).await?;
     for node in &nodes {

@@ -145,6 +145,7 @@ async fn a_repeated_greeting_is_answered_but_logged_once() -> anyhow::Result<()>
             name: "retrier",
             group: None,
             incarnation: None,
+            ticket_key: None,
         })
         .await?;
 

@@ -13,6 +13,7 @@ fn register<'a>(name: &'a str, port: u16) -> NativeRequest<'a> {
         name,
         group: None,
         incarnation: None,
+        ticket_key: None,
     }
 }
 

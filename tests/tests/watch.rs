@@ -22,6 +22,7 @@ async fn join(registry: &Registry, name: &str, port: u16) -> anyhow::Result<(Cli
         name,
         group: Some(1),
         incarnation: None,
+        ticket_key: None,
     };
     let id = match client.register(&request).await? {
         registry::client::Joined::Leased(registered) => registered.id,
@@ -188,6 +189,7 @@ async fn a_watcher_that_never_reads_is_cut_off_and_the_registry_stays_small() ->
                 name: &name,
                 group: Some(1),
                 incarnation: None,
+                ticket_key: None,
             };
             client.register(&request).await?;
         }

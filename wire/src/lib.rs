@@ -6,6 +6,8 @@
 //!   the clear or sealed in a secure session.
 //! - [`secure`]: keys, the join token, and the Noise handshake that opens a
 //!   secure session.
+//! - [`ticket`]: Kerberos-style tickets, with which one node greets
+//!   another under symmetric keys the registry handed out.
 //! - [`envelope`]: the reply envelope (`{"ok":true,...}` or
 //!   `{"ok":false,"error":{"code","message"}}`) and the error codes the
 //!   framing itself can answer with; each protocol extends them with its own.
@@ -29,6 +31,7 @@ pub mod fields;
 pub mod secure;
 pub mod shutdown;
 pub mod telemetry;
+pub mod ticket;
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
