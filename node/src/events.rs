@@ -121,8 +121,8 @@ pub fn greeting_failed(peer: &Peer, error: &dyn std::error::Error) {
     warn!(event = %Event::GreetingFailed, peer_name = %peer.name, peer_addr = %peer.addr, error = %Chain(error), "failed to greet a peer");
 }
 
-/// `peer` is as verified: by its key and the registry's credential, or, for
-/// an original node, by the registry's record of its address.
+/// `peer` is as verified: by the registry's ticket, or, for an original
+/// node, by the registry's record of its address.
 pub fn greeting_received(peer: &Peer, from: SocketAddr) {
     info!(
         event = %Event::GreetingReceived, peer_name = %peer.name, peer_addr = %peer.addr, %from,
