@@ -250,9 +250,13 @@ impl TicketKey {
     /// key and the static key `receiver`: a fresh pair key, and a ticket
     /// for it that expires at `expires_ms` (Unix milliseconds).
     pub fn issue(&self, receiver: PublicKey, greeter: &Greeter, expires_ms: u64) -> Introduction {
-        let key = PairKey(Secret::generate());
-        let mut nonce = [0u8; NONCE];
-        getrandom::fill(&mut nonce).expect("the operating system provides random bytes");
+        // One read of the random source for both: the registry issues a ticket per pair.
+        let mut random = Zeroizing::new([0u8; 32 + NONCE]);
+        getrandom::fill(random.as_mut()).expect("the operating system provides random bytes");
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&random[..32]);
+        let key = PairKey(Secret(key));
+        let nonce: [u8; NONCE] = random[32..].try_into().expect("the rest is a nonce");
         let body = Body { greeter: greeter.clone(), key: key.clone(), expires_ms };
         let plain = Zeroizing::new(serde_json::to_vec(&body).expect("a ticket's body serializes"));
         let mut ticket = Vec::with_capacity(HEADER + plain.len() + 16);
