@@ -25,12 +25,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
-use crate::codec::{Decoded, FrameError, LinkCodec, MAX_REQUEST_BYTES};
+use crate::codec::{Batch, Decoded, FrameError, LinkCodec, MAX_REQUEST_BYTES};
 use crate::envelope::{Code, ErrorBody, Reply};
 use crate::secure::{self, HandshakeError, Keys, Progress};
 
@@ -328,7 +328,24 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 
 /// Writes one message, giving up after `deadline`.
 pub async fn send<T: Serialize>(framed: &mut JsonStream, message: &T, deadline: Duration) -> io::Result<()> {
-    match timeout(deadline, framed.send(message)).await {
+    write(framed, message, deadline).await
+}
+
+/// Writes several messages at once ([`Batch`]), giving up after `deadline`:
+/// one write, and on a secure connection one seal, for all of them.
+pub async fn send_batch<I>(framed: &mut JsonStream, messages: I, deadline: Duration) -> io::Result<()>
+where
+    I: IntoIterator,
+    I::Item: Serialize,
+{
+    write(framed, Batch(messages), deadline).await
+}
+
+async fn write<I>(framed: &mut JsonStream, item: I, deadline: Duration) -> io::Result<()>
+where
+    LinkCodec: Encoder<I, Error = FrameError>,
+{
+    match timeout(deadline, framed.send(item)).await {
         Ok(Ok(())) => {
             release_large_buffers(framed);
             Ok(())
