@@ -48,7 +48,7 @@ const WATCH_BATCH: usize = 64;
 /// wakeups and writes (a million at a thousand watchers) were most of the
 /// registry's work. 50 ms keeps a join that just misses a tick within 100 ms
 /// of reaching a thousand watchers.
-const WATCH_TICK: Duration = Duration::from_millis(50);
+pub const WATCH_TICK: Duration = Duration::from_millis(50);
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
