@@ -246,7 +246,8 @@ impl Connection {
                 Ok(Some(Ok(Ok(message)))) => match self.answer(message) {
                     Answer::Reply(reply) => reply,
                     Answer::Watch(since) => {
-                        self.watch(framed, since, token).await;
+                        // Boxed: most connections never watch, and need not be sized for it.
+                        Box::pin(self.watch(framed, since, token)).await;
                         return Ended::ByRegistry;
                     }
                 },
@@ -447,30 +448,39 @@ impl<S: ByteStream> Watcher<S> {
             self.revisions.borrow_and_update();
             let changes = match store.changes_after(self.seen, WATCH_BATCH) {
                 Ok(changes) => changes,
-                Err(compacted) => return self.lagging(compacted).await,
+                // Boxed: it is rare, and would otherwise add its size to every watch's task.
+                Err(compacted) => return Box::pin(self.lagging(compacted)).await,
             };
             let quiet = changes.is_empty();
             if !quiet && !self.waits(&changes) {
                 if self.send(&changes).await.is_err() {
-                    return events::watcher_cut_off(self.peer, self.seen, &"it stopped reading");
+                    return self.stopped_reading();
                 }
                 continue;
             }
-            // Changes made while a batch waits for its tick join it, without waking this watcher.
+            // Quiet, it waits for a change, and is sent `progress` after PROGRESS_EVERY
+            // without one; a batch waits for its tick, and the changes made meanwhile
+            // join it without waking this watcher.
+            let until = if quiet { Instant::now() + PROGRESS_EVERY } else { self.next_batch };
             tokio::select! {
                 changed = self.revisions.changed(), if quiet => if changed.is_err() { return },
-                () = tokio::time::sleep_until(self.next_batch), if !quiet => {}
-                () = tokio::time::sleep(PROGRESS_EVERY), if quiet => {
-                    let progress = WatchEvent { revision: self.seen, change: Change::Progress };
-                    if connection::send(&mut self.framed, &progress, self.deadline).await.is_err() {
-                        return events::watcher_cut_off(self.peer, self.seen, &"it stopped reading");
-                    }
-                }
+                () = tokio::time::sleep_until(until) => if quiet && self.progress().await.is_err() {
+                    return self.stopped_reading();
+                },
                 // A watcher only listens: whatever it sends, or its hanging up, ends the watch.
                 _ = self.framed.next() => return,
                 () = token.cancelled() => return,
             }
         }
+    }
+
+    async fn progress(&mut self) -> std::io::Result<()> {
+        let progress = WatchEvent { revision: self.seen, change: Change::Progress };
+        connection::send(&mut self.framed, &progress, self.deadline).await
+    }
+
+    fn stopped_reading(&self) {
+        events::watcher_cut_off(self.peer, self.seen, &"it stopped reading");
     }
 
     /// Whether `changes` wait for the next tick. A full batch does not: a
