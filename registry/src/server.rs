@@ -22,8 +22,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
-use wire::codec::LinkCodec;
-use wire::codec::{Decoded, FrameError};
+use wire::codec::{Decoded, FrameError, LinkCodec};
 use wire::connection::{self, Accepted, ByteStream, JsonStream, Limits};
 use wire::secure::{Admission, Identity, Keys, PublicKey};
 
@@ -33,7 +32,7 @@ use crate::protocol::{
     millis, ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed,
     OriginalContact, Policy, Registered, Registration, Renewed, Reply, Request, Since,
 };
-use crate::store::{Capacity, Leases, Store, StoreError};
+use crate::store::{Capacity, Leases, Store, StoreError, Subscription};
 use crate::watch::{Change, Compacted, WatchEvent, PROGRESS_EVERY};
 
 /// Changes a watcher is sent in one write at most. A change is about 180
@@ -319,7 +318,7 @@ impl Connection {
     async fn watch(&self, mut framed: JsonStream, since: Option<Since>, token: CancellationToken) {
         let deadline = self.config.write_timeout;
         // Subscribed before the start is read, so that no change is missed.
-        let revisions = self.store.subscribe();
+        let wakeups = self.store.subscribe();
         let watching = match self.store.watch(since.as_ref()) {
             Ok(watching) => watching,
             Err(error) => return drop(connection::send(&mut framed, &Reply::Error(refusal(error)), deadline).await),
@@ -329,7 +328,7 @@ impl Connection {
         if connection::send(&mut framed, &Reply::Watching(Box::new(watching)), deadline).await.is_err() {
             return;
         }
-        let watcher = Watcher { framed, revisions, seen, next_batch: Instant::now(), peer: self.peer, deadline };
+        let watcher = Watcher { framed, wakeups, seen, next_batch: Instant::now(), peer: self.peer, deadline };
         watcher.run(&self.store, token).await;
     }
 
@@ -432,7 +431,7 @@ impl Connection {
 /// batch a [`WATCH_TICK`] unless the batch is full or holds a departure.
 struct Watcher<S> {
     framed: Framed<S, LinkCodec>,
-    revisions: tokio::sync::watch::Receiver<u64>,
+    wakeups: Subscription,
     /// The revision of the last change sent.
     seen: u64,
     /// When the next batch may go.
@@ -445,7 +444,8 @@ impl<S: ByteStream> Watcher<S> {
     async fn run(mut self, store: &Store, token: CancellationToken) {
         loop {
             // Marked seen before the history is read, so that only a later change wakes this watcher again.
-            self.revisions.borrow_and_update();
+            self.wakeups.changes.borrow_and_update();
+            self.wakeups.departures.borrow_and_update();
             let changes = match store.changes_after(self.seen, WATCH_BATCH) {
                 Ok(changes) => changes,
                 // Boxed: it is rare, and would otherwise add its size to every watch's task.
@@ -460,10 +460,11 @@ impl<S: ByteStream> Watcher<S> {
             }
             // Quiet, it waits for a change, and is sent `progress` after PROGRESS_EVERY
             // without one; a batch waits for its tick, and the changes made meanwhile
-            // join it without waking this watcher.
+            // join it without waking this watcher, but for a departure.
             let until = if quiet { Instant::now() + PROGRESS_EVERY } else { self.next_batch };
             tokio::select! {
-                changed = self.revisions.changed(), if quiet => if changed.is_err() { return },
+                changed = self.wakeups.changes.changed(), if quiet => if changed.is_err() { return },
+                changed = self.wakeups.departures.changed(), if !quiet => if changed.is_err() { return },
                 () = tokio::time::sleep_until(until) => if quiet && self.progress().await.is_err() {
                     return self.stopped_reading();
                 },
@@ -536,7 +537,7 @@ mod tests {
         let (ours, theirs) = tokio::io::duplex(1 << 20);
         let watcher = Watcher {
             framed: Framed::new(ours, LinkCodec::plain(MAX_REQUEST_BYTES)),
-            revisions: store.subscribe(),
+            wakeups: store.subscribe(),
             seen: store.watch(None).unwrap().revision,
             next_batch: Instant::now(),
             peer: "127.0.0.1:1".parse().unwrap(),
@@ -601,15 +602,18 @@ mod tests {
         join(&store, "a", 1);
         assert_eq!(arrival(&mut client).await, (vec![1, 2], start));
         join(&store, "b", 2);
+        // The watcher holds b's join back for the tick, until a leaves.
+        tokio::time::sleep(WATCH_TICK / 5).await;
         store.deregister(&EntryKey::Name("a".into()), None, Instant::now()).unwrap();
-        assert_eq!(arrival(&mut client).await, (vec![3, 4, 5], start), "b joined, a left, b coordinates");
+        let left = start + WATCH_TICK / 5;
+        assert_eq!(arrival(&mut client).await, (vec![3, 4, 5], left), "b joined, a left, b coordinates");
 
         for port in 10..10 + WATCH_BATCH as u16 + 1 {
             join(&store, &format!("n{port}"), port);
         }
         let full: Vec<u64> = (6..6 + WATCH_BATCH as u64).collect();
-        assert_eq!(arrival(&mut client).await, (full, start));
-        assert_eq!(arrival(&mut client).await, (vec![6 + WATCH_BATCH as u64], start + WATCH_TICK));
+        assert_eq!(arrival(&mut client).await, (full, left));
+        assert_eq!(arrival(&mut client).await, (vec![6 + WATCH_BATCH as u64], left + WATCH_TICK));
     }
 
     #[tokio::test(start_paused = true)]
