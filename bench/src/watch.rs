@@ -1,10 +1,10 @@
-//! `watch`: one change fanned out to 1000 watchers, and what 1000 idle
-//! watchers cost the registry.
+//! `watch`: one change fanned out to 1000 watchers, a burst of changes
+//! fanned out to them, and what 1000 idle watchers cost the registry.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures::future::join_all;
+use futures::future::{join_all, try_join_all};
 use registry::client::{Client, RegistryAddr, Watch};
 use registry::protocol::NativeRequest;
 use registry::watch::Change;
@@ -17,6 +17,8 @@ use crate::throughput::{connect, register_many, LOCALHOST};
 const WATCHERS: usize = 1000;
 /// Joins timed, each fanned out to every watcher.
 const CHANGES: usize = 20;
+/// Joins made at once, as when many nodes start together.
+const BURST: usize = 100;
 /// How long the idle watchers are watched for their CPU cost.
 const IDLE: Duration = Duration::from_secs(2);
 
@@ -68,9 +70,52 @@ pub(crate) async fn bench_watch(rows: &Rows) -> anyhow::Result<()> {
         let note = format!("registry CPU per change sent to {WATCHERS} watchers, the join included");
         rows.info(section, "registry CPU per change", cpu * 1e3 / CHANGES as f64, "ms", note);
     }
+    bench_burst(rows, section, &addr, &pid.to_string(), &mut watches).await?;
     drop((watches, joined, first));
     registry.stop().await;
     Ok(())
+}
+
+/// [`BURST`] joins at once, until every watcher has them all: what they cost
+/// the registry, and in how many reads a watcher got them.
+async fn bench_burst(
+    rows: &Rows,
+    section: &str,
+    addr: &RegistryAddr,
+    pid: &str,
+    watches: &mut [Watch],
+) -> anyhow::Result<()> {
+    let names: Vec<String> = (0..BURST).map(|i| format!("burst-{i}")).collect();
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let joining = try_join_all(names.iter().zip(42_000..).map(|(name, puerto)| join(addr, name, puerto)));
+    let receiving = try_join_all(watches.iter_mut().map(reads_of_burst));
+    let (sessions, reads) = tokio::join!(joining, receiving);
+    let (_sessions, reads) = (sessions?, reads?);
+    let took = started.elapsed();
+    let Some(cpu) = cpu_before.zip(cpu_seconds(pid)).map(|(before, after)| after - before) else { return Ok(()) };
+    let reads = reads.iter().sum::<usize>() as f64 / reads.len() as f64;
+    let note = format!(
+        "{BURST} joins at once, each sent to {WATCHERS} watchers, the joins included; all delivered in {:.0} ms, \
+         {reads:.1} reads a watcher",
+        took.as_secs_f64() * 1e3
+    );
+    rows.info(section, "registry CPU per change, a burst", cpu * 1e3 / BURST as f64, "ms", note);
+    Ok(())
+}
+
+/// How many reads `watch` took to get the [`BURST`] joins.
+async fn reads_of_burst(watch: &mut Watch) -> anyhow::Result<usize> {
+    let (mut joined, mut reads) = (0, 0);
+    while joined < BURST {
+        let batch = watch.next_batch(BURST).await?;
+        joined += batch
+            .iter()
+            .filter(|event| matches!(&event.change, Change::Joined { entry } if entry.name.starts_with("burst-")))
+            .count();
+        reads += 1;
+    }
+    Ok(reads)
 }
 
 /// Registers `name` in a session of its own, which it returns: the entry

@@ -4,7 +4,8 @@
 //! node:
 //! - a departure: the registry's `session_lost`, `expired` or
 //!   `deregistered`, and each survivor's `peer_left`;
-//! - a return: the registry's `registered`, and each survivor's `peer_joined`.
+//! - a return: the registry's `registered`, and each survivor's
+//!   `peers_joined` naming the node.
 //!
 //! | verb | Docker | awaits |
 //! |---|---|---|
@@ -143,9 +144,9 @@ impl Change {
     fn by_node(self, record: &Record, node: &str) -> Option<String> {
         let event = match self {
             Change::Departure => Event::PeerLeft,
-            Change::Return => Event::PeerJoined,
+            Change::Return => Event::PeersJoined,
         };
-        if record.event != event || record.peer_name.as_deref() != Some(node) {
+        if record.event != event || !record.peers().any(|peer| peer == node) {
             return None;
         }
         Some(match &record.reason {
@@ -306,7 +307,7 @@ impl<'a> Watching<'a> {
 
     /// Records what `line` says, if it logs the change awaited next from
     /// its source: a source's return counts only after its departure (a
-    /// survivor's `peer_joined` of the node's first run is not its return),
+    /// survivor's `peers_joined` of the node's first run is not its return),
     /// and lines logged before the request are old news (logs are followed
     /// from the second before it).
     fn take(&mut self, line: &Line) {
@@ -460,30 +461,38 @@ mod tests {
         let registry = |event: &str, name: &str, ms| {
             line("registry", &format!(r#"{{"event":"{event}","name":"{name}","timestamp":"{}"}}"#, at(ms)))
         };
-        let node = |event: &str, peer: &str, reason: &str, ms| {
-            let reason = if reason.is_empty() { String::new() } else { format!(r#","reason":"{reason}""#) };
-            line("node-1", &format!(r#"{{"event":"{event}","peer_name":"{peer}"{reason},"timestamp":"{}"}}"#, at(ms)))
+        let left = |peer: &str, reason: &str, ms| {
+            let fields = format!(r#""peer_name":"{peer}","reason":"{reason}""#);
+            line("node-1", &format!(r#"{{"event":"peer_left",{fields},"timestamp":"{}"}}"#, at(ms)))
+        };
+        let joined = |peers: &[&str], ms| {
+            let names = serde_json::to_string(&serde_json::to_string(peers).unwrap()).unwrap();
+            line("node-1", &format!(r#"{{"event":"peers_joined","peer_names":{names},"timestamp":"{}"}}"#, at(ms)))
         };
         let old = humantime::format_rfc3339_micros(started - Duration::from_millis(500)).to_string();
         watching.take(&line("registry", &format!(r#"{{"event":"expired","name":"node-3","timestamp":"{old}"}}"#)));
         watching.take(&registry("deregistered", "node-2", 1));
-        watching.take(&node("peer_joined", "node-3", "", 2));
+        watching.take(&joined(&["node-3"], 2));
         watching.take(&registry("deregistered", "node-3", 5));
-        watching.take(&node("peer_left", "node-3", "deregistered", 7));
+        watching.take(&left("node-3", "deregistered", 7));
         watching.take(&registry("registered", "node-3", 40));
-        watching.take(&line("node-9", r#"{"event":"peer_joined","peer_name":"node-3"}"#));
+        watching.take(&line("node-9", r#"{"event":"peers_joined","peer_names":"[\"node-3\"]"}"#));
         let departure = watching.heard(Change::Departure).unwrap();
         assert_eq!(departure.registry.as_ref().map(|l| l.how.as_str()), Some("deregistered"));
         assert_eq!(departure.survivors["node-1"].as_ref().unwrap().how, "peer_left deregistered");
         assert!(departure.all_ms.is_some_and(|ms| (6.0..8.0).contains(&ms)), "{departure:?}");
-        // Neither the line from before the request, nor the `peer_joined`
+        // Neither the line from before the request, nor the `peers_joined`
         // before the departure, nor the stranger's count.
         let back = watching.heard(Change::Return).unwrap();
         assert_eq!(back.registry.as_ref().map(|l| l.how.as_str()), Some("registered"));
         assert_eq!(back.survivors["node-1"], None);
         assert_eq!(watching.first_unnoticed(), Some((Change::Return, vec!["node-1".to_owned()])));
-        watching.take(&node("peer_joined", "node-3", "", 45));
-        assert!(watching.heard(Change::Return).unwrap().all_ms.is_some_and(|ms| (44.0..46.0).contains(&ms)));
+        watching.take(&joined(&["node-4"], 42));
+        assert_eq!(watching.heard(Change::Return).unwrap().survivors["node-1"], None, "another node's return");
+        watching.take(&joined(&["node-4", "node-3"], 45));
+        let back = watching.heard(Change::Return).unwrap();
+        assert_eq!(back.survivors["node-1"].as_ref().unwrap().how, "peers_joined");
+        assert!(back.all_ms.is_some_and(|ms| (44.0..46.0).contains(&ms)), "{back:?}");
         assert_eq!(watching.first_unnoticed(), None);
     }
 }

@@ -181,7 +181,7 @@ pub fn describe(record: &Record) -> String {
             )
         }
         Event::Watching => "following the membership".to_owned(),
-        Event::PeerJoined => format!("{} joined", peer()),
+        Event::PeersJoined => format!("{} joined", record.peers().collect::<Vec<_>>().join(", ")),
         Event::PeerLeft => format!("{} left: {}", peer(), text(&record.reason)),
         Event::GreetingSent => format!("greeted {}", peer()),
         Event::GreetingFailed => format!("failed to greet {}: {}", peer(), text(&record.error)),

@@ -28,7 +28,7 @@ wire::log_events! {
         GroupMessageReceived => "group_message_received",
         Deregistered => "deregistered",
         Watching => "watching",
-        PeerJoined => "peer_joined",
+        PeersJoined => "peers_joined",
         PeerLeft => "peer_left",
     }
 }
@@ -67,6 +67,9 @@ pub struct Record {
     pub text: Option<String>,
     pub peer_name: Option<String>,
     pub peer_addr: Option<String>,
+    /// The peers that joined together (`peers_joined`).
+    #[serde(default, deserialize_with = "names_in_text")]
+    pub peer_names: Option<Vec<String>>,
     pub registry: Option<String>,
     pub error: Option<String>,
     pub attempt: Option<u64>,
@@ -82,6 +85,18 @@ impl Record {
     pub fn parse(line: &str) -> Option<Record> {
         serde_json::from_str(line).ok()
     }
+
+    /// The peers the line is about: its `peer_name`, or its `peer_names`.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.peer_name.iter().chain(self.peer_names.iter().flatten()).map(String::as_str)
+    }
+}
+
+/// `peer_names` is logged as the text of a JSON array, since a log field is
+/// a string and a name may hold commas or spaces; read back as the names.
+fn names_in_text<'de, D: serde::Deserializer<'de>>(fields: D) -> Result<Option<Vec<String>>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(fields)? else { return Ok(None) };
+    serde_json::from_str(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// This node's identity as reported in its events.
@@ -148,9 +163,16 @@ pub fn watching(registry: &str, start: registry::watch::WatchStart, revision: u6
     info!(event = %Event::Watching, %registry, ?start, revision, "following the membership");
 }
 
-/// The registry admitted another node (seen on the watch).
-pub fn peer_joined(entry: &registry::protocol::Contact) {
-    info!(event = %Event::PeerJoined, peer_name = %entry.name, peer_addr = %entry.addr(), peer_id = %entry.id, "a peer joined");
+/// The registry admitted other nodes, which the watch delivered together:
+/// one line for them all, so that a thousand nodes joining in a burst do not
+/// make every node write a thousand lines. Nothing for none.
+pub fn peers_joined(entries: &[registry::protocol::Contact]) {
+    if entries.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = entries.iter().map(|entry| entry.name.as_str()).collect();
+    let peer_names = serde_json::to_string(&names).expect("names serialize");
+    info!(event = %Event::PeersJoined, %peer_names, count = names.len(), "peers joined");
 }
 
 /// Another node left the membership, and why: `deregistered`, `expired`,
@@ -224,6 +246,30 @@ mod tests {
         for (record, event) in records.iter().zip(events) {
             assert_eq!(serde_json::to_value(event).unwrap(), event.as_str(), "{record:?}");
         }
+    }
+
+    #[test]
+    fn joins_delivered_together_are_one_line_naming_them_all_and_departures_one_each() {
+        let peer = |name: &str, puerto| registry::protocol::Contact {
+            id: format!("ab-{puerto}"),
+            name: name.into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            puerto,
+            group: Some(1),
+            key: None,
+        };
+        let lines = wire::telemetry::capture(|| {
+            peers_joined(&[peer("node-2", 4002), peer(r#"a, "b" ñ"#, 4003)]);
+            peers_joined(&[]);
+            peer_left(&peer("node-2", 4002), registry::watch::LeftReason::ConnectionLost);
+        });
+        let records: Vec<Record> = lines.iter().map(|line| Record::parse(line).expect(line)).collect();
+        assert_eq!(records.len(), 2, "nothing for no join: {lines:?}");
+        assert_eq!(records[0].event, Event::PeersJoined);
+        assert_eq!(records[0].peers().collect::<Vec<_>>(), ["node-2", r#"a, "b" ñ"#]);
+        assert_eq!(records[1].event, Event::PeerLeft);
+        assert_eq!(records[1].peers().collect::<Vec<_>>(), ["node-2"]);
+        assert_eq!(records[1].reason.as_deref(), Some("connection_lost"));
     }
 
     #[test]

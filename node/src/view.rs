@@ -1,6 +1,7 @@
 //! The node's live view of the membership: it follows the registry's watch
-//! ([`registry::watch`]) from its first registration on, and logs every
-//! peer that joins or leaves (`peer_joined`, `peer_left` with the reason).
+//! ([`registry::watch`]) from its first registration on, and logs the peers
+//! that join, one line for those delivered together (`peers_joined`), and
+//! each that leaves (`peer_left`, with the reason).
 //! Greeting does not depend on it: a node greets the contacts of its
 //! registration reply, and is greeted by the nodes that come after it.
 //!
@@ -15,13 +16,19 @@ use std::sync::Arc;
 
 use registry::client::ClientError;
 use registry::protocol::Since;
-use registry::watch::Change;
+use registry::watch::{Change, WatchEvent};
 
 use crate::config::Backoff;
 use crate::events;
 use crate::link::RegistryLink;
 use crate::listener::Context;
 use crate::membership::jitter;
+
+/// Changes read from the watch at a time, and so joins named in one
+/// `peers_joined` line at most: 64 plain names of the longest (128 bytes)
+/// keep a line under 9 KiB, below the 16 KiB past which Docker splits a
+/// log line in two.
+const BATCH: usize = 64;
 
 /// Follows the membership for as long as the node runs.
 pub async fn follow(link: RegistryLink, context: Arc<Context>, backoff: Backoff) {
@@ -58,19 +65,73 @@ async fn watch(
     *delay = backoff.initial;
     *since = Some(Since { revision: start.revision, epoch: Some(start.epoch.clone()) });
     loop {
-        let event = match watch.next().await {
-            Ok(event) => event,
+        let batch = match watch.next_batch(BATCH).await {
+            Ok(batch) => batch,
             Err(error) => return error,
         };
-        if let Some(since) = since.as_mut() {
-            since.revision = event.revision;
+        if let (Some(since), Some(last)) = (since.as_mut(), batch.last()) {
+            since.revision = last.revision;
         }
         context.group_view.changed();
         let own = wire::lock(&context.id).clone();
+        log(batch, own.as_deref());
+    }
+}
+
+/// Logs the peers in `batch` that joined or left, in order: the joins
+/// between two departures on one line, each departure on its own. `own`
+/// is this node's id.
+fn log(batch: Vec<WatchEvent>, own: Option<&str>) {
+    let mut joined = Vec::new();
+    for event in batch {
         match event.change {
-            Change::Joined { entry } if Some(&entry.id) != own.as_ref() => events::peer_joined(&entry),
-            Change::Left { entry, reason } if Some(&entry.id) != own.as_ref() => events::peer_left(&entry, reason),
+            Change::Joined { entry } if Some(entry.id.as_str()) != own => joined.push(entry),
+            Change::Left { entry, reason } if Some(entry.id.as_str()) != own => {
+                events::peers_joined(&std::mem::take(&mut joined));
+                events::peer_left(&entry, reason);
+            }
             _ => {}
         }
+    }
+    events::peers_joined(&joined);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Record;
+    use registry::protocol::Contact;
+    use registry::watch::LeftReason;
+
+    fn contact(name: &str) -> Contact {
+        Contact {
+            id: format!("id-{name}"),
+            name: name.into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            puerto: 4000,
+            group: Some(1),
+            key: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_logged_in_order_joins_together_between_departures_and_never_this_node() {
+        let changes = [
+            Change::Joined { entry: contact("a") },
+            Change::Joined { entry: contact("me") },
+            Change::Coordinator { group: 1, coordinator: Some(contact("a")) },
+            Change::Joined { entry: contact("b") },
+            Change::Left { entry: contact("c"), reason: LeftReason::Expired },
+            Change::Left { entry: contact("a"), reason: LeftReason::Deregistered },
+            Change::Joined { entry: contact("a") },
+        ];
+        let batch = changes.into_iter().zip(1..).map(|(change, revision)| WatchEvent { revision, change }).collect();
+        let lines = wire::telemetry::capture(|| log(batch, Some("id-me")));
+        let logged: Vec<String> = lines
+            .iter()
+            .map(|line| Record::parse(line).expect(line))
+            .map(|record| format!("{} {}", record.event, record.peers().collect::<Vec<_>>().join(" ")))
+            .collect();
+        assert_eq!(logged, ["peers_joined a b", "peer_left c", "peer_left a", "peers_joined a"]);
     }
 }

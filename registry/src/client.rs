@@ -10,14 +10,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
-use wire::codec::{FrameError, LinkCodec, MAX_REPLY_BYTES};
+use wire::codec::{Decoded, FrameError, LinkCodec, MAX_REPLY_BYTES};
 use wire::envelope::{self, Opened};
 use wire::fields::{parse_ip, parse_port};
 use wire::secure::{self, HandshakeError, Keys};
@@ -252,7 +252,7 @@ impl Client {
             NativeRequest::Watch { since: since.map(|s| s.revision), epoch: since.and_then(|s| s.epoch.as_deref()) };
         let reply = self.call(op, &request).await?;
         let start = self.success(op, reply)?;
-        Ok(Watch { client: self, start })
+        Ok(Watch { client: self, start, ended: None })
     }
 
     async fn call(&mut self, op: &'static str, request: &NativeRequest<'_>) -> Result<Value, ClientError> {
@@ -284,13 +284,35 @@ impl Client {
     fn unexpected(&self, op: &'static str, detail: &str) -> ClientError {
         ClientError::Unexpected { addr: self.addr.clone(), op, detail: detail.to_owned() }
     }
+
+    /// Reads a message of a watch: a change, or how the registry ended the watch.
+    fn change(&self, next: Option<Result<Decoded, FrameError>>) -> Result<WatchEvent, ClientError> {
+        let op = "watch";
+        let message = match next {
+            None => return Err(ClientError::Closed { addr: self.addr.clone(), op }),
+            Some(Err(source)) => return Err(ClientError::Exchange { addr: self.addr.clone(), op, source }),
+            Some(Ok(Err(malformed))) => return Err(self.unexpected(op, &malformed.to_string())),
+            Some(Ok(Ok(message))) => message,
+        };
+        if message.get("ok").is_some() {
+            return Err(match self.success::<serde::de::IgnoredAny>(op, message) {
+                Err(refused) => refused,
+                Ok(_) => self.unexpected(op, "a second start in the middle of the changes"),
+            });
+        }
+        serde_json::from_value(message).map_err(|e| self.unexpected(op, &e.to_string()))
+    }
 }
 
-/// A watch ([`Client::watch`]): how it started, then the changes one by one.
+/// A watch ([`Client::watch`]): how it started, then the changes one by
+/// one, or as many at a time as have arrived.
 #[derive(Debug)]
 pub struct Watch {
     client: Client,
     pub start: Watching,
+    /// How the watch ended, met while reading ahead ([`Watch::next_batch`]):
+    /// told after the changes that came before it.
+    ended: Option<ClientError>,
 }
 
 impl Watch {
@@ -308,26 +330,36 @@ impl Watch {
         }
     }
 
+    /// The next change as [`Watch::next`] gives it, then those that have
+    /// already arrived behind it, read without waiting: `max` at most in all.
+    /// The registry sends the changes made close together in one write, so
+    /// a burst of changes is read a batch at a time rather than one by one.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<WatchEvent>, ClientError> {
+        let mut batch = vec![self.next().await?];
+        while batch.len() < max {
+            let Some(next) = self.client.framed.next().now_or_never() else { break };
+            match self.client.change(next) {
+                Ok(event) if event.change == Change::Progress => {}
+                Ok(event) => batch.push(event),
+                Err(error) => {
+                    self.ended = Some(error);
+                    break;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
     async fn next_message(&mut self) -> Result<WatchEvent, ClientError> {
-        let op = "watch";
+        if let Some(ended) = self.ended.take() {
+            return Err(ended);
+        }
         let client = &mut self.client;
         let patience = PROGRESS_EVERY * 3;
         let Ok(next) = timeout(patience, client.framed.next()).await else {
-            return Err(ClientError::Timeout { addr: client.addr.clone(), op, timeout: patience });
+            return Err(ClientError::Timeout { addr: client.addr.clone(), op: "watch", timeout: patience });
         };
-        let message = match next {
-            None => return Err(ClientError::Closed { addr: client.addr.clone(), op }),
-            Some(Err(source)) => return Err(ClientError::Exchange { addr: client.addr.clone(), op, source }),
-            Some(Ok(Err(malformed))) => return Err(client.unexpected(op, &malformed.to_string())),
-            Some(Ok(Ok(message))) => message,
-        };
-        if message.get("ok").is_some() {
-            return Err(match client.success::<serde::de::IgnoredAny>(op, message) {
-                Err(refused) => refused,
-                Ok(_) => client.unexpected(op, "a second start in the middle of the changes"),
-            });
-        }
-        serde_json::from_value(message).map_err(|e| client.unexpected(op, &e.to_string()))
+        client.change(next)
     }
 }
 
@@ -369,6 +401,41 @@ fn original_contacts(contacts: &[Value], ip_key: &str) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A registry that answers a watch with `said`, all in one write, then hangs up.
+    async fn registry_saying(said: &'static str) -> RegistryAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().into();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 256];
+            let _ = stream.read(&mut request).await.unwrap();
+            stream.write_all(said.as_bytes()).await.unwrap();
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_the_changes_already_received_and_how_the_watch_ended_comes_after_them() {
+        let addr = registry_saying(concat!(
+            r#"{"ok":true,"epoch":"e","revision":0,"start":"resumed"}"#,
+            r#"{"revision":1,"event":"coordinator","group":1,"coordinator":null}"#,
+            r#"{"revision":1,"event":"progress"}"#,
+            r#"{"revision":2,"event":"coordinator","group":2,"coordinator":null}"#,
+            r#"{"revision":3,"event":"coordinator","group":3,"coordinator":null}"#,
+            r#"{"ok":false,"error":{"code":"lagging","message":"watch again with since 3"}}"#,
+        ))
+        .await;
+        let client = Client::connect(&addr, Duration::from_secs(5)).await.unwrap();
+        let mut watch = client.watch(Some(&Since { revision: 0, epoch: None })).await.unwrap();
+        let revisions = |batch: Vec<WatchEvent>| batch.iter().map(|event| event.revision).collect::<Vec<_>>();
+        assert_eq!(revisions(watch.next_batch(2).await.unwrap()), [1, 2], "at most 2, progress skipped");
+        assert_eq!(revisions(watch.next_batch(10).await.unwrap()), [3]);
+        assert_eq!(watch.next_batch(10).await.unwrap_err().code(), Some(ErrorCode::Lagging));
+        assert!(matches!(watch.next().await, Err(ClientError::Closed { .. })));
+    }
 
     #[test]
     fn registry_addresses_parse_from_the_command_line() {

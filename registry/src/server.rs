@@ -18,25 +18,37 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
-use wire::codec::{Decoded, FrameError};
-use wire::connection::{self, Accepted, JsonStream, Limits};
+use wire::codec::{Decoded, FrameError, LinkCodec};
+use wire::connection::{self, Accepted, ByteStream, JsonStream, Limits};
 use wire::secure::{Admission, Identity, Keys, PublicKey};
 use wire::ticket::{Greeter, Introduction, TICKET_VALIDITY};
 
 use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
 use crate::protocol::{
-    millis, ClientesContact, Contact, Dialect, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact, Policy,
-    Registered, Registration, Renewed, Reply, Request, Since,
+    millis, ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed,
+    OriginalContact, Policy, Registered, Registration, Renewed, Reply, Request, Since,
 };
-use crate::store::{Capacity, Leases, Store, StoreError, ToGreet};
-use crate::watch::{Change, WatchEvent, PROGRESS_EVERY};
+use crate::store::{Capacity, Leases, Store, StoreError, Subscription, ToGreet};
+use crate::watch::{Change, Compacted, WatchEvent, PROGRESS_EVERY};
 
-/// Changes a watcher is sent per read of the history.
-const WATCH_BATCH: usize = 256;
+/// Changes a watcher is sent in one write at most. A change is about 180
+/// bytes, so a batch stays within the 16 KiB a connection's write buffer
+/// keeps between writes; a longer backlog goes out batch after batch.
+const WATCH_BATCH: usize = 64;
+
+/// How long after a batch a watcher's next one waits, so that the changes
+/// made meanwhile go out together. A watcher that has been quiet that long
+/// is sent a change at once; while a thousand nodes join, each watcher is
+/// woken and written to once a tick instead of once a change, and those
+/// wakeups and writes (a million at a thousand watchers) were most of the
+/// registry's work. 50 ms keeps a join that just misses a tick within 100 ms
+/// of reaching a thousand watchers.
+pub const WATCH_TICK: Duration = Duration::from_millis(50);
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -234,7 +246,8 @@ impl Connection {
                 Ok(Some(Ok(Ok(message)))) => match self.answer(message) {
                     Answer::Reply(reply) => reply,
                     Answer::Watch(since) => {
-                        self.watch(framed, since, token).await;
+                        // Boxed: most connections never watch, and need not be sized for it.
+                        Box::pin(self.watch(framed, since, token)).await;
                         return Ended::ByRegistry;
                     }
                 },
@@ -301,57 +314,23 @@ impl Connection {
     }
 
     /// Streams the changes to the membership: the first answer ([`Watching`]),
-    /// then every change after it, until the watcher hangs up, sends
-    /// anything, or falls behind what the history holds.
+    /// then every change after it ([`Watcher`]), until the watcher hangs up,
+    /// sends anything, or falls behind what the history holds.
     async fn watch(&self, mut framed: JsonStream, since: Option<Since>, token: CancellationToken) {
         let deadline = self.config.write_timeout;
         // Subscribed before the start is read, so that no change is missed.
-        let mut revisions = self.store.subscribe();
+        let wakeups = self.store.subscribe();
         let watching = match self.store.watch(since.as_ref()) {
             Ok(watching) => watching,
             Err(error) => return drop(connection::send(&mut framed, &Reply::Error(refusal(error)), deadline).await),
         };
-        let mut seen = watching.revision;
+        let seen = watching.revision;
         debug!(start = ?watching.start, revision = seen, "watch started");
         if connection::send(&mut framed, &Reply::Watching(Box::new(watching)), deadline).await.is_err() {
             return;
         }
-        loop {
-            let changes = match self.store.changes_after(seen, WATCH_BATCH) {
-                Ok(changes) => changes,
-                Err(compacted) => {
-                    events::watcher_cut_off(self.peer, seen, &"it fell behind the history");
-                    let message = format!(
-                        "this watcher fell behind: the registry keeps changes from revision {} on; watch again with since {seen}",
-                        compacted.oldest
-                    );
-                    let lagging = Reply::Error(ErrorBody::new(ErrorCode::Lagging, message));
-                    let _ = connection::send(&mut framed, &lagging, deadline).await;
-                    return connection::close(framed).await;
-                }
-            };
-            if changes.is_empty() {
-                tokio::select! {
-                    changed = revisions.changed() => if changed.is_err() { return },
-                    // A watcher only listens: whatever it sends, or its hanging up, ends the watch.
-                    _ = framed.next() => return,
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(PROGRESS_EVERY) => {
-                        let progress = WatchEvent { revision: seen, change: Change::Progress };
-                        if connection::send(&mut framed, &progress, deadline).await.is_err() {
-                            return events::watcher_cut_off(self.peer, seen, &"it stopped reading");
-                        }
-                    }
-                }
-                continue;
-            }
-            for change in changes {
-                if connection::send(&mut framed, &*change, deadline).await.is_err() {
-                    return events::watcher_cut_off(self.peer, seen, &"it stopped reading");
-                }
-                seen = change.value.revision;
-            }
-        }
+        let watcher = Watcher { framed, wakeups, seen, next_batch: Instant::now(), peer: self.peer, deadline };
+        watcher.run(&self.store, token).await;
     }
 
     /// A ticket key only in a secure session; with a join token, a
@@ -466,9 +445,223 @@ fn tickets(entry: &Contact, registration: &Registration, contacts: &[ToGreet]) -
         .collect()
 }
 
+/// One watch, once started: it sends the changes in batches, at most one
+/// batch a [`WATCH_TICK`] unless the batch is full or holds a departure.
+struct Watcher<S> {
+    framed: Framed<S, LinkCodec>,
+    wakeups: Subscription,
+    /// The revision of the last change sent.
+    seen: u64,
+    /// When the next batch may go.
+    next_batch: Instant,
+    peer: SocketAddr,
+    deadline: Duration,
+}
+
+impl<S: ByteStream> Watcher<S> {
+    async fn run(mut self, store: &Store, token: CancellationToken) {
+        loop {
+            // Marked seen before the history is read, so that only a later change wakes this watcher again.
+            self.wakeups.changes.borrow_and_update();
+            self.wakeups.departures.borrow_and_update();
+            let changes = match store.changes_after(self.seen, WATCH_BATCH) {
+                Ok(changes) => changes,
+                // Boxed: it is rare, and would otherwise add its size to every watch's task.
+                Err(compacted) => return Box::pin(self.lagging(compacted)).await,
+            };
+            let quiet = changes.is_empty();
+            if !quiet && !self.waits(&changes) {
+                if self.send(&changes).await.is_err() {
+                    return self.stopped_reading();
+                }
+                continue;
+            }
+            // Quiet, it waits for a change, and is sent `progress` after PROGRESS_EVERY
+            // without one; a batch waits for its tick, and the changes made meanwhile
+            // join it without waking this watcher, but for a departure.
+            let until = if quiet { Instant::now() + PROGRESS_EVERY } else { self.next_batch };
+            tokio::select! {
+                changed = self.wakeups.changes.changed(), if quiet => if changed.is_err() { return },
+                changed = self.wakeups.departures.changed(), if !quiet => if changed.is_err() { return },
+                () = tokio::time::sleep_until(until) => if quiet && self.progress().await.is_err() {
+                    return self.stopped_reading();
+                },
+                // A watcher only listens: whatever it sends, or its hanging up, ends the watch.
+                _ = self.framed.next() => return,
+                () = token.cancelled() => return,
+            }
+        }
+    }
+
+    async fn progress(&mut self) -> std::io::Result<()> {
+        let progress = WatchEvent { revision: self.seen, change: Change::Progress };
+        connection::send(&mut self.framed, &progress, self.deadline).await
+    }
+
+    fn stopped_reading(&self) {
+        events::watcher_cut_off(self.peer, self.seen, &"it stopped reading");
+    }
+
+    /// Whether `changes` wait for the next tick. A full batch does not: a
+    /// backlog goes out as fast as the watcher reads it. Nor does a
+    /// departure, which failure detection waits on, and which is rare.
+    fn waits(&self, changes: &[Arc<Encoded<WatchEvent>>]) -> bool {
+        let departure = changes.iter().any(|change| matches!(change.value.change, Change::Left { .. }));
+        Instant::now() < self.next_batch && changes.len() < WATCH_BATCH && !departure
+    }
+
+    /// Sends `changes` in one write.
+    async fn send(&mut self, changes: &[Arc<Encoded<WatchEvent>>]) -> std::io::Result<()> {
+        connection::send_batch(&mut self.framed, changes, self.deadline).await?;
+        self.seen = changes.last().map_or(self.seen, |change| change.value.revision);
+        self.next_batch = Instant::now() + WATCH_TICK;
+        Ok(())
+    }
+
+    /// Tells a watcher that fell behind the history so, and hangs up.
+    async fn lagging(mut self, compacted: Compacted) {
+        let seen = self.seen;
+        events::watcher_cut_off(self.peer, seen, &"it fell behind the history");
+        let message = format!(
+            "this watcher fell behind: the registry keeps changes from revision {} on; watch again with since {seen}",
+            compacted.oldest
+        );
+        let lagging = Reply::Error(ErrorBody::new(ErrorCode::Lagging, message));
+        let _ = connection::send(&mut self.framed, &lagging, self.deadline).await;
+        connection::close(self.framed).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::EntryKey;
+    use crate::store::Leases;
+    use futures::{FutureExt, SinkExt};
+    use tokio::io::DuplexStream;
+    use wire::codec::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
+
+    type Client = Framed<DuplexStream, LinkCodec>;
+
+    fn store(history: usize) -> Arc<Store> {
+        let leases = Leases { ttl: Duration::from_secs(15), legacy_ttl: None };
+        Arc::new(Store::new(leases, 1, Capacity { history, ..Capacity::default() }))
+    }
+
+    /// A watcher of `store` from its current revision, over an in-memory
+    /// connection (a real socket would let the paused clock jump while it
+    /// waits), and the watching client's end of it.
+    fn watch(store: &Arc<Store>) -> (Client, tokio::task::JoinHandle<()>) {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let watcher = Watcher {
+            framed: Framed::new(ours, LinkCodec::plain(MAX_REQUEST_BYTES)),
+            wakeups: store.subscribe(),
+            seen: store.watch(None).unwrap().revision,
+            next_batch: Instant::now(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            deadline: Duration::from_secs(5),
+        };
+        let store = store.clone();
+        let running = tokio::spawn(async move { watcher.run(&store, CancellationToken::new()).await });
+        (Framed::new(theirs, LinkCodec::plain(MAX_REPLY_BYTES)), running)
+    }
+
+    fn join(store: &Store, name: &str, puerto: u16) {
+        let registration = Registration {
+            ip: Some("10.0.0.1".parse().unwrap()),
+            puerto,
+            name: Some(name.into()),
+            group: Some(1),
+            incarnation: None,
+            dialect: Dialect::Native,
+            key: None,
+            ticket_key: None,
+        };
+        store.register(&registration, "10.0.0.1".parse().unwrap(), Instant::now()).unwrap();
+    }
+
+    fn message(next: Option<Result<wire::codec::Decoded, wire::codec::FrameError>>) -> serde_json::Value {
+        next.expect("the watch goes on").unwrap().unwrap()
+    }
+
+    /// The revisions of the next arrival (the first message to come, and
+    /// those already behind it), and when it came.
+    async fn arrival(client: &mut Client) -> (Vec<u64>, Instant) {
+        let first = message(client.next().await);
+        let at = Instant::now();
+        let mut messages = vec![first];
+        while let Some(next) = client.next().now_or_never() {
+            messages.push(message(next));
+        }
+        (messages.iter().map(|m| m["revision"].as_u64().expect("a change")).collect(), at)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_watcher_is_sent_a_change_at_once_and_the_next_ones_together_a_tick_later() {
+        let store = store(64);
+        let (mut client, _running) = watch(&store);
+        let start = Instant::now();
+        join(&store, "a", 1);
+        assert_eq!(arrival(&mut client).await, (vec![1, 2], start), "a joined, and coordinates group 1");
+        join(&store, "b", 2);
+        join(&store, "c", 3);
+        assert_eq!(arrival(&mut client).await, (vec![3, 4], start + WATCH_TICK));
+
+        // Quiet for a tick: the next change goes at once again.
+        tokio::time::sleep(WATCH_TICK).await;
+        join(&store, "d", 4);
+        assert_eq!(arrival(&mut client).await, (vec![5], start + 2 * WATCH_TICK));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_departure_or_a_full_batch_does_not_wait_for_the_tick() {
+        let store = store(1024);
+        let (mut client, _running) = watch(&store);
+        let start = Instant::now();
+        join(&store, "a", 1);
+        assert_eq!(arrival(&mut client).await, (vec![1, 2], start));
+        join(&store, "b", 2);
+        // The watcher holds b's join back for the tick, until a leaves.
+        tokio::time::sleep(WATCH_TICK / 5).await;
+        store.deregister(&EntryKey::Name("a".into()), None, Instant::now()).unwrap();
+        let left = start + WATCH_TICK / 5;
+        assert_eq!(arrival(&mut client).await, (vec![3, 4, 5], left), "b joined, a left, b coordinates");
+
+        for port in 10..10 + WATCH_BATCH as u16 + 1 {
+            join(&store, &format!("n{port}"), port);
+        }
+        let full: Vec<u64> = (6..6 + WATCH_BATCH as u64).collect();
+        assert_eq!(arrival(&mut client).await, (full, left));
+        assert_eq!(arrival(&mut client).await, (vec![6 + WATCH_BATCH as u64], left + WATCH_TICK));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_that_falls_behind_the_history_while_its_batch_waits_is_told_lagging() {
+        let store = store(4);
+        let (mut client, running) = watch(&store);
+        join(&store, "a", 1);
+        assert_eq!(arrival(&mut client).await.0, [1, 2]);
+        for port in 2..8 {
+            join(&store, &format!("n{port}"), port);
+        }
+        let lagging = message(client.next().await);
+        assert_eq!(lagging["error"]["code"], "lagging", "{lagging}");
+        assert!(client.next().await.is_none(), "then the registry hangs up");
+        running.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_watcher_is_sent_progress_and_one_that_sends_anything_is_done() {
+        let store = store(64);
+        let (mut client, running) = watch(&store);
+        let start = Instant::now();
+        let progress = message(client.next().await);
+        assert_eq!((progress["event"].as_str(), progress["revision"].as_u64()), (Some("progress"), Some(0)));
+        assert_eq!(Instant::now(), start + PROGRESS_EVERY);
+        client.send(&serde_json::json!({"op": "list"})).await.unwrap();
+        running.await.unwrap();
+        assert!(client.next().await.is_none(), "the watch is over");
+    }
 
     #[test]
     fn a_group_view_is_signed_again_only_when_its_members_change_or_it_ages() {

@@ -135,11 +135,22 @@ pub struct ToGreet {
     pub ticket_key: Option<Arc<TicketKey>>,
 }
 
+/// What wakes a watcher: any change, or only a departure, which a watcher
+/// holding changes back to send them together is woken for.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The revision of the last change.
+    pub changes: tokio::sync::watch::Receiver<u64>,
+    /// The revision of the last departure.
+    pub departures: tokio::sync::watch::Receiver<u64>,
+}
+
 #[derive(Debug)]
 pub struct Store {
     state: Mutex<State>,
-    /// The revision of the last change, for watchers to wait on.
+    /// The revision of the last change, and of the last departure, for watchers to wait on.
     revisions: tokio::sync::watch::Sender<u64>,
+    departures: tokio::sync::watch::Sender<u64>,
     leases: Leases,
     capacity: Capacity,
     /// Groups 1 to `groups` are assigned to nodes that choose none.
@@ -466,6 +477,7 @@ impl Store {
                 ..State::default()
             }),
             revisions: tokio::sync::watch::Sender::new(0),
+            departures: tokio::sync::watch::Sender::new(0),
             leases,
             capacity,
             groups: groups.max(1),
@@ -734,18 +746,22 @@ impl Store {
         expired
     }
 
-    /// Wakes the watchers waiting for changes.
+    /// Wakes the watchers waiting for changes, or for departures.
     fn publish(&self, state: &State) {
-        self.revisions.send_if_modified(|revision| {
-            let changed = *revision != state.history.revision();
-            *revision = state.history.revision();
-            changed
-        });
+        let advance = |to: u64| {
+            move |revision: &mut u64| {
+                let changed = *revision != to;
+                *revision = to;
+                changed
+            }
+        };
+        self.revisions.send_if_modified(advance(state.history.revision()));
+        self.departures.send_if_modified(advance(state.history.departed()));
     }
 
-    /// Follows the revision of the last change.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.revisions.subscribe()
+    /// Follows the revisions of the last change and of the last departure.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription { changes: self.revisions.subscribe(), departures: self.departures.subscribe() }
     }
 
     /// How a watch starts: after `since` (a revision of the run named

@@ -118,6 +118,8 @@ pub struct History {
     capacity: usize,
     /// The revision of the last change; 0 before any.
     revision: u64,
+    /// The revision of the last departure (`Left`); 0 before any.
+    departed: u64,
 }
 
 /// A watcher asked for changes the history no longer holds.
@@ -135,16 +137,23 @@ impl Default for History {
 
 impl History {
     pub fn new(capacity: usize) -> History {
-        History { changes: VecDeque::new(), capacity: capacity.max(1), revision: 0 }
+        History { changes: VecDeque::new(), capacity: capacity.max(1), revision: 0, departed: 0 }
     }
 
     pub fn revision(&self) -> u64 {
         self.revision
     }
 
+    pub fn departed(&self) -> u64 {
+        self.departed
+    }
+
     /// Records the next change, forgetting the oldest past the capacity.
     pub fn record(&mut self, change: Change) {
         self.revision += 1;
+        if matches!(change, Change::Left { .. }) {
+            self.departed = self.revision;
+        }
         self.changes.push_back(Arc::new(Encoded::new(WatchEvent { revision: self.revision, change })));
         if self.changes.len() > self.capacity {
             self.changes.pop_front();
@@ -189,7 +198,7 @@ mod tests {
         for name in ["a", "b", "c", "d"] {
             history.record(left(name));
         }
-        assert_eq!(history.revision(), 4);
+        assert_eq!((history.revision(), history.departed()), (4, 4));
         assert_eq!(revisions(&history.after(1, 10).unwrap()), [2, 3, 4]);
         assert_eq!(revisions(&history.after(2, 1).unwrap()), [3]);
         assert_eq!(revisions(&history.after(4, 10).unwrap()), [0u64; 0]);

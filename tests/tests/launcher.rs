@@ -196,7 +196,7 @@ fn pause_unpause_and_restart_report_what_followed() {
     let unpaused = launcher(project, &["unpause", "node-2", "--json"]);
     assert!(unpaused.status.success(), "{}", text(&unpaused));
     let report: Value = serde_json::from_slice(&unpaused.stdout).expect("a JSON report");
-    assert_heard(&report["return"], "registered", "peer_joined", &["node-1", "node-3"]);
+    assert_heard(&report["return"], "registered", "peers_joined", &["node-1", "node-3"]);
     assert!(report.get("departure").is_none(), "{report}");
     assert!(ps_row(project, "node-2").contains(" live "), "{:?}", ps_rows(project));
     assert_eq!(greetings_received(project), greeted, "a greeting was repeated after the return");
@@ -207,7 +207,7 @@ fn pause_unpause_and_restart_report_what_followed() {
     assert!(restarted.status.success(), "{}", text(&restarted));
     let report: Value = serde_json::from_slice(&restarted.stdout).expect("a JSON report");
     assert_heard(&report["departure"], "deregistered", "peer_left deregistered", &["node-1", "node-2"]);
-    assert_heard(&report["return"], "registered", "peer_joined", &["node-1", "node-2"]);
+    assert_heard(&report["return"], "registered", "peers_joined", &["node-1", "node-2"]);
     assert!(
         report["return"]["all_ms"].as_f64() > report["departure"]["all_ms"].as_f64(),
         "the return came before the departure: {report}"

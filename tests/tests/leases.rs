@@ -1,6 +1,6 @@
 //! Leases: dead nodes disappear, and a restarted registry is repopulated by the nodes.
 
-use node::events::Event;
+use node::events::{Event, Record};
 use registry::events::Event as RegistryEvent;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -58,9 +58,10 @@ async fn every_survivor_hears_of_a_killed_node_within_a_second() -> anyhow::Resu
     // registration reply), each once; those before its watch started are in
     // its snapshot, not logged.
     for node in nodes.iter().filter(|n| n.name != "node-3") {
-        let joined: Vec<String> =
-            node.process.events(Event::PeerJoined).iter().map(|l| l["peer_name"].to_string()).collect();
-        let later = |peer: &String| peer.trim_matches('"') > node.name.as_str();
+        let lines = node.process.events(Event::PeersJoined);
+        let records = lines.iter().map(|line| Record::parse(&line.to_string()).expect("a node event"));
+        let joined: Vec<String> = records.flat_map(|record| record.peer_names.unwrap_or_default()).collect();
+        let later = |peer: &String| peer.as_str() > node.name.as_str();
         assert!(joined.iter().all(later), "{} heard of {joined:?}", node.name);
         assert!(joined.iter().collect::<BTreeSet<_>>().len() == joined.len(), "{joined:?}");
     }

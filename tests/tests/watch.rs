@@ -2,11 +2,14 @@
 //! revision; a watcher that resumes misses nothing, one that resumes too
 //! late starts again from a snapshot, and one that never reads is cut off.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
 
 use registry::client::{Client, Watch};
 use registry::events::Event as RegistryEvent;
 use registry::protocol::{ErrorCode, NativeRequest, Since};
+use registry::server::WATCH_TICK;
 use registry::watch::{Change, WatchEvent, WatchStart};
 use serde_json::Value;
 use tests::Registry;
@@ -154,6 +157,47 @@ async fn a_watcher_further_behind_than_the_history_is_told_so_and_resumes_from_a
     let again = registry.client().await?.watch(Some(&since)).await?;
     assert_eq!((again.start.start, again.start.revision), (WatchStart::Compacted, seen + 21));
     assert_eq!(again.start.snapshot.map(|s| s.entries.len()), Some(0));
+    Ok(())
+}
+
+/// Joins made in a burst reach a watcher a batch at a time, at most one a
+/// [`WATCH_TICK`] (the registry sends what was made during a tick together),
+/// every change in order, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_reaches_a_watcher_in_batches_in_order_and_whole() -> anyhow::Result<()> {
+    const JOINS: u16 = 40;
+    // Each join, and group 1's first coordinator.
+    let changes = usize::from(JOINS) + 1;
+    let registry = Registry::start(&[]).await?;
+    let mut watch = registry.client().await?.watch(None).await?;
+    let started = Instant::now();
+    let names: Vec<String> = (1..=JOINS).map(|i| format!("n{i}")).collect();
+    let joining = futures::future::try_join_all(names.iter().zip(1..).map(|(name, port)| join(&registry, name, port)));
+    let reading = async {
+        let mut batches = Vec::new();
+        while batches.iter().map(Vec::len).sum::<usize>() < changes {
+            batches.push(watch.next_batch(changes).await?);
+        }
+        anyhow::Ok(batches)
+    };
+    let (joined, batches) = tokio::join!(joining, reading);
+    let (_sessions, batches) = (joined?, batches?);
+    let ticks = started.elapsed().as_millis() / WATCH_TICK.as_millis();
+
+    let received: Vec<&WatchEvent> = batches.iter().flatten().collect();
+    let revisions: Vec<u64> = received.iter().map(|event| event.revision).collect();
+    assert_eq!(revisions, (1..=changes as u64).collect::<Vec<_>>());
+    let names: BTreeSet<&str> = received
+        .iter()
+        .filter_map(|event| match &event.change {
+            Change::Joined { entry } => Some(entry.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names.len(), usize::from(JOINS));
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert!(sizes.len() < changes, "{changes} changes came one by one: {sizes:?}");
+    assert!(sizes.len() as u128 <= ticks + 2, "{sizes:?} in {ticks} ticks");
     Ok(())
 }
 

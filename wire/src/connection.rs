@@ -19,23 +19,29 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
-use crate::codec::{Decoded, FrameError, LinkCodec, MAX_REQUEST_BYTES};
+use crate::codec::{Batch, Decoded, FrameError, LinkCodec, MAX_REQUEST_BYTES};
 use crate::envelope::{Code, ErrorBody, Reply};
 use crate::secure::{self, HandshakeError, Keys, Progress};
 
 /// A connection carrying one JSON value per message, plain or sealed.
 pub type JsonStream = Framed<TcpStream, LinkCodec>;
+
+/// What a connection runs over: a TCP stream, or in tests an in-memory one,
+/// whose clock-paused runs are not upset by real I/O.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ByteStream for S {}
 
 /// How long a connection that sent something unusable is drained before it
 /// is closed, so that the client reads the error instead of a reset.
@@ -327,8 +333,33 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 }
 
 /// Writes one message, giving up after `deadline`.
-pub async fn send<T: Serialize>(framed: &mut JsonStream, message: &T, deadline: Duration) -> io::Result<()> {
-    match timeout(deadline, framed.send(message)).await {
+pub async fn send<S: ByteStream, T: Serialize>(
+    framed: &mut Framed<S, LinkCodec>,
+    message: &T,
+    deadline: Duration,
+) -> io::Result<()> {
+    write(framed, message, deadline).await
+}
+
+/// Writes several messages at once ([`Batch`]), giving up after `deadline`:
+/// one write, and on a secure connection one seal, for all of them.
+pub async fn send_batch<S: ByteStream, I>(
+    framed: &mut Framed<S, LinkCodec>,
+    messages: I,
+    deadline: Duration,
+) -> io::Result<()>
+where
+    I: IntoIterator,
+    I::Item: Serialize,
+{
+    write(framed, Batch(messages), deadline).await
+}
+
+async fn write<S: ByteStream, I>(framed: &mut Framed<S, LinkCodec>, item: I, deadline: Duration) -> io::Result<()>
+where
+    LinkCodec: Encoder<I, Error = FrameError>,
+{
+    match timeout(deadline, framed.send(item)).await {
         Ok(Ok(())) => {
             release_large_buffers(framed);
             Ok(())
@@ -342,7 +373,7 @@ pub async fn send<T: Serialize>(framed: &mut JsonStream, message: &T, deadline: 
 /// keep their largest size, and a session lives as long as its node: a
 /// registry whose every node once got a reply listing a thousand contacts
 /// would otherwise hold that reply's size once per node.
-fn release_large_buffers(framed: &mut JsonStream) {
+fn release_large_buffers<S>(framed: &mut Framed<S, LinkCodec>) {
     const KEPT: usize = 16 * 1024;
     if framed.write_buffer().capacity() > KEPT && framed.write_buffer().is_empty() {
         *framed.write_buffer_mut() = bytes::BytesMut::with_capacity(CONNECTION_BUFFER);
@@ -375,10 +406,10 @@ pub async fn reject(mut framed: JsonStream, error: FrameError, deadline: Duratio
 /// the kernel send a reset, which can destroy the reply before the peer
 /// reads it; so when input is pending, drain it first. When none is (the
 /// usual case), close at once.
-pub async fn close(framed: JsonStream) {
-    let stream = framed.into_inner();
+pub async fn close<S: ByteStream>(framed: Framed<S, LinkCodec>) {
+    let mut stream = framed.into_inner();
     let mut probe = [0u8; 1];
-    if matches!(stream.try_read(&mut probe), Ok(n) if n > 0) {
+    if matches!(stream.read(&mut probe).now_or_never(), Some(Ok(n)) if n > 0) {
         drain(stream).await;
     }
 }
@@ -386,7 +417,7 @@ pub async fn close(framed: JsonStream) {
 /// Closes our side, then discards what the client still sends until it
 /// hangs up, for a bounded time: closing a socket with unread input makes
 /// the kernel send a reset, which can destroy a reply before it is read.
-pub async fn drain(mut stream: TcpStream) {
+pub async fn drain<S: ByteStream>(mut stream: S) {
     if stream.shutdown().await.is_err() {
         return;
     }
