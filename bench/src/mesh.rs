@@ -31,7 +31,7 @@ pub(crate) async fn bench_mesh(
     let section = &format!("mesh N={nodes}");
     let target = match nodes {
         200 => Some(Target::AtMost(1.5)),
-        1000 => Some(Target::AtMost(30.0)),
+        1000 => Some(Target::AtMost(120.0)),
         _ => None,
     };
     if let Err(why) = fd_budget(nodes) {

@@ -152,7 +152,7 @@ impl Membership {
 
 /// The contacts of a registration, each with its ticket when the registry gave one.
 fn contacts(registered: Registered) -> Vec<Contact> {
-    let mut tickets = registered.tickets.into_iter();
+    let mut tickets = registered.tickets.unwrap_or_default().into_iter();
     registered
         .contactos
         .into_iter()

@@ -193,7 +193,7 @@ impl Client {
             }
             reply => {
                 let registered: Registered = self.success(op, reply)?;
-                if !registered.tickets.is_empty() && registered.tickets.len() != registered.contactos.len() {
+                if registered.tickets.as_ref().is_some_and(|tickets| tickets.len() != registered.contactos.len()) {
                     return Err(self.unexpected(op, "`tickets` does not match `contactos` one for one"));
                 }
                 Ok(Joined::Leased(Box::new(registered)))

@@ -351,9 +351,10 @@ fn optional_name(fields: &Map<String, Value>) -> Result<Option<String>, ErrorBod
 }
 
 /// Body of a successful registration: the registry sends its contacts
-/// already encoded ([`EncodedContact`]), a client reads them as [`Contact`]s.
+/// already encoded ([`EncodedContact`]) and its tickets encoded together, a
+/// client reads them as [`Contact`]s and [`Introduction`]s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registered<C = Contact> {
+pub struct Registered<C = Contact, T = Vec<Option<Introduction>>> {
     pub id: String,
     pub ttl_ms: u64,
     /// The entry as recorded, with the address the registry settled on.
@@ -363,8 +364,8 @@ pub struct Registered<C = Contact> {
     /// For each contact, in the same order, the ticket and key to greet
     /// it with (see [`wire::ticket`]): for a registrant that gave a ticket
     /// key, `null` for a contact that gave none (an original node).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tickets: Vec<Option<Introduction>>,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    pub tickets: Option<T>,
     /// The registry's signing key, which checks group views.
     pub registry_key: RegistryKey,
     pub policy: Policy,
@@ -433,7 +434,7 @@ pub struct ClientesContact {
 /// Everything the registry answers.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    Registered(Box<Registered<Arc<EncodedContact>>>),
+    Registered(Box<Registered<Arc<EncodedContact>, Box<RawValue>>>),
     Renewed(Renewed),
     Found(Found),
     Listed(Listed),

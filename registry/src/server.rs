@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
 use tokio_util::codec::Framed;
@@ -25,7 +26,7 @@ use tracing::{debug, warn};
 use wire::codec::{Decoded, FrameError, LinkCodec};
 use wire::connection::{self, Accepted, ByteStream, JsonStream, Limits};
 use wire::secure::{Admission, Identity, Keys, PublicKey};
-use wire::ticket::{Greeter, Introduction, TICKET_VALIDITY};
+use wire::ticket::{Greeter, TICKET_VALIDITY};
 
 use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
@@ -35,6 +36,10 @@ use crate::protocol::{
 };
 use crate::store::{Capacity, Leases, Store, StoreError, Subscription, ToGreet};
 use crate::watch::{Change, Compacted, WatchEvent, PROGRESS_EVERY};
+
+/// About what one contact's ticket and pair key take in a registration
+/// reply, to size its buffer once.
+const TICKET_JSON_BYTES: usize = 280;
 
 /// Changes a watcher is sent in one write at most. A change is about 180
 /// bytes, so a batch stays within the 16 KiB a connection's write buffer
@@ -426,23 +431,30 @@ impl Connection {
 }
 
 /// The tickets with which `entry` greets each of `contacts` (see
-/// [`wire::ticket`]): none for a registrant that gave no ticket key, which
-/// no one could greet either; `None` for an original contact, greeted in
-/// plaintext. Sealed outside the store's lock.
-fn tickets(entry: &Contact, registration: &Registration, contacts: &[ToGreet]) -> Vec<Option<Introduction>> {
-    let Some(key) = entry.key.filter(|_| registration.ticket_key.is_some()) else {
-        return Vec::new();
-    };
+/// [`wire::ticket`]), as a JSON array: `null` for an original contact,
+/// greeted in plaintext; none at all for a registrant that gave no ticket
+/// key, which no one could greet either. Sealed outside the store's lock,
+/// and written into one buffer as they are sealed: a late registrant of a
+/// large mesh gets a thousand, and the registry holds many such replies
+/// while nodes join together.
+fn tickets(entry: &Contact, registration: &Registration, contacts: &[ToGreet]) -> Option<Box<RawValue>> {
+    let key = entry.key.filter(|_| registration.ticket_key.is_some())?;
     let greeter =
         Greeter { id: entry.id.clone(), name: entry.name.clone(), addr: entry.addr(), key, group: entry.group };
     let expires_ms = unix_ms() + millis(TICKET_VALIDITY);
-    contacts
-        .iter()
-        .map(|earlier| {
-            let receiver = earlier.contact.value.key?;
-            Some(earlier.ticket_key.as_ref()?.issue(receiver, &greeter, expires_ms))
-        })
-        .collect()
+    let mut json = Vec::with_capacity(2 + contacts.len() * TICKET_JSON_BYTES);
+    json.push(b'[');
+    for (i, earlier) in contacts.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        let receiver = earlier.contact.value.key.zip(earlier.ticket_key.as_ref());
+        let introduction = receiver.map(|(receiver, ticket_key)| ticket_key.issue(receiver, &greeter, expires_ms));
+        serde_json::to_writer(&mut json, &introduction).expect("an introduction serializes");
+    }
+    json.push(b']');
+    let json = String::from_utf8(json).expect("serde_json writes UTF-8");
+    Some(RawValue::from_string(json).expect("a JSON array"))
 }
 
 /// One watch, once started: it sends the changes in batches, at most one

@@ -46,7 +46,7 @@ impl Mallory {
     /// Her introduction to `name`.
     fn introduction(&self, name: &str) -> anyhow::Result<&Introduction> {
         let at = self.registered.contactos.iter().position(|c| c.name == name).context("no such contact")?;
-        self.registered.tickets[at].as_ref().context("no ticket for it")
+        self.registered.tickets.as_ref().and_then(|tickets| tickets[at].as_ref()).context("no ticket for it")
     }
 
     /// Her greeting, as her node would send it, claiming `name`.

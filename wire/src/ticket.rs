@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -59,8 +59,11 @@ const REQUEST_INFO: &[u8] = b"hit6 greeting v1 request";
 const ANSWER_INFO: &[u8] = b"hit6 greeting v1 answer";
 
 const NONCE: usize = 24;
-/// A ticket starts with the receiver's static key and the seal's nonce, in the clear.
-const HEADER: usize = 32 + NONCE;
+/// The first bytes of the receiver's static key: enough to tell a ticket
+/// meant for another node, and the whole key is sealed in (associated data).
+const RECEIVER_TAG: usize = 8;
+/// A ticket starts with the receiver's tag and the seal's nonce, in the clear.
+const HEADER: usize = RECEIVER_TAG + NONCE;
 /// Longest ticket or sealed greeting taken from the network; ours are a few hundred bytes.
 const MAX_SEALED: usize = 4096;
 
@@ -68,8 +71,8 @@ const MAX_SEALED: usize = 4096;
 pub enum TicketError {
     #[error("the ticket is malformed")]
     Malformed,
-    #[error("the ticket is for another node (key {0})")]
-    OtherReceiver(PublicKey),
+    #[error("the ticket is for another node (its key starts {tag})")]
+    OtherReceiver { tag: String },
     #[error("the ticket does not open with this node's ticket key: forged, or issued to an earlier run of this node")]
     NotSealedForMe,
     #[error("the ticket expired {ago_s} s ago")]
@@ -187,8 +190,8 @@ macro_rules! opaque {
 }
 
 opaque!(
-    /// A ticket: the receiver's static key and the seal's nonce, then the
-    /// sealed [`Body`].
+    /// A ticket: the receiver's tag and the seal's nonce, then the sealed
+    /// [`Body`].
     Ticket
 );
 opaque!(
@@ -198,22 +201,88 @@ opaque!(
 
 /// The greeter, as the registry recorded it: the greeted node logs the
 /// greeting under this, whatever the greeting itself claims.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Greeter {
     pub id: String,
     pub name: String,
     pub addr: SocketAddr,
     pub key: PublicKey,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<u32>,
 }
 
-/// What a ticket seals.
-#[derive(Serialize, Deserialize)]
+/// What a ticket seals, in a compact binary form ([`Body::encode`]): a
+/// registrant gets one ticket per contact, so their size is what a
+/// registration reply grows by.
 struct Body {
     greeter: Greeter,
     key: PairKey,
     expires_ms: u64,
+}
+
+impl Body {
+    /// Expiry, pair key, greeter's key, group (0 for none), address (4 or
+    /// 16 bytes of ip, then the port), then id and name, each after its
+    /// length in one byte (both are at most 128 bytes).
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let greeter = &self.greeter;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(96 + greeter.id.len() + greeter.name.len()));
+        bytes.extend_from_slice(&self.expires_ms.to_be_bytes());
+        bytes.extend_from_slice(self.key.0 .0.as_ref());
+        bytes.extend_from_slice(greeter.key.as_bytes());
+        bytes.extend_from_slice(&greeter.group.unwrap_or(0).to_be_bytes());
+        match greeter.addr.ip() {
+            IpAddr::V4(ip) => {
+                bytes.push(4);
+                bytes.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                bytes.push(6);
+                bytes.extend_from_slice(&ip.octets());
+            }
+        }
+        bytes.extend_from_slice(&greeter.addr.port().to_be_bytes());
+        for text in [&greeter.id, &greeter.name] {
+            let len = u8::try_from(text.len()).expect("ids and names are at most 128 bytes");
+            bytes.push(len);
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Body> {
+        let mut reader = Reader(bytes);
+        let expires_ms = u64::from_be_bytes(reader.take()?);
+        let key = PairKey(Secret(Zeroizing::new(reader.take()?)));
+        let greeter_key = PublicKey::from_bytes(&reader.take::<32>()?)?;
+        let group = Some(u32::from_be_bytes(reader.take()?)).filter(|group| *group != 0);
+        let ip = match reader.take::<1>()? {
+            [4] => IpAddr::from(reader.take::<4>()?),
+            [6] => IpAddr::from(reader.take::<16>()?),
+            _ => return None,
+        };
+        let addr = SocketAddr::new(ip, u16::from_be_bytes(reader.take()?));
+        let (id, name) = (reader.text()?, reader.text()?);
+        let greeter = Greeter { id, name, addr, key: greeter_key, group };
+        reader.0.is_empty().then_some(Body { greeter, key, expires_ms })
+    }
+}
+
+/// Reads a [`Body`] front to back.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+
+    fn text(&mut self) -> Option<String> {
+        let [len] = self.take::<1>()?;
+        let (text, rest) = self.0.split_at_checked(usize::from(len))?;
+        self.0 = rest;
+        String::from_utf8(text.to_vec()).ok()
+    }
 }
 
 /// What a greeter holds for one contact: the ticket, and the key it carries.
@@ -257,10 +326,9 @@ impl TicketKey {
         key.copy_from_slice(&random[..32]);
         let key = PairKey(Secret(key));
         let nonce: [u8; NONCE] = random[32..].try_into().expect("the rest is a nonce");
-        let body = Body { greeter: greeter.clone(), key: key.clone(), expires_ms };
-        let plain = Zeroizing::new(serde_json::to_vec(&body).expect("a ticket's body serializes"));
+        let plain = Body { greeter: greeter.clone(), key: key.clone(), expires_ms }.encode();
         let mut ticket = Vec::with_capacity(HEADER + plain.len() + 16);
-        ticket.extend_from_slice(receiver.as_bytes());
+        ticket.extend_from_slice(&receiver.as_bytes()[..RECEIVER_TAG]);
         ticket.extend_from_slice(&nonce);
         let aad = ticket_aad(receiver);
         let sealed = self
@@ -273,17 +341,17 @@ impl TicketKey {
 
     /// Opens a ticket as the node `me`, which holds this key, at `now_ms`.
     pub fn open(&self, ticket: &Ticket, me: PublicKey, now_ms: u64) -> Result<Opened, TicketError> {
-        let (receiver, nonce, sealed) = split(ticket)?;
-        if receiver != me {
-            return Err(TicketError::OtherReceiver(receiver));
+        let Parts { receiver, nonce, sealed } = split(ticket)?;
+        if *receiver != me.as_bytes()[..RECEIVER_TAG] {
+            return Err(TicketError::OtherReceiver { tag: URL_SAFE_NO_PAD.encode(receiver) });
         }
-        let aad = ticket_aad(receiver);
+        let aad = ticket_aad(me);
         let plain = self
             .cipher()
             .decrypt((&nonce).into(), Payload { msg: sealed, aad: &aad })
             .map(Zeroizing::new)
             .map_err(|_| TicketError::NotSealedForMe)?;
-        let body: Body = serde_json::from_slice(&plain).map_err(|_| TicketError::Malformed)?;
+        let body = Body::decode(&plain).ok_or(TicketError::Malformed)?;
         if body.expires_ms <= now_ms {
             return Err(TicketError::Expired { ago_s: (now_ms - body.expires_ms) / 1000 });
         }
@@ -295,15 +363,20 @@ fn ticket_aad(receiver: PublicKey) -> Vec<u8> {
     [TICKET_AAD, receiver.as_bytes()].concat()
 }
 
-/// A ticket's receiver, nonce and sealed body.
-fn split(ticket: &Ticket) -> Result<(PublicKey, [u8; NONCE], &[u8]), TicketError> {
+/// A ticket taken apart: its receiver's tag, its nonce and its sealed body.
+struct Parts<'a> {
+    receiver: &'a [u8],
+    nonce: [u8; NONCE],
+    sealed: &'a [u8],
+}
+
+fn split(ticket: &Ticket) -> Result<Parts<'_>, TicketError> {
     let bytes = ticket.as_bytes();
     if bytes.len() <= HEADER {
         return Err(TicketError::Malformed);
     }
-    let receiver = PublicKey::from_bytes(&bytes[..32]).ok_or(TicketError::Malformed)?;
-    let nonce = bytes[32..HEADER].try_into().map_err(|_| TicketError::Malformed)?;
-    Ok((receiver, nonce, &bytes[HEADER..]))
+    let nonce = bytes[RECEIVER_TAG..HEADER].try_into().map_err(|_| TicketError::Malformed)?;
+    Ok(Parts { receiver: &bytes[..RECEIVER_TAG], nonce, sealed: &bytes[HEADER..] })
 }
 
 /// A ticket opened by the node it was for.
@@ -336,7 +409,7 @@ impl Opened {
 
 impl Introduction {
     fn nonce(&self) -> Result<[u8; NONCE], TicketError> {
-        split(&self.ticket).map(|(_, nonce, _)| nonce)
+        split(&self.ticket).map(|parts| parts.nonce)
     }
 
     /// `greeting` as attempt number `attempt` (1 to [`MAX_ATTEMPTS`]) sends it.
@@ -503,7 +576,8 @@ mod tests {
         let (bob, _, intro) = introduced(NOW + 60_000);
         let carol = (Identity::generate().public(), TicketKey::generate());
         let sent = intro.seal_greeting(1, b"hola").unwrap();
-        assert_eq!(carol.1.open(&sent.ticket, carol.0, NOW).unwrap_err(), TicketError::OtherReceiver(bob));
+        let other = carol.1.open(&sent.ticket, carol.0, NOW).unwrap_err();
+        assert!(matches!(other, TicketError::OtherReceiver { .. }), "{other}");
         // Bob's next run (a new ticket key, the same static key) cannot open it either.
         assert_eq!(carol.1.open(&sent.ticket, bob, NOW).unwrap_err(), TicketError::NotSealedForMe);
         let mut forged = sent.ticket.as_bytes().to_vec();
@@ -558,6 +632,18 @@ mod tests {
         // Once they expire, they go by themselves.
         assert_eq!(seen.record(&tickets[2], 2, NOW + 2_500), Ok(Delivery::Repeat));
         assert_eq!(seen.len(), 1);
+    }
+
+    #[test]
+    fn a_body_round_trips_and_anything_short_or_long_is_malformed() {
+        let greeter = Greeter { addr: "[2001:db8::7]:9".parse().unwrap(), group: None, ..greeter() };
+        let body = Body { greeter: greeter.clone(), key: PairKey(Secret::generate()), expires_ms: NOW };
+        let bytes = body.encode();
+        let back = Body::decode(&bytes).unwrap();
+        assert_eq!((back.greeter, back.expires_ms), (greeter, NOW));
+        assert!(back.key == body.key);
+        assert!(Body::decode(&bytes[..bytes.len() - 1]).is_none());
+        assert!(Body::decode(&[bytes.as_slice(), &[0]].concat()).is_none());
     }
 
     #[test]
