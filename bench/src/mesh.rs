@@ -201,7 +201,7 @@ pub(crate) fn full_mesh(mesh: &Mesh, t0: Instant, outcome: &str) -> Result<f64, 
         )),
         None => {
             let share = 100.0 * (mesh.pairs - missing) as f64 / mesh.pairs as f64;
-            Err(format!("incomplete ({outcome}): {share:.1}% of the pairs met; {counts}"))
+            Err(format!("incomplete ({outcome}): {share:.1}% of the pairs met, {missing} never; {counts}"))
         }
     }
 }

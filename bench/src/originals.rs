@@ -130,8 +130,9 @@ impl Timed {
             None => follow(section, mesh, t0, mesh_limit(cli, mesh.nodes)).await,
         };
         let cpu = spawned.cpu_seconds();
-        for said in spawned.kill_all().await {
-            eprintln!("  {section}: stderr of {said}");
+        let stderr_samples = spawned.kill_all().await;
+        for sample in wire::lock(&mesh.samples).iter().chain(&stderr_samples) {
+            eprintln!("  {section}: {sample}");
         }
         registry.stop().await;
         Timed { seconds: full_mesh(mesh, t0, &outcome), cpu, counts: mesh.counts() }
@@ -214,11 +215,12 @@ impl PythonMesh {
                 self.mesh.tally(met.insert((own.min(greeter), own.max(greeter))));
             }
         }
+        let failures = text.match_indices(FAILED).inspect(|&(at, _)| self.mesh.sample(&text, at)).count();
         let counts = Counts {
             registered: each(REGISTERED).count(),
             received: greeters.len(),
             sent: each(SENT).count(),
-            failed: each(FAILED).count(),
+            failed: failures,
             ..Counts::default()
         };
         self.mesh.add(chunk, counts);
