@@ -63,6 +63,11 @@ pub(crate) enum Section {
     /// Time for N node processes to greet each other pairwise, with duplicate
     /// and missing pairs counted, and the nodes' CPU per greeting against the floor.
     Mesh,
+    /// Our full mesh against the lab's original Python programs'
+    /// (reconstructed in bench/originals/), one after the other, for each
+    /// `--nodes` size up to 200: both times and their ratio; skipped
+    /// without python3.
+    Originals,
     /// p50/p99/max latency of sequential multicasts to groups of 10 and 100.
     Multicast,
     /// One change fanned out to 1000 watchers (p50/p99 until each has it),

@@ -22,7 +22,8 @@
 //!   log is only read for its address, launchers in process groups.
 //! - [`nodes`]: many node processes and the event counts of their logs.
 //! - One module per section: [`throughput`] (heartbeat and register),
-//!   [`memory`], [`floor`], [`mesh`], [`multicast`], [`watch`], [`detection`],
+//!   [`memory`], [`floor`], [`mesh`], [`originals`] (our mesh against the
+//!   lab's Python programs), [`multicast`], [`watch`], [`detection`],
 //!   [`launcher`], [`local`].
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,7 @@ mod memory;
 mod mesh;
 mod multicast;
 mod nodes;
+mod originals;
 mod probe;
 mod report;
 mod spawn;
@@ -123,6 +125,7 @@ async fn run(cli: &Cli, rows: &Rows, node_bin: &Path) {
                 }
                 Ok(())
             }
+            Section::Originals => originals::bench_originals(cli, rows, node_bin).await,
             Section::Multicast => multicast::bench_multicasts(cli, rows, node_bin).await,
             Section::Watch => watch::bench_watch(rows).await,
             Section::Detection => detection::bench_detection(rows).await,

@@ -38,7 +38,7 @@ pub(crate) async fn bench_mesh(
         rows.error(section, "full mesh", target, why);
         return Ok(());
     }
-    let registry = LeanRegistry::start(&["--ttl", "60s", "--max-pending-per-ip", PENDING_PER_IP]).await?;
+    let registry = start_registry().await?;
     let mesh = Mesh::new(nodes);
     let before = Before::now();
     let (spawned, spawn_error) = spawn_nodes(cli, node_bin, registry.addr, &mesh).await;
@@ -60,6 +60,11 @@ pub(crate) async fn bench_mesh(
         eprintln!("  {section}: {sample}");
     }
     Ok(())
+}
+
+/// A registry for a mesh of nodes on this host.
+pub(crate) async fn start_registry() -> anyhow::Result<LeanRegistry> {
+    LeanRegistry::start(&["--ttl", "60s", "--max-pending-per-ip", PENDING_PER_IP]).await
 }
 
 /// Each node costs this process a stdout pipe, a stderr pipe and a pidfd.
@@ -91,7 +96,7 @@ impl Before {
 
 /// Follows the counts until every pair has met (and the logs have been
 /// quiet for a moment), or until it cannot happen; returns why not, or "".
-async fn follow(section: &str, mesh: &Mesh, t0: Instant, limit: Duration) -> String {
+pub(crate) async fn follow(section: &str, mesh: &Mesh, t0: Instant, limit: Duration) -> String {
     let mut concluded: Option<Instant> = None;
     let mut progress = (0, Instant::now());
     let mut next_report = Instant::now() + Duration::from_secs(2);
@@ -174,32 +179,31 @@ fn report_mesh(
 ) {
     let (target, outcome) = goal;
     report_registration(rows, section, mesh, before, spawn);
-    let (duplicates, distinct) = (mesh.duplicates.load(Ordering::Relaxed), mesh.distinct.load(Ordering::Relaxed));
-    let missing = mesh.pairs - distinct.min(mesh.pairs);
-    let counts = mesh.counts();
-    match mesh.meshed.get() {
-        Some(at) if duplicates == 0 && missing == 0 => {
-            rows.push(section, "full mesh", Some((*at - before.t0).as_secs_f64()), "s", target, counts)
-        }
-        Some(at) => {
-            let why = format!(
-                "reached the count after {:.3} s but {duplicates} duplicate and {missing} missing pairs; {counts}",
-                (*at - before.t0).as_secs_f64()
-            );
-            rows.error(section, "full mesh", target, why)
-        }
-        None => {
-            let share = 100.0 * distinct as f64 / mesh.pairs as f64;
-            rows.error(
-                section,
-                "full mesh",
-                target,
-                format!("incomplete ({outcome}): {share:.1}% of the pairs met; {counts}"),
-            )
-        }
+    let (duplicates, missing) = mesh.duplicate_and_missing();
+    match full_mesh(mesh, before.t0, outcome) {
+        Ok(seconds) => rows.push(section, "full mesh", Some(seconds), "s", target, mesh.counts()),
+        Err(why) => rows.error(section, "full mesh", target, why),
     }
     report_pairs(rows, section, duplicates, missing, mesh);
     rows.info(section, "greeting_failed", mesh.failed.load(Ordering::Relaxed) as f64, "", "");
+}
+
+/// Seconds from `t0` to a full mesh, or why there was none (`outcome`
+/// says why following stopped): a pair met twice or never is no full mesh.
+pub(crate) fn full_mesh(mesh: &Mesh, t0: Instant, outcome: &str) -> Result<f64, String> {
+    let (duplicates, missing) = mesh.duplicate_and_missing();
+    let counts = mesh.counts();
+    match mesh.meshed.get() {
+        Some(at) if duplicates == 0 && missing == 0 => Ok((*at - t0).as_secs_f64()),
+        Some(at) => Err(format!(
+            "reached the count after {:.3} s but {duplicates} duplicate and {missing} missing pairs; {counts}",
+            (*at - t0).as_secs_f64()
+        )),
+        None => {
+            let share = 100.0 * (mesh.pairs - missing) as f64 / mesh.pairs as f64;
+            Err(format!("incomplete ({outcome}): {share:.1}% of the pairs met, {missing} never; {counts}"))
+        }
+    }
 }
 
 fn report_registration(rows: &Rows, section: &str, mesh: &Mesh, before: &Before, spawn: Duration) {

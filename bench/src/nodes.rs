@@ -2,6 +2,7 @@
 //! read in large chunks with a byte scan rather than a JSON parse per line,
 //! so that the reader keeps up with a thousand nodes.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use node::events::Event;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Child;
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -64,15 +65,15 @@ pub(crate) struct NeverMet {
     pub(crate) worst: Vec<(usize, usize)>,
 }
 
-/// One line's worth of counts.
+/// One chunk's worth of counts.
 #[derive(Default)]
-struct Counts {
-    registered: usize,
-    received: usize,
-    sent: usize,
-    failed: usize,
-    unreachable: usize,
-    refused: usize,
+pub(crate) struct Counts {
+    pub(crate) registered: usize,
+    pub(crate) received: usize,
+    pub(crate) sent: usize,
+    pub(crate) failed: usize,
+    pub(crate) unreachable: usize,
+    pub(crate) refused: usize,
 }
 
 impl Mesh {
@@ -111,7 +112,8 @@ impl Mesh {
         registered
     }
 
-    fn add(&self, chunk: &[u8], counts: Counts) {
+    /// Adds the counts of `chunk`, whole lines only.
+    pub(crate) fn add(&self, chunk: &[u8], counts: Counts) {
         self.lines.fetch_add(chunk.iter().filter(|&&b| b == b'\n').count(), Ordering::Relaxed);
         bump(&self.registered, counts.registered, self.nodes, &self.all_registered);
         bump(&self.received, counts.received, self.pairs, &self.meshed);
@@ -134,14 +136,26 @@ impl Mesh {
             return;
         }
         let bit = node.min(peer) - 1 + (node.max(peer) - 1) * self.nodes;
-        let mut met = wire::lock(&self.met);
-        let word = &mut met[bit / 64];
-        if *word & (1 << (bit % 64)) != 0 {
-            self.duplicates.fetch_add(1, Ordering::Relaxed);
-        } else {
+        let first = {
+            let mut met = wire::lock(&self.met);
+            let word = &mut met[bit / 64];
+            let first = *word & (1 << (bit % 64)) == 0;
             *word |= 1 << (bit % 64);
-            self.distinct.fetch_add(1, Ordering::Relaxed);
-        }
+            first
+        };
+        self.tally(first);
+    }
+
+    /// Counts a pair meeting: for the `first` time, or again.
+    pub(crate) fn tally(&self, first: bool) {
+        let counter = if first { &self.distinct } else { &self.duplicates };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Greetings of a pair that had met already, and pairs that never met.
+    pub(crate) fn duplicate_and_missing(&self) -> (usize, usize) {
+        let distinct = self.distinct.load(Ordering::Relaxed);
+        (self.duplicates.load(Ordering::Relaxed), self.pairs - distinct.min(self.pairs))
     }
 
     /// Up to `most` pairs of node numbers that never met, and the nodes
@@ -216,9 +230,21 @@ pub(crate) fn bump(counter: &AtomicUsize, by: usize, target: usize, reached: &On
     }
 }
 
-/// Reads the log of node number `node` (process `pid`) in large chunks and
-/// counts its events line-aligned; reads its CPU time as it registers.
-pub(crate) async fn read_events(mut stdout: impl AsyncRead + Unpin, node: usize, pid: Option<u32>, mesh: Arc<Mesh>) {
+/// Reads the log of node number `node` (process `pid`) and counts its
+/// events; reads its CPU time as it registers.
+pub(crate) async fn read_events(stdout: impl AsyncRead + Unpin, node: usize, pid: Option<u32>, mesh: Arc<Mesh>) {
+    read_lines(stdout, &mesh, |lines| {
+        if mesh.count(node, lines) {
+            let startup = pid.and_then(|pid| cpu_seconds(&pid.to_string())).unwrap_or(0.0);
+            mesh.startup_ns.fetch_add((startup * 1e9) as u64, Ordering::Relaxed);
+        }
+    })
+    .await;
+}
+
+/// Reads a log in large chunks and hands `count` whole lines only, as many
+/// as have arrived; counts the process as exited once its log ends.
+pub(crate) async fn read_lines(mut stdout: impl AsyncRead + Unpin, mesh: &Mesh, mut count: impl FnMut(&[u8])) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0;
     loop {
@@ -232,10 +258,7 @@ pub(crate) async fn read_events(mut stdout: impl AsyncRead + Unpin, node: usize,
         let Some(last) = buf[..filled].iter().rposition(|&b| b == b'\n') else {
             continue;
         };
-        if mesh.count(node, &buf[..=last]) {
-            let startup = pid.and_then(|pid| cpu_seconds(&pid.to_string())).unwrap_or(0.0);
-            mesh.startup_ns.fetch_add((startup * 1e9) as u64, Ordering::Relaxed);
-        }
+        count(&buf[..=last]);
         buf.copy_within(last + 1..filled, 0);
         filled -= last + 1;
     }
@@ -311,8 +334,7 @@ pub(crate) fn mesh_limit(cli: &Cli, nodes: usize) -> Duration {
 }
 
 /// Spawns `mesh.nodes` nodes named `node-1`, `node-2`, ... that register
-/// with `registry`, counting their events into `mesh`. Stops at the first
-/// node that fails to spawn, and says so.
+/// with `registry`, counting their events into `mesh`.
 pub(crate) async fn spawn_nodes(
     cli: &Cli,
     node_bin: &Path,
@@ -320,8 +342,7 @@ pub(crate) async fn spawn_nodes(
     mesh: &Arc<Mesh>,
 ) -> (Spawned, Option<String>) {
     let (host, port) = (registry.ip().to_string(), registry.port().to_string());
-    let mut spawned = Spawned { children: Vec::with_capacity(mesh.nodes), readers: Vec::new(), stderr: Vec::new() };
-    for i in 1..=mesh.nodes {
+    let node_command = |i: usize| {
         let name = format!("node-{i}");
         // Every peer connects from 127.0.0.1 here, where on a network each
         // host has its own address: the per-address bound of pending
@@ -333,14 +354,28 @@ pub(crate) async fn spawn_nodes(
         let args: Vec<String> = args.collect();
         let mut command = command(node_bin, &args);
         command.envs(cli.node_env.iter().map(|(k, v)| (k, v)));
-        match command.spawn() {
+        command
+    };
+    spawn_each(mesh.nodes, node_command, |stdout, i, pid| read_events(stdout, i, pid, mesh.clone())).await
+}
+
+/// Spawns `count` processes back to back, the `i`th (from 1) from
+/// `command(i)`, with `read(stdout, i, pid)` reading its log: every mesh the
+/// bench times is started at this same pace. Stops at the first process
+/// that fails to spawn, and says so.
+pub(crate) async fn spawn_each<R>(
+    count: usize,
+    mut command: impl FnMut(usize) -> Command,
+    mut read: impl FnMut(ChildStdout, usize, Option<u32>) -> R,
+) -> (Spawned, Option<String>)
+where
+    R: Future<Output = ()> + Send + 'static,
+{
+    let mut spawned = Spawned { children: Vec::with_capacity(count), readers: Vec::new(), stderr: Vec::new() };
+    for i in 1..=count {
+        match command(i).spawn() {
             Ok(mut child) => {
-                spawned.readers.push(tokio::spawn(read_events(
-                    child.stdout.take().expect("piped"),
-                    i,
-                    child.id(),
-                    mesh.clone(),
-                )));
+                spawned.readers.push(tokio::spawn(read(child.stdout.take().expect("piped"), i, child.id())));
                 spawned.stderr.push(collect_stderr(child.stderr.take().expect("piped")));
                 spawned.children.push(child);
             }

@@ -92,7 +92,20 @@ impl LeanRegistry {
     pub(crate) async fn start(args: &[&str]) -> anyhow::Result<LeanRegistry> {
         let mut all: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--log-format".into(), "json".into()];
         all.extend(args.iter().map(|a| a.to_string()));
-        let mut child = command(&::tests::binary("registry"), &all).spawn().context("failed to start the registry")?;
+        LeanRegistry::spawn(command(&::tests::binary("registry"), &all), |line| {
+            let listening = Record::parse(line).filter(|r| r.event == Event::Listening)?;
+            Some(listening.socket_addr().context("`listening` has no address"))
+        })
+        .await
+    }
+
+    /// Starts any registry: `listening` finds its address in the line that
+    /// says it listens.
+    pub(crate) async fn spawn(
+        mut command: Command,
+        listening: impl Fn(&str) -> Option<anyhow::Result<SocketAddr>>,
+    ) -> anyhow::Result<LeanRegistry> {
+        let mut child = command.spawn().context("failed to start the registry")?;
         let stderr = collect_stderr(child.stderr.take().expect("piped"));
         let mut lines = BufReader::new(child.stdout.take().expect("piped"));
         let addr = timeout(START_TIMEOUT, async {
@@ -102,13 +115,13 @@ impl LeanRegistry {
                 if lines.read_line(&mut line).await? == 0 {
                     bail!("the registry exited before listening");
                 }
-                if let Some(listening) = Record::parse(&line).filter(|r| r.event == Event::Listening) {
-                    return listening.socket_addr().context("`listening` has no address");
+                if let Some(addr) = listening(&line) {
+                    return addr;
                 }
             }
         })
         .await
-        .context("the registry did not log `listening` in time")??;
+        .context("the registry did not say it listens in time")??;
         // Keep draining its log so that it never blocks on a full pipe.
         tokio::spawn(async move {
             let mut sink = vec![0u8; 64 * 1024];
