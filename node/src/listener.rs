@@ -26,7 +26,7 @@ use wire::codec::{Decoded, FrameError};
 use wire::connection::{self, Accepted};
 use wire::envelope::Reply;
 use wire::secure::{Keys, PublicKey};
-use wire::ticket::{Delivery, Seen, TicketAnswer, TicketGreeting, TicketKey};
+use wire::ticket::{Delivery, Opened, Seen, TicketAnswer, TicketGreeting, TicketKey};
 
 use crate::events::{self, Peer};
 use crate::exchange::{Deadlines, Pool};
@@ -210,30 +210,10 @@ fn answer_ticket(message: Value, from: SocketAddr, context: &Context) -> Result<
     let sent: TicketGreeting = serde_json::from_value(message)
         .map_err(|_| ErrorBody::bad_request("a greeting with a ticket has `ticket`, `attempt` and `sealed`"))?;
     let mut claimed = None;
-    let refuse = |claimed: Option<&str>, reason: String| {
-        events::greeting_rejected(from, claimed, &reason);
+    let (opened, delivery) = check_ticket(&sent, from, context, &mut claimed).map_err(|reason| {
+        events::greeting_rejected(from, claimed.as_deref(), &reason);
         unauthorized(reason)
-    };
-    // No need to wait for this node's own registration reply: only the
-    // registry, which it gave its ticket key, can have sealed a ticket for it.
-    let checked = (|| {
-        let now = unix_ms();
-        let opened = context.ticket_key.open(&sent.ticket, context.keys.identity.public(), now).map_err(refusal)?;
-        claimed = Some(opened.greeter.name.clone());
-        let greeting = opened.open_greeting(sent.attempt, &sent.sealed).map_err(refusal)?;
-        let said = serde_json::from_slice(&greeting).map_err(|_| "the sealed greeting is not JSON".to_owned())?;
-        let said = greeting::parse(said, from).map_err(|error| error.message)?;
-        let greeter = &opened.greeter;
-        if said.peer.name != greeter.name || said.peer.addr != greeter.addr || said.id.as_ref() != Some(&greeter.id) {
-            return Err(format!(
-                "the greeting claims to be {} at {}, and the ticket names {} at {}",
-                said.peer.name, said.peer.addr, greeter.name, greeter.addr
-            ));
-        }
-        let delivery = wire::lock(&context.tickets_seen).record(&opened, sent.attempt, now).map_err(refusal)?;
-        Ok((opened, delivery))
-    })();
-    let (opened, delivery) = checked.map_err(|reason| refuse(claimed.as_deref(), reason))?;
+    })?;
     let greeter = &opened.greeter;
     let peer = Peer { name: greeter.name.clone(), addr: greeter.addr, key: Some(greeter.key) };
     log_greeting(delivery, &peer, from, context);
@@ -241,8 +221,33 @@ fn answer_ticket(message: Value, from: SocketAddr, context: &Context) -> Result<
     Ok(TicketAnswer { sealed: opened.seal_answer(sent.attempt, &answer) })
 }
 
-fn refusal(error: wire::ticket::TicketError) -> String {
-    error.to_string()
+/// Opens the ticket and the greeting of `sent`, checks that they name the
+/// same greeter, and records the attempt; `claimed` is the ticket's greeter
+/// once the ticket opens, for the refusal's log line. No need to wait for
+/// this node's own registration reply: only the registry, which it gave
+/// its ticket key, can have sealed a ticket for it.
+fn check_ticket(
+    sent: &TicketGreeting,
+    from: SocketAddr,
+    context: &Context,
+    claimed: &mut Option<String>,
+) -> Result<(Opened, Delivery), String> {
+    let now = unix_ms();
+    let opened =
+        context.ticket_key.open(&sent.ticket, context.keys.identity.public(), now).map_err(|e| e.to_string())?;
+    *claimed = Some(opened.greeter.name.clone());
+    let greeting = opened.open_greeting(sent.attempt, &sent.sealed).map_err(|e| e.to_string())?;
+    let said = serde_json::from_slice(&greeting).map_err(|_| "the sealed greeting is not JSON".to_owned())?;
+    let said = greeting::parse(said, from).map_err(|error| error.message)?;
+    let greeter = &opened.greeter;
+    if said.peer.name != greeter.name || said.peer.addr != greeter.addr || said.id.as_ref() != Some(&greeter.id) {
+        return Err(format!(
+            "the greeting claims to be {} at {}, and the ticket names {} at {}",
+            said.peer.name, said.peer.addr, greeter.name, greeter.addr
+        ));
+    }
+    let delivery = wire::lock(&context.tickets_seen).record(&opened, sent.attempt, now).map_err(|e| e.to_string())?;
+    Ok((opened, delivery))
 }
 
 /// Logs a greeting the first time its greeter is heard from; a greeter's
