@@ -228,6 +228,14 @@ impl Entry {
         self.away.is_some_and(|(from, back)| from <= admission && admission < back)
     }
 
+    /// Whether it arrived between `from` and `back`: first, or back at its
+    /// place (its last return). Either way it was told only of the entries
+    /// there then.
+    fn arrived_between(&self, from: Admission, back: Admission) -> bool {
+        let arrivals = [Some(self.since), self.away.map(|(_, returned)| returned)];
+        arrivals.into_iter().flatten().any(|at| from <= at && at < back)
+    }
+
     fn contact(&self) -> &Contact {
         &self.shared.value
     }
@@ -415,16 +423,22 @@ impl State {
     /// Whom the entry at `seq` greets ([`Admitted::contacts`]).
     ///
     /// Of each pair, the later place greets the earlier, but for an entry
-    /// that came while the earlier one was away and was there when it came
-    /// back: that one greets it on its return, and the later one is not told
-    /// of it. (Were both away then, the later one greets on its own return.)
+    /// that came (first, or back at its place) while the earlier one was
+    /// away and was there when it came back: that one greets it on its
+    /// return, and the later one is not told of it. (Were both away then,
+    /// the later one greets on its own return.) A later entry back at its
+    /// place counts as arriving then: what it was told at first may never
+    /// have reached it (its reply lost, which is why it lost its session),
+    /// and an entry away at its return was not among what it was told. The
+    /// node's own memory of the peers it met drops an introduction it
+    /// needs no more.
     fn contacts(&self, seq: u64, now: Instant) -> Vec<ToGreet> {
         let me = self.entries.get(&seq);
         let greeted_me =
             move |e: &Entry| me.zip(e.away).is_some_and(|(me, (_, back))| e.away_at(me.since) && !me.away_at(back));
         let earlier = self.entries.range(..seq).filter(move |(_, e)| !greeted_me(e));
         let missed_it = me.and_then(|e| e.away).map(|(from, back)| {
-            self.entries.range(seq + 1..).filter(move |(_, e)| e.since >= from && e.since < back && !e.away_at(back))
+            self.entries.range(seq + 1..).filter(move |(_, e)| e.arrived_between(from, back) && !e.away_at(back))
         });
         earlier
             .chain(missed_it.into_iter().flatten())
@@ -989,6 +1003,28 @@ mod tests {
         let over = start + TTL;
         store.sweep(over);
         assert!(store.register(&mallory, observed(), over).is_ok());
+    }
+
+    /// b was told of a, but its reply was lost, and its session with it (a
+    /// node that gives up on a registration drops the session); then a's
+    /// session is lost too, and b comes back while a is away, so it is not
+    /// told of a: a, on its return, is told of b, which came back while it
+    /// was away.
+    #[test]
+    fn a_node_back_while_another_was_away_is_introduced_to_it_on_its_return() {
+        let store = store();
+        let t0 = Instant::now();
+        let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
+        let b = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
+        assert_eq!(contact_names(&b), ["a"], "the reply that is lost");
+        for (id, session) in [(&b.entry.id, 2), (&a.entry.id, 1)] {
+            store.hold(id, session, t0);
+            store.session_lost(id, session, t0).expect("lost");
+        }
+        let b = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
+        assert!(contact_names(&b).is_empty(), "a is away");
+        let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
+        assert_eq!(contact_names(&a), ["b"], "b came back while a was away");
     }
 
     #[test]
