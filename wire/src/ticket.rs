@@ -222,12 +222,13 @@ struct Body {
 impl Body {
     /// Expiry, pair key, greeter's key, group (0 for none), address (4 or
     /// 16 bytes of ip, then the port), then id and name, each after its
-    /// length in one byte (both are at most 128 bytes).
-    fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let greeter = &self.greeter;
+    /// length in one byte (both are at most 128 bytes). Takes the parts by
+    /// reference: the registry seals one per contact of a registration, all
+    /// naming the same greeter, and need not copy it for each.
+    fn encode(greeter: &Greeter, key: &PairKey, expires_ms: u64) -> Zeroizing<Vec<u8>> {
         let mut bytes = Zeroizing::new(Vec::with_capacity(96 + greeter.id.len() + greeter.name.len()));
-        bytes.extend_from_slice(&self.expires_ms.to_be_bytes());
-        bytes.extend_from_slice(self.key.0 .0.as_ref());
+        bytes.extend_from_slice(&expires_ms.to_be_bytes());
+        bytes.extend_from_slice(key.0 .0.as_ref());
         bytes.extend_from_slice(greeter.key.as_bytes());
         bytes.extend_from_slice(&greeter.group.unwrap_or(0).to_be_bytes());
         match greeter.addr.ip() {
@@ -326,7 +327,7 @@ impl TicketKey {
         key.copy_from_slice(&random[..32]);
         let key = PairKey(Secret(key));
         let nonce: [u8; NONCE] = random[32..].try_into().expect("the rest is a nonce");
-        let plain = Body { greeter: greeter.clone(), key: key.clone(), expires_ms }.encode();
+        let plain = Body::encode(greeter, &key, expires_ms);
         let mut ticket = Vec::with_capacity(HEADER + plain.len() + 16);
         ticket.extend_from_slice(&receiver.as_bytes()[..RECEIVER_TAG]);
         ticket.extend_from_slice(&nonce);
@@ -638,7 +639,7 @@ mod tests {
     fn a_body_round_trips_and_anything_short_or_long_is_malformed() {
         let greeter = Greeter { addr: "[2001:db8::7]:9".parse().unwrap(), group: None, ..greeter() };
         let body = Body { greeter: greeter.clone(), key: PairKey(Secret::generate()), expires_ms: NOW };
-        let bytes = body.encode();
+        let bytes = Body::encode(&body.greeter, &body.key, body.expires_ms);
         let back = Body::decode(&bytes).unwrap();
         assert_eq!((back.greeter, back.expires_ms), (greeter, NOW));
         assert!(back.key == body.key);
