@@ -44,14 +44,24 @@ impl Contact {
     }
 }
 
-/// Greets every contact, `fanout` at a time, logging one event per peer.
-/// Returns how many were greeted.
-pub async fn greet_all(contacts: Vec<Contact>, hello: &Greeting<'_>, config: GreetConfig) -> usize {
+/// Greets every contact, `fanout` at a time, logging one event per peer,
+/// but for those that greeted this node before their turn came
+/// (`heard_from`): the pair has met. Returns how many were greeted.
+pub async fn greet_all(
+    contacts: Vec<Contact>,
+    hello: &Greeting<'_>,
+    config: GreetConfig,
+    heard_from: impl Fn(&Peer) -> bool,
+) -> usize {
     let hello = exchange::encode(hello);
     futures::stream::iter(contacts)
         .map(|contact| {
-            let hello = &hello;
+            let (hello, heard_from) = (&hello, &heard_from);
             async move {
+                if heard_from(&contact.peer) {
+                    tracing::debug!(peer_name = %contact.peer.name, peer_addr = %contact.peer.addr, "greeted by it first");
+                    return false;
+                }
                 match greet_with_retries(&contact, hello, config).await {
                     Ok(()) => {
                         events::greeting_sent(&contact.peer);
@@ -93,5 +103,50 @@ async fn greet_with_retries(contact: &Contact, hello: &[u8], config: GreetConfig
             }
             result => return result,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::greeting::GREETING;
+
+    /// An original peer that reads a greeting and hangs up; the stream of
+    /// who was greeted.
+    async fn original_peer(name: &str) -> (Contact, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let name = name.to_owned();
+        let peer = Peer { name: name.clone(), addr, key: None };
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut greeting = [0u8; 256];
+                let _ = stream.read(&mut greeting).await;
+                let _ = tx.send(name.clone());
+            }
+        });
+        (Contact::original(peer), rx)
+    }
+
+    #[tokio::test]
+    async fn a_contact_that_greeted_this_node_before_its_turn_is_not_greeted_back() {
+        let (quiet, mut quiet_heard) = original_peer("quiet").await;
+        let (greeter, mut greeter_heard) = original_peer("greeter").await;
+        let hello = Greeting { mensaje: GREETING, ip: None, puerto: 1, name: "me", id: None };
+        let second = Duration::from_secs(1);
+        let config = GreetConfig { deadlines: Deadlines { connect: second, reply: second }, fanout: 1, attempts: 1 };
+        let heard_from = |peer: &Peer| peer.name == "greeter";
+
+        let greeted = greet_all(vec![greeter, quiet], &hello, config, heard_from).await;
+
+        assert_eq!(greeted, 1);
+        assert_eq!(quiet_heard.recv().await.as_deref(), Some("quiet"));
+        assert!(greeter_heard.try_recv().is_err(), "the greeter was not connected to");
     }
 }

@@ -47,7 +47,7 @@ use wire::connection;
 use wire::ticket::{Seen, TicketKey};
 
 pub use config::Config;
-use events::{Event, Identity};
+use events::{Event, Identity, Peer};
 use exchange::Deadlines;
 use greeter::Contact;
 use greeting::{Greeting, GREETING};
@@ -124,6 +124,7 @@ impl Node {
             id: Default::default(),
             trust: Default::default(),
             known: Known::default(),
+            heard_from: Known::default(),
             greeted_by: Default::default(),
             config: config.listen,
             lookups: link(),
@@ -209,7 +210,7 @@ impl Node {
         let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr, group: session.group };
         events::registered(event, &me, &self.membership.link.addr.to_string(), mode, contacts, new_peers.len());
 
-        let (name, greet) = (self.membership.name.clone(), config.greet);
+        let (name, greet, context) = (self.membership.name.clone(), config.greet, self.context.clone());
         let greeting = async move {
             let hello = Greeting {
                 mensaje: GREETING,
@@ -218,7 +219,8 @@ impl Node {
                 name: &name,
                 id: id.as_deref(),
             };
-            greeter::greet_all(new_peers, &hello, greet).await;
+            let heard_from = |peer: &Peer| wire::lock(&context.heard_from).contains(&peer.addr);
+            greeter::greet_all(new_peers, &hello, greet, heard_from).await;
         };
         tracker.spawn(cancellable(token.clone(), greeting));
     }

@@ -46,8 +46,10 @@ pub struct ListenConfig {
     pub write_timeout: Duration,
 }
 
-/// Addresses of the peers this node has greeted or heard from: after a
-/// re-registration, only the contacts not in here are greeted.
+/// Addresses of peers: those this node has greeted, is greeting or heard
+/// from (after a re-registration, only the contacts not in here are
+/// greeted), and those it heard from (a contact that greeted this node
+/// while it waited its turn is not greeted back).
 pub type Known = Mutex<Recent<SocketAddr>>;
 
 /// Who has greeted this node ([`greeting::Received::key`]): a greeter whose
@@ -99,6 +101,7 @@ pub struct Context {
     pub id: Mutex<Option<String>>,
     pub trust: Mutex<Trust>,
     pub known: Known,
+    pub heard_from: Known,
     pub greeted_by: GreetedBy,
     pub config: ListenConfig,
     /// Where a coordinator looks up its group's members, on a session kept for that.
@@ -257,6 +260,7 @@ fn log_greeting(delivery: Delivery, peer: &Peer, from: SocketAddr, context: &Con
         Delivery::First => {
             events::greeting_received(peer, from);
             wire::lock(&context.known).insert(peer.addr);
+            wire::lock(&context.heard_from).insert(peer.addr);
         }
         Delivery::Repeat => debug!(peer_name = %peer.name, peer_addr = %peer.addr, "answered a repeated greeting"),
     }
@@ -407,6 +411,7 @@ mod tests {
             id: Mutex::new(Some("ab-1".into())),
             trust: Mutex::new(Trust::Original),
             known: Known::default(),
+            heard_from: Known::default(),
             greeted_by: GreetedBy::default(),
             config: ListenConfig { limits: connection::Limits::new(1), read_timeout: timeout, write_timeout: timeout },
             lookups: RegistryLink::new(registry(), keys(), timeout),

@@ -171,19 +171,44 @@ struct Entry {
     incarnation: Option<String>,
     /// Where an original-dialect registration came from, for its per-address bound.
     original_from: Option<IpAddr>,
-    /// When it first took its place: kept when it takes the place back.
-    since: Admission,
-    /// Back at its place: when it was gone, from its lapse until it came
-    /// back (the last such stretch only).
-    away: Option<(Admission, Admission)>,
+    /// When it was last told its contacts: admitted, back at its place, or
+    /// answered a repeat.
+    told_at: Admission,
+    /// When it was gone since it first took its place.
+    absences: Absences,
     /// The secure session that last registered or renewed it, whose loss
     /// ends it ([`Store::session_lost`]).
     session: Option<u64>,
 }
 
-/// When an entry was admitted, and in which order among those admitted at
-/// the same instant.
+/// When an entry was admitted (or told its contacts again), and in which
+/// order among those admitted at the same instant.
 type Admission = (Instant, u64);
+
+/// The stretches an entry was gone, from its lapse until it came back to its
+/// place: entries told their contacts then never heard of it. At most
+/// [`MAX_ABSENCES`]; past that the two oldest merge, counting the time
+/// between them as gone too, which may cost an introduction more (dropped by
+/// the node's memory of the peers it heard from) but never one less.
+#[derive(Debug, Clone, Default)]
+struct Absences(Vec<(Admission, Admission)>);
+
+const MAX_ABSENCES: usize = 8;
+
+impl Absences {
+    fn add(&mut self, from: Admission, back: Admission) {
+        if self.0.len() == MAX_ABSENCES {
+            let (oldest, _) = self.0.remove(0);
+            self.0[0].0 = oldest;
+        }
+        self.0.push((from, back));
+    }
+
+    /// Whether the entry was gone at `admission`.
+    fn cover(&self, admission: Admission) -> bool {
+        self.0.iter().any(|&(from, back)| from <= admission && admission < back)
+    }
+}
 
 /// The name and address of an entry whose session was lost, held for its
 /// key until its lease would have ended: whoever cut the connection (a
@@ -200,7 +225,8 @@ struct Lapsed {
     seq: u64,
     key: Option<PublicKey>,
     group: Option<u32>,
-    since: Admission,
+    /// Its stretches gone before this one.
+    absences: Absences,
     /// From when it was gone, in the order of admissions: entries admitted
     /// from then on never heard of it.
     lapsed_at: Admission,
@@ -221,19 +247,6 @@ impl Entry {
     fn renew(&mut self, now: Instant, ttl: Duration) {
         self.expires_at = self.expires_at.map(|_| now + ttl);
         self.renewed_at = now;
-    }
-
-    /// Whether it had lapsed and was not back yet when `admission` was made.
-    fn away_at(&self, admission: Admission) -> bool {
-        self.away.is_some_and(|(from, back)| from <= admission && admission < back)
-    }
-
-    /// Whether it arrived between `from` and `back`: first, or back at its
-    /// place (its last return). Either way it was told only of the entries
-    /// there then.
-    fn arrived_between(&self, from: Admission, back: Admission) -> bool {
-        let arrivals = [Some(self.since), self.away.map(|(_, returned)| returned)];
-        arrivals.into_iter().flatten().any(|at| from <= at && at < back)
     }
 
     fn contact(&self) -> &Contact {
@@ -294,8 +307,8 @@ impl State {
                 Some(at) if at <= now => (at, 0),
                 _ => (now, self.admissions + 1),
             };
-            let (key, group, since) = (entry.contact().key, entry.contact().group, entry.since);
-            self.remember_lapsed(incarnation.clone(), Lapsed { seq, key, group, since, lapsed_at });
+            let (key, group, absences) = (entry.contact().key, entry.contact().group, entry.absences.clone());
+            self.remember_lapsed(incarnation.clone(), Lapsed { seq, key, group, absences, lapsed_at });
         }
         let contact = entry.contact();
         self.by_id.remove(&contact.id);
@@ -420,44 +433,48 @@ impl State {
         self.lapsed.remove(incarnation)
     }
 
-    /// Whom the entry at `seq` greets ([`Admitted::contacts`]).
+    /// Whom the entry at `seq` greets ([`Admitted::contacts`]), told now.
     ///
-    /// Of each pair, the later place greets the earlier, but for an entry
-    /// that came (first, or back at its place) while the earlier one was
-    /// away and was there when it came back: that one greets it on its
-    /// return, and the later one is not told of it. (Were both away then,
-    /// the later one greets on its own return.) A later entry back at its
-    /// place counts as arriving then: what it was told at first may never
-    /// have reached it (its reply lost, which is why it lost its session),
-    /// and an entry away at its return was not among what it was told. The
-    /// node's own memory of the peers it met drops an introduction it
-    /// needs no more.
+    /// Of each pair the later place greets the earlier, but for a later one
+    /// last told its contacts while the earlier one was gone: that one greets
+    /// it once back. Every answer counts as telling, repeats too: the
+    /// registry cannot know which reply reached its node (a lost one is why
+    /// a node asks again, or loses its session and comes back), but the node
+    /// asks until one does, so the last one told is what it knows. An entry
+    /// back at its place is told of all the earlier ones again; its node
+    /// drops those it already heard from.
     fn contacts(&self, seq: u64, now: Instant) -> Vec<ToGreet> {
-        let me = self.entries.get(&seq);
-        let greeted_me =
-            move |e: &Entry| me.zip(e.away).is_some_and(|(me, (_, back))| e.away_at(me.since) && !me.away_at(back));
-        let earlier = self.entries.range(..seq).filter(move |(_, e)| !greeted_me(e));
-        let missed_it = me.and_then(|e| e.away).map(|(from, back)| {
-            self.entries.range(seq + 1..).filter(move |(_, e)| e.arrived_between(from, back) && !e.away_at(back))
-        });
+        let earlier = self.entries.range(..seq);
+        let missed_me = self
+            .entries
+            .get(&seq)
+            .map(|me| self.entries.range(seq + 1..).filter(move |(_, e)| me.absences.cover(e.told_at)));
         earlier
-            .chain(missed_it.into_iter().flatten())
+            .chain(missed_me.into_iter().flatten())
             .filter(|(_, e)| e.is_live(now))
             .map(|(_, e)| ToGreet { contact: e.shared.clone(), ticket_key: e.ticket_key.clone() })
             .collect()
     }
 
     /// Answers a repeat of an incarnation that has a live entry of the same
-    /// key, renewing its lease.
+    /// key, renewing its lease: told its contacts again, now.
     fn repeat(&mut self, incarnation: &str, key: Option<PublicKey>, now: Instant, ttl: Duration) -> Option<Admitted> {
         let (seq, entry) = self.live(self.by_incarnation.get(incarnation), now)?;
         if entry.contact().key != key {
             return None;
         }
+        let told_at = self.admit(now);
         let entry = self.entries.get_mut(&seq)?;
         entry.renew(now, ttl);
+        entry.told_at = told_at;
         let contact = entry.contact().clone();
         Some(Admitted { entry: contact, contacts: self.contacts(seq, now), replaced: Vec::new(), repeat: true })
+    }
+
+    /// The next admission, made `now`.
+    fn admit(&mut self, now: Instant) -> Admission {
+        self.admissions += 1;
+        (now, self.admissions)
     }
 
     fn take_seq(&mut self) -> u64 {
@@ -598,13 +615,25 @@ impl Store {
         let shared = Arc::new(EncodedContact::new(entry.clone()));
         let ticket_key = registration.ticket_key.clone().map(Arc::new);
         let incarnation = incarnation.map(str::to_owned);
-        state.admissions += 1;
-        let admission = (now, state.admissions);
-        let (since, away) = lapsed.map_or((admission, None), |l| (l.since, Some((l.lapsed_at, admission))));
-        let session = None;
+        let told_at = state.admit(now);
+        let absences = lapsed.map(|mut l| {
+            l.absences.add(l.lapsed_at, told_at);
+            l.absences
+        });
+        let (absences, session) = (absences.unwrap_or_default(), None);
         state.entries.insert(
             seq,
-            Entry { shared, ticket_key, expires_at, renewed_at: now, incarnation, original_from, since, away, session },
+            Entry {
+                shared,
+                ticket_key,
+                expires_at,
+                renewed_at: now,
+                incarnation,
+                original_from,
+                told_at,
+                absences,
+                session,
+            },
         );
         state.history.record(Change::Joined { entry: entry.clone() });
         state.record_coordinators(replaced.iter().map(|c| c.group).chain([group]));
@@ -952,7 +981,7 @@ mod tests {
     }
 
     #[test]
-    fn a_node_that_came_while_another_was_away_and_then_lapsed_itself_is_not_told_of_it() {
+    fn a_node_back_at_its_place_is_told_of_every_earlier_one_again() {
         let store = store();
         let t0 = Instant::now();
         store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
@@ -965,14 +994,71 @@ mod tests {
         let a = store.register(&incarnation("a", 1, 1), observed(), t1).unwrap();
         assert_eq!(contact_names(&a), ["c"]);
 
-        // Now c lapses and comes back: it greets b, as it was told at first, but not a.
+        // Now c lapses and comes back: the reply that told it of b may be
+        // what was lost, so it is told of b again, and of a (whose node may
+        // have greeted it already: c's node then drops the introduction).
         let t2 = t1 + TTL;
         for (id, key) in [(&a.entry.id, a.entry.key), (&b.entry.id, b.entry.key)] {
             store.heartbeat(id, key, t2 - Duration::from_secs(2)).unwrap();
         }
         assert_eq!(names(&store.sweep(t2)), ["c"]);
         let c = store.register(&incarnation("c", 3, 3), observed(), t2).unwrap();
-        assert_eq!(contact_names(&c), ["b"], "a greeted c on its return");
+        assert_eq!(contact_names(&c), ["a", "b"]);
+    }
+
+    /// b was told of a; b's reply was lost, and b asked again while a was
+    /// away (its session lost), so b's repeat leaves a out: a, back, is told
+    /// of b, last told while a was gone.
+    #[test]
+    fn a_repeat_while_another_is_away_counts_as_telling_then() {
+        let store = store();
+        let t0 = Instant::now();
+        let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
+        let b = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
+        assert_eq!(contact_names(&b), ["a"], "the reply that is lost");
+        store.hold(&a.entry.id, 1, t0);
+        store.session_lost(&a.entry.id, 1, t0).expect("lost");
+        let again = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
+        assert!(again.repeat);
+        assert!(contact_names(&again).is_empty(), "a is away");
+        let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
+        assert_eq!(contact_names(&a), ["b"]);
+    }
+
+    /// a is gone twice: b came during the first stretch, and a's reply that
+    /// told it of b was lost with its session, so a is told of b again.
+    #[test]
+    fn a_node_gone_twice_is_told_of_those_that_came_while_it_was_first_gone() {
+        let store = store();
+        let t0 = Instant::now();
+        let lose = |id: &str, session| {
+            store.hold(id, session, t0);
+            store.session_lost(id, session, t0).expect("lost");
+        };
+        let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
+        lose(&a.entry.id, 1);
+        store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
+        let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
+        assert_eq!(contact_names(&a), ["b"], "the reply that is lost");
+        lose(&a.entry.id, 2);
+        store.register(&incarnation("c", 3, 3), observed(), t0).unwrap();
+        let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
+        assert_eq!(contact_names(&a), ["b", "c"]);
+    }
+
+    #[test]
+    fn past_its_bound_the_oldest_absences_merge_into_one_that_covers_more() {
+        let t0 = Instant::now();
+        let at = |n: u64| (t0, n);
+        let mut absences = Absences::default();
+        for n in 0..MAX_ABSENCES as u64 {
+            absences.add(at(10 * n), at(10 * n + 5));
+        }
+        assert!(!absences.cover(at(7)), "between two stretches it was back");
+        absences.add(at(100), at(105));
+        assert_eq!(absences.0.len(), MAX_ABSENCES);
+        assert!(absences.cover(at(7)), "merged: counted as gone");
+        assert!(absences.cover(at(0)) && absences.cover(at(102)) && !absences.cover(at(105)));
     }
 
     #[test]
