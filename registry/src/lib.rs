@@ -9,6 +9,8 @@
 //! - [`watch`]: the changes to the membership, by revision, that watchers
 //!   stream, and the bounded history they read them from.
 //! - [`server`]: the registry service: request loop and lease sweeper.
+//! - [`streamed`]: the large replies (a registration's, a watcher's batch),
+//!   made a piece at a time as their reader takes them.
 //! - [`client`]: an async client, used by the node, the launcher and the tests.
 //! - [`credential`]: what the registry signs for nodes to check it by:
 //!   group views. (Greeters are introduced with tickets, [`wire::ticket`],
@@ -28,4 +30,5 @@ pub mod events;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod streamed;
 pub mod watch;

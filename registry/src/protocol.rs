@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
@@ -104,6 +103,12 @@ impl<T: Serialize> Encoded<T> {
     pub fn new(value: T) -> Encoded<T> {
         let json = serde_json::value::to_raw_value(&value).expect("a contact or change serializes");
         Encoded { value, json }
+    }
+}
+
+impl<T> Encoded<T> {
+    pub fn json(&self) -> &str {
+        self.json.get()
     }
 }
 
@@ -434,7 +439,6 @@ pub struct ClientesContact {
 /// Everything the registry answers.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    Registered(Box<Registered<Arc<EncodedContact>, Box<RawValue>>>),
     Renewed(Renewed),
     Found(Found),
     Listed(Listed),
@@ -457,7 +461,6 @@ impl Reply {
 impl Serialize for Reply {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Reply::Registered(body) => envelope::success(body, s),
             Reply::Renewed(body) => envelope::success(body, s),
             Reply::Found(body) => envelope::success(body, s),
             Reply::Listed(body) => envelope::success(body, s),

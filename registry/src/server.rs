@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
 use tokio_util::codec::Framed;
@@ -32,14 +31,11 @@ use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
 use crate::protocol::{
     millis, ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed,
-    OriginalContact, Policy, Registered, Registration, Renewed, Reply, Request, Since,
+    OriginalContact, Policy, Registration, Renewed, Reply, Request, Since,
 };
-use crate::store::{Capacity, Leases, Store, StoreError, Subscription, ToGreet};
+use crate::store::{Capacity, Leases, Store, StoreError, Subscription};
+use crate::streamed::{Changes, Head, RegisteredReply};
 use crate::watch::{Change, Compacted, WatchEvent, PROGRESS_EVERY};
-
-/// About what one contact's ticket and pair key take in a registration
-/// reply, to size its buffer once.
-const TICKET_JSON_BYTES: usize = 280;
 
 /// Changes a watcher is sent in one write at most. A change is about 180
 /// bytes, so a batch stays within the 16 KiB a connection's write buffer
@@ -183,6 +179,7 @@ impl Views {
 /// What a request asks of its connection.
 enum Answer {
     Reply(Reply),
+    Registered(Box<RegisteredReply>),
     /// To stream the changes to the membership from now on.
     Watch(Option<Since>),
 }
@@ -190,6 +187,10 @@ enum Answer {
 fn refusal(error: StoreError) -> ErrorBody {
     debug!(%error, "refused a request");
     ErrorBody::new(error.code(), error.to_string())
+}
+
+fn refused(error: StoreError) -> Answer {
+    Answer::Reply(Reply::Error(refusal(error)))
 }
 
 struct Connection {
@@ -242,23 +243,16 @@ impl Connection {
                     () = token.cancelled() => return Ended::ByRegistry,
                 },
             };
-            let reply = match next {
+            let answer = match next {
                 Err(_) => {
                     debug!(timeout = ?self.config.idle_timeout, "closing an idle connection");
                     return Ended::ByRegistry;
                 }
                 Ok(None) => return Ended::ByPeer,
-                Ok(Some(Ok(Ok(message)))) => match self.answer(message) {
-                    Answer::Reply(reply) => reply,
-                    Answer::Watch(since) => {
-                        // Boxed: most connections never watch, and need not be sized for it.
-                        Box::pin(self.watch(framed, since, token)).await;
-                        return Ended::ByRegistry;
-                    }
-                },
+                Ok(Some(Ok(Ok(message)))) => self.answer(message),
                 Ok(Some(Ok(Err(malformed)))) => {
                     debug!(error = %malformed, "rejected a malformed message");
-                    Reply::Error(ErrorBody::bad_request(malformed.to_string()))
+                    Answer::Reply(Reply::Error(ErrorBody::bad_request(malformed.to_string())))
                 }
                 // A reset connection, or a frame that breaks the protocol.
                 Ok(Some(Err(error))) => {
@@ -266,11 +260,25 @@ impl Connection {
                     return Ended::ByPeer;
                 }
             };
-            if let Err(error) = connection::send(&mut framed, &reply, self.config.write_timeout).await {
+            let deadline = self.config.write_timeout;
+            let (sent, closes) = match answer {
+                Answer::Reply(reply) => {
+                    (connection::send(&mut framed, &reply, deadline).await, reply.closes_connection())
+                }
+                Answer::Registered(mut reply) => {
+                    (connection::send_pieces(&mut framed, &mut *reply, deadline).await, false)
+                }
+                Answer::Watch(since) => {
+                    // Boxed: most connections never watch, and need not be sized for it.
+                    Box::pin(self.watch(framed, since, token)).await;
+                    return Ended::ByRegistry;
+                }
+            };
+            if let Err(error) = sent {
                 debug!(%error, "failed to send a reply");
                 return Ended::ByPeer;
             }
-            if reply.closes_connection() || self.one_message_only() {
+            if closes || self.one_message_only() {
                 connection::close(framed).await;
                 return Ended::ByRegistry;
             }
@@ -299,7 +307,7 @@ impl Connection {
         let now = Instant::now();
         let (store, caller) = (&self.store, self.remote);
         let result = match request {
-            Request::Register(registration) => self.register(&registration, now),
+            Request::Register(registration) => return self.register(&registration, now).unwrap_or_else(refused),
             Request::Heartbeat { id } => store.heartbeat(&id, caller, now).map(|ttl| {
                 self.hold(&id, now);
                 Reply::Renewed(Renewed { ttl_ms: millis(ttl) })
@@ -315,7 +323,7 @@ impl Connection {
             }
             Request::Watch { since } => return Answer::Watch(since),
         };
-        Answer::Reply(result.unwrap_or_else(|error| Reply::Error(refusal(error))))
+        result.map_or_else(refused, Answer::Reply)
     }
 
     /// Streams the changes to the membership: the first answer ([`Watching`]),
@@ -385,7 +393,7 @@ impl Connection {
         GroupView { group, coordinator, view: self.views.sign(claims, now), members }
     }
 
-    fn register(&self, registration: &Registration, now: Instant) -> Result<Reply, StoreError> {
+    fn register(&self, registration: &Registration, now: Instant) -> Result<Answer, StoreError> {
         let registration = &Registration {
             key: self.remote.filter(|_| registration.dialect == Dialect::Native),
             ..registration.clone()
@@ -399,21 +407,26 @@ impl Connection {
             debug!(id = %old.id, name = %old.name, addr = %old.addr(), "replaced an earlier entry of the same node");
         }
         if admitted.repeat {
-            debug!(id = %entry.id, name = %entry.name, "answered a repeated registration as its first admission");
+            debug!(id = %entry.id, name = %entry.name, "answered a repeated registration");
         } else {
             events::registered(&entry, registration.dialect, admitted.contacts.len());
         }
         let contacts = admitted.contacts;
-        Ok(match registration.dialect {
-            Dialect::Native => Reply::Registered(Box::new(Registered {
-                id: entry.id.clone(),
-                ttl_ms: millis(self.store.leases().ttl),
-                tickets: tickets(&entry, registration, &contacts),
-                registry_key: self.views.signer.public(),
-                policy: self.policy(),
-                entry,
-                contactos: contacts.into_iter().map(|earlier| earlier.contact).collect(),
-            })),
+        Ok(Answer::Reply(match registration.dialect {
+            Dialect::Native => {
+                let head = Head {
+                    id: &entry.id,
+                    ttl_ms: millis(self.store.leases().ttl),
+                    entry: &entry,
+                    registry_key: self.views.signer.public(),
+                    policy: self.policy(),
+                };
+                return Ok(Answer::Registered(Box::new(RegisteredReply::new(
+                    &head,
+                    contacts,
+                    greeter(&entry, registration),
+                ))));
+            }
             Dialect::Original => Reply::Original(
                 contacts
                     .iter()
@@ -426,35 +439,17 @@ impl Connection {
                     contacts.iter().map(|c| ClientesContact { ip: c.contact.value.ip, puerto: c.contact.value.puerto });
                 Reply::Clientes(clientes.collect())
             }
-        })
+        }))
     }
 }
 
-/// The tickets with which `entry` greets each of `contacts` (see
-/// [`wire::ticket`]), as a JSON array: `null` for an original contact,
-/// greeted in plaintext; none at all for a registrant that gave no ticket
-/// key, which no one could greet either. Sealed outside the store's lock,
-/// and written into one buffer as they are sealed: a late registrant of a
-/// large mesh gets a thousand, and the registry holds many such replies
-/// while nodes join together.
-fn tickets(entry: &Contact, registration: &Registration, contacts: &[ToGreet]) -> Option<Box<RawValue>> {
+/// Whom `entry`'s tickets name, and until when: none for a registrant that
+/// gave no ticket key ([`RegisteredReply`]).
+fn greeter(entry: &Contact, registration: &Registration) -> Option<(Greeter, u64)> {
     let key = entry.key.filter(|_| registration.ticket_key.is_some())?;
     let greeter =
         Greeter { id: entry.id.clone(), name: entry.name.clone(), addr: entry.addr(), key, group: entry.group };
-    let expires_ms = unix_ms() + millis(TICKET_VALIDITY);
-    let mut json = Vec::with_capacity(2 + contacts.len() * TICKET_JSON_BYTES);
-    json.push(b'[');
-    for (i, earlier) in contacts.iter().enumerate() {
-        if i > 0 {
-            json.push(b',');
-        }
-        let receiver = earlier.contact.value.key.zip(earlier.ticket_key.as_ref());
-        let introduction = receiver.map(|(receiver, ticket_key)| ticket_key.issue(receiver, &greeter, expires_ms));
-        serde_json::to_writer(&mut json, &introduction).expect("an introduction serializes");
-    }
-    json.push(b']');
-    let json = String::from_utf8(json).expect("serde_json writes UTF-8");
-    Some(RawValue::from_string(json).expect("a JSON array"))
+    Some((greeter, unix_ms() + millis(TICKET_VALIDITY)))
 }
 
 /// One watch, once started: it sends the changes in batches, at most one
@@ -524,7 +519,7 @@ impl<S: ByteStream> Watcher<S> {
 
     /// Sends `changes` in one write.
     async fn send(&mut self, changes: &[Arc<Encoded<WatchEvent>>]) -> std::io::Result<()> {
-        connection::send_batch(&mut self.framed, changes, self.deadline).await?;
+        connection::send_pieces(&mut self.framed, &mut Changes::new(changes), self.deadline).await?;
         self.seen = changes.last().map_or(self.seen, |change| change.value.revision);
         self.next_batch = Instant::now() + WATCH_TICK;
         Ok(())

@@ -248,37 +248,35 @@ impl Decoder for LinkCodec {
     }
 }
 
-/// Messages written together: each is still a JSON value of its own, so a
-/// reader needs nothing new, but a secure connection seals them together, in
-/// as few transport frames as their size allows, rather than a frame each.
-#[derive(Debug, Clone)]
-pub struct Batch<I>(pub I);
-
 impl<T: Serialize> Encoder<&T> for LinkCodec {
     type Error = FrameError;
 
     fn encode(&mut self, item: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
-        self.encode(Batch([item]), dst)
+        let Some(sealed) = self.sealed.as_mut() else { return self.json.encode(item, dst) };
+        let mut plain = serde_json::to_vec(item).map_err(FrameError::Encode)?;
+        plain.push(b'\n');
+        sealed.seal(&plain, dst)
     }
 }
 
-impl<I> Encoder<Batch<I>> for LinkCodec
-where
-    I: IntoIterator,
-    I::Item: Serialize,
-{
+/// Messages already encoded: JSON values, each followed by a newline, which
+/// may end in a later [`Lines`]. Written as they are in the clear; a secure
+/// connection seals them together, in as few transport frames as their size
+/// allows, rather than a frame each.
+#[derive(Debug, Clone, Copy)]
+pub struct Lines<'a>(pub &'a [u8]);
+
+impl Encoder<Lines<'_>> for LinkCodec {
     type Error = FrameError;
 
-    fn encode(&mut self, Batch(items): Batch<I>, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let Some(sealed) = self.sealed.as_mut() else {
-            return items.into_iter().try_for_each(|item| self.json.encode(&item, dst));
-        };
-        let mut plain = Vec::new();
-        for item in items {
-            serde_json::to_writer(&mut plain, &item).map_err(FrameError::Encode)?;
-            plain.push(b'\n');
+    fn encode(&mut self, Lines(bytes): Lines<'_>, dst: &mut BytesMut) -> Result<(), FrameError> {
+        match self.sealed.as_mut() {
+            Some(sealed) => sealed.seal(bytes, dst),
+            None => {
+                dst.extend_from_slice(bytes);
+                Ok(())
+            }
         }
-        sealed.seal(&plain, dst)
     }
 }
 
@@ -407,15 +405,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sealed_batch_is_one_frame_of_its_messages_in_order() {
+    async fn sealed_lines_are_one_frame_of_their_messages_in_order() {
         let (mut sender, mut receiver) = sealed_pair().await;
         let messages: Vec<Value> = (1..=20).map(|revision| json!({"revision": revision, "event": "joined"})).collect();
         let mut one_by_one = BytesMut::new();
         for message in &messages {
             sender.encode(message, &mut one_by_one).unwrap();
         }
+        let lines: Vec<u8> = messages.iter().flat_map(|m| format!("{m}\n").into_bytes()).collect();
         let mut batch = BytesMut::new();
-        sender.encode(Batch(&messages), &mut batch).unwrap();
+        sender.encode(Lines(&lines), &mut batch).unwrap();
         let frame_len = usize::from(u16::from_be_bytes([batch[0], batch[1]]));
         assert_eq!(batch.len(), 2 + frame_len, "one transport frame");
         assert!(batch.len() < one_by_one.len(), "{} bytes, {} one by one", batch.len(), one_by_one.len());
@@ -429,10 +428,10 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_batch_is_its_messages_one_per_line() {
+    fn plain_lines_are_written_as_they_are() {
         let mut codec = LinkCodec::plain(MAX_REQUEST_BYTES);
         let mut buf = BytesMut::new();
-        codec.encode(Batch([json!({"a":1}), json!({"b":2})]), &mut buf).unwrap();
+        codec.encode(Lines(b"{\"a\":1}\n{\"b\":2}\n"), &mut buf).unwrap();
         assert_eq!(&buf[..], b"{\"a\":1}\n{\"b\":2}\n");
     }
 

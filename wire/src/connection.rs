@@ -24,13 +24,14 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::error::Elapsed;
 use tokio::time::timeout;
-use tokio_util::codec::{Encoder, Framed};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
-use crate::codec::{Batch, Decoded, FrameError, LinkCodec, MAX_REQUEST_BYTES};
+use crate::codec::{Decoded, FrameError, Lines, LinkCodec, MAX_REQUEST_BYTES};
 use crate::envelope::{Code, ErrorBody, Reply};
 use crate::secure::{self, HandshakeError, Keys, Progress};
 
@@ -338,28 +339,47 @@ pub async fn send<S: ByteStream, T: Serialize>(
     message: &T,
     deadline: Duration,
 ) -> io::Result<()> {
-    write(framed, message, deadline).await
+    let sent = timeout(deadline, framed.send(message)).await;
+    finish(framed, sent)
 }
 
-/// Writes several messages at once ([`Batch`]), giving up after `deadline`:
-/// one write, and on a secure connection one seal, for all of them.
-pub async fn send_batch<S: ByteStream, I>(
+/// Messages made a piece at a time as the reader takes them
+/// ([`send_pieces`]), so that a large one is never held whole: a slow
+/// reader of a large reply costs [`PIECES_CHUNK`], not the reply's size.
+pub trait Pieces {
+    /// Appends the next piece to `out`: JSON values, each followed by a
+    /// newline, cut anywhere. False once the last piece is out.
+    fn next_piece(&mut self, out: &mut Vec<u8>) -> bool;
+}
+
+/// How much of [`Pieces`] is made, sealed and written at a time.
+pub const PIECES_CHUNK: usize = 8 * 1024;
+
+/// Writes `pieces` a chunk at a time, each made once the last is through,
+/// giving up after `deadline` for all of them.
+pub async fn send_pieces<S: ByteStream>(
     framed: &mut Framed<S, LinkCodec>,
-    messages: I,
+    pieces: &mut (impl Pieces + Send),
     deadline: Duration,
-) -> io::Result<()>
-where
-    I: IntoIterator,
-    I::Item: Serialize,
-{
-    write(framed, Batch(messages), deadline).await
+) -> io::Result<()> {
+    let sent = async {
+        let mut chunk = Vec::with_capacity(PIECES_CHUNK);
+        let mut more = true;
+        while more {
+            chunk.clear();
+            while more && chunk.len() < PIECES_CHUNK {
+                more = pieces.next_piece(&mut chunk);
+            }
+            framed.send(Lines(&chunk)).await?;
+        }
+        Ok(())
+    };
+    let sent = timeout(deadline, sent).await;
+    finish(framed, sent)
 }
 
-async fn write<S: ByteStream, I>(framed: &mut Framed<S, LinkCodec>, item: I, deadline: Duration) -> io::Result<()>
-where
-    LinkCodec: Encoder<I, Error = FrameError>,
-{
-    match timeout(deadline, framed.send(item)).await {
+fn finish<S>(framed: &mut Framed<S, LinkCodec>, sent: Result<Result<(), FrameError>, Elapsed>) -> io::Result<()> {
+    match sent {
         Ok(Ok(())) => {
             release_large_buffers(framed);
             Ok(())
@@ -372,9 +392,10 @@ where
 /// Gives back the memory of a large message once it is through. Buffers
 /// keep their largest size, and a session lives as long as its node: a
 /// registry whose every node once got a reply listing a thousand contacts
-/// would otherwise hold that reply's size once per node.
+/// (or a chunk of it, [`PIECES_CHUNK`]) would otherwise hold that size
+/// twice per node, for its kept session and its watch.
 fn release_large_buffers<S>(framed: &mut Framed<S, LinkCodec>) {
-    const KEPT: usize = 16 * 1024;
+    const KEPT: usize = 4 * CONNECTION_BUFFER;
     if framed.write_buffer().capacity() > KEPT && framed.write_buffer().is_empty() {
         *framed.write_buffer_mut() = bytes::BytesMut::with_capacity(CONNECTION_BUFFER);
     }
