@@ -277,6 +277,8 @@ struct State {
     lapsed_bound: usize,
     /// Admissions made, for [`Admission`].
     admissions: u64,
+    /// The latest instant a change was made at ([`Store::lock_at`]).
+    clock: Option<Instant>,
     /// Reservations by key, and the keys holding each name and address;
     /// at most as many as the store may hold entries.
     reserved: HashMap<PublicKey, Reservation>,
@@ -524,6 +526,17 @@ impl Store {
         wire::lock(&self.state)
     }
 
+    /// The state, to change at `now`, or at the latest instant a change was
+    /// made at if that is later. A request takes its instant before it waits
+    /// for the lock, so without this an entry told its contacts after
+    /// another lapsed could read as told before, and miss it.
+    fn lock_at(&self, now: Instant) -> (std::sync::MutexGuard<'_, State>, Instant) {
+        let mut state = self.lock();
+        let now = state.clock.map_or(now, |latest| latest.max(now));
+        state.clock = Some(now);
+        (state, now)
+    }
+
     /// Admits a registration. `observed` is the address the connection came
     /// from, recorded when the registration gives no usable ip.
     ///
@@ -544,13 +557,12 @@ impl Store {
         let addr = SocketAddr::new(registration.ip.unwrap_or(observed), registration.puerto);
         check_peer_ip(addr.ip()).map_err(|reason| StoreError::Unreachable { reason })?;
         let name = registration.name.clone().unwrap_or_else(|| addr.to_string());
+        let key = registration.key;
+        let (mut state, now) = self.lock_at(now);
         let expires_at = match registration.dialect {
             Dialect::Native => Some(now + self.leases.ttl),
             Dialect::Original | Dialect::Clientes => self.leases.legacy_ttl.map(|ttl| now + ttl),
         };
-
-        let key = registration.key;
-        let mut state = self.lock();
         let incarnation = registration.incarnation.as_deref();
         if let Some(repeat) = incarnation.and_then(|i| state.repeat(i, key, now, self.leases.ttl)) {
             return Ok(repeat);
@@ -698,7 +710,7 @@ impl Store {
 
     /// Renews a lease, returning its length. Only the entry's key (`caller`) may.
     pub fn heartbeat(&self, id: &str, caller: Option<PublicKey>, now: Instant) -> Result<Duration, StoreError> {
-        let mut state = self.lock();
+        let (mut state, now) = self.lock_at(now);
         let seq = state.live(state.by_id.get(id), now).map(|(seq, _)| seq);
         let entry = seq.and_then(|seq| state.entries.get_mut(&seq));
         if let Some(entry) = entry.as_ref().filter(|entry| !entry.belongs_to(caller)) {
@@ -718,7 +730,7 @@ impl Store {
     /// Ties the live entry `id` to `session`, the secure connection that
     /// registered or renewed it, whose loss ends it.
     pub fn hold(&self, id: &str, session: u64, now: Instant) {
-        let mut state = self.lock();
+        let (mut state, now) = self.lock_at(now);
         let Some((seq, _)) = state.live(state.by_id.get(id), now) else { return };
         if let Some(entry) = state.entries.get_mut(&seq) {
             entry.session = Some(session);
@@ -731,7 +743,7 @@ impl Store {
     /// leaves its place to its incarnation; its name and address stay its
     /// key's until its lease would have ended.
     pub fn session_lost(&self, id: &str, session: u64, now: Instant) -> Option<Contact> {
-        let mut state = self.lock();
+        let (mut state, now) = self.lock_at(now);
         let (seq, entry) = state.live(state.by_id.get(id), now)?;
         if entry.session != Some(session) {
             return None;
@@ -748,7 +760,7 @@ impl Store {
 
     /// Removes an entry. Only its key (`caller`) may.
     pub fn deregister(&self, key: &EntryKey, caller: Option<PublicKey>, now: Instant) -> Result<Contact, StoreError> {
-        let mut state = self.lock();
+        let (mut state, now) = self.lock_at(now);
         let (seq, entry) = state.find(key, now)?;
         if !entry.belongs_to(caller) {
             return Err(StoreError::Forbidden { op: "deregister", holder: Box::new(entry.contact().clone()) });
@@ -779,7 +791,7 @@ impl Store {
 
     /// Removes expired entries and returns them.
     pub fn sweep(&self, now: Instant) -> Vec<Contact> {
-        let mut state = self.lock();
+        let (mut state, now) = self.lock_at(now);
         let expired: Vec<u64> = state.entries.iter().filter(|(_, e)| !e.is_live(now)).map(|(seq, _)| *seq).collect();
         let expired: Vec<Contact> =
             expired.into_iter().filter_map(|seq| state.remove(seq, now, LeftReason::Expired)).collect();
@@ -1044,6 +1056,23 @@ mod tests {
         store.register(&incarnation("c", 3, 3), observed(), t0).unwrap();
         let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
         assert_eq!(contact_names(&a), ["b", "c"]);
+    }
+
+    /// A request takes its instant before it waits for the lock: b, told
+    /// its contacts after a's session was lost but with an instant from
+    /// before, counts as told then, so a, back, is told of b.
+    #[test]
+    fn a_registration_that_waited_for_the_lock_counts_as_told_when_it_got_it() {
+        let store = store();
+        let t0 = Instant::now();
+        let lost = t0 + Duration::from_millis(5);
+        let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
+        store.hold(&a.entry.id, 1, t0);
+        store.session_lost(&a.entry.id, 1, lost).expect("lost");
+        let b = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
+        assert!(contact_names(&b).is_empty(), "a is gone");
+        let a = store.register(&incarnation("a", 1, 1), observed(), lost + Duration::from_millis(1)).unwrap();
+        assert_eq!(contact_names(&a), ["b"]);
     }
 
     #[test]

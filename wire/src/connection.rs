@@ -381,7 +381,7 @@ pub async fn send_pieces<S: ByteStream>(
 fn finish<S>(framed: &mut Framed<S, LinkCodec>, sent: Result<Result<(), FrameError>, Elapsed>) -> io::Result<()> {
     match sent {
         Ok(Ok(())) => {
-            release_large_buffers(framed);
+            release_buffers(framed);
             Ok(())
         }
         Ok(Err(error)) => Err(io::Error::other(error)),
@@ -389,15 +389,16 @@ fn finish<S>(framed: &mut Framed<S, LinkCodec>, sent: Result<Result<(), FrameErr
     }
 }
 
-/// Gives back the memory of a large message once it is through. Buffers
-/// keep their largest size, and a session lives as long as its node: a
-/// registry whose every node once got a reply listing a thousand contacts
-/// (or a chunk of it, [`PIECES_CHUNK`]) would otherwise hold that size
-/// twice per node, for its kept session and its watch.
-fn release_large_buffers<S>(framed: &mut Framed<S, LinkCodec>) {
+/// Gives back a connection's write buffer once its message is through, and
+/// its read buffer once a large message is: a session lives as long as its
+/// node, and buffers keep their largest size, so a registry would otherwise
+/// hold, twice per node (its kept session and its watch), the largest reply
+/// or chunk of one ([`PIECES_CHUNK`]) it ever sent it. Writes are rare on
+/// a kept session, and a new buffer is cheap next to one.
+fn release_buffers<S>(framed: &mut Framed<S, LinkCodec>) {
     const KEPT: usize = 4 * CONNECTION_BUFFER;
-    if framed.write_buffer().capacity() > KEPT && framed.write_buffer().is_empty() {
-        *framed.write_buffer_mut() = bytes::BytesMut::with_capacity(CONNECTION_BUFFER);
+    if framed.write_buffer().is_empty() {
+        *framed.write_buffer_mut() = bytes::BytesMut::new();
     }
     if framed.read_buffer().capacity() > KEPT && framed.read_buffer().is_empty() {
         *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(CONNECTION_BUFFER);
