@@ -117,13 +117,14 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Admitted {
     pub entry: Contact,
-    /// Whom it is to greet, in order: the live entries before its place,
-    /// and, back at its place after its lease ran out, the live ones
-    /// admitted while it was gone.
+    /// Whom it is to greet, in order (see `State::contacts`): the live
+    /// entries before its place, and, back at its place, the live ones last
+    /// told their contacts while it was gone.
     pub contacts: Vec<ToGreet>,
     /// Entries it replaced: the same node registering again.
     pub replaced: Vec<Contact>,
-    /// A repeat of an incarnation already admitted, answered as it was then.
+    /// A repeat of an incarnation already admitted: its place and id kept,
+    /// its contacts told again.
     pub repeat: bool,
 }
 
@@ -782,7 +783,7 @@ impl Store {
         state.entries.values().filter(|e| e.is_live(now)).map(|e| e.contact().clone()).collect()
     }
 
-    /// The ids of the live entries that have fallen silent ([`Entry::is_silent`]).
+    /// The ids of the live entries that have fallen silent (see `Entry::is_silent`).
     pub fn silent(&self, now: Instant) -> Vec<String> {
         let state = self.lock();
         let silent = state.entries.values().filter(|e| e.is_live(now) && e.is_silent(now));
@@ -987,7 +988,7 @@ mod tests {
 
         let repeat = store.register(&incarnation("a", 1, 1), observed(), back).unwrap();
         assert!(repeat.repeat);
-        assert_eq!(contact_names(&repeat), ["c"], "a repeat is answered as the admission was");
+        assert_eq!(contact_names(&repeat), ["c"], "a repeat is told as the admission was");
         let d = store.register(&incarnation("d", 4, 4), observed(), back).unwrap();
         assert_eq!(contact_names(&d), ["a", "b", "c"]);
     }

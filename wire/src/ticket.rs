@@ -191,7 +191,7 @@ macro_rules! opaque {
 
 opaque!(
     /// A ticket: the receiver's tag and the seal's nonce, then the sealed
-    /// [`Body`].
+    /// `Body`.
     Ticket
 );
 opaque!(
