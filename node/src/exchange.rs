@@ -153,7 +153,7 @@ async fn open(target: Target, keys: &Keys, deadlines: Deadlines) -> Result<Seale
 /// Sends `greeting` to `addr` as attempt `attempt` with the registry's
 /// `introduction`, as [`exchange`] sends a plaintext one, and returns the
 /// answer, once it opens under the introduction's key. A hang-up is no
-/// answer here (see [`first_answer`]); an answer that does not open, or is
+/// answer here (see `first_answer`); an answer that does not open, or is
 /// not sealed at all, came from someone other than the node the ticket is for.
 pub async fn ticket_exchange(
     addr: SocketAddr,
