@@ -56,7 +56,7 @@ const REFUSAL_DEADLINE: Duration = Duration::from_millis(100);
 /// once: tokio-util's default of 8 KiB each was most of the 15 MB that 530
 /// concurrent heartbeat connections cost the registry. A large message grows
 /// its buffer.
-const CONNECTION_BUFFER: usize = 1024;
+const CONNECTION_BUFFER: usize = 512;
 
 /// Connections the kernel queues while the accept loop is busy (tokio's
 /// default is 128); the kernel caps it at `net.core.somaxconn`.
