@@ -964,6 +964,12 @@ mod tests {
         PublicKey::from_bytes(&[n; 32]).unwrap()
     }
 
+    /// The entry `id`, held by `session`, loses it `at`.
+    fn lose(store: &Store, id: &str, session: u64, at: Instant) {
+        store.hold(id, session, at);
+        store.session_lost(id, session, at).expect("lost");
+    }
+
     #[test]
     fn a_lapsed_incarnation_takes_its_place_back_and_meets_those_admitted_while_it_was_gone() {
         let store = store();
@@ -1029,8 +1035,7 @@ mod tests {
         let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
         let b = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
         assert_eq!(contact_names(&b), ["a"], "the reply that is lost");
-        store.hold(&a.entry.id, 1, t0);
-        store.session_lost(&a.entry.id, 1, t0).expect("lost");
+        lose(&store, &a.entry.id, 1, t0);
         let again = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
         assert!(again.repeat);
         assert!(contact_names(&again).is_empty(), "a is away");
@@ -1044,16 +1049,12 @@ mod tests {
     fn a_node_gone_twice_is_told_of_those_that_came_while_it_was_first_gone() {
         let store = store();
         let t0 = Instant::now();
-        let lose = |id: &str, session| {
-            store.hold(id, session, t0);
-            store.session_lost(id, session, t0).expect("lost");
-        };
         let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
-        lose(&a.entry.id, 1);
+        lose(&store, &a.entry.id, 1, t0);
         store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
         let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
         assert_eq!(contact_names(&a), ["b"], "the reply that is lost");
-        lose(&a.entry.id, 2);
+        lose(&store, &a.entry.id, 2, t0);
         store.register(&incarnation("c", 3, 3), observed(), t0).unwrap();
         let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
         assert_eq!(contact_names(&a), ["b", "c"]);
@@ -1068,8 +1069,7 @@ mod tests {
         let t0 = Instant::now();
         let lost = t0 + Duration::from_millis(5);
         let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
-        store.hold(&a.entry.id, 1, t0);
-        store.session_lost(&a.entry.id, 1, lost).expect("lost");
+        lose(&store, &a.entry.id, 1, lost);
         let b = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
         assert!(contact_names(&b).is_empty(), "a is gone");
         let a = store.register(&incarnation("a", 1, 1), observed(), lost + Duration::from_millis(1)).unwrap();
@@ -1112,8 +1112,7 @@ mod tests {
         assert_eq!(back.entry.id, alice.entry.id, "alice takes her place back");
 
         // Lost again: held until her lease would have ended, then anyone's.
-        store.hold(&back.entry.id, 8, start);
-        store.session_lost(&back.entry.id, 8, start).expect("lost again");
+        lose(&store, &back.entry.id, 8, start);
         let almost = start + TTL - Duration::from_secs(1);
         assert_eq!(store.register(&mallory, observed(), almost).unwrap_err().code(), ErrorCode::NameTaken);
         let over = start + TTL;
@@ -1133,10 +1132,8 @@ mod tests {
         let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();
         let b = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
         assert_eq!(contact_names(&b), ["a"], "the reply that is lost");
-        for (id, session) in [(&b.entry.id, 2), (&a.entry.id, 1)] {
-            store.hold(id, session, t0);
-            store.session_lost(id, session, t0).expect("lost");
-        }
+        lose(&store, &b.entry.id, 2, t0);
+        lose(&store, &a.entry.id, 1, t0);
         let b = store.register(&incarnation("b", 2, 2), observed(), t0).unwrap();
         assert!(contact_names(&b).is_empty(), "a is away");
         let a = store.register(&incarnation("a", 1, 1), observed(), t0).unwrap();

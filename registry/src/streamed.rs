@@ -144,6 +144,11 @@ mod tests {
         Contact { id: format!("id-{n}"), name: format!("node-{n}"), ip, puerto: n, group: Some(1), key }
     }
 
+    fn head(entry: &Contact) -> Head<'_> {
+        let policy = Policy { token: false, originals: true };
+        Head { id: &entry.id, ttl_ms: 15_000, entry, registry_key: Signer::generate().public(), policy }
+    }
+
     /// All of `pieces`, made into chunks of about `chunk` bytes as
     /// `send_pieces` does, and how many chunks that took.
     fn drain(pieces: &mut impl Pieces, chunk: usize) -> (Vec<u8>, usize) {
@@ -170,13 +175,7 @@ mod tests {
             .collect();
         contacts.push(ToGreet { contact: Arc::new(Encoded::new(contact(301, None))), ticket_key: None });
         let entry = contact(400, Some(greeter_key.public()));
-        let head = Head {
-            id: &entry.id,
-            ttl_ms: 15_000,
-            entry: &entry,
-            registry_key: Signer::generate().public(),
-            policy: Policy { token: false, originals: true },
-        };
+        let head = head(&entry);
         let greeter = Greeter {
             id: entry.id.clone(),
             name: entry.name.clone(),
@@ -210,14 +209,7 @@ mod tests {
     #[test]
     fn a_registrant_with_no_ticket_key_gets_no_tickets_and_one_with_no_contacts_an_empty_list() {
         let entry = contact(1, None);
-        let head = Head {
-            id: &entry.id,
-            ttl_ms: 1,
-            entry: &entry,
-            registry_key: Signer::generate().public(),
-            policy: Policy { token: true, originals: false },
-        };
-        let (bytes, _) = drain(&mut RegisteredReply::new(&head, Vec::new(), None), 4096);
+        let (bytes, _) = drain(&mut RegisteredReply::new(&head(&entry), Vec::new(), None), 4096);
         let registered: Registered = serde_json::from_slice(&bytes).unwrap();
         assert!(registered.contactos.is_empty() && registered.tickets.is_none());
     }
