@@ -412,7 +412,7 @@ impl Connection {
             events::registered(&entry, registration.dialect, admitted.contacts.len());
         }
         let contacts = admitted.contacts;
-        Ok(Answer::Reply(match registration.dialect {
+        let reply = match registration.dialect {
             Dialect::Native => {
                 let head = Head {
                     id: &entry.id,
@@ -421,11 +421,8 @@ impl Connection {
                     registry_key: self.views.signer.public(),
                     policy: self.policy(),
                 };
-                return Ok(Answer::Registered(Box::new(RegisteredReply::new(
-                    &head,
-                    contacts,
-                    greeter(&entry, registration),
-                ))));
+                let greeter = greeter(&entry, registration);
+                return Ok(Answer::Registered(Box::new(RegisteredReply::new(&head, contacts, greeter))));
             }
             Dialect::Original => Reply::Original(
                 contacts
@@ -439,7 +436,9 @@ impl Connection {
                     contacts.iter().map(|c| ClientesContact { ip: c.contact.value.ip, puerto: c.contact.value.puerto });
                 Reply::Clientes(clientes.collect())
             }
-        }))
+        };
+        // The original dialects' replies are small, and sent whole.
+        Ok(Answer::Reply(reply))
     }
 }
 
