@@ -28,6 +28,7 @@ use wire::envelope::{self, EnvelopeError, Opened};
 use wire::secure::{self, HandshakeError, Keys, PublicKey};
 use wire::ticket::{Introduction, TicketAnswer, TicketError};
 
+use crate::greeting::GreetingReply;
 use crate::protocol::ErrorBody;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,13 +162,13 @@ pub async fn ticket_exchange(
     attempt: u32,
     greeting: &[u8],
     deadlines: Deadlines,
-) -> Result<Map<String, Value>, ExchangeError> {
+) -> Result<GreetingReply, ExchangeError> {
     let sent = introduction.seal_greeting(attempt, greeting).map_err(ExchangeError::Ticket)?;
     let answer = exchange(addr, &encode(&sent), deadlines).await?.ok_or(ExchangeError::Dropped)?;
     let answer: TicketAnswer =
         serde_json::from_value(Value::Object(answer)).map_err(|_| ExchangeError::Ticket(TicketError::Impostor))?;
     let opened = introduction.open_answer(attempt, &answer.sealed).map_err(ExchangeError::Ticket)?;
-    check(serde_json::from_slice(&opened).map_err(ExchangeError::Malformed)?)
+    serde_json::from_slice(&opened).map_err(ExchangeError::Malformed)
 }
 
 /// Secure sessions kept open to peers for repeated requests, so that a

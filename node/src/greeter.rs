@@ -9,8 +9,11 @@
 //! greeting is tried again, with backoff and jitter: under load a peer's
 //! answer can be late. A node that already logged a greeting answers the
 //! repeat without logging it again (see [`crate::listener::GreetedBy`]), so
-//! every pair is still greeted exactly once.
+//! every pair is still greeted exactly once. A peer whose own greeting to
+//! this node crossed this one may answer that the pair has met
+//! ([`crate::meeting`]): then neither end logs this greeting.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,6 +22,7 @@ use wire::ticket::{Introduction, MAX_ATTEMPTS};
 use crate::events::{self, Peer};
 use crate::exchange::{self, Deadlines, ExchangeError};
 use crate::greeting::Greeting;
+use crate::meeting::{Meetings, OnItsWay};
 
 #[derive(Debug, Clone, Copy)]
 pub struct GreetConfig {
@@ -45,25 +49,36 @@ impl Contact {
 }
 
 /// Greets every contact, `fanout` at a time, logging one event per peer,
-/// but for those that greeted this node before their turn came
-/// (`heard_from`): the pair has met. Returns how many were greeted.
+/// but for those whose pair has met otherwise ([`Meetings`]): they greeted
+/// this node before their turn came, or answer that they did. Returns how
+/// many were greeted.
 pub async fn greet_all(
     contacts: Vec<Contact>,
     hello: &Greeting<'_>,
     config: GreetConfig,
-    heard_from: impl Fn(&Peer) -> bool,
+    meetings: &Mutex<Meetings>,
 ) -> usize {
     let hello = exchange::encode(hello);
     futures::stream::iter(contacts)
         .map(|contact| {
-            let (hello, heard_from) = (&hello, &heard_from);
+            let hello = &hello;
             async move {
-                if heard_from(&contact.peer) {
-                    tracing::debug!(peer_name = %contact.peer.name, peer_addr = %contact.peer.addr, "greeted by it first");
+                let (name, addr) = (&contact.peer.name, contact.peer.addr);
+                if wire::lock(meetings).heard_from(&addr) {
+                    tracing::debug!(peer_name = %name, peer_addr = %addr, "greeted by it first");
                     return false;
                 }
+                let on_its_way = contact.introduction.as_ref().and(contact.peer.key);
+                let on_its_way = on_its_way.map(|key| OnItsWay::start(meetings, key));
                 match greet_with_retries(&contact, hello, config).await {
-                    Ok(()) => {
+                    Ok(Answer::Met) => {
+                        tracing::debug!(peer_name = %name, peer_addr = %addr, "met already, through its greeting");
+                        false
+                    }
+                    Ok(Answer::Welcome) => {
+                        if let Some(on_its_way) = on_its_way {
+                            on_its_way.welcomed();
+                        }
                         events::greeting_sent(&contact.peer);
                         true
                     }
@@ -80,18 +95,27 @@ pub async fn greet_all(
         .await
 }
 
+/// How a contact answered this node's greeting.
+enum Answer {
+    Welcome,
+    /// The pair met through the contact's own greeting ([`crate::meeting`]).
+    Met,
+}
+
 /// Greets one contact: `hello` is the greeting, encoded once for all.
-async fn greet_with_retries(contact: &Contact, hello: &[u8], config: GreetConfig) -> Result<(), ExchangeError> {
+async fn greet_with_retries(contact: &Contact, hello: &[u8], config: GreetConfig) -> Result<Answer, ExchangeError> {
     let peer = &contact.peer;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
         let greeted = match (&contact.introduction, peer.key) {
             (Some(introduction), _) => {
-                exchange::ticket_exchange(peer.addr, introduction, attempt, hello, config.deadlines).await.map(drop)
+                exchange::ticket_exchange(peer.addr, introduction, attempt, hello, config.deadlines)
+                    .await
+                    .map(|answer| if answer.met { Answer::Met } else { Answer::Welcome })
             }
             // Hanging up without a word is how some original nodes answer.
-            (None, None) => exchange::exchange(peer.addr, hello, config.deadlines).await.map(drop),
+            (None, None) => exchange::exchange(peer.addr, hello, config.deadlines).await.map(|_| Answer::Welcome),
             (None, Some(_)) => Err(ExchangeError::NoTicket),
         };
         match greeted {
@@ -110,11 +134,18 @@ async fn greet_with_retries(contact: &Contact, hello: &[u8], config: GreetConfig
 mod tests {
     use std::time::Duration;
 
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
+    use wire::secure::Identity;
+    use wire::ticket::{Greeter, TicketAnswer, TicketGreeting, TicketKey};
 
     use super::*;
     use crate::greeting::GREETING;
+
+    fn config(attempts: u32) -> GreetConfig {
+        let second = Duration::from_secs(1);
+        GreetConfig { deadlines: Deadlines { connect: second, reply: second }, fanout: 1, attempts }
+    }
 
     /// An original peer that reads a greeting and hangs up; the stream of
     /// who was greeted.
@@ -139,14 +170,52 @@ mod tests {
         let (quiet, mut quiet_heard) = original_peer("quiet").await;
         let (greeter, mut greeter_heard) = original_peer("greeter").await;
         let hello = Greeting { mensaje: GREETING, ip: None, puerto: 1, name: "me", id: None };
-        let second = Duration::from_secs(1);
-        let config = GreetConfig { deadlines: Deadlines { connect: second, reply: second }, fanout: 1, attempts: 1 };
-        let heard_from = |peer: &Peer| peer.name == "greeter";
+        let meetings = Mutex::<Meetings>::default();
+        wire::lock(&meetings).hear_from(greeter.peer.addr);
 
-        let greeted = greet_all(vec![greeter, quiet], &hello, config, heard_from).await;
+        let greeted = greet_all(vec![greeter, quiet], &hello, config(1), &meetings).await;
 
         assert_eq!(greeted, 1);
         assert_eq!(quiet_heard.recv().await.as_deref(), Some("quiet"));
         assert!(greeter_heard.try_recv().is_err(), "the greeter was not connected to");
+    }
+
+    /// A peer of ours whose own greeting crossed this node's: it answers,
+    /// sealed under the pair's key, that the pair has met.
+    #[tokio::test]
+    async fn a_contact_that_answers_that_the_pair_has_met_is_not_counted_as_greeted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (ticket_key, peer_key) = (TicketKey::generate(), Identity::generate().public());
+        let me = Greeter {
+            id: "ab-1".into(),
+            name: "me".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            key: Identity::generate().public(),
+            group: None,
+        };
+        let introduction = ticket_key.issue(peer_key, &me, registry::credential::unix_ms() + 60_000);
+        let peer = Peer { name: "peer".into(), addr: listener.local_addr().unwrap(), key: Some(peer_key) };
+        let answered = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut line = String::new();
+            BufReader::new(&mut stream).read_line(&mut line).await.unwrap();
+            let sent: TicketGreeting = serde_json::from_str(&line).unwrap();
+            let opened = ticket_key.open(&sent.ticket, peer_key, registry::credential::unix_ms()).unwrap();
+            let answer = br#"{"mensaje":"Hola, un gusto!","name":"peer","met":true}"#;
+            let sealed = TicketAnswer { sealed: opened.seal_answer(sent.attempt, answer) };
+            let mut bytes = serde_json::to_vec(&sealed).unwrap();
+            bytes.push(b'\n');
+            stream.write_all(&bytes).await.unwrap();
+            // A second attempt would be a retry: there must be none.
+            listener.accept().await.is_ok()
+        });
+        let hello = Greeting { mensaje: GREETING, ip: None, puerto: 1, name: "me", id: Some("ab-1") };
+        let contact = Contact { peer, introduction: Some(introduction) };
+
+        let greeted = greet_all(vec![contact], &hello, config(3), &Mutex::default()).await;
+
+        assert_eq!(greeted, 0, "the pair met through the peer's greeting");
+        answered.abort();
+        assert!(answered.await.unwrap_err().is_cancelled(), "the greeting was not tried again");
     }
 }

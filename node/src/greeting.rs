@@ -37,6 +37,11 @@ pub struct GreetingReply {
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Set only in a sealed answer to a greeting with a ticket: the pair
+    /// has met through the answering node's own greeting
+    /// ([`crate::meeting`]), so neither end logs this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub met: bool,
 }
 
 /// A received greeting: who it says sent it, and the registration id it

@@ -10,6 +10,7 @@
 //! - [`exchange`]: requests to peers and their answers, under deadlines.
 //! - [`greeter`]: greeting peers, many at once, with timeouts and retries.
 //! - [`listener`]: answering peers: greetings and group operations.
+//! - [`meeting`]: which peers this node has met, so that every pair meets once.
 //! - [`group`]: group communication: coordinator, member and sender sides.
 //! - [`recent`]: the bounded sets of peers met and greeters heard from.
 //! - [`view`]: the live membership, followed on the registry's watch.
@@ -27,6 +28,7 @@ pub mod greeting;
 pub mod group;
 pub mod link;
 pub mod listener;
+pub mod meeting;
 pub mod membership;
 pub mod protocol;
 pub mod recent;
@@ -47,7 +49,7 @@ use wire::connection;
 use wire::ticket::{Seen, TicketKey};
 
 pub use config::Config;
-use events::{Event, Identity, Peer};
+use events::{Event, Identity};
 use exchange::Deadlines;
 use greeter::Contact;
 use greeting::{Greeting, GREETING};
@@ -124,7 +126,7 @@ impl Node {
             id: Default::default(),
             trust: Default::default(),
             known: Known::default(),
-            heard_from: Known::default(),
+            meetings: Default::default(),
             greeted_by: Default::default(),
             config: config.listen,
             lookups: link(),
@@ -219,8 +221,7 @@ impl Node {
                 name: &name,
                 id: id.as_deref(),
             };
-            let heard_from = |peer: &Peer| wire::lock(&context.heard_from).contains(&peer.addr);
-            greeter::greet_all(new_peers, &hello, greet, heard_from).await;
+            greeter::greet_all(new_peers, &hello, greet, &context.meetings).await;
         };
         tracker.spawn(cancellable(token.clone(), greeting));
     }

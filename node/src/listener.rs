@@ -33,6 +33,7 @@ use crate::exchange::{Deadlines, Pool};
 use crate::greeting::{self, GreetingReply, Received, GREETING_REPLY};
 use crate::group::{self, Answer as GroupAnswer, GroupReply, Incoming, KnownView};
 use crate::link::{on_link, RegistryLink};
+use crate::meeting::{Meetings, Verdict};
 use crate::protocol::ErrorBody;
 use crate::recent::Recent;
 
@@ -46,10 +47,8 @@ pub struct ListenConfig {
     pub write_timeout: Duration,
 }
 
-/// Addresses of peers: those this node has greeted, is greeting or heard
-/// from (after a re-registration, only the contacts not in here are
-/// greeted), and those it heard from (a contact that greeted this node
-/// while it waited its turn is not greeted back).
+/// Addresses of peers this node has greeted, is greeting or heard from:
+/// after a re-registration, only the contacts not in here are greeted.
 pub type Known = Mutex<Recent<SocketAddr>>;
 
 /// Who has greeted this node ([`greeting::Received::key`]): a greeter whose
@@ -101,7 +100,7 @@ pub struct Context {
     pub id: Mutex<Option<String>>,
     pub trust: Mutex<Trust>,
     pub known: Known,
-    pub heard_from: Known,
+    pub meetings: Mutex<Meetings>,
     pub greeted_by: GreetedBy,
     pub config: ListenConfig,
     /// Where a coordinator looks up its group's members, on a session kept for that.
@@ -203,12 +202,15 @@ async fn answer_greeting(
     })?;
     let first_time = wire::lock(&context.greeted_by).insert((peer.addr, id));
     log_greeting(if first_time { Delivery::First } else { Delivery::Repeat }, &peer, from, context);
-    Ok(reply(context))
+    Ok(reply(context, Verdict::Welcome))
 }
 
 /// A greeting with a ticket ([`wire::ticket`]): the greeter is who the
 /// ticket says, and the greeting must say the same; the answer is sealed
-/// under the ticket's key. Every refusal is logged once, with its reason.
+/// under the ticket's key. Every refusal is logged once, with its reason;
+/// a greeting whose pair has met otherwise ([`crate::meeting`]) is
+/// answered as met and not logged. A retry is judged afresh, so it is
+/// answered as met if the first attempt was.
 fn answer_ticket(message: Value, from: SocketAddr, context: &Context) -> Result<TicketAnswer, ErrorBody> {
     let sent: TicketGreeting = serde_json::from_value(message)
         .map_err(|_| ErrorBody::bad_request("a greeting with a ticket has `ticket`, `attempt` and `sealed`"))?;
@@ -219,8 +221,14 @@ fn answer_ticket(message: Value, from: SocketAddr, context: &Context) -> Result<
     })?;
     let greeter = &opened.greeter;
     let peer = Peer { name: greeter.name.clone(), addr: greeter.addr, key: Some(greeter.key) };
-    log_greeting(delivery, &peer, from, context);
-    let answer = serde_json::to_vec(&reply(context)).expect("a reply serializes");
+    let verdict = wire::lock(&context.meetings).verdict(greeter.key, context.keys.identity.public());
+    match verdict {
+        Verdict::Welcome => log_greeting(delivery, &peer, from, context),
+        Verdict::Met => {
+            debug!(peer_name = %peer.name, peer_addr = %peer.addr, "met already, through this node's greeting")
+        }
+    }
+    let answer = serde_json::to_vec(&reply(context, verdict)).expect("a reply serializes");
     Ok(TicketAnswer { sealed: opened.seal_answer(sent.attempt, &answer) })
 }
 
@@ -260,16 +268,16 @@ fn log_greeting(delivery: Delivery, peer: &Peer, from: SocketAddr, context: &Con
         Delivery::First => {
             events::greeting_received(peer, from);
             wire::lock(&context.known).insert(peer.addr);
-            wire::lock(&context.heard_from).insert(peer.addr);
+            wire::lock(&context.meetings).hear_from(peer.addr);
         }
         Delivery::Repeat => debug!(peer_name = %peer.name, peer_addr = %peer.addr, "answered a repeated greeting"),
     }
 }
 
 /// What this node answers a greeting with.
-fn reply(context: &Context) -> GreetingReply {
+fn reply(context: &Context, verdict: Verdict) -> GreetingReply {
     let id = wire::lock(&context.id).clone();
-    GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(context.name.clone()), id }
+    GreetingReply { mensaje: GREETING_REPLY.into(), name: Some(context.name.clone()), id, met: verdict == Verdict::Met }
 }
 
 /// `view` checked against the registry's `key`, or as it was checked last
@@ -390,6 +398,7 @@ fn check_delivery(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meeting::OnItsWay;
     use crate::recent::REMEMBERED_PEERS;
 
     fn registry() -> registry::client::RegistryAddr {
@@ -411,7 +420,7 @@ mod tests {
             id: Mutex::new(Some("ab-1".into())),
             trust: Mutex::new(Trust::Original),
             known: Known::default(),
-            heard_from: Known::default(),
+            meetings: Mutex::default(),
             greeted_by: GreetedBy::default(),
             config: ListenConfig { limits: connection::Limits::new(1), read_timeout: timeout, write_timeout: timeout },
             lookups: RegistryLink::new(registry(), keys(), timeout),
@@ -448,27 +457,49 @@ mod tests {
         assert_eq!(wire::lock(&context.greeted_by).len(), 1);
     }
 
+    /// `greeter`'s greeting with a ticket to `to`, as a node at `addr` sends
+    /// it, and the answer, opened.
+    fn greet_with_ticket(greeter: &Context, addr: SocketAddr, to: &Context) -> GreetingReply {
+        let name = format!("node-{}", addr.port());
+        let id = format!("ab-{}", addr.port());
+        let key = greeter.keys.identity.public();
+        let ticketed = wire::ticket::Greeter { id: id.clone(), name: name.clone(), addr, key, group: None };
+        let introduction = to.ticket_key.issue(to.keys.identity.public(), &ticketed, unix_ms() + 60_000);
+        let greeting = serde_json::json!({"mensaje":"hola","ip":addr.ip(),"puerto":addr.port(),"name":name,"id":id});
+        let sent = introduction.seal_greeting(1, greeting.to_string().as_bytes()).unwrap();
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let answer = answer_ticket(serde_json::to_value(&sent).unwrap(), from, to).unwrap();
+        serde_json::from_slice(&introduction.open_answer(1, &answer.sealed).unwrap()).unwrap()
+    }
+
     /// Others may get this node's tickets before it has read its own
     /// registration's reply: their greetings are believed all the same.
     #[test]
     fn a_ticket_is_believed_before_the_node_has_read_its_registration() {
-        let context = Context { trust: Mutex::new(Trust::Unregistered), ..context() };
-        let greeter = wire::ticket::Greeter {
-            id: "ab-2".into(),
-            name: "early".into(),
-            addr: "127.0.0.1:7002".parse().unwrap(),
-            key: keys().identity.public(),
-            group: None,
-        };
-        let expires_ms = unix_ms() + 60_000;
-        let introduction = context.ticket_key.issue(context.keys.identity.public(), &greeter, expires_ms);
-        let greeting = serde_json::json!({"mensaje":"hola","ip":"127.0.0.1","puerto":7002,"name":"early","id":"ab-2"});
-        let sent = introduction.seal_greeting(1, greeting.to_string().as_bytes()).unwrap();
-        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let answer = answer_ticket(serde_json::to_value(&sent).unwrap(), from, &context).unwrap();
-        let opened: GreetingReply =
-            serde_json::from_slice(&introduction.open_answer(1, &answer.sealed).unwrap()).unwrap();
-        assert_eq!(opened.name.as_deref(), Some("me"));
-        assert!(wire::lock(&context.known).contains(&greeter.addr), "the greeter is known now");
+        let greeted = Context { trust: Mutex::new(Trust::Unregistered), ..context() };
+        let addr = "127.0.0.1:7002".parse().unwrap();
+
+        let answer = greet_with_ticket(&context(), addr, &greeted);
+
+        assert_eq!((answer.name.as_deref(), answer.met), (Some("me"), false));
+        assert!(wire::lock(&greeted.known).contains(&addr), "the greeter is known now");
+    }
+
+    /// Both ends of a pair told of each other, greeting each other at once.
+    #[test]
+    fn of_two_crossing_greetings_one_is_logged_and_the_other_answered_as_met() {
+        let (a, b) = (context(), context());
+        let key = |context: &Context| context.keys.identity.public();
+        let (small, large) = if key(&a) < key(&b) { (a, b) } else { (b, a) };
+        let (at_small, at_large): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:7001".parse().unwrap(), "127.0.0.1:7002".parse().unwrap());
+        let _small_greets = OnItsWay::start(&small.meetings, key(&large));
+        let _large_greets = OnItsWay::start(&large.meetings, key(&small));
+
+        let from_small = greet_with_ticket(&small, at_small, &large);
+        let from_large = greet_with_ticket(&large, at_large, &small);
+
+        assert!(!from_small.met && wire::lock(&large.known).contains(&at_small), "welcomed and logged");
+        assert!(from_large.met && !wire::lock(&small.known).contains(&at_large), "met, and not logged");
     }
 }
