@@ -62,8 +62,10 @@ impl Received {
 
 /// Validates a received greeting. `from` is the connection's source address,
 /// used for the ip when the greeting gives none (the sender is behind port
-/// mapping) and as the whole address when it gives no port either.
+/// mapping) and as the whole address when it gives no port either; its
+/// IPv4-mapped form, on a dual-stack listener, is read as plain IPv4.
 pub fn parse(message: Value, from: SocketAddr) -> Result<Received, ErrorBody> {
+    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
     let Value::Object(fields) = message else {
         return Err(ErrorBody::bad_request(format!("expected a greeting object, got {}", kind_of(&message))));
     };

@@ -304,7 +304,8 @@ fn parse_since(fields: &Map<String, Value>) -> Result<Option<Since>, ErrorBody> 
         return Ok(None);
     };
     let revision = since.as_u64().ok_or_else(|| {
-        ErrorBody::bad_request(format!("field `since` must be a revision (a whole number), got {since}"))
+        let sent = truncate(&since.to_string()).to_owned();
+        ErrorBody::bad_request(format!("field `since` must be a revision (a whole number), got `{sent}`"))
     })?;
     let epoch = fields.get("epoch").filter(|e| !e.is_null()).map(|e| parse_id(e, "epoch")).transpose()?;
     Ok(Some(Since { revision, epoch }))
@@ -633,10 +634,10 @@ mod tests {
         let since = Since { revision: 7, epoch: Some("run".into()) };
         assert_eq!(parse(serde_json::to_value(&sent).unwrap()).unwrap(), Request::Watch { since: Some(since) });
         assert_eq!(parse(json!({"op":"watch"})).unwrap(), Request::Watch { since: None });
-        for bad in [json!(-1), json!(1.5), json!("7")] {
+        for bad in [json!(-1), json!(1.5), json!("7"), json!("9".repeat(60_000))] {
             let error = rejected(json!({"op":"watch","since":bad}));
             assert_eq!(error.code, ErrorCode::BadRequest);
-            assert!(error.message.contains("`since`"), "{}", error.message);
+            assert!(error.message.contains("`since`") && error.message.len() < 150, "{}", error.message);
         }
     }
 

@@ -555,7 +555,8 @@ impl Store {
         observed: IpAddr,
         now: Instant,
     ) -> Result<Admitted, StoreError> {
-        let addr = SocketAddr::new(registration.ip.unwrap_or(observed), registration.puerto);
+        // The observed address may be IPv4-mapped, on a dual-stack listener.
+        let addr = SocketAddr::new(registration.ip.unwrap_or(observed).to_canonical(), registration.puerto);
         check_peer_ip(addr.ip()).map_err(|reason| StoreError::Unreachable { reason })?;
         let name = registration.name.clone().unwrap_or_else(|| addr.to_string());
         let key = registration.key;
@@ -1432,6 +1433,20 @@ mod tests {
         assert_eq!(store.heartbeat(&entry.id, Some(alice), now).unwrap(), TTL);
         let moved = store.register(&keyed("alice", 3, alice), observed(), now).unwrap();
         assert_eq!(moved.replaced, vec![entry], "the same key moved to another port");
+    }
+
+    #[test]
+    fn an_address_spelt_ipv4_mapped_is_the_address_it_maps() {
+        let store = store();
+        let now = Instant::now();
+        let entry = store.register(&keyed("alice", 1, key()), observed(), now).unwrap().entry;
+        let mapped: IpAddr = format!("::ffff:{}", entry.ip).parse().unwrap();
+        let given = Registration { ip: Some(mapped), ..keyed("mallory", 1, key()) };
+        let seen = keyed("mallory", 1, key());
+
+        let errors = [store.register(&given, observed(), now), store.register(&seen, mapped, now)];
+
+        assert!(errors.iter().all(|e| e.as_ref().unwrap_err().code() == ErrorCode::AddressTaken), "{errors:?}");
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub async fn accept_loop<F, Fut, R>(
     loop {
         let (stream, peer) = accept(&listener).await;
         // Taken here, not in the task, so that the bound holds however fast connections arrive.
-        let (waiting, evicted) = pending.admit(peer.ip());
+        let (waiting, evicted) = pending.admit(peer.ip().to_canonical());
         if let Some(closed) = evicted {
             // Let the dropped connection's task close its socket before the
             // next is accepted, so that the bound holds for descriptors too.

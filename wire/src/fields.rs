@@ -121,12 +121,15 @@ fn is_plain_digits(s: &str) -> bool {
 }
 
 /// An advertised ip. Absent, null, empty and unspecified (`0.0.0.0`, `::`) all
-/// mean "use the address the connection comes from", and give `None`.
+/// mean "use the address the connection comes from", and give `None`. An
+/// IPv4-mapped address (`::ffff:127.0.0.1`) is read as the IPv4 address it
+/// maps ([`IpAddr::to_canonical`]), so that one host has one spelling
+/// before anyone checks who holds it.
 pub fn parse_ip(value: Option<&Value>, key: &str) -> Result<Option<IpAddr>, BadField> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => match s.parse::<IpAddr>() {
+        Some(Value::String(s)) => match s.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) if ip.is_unspecified() => Ok(None),
             Ok(ip) => Ok(Some(ip)),
             Err(_) => Err(bad(format!("field `{key}`: `{}` isn't an IP address", truncate(s)))),
@@ -220,6 +223,15 @@ mod tests {
         for ip in ["255.255.255.255", "224.0.0.1", "ff02::1", "0.0.0.0", "::"] {
             assert!(check_peer_ip(ip.parse().unwrap()).unwrap_err().0.contains("no peer can connect"), "{ip}");
         }
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_read_as_the_ipv4_address_it_maps() {
+        let mapped = parse_ip(Some(&json!("::ffff:127.0.0.1")), "ip").unwrap();
+        assert_eq!(mapped, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(parse_ip(Some(&json!("::ffff:0.0.0.0")), "ip"), Ok(None), "the unspecified address, mapped");
+        let broadcast = parse_ip(Some(&json!("::ffff:255.255.255.255")), "ip").unwrap().unwrap();
+        assert!(check_peer_ip(broadcast).is_err());
     }
 
     #[test]

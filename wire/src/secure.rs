@@ -194,6 +194,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub enum TokenError {
     #[error("a join token is 64 hexadecimal characters (32 random bytes), for example from `openssl rand -hex 32`")]
     Malformed,
+    #[error("a join token of zeros is the key every party uses without a token: draw a random one, for example with `openssl rand -hex 32`")]
+    Zero,
     #[error("failed to read the join token file {path}")]
     Read {
         path: String,
@@ -220,16 +222,21 @@ impl JoinToken {
         JoinToken(bytes)
     }
 
-    /// Parses 64 hexadecimal characters, ignoring surrounding whitespace.
+    /// Parses 64 hexadecimal digits, ignoring surrounding whitespace. A
+    /// token of zeros is refused: it is the key of open mode ([`Admission::Open`]).
     pub fn parse(text: &str) -> Result<JoinToken, TokenError> {
         let text = text.trim().as_bytes();
         if text.len() != 64 {
             return Err(TokenError::Malformed);
         }
+        // Digit by digit: `u8::from_str_radix` would also take a sign (`+0`).
+        let digit = |c: u8| char::from(c).to_digit(16).ok_or(TokenError::Malformed);
         let mut bytes = Zeroizing::new([0u8; 32]);
-        for (byte, pair) in bytes.iter_mut().zip(text.chunks(2)) {
-            let digits = std::str::from_utf8(pair).map_err(|_| TokenError::Malformed)?;
-            *byte = u8::from_str_radix(digits, 16).map_err(|_| TokenError::Malformed)?;
+        for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = (digit(pair[0])? << 4 | digit(pair[1])?) as u8;
+        }
+        if bytes.iter().all(|&b| b == 0) {
+            return Err(TokenError::Zero);
         }
         Ok(JoinToken(bytes))
     }
@@ -574,10 +581,12 @@ mod tests {
         let token = JoinToken::generate();
         let again = JoinToken::parse(&format!("  {}\n", token.reveal().as_str())).unwrap();
         assert_eq!(token.0, again.0);
-        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(65)] {
+        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(65), &"+0".repeat(32), &"+a".repeat(32), &"é".repeat(32)] {
             let error = JoinToken::parse(bad).unwrap_err().to_string();
-            assert!(error.contains("64 hexadecimal"), "{error}");
+            assert!(error.contains("64 hexadecimal"), "{bad}: {error}");
         }
+        let zeros = JoinToken::parse(&"0".repeat(64)).unwrap_err();
+        assert!(matches!(zeros, TokenError::Zero), "{zeros}");
     }
 
     #[test]
