@@ -220,6 +220,8 @@ impl Args {
             listen: ListenConfig {
                 limits: Limits::configured(
                     self.max_connections as usize,
+                    // A host's nodes greet from one address, each on a short-lived connection.
+                    self.max_connections as usize,
                     self.max_pending_per_ip as usize,
                     self.handshake_timeout,
                 ),

@@ -51,6 +51,12 @@ pub struct Cli {
     #[arg(long, env = "REGISTRY_MAX_CONNECTIONS", default_value_t = 16_384,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// Established connections from one source address: a host's nodes
+    /// behind one address (NAT) may number half of it, and one address
+    /// cannot take every slot of `--max-connections`.
+    #[arg(long, env = "REGISTRY_MAX_CONNECTIONS_PER_IP", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections_per_ip: u32,
     /// Connections still in their handshake or first message, from one source
     /// address; past it the oldest is dropped.
     #[arg(long, env = "REGISTRY_MAX_PENDING_PER_IP", default_value_t = 256,
@@ -90,8 +96,12 @@ impl Cli {
     /// The server's configuration, with the join token read from its file or the environment.
     pub fn config(&self) -> Result<Config, TokenError> {
         let token = JoinToken::from_file_or_env(self.join_token_file.as_deref())?;
-        let limits =
-            Limits::configured(self.max_connections as usize, self.max_pending_per_ip as usize, self.handshake_timeout);
+        let limits = Limits::configured(
+            self.max_connections as usize,
+            self.max_connections_per_ip as usize,
+            self.max_pending_per_ip as usize,
+            self.handshake_timeout,
+        );
         Ok(Config {
             leases: Leases { ttl: self.ttl, legacy_ttl: self.legacy_ttl.0 },
             sweep_interval: self.sweep_interval,
@@ -119,6 +129,12 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_command_lines_connection_limits_are_the_librarys_defaults() {
+        let cli = Cli::try_parse_from(["registry"]).unwrap();
+        assert_eq!(cli.config().unwrap().limits, Config::default().limits);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! address and in all; past either bound the oldest is dropped, so a flood
 //! of silent or trickling connections costs each one a second at most and
 //! never keeps a member's handshake, which takes a millisecond, from being
-//! accepted. Established connections are capped apart, and a member's
-//! session, once open, never waits behind anyone's accept. Every reply is
+//! accepted. Established connections are capped apart, in all and per
+//! source address (so that one source cannot take every slot), and a
+//! member's session, once open, never waits behind anyone's accept. Every reply is
 //! written under a deadline, so a client that never reads cannot hold a
 //! slot for long.
 
@@ -23,7 +24,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::error::Elapsed;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
@@ -76,6 +77,8 @@ pub fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
 pub struct Limits {
     /// Established connections served at once.
     pub max_connections: usize,
+    /// The same, from one source address.
+    pub max_connections_per_ip: usize,
     /// Connections still in their handshake or first message, in all.
     pub max_pending: usize,
     /// The same, from one source address.
@@ -86,10 +89,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The defaults, with `max_connections` established connections.
+    /// The defaults, with `max_connections` established connections, any
+    /// number of them from one address.
     pub fn new(max_connections: usize) -> Limits {
         Limits {
             max_connections,
+            max_connections_per_ip: max_connections,
             max_pending: 1024,
             max_pending_per_ip: 256,
             handshake_timeout: Duration::from_secs(1),
@@ -99,9 +104,15 @@ impl Limits {
     /// As a command line sets them: pending connections are bounded in all
     /// at least as high as from one address, or the per-address bound would
     /// never be reached.
-    pub fn configured(max_connections: usize, max_pending_per_ip: usize, handshake_timeout: Duration) -> Limits {
+    pub fn configured(
+        max_connections: usize,
+        max_connections_per_ip: usize,
+        max_pending_per_ip: usize,
+        handshake_timeout: Duration,
+    ) -> Limits {
         let defaults = Limits::new(max_connections);
         Limits {
+            max_connections_per_ip,
             max_pending: max_pending_per_ip.max(defaults.max_pending),
             max_pending_per_ip,
             handshake_timeout,
@@ -134,7 +145,7 @@ pub async fn accept_loop<F, Fut, R>(
     Fut: Future<Output = ()> + Send + 'static,
     R: Fn(SocketAddr, &HandshakeError) + Send + Sync + 'static,
 {
-    let established = Arc::new(Semaphore::new(limits.max_connections));
+    let established = Arc::new(Established::new(limits));
     let pending = Arc::new(Pending::new(limits));
     let (serve, refused) = (Arc::new(serve), Arc::new(refused));
     loop {
@@ -175,11 +186,12 @@ pub async fn accept_loop<F, Fut, R>(
                     return debug!("no first message in time, or dropped for a newer connection");
                 };
                 drop(waiting);
-                let Ok(permit) = timeout(limits.handshake_timeout, established.acquire_owned()).await else {
-                    return debug!(limit = limits.max_connections, "every connection slot stayed taken");
+                let slot = match established.take(peer.ip().to_canonical(), limits.handshake_timeout).await {
+                    Ok(slot) => slot,
+                    Err(full) => return refuse_established(framed, full).await,
                 };
                 serve(Accepted { framed, peer, first }).await;
-                drop(permit);
+                drop(slot);
             }
             .instrument(span),
         );
@@ -231,6 +243,83 @@ async fn refuse<R: Fn(SocketAddr, &HandshakeError)>(
     let mut framed = Framed::new(stream, LinkCodec::plain(MAX_REQUEST_BYTES));
     // The peer sent a whole handshake message and waits for the next one:
     // nothing is left unread, so the refusal is answered and closed at once.
+    if send(&mut framed, &reply, REFUSAL_DEADLINE).await.is_ok() {
+        close(framed).await;
+    }
+}
+
+/// Why an established connection got no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Full {
+    #[error("this server holds as many connections from this address as it may ({0}): try again later")]
+    Source(usize),
+    #[error("this server holds as many connections as it may ({0}): try again later")]
+    All(usize),
+}
+
+/// Established connections: a slot in all, and one of its source address's.
+struct Established {
+    limits: Limits,
+    all: Arc<Semaphore>,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// An established connection's slots; dropping it releases them.
+struct Slot {
+    established: Arc<Established>,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Established {
+    fn new(limits: Limits) -> Established {
+        Established { limits, all: Arc::new(Semaphore::new(limits.max_connections)), by_ip: Mutex::default() }
+    }
+
+    /// Takes a slot for a connection from `ip`: at once or never from its
+    /// address's share (waiting would not free one), and waiting up to
+    /// `wait` for one in all.
+    async fn take(self: &Arc<Self>, ip: IpAddr, wait: Duration) -> Result<Slot, Full> {
+        {
+            let mut by_ip = crate::lock(&self.by_ip);
+            let held = by_ip.entry(ip).or_default();
+            if *held >= self.limits.max_connections_per_ip {
+                return Err(Full::Source(self.limits.max_connections_per_ip));
+            }
+            *held += 1;
+        }
+        let taken = timeout(wait, self.all.clone().acquire_owned()).await;
+        let permit = match taken {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                self.release(ip);
+                return Err(Full::All(self.limits.max_connections));
+            }
+        };
+        Ok(Slot { established: self.clone(), ip, _permit: permit })
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut by_ip = crate::lock(&self.by_ip);
+        if let Some(held) = by_ip.get_mut(&ip) {
+            *held -= 1;
+            if *held == 0 {
+                by_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.established.release(self.ip);
+    }
+}
+
+/// Tells a connection that found no slot so, as `busy`, and hangs up.
+async fn refuse_established(mut framed: JsonStream, full: Full) {
+    debug!(%full, "refused an established connection");
+    let reply: Reply<(), Code> = Reply::Err(ErrorBody::new(Code::Busy, full.to_string()));
     if send(&mut framed, &reply, REFUSAL_DEADLINE).await.is_ok() {
         close(framed).await;
     }
@@ -468,6 +557,23 @@ mod tests {
         assert!(evicted.is_some());
         assert!(first.evicted.is_cancelled());
         assert!(!second.evicted.is_cancelled() && !third.evicted.is_cancelled() && !other.evicted.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn one_source_cannot_take_every_established_slot() {
+        let limits = Limits { max_connections_per_ip: 2, ..Limits::new(3) };
+        let established = Arc::new(Established::new(limits));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let wait = Duration::from_millis(10);
+        let held = [established.take(a, wait).await.unwrap(), established.take(a, wait).await.unwrap()];
+
+        assert_eq!(established.take(a, wait).await.err(), Some(Full::Source(2)));
+        let other = established.take(b, wait).await.unwrap();
+        assert_eq!(established.take(b, wait).await.err(), Some(Full::All(3)));
+        drop(held);
+        assert!(established.take(a, wait).await.is_ok(), "its slots were given back");
+        drop(other);
+        assert!(crate::lock(&established.by_ip).is_empty());
     }
 
     #[test]
