@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use tracing::{debug, info, warn};
 use wire::secure::PublicKey;
+use wire::throttle;
 use wire::Chain;
 
 wire::log_events! {
@@ -146,12 +147,18 @@ pub fn greeting_received(peer: &Peer, from: SocketAddr) {
 }
 
 /// A greeting refused; `claimed` is the name it gave, unverified.
+/// Throttled per source and reason ([`wire::throttle`]).
 pub fn greeting_rejected(from: SocketAddr, claimed: Option<&str>, reason: &dyn std::fmt::Display) {
-    warn!(event = %Event::GreetingRejected, %from, claimed, %reason, "refused a greeting");
+    if let Some(unlogged) = throttle::refusal(from.ip(), reason) {
+        warn!(event = %Event::GreetingRejected, %from, claimed, %reason, unlogged, "refused a greeting");
+    }
 }
 
+/// Throttled per source and reason ([`wire::throttle`]).
 pub fn group_message_rejected(from: SocketAddr, group: u32, reason: &dyn std::fmt::Display) {
-    warn!(event = %Event::GroupMessageRejected, %from, group, %reason, "refused a group delivery");
+    if let Some(unlogged) = throttle::refusal(from.ip(), reason) {
+        warn!(event = %Event::GroupMessageRejected, %from, group, %reason, unlogged, "refused a group delivery");
+    }
 }
 
 pub fn group_message_received(group: u32, sender: &str, coordinator: &str, text: &str) {

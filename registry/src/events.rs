@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 use tracing::{info, warn};
+use wire::throttle;
 
 use crate::protocol::{Contact, Dialect};
 use crate::server::Config;
@@ -66,6 +67,8 @@ pub struct Record {
     /// The source address of a refused connection, and why (`unauthorized`).
     pub peer: Option<String>,
     pub reason: Option<String>,
+    /// Refusals of the same source and reason since its last line, not logged.
+    pub unlogged: Option<u64>,
     /// The lease and the number of groups (`listening`).
     pub ttl: Option<String>,
     pub groups: Option<u64>,
@@ -99,9 +102,12 @@ pub fn registered(entry: &Contact, dialect: Dialect, contacts: usize) {
     );
 }
 
-/// A connection refused for want of the join token: a failed handshake, or plaintext.
+/// A connection refused for want of the join token: a failed handshake, or
+/// plaintext. Throttled per source and reason ([`wire::throttle`]).
 pub fn unauthorized(peer: SocketAddr, reason: &dyn std::fmt::Display) {
-    warn!(event = %Event::Unauthorized, %peer, %reason, "refused a client without the join token");
+    if let Some(unlogged) = throttle::refusal(peer.ip(), reason) {
+        warn!(event = %Event::Unauthorized, %peer, %reason, unlogged, "refused a client without the join token");
+    }
 }
 
 pub fn deregistered(entry: &Contact) {
@@ -117,9 +123,12 @@ pub fn expired(entry: &Contact) {
     info!(event = %Event::Expired, id = %entry.id, name = %entry.name, addr = %entry.addr(), "lease expired");
 }
 
-/// A watcher was cut off, having been sent the changes up to revision `seen`.
+/// A watcher was cut off, having been sent the changes up to revision
+/// `seen`. Throttled per source and reason ([`wire::throttle`]).
 pub fn watcher_cut_off(peer: SocketAddr, seen: u64, reason: &dyn std::fmt::Display) {
-    warn!(event = %Event::WatcherCutOff, %peer, seen, %reason, "cut off a watcher");
+    if let Some(unlogged) = throttle::refusal(peer.ip(), reason) {
+        warn!(event = %Event::WatcherCutOff, %peer, seen, %reason, unlogged, "cut off a watcher");
+    }
 }
 
 pub fn shutting_down() {

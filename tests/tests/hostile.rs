@@ -1,27 +1,34 @@
-//! A hostile stranger against the real binaries in open mode (no join
-//! token), where anyone may open a session: what one source can hold, and
-//! the spellings of an address it may try. Scaled down from the bench's
-//! full-size attacks.
+//! A hostile stranger against the real binaries, mostly in open mode (no
+//! join token), where anyone may open a session: what one source can hold,
+//! the spellings of an address it may try, and how much of the log a flood
+//! of refusals may take. Scaled down from the bench's full-size attacks.
 
 use std::net::SocketAddr;
 
 use anyhow::{ensure, Context, Result};
 use node::events::Event;
+use registry::events::Event as RegistryEvent;
 use serde_json::{json, Value};
-use tests::{Node, Registry, PATIENCE};
+use tests::{is, Node, Registry, PATIENCE};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
+use wire::secure::{Admission, Identity, JoinToken, Keys};
 
 /// Where the stranger's connections come from: another loopback address
 /// than the members', as another host's would.
 const STRANGER: &str = "127.0.0.2:0";
 
+/// A connection from the stranger's address.
+async fn connect_as_stranger(registry: SocketAddr) -> Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(STRANGER.parse()?)?;
+    Ok(socket.connect(registry).await?)
+}
+
 /// Opens a connection from the stranger's address, sends `request` and
 /// reads the first line of the answer; the connection stays open.
 async fn from_stranger(registry: SocketAddr, request: &Value) -> Result<(TcpStream, Value)> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(STRANGER.parse()?)?;
-    let mut stream = socket.connect(registry).await?;
+    let mut stream = connect_as_stranger(registry).await?;
     stream.write_all(format!("{request}\n").as_bytes()).await?;
     let mut line = String::new();
     tokio::time::timeout(PATIENCE, BufReader::new(&mut stream).read_line(&mut line)).await??;
@@ -65,5 +72,27 @@ async fn an_address_spelt_ipv4_mapped_is_taken_as_its_ipv4_form() -> Result<()> 
 
     ensure!(answer["error"]["code"] == "address_taken", "{answer}");
     ensure!(registry.names().await? == ["member"], "{:?}", registry.names().await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flood_of_refusals_is_logged_once_per_source_and_reason() -> Result<()> {
+    let token = JoinToken::generate();
+    let registry = Registry::start_with_token(&token, &[]).await?;
+    let wrong = Keys::new(Identity::generate(), Admission::from_token(Some(JoinToken::generate())));
+
+    // Well within one interval (wire::throttle::INTERVAL): a few hundred milliseconds.
+    for _ in 0..300 {
+        let mut stream = connect_as_stranger(registry.addr).await?;
+        let refused = wire::secure::initiate(&mut stream, &wrong, None).await.err().context("a wrong token")?;
+        ensure!(wire::Chain(&refused).to_string().contains("unauthorized"), "{}", wire::Chain(&refused));
+    }
+    let (_, answer) = from_stranger(registry.addr, &json!({"op":"list"})).await?;
+    ensure!(answer["error"]["code"] == "unauthorized", "{answer}");
+
+    let logged = registry.process.wait_for_lines(2, |l| is(l, RegistryEvent::Unauthorized)).await?;
+    ensure!(logged.len() == 2, "one line per reason: {logged:?}");
+    ensure!(logged.iter().all(|l| l["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.2:"))), "{logged:?}");
+    ensure!(logged[0]["reason"].as_str().is_some_and(|r| r.contains("join token")), "{logged:?}");
     Ok(())
 }

@@ -15,6 +15,8 @@
 //!   names, groups), with messages that name the field and never echo much.
 //! - [`connection`]: binding, the capped accept loop, reply deadlines and the
 //!   careful hang-up.
+//! - [`throttle`]: log lines about refusals, at most one per source and
+//!   reason per interval.
 //! - [`cli`]: value parsers for command lines, and the start-up steps before serving.
 //! - [`telemetry`], [`shutdown`]: log output and the signals that stop a service.
 //! - [`lock`] and [`Chain`]: a mutex lock that survives poisoning, and an
@@ -31,6 +33,7 @@ pub mod fields;
 pub mod secure;
 pub mod shutdown;
 pub mod telemetry;
+pub mod throttle;
 pub mod ticket;
 
 use std::fmt;
