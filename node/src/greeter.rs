@@ -5,9 +5,13 @@
 //!
 //! A peer counts as greeted when it answers with one JSON object, or closes
 //! the connection without answering (the original nodes may do either).
-//! When the transport fails (no connection, no answer in time, a reset) the
-//! greeting is tried again, with backoff and jitter: under load a peer's
-//! answer can be late. A node that already logged a greeting answers the
+//! When the transport fails (no connection, no answer in time, a reset) a
+//! greeting with a ticket is tried again, with backoff and jitter: under
+//! load a peer's answer can be late. An original peer, which proves nothing
+//! (anyone may register one that never answers), gets one attempt under a
+//! short deadline ([`ORIGINAL_REPLY`]), in a lane of its own, so that such
+//! entries cannot hold up the peers that can prove who they are. A node
+//! that already logged a greeting answers the
 //! repeat without logging it again (see [`crate::listener::GreetedBy`]), so
 //! every pair is still greeted exactly once. A peer whose own greeting to
 //! this node crossed this one may answer that the pair has met
@@ -48,10 +52,14 @@ impl Contact {
     }
 }
 
-/// Greets every contact, `fanout` at a time, logging one event per peer,
-/// but for those whose pair has met otherwise ([`Meetings`]): they greeted
-/// this node before their turn came, or answer that they did. Returns how
-/// many were greeted.
+/// How long an original peer may take to answer its one attempt.
+pub const ORIGINAL_REPLY: Duration = Duration::from_secs(2);
+
+/// Greets every contact, logging one event per peer, but for those whose
+/// pair has met otherwise ([`Meetings`]): they greeted this node before
+/// their turn came, or answer that they did. Peers with a ticket and
+/// original peers are greeted in lanes of their own, `fanout` at a time
+/// each. Returns how many were greeted.
 pub async fn greet_all(
     contacts: Vec<Contact>,
     hello: &Greeting<'_>,
@@ -59,33 +67,40 @@ pub async fn greet_all(
     meetings: &Mutex<Meetings>,
 ) -> usize {
     let hello = exchange::encode(hello);
+    let (ours, originals): (Vec<_>, Vec<_>) = contacts.into_iter().partition(|c| c.introduction.is_some());
+    let reply = config.deadlines.reply.min(ORIGINAL_REPLY);
+    let original = GreetConfig { attempts: 1, deadlines: Deadlines { reply, ..config.deadlines }, ..config };
+    let (ours, originals) =
+        futures::join!(greet_lane(ours, &hello, config, meetings), greet_lane(originals, &hello, original, meetings));
+    ours + originals
+}
+
+/// Greets `contacts`, `fanout` at a time: `hello` is the greeting, encoded once for all.
+async fn greet_lane(contacts: Vec<Contact>, hello: &[u8], config: GreetConfig, meetings: &Mutex<Meetings>) -> usize {
     futures::stream::iter(contacts)
-        .map(|contact| {
-            let hello = &hello;
-            async move {
-                let (name, addr) = (&contact.peer.name, contact.peer.addr);
-                if wire::lock(meetings).heard_from(&addr) {
-                    tracing::debug!(peer_name = %name, peer_addr = %addr, "greeted by it first");
-                    return false;
+        .map(|contact| async move {
+            let (name, addr) = (&contact.peer.name, contact.peer.addr);
+            if wire::lock(meetings).heard_from(&addr) {
+                tracing::debug!(peer_name = %name, peer_addr = %addr, "greeted by it first");
+                return false;
+            }
+            let on_its_way = contact.introduction.as_ref().and(contact.peer.key);
+            let on_its_way = on_its_way.map(|key| OnItsWay::start(meetings, key));
+            match greet_with_retries(&contact, hello, config).await {
+                Ok(Answer::Met) => {
+                    tracing::debug!(peer_name = %name, peer_addr = %addr, "met already, through its greeting");
+                    false
                 }
-                let on_its_way = contact.introduction.as_ref().and(contact.peer.key);
-                let on_its_way = on_its_way.map(|key| OnItsWay::start(meetings, key));
-                match greet_with_retries(&contact, hello, config).await {
-                    Ok(Answer::Met) => {
-                        tracing::debug!(peer_name = %name, peer_addr = %addr, "met already, through its greeting");
-                        false
+                Ok(Answer::Welcome) => {
+                    if let Some(on_its_way) = on_its_way {
+                        on_its_way.welcomed();
                     }
-                    Ok(Answer::Welcome) => {
-                        if let Some(on_its_way) = on_its_way {
-                            on_its_way.welcomed();
-                        }
-                        events::greeting_sent(&contact.peer);
-                        true
-                    }
-                    Err(error) => {
-                        events::greeting_failed(&contact.peer, &error);
-                        false
-                    }
+                    events::greeting_sent(&contact.peer);
+                    true
+                }
+                Err(error) => {
+                    events::greeting_failed(&contact.peer, &error);
+                    false
                 }
             }
         })

@@ -4,6 +4,8 @@
 //! of refusals may take. Scaled down from the bench's full-size attacks.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use node::events::Event;
@@ -11,7 +13,7 @@ use registry::events::Event as RegistryEvent;
 use serde_json::{json, Value};
 use tests::{is, Node, Registry, PATIENCE};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use wire::secure::{Admission, Identity, JoinToken, Keys};
 
 /// Where the stranger's connections come from: another loopback address
@@ -94,5 +96,49 @@ async fn a_flood_of_refusals_is_logged_once_per_source_and_reason() -> Result<()
     ensure!(logged.len() == 2, "one line per reason: {logged:?}");
     ensure!(logged.iter().all(|l| l["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.2:"))), "{logged:?}");
     ensure!(logged[0]["reason"].as_str().is_some_and(|r| r.contains("join token")), "{logged:?}");
+    Ok(())
+}
+
+/// Original-dialect entries at listeners that accept and never answer:
+/// anyone may register them, and they prove nothing.
+async fn silent_originals(registry: SocketAddr, count: usize) -> Result<Arc<AtomicUsize>> {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    for _ in 0..count {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let register = json!({"ip":"127.0.0.1","puerto":listener.local_addr()?.port()});
+        let answer = tests::plaintext(registry, register.to_string().as_bytes()).await?;
+        ensure!(answer.is_array(), "an original registration gets the contacts: {answer}");
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+    }
+    Ok(accepted)
+}
+
+#[tokio::test]
+async fn original_entries_that_never_answer_do_not_hold_up_a_member() -> Result<()> {
+    let registry = Registry::start(&[]).await?;
+    let accepted = silent_originals(registry.addr, 64).await?;
+    let member = Node::start(registry.addr, "member", &[]).await?;
+    member.process.wait_for_event(Event::Registered).await?;
+
+    let next = Node::start(registry.addr, "next", &[]).await?;
+    next.process.wait_for_lines(64, |l| is(l, Event::GreetingFailed)).await?;
+    member.process.wait_for_lines(64, |l| is(l, Event::GreetingFailed)).await?;
+
+    // The member was greeted before the first silent original had cost its deadline.
+    let lines = next.process.lines();
+    let position = |event: Event, name: Option<&str>| {
+        lines.iter().position(|l| is(l, event) && name.is_none_or(|name| l["peer_name"] == name))
+    };
+    let greeted = position(Event::GreetingSent, Some("member")).context("next greeted the member")?;
+    ensure!(greeted < position(Event::GreetingFailed, None).unwrap_or(usize::MAX), "{lines:?}");
+    // One attempt each: 64 from the member, 64 from next.
+    ensure!(accepted.load(Ordering::SeqCst) == 128, "{} connections", accepted.load(Ordering::SeqCst));
     Ok(())
 }
