@@ -24,6 +24,11 @@ pub struct Cli {
     /// Lease of a registration; nodes renew it by heartbeat.
     #[arg(long, env = "REGISTRY_TTL", default_value = "15s", value_parser = cli::duration)]
     pub ttl: Duration,
+    /// How long the name and address of a node whose lease ran out, or whose
+    /// session was lost, stay its key's, so that it finds its place when it
+    /// comes back and a stranger is refused them [default: twice the lease].
+    #[arg(long, env = "REGISTRY_HOLD", value_parser = cli::duration)]
+    pub hold: Option<Duration>,
     /// How often expired entries are removed.
     #[arg(long, env = "REGISTRY_SWEEP_INTERVAL", default_value = "1s", value_parser = cli::duration)]
     pub sweep_interval: Duration,
@@ -103,7 +108,10 @@ impl Cli {
             self.handshake_timeout,
         );
         Ok(Config {
-            leases: Leases { ttl: self.ttl, legacy_ttl: self.legacy_ttl.0 },
+            leases: {
+                let leases = Leases::new(self.ttl, self.legacy_ttl.0);
+                Leases { hold: self.hold.unwrap_or(leases.hold), ..leases }
+            },
             sweep_interval: self.sweep_interval,
             groups: self.groups,
             admission: Admission::from_token(token),

@@ -77,7 +77,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            leases: Leases { ttl: Duration::from_secs(15), legacy_ttl: None },
+            leases: Leases::new(Duration::from_secs(15), None),
             sweep_interval: Duration::from_secs(1),
             groups: 3,
             admission: Admission::Open,
@@ -550,7 +550,7 @@ mod tests {
     type Client = Framed<DuplexStream, LinkCodec>;
 
     fn store(history: usize) -> Arc<Store> {
-        let leases = Leases { ttl: Duration::from_secs(15), legacy_ttl: None };
+        let leases = Leases::new(Duration::from_secs(15), None);
         Arc::new(Store::new(leases, 1, Capacity { history, ..Capacity::default() }))
     }
 

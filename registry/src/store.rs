@@ -52,6 +52,19 @@ pub struct Leases {
     /// Lifetime of an original-dialect registration, which never heartbeats.
     /// `None` keeps it until it is deregistered.
     pub legacy_ttl: Option<Duration>,
+    /// How long the name and address of a keyed entry that lapsed (its
+    /// lease ran out, or its session was lost) stay its key's, so that its
+    /// node, back with the same key, finds its place and a stranger
+    /// `name_taken`. Longer than a lease: a node paused or cut off past its
+    /// lease needs time to come back.
+    pub hold: Duration,
+}
+
+impl Leases {
+    /// Leases of `ttl`, held twice as long again after they lapse.
+    pub fn new(ttl: Duration, legacy_ttl: Option<Duration>) -> Leases {
+        Leases { ttl, legacy_ttl, hold: 2 * ttl }
+    }
 }
 
 /// How many entries the registry holds at most.
@@ -276,6 +289,8 @@ struct State {
     lapsed: HashMap<String, Lapsed>,
     lapsed_order: VecDeque<String>,
     lapsed_bound: usize,
+    /// [`Leases::hold`].
+    hold: Duration,
     /// Admissions made, for [`Admission`].
     admissions: u64,
     /// The latest instant a change was made at ([`Store::lock_at`]).
@@ -312,6 +327,12 @@ impl State {
             };
             let (key, group, absences) = (entry.contact().key, entry.contact().group, entry.absences.clone());
             self.remember_lapsed(incarnation.clone(), Lapsed { seq, key, group, absences, lapsed_at });
+        }
+        if lapsed {
+            // Held from the lapse, and at least until the lease would have ended.
+            let lapse = entry.expires_at.map_or(now, |at| at.min(now));
+            let until = entry.expires_at.map_or(lapse + self.hold, |at| at.max(lapse + self.hold));
+            self.reserve(entry.contact().clone(), until);
         }
         let contact = entry.contact();
         self.by_id.remove(&contact.id);
@@ -388,7 +409,10 @@ impl State {
         }
     }
 
-    /// Refuses `name` or `addr` to any key but the one they are reserved for.
+    /// Refuses `name` or `addr` to any key but the one they are reserved
+    /// for, or held for: a keyed entry whose lease ran out less than
+    /// [`Leases::hold`] ago, which the sweep has not removed yet, holds them
+    /// as its reservation will.
     fn check_reserved(
         &self,
         name: &str,
@@ -396,15 +420,21 @@ impl State {
         key: Option<PublicKey>,
         now: Instant,
     ) -> Result<(), StoreError> {
-        let holder = |by: Option<&PublicKey>| {
+        let reserved = |by: Option<&PublicKey>| {
             let reservation = self.reserved.get(by?)?;
             (reservation.until > now && Some(reservation.holder.key?) != key)
                 .then(|| Box::new(reservation.holder.clone()))
         };
-        if let Some(holder) = holder(self.reserved_names.get(name)) {
+        let lapsed = |seq: Option<&u64>| {
+            let entry = self.entries.get(seq?)?;
+            let held = entry.expires_at.is_some_and(|at| at <= now && now < at + self.hold);
+            (held && Some(entry.contact().key?) != key).then(|| Box::new(entry.contact().clone()))
+        };
+        let name_holder = reserved(self.reserved_names.get(name)).or_else(|| lapsed(self.by_name.get(name)));
+        if let Some(holder) = name_holder {
             return Err(StoreError::NameTaken { name: name.to_owned(), holder });
         }
-        if let Some(holder) = holder(self.reserved_addrs.get(&addr)) {
+        if let Some(holder) = reserved(self.reserved_addrs.get(&addr)).or_else(|| lapsed(self.by_addr.get(&addr))) {
             return Err(StoreError::AddressTaken { addr, holder });
         }
         Ok(())
@@ -507,6 +537,7 @@ impl Store {
         Self {
             state: Mutex::new(State {
                 lapsed_bound: capacity.entries,
+                hold: leases.hold,
                 history: History::new(capacity.history),
                 ..State::default()
             }),
@@ -743,18 +774,14 @@ impl Store {
     /// died, or cannot reach the registry. The entry goes at once (reason
     /// `connection_lost`), unless another session renewed it since, and
     /// leaves its place to its incarnation; its name and address stay its
-    /// key's until its lease would have ended.
+    /// key's for [`Leases::hold`], and at least until its lease would have ended.
     pub fn session_lost(&self, id: &str, session: u64, now: Instant) -> Option<Contact> {
         let (mut state, now) = self.lock_at(now);
         let (seq, entry) = state.live(state.by_id.get(id), now)?;
         if entry.session != Some(session) {
             return None;
         }
-        let until = entry.expires_at;
         let lost = state.remove(seq, now, LeftReason::ConnectionLost)?;
-        if let Some(until) = until {
-            state.reserve(lost.clone(), until);
-        }
         state.record_coordinators([lost.group]);
         self.publish(&state);
         Some(lost)
@@ -861,7 +888,7 @@ mod tests {
     }
 
     fn store() -> Store {
-        Store::new(Leases { ttl: TTL, legacy_ttl: None }, 3, Capacity::default())
+        Store::new(Leases::new(TTL, None), 3, Capacity::default())
     }
 
     fn native(name: &str, port: u16) -> Registration {
@@ -1112,11 +1139,11 @@ mod tests {
         let back = store.register(&incarnation("alice", 1, 1), observed(), start).unwrap();
         assert_eq!(back.entry.id, alice.entry.id, "alice takes her place back");
 
-        // Lost again: held until her lease would have ended, then anyone's.
+        // Lost again: held for the hold (twice her lease), then anyone's.
         lose(&store, &back.entry.id, 8, start);
-        let almost = start + TTL - Duration::from_secs(1);
+        let almost = start + 2 * TTL - Duration::from_secs(1);
         assert_eq!(store.register(&mallory, observed(), almost).unwrap_err().code(), ErrorCode::NameTaken);
-        let over = start + TTL;
+        let over = start + 2 * TTL;
         store.sweep(over);
         assert!(store.register(&mallory, observed(), over).is_ok());
     }
@@ -1184,8 +1211,7 @@ mod tests {
     #[test]
     fn the_registry_forgets_the_oldest_lapsed_places_first() {
         let bound = 3;
-        let store =
-            Store::new(Leases { ttl: TTL, legacy_ttl: None }, 3, Capacity { entries: bound, ..Capacity::default() });
+        let store = Store::new(Leases::new(TTL, None), 3, Capacity { entries: bound, ..Capacity::default() });
         let start = Instant::now();
         let gone = start + TTL;
         let register = |i: u16, now| {
@@ -1300,8 +1326,7 @@ mod tests {
         forever.register(&legacy, observed(), start).unwrap();
         assert!(forever.sweep(start + Duration::from_secs(86_400)).is_empty());
 
-        let bounded =
-            Store::new(Leases { ttl: TTL, legacy_ttl: Some(Duration::from_secs(60)) }, 3, Capacity::default());
+        let bounded = Store::new(Leases::new(TTL, Some(Duration::from_secs(60))), 3, Capacity::default());
         bounded.register(&legacy, observed(), start).unwrap();
         assert_eq!(bounded.sweep(start + Duration::from_secs(60)).len(), 1);
     }
@@ -1449,13 +1474,27 @@ mod tests {
         assert!(errors.iter().all(|e| e.as_ref().unwrap_err().code() == ErrorCode::AddressTaken), "{errors:?}");
     }
 
+    /// A node paused or cut off past its lease comes back with its key to
+    /// its name and address; a stranger gets them once the hold is over.
     #[test]
-    fn once_its_lease_is_over_a_keyed_name_can_be_taken() {
-        let store = store();
+    fn a_keyed_name_and_address_are_held_past_the_lease_then_anyones() {
+        let held = store();
         let start = Instant::now();
-        store.register(&keyed("alice", 1, key()), observed(), start).unwrap();
-        let later = start + TTL;
-        assert_eq!(store.register(&keyed("alice", 1, key()), observed(), later).unwrap().entry.name, "alice");
+        let alice = key();
+        held.register(&keyed("alice", 1, alice), observed(), start).unwrap();
+        let lapsed = start + TTL;
+        let by_name = held.register(&keyed("alice", 2, key()), observed(), lapsed).unwrap_err();
+        let by_addr = held.register(&keyed("mallory", 1, key()), observed(), lapsed).unwrap_err();
+        assert_eq!((by_name.code(), by_addr.code()), (ErrorCode::NameTaken, ErrorCode::AddressTaken));
+        held.sweep(lapsed + TTL);
+        let unkeyed = held.register(&native("alice", 2), observed(), lapsed + TTL).unwrap_err();
+        assert_eq!(unkeyed.code(), ErrorCode::NameTaken, "held once swept, against anyone but her key");
+        assert!(held.register(&keyed("alice", 1, alice), observed(), lapsed + TTL).is_ok(), "her key takes it back");
+
+        let other = store();
+        other.register(&keyed("alice", 1, alice), observed(), start).unwrap();
+        let over = start + TTL + 2 * TTL;
+        assert_eq!(other.register(&keyed("alice", 1, key()), observed(), over).unwrap().entry.name, "alice");
     }
 
     #[test]
@@ -1470,7 +1509,7 @@ mod tests {
     #[test]
     fn original_entries_are_bounded_per_address_and_in_all() {
         let capacity = Capacity { entries: 100, original: 3, original_per_ip: 2, ..Capacity::default() };
-        let store = Store::new(Leases { ttl: TTL, legacy_ttl: None }, 3, capacity);
+        let store = Store::new(Leases::new(TTL, None), 3, capacity);
         let now = Instant::now();
         let original = |port| Registration { dialect: Dialect::Original, name: None, ..native("", port) };
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());

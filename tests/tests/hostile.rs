@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
+use nix::sys::signal::Signal;
 use node::events::Event;
+use registry::client::Client;
 use registry::events::Event as RegistryEvent;
+use registry::protocol::{ErrorCode, NativeRequest};
 use serde_json::{json, Value};
 use tests::{is, Node, Registry, PATIENCE};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -141,4 +144,42 @@ async fn original_entries_that_never_answer_do_not_hold_up_a_member() -> Result<
     // One attempt each: 64 from the member, 64 from next.
     ensure!(accepted.load(Ordering::SeqCst) == 128, "{} connections", accepted.load(Ordering::SeqCst));
     Ok(())
+}
+
+/// A member paused past its lease: a stranger with a key of its own is
+/// refused its name and address, and the member, resumed, takes them back.
+#[tokio::test]
+async fn a_member_paused_past_its_lease_is_not_locked_out_of_its_name() -> Result<()> {
+    let registry = Registry::start(&["--ttl", "1s", "--hold", "60s"]).await?;
+    let member = Node::start(registry.addr, "member", &[]).await?;
+    member.process.wait_for_event(Event::Registered).await?;
+
+    member.process.signal(Signal::SIGSTOP);
+    let resume = scopeguard(&member);
+    registry.process.wait_for_event(RegistryEvent::Expired).await?;
+    let stranger = Keys::new(Identity::generate(), Admission::Open);
+    let mut session = Client::connect_secure(&registry.registry_addr(), &stranger, PATIENCE).await?;
+    let (ip, puerto) = (member.addr.ip(), member.addr.port());
+    for (name, taken) in [("member", ErrorCode::NameTaken), ("mallory", ErrorCode::AddressTaken)] {
+        let request =
+            NativeRequest::Register { ip: Some(ip), puerto, name, group: None, incarnation: None, ticket_key: None };
+        let refused = session.register(&request).await.err().context("the stranger was admitted")?;
+        ensure!(refused.code() == Some(taken), "{}", wire::Chain(&refused));
+    }
+
+    drop(resume);
+    member.process.wait_for_event(Event::Reregistered).await?;
+    ensure!(registry.names().await? == ["member"], "{:?}", registry.names().await?);
+    Ok(())
+}
+
+/// Resumes a stopped node when dropped, also when the test fails.
+fn scopeguard(node: &Node) -> impl Drop + '_ {
+    struct Resume<'a>(&'a Node);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            self.0.process.signal(Signal::SIGCONT);
+        }
+    }
+    Resume(node)
 }
