@@ -85,6 +85,11 @@ pub(crate) enum Section {
     /// `--runtime docker` and `docker-compose up --scale`, on a single-host
     /// swarm the bench makes and leaves; skipped without a Docker daemon.
     Swarm,
+    /// A stranger's attacks on a registry in open mode, at full size: 15,000
+    /// unfinished 65,000-byte messages, 16,363 watches from one address.
+    /// The registry's memory before, at its peak and after, and members'
+    /// registration and heartbeat p50/p99, idle and under attack.
+    Hostile,
 }
 
 impl Section {

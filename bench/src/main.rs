@@ -24,12 +24,13 @@
 //! - One module per section: [`throughput`] (heartbeat and register),
 //!   [`memory`], [`floor`], [`mesh`], [`originals`] (our mesh against the
 //!   lab's Python programs), [`multicast`], [`watch`], [`detection`],
-//!   [`launcher`], [`local`].
+//!   [`launcher`], [`local`], [`hostile`] (a stranger's attacks).
 #![forbid(unsafe_code)]
 
 mod cli;
 mod detection;
 mod floor;
+mod hostile;
 mod launcher;
 mod local;
 mod memory;
@@ -132,6 +133,7 @@ async fn run(cli: &Cli, rows: &Rows, node_bin: &Path) {
             Section::Launcher => launcher::bench_launcher(rows).await,
             Section::Local => local::bench_local_sizes(rows, &cli.local_sizes()).await,
             Section::Swarm => swarm::bench_swarm(rows).await,
+            Section::Hostile => hostile::bench_hostile(rows).await,
         };
         if let Err(error) = result {
             rows.error(name, "error", None, format!("{error:#}"));

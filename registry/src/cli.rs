@@ -62,6 +62,11 @@ pub struct Cli {
     #[arg(long, env = "REGISTRY_MAX_CONNECTIONS_PER_IP", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections_per_ip: u32,
+    /// Bytes of unfinished messages all connections may hold at once; past
+    /// it, those holding the largest are answered `busy` and closed.
+    #[arg(long, env = "REGISTRY_READ_BUDGET", default_value_t = wire::connection::READ_BUDGET as u64,
+          value_parser = clap::value_parser!(u64).range(65_536..=1 << 40))]
+    pub read_budget: u64,
     /// Connections still in their handshake or first message, from one source
     /// address; past it the oldest is dropped.
     #[arg(long, env = "REGISTRY_MAX_PENDING_PER_IP", default_value_t = 256,
@@ -101,12 +106,15 @@ impl Cli {
     /// The server's configuration, with the join token read from its file or the environment.
     pub fn config(&self) -> Result<Config, TokenError> {
         let token = JoinToken::from_file_or_env(self.join_token_file.as_deref())?;
-        let limits = Limits::configured(
-            self.max_connections as usize,
-            self.max_connections_per_ip as usize,
-            self.max_pending_per_ip as usize,
-            self.handshake_timeout,
-        );
+        let limits = Limits {
+            read_budget: self.read_budget as usize,
+            ..Limits::configured(
+                self.max_connections as usize,
+                self.max_connections_per_ip as usize,
+                self.max_pending_per_ip as usize,
+                self.handshake_timeout,
+            )
+        };
         Ok(Config {
             leases: {
                 let leases = Leases::new(self.ttl, self.legacy_ttl.0);

@@ -183,3 +183,40 @@ fn scopeguard(node: &Node) -> impl Drop + '_ {
     }
     Resume(node)
 }
+
+/// Connections that each leave a large message unfinished: past the
+/// registry's budget for them all, those holding the most are answered
+/// `busy` and closed, while a member registers.
+#[tokio::test]
+async fn unfinished_messages_are_bounded_in_all_not_only_each() -> Result<()> {
+    let registry = Registry::start(&["--read-budget", "262144"]).await?;
+    let mut pad = br#"{"op":"heartbeat","id":""#.to_vec();
+    pad.resize(60_000, b'x');
+
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        let (mut stream, answer) = from_stranger(registry.addr, &json!({"op":"heartbeat","id":"none"})).await?;
+        ensure!(answer["error"]["code"] == "unknown_id", "{answer}");
+        stream.write_all(&pad).await?;
+        streams.push(stream);
+    }
+    let node = Node::start(registry.addr, "member", &[]).await?;
+    node.process.wait_for_event(Event::Registered).await?;
+
+    // 256 KiB hold four 60,000-byte messages at most: the others are refused.
+    let refusals = streams.into_iter().map(|stream| async move {
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).await.ok()?;
+        Some(line)
+    });
+    let mut refusals: futures::stream::FuturesUnordered<_> = refusals.collect();
+    let mut busy = 0;
+    while busy < 36 {
+        let next = tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut refusals)).await;
+        let line = next.context("fewer refusals than the budget needs")?.context("every connection answered")?;
+        let line = line.context("a connection failed without an answer")?;
+        ensure!(line.contains("busy") && line.contains("unfinished messages"), "{line}");
+        busy += 1;
+    }
+    Ok(())
+}

@@ -7,6 +7,9 @@
 //! serde_json. Re-parsing the whole buffer on every read would let a client
 //! that trickles bytes make the server do quadratic work.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
 use serde_json::Value;
@@ -40,6 +43,11 @@ pub enum FrameError {
     Encode(#[source] serde_json::Error),
     #[error("a frame failed to authenticate: it was altered, replayed or not meant for this session")]
     Sealed,
+    #[error(
+        "the server holds as many bytes of unfinished messages as it may ({limit} bytes), \
+         and this connection's was among the largest: send smaller messages, or try again later"
+    )]
+    OverBudget { limit: usize },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -145,12 +153,70 @@ impl<T: Serialize> Encoder<&T> for JsonCodec {
     }
 }
 
+/// The bytes of unfinished messages that every connection of a server
+/// holds at once, against a limit: a per-connection cap alone lets 15,000
+/// connections each hold 64 KiB. Past the limit, a connection holding more
+/// than [`SMALL_MESSAGE`] of an unfinished message is dropped as it grows:
+/// the connections costing the most go, and a member's small request never
+/// does.
+#[derive(Debug)]
+pub struct Budget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+/// An unfinished message this short is never dropped for the budget: every
+/// request a member makes is shorter.
+pub const SMALL_MESSAGE: usize = 1024;
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget { limit, held: AtomicUsize::new(0) })
+    }
+
+    /// Bytes held now, by every connection.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// One connection's share of a [`Budget`], given back when it is dropped.
+#[derive(Debug)]
+struct Meter {
+    budget: Arc<Budget>,
+    held: usize,
+}
+
+impl Meter {
+    /// Records that this connection now holds `held` bytes of unfinished messages.
+    fn hold(&mut self, held: usize) -> Result<(), FrameError> {
+        if held > self.held {
+            self.budget.held.fetch_add(held - self.held, Ordering::Relaxed);
+        } else {
+            self.budget.held.fetch_sub(self.held - held, Ordering::Relaxed);
+        }
+        self.held = held;
+        if held > SMALL_MESSAGE && self.budget.held() > self.budget.limit {
+            return Err(FrameError::OverBudget { limit: self.budget.limit });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.held, Ordering::Relaxed);
+    }
+}
+
 /// The codec of every connection: JSON values, in the clear or sealed in
 /// the transport frames of a secure session (see [`crate::secure`]).
 #[derive(Debug)]
 pub struct LinkCodec {
     json: JsonCodec,
     sealed: Option<Box<Sealed>>,
+    /// A served connection's share of its server's [`Budget`].
+    meter: Option<Meter>,
 }
 
 struct Sealed {
@@ -167,12 +233,17 @@ impl std::fmt::Debug for Sealed {
 
 impl LinkCodec {
     pub fn plain(max_len: usize) -> LinkCodec {
-        LinkCodec { json: JsonCodec::new(max_len), sealed: None }
+        LinkCodec { json: JsonCodec::new(max_len), sealed: None, meter: None }
     }
 
     pub fn sealed(session: Session, max_len: usize) -> LinkCodec {
         let sealed = Sealed { session, plain: BytesMut::new() };
-        LinkCodec { json: JsonCodec::new(max_len), sealed: Some(Box::new(sealed)) }
+        LinkCodec { json: JsonCodec::new(max_len), sealed: Some(Box::new(sealed)), meter: None }
+    }
+
+    /// The same, counting what it holds of unfinished messages against `budget`.
+    pub fn metered(self, budget: &Arc<Budget>) -> LinkCodec {
+        LinkCodec { meter: Some(Meter { budget: budget.clone(), held: 0 }), ..self }
     }
 
     /// The key the peer proved it holds, on a secure connection.
@@ -182,6 +253,19 @@ impl LinkCodec {
 }
 
 impl Sealed {
+    /// The next whole message: from what is opened already, or from the
+    /// frames of `src` opened one by one until it is.
+    fn decode(&mut self, json: &mut JsonCodec, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        loop {
+            if let Some(message) = json.decode(&mut self.plain)? {
+                return Ok(Some(message));
+            }
+            if !self.open_frame(src)? {
+                return Ok(None);
+            }
+        }
+    }
+
     /// Opens the next whole frame of `src` into `plain`; false when none is complete.
     fn open_frame(&mut self, src: &mut BytesMut) -> Result<bool, FrameError> {
         let Some(len) = src.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return Ok(false) };
@@ -222,15 +306,15 @@ impl Decoder for LinkCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
-        let Some(sealed) = self.sealed.as_mut() else { return self.json.decode(src) };
-        loop {
-            if let Some(message) = self.json.decode(&mut sealed.plain)? {
-                return Ok(Some(message));
-            }
-            if !sealed.open_frame(src)? {
-                return Ok(None);
-            }
+        let decoded = match self.sealed.as_mut() {
+            None => self.json.decode(src),
+            Some(sealed) => sealed.decode(&mut self.json, src),
+        }?;
+        if let Some(meter) = self.meter.as_mut() {
+            let opened = self.sealed.as_ref().map_or(0, |sealed| sealed.plain.len());
+            meter.hold(src.len() + opened)?;
         }
+        Ok(decoded)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
@@ -357,6 +441,33 @@ mod tests {
         let mut buf = BytesMut::from(&b"{}\n \n"[..]);
         assert!(codec.decode_eof(&mut buf).unwrap().unwrap().is_ok());
         assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+    }
+
+    /// An unfinished message of `len` bytes: a string that never closes.
+    fn unfinished(len: usize) -> BytesMut {
+        let mut bytes = BytesMut::from(&br#"{"op":""#[..]);
+        bytes.resize(len, b'x');
+        bytes
+    }
+
+    #[test]
+    fn past_the_budget_the_connections_holding_large_unfinished_messages_are_dropped() {
+        let budget = Budget::new(4 * 1024);
+        let codec = || LinkCodec::plain(MAX_REQUEST_BYTES).metered(&budget);
+        let (mut first, mut second, mut member) = (codec(), codec(), codec());
+        let (mut first_bytes, mut second_bytes) = (unfinished(3 * 1024), unfinished(2 * 1024));
+
+        assert!(first.decode(&mut first_bytes).unwrap().is_none());
+        let over = second.decode(&mut second_bytes).unwrap_err();
+        assert!(matches!(over, FrameError::OverBudget { limit: 4096 }), "{over}");
+        let mut small = unfinished(100);
+        assert!(member.decode(&mut small).unwrap().is_none(), "a small message is never dropped");
+
+        drop(second);
+        assert_eq!(budget.held(), 3 * 1024 + 100, "a dropped connection gives its share back");
+        first_bytes.extend_from_slice(b"\"}");
+        assert!(first.decode(&mut first_bytes).unwrap().is_some());
+        assert_eq!(budget.held(), 100, "a finished message gives its share back");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
-use crate::codec::{Decoded, FrameError, Lines, LinkCodec, MAX_REQUEST_BYTES};
+use crate::codec::{Budget, Decoded, FrameError, Lines, LinkCodec, MAX_REQUEST_BYTES};
 use crate::envelope::{Code, ErrorBody, Reply};
 use crate::secure::{self, HandshakeError, Keys, Progress};
 
@@ -59,6 +60,11 @@ const REFUSAL_DEADLINE: Duration = Duration::from_millis(100);
 /// its buffer.
 const CONNECTION_BUFFER: usize = 512;
 
+/// What every connection of a server may hold of unfinished messages at
+/// once, by default: 256 of the largest requests, and far more than
+/// members' requests ever hold together (see [`Budget`]).
+pub const READ_BUDGET: usize = 256 * MAX_REQUEST_BYTES;
+
 /// Connections the kernel queues while the accept loop is busy (tokio's
 /// default is 128); the kernel caps it at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: u32 = 4096;
@@ -79,6 +85,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// The same, from one source address.
     pub max_connections_per_ip: usize,
+    /// Bytes of unfinished messages held by every connection at once
+    /// ([`Budget`]).
+    pub read_budget: usize,
     /// Connections still in their handshake or first message, in all.
     pub max_pending: usize,
     /// The same, from one source address.
@@ -95,6 +104,7 @@ impl Limits {
         Limits {
             max_connections,
             max_connections_per_ip: max_connections,
+            read_budget: READ_BUDGET,
             max_pending: 1024,
             max_pending_per_ip: 256,
             handshake_timeout: Duration::from_secs(1),
@@ -147,9 +157,17 @@ pub async fn accept_loop<F, Fut, R>(
 {
     let established = Arc::new(Established::new(limits));
     let pending = Arc::new(Pending::new(limits));
+    let budget = Budget::new(limits.read_budget);
     let (serve, refused) = (Arc::new(serve), Arc::new(refused));
+    let mut trim = Trim::default();
     loop {
-        let (stream, peer) = accept(&listener).await;
+        let (stream, peer) = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            _ = trim.every.tick() => {
+                trim.after_bursts();
+                continue;
+            }
+        };
         // Taken here, not in the task, so that the bound holds however fast connections arrive.
         let (waiting, evicted) = pending.admit(peer.ip().to_canonical());
         if let Some(closed) = evicted {
@@ -157,18 +175,22 @@ pub async fn accept_loop<F, Fut, R>(
             // next is accepted, so that the bound holds for descriptors too.
             let _ = timeout(Duration::from_millis(10), closed.cancelled()).await;
         }
-        let (keys, established) = (keys.clone(), established.clone());
+        let (keys, established, budget) = (keys.clone(), established.clone(), budget.clone());
+        let closed = trim.closed.clone();
         let (serve, refused) = (serve.clone(), refused.clone());
         // A span per connection names the peer in debug logs; at the default
         // level it is disabled and costs nothing on this hot path.
         let span = tracing::debug_span!("connection", %peer);
         tracker.spawn(
             async move {
+                let _counted = Closed(closed);
                 let _closed = waiting.closed.clone().drop_guard();
                 let (mut stream, mut secure) = (stream, Progress::None);
                 let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
                 let codec = tokio::select! {
-                    codec = tokio::time::timeout_at(deadline, handshake(&mut stream, &keys, &mut secure)) => codec,
+                    codec = tokio::time::timeout_at(deadline, handshake(&mut stream, &keys, &mut secure)) => {
+                        codec.map(|codec| codec.map(|codec| codec.metered(&budget)))
+                    }
                     () = waiting.evicted.cancelled() => return busy(&stream, secure, "dropped for a newer connection"),
                 };
                 let codec = match codec {
@@ -195,6 +217,43 @@ pub async fn accept_loop<F, Fut, R>(
             }
             .instrument(span),
         );
+    }
+}
+
+/// Connections closed since the heap was last trimmed, past which it is
+/// trimmed again ([`crate::heap`]): a burst of them leaves their memory
+/// free but resident.
+const TRIM_AFTER: usize = 1024;
+
+/// Gives memory back once many connections have closed, looking every second.
+struct Trim {
+    every: tokio::time::Interval,
+    closed: Arc<AtomicUsize>,
+}
+
+impl Default for Trim {
+    fn default() -> Trim {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Trim { every, closed: Arc::default() }
+    }
+}
+
+impl Trim {
+    fn after_bursts(&mut self) {
+        if self.closed.load(Ordering::Relaxed) >= TRIM_AFTER {
+            self.closed.store(0, Ordering::Relaxed);
+            crate::heap::give_back();
+        }
+    }
+}
+
+/// Counts its connection as closed when dropped.
+struct Closed(Arc<AtomicUsize>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -498,6 +557,7 @@ fn release_buffers<S>(framed: &mut Framed<S, LinkCodec>) {
 pub fn framing_error_reply(error: &FrameError) -> Option<Reply<(), Code>> {
     let code = match error {
         FrameError::TooLarge { .. } => Code::TooLarge,
+        FrameError::OverBudget { .. } => Code::Busy,
         FrameError::NotJson | FrameError::Truncated { .. } => Code::BadRequest,
         FrameError::Encode(_) | FrameError::Io(_) | FrameError::Sealed => return None,
     };
@@ -532,7 +592,9 @@ pub async fn drain<S: ByteStream>(mut stream: S) {
     if stream.shutdown().await.is_err() {
         return;
     }
-    let mut sink = vec![0u8; 64 * 1024];
+    // Small: thousands of connections may be drained at once (a flood of
+    // oversized messages), and what is read is thrown away anyway.
+    let mut sink = [0u8; 1024];
     let _ =
         timeout(DRAIN_BEFORE_CLOSE, async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
 }

@@ -1,0 +1,241 @@
+//! `hostile`: attacks a stranger can make on a registry in open mode (no
+//! join token), each at full size next to an idle baseline: the registry's
+//! resident memory before, at its peak and after, and the latency of
+//! members' registrations and heartbeats meanwhile.
+//!
+//! - `unfinished`: 15,000 connections from four source addresses, each
+//!   sends one request, then 65,000 bytes of a message it never finishes.
+//! - `watchers`: 16,363 plaintext watches from one source address.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use registry::client::{Client, RegistryAddr};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+use crate::probe::memory;
+use crate::report::{percentile, Rows, Target};
+use crate::spawn::LeanRegistry;
+use crate::throughput::{register_many, CLIENT_TIMEOUT};
+
+const SECTION: &str = "hostile";
+
+/// Members registered before an attack, each heartbeating once per measurement.
+const MEMBERS: usize = 100;
+
+/// Fresh registrations measured per measurement, each on a session of its own.
+const REGISTRATIONS: usize = 20;
+
+/// Connections opened at once by an attacker.
+const OPENING: usize = 256;
+
+/// The most an attack may take the registry's memory to, and what it must
+/// come back under once the attack ends.
+const PEAK_MIB: f64 = 64.0;
+const AFTER_MIB: f64 = 20.0;
+
+/// How long after an attack's end its memory is looked at.
+const SETTLE: Duration = Duration::from_secs(3);
+
+pub(crate) async fn bench_hostile(rows: &Rows) -> anyhow::Result<()> {
+    unfinished(rows).await.context("unfinished messages")?;
+    watchers(rows).await.context("watchers from one address")?;
+    Ok(())
+}
+
+/// 15,000 connections that each leave a 65,000-byte message unfinished.
+async fn unfinished(rows: &Rows) -> anyhow::Result<()> {
+    let sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let attack = Attack { name: "unfinished", connections: 15_000, sources: &sources };
+    let mut pad = br#"{"op":"heartbeat","id":""#.to_vec();
+    pad.resize(65_000, b'x');
+    attack
+        .run(rows, |mut stream| {
+            let pad = pad.clone();
+            async move {
+                let answer = request(&mut stream, br#"{"op":"heartbeat","id":"none"}"#).await?;
+                anyhow::ensure!(answer.contains("unknown_id"), "answered {answer}");
+                stream.write_all(&pad).await?;
+                Ok(stream)
+            }
+        })
+        .await
+}
+
+/// 16,363 plaintext watches from one address, none of them reading.
+async fn watchers(rows: &Rows) -> anyhow::Result<()> {
+    let attack = Attack { name: "watchers", connections: 16_363, sources: &["127.0.0.2"] };
+    attack
+        .run(rows, |mut stream| async move {
+            let answer = request(&mut stream, br#"{"op":"watch"}"#).await?;
+            anyhow::ensure!(!answer.contains(r#""ok":false"#), "refused: {answer}");
+            Ok(stream)
+        })
+        .await
+}
+
+/// Sends `line` and reads the first line of the answer.
+async fn request(stream: &mut TcpStream, line: &[u8]) -> anyhow::Result<String> {
+    stream.write_all(&[line, b"\n"].concat()).await?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).await?;
+    anyhow::ensure!(!answer.is_empty(), "closed without an answer");
+    Ok(answer)
+}
+
+struct Attack<'a> {
+    name: &'static str,
+    connections: usize,
+    /// Source addresses, used in turn.
+    sources: &'a [&'a str],
+}
+
+impl Attack<'_> {
+    /// Starts a registry with members, measures them idle, opens the
+    /// attack's connections (each set up by `open`, and held), measures
+    /// them again, then closes the connections and looks at the memory.
+    async fn run<F, Fut>(&self, rows: &Rows, open: F) -> anyhow::Result<()>
+    where
+        F: Fn(TcpStream) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<TcpStream>>,
+    {
+        let name = self.name;
+        let registry = LeanRegistry::start(&["--ttl", "60s"]).await?;
+        let pid = registry.pid().context("the registry runs")?;
+        let addr = RegistryAddr::from(registry.addr);
+        let mut members = register_many(&addr, name, 20_000, MEMBERS).await?;
+        let idle = Latencies::measure(&addr, &mut members, &format!("{name}-idle"), 30_000).await?;
+        let before = memory(pid)?;
+
+        let held = Mutex::new(Vec::new());
+        let refused = Mutex::new(Vec::new());
+        let started = Instant::now();
+        futures::stream::iter(0..self.connections)
+            .for_each_concurrent(OPENING, |i| {
+                let source = self.sources[i % self.sources.len()];
+                let attempt = async {
+                    let stream = connect_from(source, registry.addr).await?;
+                    timeout(CLIENT_TIMEOUT, open(stream)).await.context("no answer in time")?
+                };
+                let (held, refused) = (&held, &refused);
+                async move {
+                    match attempt.await {
+                        Ok(stream) => wire::lock(held).push(stream),
+                        Err(error) => wire::lock(refused).push(format!("{error:#}")),
+                    }
+                }
+            })
+            .await;
+        let opened = started.elapsed();
+        let during = Latencies::measure(&addr, &mut members, &format!("{name}-during"), 31_000).await?;
+        let peak = memory(pid)?;
+        let (held, refused) = (held.into_inner().unwrap_or_default(), refused.into_inner().unwrap_or_default());
+        // A connection dropped by the registry is drained for a second first.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let still_open = held.iter().filter(|stream| is_open(stream)).count();
+        held_count(rows, name, self.connections, still_open, &refused, opened);
+        drop(held);
+        tokio::time::sleep(SETTLE).await;
+        let after = memory(pid)?;
+
+        let mib = |kb: u64| kb as f64 / 1024.0;
+        rows.info(SECTION, format!("{name}: registry RSS before"), before.mib(), "MiB", before.note());
+        rows.push(
+            SECTION,
+            format!("{name}: registry peak RSS"),
+            Some(mib(peak.hwm_kb)),
+            "MiB",
+            Some(Target::AtMost(PEAK_MIB)),
+            peak.note(),
+        );
+        rows.push(
+            SECTION,
+            format!("{name}: registry RSS {} s after", SETTLE.as_secs()),
+            Some(after.mib()),
+            "MiB",
+            Some(Target::AtMost(AFTER_MIB)),
+            after.note(),
+        );
+        idle.report(rows, name, "idle");
+        during.report(rows, name, "under attack");
+        registry.stop().await;
+        Ok(())
+    }
+}
+
+/// Reports how many of the attack's connections the registry still held
+/// once it had answered each.
+fn held_count(rows: &Rows, name: &str, tried: usize, held: usize, refused: &[String], took: Duration) {
+    let example = refused.first().map(|e| format!("; first refusal: {e}")).unwrap_or_default();
+    let note = format!("of {tried} opened in {:.1} s, {} refused at once{example}", took.as_secs_f64(), refused.len());
+    rows.info(SECTION, format!("{name}: connections the registry held"), held as f64, "", note);
+}
+
+/// Whether the registry still holds `stream` open: nothing but what it
+/// sent is pending, and no end of file.
+fn is_open(stream: &TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.try_read(&mut sink) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(error) => return error.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+/// A connection from `source`, another loopback address than the members'.
+async fn connect_from(source: &str, to: SocketAddr) -> anyhow::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.parse()?, 0))?;
+    Ok(timeout(CLIENT_TIMEOUT, socket.connect(to)).await.context("no connection in time")??)
+}
+
+/// Members' latencies, in milliseconds, sorted.
+struct Latencies {
+    registrations: Vec<u64>,
+    heartbeats: Vec<u64>,
+}
+
+impl Latencies {
+    /// [`REGISTRATIONS`] fresh registrations named `<prefix>-<i>`, each on a
+    /// session of its own and at a port of its own from `first_port` (a
+    /// lapsed entry's address stays its key's), and a heartbeat by each of `members`.
+    async fn measure(
+        addr: &RegistryAddr,
+        members: &mut [(Client, String)],
+        prefix: &str,
+        first_port: u16,
+    ) -> anyhow::Result<Self> {
+        let mut registrations = Vec::with_capacity(REGISTRATIONS);
+        let mut sessions = Vec::with_capacity(REGISTRATIONS);
+        for i in 0..REGISTRATIONS {
+            let started = Instant::now();
+            let registered = register_many(addr, &format!("{prefix}-{i}"), first_port + i as u16, 1).await?;
+            registrations.push(started.elapsed().as_micros() as u64);
+            sessions.extend(registered);
+        }
+        let mut heartbeats = Vec::with_capacity(members.len());
+        for (client, id) in members.iter_mut() {
+            let started = Instant::now();
+            client.heartbeat(id).await?;
+            heartbeats.push(started.elapsed().as_micros() as u64);
+        }
+        registrations.sort_unstable();
+        heartbeats.sort_unstable();
+        Ok(Latencies { registrations, heartbeats })
+    }
+
+    fn report(&self, rows: &Rows, name: &str, when: &str) {
+        for (what, sorted) in [("registration", &self.registrations), ("heartbeat", &self.heartbeats)] {
+            let (p50, p99) = (percentile(sorted, 0.5) / 1e3, percentile(sorted, 0.99) / 1e3);
+            let note = format!("p50 {p50:.2} ms over {} members' requests", sorted.len());
+            rows.info(SECTION, format!("{name}: {what} p99, {when}"), p99, "ms", note);
+        }
+    }
+}
