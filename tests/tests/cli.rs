@@ -69,16 +69,24 @@ fn an_unusable_token_or_key_file_exits_4_without_showing_it() {
     let bad = dir.join("token");
     std::fs::write(&bad, "not-a-token-but-a-secret-all-the-same").unwrap();
     let bad = bad.to_string_lossy().into_owned();
-    let outputs = [
-        run("registry", &["--join-token-file", &bad]),
-        run("node", &["127.0.0.1", "1", "--join-token-file", &bad]),
-        run("node", &["127.0.0.1", "1", "--key-file", &bad]),
-    ];
+    let runs = |bad: &str| {
+        [
+            run("registry", &["--join-token-file", bad]),
+            run("node", &["127.0.0.1", "1", "--join-token-file", bad]),
+            run("node", &["127.0.0.1", "1", "--key-file", bad]),
+        ]
+    };
+    // Written with the usual umask, others may read it: refused for that first.
+    let exposed = runs(&bad);
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let private = runs(&bad);
     std::fs::remove_dir_all(&dir).unwrap();
-    for output in outputs {
-        let stderr = stderr(&output);
-        assert_eq!(output.status.code(), Some(4), "{stderr}");
-        assert!(stderr.contains("64 hexadecimal") || stderr.contains("does not hold a key"), "{stderr}");
-        assert!(!stderr.contains("secret-all-the-same"), "the file's content was shown: {stderr}");
+    for (outputs, said) in [(exposed, &["chmod 600"][..]), (private, &["64 hexadecimal", "does not hold a key"])] {
+        for output in outputs {
+            let stderr = stderr(&output);
+            assert_eq!(output.status.code(), Some(4), "{stderr}");
+            assert!(said.iter().any(|s| stderr.contains(s)), "{said:?}: {stderr}");
+            assert!(!stderr.contains("secret-all-the-same"), "the file's content was shown: {stderr}");
+        }
     }
 }

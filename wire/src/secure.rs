@@ -119,6 +119,10 @@ pub enum KeyFileError {
     },
     #[error("the key file {path} does not hold a key: expected 43 characters of base64url")]
     Malformed { path: String },
+    #[error(
+        "the key file {path} may be read or written by others (mode {mode:03o}): make it private, `chmod 600 {path}`"
+    )]
+    Exposed { path: String, mode: u32 },
     #[error("failed to write a new key to {path}")]
     Write {
         path: String,
@@ -163,8 +167,9 @@ impl Identity {
     /// it was made.
     pub fn load_or_create(path: &Path) -> Result<(Identity, bool), KeyFileError> {
         let name = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
+        match read_private(path) {
+            Ok(Err(Exposed(mode))) => Err(KeyFileError::Exposed { path: name, mode }),
+            Ok(Ok(text)) => {
                 let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(text.trim()).unwrap_or_default());
                 let private: [u8; 32] =
                     bytes.as_slice().try_into().map_err(|_| KeyFileError::Malformed { path: name })?;
@@ -179,6 +184,25 @@ impl Identity {
             Err(source) => Err(KeyFileError::Read { path: name, source }),
         }
     }
+}
+
+/// The mode bits of a secret file that group or others hold.
+struct Exposed(u32);
+
+/// Reads a secret file, unless group or others may read or write it: as
+/// ssh refuses such a private key, since anyone else on the host may have
+/// read it, or put their own there.
+fn read_private(path: &Path) -> io::Result<Result<Zeroizing<String>, Exposed>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut file = std::fs::File::open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Ok(Err(Exposed(mode)));
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text)?;
+    Ok(Ok(text))
 }
 
 /// Creates `path` with mode 0600, refusing to replace an existing file.
@@ -196,6 +220,8 @@ pub enum TokenError {
     Malformed,
     #[error("a join token of zeros is the key every party uses without a token: draw a random one, for example with `openssl rand -hex 32`")]
     Zero,
+    #[error("the join token file {path} may be read or written by others (mode {mode:03o}): make it private, `chmod 600 {path}`")]
+    Exposed { path: String, mode: u32 },
     #[error("failed to read the join token file {path}")]
     Read {
         path: String,
@@ -250,10 +276,9 @@ impl JoinToken {
     /// environment variable [`TOKEN_ENV`] when set, else none.
     pub fn from_file_or_env(file: Option<&Path>) -> Result<Option<JoinToken>, TokenError> {
         if let Some(path) = file {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .map_err(|source| TokenError::Read { path: path.display().to_string(), source })?,
-            );
+            let name = || path.display().to_string();
+            let text = read_private(path).map_err(|source| TokenError::Read { path: name(), source })?;
+            let text = text.map_err(|Exposed(mode)| TokenError::Exposed { path: name(), mode })?;
             return JoinToken::parse(&text).map(Some);
         }
         match std::env::var(TOKEN_ENV) {
@@ -605,6 +630,29 @@ mod tests {
         assert_eq!(made.public(), loaded.public());
         assert_eq!(mode, 0o600);
         assert!(broken.contains("does not hold a key"), "{broken}");
+    }
+
+    #[test]
+    fn a_key_or_token_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hit6-exposed-{}", fastrand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("node.key");
+        Identity::load_or_create(&key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, JoinToken::generate().reveal().as_bytes()).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o604)).unwrap();
+
+        let key_refused = Identity::load_or_create(&key).unwrap_err().to_string();
+        let token_refused = JoinToken::from_file_or_env(Some(&token)).unwrap_err().to_string();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let private = JoinToken::from_file_or_env(Some(&token));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert!(key_refused.contains("(mode 640)") && key_refused.contains("chmod 600"), "{key_refused}");
+        assert!(token_refused.contains("(mode 604)") && token_refused.contains("chmod 600"), "{token_refused}");
+        assert!(private.is_ok(), "a private token file is read");
     }
 
     fn fastrand_suffix() -> String {
