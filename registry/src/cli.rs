@@ -56,10 +56,11 @@ pub struct Cli {
     #[arg(long, env = "REGISTRY_MAX_CONNECTIONS", default_value_t = 16_384,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
-    /// Established connections from one source address: a host's nodes
-    /// behind one address (NAT) may number half of it, and one address
+    /// Established connections from one source address: the nodes of one
+    /// host behind one address (NAT) need two each and room to reconnect
+    /// (a mesh of 1000 on one host went past 4096 at times), and one address
     /// cannot take every slot of `--max-connections`.
-    #[arg(long, env = "REGISTRY_MAX_CONNECTIONS_PER_IP", default_value_t = 4096,
+    #[arg(long, env = "REGISTRY_MAX_CONNECTIONS_PER_IP", default_value_t = 8192,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections_per_ip: u32,
     /// Bytes of unfinished messages all connections may hold at once; past

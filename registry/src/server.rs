@@ -82,7 +82,7 @@ impl Default for Config {
             groups: 3,
             admission: Admission::Open,
             allow_original: false,
-            limits: Limits { max_connections_per_ip: 4096, ..Limits::new(16_384) },
+            limits: Limits { max_connections_per_ip: 8192, ..Limits::new(16_384) },
             capacity: Capacity::default(),
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(5),

@@ -592,9 +592,10 @@ pub async fn drain<S: ByteStream>(mut stream: S) {
     if stream.shutdown().await.is_err() {
         return;
     }
-    // Small: thousands of connections may be drained at once (a flood of
-    // oversized messages), and what is read is thrown away anyway.
-    let mut sink = [0u8; 1024];
+    // Small, as thousands of connections may be drained at once (a flood of
+    // oversized messages) and what is read is thrown away; on the heap, as
+    // an array here would grow every connection's task by its size.
+    let mut sink = vec![0u8; 1024];
     let _ =
         timeout(DRAIN_BEFORE_CLOSE, async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
 }
