@@ -32,8 +32,7 @@ use base64::Engine;
 use snow::params::DHChoice;
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::{HandshakeState, TransportState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 /// The Noise protocol every secure connection uses.
@@ -380,8 +379,8 @@ fn builder<'a>(keys: &'a Keys, psk: &'a [u8; 32]) -> Result<snow::Builder<'a>, s
 /// Opens a session on `stream` as the initiator. With `expected`, a
 /// responder that proves another key is refused before anything is sent.
 /// The caller must send first: the last handshake message goes with it.
-pub async fn initiate(
-    stream: &mut TcpStream,
+pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     keys: &Keys,
     expected: Option<PublicKey>,
 ) -> Result<Session, HandshakeError> {
@@ -405,7 +404,10 @@ pub async fn initiate(
 }
 
 /// Accepts a session on `stream` as the responder.
-pub async fn respond(stream: &mut TcpStream, keys: &Keys) -> Result<Session, HandshakeError> {
+pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    keys: &Keys,
+) -> Result<Session, HandshakeError> {
     respond_tracked(stream, keys, &mut Progress::Begun).await
 }
 
@@ -423,8 +425,8 @@ pub enum Progress {
 }
 
 /// [`respond`], recording in `progress` how far it got, also when cut short.
-pub async fn respond_tracked(
-    stream: &mut TcpStream,
+pub async fn respond_tracked<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     keys: &Keys,
     progress: &mut Progress,
 ) -> Result<Session, HandshakeError> {
@@ -448,14 +450,14 @@ fn remote_static(noise: &HandshakeState) -> PublicKey {
     noise.get_remote_static().and_then(PublicKey::from_bytes).expect("an XX handshake transmits the static key")
 }
 
-async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> Result<(), HandshakeError> {
+async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, frame: &[u8]) -> Result<(), HandshakeError> {
     let mut bytes = Vec::with_capacity(2 + frame.len());
     bytes.extend_from_slice(&(frame.len() as u16).to_be_bytes());
     bytes.extend_from_slice(frame);
     stream.write_all(&bytes).await.map_err(HandshakeError::Io)
 }
 
-async fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
+async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, HandshakeError> {
     let closed = |error: io::Error| match error.kind() {
         io::ErrorKind::UnexpectedEof => HandshakeError::Closed,
         _ => HandshakeError::Io(error),
@@ -487,7 +489,7 @@ async fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn keys(admission: &Admission) -> Keys {
         Keys::new(Identity::generate(), admission.clone())
