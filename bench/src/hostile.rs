@@ -6,8 +6,11 @@
 //! - `unfinished`: 15,000 connections from four source addresses, each
 //!   sends one request, then 65,000 bytes of a message it never finishes.
 //! - `watchers`: 16,363 plaintext watches from one source address.
+//! - `refusals`: 200,000 handshakes with a wrong join token from one
+//!   address, against a registry with a token: the log lines they cost.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,6 +20,7 @@ use registry::client::{Client, RegistryAddr};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
+use wire::secure::{Admission, Identity, JoinToken, Keys, TOKEN_ENV};
 
 use crate::probe::memory;
 use crate::report::{percentile, Rows, Target};
@@ -45,6 +49,39 @@ const SETTLE: Duration = Duration::from_secs(3);
 pub(crate) async fn bench_hostile(rows: &Rows) -> anyhow::Result<()> {
     unfinished(rows).await.context("unfinished messages")?;
     watchers(rows).await.context("watchers from one address")?;
+    refusals(rows).await.context("wrong-token handshakes")?;
+    Ok(())
+}
+
+/// Handshakes with a wrong token, one connection each.
+const WRONG_TOKENS: usize = 200_000;
+
+/// 200,000 wrong-token handshakes from one address: every one refused,
+/// and the log lines they cost.
+async fn refusals(rows: &Rows) -> anyhow::Result<()> {
+    let token = JoinToken::generate();
+    let registry = LeanRegistry::start_with(&[], &[(TOKEN_ENV, token.reveal().as_str())]).await?;
+    let wrong = Keys::new(Identity::generate(), Admission::from_token(Some(JoinToken::generate())));
+    let before = registry.logged.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let refused = AtomicUsize::new(0);
+    futures::stream::iter(0..WRONG_TOKENS)
+        .for_each_concurrent(OPENING, |_| async {
+            let Ok(mut stream) = connect_from("127.0.0.2", registry.addr).await else { return };
+            let handshake = timeout(CLIENT_TIMEOUT, wire::secure::initiate(&mut stream, &wrong, None)).await;
+            if matches!(handshake, Ok(Err(ref error)) if wire::Chain(error).to_string().contains("unauthorized")) {
+                refused.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .await;
+    let took = started.elapsed();
+    // The last refusals' lines may still be on their way through the pipe.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lines = registry.logged.load(Ordering::Relaxed) - before;
+    let refused = refused.into_inner();
+    let note = format!("{refused} of {WRONG_TOKENS} refused `unauthorized` in {:.1} s", took.as_secs_f64());
+    rows.push(SECTION, "refusals: log lines", Some(lines as f64), "", Some(Target::AtMost(300.0)), note);
+    registry.stop().await;
     Ok(())
 }
 

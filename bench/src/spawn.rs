@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -81,18 +82,27 @@ pub(crate) fn collect_stderr(stream: impl AsyncRead + Unpin + Send + 'static) ->
     })
 }
 
-/// A registry whose log is read only for its address, then discarded.
+/// A registry whose log is read only for its address, then counted and discarded.
 pub(crate) struct LeanRegistry {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
     pub(crate) stderr: JoinHandle<String>,
+    /// Lines it logged since it said it listens.
+    pub(crate) logged: Arc<AtomicUsize>,
 }
 
 impl LeanRegistry {
     pub(crate) async fn start(args: &[&str]) -> anyhow::Result<LeanRegistry> {
+        LeanRegistry::start_with(args, &[]).await
+    }
+
+    /// The same, with `envs` added to its environment.
+    pub(crate) async fn start_with(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<LeanRegistry> {
         let mut all: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--log-format".into(), "json".into()];
         all.extend(args.iter().map(|a| a.to_string()));
-        LeanRegistry::spawn(command(&::tests::binary("registry"), &all), |line| {
+        let mut command = command(&::tests::binary("registry"), &all);
+        command.envs(envs.iter().copied());
+        LeanRegistry::spawn(command, |line| {
             let listening = Record::parse(line).filter(|r| r.event == Event::Listening)?;
             Some(listening.socket_addr().context("`listening` has no address"))
         })
@@ -123,11 +133,16 @@ impl LeanRegistry {
         .await
         .context("the registry did not say it listens in time")??;
         // Keep draining its log so that it never blocks on a full pipe.
+        let logged = Arc::new(AtomicUsize::new(0));
+        let counted = logged.clone();
         tokio::spawn(async move {
             let mut sink = vec![0u8; 64 * 1024];
-            while let Ok(1..) = lines.read(&mut sink).await {}
+            while let Ok(n @ 1..) = lines.read(&mut sink).await {
+                let ends = sink[..n].iter().filter(|&&b| b == b'\n').count();
+                counted.fetch_add(ends, Ordering::Relaxed);
+            }
         });
-        Ok(LeanRegistry { child, addr, stderr })
+        Ok(LeanRegistry { child, addr, stderr, logged })
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
