@@ -317,21 +317,19 @@ impl State {
         let reason = if entry.is_live(now) { reason } else { LeftReason::Expired };
         self.history.record(Change::Left { entry: entry.contact().clone(), reason });
         // A node that did not leave of its own accord may come back to its place.
-        let lapsed = matches!(reason, LeftReason::Expired | LeftReason::ConnectionLost);
-        if let (true, Some(incarnation)) = (lapsed, &entry.incarnation) {
+        if matches!(reason, LeftReason::Expired | LeftReason::ConnectionLost) {
             // Expired at its lease's end, which no one admitted since saw
             // live; lost now, after the admissions made so far.
             let lapsed_at = match entry.expires_at {
                 Some(at) if at <= now => (at, 0),
                 _ => (now, self.admissions + 1),
             };
-            let (key, group, absences) = (entry.contact().key, entry.contact().group, entry.absences.clone());
-            self.remember_lapsed(incarnation.clone(), Lapsed { seq, key, group, absences, lapsed_at });
-        }
-        if lapsed {
+            if let Some(incarnation) = &entry.incarnation {
+                let (key, group, absences) = (entry.contact().key, entry.contact().group, entry.absences.clone());
+                self.remember_lapsed(incarnation.clone(), Lapsed { seq, key, group, absences, lapsed_at });
+            }
             // Held from the lapse, and at least until the lease would have ended.
-            let lapse = entry.expires_at.map_or(now, |at| at.min(now));
-            let until = entry.expires_at.map_or(lapse + self.hold, |at| at.max(lapse + self.hold));
+            let until = (lapsed_at.0 + self.hold).max(entry.expires_at.unwrap_or(now));
             self.reserve(entry.contact().clone(), until);
         }
         let contact = entry.contact();

@@ -190,9 +190,11 @@ struct Meter {
 impl Meter {
     /// Records that this connection now holds `held` bytes of unfinished messages.
     fn hold(&mut self, held: usize) -> Result<(), FrameError> {
+        // Most calls find nothing held before or after a whole message:
+        // the shared counter is touched only on a change.
         if held > self.held {
             self.budget.held.fetch_add(held - self.held, Ordering::Relaxed);
-        } else {
+        } else if held < self.held {
             self.budget.held.fetch_sub(self.held - held, Ordering::Relaxed);
         }
         self.held = held;

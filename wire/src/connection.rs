@@ -168,8 +168,10 @@ pub async fn accept_loop<F, Fut, R>(
                 continue;
             }
         };
+        // One host, one spelling: an IPv4-mapped source counts as its IPv4 form.
+        let source = peer.ip().to_canonical();
         // Taken here, not in the task, so that the bound holds however fast connections arrive.
-        let (waiting, evicted) = pending.admit(peer.ip().to_canonical());
+        let (waiting, evicted) = pending.admit(source);
         if let Some(closed) = evicted {
             // Let the dropped connection's task close its socket before the
             // next is accepted, so that the bound holds for descriptors too.
@@ -208,7 +210,7 @@ pub async fn accept_loop<F, Fut, R>(
                     return debug!("no first message in time, or dropped for a newer connection");
                 };
                 drop(waiting);
-                let slot = match established.take(peer.ip().to_canonical(), limits.handshake_timeout).await {
+                let slot = match established.take(source, limits.handshake_timeout).await {
                     Ok(slot) => slot,
                     Err(full) => return refuse_established(framed, full).await,
                 };
