@@ -89,7 +89,9 @@ pub(crate) enum Section {
     /// unfinished 65,000-byte messages and 16,363 watches from one address
     /// (the registry's memory before, at its peak and after, and members'
     /// registration and heartbeat p50/p99, idle and under attack); with a
-    /// token, 200,000 wrong-token handshakes (the log lines they cost).
+    /// token, 200,000 wrong-token handshakes (the log lines they cost) and
+    /// a flood of copies of a member's first handshake message (members'
+    /// latencies meanwhile). Runs last: it gives the run a token.
     Hostile,
 }
 

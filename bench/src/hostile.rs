@@ -8,16 +8,20 @@
 //! - `watchers`: 16,363 plaintext watches from one source address.
 //! - `refusals`: 200,000 handshakes with a wrong join token from one
 //!   address, against a registry with a token: the log lines they cost.
+//! - `replays`: copies of a member's first handshake message (recorded on
+//!   the path), sent as fast as 256 connections at once can, against a
+//!   registry with a token. It runs last and gives the rest of the run a
+//!   token if it had none (`hostile` is the last section).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
 use registry::client::{Client, RegistryAddr};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 use wire::secure::{Admission, Identity, JoinToken, Keys, TOKEN_ENV};
@@ -50,6 +54,7 @@ pub(crate) async fn bench_hostile(rows: &Rows) -> anyhow::Result<()> {
     unfinished(rows).await.context("unfinished messages")?;
     watchers(rows).await.context("watchers from one address")?;
     refusals(rows).await.context("wrong-token handshakes")?;
+    replays(rows).await.context("replayed first messages")?;
     Ok(())
 }
 
@@ -83,6 +88,83 @@ async fn refusals(rows: &Rows) -> anyhow::Result<()> {
     rows.push(SECTION, "refusals: log lines", Some(lines as f64), "", Some(Target::AtMost(300.0)), note);
     registry.stop().await;
     Ok(())
+}
+
+/// How long after its start a replay flood is measured: it is at full pace by then.
+const RAMP: Duration = Duration::from_secs(1);
+
+/// Copies of a member's recorded first message, sent as fast as the
+/// registry takes them while members register and heartbeat.
+async fn replays(rows: &Rows) -> anyhow::Result<()> {
+    crate::spawn::use_token();
+    let registry = LeanRegistry::start(&["--ttl", "60s"]).await?;
+    let addr = RegistryAddr::from(registry.addr);
+    let mut members = register_many(&addr, "replays", 20_000, MEMBERS).await?;
+    let idle = Latencies::measure(&addr, &mut members, "replays-idle", 30_000).await?;
+    let (relay, recorded) = ::tests::recording_relay(registry.addr).await?;
+    let mut member = Client::connect_secure(&relay.into(), &crate::spawn::client_keys(), CLIENT_TIMEOUT).await?;
+    member.list().await?;
+    let recorded = recorded.await??;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = tokio::spawn(replay_flood(recorded, registry.addr, stop.clone()));
+    tokio::time::sleep(RAMP).await;
+    let during = Latencies::measure(&addr, &mut members, "replays-during", 31_000).await;
+    stop.store(true, Ordering::Relaxed);
+    let (copies, took) = flood.await?;
+    let during = during?;
+    let refused = copies.refused as f64 / took.as_secs_f64();
+    let note = format!(
+        "{} copies in {:.1} s: {} refused before the key exchange, {} answered with one",
+        copies.refused + copies.answered,
+        took.as_secs_f64(),
+        copies.refused,
+        copies.answered
+    );
+    rows.info(SECTION, "replays: copies refused", refused, "/s", note);
+    let p99 = percentile(&during.registrations, 0.99) / 1e3;
+    let note = format!("p50 {:.2} ms", percentile(&during.registrations, 0.5) / 1e3);
+    rows.push(SECTION, "replays: registration p99, under attack", Some(p99), "ms", Some(Target::AtMost(100.0)), note);
+    idle.report(rows, "replays", "idle");
+    during.report(rows, "replays", "under attack");
+    drop(member);
+    registry.stop().await;
+    Ok(())
+}
+
+/// What the registry made of the copies of a first message.
+#[derive(Default)]
+struct Copies {
+    /// Refused in plaintext before any handshake answer.
+    refused: usize,
+    /// Answered with the registry's handshake message: a key exchange done.
+    answered: usize,
+}
+
+/// Sends `recorded` on 256 connections at once, each copy on a
+/// connection of its own, until `stop`.
+async fn replay_flood(recorded: Vec<u8>, registry: SocketAddr, stop: Arc<AtomicBool>) -> (Copies, Duration) {
+    let started = Instant::now();
+    let copies = Mutex::new(Copies::default());
+    let send = || async {
+        let mut stream = connect_from("127.0.0.2", registry).await.ok()?;
+        stream.write_all(&recorded).await.ok()?;
+        let mut answer = [0u8; 2];
+        timeout(CLIENT_TIMEOUT, stream.read_exact(&mut answer)).await.ok()?.ok()?;
+        Some(answer != *b"{\"")
+    };
+    futures::stream::iter(0..OPENING)
+        .for_each_concurrent(OPENING, |_| async {
+            while !stop.load(Ordering::Relaxed) {
+                match send().await {
+                    Some(true) => wire::lock(&copies).answered += 1,
+                    Some(false) => wire::lock(&copies).refused += 1,
+                    None => {}
+                }
+            }
+        })
+        .await;
+    (copies.into_inner().unwrap_or_default(), started.elapsed())
 }
 
 /// 15,000 connections that each leave a 65,000-byte message unfinished.

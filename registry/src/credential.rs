@@ -12,13 +12,14 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+pub use wire::replay::unix_ms;
 use wire::secure::{key_bytes, key_text, PublicKey};
 use zeroize::Zeroizing;
 
@@ -61,7 +62,7 @@ impl Signer {
 
     /// Signs `claims`, which expire `validity` from now.
     pub fn sign<C: Serialize>(&self, claims: &C, validity: Duration) -> Signed {
-        let body = Expiring { expires_ms: unix_ms() + super::protocol::millis(validity), claims };
+        let body = Expiring { expires_ms: unix_ms() + wire::replay::millis(validity), claims };
         let bytes = serde_json::to_vec(&body).expect("claims serialize");
         let sig = self.key.sign(&bytes);
         Signed { claims: URL_SAFE_NO_PAD.encode(&bytes), sig: URL_SAFE_NO_PAD.encode(sig.to_bytes()) }
@@ -140,12 +141,6 @@ pub struct GroupClaims {
     pub coordinator: Option<PublicKey>,
     /// The keys of the members that registered with one.
     pub members: Vec<PublicKey>,
-}
-
-/// Now, in Unix milliseconds, as expiry times are written.
-pub fn unix_ms() -> u64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    super::protocol::millis(since)
 }
 
 #[cfg(test)]

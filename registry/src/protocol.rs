@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -478,11 +477,6 @@ impl Serialize for Reply {
             }
         }
     }
-}
-
-/// Milliseconds for the wire, saturating rather than wrapping.
-pub fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

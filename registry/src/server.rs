@@ -24,14 +24,15 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use wire::codec::{Decoded, FrameError, LinkCodec};
 use wire::connection::{self, Accepted, ByteStream, JsonStream, Limits};
+use wire::replay::millis;
 use wire::secure::{Admission, Identity, Keys, PublicKey};
 use wire::ticket::{Greeter, TICKET_VALIDITY};
 
 use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
 use crate::protocol::{
-    millis, ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed,
-    OriginalContact, Policy, Registration, Renewed, Reply, Request, Since,
+    ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact,
+    Policy, Registration, Renewed, Reply, Request, Since,
 };
 use crate::store::{Capacity, Leases, Store, StoreError, Subscription};
 use crate::streamed::{Changes, Head, RegisteredReply};

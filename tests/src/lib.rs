@@ -328,6 +328,29 @@ pub async fn accept_member(
     }
 }
 
+/// Relays one connection to `to`, as a router on the path would, and keeps
+/// a copy of the first handshake frame that crossed it (its 2-byte length
+/// and the message): what an eavesdropper can replay.
+pub async fn recording_relay(
+    to: SocketAddr,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<anyhow::Result<Vec<u8>>>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let recorded = tokio::spawn(async move {
+        let (mut member, _) = listener.accept().await?;
+        let mut upstream = tokio::net::TcpStream::connect(to).await?;
+        let len = member.read_u16().await?;
+        let mut first = len.to_be_bytes().to_vec();
+        first.resize(2 + usize::from(len), 0);
+        member.read_exact(&mut first[2..]).await?;
+        upstream.write_all(&first).await?;
+        tokio::spawn(async move { tokio::io::copy_bidirectional(&mut member, &mut upstream).await });
+        Ok(first)
+    });
+    Ok((addr, recorded))
+}
+
 /// Sends `bytes` in plaintext on a connection of their own and reads the
 /// one JSON answer (the first line of what comes back before the hang-up).
 pub async fn plaintext(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<Value> {

@@ -102,6 +102,34 @@ async fn a_flood_of_refusals_is_logged_once_per_source_and_reason() -> Result<()
     Ok(())
 }
 
+#[tokio::test]
+async fn a_replayed_first_message_is_refused_before_the_key_exchange() -> Result<()> {
+    let token = JoinToken::generate();
+    let registry = Registry::start_with_token(&token, &[]).await?;
+    let member = Keys::new(Identity::generate(), Admission::from_token(Some(JoinToken::parse(&token.reveal())?)));
+    let (relay, recorded) = tests::recording_relay(registry.addr).await?;
+    let mut session = Client::connect_secure(&relay.into(), &member, PATIENCE).await?;
+    session.list().await.context("the member's own session works")?;
+    let recorded = recorded.await??;
+
+    // Each copy is answered with a refusal where the registry's handshake
+    // message (and its Diffie-Hellman) would have come.
+    for _ in 0..100 {
+        let mut stream = connect_as_stranger(registry.addr).await?;
+        stream.write_all(&recorded).await?;
+        let mut line = String::new();
+        tokio::time::timeout(PATIENCE, BufReader::new(&mut stream).read_line(&mut line)).await??;
+        let answer: Value = serde_json::from_str(&line).with_context(|| format!("answer {line:?}"))?;
+        ensure!(answer["error"]["code"] == "unauthorized", "{answer}");
+        ensure!(answer["error"]["message"].as_str().is_some_and(|m| m.contains("a replay")), "{answer}");
+    }
+    let logged = registry.process.wait_for_event(RegistryEvent::Unauthorized).await?;
+    ensure!(logged["reason"].as_str().is_some_and(|r| r.contains("a replay")), "{logged}");
+    ensure!(registry.process.events(RegistryEvent::Unauthorized).len() == 1, "one line for 100 copies");
+    session.list().await.context("the member's session outlives the replays")?;
+    Ok(())
+}
+
 /// Original-dialect entries at listeners that accept and never answer:
 /// anyone may register them, and they prove nothing.
 async fn silent_originals(registry: SocketAddr, count: usize) -> Result<Arc<AtomicUsize>> {

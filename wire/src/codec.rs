@@ -153,12 +153,13 @@ impl<T: Serialize> Encoder<&T> for JsonCodec {
     }
 }
 
-/// The bytes of unfinished messages that every connection of a server
-/// holds at once, against a limit: a per-connection cap alone lets 15,000
-/// connections each hold 64 KiB. Past the limit, a connection holding more
-/// than [`SMALL_MESSAGE`] of an unfinished message is dropped as it grows:
-/// the connections costing the most go, and a member's small request never
-/// does.
+/// The memory that every connection of a server holds at once for
+/// unfinished messages, against a limit: a per-connection cap alone lets
+/// 15,000 connections each hold 64 KiB. A buffer counts what it allocated,
+/// which its growth by doubling makes up to twice what it holds. Past the
+/// limit, a connection holding more than [`SMALL_MESSAGE`] of an unfinished
+/// message is dropped as it grows: the connections costing the most go,
+/// and a member's small request never does.
 #[derive(Debug)]
 pub struct Budget {
     limit: usize,
@@ -188,8 +189,9 @@ struct Meter {
 }
 
 impl Meter {
-    /// Records that this connection now holds `held` bytes of unfinished messages.
-    fn hold(&mut self, held: usize) -> Result<(), FrameError> {
+    /// Records that this connection now holds `unfinished` bytes of
+    /// unfinished messages, in buffers of `held` bytes.
+    fn hold(&mut self, unfinished: usize, held: usize) -> Result<(), FrameError> {
         // Most calls find nothing held before or after a whole message:
         // the shared counter is touched only on a change.
         if held > self.held {
@@ -198,7 +200,7 @@ impl Meter {
             self.budget.held.fetch_sub(self.held - held, Ordering::Relaxed);
         }
         self.held = held;
-        if held > SMALL_MESSAGE && self.budget.held() > self.budget.limit {
+        if unfinished > SMALL_MESSAGE && self.budget.held() > self.budget.limit {
             return Err(FrameError::OverBudget { limit: self.budget.limit });
         }
         Ok(())
@@ -313,8 +315,10 @@ impl Decoder for LinkCodec {
             Some(sealed) => sealed.decode(&mut self.json, src),
         }?;
         if let Some(meter) = self.meter.as_mut() {
-            let opened = self.sealed.as_ref().map_or(0, |sealed| sealed.plain.len());
-            meter.hold(src.len() + opened)?;
+            let opened = self.sealed.as_ref().map(|sealed| &sealed.plain);
+            let buffers = [Some(&*src), opened].into_iter().flatten().filter(|buffer| !buffer.is_empty());
+            let (unfinished, held) = buffers.fold((0, 0), |(len, held), b| (len + b.len(), held + b.capacity()));
+            meter.hold(unfinished, held)?;
         }
         Ok(decoded)
     }
@@ -466,10 +470,20 @@ mod tests {
         assert!(member.decode(&mut small).unwrap().is_none(), "a small message is never dropped");
 
         drop(second);
-        assert_eq!(budget.held(), 3 * 1024 + 100, "a dropped connection gives its share back");
+        let held = first_bytes.capacity() + small.capacity();
+        assert_eq!(budget.held(), held, "a dropped connection gives its share back");
         first_bytes.extend_from_slice(b"\"}");
         assert!(first.decode(&mut first_bytes).unwrap().is_some());
-        assert_eq!(budget.held(), 100, "a finished message gives its share back");
+        assert_eq!(budget.held(), small.capacity(), "a finished message gives its share back");
+    }
+
+    #[test]
+    fn a_buffer_counts_what_it_allocated_not_only_what_it_holds() {
+        let budget = Budget::new(4 * 1024);
+        let mut roomy = BytesMut::with_capacity(8 * 1024);
+        roomy.extend_from_slice(&unfinished(1500));
+        let over = LinkCodec::plain(MAX_REQUEST_BYTES).metered(&budget).decode(&mut roomy).unwrap_err();
+        assert!(matches!(over, FrameError::OverBudget { .. }), "{over}");
     }
 
     #[test]

@@ -288,15 +288,16 @@ fn busy(stream: &TcpStream, progress: Progress, why: &'static str) {
     let _ = stream.try_write(&bytes);
 }
 
-/// Answers a handshake that failed for want of the token; anything else
-/// (a reset, a peer of another protocol) is only closed.
+/// Answers a handshake whose first message was refused (no token, a
+/// replay, a clock too far off); anything else (a reset, a peer of another
+/// protocol) is only closed.
 async fn refuse<R: Fn(SocketAddr, &HandshakeError)>(
     stream: TcpStream,
     peer: SocketAddr,
     error: HandshakeError,
     refused: &R,
 ) {
-    if !matches!(error, HandshakeError::Rejected(_)) {
+    if !error.is_refusal() {
         return debug!(%error, "closed a connection whose handshake failed");
     }
     refused(peer, &error);

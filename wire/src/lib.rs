@@ -8,6 +8,8 @@
 //!   secure session.
 //! - [`ticket`]: Kerberos-style tickets, with which one node greets
 //!   another under symmetric keys the registry handed out.
+//! - [`replay`]: bounded replay caches, and the wall clock their expiry
+//!   times are read against.
 //! - [`envelope`]: the reply envelope (`{"ok":true,...}` or
 //!   `{"ok":false,"error":{"code","message"}}`) and the error codes the
 //!   framing itself can answer with; each protocol extends them with its own.
@@ -33,6 +35,7 @@ pub mod connection;
 pub mod envelope;
 pub mod fields;
 pub mod heap;
+pub mod replay;
 pub mod secure;
 pub mod shutdown;
 pub mod telemetry;

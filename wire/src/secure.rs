@@ -4,10 +4,19 @@
 //! The pattern is `Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s` (snow):
 //! - each side proves it holds its static X25519 key, and learns the other's;
 //! - the join token is the pre-shared key, mixed in before the first
-//!   message, whose (empty) payload is sealed with it: a party without the
-//!   token is refused on its first 48 bytes, before the responder has done
-//!   any Diffie-Hellman, so strangers are cheap to turn away; and the token
+//!   message, whose payload is sealed with it: a party without the token is
+//!   refused on its first 56 bytes, before the responder has done any
+//!   Diffie-Hellman, so strangers are cheap to turn away; and the token
 //!   itself never crosses the network;
+//! - that payload is the initiator's clock (Unix milliseconds), and the
+//!   responder keeps the ephemeral key of every first message while its
+//!   date is fresh ([`SKEW`]): a recorded first message replayed is refused
+//!   on that date or that key, also before any Diffie-Hellman. WireGuard
+//!   dates its first message too, but can only read the date after two
+//!   Diffie-Hellman operations (its pre-shared key is mixed in last), so it
+//!   adds cookies against floods of them; ours is read with symmetric work
+//!   alone, and over TCP the source address is proven before the first
+//!   byte, which is what a cookie would add;
 //! - both sides contribute a fresh ephemeral key, so a recorded handshake
 //!   or message replayed later decrypts under no live session;
 //! - messages are sealed with ChaCha20-Poly1305 under per-direction counters,
@@ -17,7 +26,7 @@
 //! identities and encryption stay, admission control goes.
 //!
 //! Every frame, handshake or transport, is a 2-byte big-endian length and
-//! that many bytes. The first handshake frame is 48 bytes long, so a secure
+//! that many bytes. The first handshake frame is 56 bytes long, so a secure
 //! connection always starts with a zero byte, and a plaintext one (JSON)
 //! never does: a server tells the two apart by the first byte ([`is_secure`]).
 
@@ -25,7 +34,8 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -35,12 +45,14 @@ use snow::{HandshakeState, TransportState};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
+use crate::replay::{millis, unix_ms, Forgotten, Window};
+
 /// The Noise protocol every secure connection uses.
 pub const PATTERN: &str = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s";
 
 /// Hashed into every handshake, so that a peer of another protocol or
 /// version fails the handshake instead of misreading what follows.
-const PROLOGUE: &[u8] = b"hit6 secure v1";
+const PROLOGUE: &[u8] = b"hit6 secure v2";
 
 /// Longest Noise message.
 pub const MAX_FRAME: usize = 65535;
@@ -48,9 +60,18 @@ pub const MAX_FRAME: usize = 65535;
 /// Longest plaintext one transport frame carries: a frame less its tag.
 pub const MAX_CHUNK: usize = MAX_FRAME - 16;
 
-/// Our handshake messages carry no payload: 48, 96 and 64 bytes (with a
-/// pre-shared key even the first one carries an empty, sealed payload).
+/// Our handshake messages are 56 bytes (an ephemeral key, and the date
+/// sealed), 96 and 64 bytes.
 const MAX_HANDSHAKE_FRAME: usize = 128;
+
+/// How far a first message's date may be from the responder's clock.
+/// Tickets already need hosts' clocks to agree within this.
+pub const SKEW: Duration = crate::ticket::TICKET_VALIDITY;
+
+/// First messages a responder keeps while their dates are fresh: past
+/// this, a late one (dated before the oldest kept) must try again. Some
+/// 100 bytes each; a mesh of 1,000 nodes opens about 2,000 sessions.
+const FIRST_MESSAGES: usize = 65_536;
 
 /// Name of the environment variable that carries a join token.
 pub const TOKEN_ENV: &str = "HIT6_JOIN_TOKEN";
@@ -322,16 +343,46 @@ impl Admission {
     }
 }
 
-/// What a party needs to open or accept secure connections.
+/// What a party needs to open or accept secure connections. Its clones
+/// share one memory of the first messages they accepted.
 #[derive(Debug, Clone)]
 pub struct Keys {
     pub identity: Arc<Identity>,
     pub admission: Admission,
+    first_messages: Arc<Mutex<FirstMessages>>,
 }
 
 impl Keys {
     pub fn new(identity: Identity, admission: Admission) -> Keys {
-        Keys { identity: Arc::new(identity), admission }
+        let first_messages = Arc::new(Mutex::new(FirstMessages(Window::new(FIRST_MESSAGES))));
+        Keys { identity: Arc::new(identity), admission, first_messages }
+    }
+}
+
+/// The ephemeral keys of the first messages a responder took, while their
+/// dates are fresh.
+struct FirstMessages(Window<[u8; 32], ()>);
+
+impl fmt::Debug for FirstMessages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FirstMessages({} kept)", self.0.len())
+    }
+}
+
+impl FirstMessages {
+    /// Takes a first message with `ephemeral` key and the opened `payload`
+    /// (its date) at `now_ms`, unless it is a copy or out of date.
+    fn take(&mut self, ephemeral: [u8; 32], payload: &[u8], now_ms: u64) -> Result<(), HandshakeError> {
+        let dated_ms = payload.try_into().map(u64::from_be_bytes).map_err(|_| HandshakeError::Undated)?;
+        let skew_ms = millis(SKEW);
+        if dated_ms.abs_diff(now_ms) > skew_ms {
+            let ahead_s = (i128::from(dated_ms) - i128::from(now_ms)) / 1000;
+            return Err(HandshakeError::Skewed { ahead_s: ahead_s as i64 });
+        }
+        if self.0.get_mut(&ephemeral, now_ms).is_some() {
+            return Err(HandshakeError::Replayed);
+        }
+        self.0.insert(ephemeral, dated_ms + skew_ms, ()).map_err(|Forgotten| HandshakeError::Replayed)
     }
 }
 
@@ -343,6 +394,15 @@ pub enum HandshakeError {
     NotSecure { len: usize },
     #[error("the handshake failed: a wrong join token, or not a party to this membership")]
     Rejected(#[source] snow::Error),
+    #[error("the first handshake message carries no date: another version of the protocol")]
+    Undated,
+    #[error(
+        "the first handshake message is dated {ahead_s} s from this host's clock: the hosts' clocks must agree within {} s",
+        SKEW.as_secs()
+    )]
+    Skewed { ahead_s: i64 },
+    #[error("a first handshake message seen before (a replay), or older than any this host can still tell from one")]
+    Replayed,
     #[error("the peer refused the handshake: {said}")]
     Refused { said: String },
     #[error("the peer was too busy to finish the handshake: {said}")]
@@ -351,6 +411,21 @@ pub enum HandshakeError {
     WrongKey { expected: PublicKey, actual: PublicKey },
     #[error("the connection failed during the handshake")]
     Io(#[source] io::Error),
+}
+
+impl HandshakeError {
+    /// Whether the peer sent a whole first message that was refused (as
+    /// opposed to a failure of the connection): it waits for an answer,
+    /// and may be told why.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            HandshakeError::Rejected(_)
+                | HandshakeError::Undated
+                | HandshakeError::Skewed { .. }
+                | HandshakeError::Replayed
+        )
+    }
 }
 
 /// An established session: the keys of its transport, and who is at the other end.
@@ -387,7 +462,7 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     let psk = keys.admission.psk();
     let mut noise = builder(keys, &psk).and_then(|b| b.build_initiator()).map_err(HandshakeError::Rejected)?;
     let mut buf = [0u8; MAX_HANDSHAKE_FRAME];
-    let len = noise.write_message(&[], &mut buf).map_err(HandshakeError::Rejected)?;
+    let len = noise.write_message(&unix_ms().to_be_bytes(), &mut buf).map_err(HandshakeError::Rejected)?;
     write_frame(stream, &buf[..len]).await?;
     let frame = read_frame(stream).await?;
     noise.read_message(&frame, &mut buf).map_err(HandshakeError::Rejected)?;
@@ -435,7 +510,9 @@ pub async fn respond_tracked<S: AsyncRead + AsyncWrite + Unpin>(
     let mut noise = builder(keys, &psk).and_then(|b| b.build_responder()).map_err(HandshakeError::Rejected)?;
     let mut buf = [0u8; MAX_HANDSHAKE_FRAME];
     let frame = read_frame(stream).await?;
-    noise.read_message(&frame, &mut buf).map_err(HandshakeError::Rejected)?;
+    let len = noise.read_message(&frame, &mut buf).map_err(HandshakeError::Rejected)?;
+    let ephemeral = frame[..32].try_into().expect("a first message that opened starts with its ephemeral key");
+    crate::lock(&keys.first_messages).take(ephemeral, &buf[..len], unix_ms())?;
     let len = noise.write_message(&[], &mut buf).map_err(HandshakeError::Rejected)?;
     *progress = Progress::Answered;
     write_frame(stream, &buf[..len]).await?;
@@ -544,7 +621,7 @@ mod tests {
         {
             let (mut client, mut server) = pair().await;
             tokio::spawn(async move {
-                let mut first = [0u8; 50];
+                let mut first = [0u8; 2 + 56];
                 server.read_exact(&mut first).await.unwrap();
                 server.write_all(answer).await.unwrap();
             });
@@ -566,30 +643,67 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_replayed_first_message_yields_no_session() {
-        let open = Admission::Open;
-        let (client_keys, server_keys) = (keys(&open), keys(&open));
-        // Record what a client sends, then play it to a fresh responder.
+    async fn a_replayed_first_message_is_refused_before_any_key_exchange() {
+        let token = Admission::from_token(Some(JoinToken::generate()));
+        let (client_keys, server_keys) = (keys(&token), keys(&token));
+        // Record what a member sends first.
         let (mut client, mut server) = pair().await;
         let recorder = tokio::spawn(async move {
-            let mut seen = vec![0u8; 2 + 48];
+            let mut seen = vec![0u8; 2 + 56];
             server.read_exact(&mut seen).await.unwrap();
             seen
         });
         let _ = tokio::time::timeout(std::time::Duration::from_millis(100), initiate(&mut client, &client_keys, None))
             .await;
         let recorded = recorder.await.unwrap();
-        let (mut replayer, mut server) = pair().await;
-        let responder = tokio::spawn(async move { respond(&mut server, &server_keys).await.map(|s| s.remote()) });
-        replayer.write_all(&recorded).await.unwrap();
-        let mut msg2 = vec![0u8; 98];
-        replayer.read_exact(&mut msg2).await.unwrap();
-        // Without the client's ephemeral private key the third message can
-        // only be garbage or a copy, and the responder refuses it.
-        replayer.write_all(&[0, 64]).await.unwrap();
-        replayer.write_all(&[7u8; 64]).await.unwrap();
-        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), responder).await;
-        assert!(matches!(refused.unwrap().unwrap(), Err(HandshakeError::Rejected(_))));
+        let play = |server_keys: Keys| {
+            let recorded = recorded.clone();
+            async move {
+                let (mut replayer, mut server) = pair().await;
+                let responder =
+                    tokio::spawn(async move { respond(&mut server, &server_keys).await.map(|s| s.remote()) });
+                replayer.write_all(&recorded).await.unwrap();
+                let mut answer = vec![0u8; 98];
+                let answered = replayer.read_exact(&mut answer).await.is_ok();
+                if answered {
+                    // Without the member's ephemeral private key the third
+                    // message can only be garbage or a copy.
+                    replayer.write_all(&[0, 64]).await.unwrap();
+                    replayer.write_all(&[7u8; 64]).await.unwrap();
+                }
+                let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), responder).await;
+                (answered, outcome.unwrap().unwrap())
+            }
+        };
+        // The first copy to arrive stands in for the member's own message:
+        // answered, but no session comes of it.
+        let (answered, first) = play(server_keys.clone()).await;
+        assert!(answered && matches!(first, Err(HandshakeError::Rejected(_))), "{first:?}");
+        let (answered, again) = play(server_keys).await;
+        assert!(!answered, "a copy gets no answer, so no Diffie-Hellman was done for it");
+        assert!(matches!(again, Err(HandshakeError::Replayed)), "{again:?}");
+    }
+
+    #[test]
+    fn a_first_message_is_taken_once_and_only_while_its_date_is_fresh() {
+        const NOW: u64 = 1_800_000_000_000;
+        let skew = millis(SKEW);
+        let mut seen = FirstMessages(Window::new(8));
+        let dated = |ms: u64| ms.to_be_bytes();
+        assert!(seen.take([1; 32], &dated(NOW), NOW).is_ok());
+        assert!(matches!(seen.take([1; 32], &dated(NOW), NOW + 1_000), Err(HandshakeError::Replayed)));
+        assert!(seen.take([2; 32], &dated(NOW - skew), NOW).is_ok(), "as late as the skew allows");
+        assert!(seen.take([3; 32], &dated(NOW + skew), NOW).is_ok(), "as early");
+        let late = seen.take([4; 32], &dated(NOW - skew - 1_000), NOW);
+        assert!(matches!(late, Err(HandshakeError::Skewed { ahead_s: -301 })), "{late:?}");
+        let early = seen.take([4; 32], &dated(NOW + 600_000), NOW);
+        assert!(matches!(early, Err(HandshakeError::Skewed { ahead_s: 600 })), "{early:?}");
+        assert!(matches!(seen.take([5; 32], &[0; 4], NOW), Err(HandshakeError::Undated)));
+        // Once its date is stale it is refused for that, and need not be kept.
+        let stale = seen.take([1; 32], &dated(NOW), NOW + skew + 1_000);
+        assert!(matches!(stale, Err(HandshakeError::Skewed { .. })), "{stale:?}");
+        assert!(seen.take([6; 32], &dated(NOW + skew), NOW + skew + 1_000).is_ok());
+        assert_eq!(seen.0.len(), 2, "the two dated ahead: the rest are forgotten");
     }
 
     #[test]

@@ -27,7 +27,6 @@
 //! the greeting and its answer, the attempt number as nonce and the
 //! ticket's nonce as associated data.
 
-use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -42,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::replay::{Forgotten, Window};
 use crate::secure::{key_bytes, key_text, PublicKey};
 
 /// How long a ticket is honoured: greetings go out within moments of a
@@ -477,62 +477,34 @@ pub enum Delivery {
 /// from then on no ticket expiring before it is taken, so that nothing it
 /// forgot can be replayed.
 #[derive(Debug)]
-pub struct Seen {
-    capacity: usize,
-    attempts: HashMap<[u8; NONCE], (u64, u64)>,
-    by_expiry: BTreeSet<(u64, [u8; NONCE])>,
-    /// Tickets expiring at or before this are refused unless held.
-    floor_ms: u64,
-}
+pub struct Seen(Window<[u8; NONCE], u64>);
 
 impl Seen {
     pub fn new(capacity: usize) -> Seen {
-        Seen { capacity: capacity.max(1), attempts: HashMap::new(), by_expiry: BTreeSet::new(), floor_ms: 0 }
+        Seen(Window::new(capacity))
     }
 
     pub fn len(&self) -> usize {
-        self.attempts.len()
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.attempts.is_empty()
+        self.0.is_empty()
     }
 
     /// Records that `attempt` of the greeting with `ticket` was opened at `now_ms`.
     pub fn record(&mut self, ticket: &Opened, attempt: u32, now_ms: u64) -> Result<Delivery, TicketError> {
         check_attempt(attempt)?;
         let bit = 1u64 << (attempt - 1);
-        self.forget_expired(now_ms);
-        if let Some((_, seen)) = self.attempts.get_mut(&ticket.nonce) {
+        if let Some(seen) = self.0.get_mut(&ticket.nonce, now_ms) {
             if *seen & bit != 0 {
                 return Err(TicketError::Replayed { attempt });
             }
             *seen |= bit;
             return Ok(Delivery::Repeat);
         }
-        if ticket.expires_ms <= self.floor_ms {
-            return Err(TicketError::TooOld);
-        }
-        if self.attempts.len() >= self.capacity {
-            if let Some((expires_ms, nonce)) = self.by_expiry.pop_first() {
-                self.attempts.remove(&nonce);
-                self.floor_ms = self.floor_ms.max(expires_ms);
-            }
-        }
-        self.attempts.insert(ticket.nonce, (ticket.expires_ms, bit));
-        self.by_expiry.insert((ticket.expires_ms, ticket.nonce));
+        self.0.insert(ticket.nonce, ticket.expires_ms, bit).map_err(|Forgotten| TicketError::TooOld)?;
         Ok(Delivery::First)
-    }
-
-    /// Expired tickets are refused before they get here: they need no place.
-    fn forget_expired(&mut self, now_ms: u64) {
-        while let Some(&(expires_ms, nonce)) = self.by_expiry.first() {
-            if expires_ms > now_ms {
-                break;
-            }
-            self.by_expiry.pop_first();
-            self.attempts.remove(&nonce);
-        }
     }
 }
 
