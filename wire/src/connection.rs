@@ -41,14 +41,23 @@ use crate::secure::{self, HandshakeError, Keys, Progress};
 pub type JsonStream = Framed<TcpStream, LinkCodec>;
 
 /// What a connection runs over: a TCP stream, or in tests an in-memory one,
-/// whose clock-paused runs are not upset by real I/O.
-pub trait ByteStream: AsyncRead + AsyncWrite + Unpin {}
+/// whose clock-paused runs are not upset by real I/O. Owned and `Send`, so
+/// that its last moments (a drain) can be handed to a task of their own.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
-impl<S: AsyncRead + AsyncWrite + Unpin> ByteStream for S {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for S {}
 
 /// How long a connection that sent something unusable is drained before it
 /// is closed, so that the client reads the error instead of a reset.
 const DRAIN_BEFORE_CLOSE: Duration = Duration::from_secs(1);
+
+/// Connections drained at once, by every server of the process. Past this
+/// a connection is closed at once (a flood of oversized messages, whose
+/// senders may then get a reset instead of their refusal), so that the
+/// memory and descriptors of drains stay bounded.
+const DRAINING: usize = 4096;
+
+static DRAINS: Drains = Drains(Semaphore::const_new(DRAINING));
 
 /// How long a refused handshake's answer may take to write.
 const REFUSAL_DEADLINE: Duration = Duration::from_millis(100);
@@ -227,17 +236,23 @@ pub async fn accept_loop<F, Fut, R>(
 /// free but resident.
 const TRIM_AFTER: usize = 1024;
 
+/// Ticks a burst's trim is repeated for: its last connections close, and
+/// their drains ([`DRAIN_BEFORE_CLOSE`]) end, after the trim it set off.
+const TRIM_TAIL: u8 = 2;
+
 /// Gives memory back once many connections have closed, looking every second.
 struct Trim {
     every: tokio::time::Interval,
     closed: Arc<AtomicUsize>,
+    /// Ticks left that trim again after a burst.
+    tail: u8,
 }
 
 impl Default for Trim {
     fn default() -> Trim {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Trim { every, closed: Arc::default() }
+        Trim { every, closed: Arc::default(), tail: 0 }
     }
 }
 
@@ -245,8 +260,13 @@ impl Trim {
     fn after_bursts(&mut self) {
         if self.closed.load(Ordering::Relaxed) >= TRIM_AFTER {
             self.closed.store(0, Ordering::Relaxed);
-            crate::heap::give_back();
+            self.tail = TRIM_TAIL;
+        } else if self.tail > 0 {
+            self.tail -= 1;
+        } else {
+            return;
         }
+        crate::heap::give_back();
     }
 }
 
@@ -591,21 +611,51 @@ pub async fn close<S: ByteStream>(framed: Framed<S, LinkCodec>) {
 /// Closes our side, then discards what the client still sends until it
 /// hangs up, for a bounded time: closing a socket with unread input makes
 /// the kernel send a reset, which can destroy a reply before it is read.
-pub async fn drain<S: ByteStream>(mut stream: S) {
-    if stream.shutdown().await.is_err() {
-        return;
+/// The drain is a small task of its own, so that the connection's (sized
+/// for everything it may serve) ends now.
+pub async fn drain<S: ByteStream>(stream: S) {
+    DRAINS.drain(stream).await
+}
+
+/// Drains under way, each holding a permit.
+struct Drains(Semaphore);
+
+impl Drains {
+    async fn drain<S: ByteStream>(&'static self, mut stream: S) {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let Ok(permit) = self.0.try_acquire() else { return debug!("too many drains: closed at once") };
+        tokio::spawn(async move {
+            let _permit = permit;
+            // Small, as thousands of connections may be drained at once, and
+            // what is read is thrown away.
+            let mut sink = [0u8; 512];
+            let discard = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+            let _ = timeout(DRAIN_BEFORE_CLOSE, discard).await;
+        });
     }
-    // Small, as thousands of connections may be drained at once (a flood of
-    // oversized messages) and what is read is thrown away; on the heap, as
-    // an array here would grow every connection's task by its size.
-    let mut sink = vec![0u8; 1024];
-    let _ =
-        timeout(DRAIN_BEFORE_CLOSE, async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn drains_are_bounded_and_past_the_bound_a_connection_closes_at_once() {
+        let drains: &'static Drains = Box::leak(Box::new(Drains(Semaphore::new(2))));
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let (client, server) = tokio::io::duplex(64);
+            drains.drain(server).await;
+            clients.push(client);
+        }
+        let mut written = Vec::new();
+        for client in &mut clients {
+            written.push(client.write_all(b"still sending").await.is_ok());
+        }
+        assert_eq!(written, [true, true, false], "two are read and discarded, the third is gone");
+    }
 
     fn pending(max_pending: usize, max_pending_per_ip: usize) -> Arc<Pending> {
         let limits = Limits { max_pending, max_pending_per_ip, ..Limits::new(8) };
