@@ -141,6 +141,9 @@ pub fn describe_registry(record: &RegistryRecord) -> String {
             text(&record.ttl),
             record.groups.unwrap_or(0)
         ),
+        RegistryEvent::Open => {
+            format!("open at {}: anyone who reaches it may join (no join token)", text(&record.addr))
+        }
         RegistryEvent::Registered => format!(
             "registered {}{} ({} earlier contacts)",
             entry(),

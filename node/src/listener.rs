@@ -140,7 +140,7 @@ impl Context {
 /// Serves a connection until it is idle for the read timeout, closing it
 /// after a greeting or anything unusable.
 pub async fn serve(accepted: Accepted, context: Arc<Context>) {
-    let Accepted { mut framed, peer: from, first } = accepted;
+    let Accepted { mut framed, peer: from, first, slot: _slot } = accepted;
     let remote = framed.codec().remote();
     let config = context.config;
     let mut first = Some(first);

@@ -18,6 +18,7 @@ wire::log_events! {
     /// Every event the registry emits, by its stable name.
     pub enum Event {
         Listening => "listening",
+        Open => "open",
         Registered => "registered",
         Deregistered => "deregistered",
         Expired => "expired",
@@ -86,9 +87,19 @@ impl Record {
     }
 }
 
+/// Also warns, first, when the registry has no join token: it serves the
+/// lab's original programs that way, which cannot hold one, but anyone who
+/// reaches it may then join (docs/trust.md says what that allows).
 pub fn listening(addr: SocketAddr, config: &Config) {
     let (ttl, legacy_ttl, groups) = (config.leases.ttl, config.leases.legacy_ttl, config.groups);
     let token = config.admission.requires_token();
+    if !token {
+        warn!(
+            event = %Event::Open, %addr, hold = ?config.leases.hold,
+            "no join token: anyone who reaches this registry may join, take a name left for longer than the hold, \
+             and coordinate a group; give it one with --join-token-file wherever strangers can reach it"
+        );
+    }
     info!(
         event = %Event::Listening, %addr, ?ttl, ?legacy_ttl, groups, token, allow_original = config.allow_original,
         "listening"
@@ -160,8 +171,16 @@ mod tests {
         let events: Vec<Event> = records.iter().map(|r| r.event).collect();
         assert_eq!(
             events,
-            [Event::Listening, Event::Registered, Event::Deregistered, Event::Expired, Event::ShuttingDown]
+            [
+                Event::Open,
+                Event::Listening,
+                Event::Registered,
+                Event::Deregistered,
+                Event::Expired,
+                Event::ShuttingDown
+            ]
         );
+        let records = &records[1..];
         assert_eq!(records[0].socket_addr(), Some("127.0.0.1:8080".parse().unwrap()));
         assert_eq!((records[0].ttl.as_deref(), records[0].groups), (Some("15s"), Some(3)));
         let registered = &records[1];

@@ -9,6 +9,7 @@
 //! - [`watch`]: the changes to the membership, by revision, that watchers
 //!   stream, and the bounded history they read them from.
 //! - [`server`]: the registry service: request loop and lease sweeper.
+//! - [`fanout`]: the thread watches run on, apart from requests.
 //! - [`streamed`]: the large replies (a registration's, a watcher's batch),
 //!   made a piece at a time as their reader takes them.
 //! - [`client`]: an async client, used by the node, the launcher and the tests.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod credential;
 pub mod events;
+pub mod fanout;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -23,13 +23,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use wire::codec::{Decoded, FrameError, LinkCodec};
-use wire::connection::{self, Accepted, ByteStream, JsonStream, Limits};
+use wire::connection::{self, Accepted, ByteStream, JsonStream, Limits, Slot};
 use wire::replay::millis;
 use wire::secure::{Admission, Identity, Keys, PublicKey};
 use wire::ticket::{Greeter, TICKET_VALIDITY};
 
 use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
+use crate::fanout::Fanout;
 use crate::protocol::{
     ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact,
     Policy, Registration, Renewed, Reply, Request, Since,
@@ -100,6 +101,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
 
     let keys = Keys::new(Identity::generate(), config.admission.clone());
     let views = Arc::new(Views::new(Signer::generate()));
+    let fanout = Arc::new(Fanout::start());
     let config = Arc::new(config);
     let limits = config.limits;
     let serve = {
@@ -111,12 +113,13 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
                 store: store.clone(),
                 config: config.clone(),
                 views: views.clone(),
+                fanout: fanout.clone(),
                 peer: accepted.peer,
                 remote,
                 session: sessions.fetch_add(1, Ordering::Relaxed),
                 held: Mutex::new(None),
             };
-            connection.serve(accepted.framed, accepted.first, token.clone())
+            connection.serve(accepted, token.clone())
         }
     };
     let refused = |peer: SocketAddr, error: &wire::secure::HandshakeError| events::unauthorized(peer, error);
@@ -198,6 +201,8 @@ struct Connection {
     store: Arc<Store>,
     config: Arc<Config>,
     views: Arc<Views>,
+    /// Where watches run, once started.
+    fanout: Arc<Fanout>,
     peer: SocketAddr,
     /// The key the client proved, on a secure connection.
     remote: Option<PublicKey>,
@@ -219,8 +224,8 @@ enum Ended {
 impl Connection {
     /// Answers requests until the connection ends; when its client ended a
     /// node's kept session, the node's entry goes with it.
-    async fn serve(self, framed: JsonStream, first: Option<Result<Decoded, FrameError>>, token: CancellationToken) {
-        let ended = self.requests(framed, first, token).await;
+    async fn serve(self, accepted: Accepted, token: CancellationToken) {
+        let ended = self.requests(accepted.framed, accepted.first, accepted.slot, token).await;
         let held = wire::lock(&self.held).take();
         if let (Ended::ByPeer, Some(id)) = (ended, held) {
             if let Some(entry) = self.store.session_lost(&id, self.session, Instant::now()) {
@@ -233,6 +238,7 @@ impl Connection {
         &self,
         mut framed: JsonStream,
         first: Option<Result<Decoded, FrameError>>,
+        slot: Slot,
         token: CancellationToken,
     ) -> Ended {
         let mut first = Some(first);
@@ -271,7 +277,7 @@ impl Connection {
                 }
                 Answer::Watch(since) => {
                     // Boxed: most connections never watch, and need not be sized for it.
-                    Box::pin(self.watch(framed, since, token)).await;
+                    Box::pin(self.watch(framed, since, slot, token)).await;
                     return Ended::ByRegistry;
                 }
             };
@@ -330,7 +336,9 @@ impl Connection {
     /// Streams the changes to the membership: the first answer ([`Watching`]),
     /// then every change after it ([`Watcher`]), until the watcher hangs up,
     /// sends anything, or falls behind what the history holds.
-    async fn watch(&self, mut framed: JsonStream, since: Option<Since>, token: CancellationToken) {
+    /// Starts a watch, then hands it (and the connection's slot) to the
+    /// fan-out thread, and this connection's task ends.
+    async fn watch(&self, mut framed: JsonStream, since: Option<Since>, slot: Slot, token: CancellationToken) {
         let deadline = self.config.write_timeout;
         // Subscribed before the start is read, so that no change is missed.
         let wakeups = self.store.subscribe();
@@ -344,7 +352,11 @@ impl Connection {
             return;
         }
         let watcher = Watcher { framed, wakeups, seen, next_batch: Instant::now(), peer: self.peer, deadline };
-        watcher.run(&self.store, token).await;
+        let store = self.store.clone();
+        self.fanout.spawn(async move {
+            let _slot = slot;
+            watcher.run(&store, token).await
+        });
     }
 
     /// A ticket key only in a secure session; with a join token, a

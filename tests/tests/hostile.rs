@@ -66,6 +66,18 @@ async fn one_address_cannot_take_every_connection_slot() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_registry_without_a_token_says_it_is_open_and_one_with_a_token_does_not() -> Result<()> {
+    let open = Registry::start(&[]).await?;
+    let warned = open.process.events(RegistryEvent::Open);
+    ensure!(warned.len() == 1 && warned[0]["level"] == "WARN", "{warned:?}");
+    ensure!(warned[0]["message"].as_str().is_some_and(|m| m.contains("--join-token-file")), "{warned:?}");
+
+    let closed = Registry::start_with_token(&JoinToken::generate(), &[]).await?;
+    ensure!(closed.process.events(RegistryEvent::Open).is_empty(), "{:?}", closed.process.lines());
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_address_spelt_ipv4_mapped_is_taken_as_its_ipv4_form() -> Result<()> {
     let registry = Registry::start(&[]).await?;
     let node = Node::start(registry.addr, "member", &[]).await?;

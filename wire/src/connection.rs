@@ -146,6 +146,9 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// The first message; `None` when the peer hung up without sending one.
     pub first: Option<Result<Decoded, FrameError>>,
+    /// Its place in the bounds on established connections, for as long as
+    /// it is kept: whatever serves the connection holds it.
+    pub slot: Slot,
 }
 
 /// Accepts connections forever: establishes each (see the module's doc),
@@ -223,8 +226,7 @@ pub async fn accept_loop<F, Fut, R>(
                     Ok(slot) => slot,
                     Err(full) => return refuse_established(framed, full).await,
                 };
-                serve(Accepted { framed, peer, first }).await;
-                drop(slot);
+                serve(Accepted { framed, peer, first, slot }).await;
             }
             .instrument(span),
         );
@@ -347,7 +349,7 @@ struct Established {
 }
 
 /// An established connection's slots; dropping it releases them.
-struct Slot {
+pub struct Slot {
     established: Arc<Established>,
     ip: IpAddr,
     _permit: OwnedSemaphorePermit,
