@@ -91,7 +91,9 @@ pub(crate) enum Section {
     /// registration and heartbeat p50/p99, idle and under attack); with a
     /// token, 200,000 wrong-token handshakes (the log lines they cost) and
     /// a flood of copies of a member's first handshake message (members'
-    /// latencies meanwhile). Runs last: it gives the run a token.
+    /// latencies meanwhile); 1,024 original entries that never answer, and
+    /// how soon the next node greets a member registered after them. Runs
+    /// last: it gives the run a token.
     Hostile,
 }
 

@@ -8,6 +8,9 @@
 //! - `watchers`: 16,363 plaintext watches from one source address.
 //! - `refusals`: 200,000 handshakes with a wrong join token from one
 //!   address, against a registry with a token: the log lines they cost.
+//! - `originals`: 1,024 original-dialect entries (the registry's bound)
+//!   at listeners that accept and never answer, from 16 addresses, then a
+//!   member: how long the next node takes to greet the member.
 //! - `replays`: copies of a member's first handshake message (recorded on
 //!   the path), sent as fast as 256 connections at once can, against a
 //!   registry with a token. It runs last and gives the rest of the run a
@@ -54,6 +57,7 @@ pub(crate) async fn bench_hostile(rows: &Rows) -> anyhow::Result<()> {
     unfinished(rows).await.context("unfinished messages")?;
     watchers(rows).await.context("watchers from one address")?;
     refusals(rows).await.context("wrong-token handshakes")?;
+    silent_originals(rows).await.context("original entries that never answer")?;
     replays(rows).await.context("replayed first messages")?;
     Ok(())
 }
@@ -87,6 +91,35 @@ async fn refusals(rows: &Rows) -> anyhow::Result<()> {
     let note = format!("{refused} of {WRONG_TOKENS} refused `unauthorized` in {:.1} s", took.as_secs_f64());
     rows.push(SECTION, "refusals: log lines", Some(lines as f64), "", Some(Target::AtMost(300.0)), note);
     registry.stop().await;
+    Ok(())
+}
+
+/// Original entries that never answer, at most the registry takes by default.
+const SILENT_ORIGINALS: usize = 1024;
+
+/// How soon the next node must greet a member registered after them.
+const GREETS_MEMBER_WITHIN: Duration = Duration::from_secs(10);
+
+/// 1,024 silent original entries, then a member, then the node measured.
+async fn silent_originals(rows: &Rows) -> anyhow::Result<()> {
+    use ::tests::{is, Node, Registry};
+    use node::events::Event;
+    let registry = Registry::start(&[]).await?;
+    let sources: Vec<std::net::IpAddr> = (2..18).map(|i| std::net::Ipv4Addr::new(127, 0, 0, i).into()).collect();
+    let accepted = ::tests::silent_originals(registry.addr, SILENT_ORIGINALS, &sources).await?;
+    let member = Node::start(registry.addr, "member", &[]).await?;
+    member.process.wait_for_event(Event::Registered).await?;
+    let started = Instant::now();
+    let next = Node::start(registry.addr, "next", &[]).await?;
+    next.process.wait_for_lines(1, |l| is(l, Event::GreetingSent) && l["peer_name"] == "member").await?;
+    let took = started.elapsed().as_secs_f64();
+    let note = format!(
+        "from its start; the silent listeners had accepted {} connections by then",
+        accepted.load(Ordering::SeqCst)
+    );
+    let metric = format!("originals: the next node greets a member after {SILENT_ORIGINALS} silent entries");
+    let target = Some(Target::AtMost(GREETS_MEMBER_WITHIN.as_secs_f64()));
+    rows.push(SECTION, metric, Some(took), "s", target, note);
     Ok(())
 }
 

@@ -328,6 +328,38 @@ pub async fn accept_member(
     }
 }
 
+/// Registers `count` original-dialect entries at listeners that accept and
+/// never answer: anyone may, and they prove nothing. Each listens on, and
+/// registers from, the next of `sources` in turn (the registry takes 64
+/// original entries from one address). Returns how many connections the
+/// listeners have accepted, as it grows.
+pub async fn silent_originals(
+    registry: SocketAddr,
+    count: usize,
+    sources: &[std::net::IpAddr],
+) -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    for i in 0..count {
+        let source = sources[i % sources.len()];
+        let listener = tokio::net::TcpListener::bind((source, 0)).await?;
+        let register = serde_json::json!({"ip": source, "puerto": listener.local_addr()?.port()});
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let answer = plaintext_from(socket.connect(registry).await?, register.to_string().as_bytes()).await?;
+        anyhow::ensure!(answer.is_array(), "an original registration gets the contacts: {answer}");
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+    }
+    Ok(accepted)
+}
+
 /// Relays one connection to `to`, as a router on the path would, and keeps
 /// a copy of the first handshake frame that crossed it (its 2-byte length
 /// and the message): what an eavesdropper can replay.
@@ -354,8 +386,12 @@ pub async fn recording_relay(
 /// Sends `bytes` in plaintext on a connection of their own and reads the
 /// one JSON answer (the first line of what comes back before the hang-up).
 pub async fn plaintext(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<Value> {
+    plaintext_from(tokio::net::TcpStream::connect(addr).await?, bytes).await
+}
+
+/// The same on `stream`.
+async fn plaintext_from(mut stream: tokio::net::TcpStream, bytes: &[u8]) -> anyhow::Result<Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream.write_all(bytes).await?;
     let mut reply = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut reply)).await??;

@@ -4,8 +4,7 @@
 //! of refusals may take. Scaled down from the bench's full-size attacks.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::{ensure, Context, Result};
 use nix::sys::signal::Signal;
@@ -16,7 +15,7 @@ use registry::protocol::{ErrorCode, NativeRequest};
 use serde_json::{json, Value};
 use tests::{is, Node, Registry, PATIENCE};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use wire::secure::{Admission, Identity, JoinToken, Keys};
 
 /// Where the stranger's connections come from: another loopback address
@@ -142,31 +141,10 @@ async fn a_replayed_first_message_is_refused_before_the_key_exchange() -> Result
     Ok(())
 }
 
-/// Original-dialect entries at listeners that accept and never answer:
-/// anyone may register them, and they prove nothing.
-async fn silent_originals(registry: SocketAddr, count: usize) -> Result<Arc<AtomicUsize>> {
-    let accepted = Arc::new(AtomicUsize::new(0));
-    for _ in 0..count {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let register = json!({"ip":"127.0.0.1","puerto":listener.local_addr()?.port()});
-        let answer = tests::plaintext(registry, register.to_string().as_bytes()).await?;
-        ensure!(answer.is_array(), "an original registration gets the contacts: {answer}");
-        let accepted = accepted.clone();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                held.push(stream);
-            }
-        });
-    }
-    Ok(accepted)
-}
-
 #[tokio::test]
 async fn original_entries_that_never_answer_do_not_hold_up_a_member() -> Result<()> {
     let registry = Registry::start(&[]).await?;
-    let accepted = silent_originals(registry.addr, 64).await?;
+    let accepted = tests::silent_originals(registry.addr, 64, &[[127, 0, 0, 1].into()]).await?;
     let member = Node::start(registry.addr, "member", &[]).await?;
     member.process.wait_for_event(Event::Registered).await?;
 
