@@ -29,7 +29,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 use wire::secure::{Admission, Identity, JoinToken, Keys, TOKEN_ENV};
 
-use crate::probe::memory;
+use crate::probe::{memory, Memory};
 use crate::report::{percentile, Rows, Target};
 use crate::spawn::LeanRegistry;
 use crate::throughput::{register_many, CLIENT_TIMEOUT};
@@ -135,8 +135,10 @@ async fn replays(rows: &Rows) -> anyhow::Result<()> {
     crate::spawn::use_token();
     let registry = LeanRegistry::start(&["--ttl", "60s"]).await?;
     let addr = RegistryAddr::from(registry.addr);
+    let pid = registry.pid().context("the registry runs")?;
     let mut members = register_many(&addr, "replays", 20_000, MEMBERS).await?;
     let idle = Latencies::measure(&addr, &mut members, "replays-idle", 30_000).await?;
+    let before = memory(pid)?;
     let (relay, recorded) = ::tests::recording_relay(registry.addr).await?;
     let mut member = Client::connect_secure(&relay.into(), &crate::spawn::client_keys(), CLIENT_TIMEOUT).await?;
     member.list().await?;
@@ -149,6 +151,9 @@ async fn replays(rows: &Rows) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let (copies, took) = flood.await?;
     let during = during?;
+    let peak = memory(pid)?;
+    tokio::time::sleep(SETTLE).await;
+    memory_rows(rows, "replays", [before, peak, memory(pid)?]);
     let refused = copies.refused as f64 / took.as_secs_f64();
     let note = format!(
         "{} copies in {:.1} s: {} refused before the key exchange, {} answered with one",
@@ -295,29 +300,23 @@ impl Attack<'_> {
         tokio::time::sleep(SETTLE).await;
         let after = memory(pid)?;
 
-        let mib = |kb: u64| kb as f64 / 1024.0;
-        rows.info(SECTION, format!("{name}: registry RSS before"), before.mib(), "MiB", before.note());
-        rows.push(
-            SECTION,
-            format!("{name}: registry peak RSS"),
-            Some(mib(peak.hwm_kb)),
-            "MiB",
-            Some(Target::AtMost(PEAK_MIB)),
-            peak.note(),
-        );
-        rows.push(
-            SECTION,
-            format!("{name}: registry RSS {} s after", SETTLE.as_secs()),
-            Some(after.mib()),
-            "MiB",
-            Some(Target::AtMost(AFTER_MIB)),
-            after.note(),
-        );
+        memory_rows(rows, name, [before, peak, after]);
         idle.report(rows, name, "idle", None);
         during.report(rows, name, "under attack", None);
         registry.stop().await;
         Ok(())
     }
+}
+
+/// The registry's memory before an attack, at its peak, and [`SETTLE`] after it.
+fn memory_rows(rows: &Rows, name: &str, [before, peak, after]: [Memory; 3]) {
+    rows.info(SECTION, format!("{name}: registry RSS before"), before.mib(), "MiB", before.note());
+    let peak_mib = peak.hwm_kb as f64 / 1024.0;
+    let (metric, target) = (format!("{name}: registry peak RSS"), Some(Target::AtMost(PEAK_MIB)));
+    rows.push(SECTION, metric, Some(peak_mib), "MiB", target, peak.note());
+    let (metric, target) =
+        (format!("{name}: registry RSS {} s after", SETTLE.as_secs()), Some(Target::AtMost(AFTER_MIB)));
+    rows.push(SECTION, metric, Some(after.mib()), "MiB", target, after.note());
 }
 
 /// Reports how many of the attack's connections the registry still held
