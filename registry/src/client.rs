@@ -364,7 +364,7 @@ impl Watch {
 }
 
 /// The registry refused the handshake in plaintext: a wrong or missing join
-/// token. Nothing authenticates it, so it counts as an `unauthorized`
+/// token, or a first message it took for a replay or dated too far off. Nothing authenticates it, so it counts as an `unauthorized`
 /// refusal and nothing else, whatever it says: at worst an attacker on the
 /// path makes the node retry, as a reset would.
 fn refused_in_plaintext(addr: &str, op: &'static str, said: String) -> ClientError {

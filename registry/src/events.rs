@@ -113,11 +113,12 @@ pub fn registered(entry: &Contact, dialect: Dialect, contacts: usize) {
     );
 }
 
-/// A connection refused for want of the join token: a failed handshake, or
-/// plaintext. Throttled per source and reason ([`wire::throttle`]).
+/// A connection refused without proof of membership: a failed handshake
+/// (a wrong token, a replayed or out-of-date first message), or plaintext.
+/// Throttled per source and reason ([`wire::throttle`]).
 pub fn unauthorized(peer: SocketAddr, reason: &dyn std::fmt::Display) {
     if let Some(unlogged) = throttle::refusal(peer.ip(), reason) {
-        warn!(event = %Event::Unauthorized, %peer, %reason, unlogged, "refused a client without the join token");
+        warn!(event = %Event::Unauthorized, %peer, %reason, unlogged, "refused a client without proof of membership");
     }
 }
 

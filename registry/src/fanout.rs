@@ -31,14 +31,22 @@ impl Fanout {
         }
     }
 
+    /// The runtime is made, run and dropped on its thread: a runtime may
+    /// not be dropped where async code runs, as it would be here if the
+    /// thread failed to start.
     fn thread() -> std::io::Result<Fanout> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (started, handle) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new().name("fanout".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => return drop(started.send(Err(error))),
+            };
+            let _ = started.send(Ok(runtime.handle().clone()));
             // Dropping the runtime after it drops the watches still on it.
             runtime.block_on(async { stopped.await.ok() });
         })?;
+        let handle = handle.recv().map_err(|_| std::io::Error::other("the fan-out thread ended at start"))??;
         Ok(Fanout { handle, stop: Some(stop) })
     }
 

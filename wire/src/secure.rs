@@ -8,10 +8,11 @@
 //!   refused on its first 56 bytes, before the responder has done any
 //!   Diffie-Hellman, so strangers are cheap to turn away; and the token
 //!   itself never crosses the network;
-//! - that payload is the initiator's clock (Unix milliseconds), and the
-//!   responder keeps the ephemeral key of every first message while its
-//!   date is fresh ([`SKEW`]): a recorded first message replayed is refused
-//!   on that date or that key, also before any Diffie-Hellman. WireGuard
+//! - that payload is the initiator's clock (Unix milliseconds), and a
+//!   responder with a token keeps the ephemeral key of every first message
+//!   while its date is fresh ([`SKEW`]): a recorded first message replayed
+//!   is refused on that date or that key, also before any Diffie-Hellman.
+//!   (Without a token anyone can make a fresh one, so nothing is kept.) WireGuard
 //!   dates its first message too, but can only read the date after two
 //!   Diffie-Hellman operations (its pre-shared key is mixed in last), so it
 //!   adds cookies against floods of them; ours is read with symmetric work
@@ -382,7 +383,9 @@ impl FirstMessages {
         if self.0.get_mut(&ephemeral, now_ms).is_some() {
             return Err(HandshakeError::Replayed);
         }
-        self.0.insert(ephemeral, dated_ms + skew_ms, ()).map_err(|Forgotten| HandshakeError::Replayed)
+        // Kept through the last millisecond its date is taken in.
+        let stale_ms = dated_ms + skew_ms + 1;
+        self.0.insert(ephemeral, stale_ms, ()).map_err(|Forgotten| HandshakeError::Replayed)
     }
 }
 
@@ -511,8 +514,13 @@ pub async fn respond_tracked<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = [0u8; MAX_HANDSHAKE_FRAME];
     let frame = read_frame(stream).await?;
     let len = noise.read_message(&frame, &mut buf).map_err(HandshakeError::Rejected)?;
-    let ephemeral = frame[..32].try_into().expect("a first message that opened starts with its ephemeral key");
-    crate::lock(&keys.first_messages).take(ephemeral, &buf[..len], unix_ms())?;
+    // Without a token anyone can make a fresh first message, so a replay
+    // costs nothing more; and a window filled with fresh ones dated ahead
+    // would keep members out.
+    if keys.admission.requires_token() {
+        let ephemeral = frame[..32].try_into().expect("a first message that opened starts with its ephemeral key");
+        crate::lock(&keys.first_messages).take(ephemeral, &buf[..len], unix_ms())?;
+    }
     let len = noise.write_message(&[], &mut buf).map_err(HandshakeError::Rejected)?;
     *progress = Progress::Answered;
     write_frame(stream, &buf[..len]).await?;
@@ -693,6 +701,7 @@ mod tests {
         assert!(seen.take([1; 32], &dated(NOW), NOW).is_ok());
         assert!(matches!(seen.take([1; 32], &dated(NOW), NOW + 1_000), Err(HandshakeError::Replayed)));
         assert!(seen.take([2; 32], &dated(NOW - skew), NOW).is_ok(), "as late as the skew allows");
+        assert!(matches!(seen.take([2; 32], &dated(NOW - skew), NOW), Err(HandshakeError::Replayed)), "and kept");
         assert!(seen.take([3; 32], &dated(NOW + skew), NOW).is_ok(), "as early");
         let late = seen.take([4; 32], &dated(NOW - skew - 1_000), NOW);
         assert!(matches!(late, Err(HandshakeError::Skewed { ahead_s: -301 })), "{late:?}");
@@ -704,6 +713,11 @@ mod tests {
         assert!(matches!(stale, Err(HandshakeError::Skewed { .. })), "{stale:?}");
         assert!(seen.take([6; 32], &dated(NOW + skew), NOW + skew + 1_000).is_ok());
         assert_eq!(seen.0.len(), 2, "the two dated ahead: the rest are forgotten");
+        let edge = NOW + 2 * skew;
+        assert!(
+            matches!(seen.take([3; 32], &dated(NOW + skew), edge), Err(HandshakeError::Replayed)),
+            "kept to its edge"
+        );
     }
 
     #[test]
