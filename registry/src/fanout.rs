@@ -10,23 +10,27 @@ use std::future::Future;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-/// A runtime on a thread of its own, which stops when this is dropped.
+/// A runtime on a thread of its own, which stops when this is dropped. What
+/// it runs is tracked with the server's connections, so that the shutdown
+/// waits for it too.
 pub struct Fanout {
     handle: Handle,
+    tracker: TaskTracker,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl Fanout {
     /// Starts the thread; when it cannot be, watches run on the current
     /// runtime, as everything else does.
-    pub fn start() -> Fanout {
+    pub fn start(tracker: TaskTracker) -> Fanout {
         match Fanout::thread() {
-            Ok(fanout) => fanout,
+            Ok((handle, stop)) => Fanout { handle, tracker, stop: Some(stop) },
             Err(error) => {
                 warn!(%error, "watches share the request runtime: no thread of their own");
-                Fanout { handle: Handle::current(), stop: None }
+                Fanout { handle: Handle::current(), tracker, stop: None }
             }
         }
     }
@@ -34,7 +38,7 @@ impl Fanout {
     /// The runtime is made, run and dropped on its thread: a runtime may
     /// not be dropped where async code runs, as it would be here if the
     /// thread failed to start.
-    fn thread() -> std::io::Result<Fanout> {
+    fn thread() -> std::io::Result<(Handle, oneshot::Sender<()>)> {
         let (stop, stopped) = oneshot::channel::<()>();
         let (started, handle) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new().name("fanout".into()).spawn(move || {
@@ -47,7 +51,7 @@ impl Fanout {
             runtime.block_on(async { stopped.await.ok() });
         })?;
         let handle = handle.recv().map_err(|_| std::io::Error::other("the fan-out thread ended at start"))??;
-        Ok(Fanout { handle, stop: Some(stop) })
+        Ok((handle, stop))
     }
 
     pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
@@ -55,7 +59,7 @@ impl Fanout {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handle.spawn(future)
+        self.handle.spawn(self.tracker.track_future(future))
     }
 }
 

@@ -101,11 +101,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
 
     let keys = Keys::new(Identity::generate(), config.admission.clone());
     let views = Arc::new(Views::new(Signer::generate()));
-    let fanout = Arc::new(Fanout::start());
+    let fanout = Arc::new(Fanout::start(tracker.clone()));
     let config = Arc::new(config);
     let limits = config.limits;
     let serve = {
-        let (token, tracker) = (token.clone(), tracker.clone());
+        let token = token.clone();
         let sessions = AtomicU64::new(0);
         move |accepted: Accepted| {
             let remote = accepted.framed.codec().remote();
@@ -114,7 +114,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
                 config: config.clone(),
                 views: views.clone(),
                 fanout: fanout.clone(),
-                tracker: tracker.clone(),
                 peer: accepted.peer,
                 remote,
                 session: sessions.fetch_add(1, Ordering::Relaxed),
@@ -202,10 +201,8 @@ struct Connection {
     store: Arc<Store>,
     config: Arc<Config>,
     views: Arc<Views>,
-    /// Where watches run, once started, tracked as connections are so that
-    /// the shutdown waits for them.
+    /// Where watches run, once started.
     fanout: Arc<Fanout>,
-    tracker: TaskTracker,
     peer: SocketAddr,
     /// The key the client proved, on a secure connection.
     remote: Option<PublicKey>,
@@ -356,10 +353,10 @@ impl Connection {
         }
         let watcher = Watcher { framed, wakeups, seen, next_batch: Instant::now(), peer: self.peer, deadline };
         let store = self.store.clone();
-        self.fanout.spawn(self.tracker.track_future(async move {
+        self.fanout.spawn(async move {
             let _slot = slot;
             watcher.run(&store, token).await
-        }));
+        });
     }
 
     /// A ticket key only in a secure session; with a join token, a

@@ -12,12 +12,12 @@
 //!   responder with a token keeps the ephemeral key of every first message
 //!   while its date is fresh ([`SKEW`]): a recorded first message replayed
 //!   is refused on that date or that key, also before any Diffie-Hellman.
-//!   (Without a token anyone can make a fresh one, so nothing is kept.) WireGuard
-//!   dates its first message too, but can only read the date after two
-//!   Diffie-Hellman operations (its pre-shared key is mixed in last), so it
-//!   adds cookies against floods of them; ours is read with symmetric work
-//!   alone, and over TCP the source address is proven before the first
-//!   byte, which is what a cookie would add;
+//!   Without a token nothing is kept: anyone can make a fresh one.
+//!   WireGuard dates its first message too, but can only read the date
+//!   after two Diffie-Hellman operations (its pre-shared key is mixed in
+//!   last), so it adds cookies against floods of them; ours is read with
+//!   symmetric work alone, and over TCP the source address is proven
+//!   before the first byte, which is what a cookie would add;
 //! - both sides contribute a fresh ephemeral key, so a recorded handshake
 //!   or message replayed later decrypts under no live session;
 //! - messages are sealed with ChaCha20-Poly1305 under per-direction counters,
