@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{build, disrupt, down, logs, ps, push, scale, send, token, up};
+use crate::cmd::{build, disrupt, down, logs, ps, push, scale, send, token, up};
 
 /// Runs the HIT6 mesh (a registry and greeting nodes) in Docker, shows it
 /// forming, and tells whether it is complete.

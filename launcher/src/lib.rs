@@ -3,42 +3,38 @@
 //! pair of nodes has greeted.
 //!
 //! # Layout
-//! - [`cli`]: the command line; one module per subcommand: [`up`], [`down`],
-//!   [`ps`], [`logs`], [`build`], [`push`], [`send`], [`token`], [`scale`]; `kill`, `pause`,
-//!   `unpause` and `restart` in [`disrupt`].
-//! - [`docker`]: bollard calls, and the project's labelled resources;
-//!   [`swarm`]: its services in swarm mode (`--runtime swarm`).
+//! From the top floor down; a module uses only those below it.
+//! - [`cli`]: the command line, and [`cmd`]: one module per subcommand
+//!   (`up`, `down`, `ps`, `logs`, `build`, `push`, `send`, `token`,
+//!   `scale`; `kill`, `pause`, `unpause` and `restart` in `disrupt`), none
+//!   using another.
+//! - [`follow`]: following the members' log lines to a verdict (the mesh
+//!   complete, a new membership, what followed a disruption), and the notes
+//!   on stuck members; [`roster`]: what the project's registry lists.
+//! - [`runtime`]: where the members run, behind one type, with one
+//!   implementation per runtime: containers, swarm services, local processes.
 //! - [`images`]: the registry and node images: present, pulled, or built
 //!   from the workspace with no base image; the binaries cargo builds for
-//!   them and for `--runtime local` ([`images::binaries`]).
-//! - [`ports`]: host port ranges and free ports.
-//! - [`stream`]: log lines of containers and processes, merged.
-//! - [`mesh`]: what the nodes' events say about the mesh.
-//! - [`ui`]: progress, prefixed log lines, and the summary.
-//! - [`local`]: `--runtime local`, the mesh as local processes.
+//!   them and for `--runtime local`.
+//! - [`ui`]: progress, prefixed log lines, and the summary; [`mesh`]: what
+//!   the nodes' events say about the mesh; [`stream`]: log lines of
+//!   containers and processes, merged; [`ports`]: host port ranges and free ports.
 #![forbid(unsafe_code)]
 
-pub mod build;
 pub mod cli;
-pub mod disrupt;
-pub mod docker;
-pub mod down;
+pub mod cmd;
+pub mod follow;
 pub mod images;
-pub mod local;
-pub mod logs;
 pub mod mesh;
 pub mod ports;
-pub mod ps;
-pub mod push;
-pub mod scale;
-pub mod send;
+pub mod roster;
+pub mod runtime;
 pub mod stream;
-pub mod swarm;
-pub mod token;
 pub mod ui;
-pub mod up;
 
 use cli::Command;
+use runtime::engine::{DockerError, SwarmError};
+use runtime::{RuntimeError, Verb};
 
 /// Exit codes, so scripts can tell failures apart.
 pub mod exit {
@@ -69,10 +65,10 @@ impl Command {
             Command::Send(args) => args.run(project).await,
             Command::Token(args) => args.run(project).await,
             Command::Scale(args) => args.run(project).await,
-            Command::Kill(args) => args.run(project, disrupt::Verb::Kill).await,
-            Command::Pause(args) => args.run(project, disrupt::Verb::Pause).await,
-            Command::Unpause(args) => args.run(project, disrupt::Verb::Unpause).await,
-            Command::Restart(args) => args.run(project, disrupt::Verb::Restart).await,
+            Command::Kill(args) => args.run(project, Verb::Kill).await,
+            Command::Pause(args) => args.run(project, Verb::Pause).await,
+            Command::Unpause(args) => args.run(project, Verb::Unpause).await,
+            Command::Restart(args) => args.run(project, Verb::Restart).await,
         }
     }
 }
@@ -80,25 +76,24 @@ impl Command {
 /// The exit code for an error, by what failed.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     match error.downcast_ref() {
-        Some(docker::DockerError::Unreachable { .. }) => return exit::NO_DOCKER,
-        Some(docker::DockerError::Swarm(swarm::SwarmError::NotManager { .. })) => return exit::NOT_SWARM_MANAGER,
+        Some(DockerError::Unreachable { .. }) => return exit::NO_DOCKER,
+        Some(DockerError::Swarm(SwarmError::NotManager { .. })) => return exit::NOT_SWARM_MANAGER,
         _ => {}
     }
     if error.downcast_ref::<ports::PortError>().is_some() {
         return exit::USAGE;
     }
-    if error.downcast_ref::<send::Undelivered>().is_some() {
+    if error.downcast_ref::<cmd::send::Undelivered>().is_some() {
         return exit::UNDELIVERED;
     }
-    if let Some(scale::ScaleError::Incomplete { .. }) = error.downcast_ref() {
+    if error.downcast_ref::<follow::changes::Unnoticed>().is_some() {
         return exit::INCOMPLETE;
     }
-    if error.downcast_ref::<disrupt::Unnoticed>().is_some() {
-        return exit::INCOMPLETE;
-    }
-    match error.downcast_ref::<up::UpError>() {
-        Some(up::UpError::Incomplete { .. }) => exit::INCOMPLETE,
-        Some(up::UpError::AlreadyUp { .. }) => exit::ALREADY_UP,
+    match error.downcast_ref() {
+        Some(follow::FollowError::MeshIncomplete { .. } | follow::FollowError::MembershipIncomplete { .. }) => {
+            exit::INCOMPLETE
+        }
+        _ if matches!(error.downcast_ref(), Some(RuntimeError::AlreadyUp { .. })) => exit::ALREADY_UP,
         _ => 1,
     }
 }

@@ -1,7 +1,7 @@
 //! Log lines from the mesh's members, merged into one channel.
 
 use bollard::container::LogOutput;
-use bollard::query_parameters::LogsOptionsBuilder;
+use bollard::query_parameters::{LogsOptions, LogsOptionsBuilder};
 use bollard::Docker;
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -17,56 +17,46 @@ pub struct Line {
     pub text: String,
 }
 
-/// Forwards a container's log lines, from its start, to `lines`; with
-/// `follow`, until the container stops.
-pub fn follow_container(docker: Docker, container: String, source: String, follow: bool, lines: mpsc::Sender<Line>) {
-    let options = LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).tail("all").build();
-    follow_logs(docker, container, source, options, lines);
+/// Which of a member's log lines to forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// From its start; with `follow`, then the new ones until it ends.
+    All { follow: bool },
+    /// From the second `since` (Unix time) on, until it ends.
+    Since(i64),
 }
 
-/// Forwards the log lines of every task of a swarm service, from the start,
-/// to `lines`; with `follow`, also those of tasks that start later, until
-/// the service is removed.
-pub fn follow_service(docker: Docker, service: String, source: String, follow: bool, lines: mpsc::Sender<Line>) {
-    let options = LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).tail("all").build();
+impl Reading {
+    fn options(self) -> LogsOptions {
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true);
+        match self {
+            Reading::All { follow } => options.follow(follow).tail("all"),
+            Reading::Since(since) => options.follow(true).since(since as i32),
+        }
+        .build()
+    }
+}
+
+/// Forwards a container's log lines to `lines`.
+pub fn follow_container(
+    docker: Docker,
+    container: String,
+    source: String,
+    reading: Reading,
+    lines: mpsc::Sender<Line>,
+) {
     tokio::spawn(async move {
-        let logs = docker.service_logs(&service, Some(options));
+        let logs = docker.logs(&container, Some(reading.options()));
         forward(logs, source, lines).await;
     });
 }
 
-/// Forwards the log lines of every task of a swarm service from the second
-/// `since` (Unix time) on, until the service is removed.
-pub fn follow_service_since(docker: Docker, service: String, source: String, since: i64, lines: mpsc::Sender<Line>) {
-    let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).since(since as i32).build();
+/// Forwards the log lines of every task of a swarm service to `lines`;
+/// when following, also those of tasks that start later, until the
+/// service is removed.
+pub fn follow_service(docker: Docker, service: String, source: String, reading: Reading, lines: mpsc::Sender<Line>) {
     tokio::spawn(async move {
-        let logs = docker.service_logs(&service, Some(options));
-        forward(logs, source, lines).await;
-    });
-}
-
-/// Forwards a container's log lines from the second `since` (Unix time) on,
-/// until it stops.
-pub fn follow_container_since(
-    docker: Docker,
-    container: String,
-    source: String,
-    since: i64,
-    lines: mpsc::Sender<Line>,
-) {
-    let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).since(since as i32).build();
-    follow_logs(docker, container, source, options, lines);
-}
-
-fn follow_logs(
-    docker: Docker,
-    container: String,
-    source: String,
-    options: bollard::query_parameters::LogsOptions,
-    lines: mpsc::Sender<Line>,
-) {
-    tokio::spawn(async move {
-        let logs = docker.logs(&container, Some(options));
+        let logs = docker.service_logs(&service, Some(reading.options()));
         forward(logs, source, lines).await;
     });
 }

@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-use super::Service;
+use super::service::Service;
 use crate::ui;
 
 /// Flags that link the C runtime statically (static glibc on -gnu targets).

@@ -16,9 +16,11 @@ use bollard::Docker;
 use futures::StreamExt;
 use indicatif::MultiProgress;
 
-use super::{image_size, ImageError, Service};
-use crate::docker::CONTAINER_PORT;
+use super::service::{image_size, ImageError, Service};
 use crate::ui;
+
+/// The port the services listen on inside their containers.
+pub const CONTAINER_PORT: u16 = 8080;
 
 /// Where the images say their sources are (`org.opencontainers.image.source`).
 pub const SOURCE_URL: &str = "https://github.com/hit6-mesh/hit6-mesh";

@@ -92,7 +92,7 @@ pub enum PushError {
 
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
-        let docker = crate::docker::connect().await?;
+        let docker = crate::runtime::engine::connect().await?;
         let mut pushed = Vec::new();
         for service in Service::ALL {
             let image = self.images.get(service);

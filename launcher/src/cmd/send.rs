@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use node::exchange::Deadlines;
+use node::group::Report;
 use registry::client::RegistryAddr;
 use wire::secure::{Admission, Identity, JoinToken, Keys};
 
-use node::group::Report;
-
-use crate::docker::{Mode, Project, Role, CONTAINER_PORT};
+use crate::runtime::Project;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,10 +44,12 @@ impl Args {
             Some(registry) => self.send_from_here(&registry, JoinToken::from_file_or_env(None)?).await?,
             None => {
                 let project = Project::open(project).await?;
-                let token = project.join_token().await.with_context(|| format!("is project `{}` up?", project.name))?;
-                match project.mode {
-                    Mode::Containers => self.send_from_here(&project_registry(&project).await?, token).await?,
-                    Mode::Swarm => self.send_inside(&project, token).await?,
+                let token =
+                    project.join_token().await.with_context(|| format!("is project `{}` up?", project.name()))?;
+                if project.reaches_nodes_from_here() {
+                    self.send_from_here(&project.registry_from_here().await?, token).await?
+                } else {
+                    self.send_inside(&project, token).await?
                 }
             }
         };
@@ -64,9 +65,7 @@ impl Args {
         }
         Ok(())
     }
-}
 
-impl Args {
     /// Multicasts from this machine, as a member would.
     async fn send_from_here(&self, registry: &RegistryAddr, token: Option<JoinToken>) -> anyhow::Result<Report> {
         // The launcher is no member: a key of its own for this one send.
@@ -75,12 +74,10 @@ impl Args {
         Ok(node::group::send(registry, &keys, self.group, &self.text, "launcher", deadlines).await?)
     }
 
-    /// Multicasts from a one-off container on the project's overlay network:
-    /// the nodes advertise overlay addresses, which this machine may not
-    /// reach (on another host, not at all).
+    /// Multicasts with `node send` in a one-off container on the project
+    /// network, where the nodes' advertised addresses are reachable.
     async fn send_inside(&self, project: &Project, token: Option<JoinToken>) -> anyhow::Result<Report> {
-        let image = project.node_image().await?.context("the project has no node service to take the image from")?;
-        let registry = format!("{}:{CONTAINER_PORT}", project.container_name(Role::Registry));
+        let registry = project.registry_inside()?.to_string();
         let timeout = humantime::format_duration(self.timeout).to_string();
         let group = self.group.to_string();
         let cmd = [
@@ -97,21 +94,13 @@ impl Args {
             "--",
             &self.text,
         ];
-        let ran = project.run_inside(&image, cmd.map(String::from).to_vec(), token.as_ref()).await?;
+        let ran = project.run_inside(cmd.map(String::from).to_vec(), token.as_ref()).await?;
         serde_json::from_str(ran.stdout.trim()).with_context(|| {
             format!(
-                "`node send` in the swarm exited with code {} and printed no report: {}",
+                "`node send` in the project network exited with code {} and printed no report: {}",
                 ran.code,
                 ran.stderr.trim()
             )
         })
     }
-}
-
-/// The project's registry, reached through the host port it is published on.
-pub async fn project_registry(project: &Project) -> anyhow::Result<RegistryAddr> {
-    let port = project.registry_port().await?.with_context(|| {
-        format!("project `{}` has no published registry; is it up? (or pass --registry HOST:PORT)", project.name)
-    })?;
-    Ok(RegistryAddr { host: "127.0.0.1".into(), port })
 }

@@ -1,6 +1,6 @@
 //! `launcher down`: remove the project's services and containers, then its network.
 
-use crate::docker::Project;
+use crate::runtime::Project;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,11 +11,14 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self, project: &str) -> anyhow::Result<()> {
-        let project = Project::open(project).await?;
-        let removed = project.remove_all(self.force).await?;
+        let mut project = Project::open(project).await?;
+        let removed = project.remove(self.force).await?;
         println!(
             "removed {} services, {} containers and {} networks of project {}",
-            removed.services, removed.containers, removed.networks, project.name
+            removed.services,
+            removed.containers,
+            removed.networks,
+            project.name()
         );
         Ok(())
     }

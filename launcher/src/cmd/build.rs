@@ -15,7 +15,7 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
-        let docker = crate::docker::connect().await?;
+        let docker = crate::runtime::engine::connect().await?;
         let progress = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         images::build(&docker, &self.images, &progress).await?;
         for service in Service::ALL {

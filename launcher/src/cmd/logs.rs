@@ -1,8 +1,9 @@
-//! `launcher logs [-f]`: the project's logs on stdout, prefixed by container.
+//! `launcher logs [-f]`: the project's logs on stdout, prefixed by member.
 
 use tokio::sync::mpsc;
 
-use crate::docker::{container_name, Mode, Project};
+use crate::runtime::{Member, Project};
+use crate::stream::Reading;
 use crate::ui::{self, Ui};
 
 #[derive(Debug, clap::Args)]
@@ -15,16 +16,12 @@ pub struct Args {
 impl Args {
     pub async fn run(self, project: &str) -> anyhow::Result<()> {
         let project = Project::open(project).await?;
-        let names: Vec<String> = match project.mode {
-            Mode::Containers => project.containers().await?.iter().filter_map(container_name).collect(),
-            Mode::Swarm => project.services().await?.into_iter().filter_map(|s| s.spec?.name).collect(),
-        };
-        let prefix = |name: &str| name.strip_prefix(&format!("{}-", project.name)).unwrap_or(name).to_owned();
-        let sources: Vec<String> = names.iter().map(|n| prefix(n)).collect();
+        let members: Vec<Member> = project.rows().await?.into_iter().filter_map(|row| row.member).collect();
+        let sources: Vec<String> = members.iter().map(Member::to_string).collect();
         let ui = Ui::for_logs(&sources);
         let (lines, mut received) = mpsc::channel(1024);
-        for name in &names {
-            project.follow(name.clone(), prefix(name), self.follow, lines.clone());
+        for member in members {
+            project.follow(member, Reading::All { follow: self.follow }, lines.clone())?;
         }
         drop(lines);
         let mut interrupt = std::pin::pin!(wire::shutdown::signals()?);

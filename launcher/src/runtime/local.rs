@@ -1,5 +1,6 @@
 //! `--runtime local`: the registry and nodes as processes on this machine,
-//! for hosts without Docker and for large benchmarks.
+//! for hosts without Docker and for large benchmarks. They live only as
+//! long as the `up` that started them.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -17,22 +18,36 @@ use tokio::sync::mpsc;
 
 use wire::secure::{JoinToken, TOKEN_ENV};
 
+use super::member::Member;
+use super::plan::{Plan, Started};
 use crate::stream::{self, Line};
 
 /// Processes of a local mesh; they are killed if this is dropped.
-pub struct Cluster {
+pub struct Local {
     children: Vec<Child>,
     /// Handed to every process in its environment, never in argv.
     token: Option<Arc<JoinToken>>,
 }
 
-impl Cluster {
-    pub fn new(token: Option<Arc<JoinToken>>) -> Cluster {
-        Cluster { children: Vec::new(), token }
+impl Local {
+    /// Starts the plan's registry (unless it joins one) and nodes from the
+    /// binaries in `bin`, on loopback; their lines go to `lines`.
+    pub async fn start(plan: &Plan, bin: &Path, lines: &mpsc::Sender<Line>) -> anyhow::Result<(Local, Started)> {
+        let mut local = Local { children: Vec::new(), token: plan.token.clone() };
+        let registry = match &plan.registry {
+            Some(addr) => addr.clone(),
+            None => local.start_registry(bin, plan.groups, plan.lease, lines).await?,
+        };
+        for member in plan.node_members() {
+            local.start_node(bin, &registry, member, lines)?;
+        }
+        let started =
+            Started { host_ports: vec![None; plan.nodes], advertised: "their loopback address".into(), registry };
+        Ok((local, started))
     }
 
     /// Starts a registry on a free loopback port.
-    pub async fn start_registry(
+    async fn start_registry(
         &mut self,
         bin: &Path,
         groups: u32,
@@ -49,33 +64,34 @@ impl Cluster {
         let mut reader = BufReader::new(stdout).lines();
         while let Some(text) = reader.next_line().await? {
             let record = Record::parse(&text);
-            let _ = lines.send(Line { source: "registry".into(), text }).await;
+            let _ = lines.send(Line { source: Member::Registry.to_string(), text }).await;
             if let Some(record) = record.filter(|r| r.event == Event::Listening) {
                 let addr = record.socket_addr().context("the registry's `listening` event has no address")?;
-                stream::follow_reader(reader.into_inner(), "registry".into(), lines.clone());
+                stream::follow_reader(reader.into_inner(), Member::Registry.to_string(), lines.clone());
                 return Ok(addr.into());
             }
         }
         anyhow::bail!("the registry exited before listening")
     }
 
-    pub fn start_node(
+    fn start_node(
         &mut self,
         bin: &Path,
         registry: &RegistryAddr,
-        name: &str,
+        member: Member,
         lines: &mpsc::Sender<Line>,
     ) -> anyhow::Result<()> {
+        let name = member.to_string();
         let args = [
             registry.host.clone(),
             registry.port.to_string(),
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--name".into(),
-            name.into(),
+            name.clone(),
         ];
         let mut child = spawn(&bin.join("node"), &args, self.token.as_deref())?;
-        stream::follow_reader(child.stdout.take().expect("stdout is piped"), name.into(), lines.clone());
+        stream::follow_reader(child.stdout.take().expect("stdout is piped"), name, lines.clone());
         self.children.push(child);
         Ok(())
     }

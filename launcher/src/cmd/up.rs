@@ -1,0 +1,187 @@
+//! `launcher up`: start a registry and N nodes, follow their events, and
+//! report when every pair has greeted.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry::client::RegistryAddr;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use wire::secure::JoinToken;
+
+use crate::follow::{self, Aftermath, Ending, FollowError, Follower, Following, Forming};
+use crate::images::Images;
+use crate::mesh::Mesh;
+use crate::ports::PortRange;
+use crate::runtime::{Kind, Member, Plan, Project};
+use crate::ui::{self, Ui};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How many nodes to start.
+    #[arg(long, short = 'n', default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub nodes: u32,
+    /// Host ports the nodes are published on, one each, picked at random among the free ones.
+    #[arg(long, default_value = "8087-8095")]
+    pub port_range: PortRange,
+    /// Host port the registry is published on.
+    #[arg(long, default_value_t = 8086, value_parser = wire::cli::port)]
+    pub registry_port: u16,
+    /// Groups the registry places nodes in, least loaded first.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub groups: u32,
+    /// The lease of a registration at the registry the project starts: how
+    /// long a node that falls silent (`launcher pause`) stays listed.
+    #[arg(long, default_value = "15s", value_parser = wire::cli::duration, conflicts_with = "registry")]
+    pub lease: Duration,
+    /// Join an existing registry (on another VM, say) instead of starting one.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub registry: Option<RegistryAddr>,
+    /// The ip the nodes advertise [default: the host's address on the project
+    /// network; with --runtime swarm --publish, the address of the host each
+    /// node runs on].
+    #[arg(long, env = "IP_EXT")]
+    pub advertise_ip: Option<IpAddr>,
+    /// With --runtime swarm: publish each node on a port of --port-range on
+    /// the host it is pinned to, and advertise that host's address (its
+    /// `io.hit6.advertise-ip` engine label, or else its swarm address), so that
+    /// programs outside the swarm reach it too. Without it, nodes may run on
+    /// any host and advertise their overlay address. --runtime docker always
+    /// publishes.
+    #[arg(long)]
+    pub publish: bool,
+    /// Return once the mesh is complete, leaving it running.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    #[command(flatten)]
+    pub following: Following,
+    /// Where the registry and nodes run.
+    #[arg(long, value_enum, default_value_t)]
+    pub runtime: Kind,
+    /// A file holding the join token; or set HIT6_JOIN_TOKEN. With
+    /// --registry, that registry's; otherwise the token the project's
+    /// registry is started with, instead of a fresh one (see `launcher token`).
+    #[arg(long)]
+    pub join_token_file: Option<std::path::PathBuf>,
+    /// Refused: a token on the command line is visible to every user.
+    #[arg(long, hide = true, value_parser = wire::cli::SecretNotInArgv)]
+    pub join_token: Option<String>,
+    #[command(flatten)]
+    pub images: Images,
+}
+
+impl Args {
+    pub async fn run(self, project: &str) -> anyhow::Result<()> {
+        let invoked = Instant::now();
+        let plan = self.plan()?;
+        let mut sources: Vec<String> = plan.node_members().map(|m| m.to_string()).collect();
+        sources.push(Member::Registry.to_string());
+        let ui = Ui::new(self.following.quiet, &sources);
+        let (lines, received) = mpsc::channel(4096);
+        let mut interrupt = std::pin::pin!(wire::shutdown::signals()?);
+
+        let up = Project::up(self.runtime, project, &plan, &ui, &lines);
+        let (mut project, started) = tokio::select! {
+            started = up => started?,
+            _ = &mut interrupt => {
+                ui.note("interrupted while starting; removing what was created");
+                return Project::remove_leftovers(self.runtime, project).await;
+            }
+        };
+        drop(lines);
+        ui.note(&format!("nodes advertise {} and register with {}", started.advertised, started.registry));
+        let nodes = plan.node_members().map(|m| m.to_string()).zip(started.host_ports);
+        let mut forming = Forming::new(Mesh::new(nodes), &ui);
+        let mut follower = Follower::new(received, Some(&ui));
+        let ending = self.follow(&mut follower, &mut forming, &ui, invoked, &mut interrupt).await;
+        ui.finish();
+        let ends_with_launcher = project.ends_with_launcher();
+        match ending {
+            Ending::Reached => {
+                // Processes cannot outlive the launcher: stop them once reported.
+                if ends_with_launcher {
+                    project.remove(false).await?;
+                }
+                Ok(())
+            }
+            Ending::Interrupted => {
+                ui.note("stopping and removing the project (Ctrl-C again to force)");
+                let mut again = std::pin::pin!(wire::shutdown::signals()?);
+                tokio::select! {
+                    removed = project.remove(false) => removed.map(drop),
+                    _ = &mut again => project.remove(true).await.map(drop),
+                }
+            }
+            Ending::TimedOut => {
+                if ends_with_launcher {
+                    project.remove(true).await?;
+                }
+                follow::note_stuck(&ui, &project).await;
+                Err(forming.incomplete(self.following.timeout).into())
+            }
+            Ending::LogsEnded => Err(FollowError::LogsEnded.into()),
+        }
+    }
+
+    fn plan(&self) -> anyhow::Result<Plan> {
+        Ok(Plan {
+            nodes: self.nodes as usize,
+            port_range: self.port_range,
+            registry_port: self.registry_port,
+            advertise_ip: self.advertise_ip,
+            publish: self.publish,
+            registry: self.registry.clone(),
+            groups: self.groups,
+            lease: self.lease,
+            images: self.images.clone(),
+            token: self.join_token()?,
+        })
+    }
+
+    /// The token given in the file or the environment, if any; for a
+    /// registry of the project's own, a fresh one when none is given.
+    fn join_token(&self) -> anyhow::Result<Option<Arc<JoinToken>>> {
+        let given = JoinToken::from_file_or_env(self.join_token_file.as_deref())?;
+        let token = match self.registry {
+            None => Some(given.unwrap_or_else(JoinToken::generate)),
+            Some(_) => given,
+        };
+        Ok(token.map(Arc::new))
+    }
+
+    /// Follows the mesh to completion and prints the summary; then, in the
+    /// foreground, keeps showing what happens until interrupted. Past the
+    /// timeout, a detached `up` gives up, a foreground one says what is
+    /// missing and keeps following.
+    async fn follow(
+        &self,
+        follower: &mut Follower<'_>,
+        forming: &mut Forming<'_>,
+        ui: &Ui,
+        invoked: Instant,
+        interrupt: &mut (impl std::future::Future + Unpin),
+    ) -> Ending {
+        let mut deadline = Some(Instant::now() + self.following.timeout);
+        loop {
+            match follower.until(forming, deadline, interrupt).await {
+                Ending::TimedOut if !self.detach => {
+                    ui.note(&forming.incomplete(self.following.timeout).to_string());
+                    deadline = None;
+                }
+                Ending::Reached => break,
+                ending => return ending,
+            }
+        }
+        ui.finish();
+        if let Err(error) = ui::print_summary(&forming.mesh, invoked.elapsed(), self.following.json) {
+            if !wire::cli::is_closed_pipe(&error) {
+                ui.note(&format!("failed to print the summary: {error}"));
+            }
+        }
+        if self.detach {
+            return Ending::Reached;
+        }
+        follower.until(&mut Aftermath(ui), None, interrupt).await
+    }
+}

@@ -1,0 +1,213 @@
+//! `--runtime docker`: a container per member, on a bridge network of this
+//! engine; every node published on a host port of its own.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions};
+use tokio::sync::mpsc;
+use wire::secure::JoinToken;
+
+use super::engine::{self, call, ContainerSpec, DockerError, Engine};
+use super::member::Member;
+use super::plan::{Plan, Row, RuntimeError, Started};
+use crate::images::CONTAINER_PORT;
+use crate::ports;
+use crate::stream::{Line, Reading};
+
+/// A project's containers on this engine.
+#[derive(Clone)]
+pub struct Containers {
+    pub engine: Engine,
+}
+
+impl Containers {
+    /// Starts the plan's registry (unless it joins one) and its nodes, each
+    /// published on a free port of the range; their lines go to `lines`.
+    pub async fn start(&self, plan: &Plan, lines: &mpsc::Sender<Line>) -> anyhow::Result<Started> {
+        let gateway = self.create_network().await?;
+        let advertise = plan.advertise_ip.or(gateway).ok_or(RuntimeError::NoAdvertiseIp)?;
+        let registry = match &plan.registry {
+            Some(addr) => addr.clone(),
+            None => {
+                self.run(&ContainerSpec::registry(plan)).await.with_context(|| {
+                    format!(
+                        "failed to start the registry on host port {}: choose another with --registry-port",
+                        plan.registry_port
+                    )
+                })?;
+                self.follow(Member::Registry, Reading::All { follow: true }, lines.clone());
+                self.engine.registry_inside()
+            }
+        };
+        let (chosen, spare) = ports::pick(plan.port_range, plan.nodes, &self.engine.published_ports().await?)?;
+        let spare = Mutex::new(spare);
+        let starts = chosen.into_iter().enumerate().map(|(i, port)| {
+            let (spare, registry) = (&spare, &registry);
+            async move { self.start_node(plan, i + 1, port, (advertise, registry), spare).await }
+        });
+        let host_ports: Vec<u16> = futures::future::try_join_all(starts).await?;
+        for member in plan.node_members() {
+            self.follow(member, Reading::All { follow: true }, lines.clone());
+        }
+        Ok(Started {
+            host_ports: host_ports.into_iter().map(Some).collect(),
+            registry,
+            advertised: advertise.to_string(),
+        })
+    }
+
+    /// Starts node `index` on `port`, moving to a spare port if the daemon
+    /// finds it taken after all (another process may have bound it since).
+    async fn start_node(
+        &self,
+        plan: &Plan,
+        index: usize,
+        mut port: u16,
+        (advertise, registry): (IpAddr, &registry::client::RegistryAddr),
+        spare: &Mutex<Vec<u16>>,
+    ) -> anyhow::Result<u16> {
+        loop {
+            match self.run(&ContainerSpec::node(plan, index, registry, Some((advertise, port)))).await {
+                Ok(()) => return Ok(port),
+                Err(DockerError::PortTaken { .. }) => {
+                    let next = wire::lock(spare).pop();
+                    port =
+                        next.ok_or(RuntimeError::NoSparePort { range: plan.port_range, member: Member::Node(index) })?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Creates the project network and returns its gateway: the host's
+    /// address on it, through which containers reach published ports.
+    async fn create_network(&self) -> Result<Option<IpAddr>, DockerError> {
+        let name = self.engine.network_name();
+        let request = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(self.engine.labels(None)),
+            ..Default::default()
+        };
+        let docker = &self.engine.docker;
+        docker.create_network(request).await.map_err(call(format!("create the network {name}")))?;
+        let network = docker
+            .inspect_network(&name, None::<InspectNetworkOptions>)
+            .await
+            .map_err(call(format!("inspect the network {name}")))?;
+        let gateway =
+            network.ipam.and_then(|ipam| ipam.config).into_iter().flatten().find_map(|c| c.gateway?.parse().ok());
+        Ok(gateway)
+    }
+
+    /// Creates and starts a container on the project network.
+    async fn run(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
+        let name = self.engine.resource_name(spec.member);
+        let port_key = format!("{CONTAINER_PORT}/tcp");
+        let port_bindings = spec.host_port.map(|port| {
+            HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding { host_ip: None, host_port: Some(port.to_string()) }]),
+            )])
+        });
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            env: Some(spec.env_with_token()),
+            labels: Some(self.engine.labels(Some(spec.member)).into_iter().chain(spec.labels.clone()).collect()),
+            exposed_ports: Some(vec![port_key]),
+            host_config: Some(HostConfig {
+                port_bindings,
+                network_mode: Some(self.engine.network_name()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let docker = &self.engine.docker;
+        docker.create_container(Some(options), body).await.map_err(call(format!("create the container {name}")))?;
+        if let Err(source) = docker.start_container(&name, None).await {
+            // A container that never started is useless; don't leave it behind.
+            let _ = self.engine.remove_container(&name, true).await;
+            return Err(match spec.host_port {
+                Some(port) if is_port_conflict(&source) => DockerError::PortTaken { port, source },
+                _ => DockerError::Call { action: format!("start the container {name}"), source },
+            });
+        }
+        Ok(())
+    }
+
+    pub fn follow(&self, member: Member, reading: Reading, lines: mpsc::Sender<Line>) {
+        self.engine.follow_container(self.engine.resource_name(member), member.to_string(), reading, lines)
+    }
+
+    /// The join token the registry container was started with.
+    pub async fn join_token(&self) -> Result<Option<JoinToken>, DockerError> {
+        let name = self.engine.resource_name(Member::Registry);
+        let inspected = self
+            .engine
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .map_err(call(format!("inspect the container {name}")))?;
+        Ok(engine::token_in(inspected.config.and_then(|config| config.env)))
+    }
+
+    /// The host port the registry container is published on.
+    pub async fn registry_port(&self) -> Result<Option<u16>, DockerError> {
+        let containers = self.engine.containers().await?;
+        let found = containers.iter().find(|c| engine::member_of(c.labels.as_ref()) == Some(Member::Registry));
+        Ok(found.and_then(|c| {
+            let ports = c.ports.iter().flatten();
+            ports.filter(|p| p.private_port == CONTAINER_PORT).find_map(|p| p.public_port)
+        }))
+    }
+
+    /// Each container, running or not.
+    pub async fn rows(&self) -> Result<Vec<Row>, DockerError> {
+        let containers = self.engine.containers().await?;
+        Ok(containers
+            .into_iter()
+            .map(|container| {
+                let mut ports: Vec<String> = container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.public_port.map(|public| format!("{public}->{}", p.private_port)))
+                    .collect();
+                // One binding for IPv4 and one for IPv6.
+                ports.dedup();
+                Row {
+                    name: engine::container_name(&container).unwrap_or_default(),
+                    member: engine::member_of(container.labels.as_ref()),
+                    state: container.state.map(|s| s.to_string()).unwrap_or_default(),
+                    status: container.status.unwrap_or_default(),
+                    ports,
+                }
+            })
+            .collect())
+    }
+
+    /// The image of the project's nodes, from a node container.
+    pub async fn node_image(&self) -> Result<Option<String>, DockerError> {
+        let containers = self.engine.containers().await?;
+        let node =
+            containers.into_iter().find(|c| matches!(engine::member_of(c.labels.as_ref()), Some(Member::Node(_))));
+        Ok(node.and_then(|c| c.image))
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after Docker's grace) and starts it again.
+    pub async fn restart(&self, name: &str) -> Result<(), DockerError> {
+        let docker = &self.engine.docker;
+        docker.restart_container(name, None).await.map_err(call(format!("restart the container {name}")))
+    }
+}
+
+fn is_port_conflict(error: &bollard::errors::Error) -> bool {
+    let text = error.to_string();
+    text.contains("port is already allocated") || text.contains("address already in use")
+}

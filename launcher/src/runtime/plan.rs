@@ -1,0 +1,96 @@
+//! What subcommands ask of a runtime, what it reports back, and why a
+//! runtime may refuse a request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry::client::RegistryAddr;
+use wire::secure::JoinToken;
+
+use super::member::Member;
+use crate::images::Images;
+use crate::ports::PortRange;
+
+/// A project to start: a registry (unless one is joined) and N nodes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub nodes: usize,
+    /// Host ports the nodes are published on.
+    pub port_range: PortRange,
+    /// Host port the registry is published on.
+    pub registry_port: u16,
+    /// The ip the nodes advertise, when the user names it.
+    pub advertise_ip: Option<IpAddr>,
+    /// A swarm's nodes published on the host each is pinned to.
+    pub publish: bool,
+    /// A registry to join instead of starting one.
+    pub registry: Option<RegistryAddr>,
+    pub groups: u32,
+    pub lease: Duration,
+    pub images: Images,
+    /// Handed to every member in its environment, never in argv.
+    pub token: Option<Arc<JoinToken>>,
+}
+
+impl Plan {
+    pub fn node_members(&self) -> impl Iterator<Item = Member> {
+        (1..=self.nodes).map(Member::Node)
+    }
+}
+
+/// What a runtime started.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Each node's host port, in order, when it is published.
+    pub host_ports: Vec<Option<u16>>,
+    /// The registry the nodes register with, as they reach it.
+    pub registry: RegistryAddr,
+    /// The address the nodes advertise, in words.
+    pub advertised: String,
+}
+
+/// A member as `ps` shows it: a container, or a service and its current task.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    /// `None` for a one-off client container.
+    pub member: Option<Member>,
+    pub state: String,
+    pub status: String,
+    /// `host->container`.
+    pub ports: Vec<String>,
+}
+
+/// The nodes a scale kept, added and removed, by index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scaled {
+    pub kept: Vec<usize>,
+    pub added: Vec<usize>,
+    pub removed: Vec<usize>,
+}
+
+/// A request the runtime cannot carry out.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("project `{project}` is already up ({members} containers, services or networks): run `launcher -p {project} down` first, or choose another --project")]
+    AlreadyUp { project: String, members: usize },
+    #[error("the project network has no gateway to advertise: pass --advertise-ip")]
+    NoAdvertiseIp,
+    #[error(
+        "--advertise-ip (or IP_EXT) needs --publish with --runtime swarm: unpublished nodes advertise their overlay address"
+    )]
+    AdvertiseWithoutPublish,
+    #[error("host port {port} is taken on this host, where the registry runs: choose another with --registry-port")]
+    RegistryPortTaken { port: u16 },
+    #[error("project `{project}` runs no node services: scale works on a project started with `up --runtime swarm`")]
+    NotScalable { project: String },
+    #[error("no free port left in {range} for {member}")]
+    NoSparePort { range: PortRange, member: Member },
+    #[error("project `{project}` has no published registry; is it up? (or pass --registry HOST:PORT)")]
+    NoPublishedRegistry { project: String },
+    #[error("project `{project}` has no node to take the image from")]
+    NoNodeImage { project: String },
+    #[error("the processes of --runtime local live only as long as the `up` that started them")]
+    NotKept,
+}
