@@ -237,3 +237,70 @@ where
         index.remove(key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry of group `group`, with a key and an incarnation of its own.
+    fn entry(name: &str, port: u16, group: u32) -> Entry {
+        let key = PublicKey::from_bytes(&[port as u8; 32]).unwrap();
+        let ip = [10, 0, 0, 1].into();
+        let contact = Contact {
+            id: format!("id-{name}"),
+            name: name.into(),
+            ip,
+            puerto: port,
+            group: Some(group),
+            key: Some(key),
+        };
+        let now = Instant::now();
+        Entry {
+            shared: Arc::new(EncodedContact::new(contact)),
+            ticket_key: None,
+            incarnation: Some(format!("run-{name}")),
+            original_from: None,
+            absences: Absences::default(),
+            standing: Standing { expires_at: None, renewed_at: now, told_at: (now, 0), session: None },
+        }
+    }
+
+    fn seqs<'a>(entries: impl Iterator<Item = (u64, &'a Entry)>) -> Vec<u64> {
+        entries.map(|(seq, _)| seq).collect()
+    }
+
+    #[test]
+    fn an_entry_taken_out_leaves_no_index_behind_and_its_place_can_be_taken_back() {
+        let mut table = Table::default();
+        let (a, b) = (table.new_seq(), table.new_seq());
+        let from: IpAddr = [192, 0, 2, 1].into();
+        table.insert(a, Entry { original_from: Some(from), ..entry("a", 1, 1) });
+        table.insert(b, entry("b", 2, 1));
+        assert_eq!((table.originals(), table.originals_from(from), seqs(table.group(1))), (1, 1, vec![a, b]));
+
+        let gone = table.remove(a).expect("stored");
+        let key = gone.contact().key.expect("keyed");
+        let found = (table.by_id("id-a"), table.by_name("a"), table.by_addr(gone.contact().addr()));
+        assert_eq!(found, (None, None, None));
+        assert_eq!((table.by_key(&key), table.by_incarnation("run-a")), (None, None));
+        assert_eq!((table.originals(), table.originals_from(from), table.len()), (0, 0, 1));
+        assert!(table.remove(a).is_none());
+
+        table.insert(a, entry("a", 1, 2));
+        assert_eq!((seqs(table.group(1)), seqs(table.group(2))), (vec![b], vec![a]));
+        assert_eq!((table.by_name("a"), seqs(table.iter())), (Some(a), vec![a, b]));
+        assert_eq!(table.new_seq(), 2, "a place taken back is no new one");
+    }
+
+    /// An incarnation admitted again while its old entry, expired, awaits
+    /// the sweep: the index follows the new place, and stays when the old goes.
+    #[test]
+    fn an_incarnation_indexes_its_latest_place() {
+        let mut table = Table::default();
+        let (old, new) = (table.new_seq(), table.new_seq());
+        table.insert(old, entry("a", 1, 1));
+        table.insert(new, Entry { incarnation: Some("run-a".into()), ..entry("b", 2, 1) });
+        table.remove(old);
+        assert_eq!(table.by_incarnation("run-a"), Some(new));
+    }
+}
