@@ -11,8 +11,8 @@ use serde::Deserialize;
 use tracing::{info, warn};
 use wire::throttle;
 
+use crate::config::Config;
 use crate::protocol::{Contact, Dialect};
-use crate::server::Config;
 
 wire::log_events! {
     /// Every event the registry emits, by its stable name.
