@@ -69,7 +69,11 @@ impl fmt::Display for ErrorCode {
 pub type ErrorBody = envelope::ErrorBody<ErrorCode>;
 
 /// Which dialect a registration arrived in; it decides the reply's shape and the lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// The `registered` event logs it by its `Debug` name (`Native`), which is
+/// the name it deserializes from, so that the event reads back as it was
+/// written (`events::Record::dialect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Dialect {
     /// `{"op":"register",...}`: leased, answered with `{"ok":true,...}`.
     Native,
