@@ -391,12 +391,12 @@ impl Store {
         }
         let lapsed = incarnation.and_then(|i| state.lapsed.take(i, key));
         let seq = lapsed.as_ref().map_or_else(|| state.entries.new_seq(), |lapsed| lapsed.seq);
+        let assigned =
+            || least_loaded(self.groups, state.contacts(seq, now).iter().filter_map(|c| c.contact.value.group));
         // Original nodes cannot take part in group communication.
         let group = match registration.dialect {
             Dialect::Native => {
-                Some(registration.group.or(lapsed.as_ref().and_then(|l| l.group)).unwrap_or_else(|| {
-                    least_loaded(self.groups, state.contacts(seq, now).iter().filter_map(|c| c.contact.value.group))
-                }))
+                Some(registration.group.or(lapsed.as_ref().and_then(|l| l.group)).unwrap_or_else(assigned))
             }
             Dialect::Original | Dialect::Clientes => None,
         };
