@@ -10,7 +10,7 @@ use wire::connection::Limits;
 use wire::secure::{Admission, JoinToken, TokenError};
 use wire::telemetry::LogFormat;
 
-use crate::server::Config;
+use crate::config::Config;
 use crate::store::{Capacity, Leases};
 
 /// HIT6 contacts registry: keeps the running nodes in memory and tells each

@@ -3,11 +3,18 @@
 //! before it.
 //!
 //! # Layout
+//! - [`contact`]: what the registry says of an entry, and values encoded
+//!   once for every reply that sends them; what the protocol and the watch
+//!   are both made of.
 //! - [`protocol`]: requests, replies and error codes, in the native dialect
 //!   and in the two original ones.
-//! - [`store`]: entries, leases, and the name and address indexes.
+//! - [`store`]: the membership rules (admission order, who owns a name or
+//!   an address, lapsed places, groups, capacity) over a table of entries
+//!   that keeps its own indexes, the seam for another storage backend.
 //! - [`watch`]: the changes to the membership, by revision, that watchers
 //!   stream, and the bounded history they read them from.
+//! - [`config`]: how the registry serves ([`config::Config`]), which the
+//!   command line makes, the server runs and the events log.
 //! - [`server`]: the registry service: request loop and lease sweeper.
 //! - [`fanout`]: the thread watches run on, apart from requests.
 //! - [`streamed`]: the large replies (a registration's, a watcher's batch),
@@ -26,6 +33,8 @@
 
 pub mod cli;
 pub mod client;
+pub mod config;
+pub mod contact;
 pub mod credential;
 pub mod events;
 pub mod fanout;

@@ -9,13 +9,14 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use wire::envelope::{self, Code};
 use wire::fields::{kind_of, parse_group, parse_id, parse_ip, parse_port, truncate, validate_name};
 use wire::secure::PublicKey;
 use wire::ticket::{Introduction, TicketKey};
 
+// What replies are made of, where their readers have always found it.
+pub use crate::contact::{Contact, Encoded, EncodedContact};
 use crate::credential::{RegistryKey, Signed};
 
 /// Stable error codes; clients match on these, people read the message.
@@ -67,60 +68,12 @@ impl fmt::Display for ErrorCode {
 /// A refusal from the registry.
 pub type ErrorBody = envelope::ErrorBody<ErrorCode>;
 
-/// A live entry as the registry reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Contact {
-    pub id: String,
-    pub name: String,
-    pub ip: IpAddr,
-    pub puerto: u16,
-    /// The group it belongs to; original-dialect entries belong to none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<u32>,
-    /// The static key that registered it, which greeters check the node
-    /// proves; entries registered in plaintext (the originals) have none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<PublicKey>,
-}
-
-impl Contact {
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.ip, self.puerto)
-    }
-}
-
-/// A value with its JSON encoding, made once and sent as is by every
-/// reply that holds it: an entry's contact, made when it is admitted, or a
-/// change to the membership, which every watcher receives.
-#[derive(Debug)]
-pub struct Encoded<T> {
-    pub value: T,
-    json: Box<RawValue>,
-}
-
-impl<T: Serialize> Encoded<T> {
-    pub fn new(value: T) -> Encoded<T> {
-        let json = serde_json::value::to_raw_value(&value).expect("a contact or change serializes");
-        Encoded { value, json }
-    }
-}
-
-impl<T> Encoded<T> {
-    pub fn json(&self) -> &str {
-        self.json.get()
-    }
-}
-
-impl<T> Serialize for Encoded<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.json.serialize(s)
-    }
-}
-
-pub type EncodedContact = Encoded<Contact>;
-
 /// Which dialect a registration arrived in; it decides the reply's shape and the lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// The `registered` event logs it by its `Debug` name (`Native`), which is
+/// the name it deserializes from, so that the event reads back as it was
+/// written (`events::Record::dialect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Dialect {
     /// `{"op":"register",...}`: leased, answered with `{"ok":true,...}`.
     Native,

@@ -23,11 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use wire::codec::{Decoded, FrameError, LinkCodec};
-use wire::connection::{self, Accepted, ByteStream, JsonStream, Limits, Slot};
+use wire::connection::{self, Accepted, ByteStream, JsonStream, Slot};
 use wire::replay::millis;
-use wire::secure::{Admission, Identity, Keys, PublicKey};
+use wire::secure::{Identity, Keys, PublicKey};
 use wire::ticket::{Greeter, TICKET_VALIDITY};
 
+// What `run` takes, where its callers have always found it.
+pub use crate::config::Config;
 use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
 use crate::fanout::Fanout;
@@ -35,7 +37,7 @@ use crate::protocol::{
     ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact,
     Policy, Registration, Renewed, Reply, Request, Since,
 };
-use crate::store::{Capacity, Leases, Store, StoreError, Subscription};
+use crate::store::{Store, StoreError, Subscription};
 use crate::streamed::{Changes, Head, RegisteredReply};
 use crate::watch::{Change, Compacted, WatchEvent, PROGRESS_EVERY};
 
@@ -55,42 +57,6 @@ pub const WATCH_TICK: Duration = Duration::from_millis(50);
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub leases: Leases,
-    /// How often expired entries are removed.
-    pub sweep_interval: Duration,
-    /// Groups nodes are assigned to when they choose none.
-    pub groups: u32,
-    /// Who may register: holders of the join token, or anyone.
-    pub admission: Admission,
-    /// With a token, whether the original programs may still register in plaintext.
-    pub allow_original: bool,
-    /// Connections served and pending at once, and the handshake deadline.
-    pub limits: Limits,
-    pub capacity: Capacity,
-    /// How long a connection may stay silent, or stall in the middle of a message.
-    pub idle_timeout: Duration,
-    /// How long writing one reply may take before the client is dropped.
-    pub write_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            leases: Leases::new(Duration::from_secs(15), None),
-            sweep_interval: Duration::from_secs(1),
-            groups: 3,
-            admission: Admission::Open,
-            allow_original: false,
-            limits: Limits { max_connections_per_ip: 8192, ..Limits::new(16_384) },
-            capacity: Capacity::default(),
-            idle_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(5),
-        }
-    }
-}
 
 /// Serves the registry on `listener` until `shutdown` completes.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
@@ -555,7 +521,7 @@ impl<S: ByteStream> Watcher<S> {
 mod tests {
     use super::*;
     use crate::protocol::EntryKey;
-    use crate::store::Leases;
+    use crate::store::{Capacity, Leases};
     use futures::{FutureExt, SinkExt};
     use tokio::io::DuplexStream;
     use wire::codec::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES};

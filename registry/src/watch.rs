@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Contact, Encoded};
+use crate::contact::{Contact, Encoded};
 
 /// How many changes the registry keeps for watchers that resume.
 pub const HISTORY: usize = 8192;
