@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use node::events::{Event, Record};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use wire::secure::{JoinToken, TOKEN_ENV};
@@ -156,7 +157,7 @@ impl Compose {
         }
         let exited = started.elapsed();
         let mut logs = self
-            .command(&["logs", "-f", "--no-color", "node"])
+            .command(&["logs", "-f", "--no-color", "--no-log-prefix", "node"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -167,7 +168,8 @@ impl Compose {
         let counting = async {
             while greeted < expected {
                 let Some(line) = lines.next_line().await? else { break };
-                greeted += usize::from(line.contains(r#""event":"greeting_received""#));
+                greeted +=
+                    usize::from(Record::parse(&line).is_some_and(|record| record.event == Event::GreetingReceived));
             }
             anyhow::Ok(())
         };

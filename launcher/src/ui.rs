@@ -227,8 +227,11 @@ pub fn describe_json(line: &Value) -> String {
     out.trim_end().to_owned()
 }
 
-fn text(field: &Option<String>) -> &str {
-    field.as_deref().unwrap_or("?")
+fn text(field: &Option<impl std::fmt::Display>) -> &dyn std::fmt::Display {
+    match field {
+        Some(value) => value,
+        None => &"?",
+    }
 }
 
 /// Prints the summary on stdout, as text or JSON.

@@ -4,11 +4,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, Parser, Subcommand};
 use registry::client::RegistryAddr;
-use wire::cli;
-use wire::connection::Limits;
-use wire::secure::{Admission, Identity, JoinToken, KeyFileError, Keys, TokenError};
+use wire::cli::{self, JoinTokenArgs, LimitsArgs};
+use wire::secure::{Identity, KeyFileError, Keys, TokenError};
 use wire::telemetry::LogFormat;
 
 use crate::exchange::Deadlines;
@@ -34,6 +33,11 @@ pub enum Command {
 
 /// Running a node.
 #[derive(Debug, clap::Args)]
+#[command(
+    mut_arg("join_token_file", join_token_file),
+    mut_arg("max_pending_per_ip", |arg| arg.env("NODE_MAX_PENDING_PER_IP")),
+    mut_arg("handshake_timeout", |arg| arg.env("NODE_HANDSHAKE_TIMEOUT"))
+)]
 pub struct Args {
     /// The registry's ip address or host name.
     #[arg(env = "REGISTRY_HOST", required = true)]
@@ -76,20 +80,14 @@ pub struct Args {
     #[arg(long, env = "NODE_MAX_CONNECTIONS", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
-    /// Connections still in their handshake or first message, from one source
-    /// address; past it the oldest is dropped.
-    #[arg(long, env = "NODE_MAX_PENDING_PER_IP", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_pending_per_ip: u32,
-    /// How long a new connection may take to finish its handshake and first message.
-    #[arg(long, env = "NODE_HANDSHAKE_TIMEOUT", default_value = "1s", value_parser = cli::duration)]
-    pub handshake_timeout: Duration,
+    #[command(flatten)]
+    pub pending: LimitsArgs,
     /// The file of this node's static key, made on first use (mode 0600), so
     /// that the node keeps its identity across restarts [default: a new key each run].
     #[arg(long, env = "NODE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub token: JoinTokenArgs,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
@@ -97,6 +95,7 @@ pub struct Args {
 
 /// `node send`: multicast a message to a group through its coordinator.
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("join_token_file", join_token_file))]
 pub struct SendArgs {
     /// The registry, as HOST:PORT.
     #[arg(long, env = "REGISTRY")]
@@ -117,27 +116,15 @@ pub struct SendArgs {
     #[arg(long, default_value = "2s", value_parser = cli::duration)]
     pub connect_timeout: Duration,
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub token: JoinTokenArgs,
     /// The message.
     #[arg(value_parser = text)]
     pub text: String,
 }
 
-/// Where the join token comes from: never the command line.
-#[derive(Debug, clap::Args)]
-pub struct TokenArgs {
-    /// A file holding the registry's join token (64 hex characters); or set HIT6_JOIN_TOKEN.
-    #[arg(long, env = "NODE_JOIN_TOKEN_FILE")]
-    pub join_token_file: Option<PathBuf>,
-    /// Refused: a token on the command line is visible to every user.
-    #[arg(long, hide = true, value_parser = cli::SecretNotInArgv)]
-    pub join_token: Option<String>,
-}
-
-impl TokenArgs {
-    pub fn admission(&self) -> Result<Admission, TokenError> {
-        JoinToken::from_file_or_env(self.join_token_file.as_deref()).map(Admission::from_token)
-    }
+/// The node's variable for the join token file, running or sending.
+fn join_token_file(arg: Arg) -> Arg {
+    arg.env("NODE_JOIN_TOKEN_FILE")
 }
 
 /// A secret a node cannot start without.
@@ -218,13 +205,8 @@ impl Args {
                 attempts: 8,
             },
             listen: ListenConfig {
-                limits: Limits::configured(
-                    self.max_connections as usize,
-                    // A host's nodes greet from one address, each on a short-lived connection.
-                    self.max_connections as usize,
-                    self.max_pending_per_ip as usize,
-                    self.handshake_timeout,
-                ),
+                // A host's nodes greet from one address, each on a short-lived connection.
+                limits: self.pending.limits(self.max_connections, self.max_connections),
                 read_timeout: self.reply_timeout,
                 write_timeout: self.reply_timeout,
             },
@@ -245,6 +227,18 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_shared_flags_keep_the_nodes_variables_and_defaults() {
+        let node = Cli::command();
+        let send = node.find_subcommand("send").expect("node send");
+        for command in [&node, send] {
+            assert_eq!(cli::env_and_defaults(command, "join_token_file"), (Some("NODE_JOIN_TOKEN_FILE"), vec![]));
+            assert_eq!(cli::env_and_defaults(command, "join_token"), (None, vec![]));
+        }
+        assert_eq!(cli::env_and_defaults(&node, "max_pending_per_ip"), (Some("NODE_MAX_PENDING_PER_IP"), vec!["256"]));
+        assert_eq!(cli::env_and_defaults(&node, "handshake_timeout"), (Some("NODE_HANDSHAKE_TIMEOUT"), vec!["1s"]));
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! on its emitter. The launcher and the tests read JSON logs through
 //! [`Record::parse`], so names live here and nowhere else.
 
+use std::fmt;
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use registry::watch::LeftReason;
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 use wire::secure::PublicKey;
 use wire::throttle;
@@ -31,6 +33,44 @@ wire::log_events! {
         Watching => "watching",
         PeersJoined => "peers_joined",
         PeerLeft => "peer_left",
+    }
+}
+
+/// How a node is registered (`registered`, `reregistered`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// With a registry of ours: under a lease the node renews.
+    Leased,
+    /// With an original HIT6 registry, which gives it no id and no lease.
+    Original,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.serialize(f)
+    }
+}
+
+/// Why a peer left (`peer_left`), or why this node refused a greeting or a
+/// group delivery (`greeting_rejected`, `group_message_rejected`). The field
+/// has one name for both, so a reason is read back by its form: one of
+/// [`LeftReason`]'s words, else the sentence of a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Reason {
+    Left(LeftReason),
+    /// Written for people from whatever refused (a handshake, a ticket, the
+    /// registry's answer), such as `unauthorized: the ticket has expired`.
+    Refused(String),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Left(reason) => reason.fmt(f),
+            Reason::Refused(reason) => f.write_str(reason),
+        }
     }
 }
 
@@ -58,8 +98,8 @@ pub struct Record {
     /// Contacts the registry returned, and how many of them this node will greet.
     pub contacts: Option<u64>,
     pub to_greet: Option<u64>,
-    /// `leased` for a registry of ours, `original` for an original HIT6 registry.
-    pub mode: Option<String>,
+    /// How this node registered (`registered`, `reregistered`).
+    pub mode: Option<Mode>,
     /// The node's group (`registered`), or the group a message went to.
     pub group: Option<u64>,
     /// Who multicast a group message, through which coordinator, and its text.
@@ -74,11 +114,11 @@ pub struct Record {
     pub registry: Option<String>,
     pub error: Option<String>,
     pub attempt: Option<u64>,
-    /// Where a greeting or delivery came from, whether its sender proved a
-    /// key (`greeting_received`), and why one was refused (`*_rejected`).
+    /// Where a greeting or delivery came from, and whether its sender proved a
+    /// key (`greeting_received`).
     pub from: Option<String>,
     pub verified: Option<bool>,
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
 }
 
 impl Record {
@@ -114,9 +154,9 @@ pub fn listening(listen: SocketAddr, advertise: &str) {
 }
 
 /// `event` is [`Event::Registered`] the first time, [`Event::Reregistered`] after.
-pub fn registered(event: Event, me: &Identity<'_>, registry: &str, mode: &str, contacts: usize, to_greet: usize) {
+pub fn registered(event: Event, me: &Identity<'_>, registry: &str, mode: Mode, contacts: usize, to_greet: usize) {
     info!(
-        event = %event, name = %me.name, id = me.id, addr = %me.addr, group = me.group, %registry, mode, contacts, to_greet,
+        event = %event, name = %me.name, id = me.id, addr = %me.addr, group = me.group, %registry, %mode, contacts, to_greet,
         "registered"
     );
 }
@@ -184,7 +224,7 @@ pub fn peers_joined(entries: &[registry::protocol::Contact]) {
 
 /// Another node left the membership, and why: `deregistered`, `expired`,
 /// `connection_lost` (its process died) or `replaced`.
-pub fn peer_left(entry: &registry::protocol::Contact, reason: registry::watch::LeftReason) {
+pub fn peer_left(entry: &registry::protocol::Contact, reason: LeftReason) {
     info!(event = %Event::PeerLeft, peer_name = %entry.name, peer_addr = %entry.addr(), peer_id = %entry.id, %reason, "a peer left");
 }
 
@@ -212,7 +252,7 @@ mod tests {
         let lines = wire::telemetry::capture(|| {
             listening("0.0.0.0:4001".parse().unwrap(), "127.0.0.1:4001");
             let me = Identity { name: "node-1", id: Some("ab-1"), addr: "127.0.0.1:4001", group: Some(2) };
-            registered(Event::Registered, &me, "127.0.0.1:8080", "leased", 3, 2);
+            registered(Event::Registered, &me, "127.0.0.1:8080", Mode::Leased, 3, 2);
             registration_refused("127.0.0.1:8080", &error, 2);
             registry_unreachable("127.0.0.1:8080", &error, 1);
             greeting_sent(&peer);
@@ -241,6 +281,8 @@ mod tests {
         assert_eq!(registered.name.as_deref(), Some("node-1"));
         assert_eq!(registered.id.as_deref(), Some("ab-1"));
         assert_eq!((registered.contacts, registered.to_greet, registered.group), (Some(3), Some(2), Some(2)));
+        assert_eq!(registered.mode, Some(Mode::Leased));
+        assert!(lines[1].contains(r#""mode":"leased""#), "{}", lines[1]);
         let message = &records[7];
         assert_eq!(
             (message.group, message.sender.as_deref(), message.text.as_deref()),
@@ -276,7 +318,26 @@ mod tests {
         assert_eq!(records[0].peers().collect::<Vec<_>>(), ["node-2", r#"a, "b" ñ"#]);
         assert_eq!(records[1].event, Event::PeerLeft);
         assert_eq!(records[1].peers().collect::<Vec<_>>(), ["node-2"]);
-        assert_eq!(records[1].reason.as_deref(), Some("connection_lost"));
+        assert_eq!(records[1].reason, Some(Reason::Left(LeftReason::ConnectionLost)));
+        assert_eq!(records[1].reason.as_ref().map(ToString::to_string).as_deref(), Some("connection_lost"));
+    }
+
+    #[test]
+    fn an_original_registration_and_refusals_read_back_as_written() {
+        let me = Identity { name: "node-1", id: None, addr: "127.0.0.1:4001", group: None };
+        // An address no other test is refused from, so that the throttle lets every line through.
+        let from = "192.0.2.7:5555".parse().unwrap();
+        let (greeting, delivery) = ("unauthorized: the ticket has expired", "the view is not the registry's");
+        let lines = wire::telemetry::capture(|| {
+            registered(Event::Registered, &me, "127.0.0.1:8080", Mode::Original, 0, 0);
+            greeting_rejected(from, Some("node-2"), &greeting);
+            group_message_rejected(from, 2, &delivery);
+        });
+        let records: Vec<Record> = lines.iter().map(|line| Record::parse(line).expect(line)).collect();
+        assert_eq!(records[0].mode, Some(Mode::Original));
+        assert!(lines[0].contains(r#""mode":"original""#), "{}", lines[0]);
+        assert_eq!(records[1].reason, Some(Reason::Refused(greeting.into())));
+        assert_eq!(records[2].reason.as_ref().map(ToString::to_string).as_deref(), Some(delivery));
     }
 
     #[test]

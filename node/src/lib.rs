@@ -49,7 +49,7 @@ use wire::connection;
 use wire::ticket::{Seen, TicketKey};
 
 pub use config::Config;
-use events::{Event, Identity};
+use events::{Event, Identity, Mode};
 use exchange::Deadlines;
 use greeter::Contact;
 use greeting::{Greeting, GREETING};
@@ -208,7 +208,7 @@ impl Node {
             session.peers.into_iter().filter(|contact| known.insert(contact.peer.addr)).collect()
         };
         let addr = session.addr.to_string();
-        let mode = if id.is_some() { "leased" } else { "original" };
+        let mode = if id.is_some() { Mode::Leased } else { Mode::Original };
         let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr, group: session.group };
         events::registered(event, &me, &self.membership.link.addr.to_string(), mode, contacts, new_peers.len());
 

@@ -1,13 +1,12 @@
 //! The registry's command line and environment, read once into a [`Config`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
-use wire::cli::{self, Lifetime};
+use clap::{Arg, Parser};
+use wire::cli::{self, JoinTokenArgs, Lifetime, LimitsArgs};
 use wire::connection::Limits;
-use wire::secure::{Admission, JoinToken, TokenError};
+use wire::secure::TokenError;
 use wire::telemetry::LogFormat;
 
 use crate::config::Config;
@@ -16,7 +15,13 @@ use crate::store::{Capacity, Leases};
 /// HIT6 contacts registry: keeps the running nodes in memory and tells each
 /// new node about the ones registered before it.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    mut_arg("join_token_file", join_token_file),
+    mut_arg("max_pending_per_ip", |arg| arg.env("REGISTRY_MAX_PENDING_PER_IP")),
+    mut_arg("handshake_timeout", |arg| arg.env("REGISTRY_HANDSHAKE_TIMEOUT"))
+)]
 pub struct Cli {
     /// Address to listen on.
     #[arg(long, env = "REGISTRY_LISTEN", default_value = "0.0.0.0:8080")]
@@ -39,13 +44,8 @@ pub struct Cli {
     /// heartbeat: a duration, or `never` to keep them until deregistered.
     #[arg(long, env = "REGISTRY_LEGACY_TTL", default_value = "never", value_parser = cli::lifetime)]
     pub legacy_ttl: Lifetime,
-    /// A file holding the join token (64 hex characters) that members must
-    /// hold to register; or set HIT6_JOIN_TOKEN. Without one, anyone may.
-    #[arg(long, env = "REGISTRY_JOIN_TOKEN_FILE")]
-    pub join_token_file: Option<PathBuf>,
-    /// Refused: a token on the command line is visible to every user.
-    #[arg(long, hide = true, value_parser = cli::SecretNotInArgv)]
-    pub join_token: Option<String>,
+    #[command(flatten)]
+    pub join_token: JoinTokenArgs,
     /// With a join token, still admit the original programs, in plaintext
     /// and unauthenticated (see README, Trust).
     #[arg(long, env = "REGISTRY_ALLOW_ORIGINAL")]
@@ -68,14 +68,8 @@ pub struct Cli {
     #[arg(long, env = "REGISTRY_READ_BUDGET", default_value_t = wire::connection::READ_BUDGET as u64,
           value_parser = clap::value_parser!(u64).range(65_536..=1 << 40))]
     pub read_budget: u64,
-    /// Connections still in their handshake or first message, from one source
-    /// address; past it the oldest is dropped.
-    #[arg(long, env = "REGISTRY_MAX_PENDING_PER_IP", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_pending_per_ip: u32,
-    /// How long a new connection may take to finish its handshake and first message.
-    #[arg(long, env = "REGISTRY_HANDSHAKE_TIMEOUT", default_value = "1s", value_parser = cli::duration)]
-    pub handshake_timeout: Duration,
+    #[command(flatten)]
+    pub pending: LimitsArgs,
     /// Entries held at most, of every dialect.
     #[arg(long, env = "REGISTRY_MAX_ENTRIES", default_value_t = 20_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -103,18 +97,20 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+/// The registry's word for the join token file, and its variable.
+fn join_token_file(arg: Arg) -> Arg {
+    arg.env("REGISTRY_JOIN_TOKEN_FILE").help(
+        "A file holding the join token (64 hex characters) that members must hold to register; \
+         or set HIT6_JOIN_TOKEN. Without one, anyone may",
+    )
+}
+
 impl Cli {
     /// The server's configuration, with the join token read from its file or the environment.
     pub fn config(&self) -> Result<Config, TokenError> {
-        let token = JoinToken::from_file_or_env(self.join_token_file.as_deref())?;
         let limits = Limits {
             read_budget: self.read_budget as usize,
-            ..Limits::configured(
-                self.max_connections as usize,
-                self.max_connections_per_ip as usize,
-                self.max_pending_per_ip as usize,
-                self.handshake_timeout,
-            )
+            ..self.pending.limits(self.max_connections, self.max_connections_per_ip)
         };
         Ok(Config {
             leases: {
@@ -123,7 +119,7 @@ impl Cli {
             },
             sweep_interval: self.sweep_interval,
             groups: self.groups,
-            admission: Admission::from_token(token),
+            admission: self.join_token.admission()?,
             allow_original: self.allow_original,
             limits,
             capacity: Capacity {
@@ -146,6 +142,18 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_shared_flags_keep_the_registrys_variables_and_defaults() {
+        let command = Cli::command();
+        let shown = |id| wire::cli::env_and_defaults(&command, id);
+        assert_eq!(shown("join_token_file"), (Some("REGISTRY_JOIN_TOKEN_FILE"), vec![]));
+        assert_eq!(shown("join_token"), (None, vec![]));
+        assert_eq!(shown("max_pending_per_ip"), (Some("REGISTRY_MAX_PENDING_PER_IP"), vec!["256"]));
+        assert_eq!(shown("handshake_timeout"), (Some("REGISTRY_HANDSHAKE_TIMEOUT"), vec!["1s"]));
+        let help = command.get_arguments().find(|arg| arg.get_id() == "join_token_file").and_then(Arg::get_help);
+        assert!(help.is_some_and(|help| help.to_string().ends_with("Without one, anyone may")), "{help:?}");
     }
 
     #[test]

@@ -1,13 +1,25 @@
-//! What the binaries share: value parsers for their command lines, and the
-//! start-up steps before serving.
+//! What the binaries share: flags, value parsers for their command lines,
+//! and the start-up steps before serving.
+//!
+//! A flag shared here is declared once, with no environment variable: each
+//! binary names its own (the registry's begin `REGISTRY_`, the node's
+//! `NODE_`, the launcher reads none), and words its help where it differs.
+//! clap's derive cannot take those from the flattening struct, so the
+//! binary's parser adds them with
+//! `#[command(mut_arg("join_token_file", |arg| arg.env("REGISTRY_JOIN_TOKEN_FILE")))]`,
+//! which clap applies once the flattened flags are in place.
 
 use std::future::Future;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+
+use crate::connection::Limits;
+use crate::secure::{Admission, JoinToken, TokenError};
 
 /// Exit code when the listening address cannot be bound.
 pub const EXIT_BIND: u8 = 3;
@@ -37,6 +49,66 @@ impl clap::builder::TypedValueParser for SecretNotInArgv {
         );
         Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd))
     }
+}
+
+/// Where the join token comes from: a file, or the environment variable
+/// [`crate::secure::TOKEN_ENV`], never the command line.
+#[derive(Debug, clap::Args)]
+pub struct JoinTokenArgs {
+    /// A file holding the registry's join token (64 hex characters); or set HIT6_JOIN_TOKEN.
+    #[arg(long)]
+    pub join_token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is visible to every user.
+    #[arg(long, hide = true, value_parser = SecretNotInArgv)]
+    pub join_token: Option<String>,
+}
+
+impl JoinTokenArgs {
+    /// The token, read from its file when one is given, else from the environment; none without either.
+    pub fn token(&self) -> Result<Option<JoinToken>, TokenError> {
+        JoinToken::from_file_or_env(self.join_token_file.as_deref())
+    }
+
+    /// Who may complete a handshake: holders of the token, or anyone when there is none.
+    pub fn admission(&self) -> Result<Admission, TokenError> {
+        self.token().map(Admission::from_token)
+    }
+}
+
+/// The bounds on connections that have not proved themselves yet. How many
+/// established connections a service serves is the service's own flag: what
+/// they are, and so the help and the default, differ from one to the other.
+#[derive(Debug, clap::Args)]
+pub struct LimitsArgs {
+    /// Connections still in their handshake or first message, from one source
+    /// address; past it the oldest is dropped.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_pending_per_ip: u32,
+    /// How long a new connection may take to finish its handshake and first message.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+}
+
+impl LimitsArgs {
+    /// The limits of a service that serves `max_connections` established
+    /// connections at once, `max_connections_per_ip` of them from one address.
+    pub fn limits(&self, max_connections: u32, max_connections_per_ip: u32) -> Limits {
+        Limits::configured(
+            max_connections as usize,
+            max_connections_per_ip as usize,
+            self.max_pending_per_ip as usize,
+            self.handshake_timeout,
+        )
+    }
+}
+
+/// The environment variable and the default values `command` shows for its
+/// argument `id`: what a binary's test checks of the shared flags it names.
+#[cfg(feature = "test-support")]
+pub fn env_and_defaults<'a>(command: &'a clap::Command, id: &str) -> (Option<&'a str>, Vec<&'a str>) {
+    let arg = command.get_arguments().find(|arg| arg.get_id() == id).unwrap_or_else(|| panic!("no argument {id}"));
+    let defaults = arg.get_default_values().iter().map(|value| value.to_str().expect("UTF-8")).collect();
+    (arg.get_env().map(|env| env.to_str().expect("UTF-8")), defaults)
 }
 
 /// Installs the shutdown signal handlers and binds `listen`. On failure,
@@ -130,6 +202,30 @@ mod tests {
 
         assert!(is_closed_pipe(&Printing(io::Error::from(io::ErrorKind::BrokenPipe))));
         assert!(!is_closed_pipe(&Printing(io::Error::from(io::ErrorKind::PermissionDenied))));
+    }
+
+    /// A service as the launcher would declare one: the shared flags as they are, no variables.
+    #[derive(Debug, clap::Parser)]
+    struct Service {
+        #[command(flatten)]
+        token: JoinTokenArgs,
+        #[command(flatten)]
+        pending: LimitsArgs,
+    }
+
+    #[test]
+    fn the_shared_flags_parse_and_a_token_in_argv_is_refused() {
+        use clap::{CommandFactory, Parser};
+        Service::command().debug_assert();
+        assert!(Service::command().get_arguments().all(|arg| arg.get_env().is_none()), "each binary names its own");
+        let service =
+            Service::try_parse_from(["service", "--join-token-file", "/run/token", "--max-pending-per-ip", "8"]);
+        let service = service.unwrap();
+        assert_eq!(service.token.join_token_file, Some(PathBuf::from("/run/token")));
+        let limits = service.pending.limits(100, 10);
+        assert_eq!((limits.max_connections, limits.max_connections_per_ip, limits.max_pending_per_ip), (100, 10, 8));
+        let refused = Service::try_parse_from(["service", "--join-token", "00"]).unwrap_err().to_string();
+        assert!(refused.contains("must not be given on the command line"), "{refused}");
     }
 
     #[test]

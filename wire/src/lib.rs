@@ -20,7 +20,8 @@
 //! - [`heap`]: giving freed memory back to the system after a burst.
 //! - [`throttle`]: log lines about refusals, at most one per source and
 //!   reason per interval.
-//! - [`cli`]: value parsers for command lines, and the start-up steps before serving.
+//! - [`cli`]: flags and value parsers for command lines, and the start-up
+//!   steps before serving.
 //! - [`telemetry`], [`shutdown`]: log output and the signals that stop a service.
 //! - [`lock`] and [`Chain`]: a mutex lock that survives poisoning, and an
 //!   error with its causes on one line.
