@@ -8,6 +8,7 @@ use std::time::Duration;
 use registry::client::RegistryAddr;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use wire::cli::JoinTokenArgs;
 use wire::secure::JoinToken;
 
 use crate::follow::{self, Aftermath, Ending, FollowError, Follower, Following, Forming};
@@ -18,6 +19,10 @@ use crate::runtime::{Kind, Member, Plan, Project};
 use crate::ui::{self, Ui};
 
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("join_token_file", |arg| arg.help(
+    "A file holding the join token; or set HIT6_JOIN_TOKEN. With --registry, that registry's; otherwise the \
+     token the project's registry is started with, instead of a fresh one (see `launcher token`)"
+)))]
 pub struct Args {
     /// How many nodes to start.
     #[arg(long, short = 'n', default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -59,14 +64,8 @@ pub struct Args {
     /// Where the registry and nodes run.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: Kind,
-    /// A file holding the join token; or set HIT6_JOIN_TOKEN. With
-    /// --registry, that registry's; otherwise the token the project's
-    /// registry is started with, instead of a fresh one (see `launcher token`).
-    #[arg(long)]
-    pub join_token_file: Option<std::path::PathBuf>,
-    /// Refused: a token on the command line is visible to every user.
-    #[arg(long, hide = true, value_parser = wire::cli::SecretNotInArgv)]
-    pub join_token: Option<String>,
+    #[command(flatten)]
+    pub join_token: JoinTokenArgs,
     #[command(flatten)]
     pub images: Images,
 }
@@ -142,7 +141,7 @@ impl Args {
     /// The token given in the file or the environment, if any; for a
     /// registry of the project's own, a fresh one when none is given.
     fn join_token(&self) -> anyhow::Result<Option<Arc<JoinToken>>> {
-        let given = JoinToken::from_file_or_env(self.join_token_file.as_deref())?;
+        let given = self.join_token.token()?;
         let token = match self.registry {
             None => Some(given.unwrap_or_else(JoinToken::generate)),
             Some(_) => given,

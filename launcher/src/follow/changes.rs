@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use node::events::{Event, Record};
+use node::events::{Event, Reason, Record};
 use registry::events::{Event as RegistryEvent, Membership, Record as RegistryRecord};
+use registry::watch::LeftReason;
 use serde::Serialize;
 
 use super::{ms_after, Verdict};
@@ -67,16 +68,20 @@ impl Change {
             Change::Return => Event::PeersJoined,
         };
         let logs_it = record.event == event && record.peers().any(|peer| peer == node);
-        logs_it.then(|| How::Node(event, record.reason.clone()))
+        let left = match record.reason {
+            Some(Reason::Left(reason)) => Some(reason),
+            _ => None,
+        };
+        logs_it.then_some(How::Node(event, left))
     }
 }
 
-/// The event that logged a change, and the reason a survivor gave:
-/// `session_lost`, `peer_left connection_lost`.
+/// The event that logged a change, and why a survivor says the node
+/// left: `session_lost`, `peer_left connection_lost`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum How {
     Registry(RegistryEvent),
-    Node(Event, Option<String>),
+    Node(Event, Option<LeftReason>),
 }
 
 impl std::fmt::Display for How {
