@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::floor;
-
 /// Measures the real release binaries on this machine, prints each figure
 /// next to its target, and exits 1 when a target is missed.
 #[derive(Debug, Clone, Parser)]
@@ -43,7 +41,7 @@ pub(crate) struct Cli {
     pub(crate) json: bool,
     /// Internal: run as one of the two processes of the `floor` section.
     #[arg(long, value_enum, hide = true)]
-    pub(crate) floor_peer: Option<floor::Peer>,
+    pub(crate) floor_peer: Option<FloorPeer>,
 }
 
 /// What the benchmark measures, in the order it runs them.
@@ -136,6 +134,15 @@ fn seconds(text: &str) -> Result<Duration, String> {
 fn key_value(text: &str) -> Result<(String, String), String> {
     let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}` isn't KEY=VALUE"))?;
     Ok((key.to_owned(), value.to_owned()))
+}
+
+/// The hidden modes this binary runs in as the `floor` section's two processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloorPeer {
+    /// Answers greetings on 127.0.0.1, printing its port first.
+    Answer,
+    /// Sends `FLOOR_GREETINGS` greetings to the address on stdin's first line.
+    Greet,
 }
 
 #[cfg(test)]

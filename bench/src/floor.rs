@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::cli::FloorPeer;
 use crate::probe::cpu_seconds;
 use crate::report::Rows;
 use crate::spawn::command;
@@ -32,21 +33,12 @@ const ANSWER: &[u8; 40] = b"{\"mensaje\":\"Hola, un gusto!\",\"ok\":true}\n";
 /// The most the node may spend per greeting, as a multiple of the floor.
 pub const TARGET_RATIO: f64 = 1.5;
 
-/// The hidden modes this binary runs in as the floor's two processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Peer {
-    /// Answers greetings on 127.0.0.1, printing its port first.
-    Answer,
-    /// Sends `FLOOR_GREETINGS` greetings to the address on stdin's first line.
-    Greet,
-}
-
 /// Runs one side of the floor; it never returns for `Answer`.
-pub fn run_peer(peer: Peer) -> anyhow::Result<()> {
+pub fn run_peer(peer: FloorPeer) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     match peer {
-        Peer::Answer => {
+        FloorPeer::Answer => {
             let listener = TcpListener::bind("127.0.0.1:0")?;
             writeln!(stdout, "{}", listener.local_addr()?)?;
             loop {
@@ -57,7 +49,7 @@ pub fn run_peer(peer: Peer) -> anyhow::Result<()> {
                 }
             }
         }
-        Peer::Greet => {
+        FloorPeer::Greet => {
             let mut line = String::new();
             stdin.lock().read_line(&mut line)?;
             let addr: SocketAddr = line.trim().parse().context("the answering peer's address")?;

@@ -12,8 +12,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::fields::kind_of;
-
 /// The codes any service answers with before its own protocol is involved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -144,6 +142,18 @@ pub fn open<C: DeserializeOwned>(message: Value) -> Result<Opened<C>, EnvelopeEr
             serde_json::from_value(error).map(Opened::Refused).map_err(EnvelopeError::NoError)
         }
         Some(other) => Err(EnvelopeError::NotABoolean(kind_of(other))),
+    }
+}
+
+/// Names a JSON value's type for error messages.
+pub fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

@@ -8,6 +8,7 @@ use std::ops::RangeInclusive;
 
 use serde_json::Value;
 
+pub use crate::envelope::kind_of;
 use crate::envelope::{Code, ErrorBody};
 
 /// Longest accepted node name or registration id, in bytes.
@@ -148,18 +149,6 @@ pub fn check_peer_ip(ip: IpAddr) -> Result<(), BadField> {
         _ => return Ok(()),
     };
     Err(bad(format!("`{ip}` is {why}: no peer can connect to it")))
-}
-
-/// Names a JSON value's type for error messages.
-pub fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The first 64 characters of `s`: echoing hostile input back in full would

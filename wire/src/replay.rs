@@ -12,6 +12,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// How far apart members' clocks may be: how long a dated message (a
+/// ticket, a handshake's first message) stays fresh to its receiver.
+pub const CLOCK_AGREEMENT: Duration = Duration::from_secs(300);
+
 /// Now, in Unix milliseconds, as expiry times are written.
 pub fn unix_ms() -> u64 {
     millis(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())

@@ -65,9 +65,9 @@ pub const MAX_CHUNK: usize = MAX_FRAME - 16;
 /// sealed), 96 and 64 bytes.
 const MAX_HANDSHAKE_FRAME: usize = 128;
 
-/// How far a first message's date may be from the responder's clock.
-/// Tickets already need hosts' clocks to agree within this.
-pub const SKEW: Duration = crate::ticket::TICKET_VALIDITY;
+/// How far a first message's date may be from the responder's clock: as
+/// far as tickets already need hosts' clocks to agree.
+pub const SKEW: Duration = crate::replay::CLOCK_AGREEMENT;
 
 /// First messages a responder keeps while their dates are fresh: past
 /// this, a late one (dated before the oldest kept) must try again. Some

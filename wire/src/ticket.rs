@@ -46,7 +46,7 @@ use crate::secure::{key_bytes, key_text, PublicKey};
 
 /// How long a ticket is honoured: greetings go out within moments of a
 /// registration, and hosts' clocks must agree to within this.
-pub const TICKET_VALIDITY: Duration = Duration::from_secs(300);
+pub const TICKET_VALIDITY: Duration = crate::replay::CLOCK_AGREEMENT;
 
 /// The most attempts one greeting may make: each is a nonce, and [`Seen`]
 /// keeps them as bits.
