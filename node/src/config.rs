@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Arg, Parser, Subcommand};
 use registry::client::RegistryAddr;
 use wire::cli::{self, JoinTokenArgs, LimitsArgs};
-use wire::secure::{Identity, KeyFileError, Keys, TokenError};
+use wire::secure::{Identity, KeyFileError, Keys, PublicKey, TokenError};
 use wire::telemetry::LogFormat;
 
 use crate::exchange::Deadlines;
@@ -86,6 +86,12 @@ pub struct Args {
     /// that the node keeps its identity across restarts [default: a new key each run].
     #[arg(long, env = "NODE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// The key the registry must prove (its `listening` line logs it, as
+    /// `key`); a registry, or a stranger, that proves another is refused
+    /// before this node sends it anything, and the node never falls back
+    /// to plaintext [default: whatever key the registry holds].
+    #[arg(long, env = "NODE_REGISTRY_KEY", value_name = "KEY")]
+    pub registry_key: Option<PublicKey>,
     #[command(flatten)]
     pub token: JoinTokenArgs,
     /// Log format.
@@ -181,6 +187,8 @@ pub struct Config {
     pub greet: GreetConfig,
     pub listen: ListenConfig,
     pub keys: Keys,
+    /// The key the registry must prove, when pinned.
+    pub registry_key: Option<PublicKey>,
 }
 
 impl Args {
@@ -211,6 +219,7 @@ impl Args {
                 write_timeout: self.reply_timeout,
             },
             keys,
+            registry_key: self.registry_key,
         })
     }
 }

@@ -90,7 +90,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
 }
 
 fn registry_link(config: &Config) -> RegistryLink {
-    RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout)
+    RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout).pinned(config.registry_key)
 }
 
 async fn cancellable(token: CancellationToken, work: impl Future<Output = ()>) {

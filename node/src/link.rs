@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use registry::client::{Client, ClientError, RegistryAddr};
 use tokio::sync::Mutex;
-use wire::secure::{HandshakeError, Keys};
+use wire::secure::{HandshakeError, Keys, PublicKey};
 
 /// Runs `$op` with `$client` on `$link`'s kept session, or on a new one;
 /// when the kept one has broken, once more on a new one. Only idempotent
@@ -67,12 +67,19 @@ pub struct RegistryLink {
     /// A secure session succeeded once: the registry is one of ours, and a
     /// handshake that fails later is a failure, never a reason for plaintext.
     secure_seen: AtomicBool,
+    /// The key the registry must prove (`--registry-key`); with one, never plaintext.
+    pinned: Option<PublicKey>,
 }
 
 impl RegistryLink {
     pub fn new(addr: RegistryAddr, keys: Keys, timeout: Duration) -> RegistryLink {
         let (plaintext, secure_seen) = (AtomicBool::new(false), AtomicBool::new(false));
-        RegistryLink { addr, keys, timeout, session: Mutex::new(None), plaintext, secure_seen }
+        RegistryLink { addr, keys, timeout, session: Mutex::new(None), plaintext, secure_seen, pinned: None }
+    }
+
+    /// The link, refusing a registry that does not prove `key`, when given.
+    pub fn pinned(self, key: Option<PublicKey>) -> RegistryLink {
+        RegistryLink { pinned: key, ..self }
     }
 
     /// Forgets the kept session: an original registry answers once and hangs up.
@@ -99,19 +106,26 @@ impl RegistryLink {
         if self.plaintext.load(Ordering::Relaxed) {
             return Client::connect(&self.addr, self.timeout).await;
         }
-        match Client::connect_secure(&self.addr, &self.keys, self.timeout).await {
+        match Client::connect_pinned(&self.addr, &self.keys, self.pinned, self.timeout).await {
             Ok(client) => {
                 self.secure_seen.store(true, Ordering::Relaxed);
                 Ok(client)
             }
             Err(ClientError::Handshake {
                 source: HandshakeError::Closed | HandshakeError::NotSecure { .. }, ..
-            }) if !self.keys.admission.requires_token() && !self.secure_seen.load(Ordering::Relaxed) => {
+            }) if self.may_fall_back() => {
                 tracing::debug!(registry = %self.addr, "the registry does not speak the secure protocol: plaintext from now on");
                 self.plaintext.store(true, Ordering::Relaxed);
                 Client::connect(&self.addr, self.timeout).await
             }
             connected => connected,
         }
+    }
+
+    /// Whether a registry that does not speak the secure protocol may be an
+    /// original one, spoken to in plaintext: never with a token or a pinned
+    /// key (a stranger could pose as one), nor once a secure session worked.
+    fn may_fall_back(&self) -> bool {
+        !self.keys.admission.requires_token() && self.pinned.is_none() && !self.secure_seen.load(Ordering::Relaxed)
     }
 }

@@ -1,6 +1,7 @@
 //! The registry's command line and environment, read once into a [`Config`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Arg, Parser};
@@ -10,6 +11,7 @@ use wire::secure::TokenError;
 use wire::telemetry::LogFormat;
 
 use crate::config::Config;
+use crate::identity::{IdentityError, RegistryIdentity};
 use crate::store::{Capacity, Leases};
 
 /// HIT6 contacts registry: keeps the running nodes in memory and tells each
@@ -46,6 +48,13 @@ pub struct Cli {
     pub legacy_ttl: Lifetime,
     #[command(flatten)]
     pub join_token: JoinTokenArgs,
+    /// A file holding the registry's own secret (43 characters of base64url),
+    /// made there, readable by its owner only, if there is none; or set
+    /// HIT6_REGISTRY_KEY. Its keys survive restarts and may be shared by
+    /// replicas, so nodes may pin them (`node --registry-key`). Without one,
+    /// fresh keys at each start.
+    #[arg(long, env = "REGISTRY_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
     /// With a join token, still admit the original programs, in plaintext
     /// and unauthenticated (see README, Trust).
     #[arg(long, env = "REGISTRY_ALLOW_ORIGINAL")]
@@ -105,9 +114,19 @@ fn join_token_file(arg: Arg) -> Arg {
     )
 }
 
+/// A secret the registry was given that it cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
 impl Cli {
-    /// The server's configuration, with the join token read from its file or the environment.
-    pub fn config(&self) -> Result<Config, TokenError> {
+    /// The server's configuration, with the join token and the registry's
+    /// keys read from their files or the environment.
+    pub fn config(&self) -> Result<Config, SecretError> {
         let limits = Limits {
             read_budget: self.read_budget as usize,
             ..self.pending.limits(self.max_connections, self.max_connections_per_ip)
@@ -130,6 +149,7 @@ impl Cli {
             },
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
+            identity: RegistryIdentity::from_file_or_env(self.key_file.as_deref())?,
         })
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::codec::Framed;
 use wire::codec::{Decoded, FrameError, LinkCodec, MAX_REPLY_BYTES};
 use wire::envelope::{self, Opened};
 use wire::fields::{parse_ip, parse_port};
-use wire::secure::{self, HandshakeError, Keys};
+use wire::secure::{self, HandshakeError, Keys, PublicKey};
 
 use crate::protocol::{
     Contact, ErrorBody, ErrorCode, Found, GroupView, Listed, NativeRequest, Registered, Renewed, Since,
@@ -141,10 +141,21 @@ impl Client {
     /// Connects and opens a secure session as `keys`, all within `timeout`,
     /// which also bounds each request.
     pub async fn connect_secure(addr: &RegistryAddr, keys: &Keys, timeout: Duration) -> Result<Client, ClientError> {
+        Client::connect_pinned(addr, keys, None, timeout).await
+    }
+
+    /// As [`Client::connect_secure`]; with `pinned`, a registry that proves
+    /// another key is refused before anything is sent to it.
+    pub async fn connect_pinned(
+        addr: &RegistryAddr,
+        keys: &Keys,
+        pinned: Option<PublicKey>,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
         let name = addr.to_string();
         let open = async {
             let mut stream = Self::tcp(addr, timeout).await?;
-            let session = secure::initiate(&mut stream, keys, None)
+            let session = secure::initiate(&mut stream, keys, pinned)
                 .await
                 .map_err(|source| ClientError::Handshake { addr: name.clone(), source })?;
             Ok(Framed::new(stream, LinkCodec::sealed(session, MAX_REPLY_BYTES)))

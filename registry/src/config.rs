@@ -6,6 +6,7 @@ use std::time::Duration;
 use wire::connection::Limits;
 use wire::secure::Admission;
 
+use crate::identity::RegistryIdentity;
 use crate::store::{Capacity, Leases};
 
 /// How the registry serves: its leases, groups, admission and bounds.
@@ -27,6 +28,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long writing one reply may take before the client is dropped.
     pub write_timeout: Duration,
+    /// The keys it proves and signs with.
+    pub identity: RegistryIdentity,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             capacity: Capacity::default(),
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(5),
+            identity: RegistryIdentity::generate(),
         }
     }
 }

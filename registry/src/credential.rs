@@ -53,7 +53,12 @@ impl Signer {
     pub fn generate() -> Signer {
         let mut seed = Zeroizing::new([0u8; 32]);
         getrandom::fill(seed.as_mut()).expect("the operating system provides random bytes");
-        Signer { key: SigningKey::from_bytes(&seed) }
+        Signer::from_seed(&seed)
+    }
+
+    /// The signing key whose seed is `seed`.
+    pub fn from_seed(seed: &Zeroizing<[u8; 32]>) -> Signer {
+        Signer { key: SigningKey::from_bytes(seed) }
     }
 
     pub fn public(&self) -> RegistryKey {

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use wire::throttle;
 
 use crate::config::Config;
+use crate::identity::Origin;
 use crate::protocol::{Contact, Dialect};
 
 wire::log_events! {
@@ -63,8 +64,11 @@ pub struct Record {
     pub dialect: Option<Dialect>,
     /// Earlier contacts returned to the registrant.
     pub contacts: Option<u64>,
-    /// The static key an entry was registered with.
+    /// The static key an entry was registered with; the registry's own (`listening`).
     pub key: Option<String>,
+    /// Where the registry's own keys come from (`listening`): drawn at this
+    /// start, kept in a key file or the environment, or saved there now.
+    pub identity: Option<Origin>,
     /// The source address of a refused connection, and why (`unauthorized`);
     /// the reason stays words, as it is written from more than one type (a
     /// handshake's error, with fields of its own, or a plaintext refusal).
@@ -102,9 +106,10 @@ pub fn listening(addr: SocketAddr, config: &Config) {
              and coordinate a group; give it one with --join-token-file wherever strangers can reach it"
         );
     }
+    let (key, identity) = (config.identity.public(), config.identity.origin);
     info!(
         event = %Event::Listening, %addr, ?ttl, ?legacy_ttl, groups, token, allow_original = config.allow_original,
-        "listening"
+        %key, %identity, "listening"
     );
 }
 

@@ -23,6 +23,8 @@
 //! - [`credential`]: what the registry signs for nodes to check it by:
 //!   group views. (Greeters are introduced with tickets, [`wire::ticket`],
 //!   which the server seals at each registration.)
+//! - [`identity`]: the registry's own keys (the one its sessions prove, the
+//!   one it signs with), fresh at each start or kept in a key file.
 //! - [`cli`]: the command line and environment of the `registry` binary.
 //! - [`events`]: the registry's log contract ([`events::Event`]), read back
 //!   by the launcher and the tests.
@@ -38,6 +40,7 @@ pub mod contact;
 pub mod credential;
 pub mod events;
 pub mod fanout;
+pub mod identity;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use wire::codec::{Decoded, FrameError, LinkCodec};
 use wire::connection::{self, Accepted, ByteStream, JsonStream, Slot};
 use wire::replay::millis;
-use wire::secure::{Identity, Keys, PublicKey};
+use wire::secure::{Keys, PublicKey};
 use wire::ticket::{Greeter, TICKET_VALIDITY};
 
 // What `run` takes, where its callers have always found it.
@@ -65,8 +65,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let store = Arc::new(Store::new(config.leases, config.groups, config.capacity));
     tracker.spawn(sweep(store.clone(), config.sweep_interval, token.clone()));
 
-    let keys = Keys::new(Identity::generate(), config.admission.clone());
-    let views = Arc::new(Views::new(Signer::generate()));
+    let keys = Keys::shared(config.identity.session.clone(), config.admission.clone());
+    let views = Arc::new(Views::new(config.identity.signer.clone()));
     let fanout = Arc::new(Fanout::start(tracker.clone()));
     let config = Arc::new(config);
     let limits = config.limits;
@@ -121,12 +121,12 @@ async fn sweep(store: Arc<Store>, every: Duration, token: CancellationToken) {
 /// sees the same signed view again need not check it again.
 #[derive(Debug)]
 struct Views {
-    signer: Signer,
+    signer: Arc<Signer>,
     signed: std::sync::Mutex<std::collections::HashMap<u32, (GroupClaims, crate::credential::Signed, Instant)>>,
 }
 
 impl Views {
-    fn new(signer: Signer) -> Views {
+    fn new(signer: Arc<Signer>) -> Views {
         Views { signer, signed: Default::default() }
     }
 
@@ -650,8 +650,8 @@ mod tests {
 
     #[test]
     fn a_group_view_is_signed_again_only_when_its_members_change_or_it_ages() {
-        let views = Views::new(Signer::generate());
-        let key = || Identity::generate().public();
+        let views = Views::new(Arc::new(Signer::generate()));
+        let key = || wire::secure::Identity::generate().public();
         let (a, b) = (key(), key());
         let claims = |members: Vec<PublicKey>| GroupClaims { group: 1, coordinator: Some(members[0]), members };
         let now = Instant::now();

@@ -342,3 +342,62 @@ async fn strangers_idle_connections_neither_delay_members_nor_expire_their_lease
     ensure!(registry.process.events(RegistryEvent::Expired).is_empty(), "a lease expired under the flood");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_registry_keeps_its_key_in_its_key_file_and_a_node_that_pins_it_refuses_any_other() -> anyhow::Result<()> {
+    let token = JoinToken::generate();
+    let dir = std::env::temp_dir().join(format!("hit6-pinned-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let key_arg = dir.join("registry.key").to_string_lossy().into_owned();
+    let outcome = async {
+        let own_key = |registry: &Registry| -> anyhow::Result<(String, String)> {
+            let listening = registry.process.events(RegistryEvent::Listening).pop().context("it logged `listening`")?;
+            let text = |field: &str| listening[field].as_str().map(str::to_owned).context("`listening` names its key");
+            Ok((text("key")?, text("identity")?))
+        };
+        let first = Registry::start_with_token(&token, &["--key-file", &key_arg]).await?;
+        let (key, identity) = own_key(&first)?;
+        ensure!(identity == "saved", "a new key file: {identity}");
+        drop(first);
+        let restarted = Registry::start_with_token(&token, &["--key-file", &key_arg]).await?;
+        ensure!(own_key(&restarted)? == (key.clone(), "kept".to_owned()), "the same key after a restart");
+
+        let alice = Node::start_with_token(restarted.addr, "alice", &token, &["--registry-key", &key]).await?;
+        alice.process.wait_for_event(Event::Registered).await?;
+
+        // A party that holds the token but not the registry's key poses as the registry.
+        let impostor = Registry::start_with_token(&token, &[]).await?;
+        ensure!(own_key(&impostor)?.0 != key, "a fresh registry draws a key of its own");
+        let bob = Node::start_with_token(impostor.addr, "bob", &token, &["--registry-key", &key]).await?;
+        let refused = bob.process.wait_for_event(Event::RegistryUnreachable).await?;
+        let error = refused["error"].as_str().unwrap_or_default();
+        ensure!(error.contains(&format!("not {key}")), "{refused}");
+        ensure!(impostor.process.events(RegistryEvent::Registered).is_empty(), "bob sent the impostor nothing");
+        anyhow::Ok(())
+    }
+    .await;
+    std::fs::remove_dir_all(&dir)?;
+    outcome
+}
+
+#[tokio::test]
+async fn a_node_that_pins_the_registrys_key_never_falls_back_to_plaintext() -> anyhow::Result<()> {
+    // Answers anything as an original registry would: an empty list of contacts.
+    let original = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = original.local_addr()?;
+    let answering = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = original.accept().await {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(b"[]").await;
+        }
+    });
+    let pinned = Identity::generate().public().to_string();
+    let node = Node::start(addr, "carol", &["--registry-key", &pinned]).await?;
+    let refused = node.process.wait_for_event(Event::RegistryUnreachable).await?;
+    answering.abort();
+    ensure!(node.process.events(Event::Registered).is_empty(), "it registered in plaintext: {refused}");
+    let error = refused["error"].as_str().unwrap_or_default();
+    ensure!(error.contains("does not speak the secure protocol") || error.contains("closed"), "{refused}");
+    Ok(())
+}

@@ -169,10 +169,11 @@ impl Identity {
     pub fn generate() -> Identity {
         let mut private = Zeroizing::new([0u8; 32]);
         getrandom::fill(private.as_mut()).expect("the operating system provides random bytes");
-        Identity::from_private(private)
+        Identity::from_secret(private)
     }
 
-    fn from_private(private: Zeroizing<[u8; 32]>) -> Identity {
+    /// The key pair whose private half is `private`.
+    pub fn from_secret(private: Zeroizing<[u8; 32]>) -> Identity {
         let mut dh = DefaultResolver.resolve_dh(&DHChoice::Curve25519).expect("snow resolves Curve25519");
         dh.set(private.as_ref());
         let public = PublicKey::from_bytes(dh.pubkey()).expect("a Curve25519 public key is 32 bytes");
@@ -187,24 +188,35 @@ impl Identity {
     /// one and saves it there, readable by its owner only. Returns whether
     /// it was made.
     pub fn load_or_create(path: &Path) -> Result<(Identity, bool), KeyFileError> {
-        let name = path.display().to_string();
-        match read_private(path) {
-            Ok(Err(Exposed(mode))) => Err(KeyFileError::Exposed { path: name, mode }),
-            Ok(Ok(text)) => {
-                let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(text.trim()).unwrap_or_default());
-                let private: [u8; 32] =
-                    bytes.as_slice().try_into().map_err(|_| KeyFileError::Malformed { path: name })?;
-                Ok((Identity::from_private(Zeroizing::new(private)), false))
-            }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                let identity = Identity::generate();
-                let text = Zeroizing::new(URL_SAFE_NO_PAD.encode(identity.private.as_ref()) + "\n");
-                write_private(path, text.as_bytes()).map_err(|source| KeyFileError::Write { path: name, source })?;
-                Ok((identity, true))
-            }
-            Err(source) => Err(KeyFileError::Read { path: name, source }),
-        }
+        let (secret, made) = load_or_create_secret(path)?;
+        Ok((Identity::from_secret(secret), made))
     }
+}
+
+/// The 32-byte secret in a key file (43 characters of base64url), or, when
+/// there is no such file, a fresh one saved there, readable by its owner
+/// only. Returns whether it was made. A file others may read is refused.
+pub fn load_or_create_secret(path: &Path) -> Result<(Zeroizing<[u8; 32]>, bool), KeyFileError> {
+    let name = path.display().to_string();
+    match read_private(path) {
+        Ok(Err(Exposed(mode))) => Err(KeyFileError::Exposed { path: name, mode }),
+        Ok(Ok(text)) => parse_secret(&text).map(|secret| (secret, false)).ok_or(KeyFileError::Malformed { path: name }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            let mut secret = Zeroizing::new([0u8; 32]);
+            getrandom::fill(secret.as_mut()).expect("the operating system provides random bytes");
+            let text = Zeroizing::new(URL_SAFE_NO_PAD.encode(secret.as_ref()) + "\n");
+            write_private(path, text.as_bytes()).map_err(|source| KeyFileError::Write { path: name, source })?;
+            Ok((secret, true))
+        }
+        Err(source) => Err(KeyFileError::Read { path: name, source }),
+    }
+}
+
+/// A secret written as a key file holds it: 43 characters of base64url,
+/// surrounding whitespace ignored.
+pub fn parse_secret(text: &str) -> Option<Zeroizing<[u8; 32]>> {
+    let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(text.trim()).ok()?);
+    Some(Zeroizing::new(bytes.as_slice().try_into().ok()?))
 }
 
 /// The mode bits of a secret file that group or others hold.
@@ -355,8 +367,14 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(identity: Identity, admission: Admission) -> Keys {
+        Keys::shared(Arc::new(identity), admission)
+    }
+
+    /// Keys with an identity that something else holds too (the registry
+    /// signs with keys derived from the same secret).
+    pub fn shared(identity: Arc<Identity>, admission: Admission) -> Keys {
         let first_messages = Arc::new(Mutex::new(FirstMessages(Window::new(FIRST_MESSAGES))));
-        Keys { identity: Arc::new(identity), admission, first_messages }
+        Keys { identity, admission, first_messages }
     }
 }
 
@@ -410,7 +428,9 @@ pub enum HandshakeError {
     Refused { said: String },
     #[error("the peer was too busy to finish the handshake: {said}")]
     Busy { said: String },
-    #[error("the peer holds key {actual}, not {expected} as the registry recorded")]
+    #[error(
+        "the peer holds key {actual}, not {expected} as expected of it (the registry recorded it, or it is pinned)"
+    )]
     WrongKey { expected: PublicKey, actual: PublicKey },
     #[error("the connection failed during the handshake")]
     Io(#[source] io::Error),
