@@ -70,12 +70,39 @@ impl fmt::Display for Origin {
     }
 }
 
+/// The secret a registry's keys are made of, as a launcher hands it to
+/// the registry it starts ([`KEY_ENV`]). Its `Debug` never shows it.
+pub struct RegistrySecret(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for RegistrySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RegistrySecret(<redacted>)")
+    }
+}
+
+impl RegistrySecret {
+    /// A fresh secret from the operating system's random source.
+    pub fn generate() -> RegistrySecret {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        getrandom::fill(secret.as_mut()).expect("the operating system provides random bytes");
+        RegistrySecret(secret)
+    }
+
+    /// The secret as [`KEY_ENV`] and a key file hold it.
+    pub fn reveal(&self) -> Zeroizing<String> {
+        secure::secret_text(&self.0)
+    }
+
+    /// The key its registry's sessions prove: what its nodes pin.
+    pub fn public(&self) -> PublicKey {
+        RegistryIdentity::from_secret(&self.0, Origin::Kept).public()
+    }
+}
+
 impl RegistryIdentity {
     /// Keys drawn afresh, known to no one yet.
     pub fn generate() -> RegistryIdentity {
-        let mut secret = Zeroizing::new([0u8; 32]);
-        getrandom::fill(secret.as_mut()).expect("the operating system provides random bytes");
-        RegistryIdentity::from_secret(&secret, Origin::Fresh)
+        RegistryIdentity::from_secret(&RegistrySecret::generate().0, Origin::Fresh)
     }
 
     /// Both keys, derived from one secret.
@@ -127,6 +154,10 @@ mod tests {
         assert_eq!(one.public(), again.public());
         assert_eq!(one.signer.public(), again.signer.public());
         let other = from(&[8u8; 32]);
+        let handed = RegistrySecret::generate();
+        let parsed = secure::parse_secret(&handed.reveal()).unwrap();
+        assert_eq!(from(&parsed).public(), handed.public(), "the registry makes the key its nodes pin");
+        assert_eq!(format!("{handed:?}"), "RegistrySecret(<redacted>)");
         assert_ne!(one.public(), other.public());
         assert_ne!(one.signer.public(), other.signer.public());
         // Neither key is the secret's own: the session key differs from the

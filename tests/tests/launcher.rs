@@ -112,6 +112,28 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
         assert!(inspect.status.success() && !argv.contains(&token), "{role}'s argv holds the token: {argv}");
     }
     assert!(!text(&output).contains(&token) && !logged.contains(&token), "the token was printed");
+
+    // The registry's keys: its secret handed over in its environment, and
+    // the key it makes pinned in every node, which registered all the same.
+    let inspect = |container: &str, format: &str| {
+        let output = docker::docker(&["inspect", "--format", format, &format!("{project}-{container}")]);
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let registry_env = inspect("registry", "{{json .Config.Env}}");
+    let secret = registry_env.split('"').find_map(|var| var.strip_prefix("HIT6_REGISTRY_KEY=")).map(str::to_owned);
+    let secret = secret.unwrap_or_else(|| panic!("the registry was handed no key: {registry_env}"));
+    let raw_logs = docker::docker(&["logs", &format!("{project}-registry")]);
+    let listening = String::from_utf8_lossy(&raw_logs.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| tests::is(line, registry::events::Event::Listening))
+        .expect("the registry logged `listening`");
+    assert_eq!(listening["identity"], "kept", "{listening}");
+    let key = listening["key"].as_str().expect("`listening` names its key");
+    assert!(inspect("node-1", "{{json .Config.Env}}").contains(&format!("NODE_REGISTRY_KEY={key}")), "not pinned");
+    let argv = inspect("registry", "{{json .Args}} {{json .Config.Cmd}}");
+    assert!(!argv.contains(&secret) && !logged.contains(&secret) && !text(&output).contains(&secret), "shown");
     // The registry is published on the default --registry-port.
     let stranger = tests::with_closed_stdout("node", &["send", "--registry", "127.0.0.1:8086", "--group", "2", "hola"]);
     assert_eq!(stranger.status.code(), Some(1), "a send without the token: {}", text(&stranger));

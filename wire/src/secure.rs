@@ -204,12 +204,17 @@ pub fn load_or_create_secret(path: &Path) -> Result<(Zeroizing<[u8; 32]>, bool),
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             let mut secret = Zeroizing::new([0u8; 32]);
             getrandom::fill(secret.as_mut()).expect("the operating system provides random bytes");
-            let text = Zeroizing::new(URL_SAFE_NO_PAD.encode(secret.as_ref()) + "\n");
+            let text = Zeroizing::new(secret_text(&secret).to_string() + "\n");
             write_private(path, text.as_bytes()).map_err(|source| KeyFileError::Write { path: name, source })?;
             Ok((secret, true))
         }
         Err(source) => Err(KeyFileError::Read { path: name, source }),
     }
+}
+
+/// A secret as a key file holds it: 43 characters of base64url.
+pub fn secret_text(secret: &[u8; 32]) -> Zeroizing<String> {
+    Zeroizing::new(URL_SAFE_NO_PAD.encode(secret))
 }
 
 /// A secret written as a key file holds it: 43 characters of base64url,

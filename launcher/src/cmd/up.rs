@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry::client::RegistryAddr;
+use registry::identity::RegistrySecret;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wire::cli::JoinTokenArgs;
@@ -135,6 +136,8 @@ impl Args {
             lease: self.lease,
             images: self.images.clone(),
             token: self.join_token()?,
+            // The registry the project starts gets keys its nodes pin.
+            registry_secret: self.registry.is_none().then(|| Arc::new(RegistrySecret::generate())),
         })
     }
 

@@ -117,7 +117,7 @@ impl Containers {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
-            env: Some(spec.env_with_token()),
+            env: Some(spec.env_with_secrets()),
             labels: Some(self.engine.labels(Some(spec.member)).into_iter().chain(spec.labels.clone()).collect()),
             exposed_ports: Some(vec![port_key]),
             host_config: Some(HostConfig {

@@ -23,6 +23,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 use registry::client::RegistryAddr;
+use registry::identity::{RegistrySecret, KEY_ENV};
 use tokio::sync::mpsc;
 use wire::secure::{JoinToken, TOKEN_ENV};
 
@@ -129,6 +130,8 @@ pub struct ContainerSpec {
     /// The project's join token, passed in the environment (never argv);
     /// apart from `env` so that `Debug` never shows it.
     pub token: Option<Arc<JoinToken>>,
+    /// The registry's secret, likewise, for the registry alone.
+    pub registry_secret: Option<Arc<RegistrySecret>>,
     pub cmd: Vec<String>,
     /// Host port to publish the service port on.
     pub host_port: Option<u16>,
@@ -137,9 +140,11 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
-    pub(crate) fn env_with_token(&self) -> Vec<String> {
+    /// Its environment, with the secrets it is handed.
+    pub(crate) fn env_with_secrets(&self) -> Vec<String> {
         let token = self.token.iter().map(|token| format!("{TOKEN_ENV}={}", token.reveal().as_str()));
-        self.env.iter().cloned().chain(token).collect()
+        let secret = self.registry_secret.iter().map(|secret| format!("{KEY_ENV}={}", secret.reveal().as_str()));
+        self.env.iter().cloned().chain(token).chain(secret).collect()
     }
 
     /// The registry a plan starts, published on its registry port.
@@ -153,6 +158,7 @@ impl ContainerSpec {
                 format!("REGISTRY_TTL={}", humantime::format_duration(plan.lease)),
             ],
             token: plan.token.clone(),
+            registry_secret: plan.registry_secret.clone(),
             cmd: vec![],
             host_port: Some(plan.registry_port),
             labels: HashMap::new(),
@@ -164,11 +170,13 @@ impl ContainerSpec {
     pub fn node(plan: &Plan, index: usize, registry: &RegistryAddr, published: Option<(IpAddr, u16)>) -> ContainerSpec {
         let mut env = node_env(index, published);
         env.push("LOG_FORMAT=json".into());
+        env.extend(plan.pin_env().map(|(var, key)| format!("{var}={key}")));
         ContainerSpec {
             member: Member::Node(index),
             image: plan.images.node.clone(),
             env,
             token: plan.token.clone(),
+            registry_secret: None,
             cmd: vec![registry.host.clone(), registry.port.to_string()],
             host_port: published.map(|(_, port)| port),
             labels: HashMap::new(),

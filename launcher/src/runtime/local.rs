@@ -12,6 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use registry::client::RegistryAddr;
 use registry::events::{Event, Record};
+use registry::identity::{RegistrySecret, KEY_ENV};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -29,6 +30,15 @@ pub struct Local {
     token: Option<Arc<JoinToken>>,
 }
 
+/// What a process is handed besides its arguments: secrets, and the key
+/// its registry must prove.
+#[derive(Default)]
+struct Handed<'a> {
+    token: Option<&'a JoinToken>,
+    registry_secret: Option<&'a RegistrySecret>,
+    pin: Option<(&'static str, String)>,
+}
+
 impl Local {
     /// Starts the plan's registry (unless it joins one) and nodes from the
     /// binaries in `bin`, on loopback; their lines go to `lines`.
@@ -36,10 +46,10 @@ impl Local {
         let mut local = Local { children: Vec::new(), token: plan.token.clone() };
         let registry = match &plan.registry {
             Some(addr) => addr.clone(),
-            None => local.start_registry(bin, plan.groups, plan.lease, lines).await?,
+            None => local.start_registry(bin, plan, lines).await?,
         };
         for member in plan.node_members() {
-            local.start_node(bin, &registry, member, lines)?;
+            local.start_node(bin, &registry, member, plan.pin_env(), lines)?;
         }
         let started =
             Started { host_ports: vec![None; plan.nodes], advertised: "their loopback address".into(), registry };
@@ -50,14 +60,18 @@ impl Local {
     async fn start_registry(
         &mut self,
         bin: &Path,
-        groups: u32,
-        lease: Duration,
+        plan: &Plan,
         lines: &mpsc::Sender<Line>,
     ) -> anyhow::Result<RegistryAddr> {
-        let lease = humantime::format_duration(lease).to_string();
-        let args =
-            ["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups.to_string(), "--ttl".into(), lease];
-        let mut child = spawn(&bin.join("registry"), &args, self.token.as_deref())?;
+        let lease = humantime::format_duration(plan.lease).to_string();
+        let groups = plan.groups.to_string();
+        let args = ["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups, "--ttl".into(), lease];
+        let handed = Handed {
+            token: self.token.as_deref(),
+            registry_secret: plan.registry_secret.as_deref(),
+            ..Handed::default()
+        };
+        let mut child = spawn(&bin.join("registry"), &args, handed)?;
         let stdout = child.stdout.take().expect("stdout is piped");
         self.children.push(child);
         // Its first event says which port it got.
@@ -79,6 +93,7 @@ impl Local {
         bin: &Path,
         registry: &RegistryAddr,
         member: Member,
+        pin: Option<(&'static str, String)>,
         lines: &mpsc::Sender<Line>,
     ) -> anyhow::Result<()> {
         let name = member.to_string();
@@ -90,7 +105,8 @@ impl Local {
             "--name".into(),
             name.clone(),
         ];
-        let mut child = spawn(&bin.join("node"), &args, self.token.as_deref())?;
+        let handed = Handed { token: self.token.as_deref(), pin, ..Handed::default() };
+        let mut child = spawn(&bin.join("node"), &args, handed)?;
         stream::follow_reader(child.stdout.take().expect("stdout is piped"), name, lines.clone());
         self.children.push(child);
         Ok(())
@@ -114,12 +130,19 @@ impl Local {
     }
 }
 
-fn spawn(binary: &Path, args: &[String], token: Option<&JoinToken>) -> anyhow::Result<Child> {
+fn spawn(binary: &Path, args: &[String], handed: Handed<'_>) -> anyhow::Result<Child> {
     let mut command = Command::new(binary);
-    match token {
+    match handed.token {
         Some(token) => command.env(TOKEN_ENV, token.reveal().as_str()),
         None => command.env_remove(TOKEN_ENV),
     };
+    match handed.registry_secret {
+        Some(secret) => command.env(KEY_ENV, secret.reveal().as_str()),
+        None => command.env_remove(KEY_ENV),
+    };
+    if let Some((var, key)) = handed.pin {
+        command.env(var, key);
+    }
     command
         .args(args)
         .env("LOG_FORMAT", "json")

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry::client::RegistryAddr;
+use registry::identity::RegistrySecret;
 use wire::secure::JoinToken;
 
 use super::member::Member;
@@ -31,13 +32,24 @@ pub struct Plan {
     pub images: Images,
     /// Handed to every member in its environment, never in argv.
     pub token: Option<Arc<JoinToken>>,
+    /// The secret of the registry the plan starts, handed to it in its
+    /// environment; its nodes pin the key it makes.
+    pub registry_secret: Option<Arc<RegistrySecret>>,
 }
 
 impl Plan {
     pub fn node_members(&self) -> impl Iterator<Item = Member> {
         (1..=self.nodes).map(Member::Node)
     }
+
+    /// The variables that pin the plan's registry's key in its nodes.
+    pub fn pin_env(&self) -> Option<(&'static str, String)> {
+        self.registry_secret.as_ref().map(|secret| (REGISTRY_KEY_ENV, secret.public().to_string()))
+    }
 }
+
+/// The node's variable for the key its registry must prove.
+pub const REGISTRY_KEY_ENV: &str = "NODE_REGISTRY_KEY";
 
 /// What a runtime started.
 #[derive(Debug, Clone)]

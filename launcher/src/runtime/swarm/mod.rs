@@ -159,7 +159,7 @@ impl Swarm {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(spec.image.clone()),
                     args: Some(spec.cmd.clone()),
-                    env: Some(spec.env_with_token()),
+                    env: Some(spec.env_with_secrets()),
                     labels: Some(labels),
                     ..Default::default()
                 }),
