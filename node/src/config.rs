@@ -90,7 +90,8 @@ pub struct Args {
     /// `key`); a registry, or a stranger, that proves another is refused
     /// before this node sends it anything, and the node never falls back
     /// to plaintext [default: whatever key the registry holds].
-    #[arg(long, env = "NODE_REGISTRY_KEY", value_name = "KEY")]
+    // A key's base64url may begin with `-`.
+    #[arg(long, env = "NODE_REGISTRY_KEY", value_name = "KEY", allow_hyphen_values = true)]
     pub registry_key: Option<PublicKey>,
     #[command(flatten)]
     pub token: JoinTokenArgs,
@@ -267,6 +268,15 @@ mod tests {
         assert!(error.contains("must not be given on the command line"), "{error}");
         let error = parse(&["send", "--registry", "h:1", "--group", "1", "--join-token", "abc", "x"]).unwrap_err();
         assert!(error.to_string().contains("HIT6_JOIN_TOKEN"), "{error}");
+    }
+
+    #[test]
+    fn a_pinned_key_may_begin_with_a_hyphen_as_base64url_allows() {
+        let key = format!("-{}", "A".repeat(42));
+        let cli = parse(&["h", "1", "--registry-key", &key]).unwrap();
+        assert_eq!(cli.args.registry_key.map(|key| key.to_string()), Some(key));
+        let error = parse(&["h", "1", "--registry-key", "short"]).unwrap_err().to_string();
+        assert!(error.contains("public key"), "{error}");
     }
 
     #[test]

@@ -51,9 +51,7 @@ impl fmt::Debug for Signer {
 
 impl Signer {
     pub fn generate() -> Signer {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        getrandom::fill(seed.as_mut()).expect("the operating system provides random bytes");
-        Signer::from_seed(&seed)
+        Signer::from_seed(&wire::secure::random_secret())
     }
 
     /// The signing key whose seed is `seed`.

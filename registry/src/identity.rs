@@ -83,9 +83,7 @@ impl fmt::Debug for RegistrySecret {
 impl RegistrySecret {
     /// A fresh secret from the operating system's random source.
     pub fn generate() -> RegistrySecret {
-        let mut secret = Zeroizing::new([0u8; 32]);
-        getrandom::fill(secret.as_mut()).expect("the operating system provides random bytes");
-        RegistrySecret(secret)
+        RegistrySecret(secure::random_secret())
     }
 
     /// The secret as [`KEY_ENV`] and a key file hold it.

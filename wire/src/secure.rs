@@ -167,9 +167,7 @@ impl fmt::Debug for Identity {
 impl Identity {
     /// A fresh key pair from the operating system's random source.
     pub fn generate() -> Identity {
-        let mut private = Zeroizing::new([0u8; 32]);
-        getrandom::fill(private.as_mut()).expect("the operating system provides random bytes");
-        Identity::from_secret(private)
+        Identity::from_secret(random_secret())
     }
 
     /// The key pair whose private half is `private`.
@@ -202,14 +200,21 @@ pub fn load_or_create_secret(path: &Path) -> Result<(Zeroizing<[u8; 32]>, bool),
         Ok(Err(Exposed(mode))) => Err(KeyFileError::Exposed { path: name, mode }),
         Ok(Ok(text)) => parse_secret(&text).map(|secret| (secret, false)).ok_or(KeyFileError::Malformed { path: name }),
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            let mut secret = Zeroizing::new([0u8; 32]);
-            getrandom::fill(secret.as_mut()).expect("the operating system provides random bytes");
+            let secret = random_secret();
             let text = Zeroizing::new(secret_text(&secret).to_string() + "\n");
             write_private(path, text.as_bytes()).map_err(|source| KeyFileError::Write { path: name, source })?;
             Ok((secret, true))
         }
         Err(source) => Err(KeyFileError::Read { path: name, source }),
     }
+}
+
+/// 32 bytes from the operating system's random source, wiped when dropped:
+/// every key, token and secret here is drawn this way.
+pub fn random_secret() -> Zeroizing<[u8; 32]> {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    getrandom::fill(secret.as_mut()).expect("the operating system provides random bytes");
+    secret
 }
 
 /// A secret as a key file holds it: 43 characters of base64url.
@@ -281,9 +286,7 @@ impl fmt::Debug for JoinToken {
 impl JoinToken {
     /// A fresh token from the operating system's random source.
     pub fn generate() -> JoinToken {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::fill(bytes.as_mut()).expect("the operating system provides random bytes");
-        JoinToken(bytes)
+        JoinToken(random_secret())
     }
 
     /// Parses 64 hexadecimal digits, ignoring surrounding whitespace. A

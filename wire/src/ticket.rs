@@ -100,9 +100,7 @@ struct Secret(Zeroizing<[u8; 32]>);
 
 impl Secret {
     fn generate() -> Secret {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::fill(bytes.as_mut()).expect("the operating system provides random bytes");
-        Secret(bytes)
+        Secret(crate::secure::random_secret())
     }
 }
 
