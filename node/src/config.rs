@@ -86,6 +86,18 @@ pub struct Args {
     /// that the node keeps its identity across restarts [default: a new key each run].
     #[arg(long, env = "NODE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub pin: RegistryPin,
+    #[command(flatten)]
+    pub token: JoinTokenArgs,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+}
+
+/// The key the registry must prove, running or sending.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryPin {
     /// The key the registry must prove (its `listening` line logs it, as
     /// `key`); a registry, or a stranger, that proves another is refused
     /// before this node sends it anything, and the node never falls back
@@ -93,11 +105,6 @@ pub struct Args {
     // A key's base64url may begin with `-`.
     #[arg(long, env = "NODE_REGISTRY_KEY", value_name = "KEY", allow_hyphen_values = true)]
     pub registry_key: Option<PublicKey>,
-    #[command(flatten)]
-    pub token: JoinTokenArgs,
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
-    pub log_format: LogFormat,
 }
 
 /// `node send`: multicast a message to a group through its coordinator.
@@ -124,6 +131,8 @@ pub struct SendArgs {
     pub connect_timeout: Duration,
     #[command(flatten)]
     pub token: JoinTokenArgs,
+    #[command(flatten)]
+    pub pin: RegistryPin,
     /// The message.
     #[arg(value_parser = text)]
     pub text: String,
@@ -220,7 +229,7 @@ impl Args {
                 write_timeout: self.reply_timeout,
             },
             keys,
-            registry_key: self.registry_key,
+            registry_key: self.pin.registry_key,
         })
     }
 }
@@ -274,7 +283,10 @@ mod tests {
     fn a_pinned_key_may_begin_with_a_hyphen_as_base64url_allows() {
         let key = format!("-{}", "A".repeat(42));
         let cli = parse(&["h", "1", "--registry-key", &key]).unwrap();
-        assert_eq!(cli.args.registry_key.map(|key| key.to_string()), Some(key));
+        assert_eq!(cli.args.pin.registry_key.map(|key| key.to_string()), Some(key.clone()));
+        let cli = parse(&["send", "--registry", "h:1", "--group", "1", "--registry-key", &key, "x"]).unwrap();
+        let Some(Command::Send(args)) = cli.command else { panic!("not parsed as send: {cli:?}") };
+        assert_eq!(args.pin.registry_key.map(|key| key.to_string()), Some(key));
         let error = parse(&["h", "1", "--registry-key", "short"]).unwrap_err().to_string();
         assert!(error.contains("public key"), "{error}");
     }

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use wire::envelope::{Code, Reply};
 use wire::fields::{kind_of, parse_group, validate_name};
-use wire::secure::Keys;
+use wire::secure::{Keys, PublicKey};
 use wire::Chain;
 
 use crate::exchange::{self, Deadlines, ExchangeError, Pool, Target};
@@ -405,6 +405,11 @@ impl Sender {
             coordinators: Default::default(),
             sessions: Pool::default(),
         }
+    }
+
+    /// The sender, refusing a registry that does not prove `key`, when given.
+    pub fn pinned(self, key: Option<PublicKey>) -> Sender {
+        Sender { link: self.link.pinned(key), ..self }
     }
 
     pub async fn send(&self, group: u32, text: &str, sender: &str) -> Result<Report, SendError> {

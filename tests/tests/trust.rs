@@ -401,3 +401,26 @@ async fn a_node_that_pins_the_registrys_key_never_falls_back_to_plaintext() -> a
     ensure!(error.contains("does not speak the secure protocol") || error.contains("closed"), "{refused}");
     Ok(())
 }
+
+#[tokio::test]
+async fn node_send_that_pins_the_registrys_key_asks_no_impostor() -> anyhow::Result<()> {
+    let token = JoinToken::generate();
+    let registry = Registry::start_with_token(&token, &[]).await?;
+    let impostor = Registry::start_with_token(&token, &[]).await?;
+    let listening = registry.process.events(RegistryEvent::Listening).pop().context("it logged `listening`")?;
+    let key = listening["key"].as_str().context("`listening` names its key")?;
+    let send = |to: &Registry| {
+        let mut command = tokio::process::Command::new(tests::binary("node"));
+        command.args(["send", "--registry", &to.addr.to_string(), "--group", "1", "--registry-key", key, "hola"]);
+        command.env(wire::secure::TOKEN_ENV, token.reveal().as_str());
+        command.output()
+    };
+    let refused = send(&impostor).await?;
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    ensure!(refused.status.code() == Some(1) && said.contains(&format!("not {key}")), "{said}");
+    // The real registry proves the key: whatever the send comes to, it is no refusal of the registry.
+    let asked = send(&registry).await?;
+    let said = String::from_utf8_lossy(&asked.stderr).into_owned();
+    ensure!(!said.contains("as expected of it"), "{said}");
+    Ok(())
+}

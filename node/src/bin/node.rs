@@ -44,7 +44,8 @@ async fn send(args: SendArgs) -> ExitCode {
             return ExitCode::from(cli::EXIT_SECRET);
         }
     };
-    let sent = node::group::send(&args.registry, &keys, args.group, &args.text, &args.sender, deadlines).await;
+    let sender = node::group::Sender::new(&args.registry, &keys, deadlines).pinned(args.pin.registry_key);
+    let sent = sender.send(args.group, &args.text, &args.sender).await;
     let report = match sent {
         Ok(report) => report,
         Err(error) => {
