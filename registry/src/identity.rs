@@ -72,7 +72,11 @@ impl fmt::Display for Origin {
 
 /// The secret a registry's keys are made of, as a launcher hands it to
 /// the registry it starts ([`KEY_ENV`]). Its `Debug` never shows it.
-pub struct RegistrySecret(Zeroizing<[u8; 32]>);
+pub struct RegistrySecret {
+    secret: Zeroizing<[u8; 32]>,
+    /// The key its registry proves, derived once.
+    public: PublicKey,
+}
 
 impl fmt::Debug for RegistrySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,24 +87,26 @@ impl fmt::Debug for RegistrySecret {
 impl RegistrySecret {
     /// A fresh secret from the operating system's random source.
     pub fn generate() -> RegistrySecret {
-        RegistrySecret(secure::random_secret())
+        let secret = secure::random_secret();
+        let public = RegistryIdentity::from_secret(&secret, Origin::Kept).public();
+        RegistrySecret { secret, public }
     }
 
     /// The secret as [`KEY_ENV`] and a key file hold it.
     pub fn reveal(&self) -> Zeroizing<String> {
-        secure::secret_text(&self.0)
+        secure::secret_text(&self.secret)
     }
 
     /// The key its registry's sessions prove: what its nodes pin.
     pub fn public(&self) -> PublicKey {
-        RegistryIdentity::from_secret(&self.0, Origin::Kept).public()
+        self.public
     }
 }
 
 impl RegistryIdentity {
     /// Keys drawn afresh, known to no one yet.
     pub fn generate() -> RegistryIdentity {
-        RegistryIdentity::from_secret(&RegistrySecret::generate().0, Origin::Fresh)
+        RegistryIdentity::from_secret(&secure::random_secret(), Origin::Fresh)
     }
 
     /// Both keys, derived from one secret.

@@ -57,15 +57,7 @@ impl Args {
         let project = Project::open(project).await?;
         let index = self.node;
         let victim = Member::Node(index).to_string();
-        let target = project.target(index).await?;
-        if target.state() != Some(verb.requires()) {
-            anyhow::bail!(
-                "{victim} is not a {} node of project `{}`{}: see `launcher ps`",
-                verb.requires(),
-                project.name(),
-                project.where_nodes_are()
-            );
-        }
+        let target = project.target(index, verb).await?;
         let mut changes = Change::after(verb);
         let live_throughout =
             verb == Verb::Unpause && roster::listed(&project).await.is_some_and(|names| names.contains_key(&victim));

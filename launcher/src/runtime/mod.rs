@@ -103,16 +103,9 @@ impl Verb {
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The node's container: in a swarm, its task's on this engine's host.
-    container: Option<(String, String)>,
+    container: String,
     /// The other running nodes: in a swarm, every other node service, on any host.
     pub survivors: Vec<Member>,
-}
-
-impl Target {
-    /// The state of the node's container (`running`, `paused`), if it has one here.
-    pub fn state(&self) -> Option<&str> {
-        self.container.as_ref().map(|(_, state)| state.as_str())
-    }
 }
 
 impl Project {
@@ -293,10 +286,18 @@ impl Project {
         Ok(self.docker()?.run_inside(image, args, token).await?)
     }
 
-    /// Node `index`, and the others that survive a disruption of it.
-    pub async fn target(&self, index: usize) -> anyhow::Result<Target> {
+    /// Node `index`, which must be in the state `verb` applies to, and the
+    /// others that survive a disruption of it.
+    pub async fn target(&self, index: usize, verb: Verb) -> anyhow::Result<Target> {
         let mut here = self.docker()?.node_containers().await?;
-        let container = here.remove(&index);
+        let container = match here.remove(&index) {
+            Some((container, state)) if state == verb.requires() => container,
+            _ => {
+                let here = if matches!(self, Project::Swarm(_)) { " on this engine's host" } else { "" };
+                let (member, state, project) = (Member::Node(index), verb.requires(), self.name().to_owned());
+                return Err(RuntimeError::NotThere { member, state, project, here }.into());
+            }
+        };
         let survivors = match self {
             Project::Swarm(swarm) => {
                 // Every other node service: the manager may hear of a task running after its node has greeted.
@@ -310,7 +311,7 @@ impl Project {
     /// Does `verb` to node `index`, found as `target`.
     pub async fn disrupt(&self, verb: Verb, index: usize, target: &Target) -> anyhow::Result<()> {
         let engine = self.docker()?;
-        let container = target.container.as_ref().map(|(name, _)| name.as_str()).unwrap_or_default();
+        let container = &target.container;
         match (verb, self) {
             (Verb::Kill, _) => engine.kill(container).await?,
             (Verb::Pause, _) => engine.pause(container).await?,
@@ -321,14 +322,6 @@ impl Project {
             (Verb::Restart, Project::Local(_)) => return Err(RuntimeError::NotKept.into()),
         }
         Ok(())
-    }
-
-    /// Where a disruption's target is looked for, in words, for errors.
-    pub fn where_nodes_are(&self) -> &'static str {
-        match self {
-            Project::Swarm(_) => " on this engine's host",
-            _ => "",
-        }
     }
 
     /// Grows or shrinks the project to `nodes` nodes.

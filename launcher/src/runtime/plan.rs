@@ -103,6 +103,8 @@ pub enum RuntimeError {
     NoPublishedRegistry { project: String },
     #[error("project `{project}` has no node to take the image from")]
     NoNodeImage { project: String },
+    #[error("{member} is not a {state} node of project `{project}`{here}: see `launcher ps`")]
+    NotThere { member: Member, state: &'static str, project: String, here: &'static str },
     #[error("the processes of --runtime local live only as long as the `up` that started them")]
     NotKept,
 }
