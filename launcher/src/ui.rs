@@ -183,6 +183,13 @@ pub fn describe(record: &Record) -> String {
                 text(&record.error)
             )
         }
+        Event::RegistryMoved => format!(
+            "moved from registry {} to {}, {} ms after it failed: {}",
+            text(&record.from),
+            text(&record.to),
+            record.after_ms.unwrap_or(0),
+            text(&record.error)
+        ),
         Event::Watching => "following the membership".to_owned(),
         Event::PeersJoined => format!("{} joined", record.peers().collect::<Vec<_>>().join(", ")),
         Event::PeerLeft => format!("{} left: {}", peer(), text(&record.reason)),

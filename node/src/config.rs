@@ -4,8 +4,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Arg, Parser, Subcommand};
-use registry::client::RegistryAddr;
+use clap::error::ErrorKind;
+use clap::{Arg, CommandFactory, Parser, Subcommand};
+use registry::client::{Registries, RegistriesError};
 use wire::cli::{self, JoinTokenArgs, LimitsArgs};
 use wire::secure::{Identity, KeyFileError, Keys, PublicKey, TokenError};
 use wire::telemetry::LogFormat;
@@ -31,6 +32,31 @@ pub enum Command {
     Send(SendArgs),
 }
 
+impl Cli {
+    /// The command line, checked as [`Cli::checked`] does; on an error,
+    /// exits as clap does.
+    pub fn parse_checked() -> Cli {
+        Cli::parse().checked().unwrap_or_else(|error| error.exit())
+    }
+
+    /// The command line, once the registries a node is to use are known to
+    /// be usable, which clap cannot tell alone: whether REGISTRY_PORT is
+    /// required depends on REGISTRY_HOST.
+    pub fn checked(self) -> Result<Cli, clap::Error> {
+        if self.command.is_some() {
+            return Ok(self);
+        }
+        let (kind, message) = match self.args.registries() {
+            Ok(_) => return Ok(self),
+            Err(error @ RegistriesError::NoPort { .. }) => {
+                (ErrorKind::MissingRequiredArgument, format!("<REGISTRY_PORT> is required: {error}"))
+            }
+            Err(error) => (ErrorKind::ValueValidation, format!("invalid value for <REGISTRY_HOST>: {error}")),
+        };
+        Err(Cli::command().error(kind, message))
+    }
+}
+
 /// Running a node.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -39,11 +65,14 @@ pub enum Command {
     mut_arg("handshake_timeout", |arg| arg.env("NODE_HANDSHAKE_TIMEOUT"))
 )]
 pub struct Args {
-    /// The registry's ip address or host name.
+    /// The registry's ip address or host name; or its replicas,
+    /// comma-separated, tried in order: `host`, `host:port`, `[v6]:port`
+    /// (at most 16).
     #[arg(env = "REGISTRY_HOST", required = true)]
     pub registry_host: Option<String>,
-    /// The registry's port.
-    #[arg(env = "REGISTRY_PORT", required = true, value_parser = cli::port)]
+    /// The registry's port: that of every entry of REGISTRY_HOST naming none
+    /// (then required).
+    #[arg(env = "REGISTRY_PORT", value_parser = cli::port)]
     pub registry_port: Option<u16>,
     /// Address to listen for greetings on; port 0 picks a free one.
     #[arg(long, env = "NODE_LISTEN", default_value = "0.0.0.0:0")]
@@ -111,9 +140,9 @@ pub struct RegistryPin {
 #[derive(Debug, clap::Args)]
 #[command(mut_arg("join_token_file", join_token_file))]
 pub struct SendArgs {
-    /// The registry, as HOST:PORT.
+    /// The registry, as HOST:PORT; or its replicas, comma-separated, tried in order.
     #[arg(long, env = "REGISTRY")]
-    pub registry: RegistryAddr,
+    pub registry: Registries,
     /// The group to send to.
     #[arg(long, value_parser = group)]
     pub group: u32,
@@ -184,7 +213,8 @@ pub struct Backoff {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub registry: RegistryAddr,
+    /// The registry's replicas, in the order they are tried.
+    pub registries: Registries,
     pub advertise_ip: Option<IpAddr>,
     pub puerto_ext: Option<u16>,
     pub name: Option<String>,
@@ -202,13 +232,18 @@ pub struct Config {
 }
 
 impl Args {
+    /// The registries REGISTRY_HOST names, each with its port or REGISTRY_PORT.
+    pub fn registries(&self) -> Result<Registries, RegistriesError> {
+        let hosts = self.registry_host.as_deref().expect("clap requires REGISTRY_HOST to run a node");
+        Registries::parse(hosts, self.registry_port)
+    }
+
     /// The node's configuration, with its key and the join token read.
     pub fn config(&self) -> Result<Config, SecretError> {
-        let (host, port) =
-            self.registry_host.clone().zip(self.registry_port).expect("clap requires both to run a node");
+        let registries = self.registries().expect("Cli::checked has found the registries usable");
         let keys = Keys::new(identity(self.key_file.as_deref())?, self.token.admission()?);
         Ok(Config {
-            registry: RegistryAddr { host, port },
+            registries,
             advertise_ip: self.advertise_ip.filter(|ip| !ip.is_unspecified()),
             puerto_ext: self.puerto_ext,
             name: self.name.clone(),
@@ -237,10 +272,14 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from([&["node"], args].concat())
+        Cli::try_parse_from([&["node"], args].concat()).and_then(Cli::checked)
+    }
+
+    /// The registries a node given `args` uses, as they are logged.
+    fn registries(args: &[&str]) -> Result<String, clap::Error> {
+        Ok(parse(args)?.args.config().unwrap().registries.to_string())
     }
 
     #[test]
@@ -304,11 +343,53 @@ mod tests {
     }
 
     #[test]
+    fn several_registries_each_take_their_own_port_or_registry_port() {
+        assert_eq!(registries(&["10.0.0.1", "8086"]).unwrap(), "10.0.0.1:8086");
+        assert_eq!(registries(&["a:1,b:2"]).unwrap(), "a:1,b:2", "REGISTRY_PORT is not needed");
+        assert_eq!(registries(&["a:1,b:2", "9"]).unwrap(), "a:1,b:2", "nor used");
+        assert_eq!(registries(&["a,b:2,c", "9"]).unwrap(), "a:9,b:2,c:9");
+        assert_eq!(registries(&["[::1]:1,::1,[fe80::1]", "9"]).unwrap(), "[::1]:1,[::1]:9,[fe80::1]:9");
+        assert_eq!(registries(&["::1", "8086"]).unwrap(), "[::1]:8086", "a bare IPv6 host, as ever");
+    }
+
+    #[test]
+    fn a_bad_list_of_registries_is_a_clap_error_naming_the_entry() {
+        let error = parse(&["a:1,b"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+        let said = error.to_string();
+        assert!(said.contains("<REGISTRY_PORT> is required: registry `b` names no port"), "{said}");
+        let error = parse(&["a"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument, "{error}");
+        let invalid = |args: &[&str]| {
+            let error = parse(args).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{error}");
+            error.to_string()
+        };
+        assert!(invalid(&["a,,b", "1"]).contains("`a,,b` has an empty entry"));
+        assert!(invalid(&["a:1,b:70000"]).contains("registry `b:70000`: `70000` isn't a port number"));
+        assert!(invalid(&["a:1,[b]:2"]).contains("only an IPv6 address goes in brackets"));
+        assert!(invalid(&["a:1,a:1"]).contains("registry `a:1` is listed twice"));
+        let many = (1..=17).map(|i| format!("h{i}")).collect::<Vec<_>>().join(",");
+        assert!(invalid(&[&many, "1"]).contains("17 registries are more than the 16"));
+        let error = parse(&["a", "0"]).unwrap_err().to_string();
+        assert!(error.contains("`0` isn't a port number"), "{error}");
+    }
+
+    #[test]
+    fn send_takes_a_list_of_registries_each_with_its_port() {
+        let cli = parse(&["send", "--registry", "127.0.0.1:1,[::1]:2", "--group", "1", "x"]).unwrap();
+        let Some(Command::Send(args)) = cli.command else { panic!("not parsed as send: {cli:?}") };
+        assert_eq!(args.registry.to_string(), "127.0.0.1:1,[::1]:2");
+        let error = parse(&["send", "--registry", "h:1,h2", "--group", "1", "x"]).unwrap_err().to_string();
+        assert!(error.contains("registry `h2` names no port"), "{error}");
+    }
+
+    #[test]
     fn the_lab_invocation_parses() {
         let cli = parse(&["127.0.0.1", "8080"]).unwrap();
         assert!(cli.command.is_none());
         let config = cli.args.config().unwrap();
-        assert_eq!(config.registry.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.registries.to_string(), "127.0.0.1:8080");
         assert_eq!(cli.args.listen, "0.0.0.0:0".parse().unwrap());
         assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
     }

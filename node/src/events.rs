@@ -7,7 +7,9 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use registry::client::RegistryAddr;
 use registry::watch::LeftReason;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -22,6 +24,7 @@ wire::log_events! {
         Registered => "registered",
         RegistrationRefused => "registration_refused",
         RegistryUnreachable => "registry_unreachable",
+        RegistryMoved => "registry_moved",
         Reregistered => "reregistered",
         GreetingSent => "greeting_sent",
         GreetingFailed => "greeting_failed",
@@ -115,8 +118,12 @@ pub struct Record {
     pub error: Option<String>,
     pub attempt: Option<u64>,
     /// Where a greeting or delivery came from, and whether its sender proved a
-    /// key (`greeting_received`).
+    /// key (`greeting_received`); or the registry a node moved away from (`registry_moved`).
     pub from: Option<String>,
+    /// The registry a node moved to, and how long after its session with
+    /// the one before first failed (`registry_moved`).
+    pub to: Option<String>,
+    pub after_ms: Option<u64>,
     pub verified: Option<bool>,
     pub reason: Option<Reason>,
 }
@@ -167,6 +174,15 @@ pub fn registration_refused(registry: &str, error: &dyn std::error::Error, attem
 
 pub fn registry_unreachable(registry: &str, error: &dyn std::error::Error, attempt: u32) {
     warn!(event = %Event::RegistryUnreachable, %registry, error = %Chain(error), attempt, "registry unreachable");
+}
+
+/// The node's sessions move from replica `from` of the registry to `to`,
+/// `after` its session with `from` first failed, as `error` says: at once
+/// when its watch saw the connection close. Its next request there is its
+/// heartbeat (see `docs/protocol.md`, "Replicas").
+pub fn registry_moved(from: &RegistryAddr, to: &RegistryAddr, after: Duration, error: &str) {
+    let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    warn!(event = %Event::RegistryMoved, %from, %to, after_ms, error, "moved to another registry");
 }
 
 pub fn greeting_sent(peer: &Peer) {
@@ -255,6 +271,8 @@ mod tests {
             registered(Event::Registered, &me, "127.0.0.1:8080", Mode::Leased, 3, 2);
             registration_refused("127.0.0.1:8080", &error, 2);
             registry_unreachable("127.0.0.1:8080", &error, 1);
+            let (from, to) = ("127.0.0.1:8080".parse().unwrap(), "[::1]:8081".parse().unwrap());
+            registry_moved(&from, &to, Duration::from_millis(12), "the registry closed the connection");
             greeting_sent(&peer);
             greeting_failed(&peer, &error);
             greeting_received(&peer, "127.0.0.1:5555".parse().unwrap());
@@ -270,6 +288,7 @@ mod tests {
                 Event::Registered,
                 Event::RegistrationRefused,
                 Event::RegistryUnreachable,
+                Event::RegistryMoved,
                 Event::GreetingSent,
                 Event::GreetingFailed,
                 Event::GreetingReceived,
@@ -283,15 +302,19 @@ mod tests {
         assert_eq!((registered.contacts, registered.to_greet, registered.group), (Some(3), Some(2), Some(2)));
         assert_eq!(registered.mode, Some(Mode::Leased));
         assert!(lines[1].contains(r#""mode":"leased""#), "{}", lines[1]);
-        let message = &records[7];
+        let moved = &records[4];
+        assert_eq!((moved.from.as_deref(), moved.to.as_deref()), (Some("127.0.0.1:8080"), Some("[::1]:8081")));
+        assert_eq!(moved.after_ms, Some(12));
+        assert_eq!(moved.error.as_deref(), Some("the registry closed the connection"));
+        let message = &records[8];
         assert_eq!(
             (message.group, message.sender.as_deref(), message.text.as_deref()),
             (Some(2), Some("cli"), Some("hola"))
         );
         assert_eq!(records[3].attempt, Some(1));
-        assert_eq!(records[4].peer_addr.as_deref(), Some("127.0.0.1:4000"));
-        assert_eq!(records[5].error.as_deref(), Some("connection refused"));
-        assert_eq!(records[6].peer_name.as_deref(), Some("node-2"));
+        assert_eq!(records[5].peer_addr.as_deref(), Some("127.0.0.1:4000"));
+        assert_eq!(records[6].error.as_deref(), Some("connection refused"));
+        assert_eq!(records[7].peer_name.as_deref(), Some("node-2"));
         for (record, event) in records.iter().zip(events) {
             assert_eq!(serde_json::to_value(event).unwrap(), event.as_str(), "{record:?}");
         }

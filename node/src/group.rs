@@ -25,7 +25,7 @@
 use std::fmt;
 
 use futures::StreamExt;
-use registry::client::{ClientError, RegistryAddr};
+use registry::client::{ClientError, Registries};
 use registry::credential::Signed;
 use registry::protocol::{Contact, GroupView};
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,7 @@ use wire::secure::{Keys, PublicKey};
 use wire::Chain;
 
 use crate::exchange::{self, Deadlines, ExchangeError, Pool, Target};
-use crate::link::{on_link, RegistryLink};
+use crate::link::{on_link, RegistryLink, Replicas};
 use crate::protocol::{ErrorBody, ErrorCode};
 
 /// Exit code of a send that some member did not acknowledge, the same for
@@ -362,14 +362,14 @@ pub enum SendError {
 /// The sender's side: multicast `text` to `group` through its coordinator,
 /// once, as `node send` does: a [`Sender`] used for one message.
 pub async fn send(
-    registry: &RegistryAddr,
+    registries: impl Into<Registries>,
     keys: &Keys,
     group: u32,
     text: &str,
     sender: &str,
     deadlines: Deadlines,
 ) -> Result<Report, SendError> {
-    Sender::new(registry, keys, deadlines).send(group, text, sender).await
+    Sender::new(registries, keys, deadlines).send(group, text, sender).await
 }
 
 /// Multicasts through each group's coordinator, which must prove the key
@@ -378,7 +378,8 @@ pub async fn send(
 /// registry for a group's coordinator only when it knows none, or the one
 /// it knew has failed, so a message to a known coordinator costs one round
 /// trip. `keys` open the sessions. The coordinator needs up to its own
-/// per-member deadline, so `deadlines.reply` must be longer.
+/// per-member deadline, so `deadlines.reply` must be longer. The registry
+/// may be several replicas, walked as a node walks them ([`crate::link`]).
 ///
 /// When the coordinator fails the way a dead one does (the connection
 /// refused, reset or closed before an answer), or answers that it no longer
@@ -397,9 +398,10 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(registry: &RegistryAddr, keys: &Keys, deadlines: Deadlines) -> Sender {
+    pub fn new(registries: impl Into<Registries>, keys: &Keys, deadlines: Deadlines) -> Sender {
+        let replicas = Replicas::shared(registries.into());
         Sender {
-            link: RegistryLink::new(registry.clone(), keys.clone(), deadlines.connect + deadlines.reply),
+            link: RegistryLink::new(replicas, keys.clone(), deadlines.connect + deadlines.reply),
             keys: keys.clone(),
             deadlines,
             coordinators: Default::default(),
@@ -407,7 +409,7 @@ impl Sender {
         }
     }
 
-    /// The sender, refusing a registry that does not prove `key`, when given.
+    /// The sender, refusing any replica that does not prove `key`, when given.
     pub fn pinned(self, key: Option<PublicKey>) -> Sender {
         Sender { link: self.link.pinned(key), ..self }
     }

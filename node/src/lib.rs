@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: command line and environment, read once into [`Config`].
-//! - [`link`]: a session with the registry kept between requests.
+//! - [`link`]: a session with the registry kept between requests, moving
+//!   between its replicas when one fails.
 //! - [`membership`]: registering with retries, heartbeats, deregistering.
 //! - [`protocol`]: the error codes of the node's peer protocol.
 //! - [`greeting`]: the greeting messages, as the original nodes exchange them.
@@ -23,6 +24,8 @@
 pub mod config;
 pub mod events;
 pub mod exchange;
+#[cfg(test)]
+mod fake_registry;
 pub mod greeter;
 pub mod greeting;
 pub mod group;
@@ -53,7 +56,7 @@ use events::{Event, Identity, Mode};
 use exchange::Deadlines;
 use greeter::Contact;
 use greeting::{Greeting, GREETING};
-use link::RegistryLink;
+use link::{RegistryLink, Replicas};
 use listener::{Context, Known, Trust, Vouched};
 use membership::{Advertise, Membership, Session};
 
@@ -89,8 +92,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let _ = timeout(SHUTDOWN_GRACE, tracker.wait()).await;
 }
 
-fn registry_link(config: &Config) -> RegistryLink {
-    RegistryLink::new(config.registry.clone(), config.keys.clone(), config.registry_timeout).pinned(config.registry_key)
+/// A session of its own with the registry, at whichever replica the node's sessions use.
+fn registry_link(config: &Config, replicas: &Arc<Replicas>) -> RegistryLink {
+    RegistryLink::new(replicas.clone(), config.keys.clone(), config.registry_timeout).pinned(config.registry_key)
 }
 
 async fn cancellable(token: CancellationToken, work: impl Future<Output = ()>) {
@@ -103,12 +107,15 @@ async fn cancellable(token: CancellationToken, work: impl Future<Output = ()>) {
 struct Node {
     membership: Membership,
     context: Arc<Context>,
+    replicas: Arc<Replicas>,
 }
 
 impl Node {
     fn new(config: &Config, local: SocketAddr) -> Node {
-        // Registering, coordinating and checking plaintext greeters each keep a session of their own.
-        let link = || registry_link(config);
+        // Registering, coordinating and checking plaintext greeters each keep
+        // a session of their own, at the one replica they share.
+        let replicas = Replicas::shared(config.registries.clone());
+        let link = || registry_link(config, &replicas);
         let puerto = config.puerto_ext.unwrap_or(local.port());
         let advertise = match (config.advertise_ip, config.puerto_ext) {
             (Some(ip), _) => Advertise::Ip(ip),
@@ -147,6 +154,7 @@ impl Node {
                 ticket_key,
             },
             context: Arc::new(context),
+            replicas,
         }
     }
 
@@ -180,7 +188,7 @@ impl Node {
             };
             if event == Event::Registered {
                 // A registry of ours: follow its membership, on a session of its own.
-                let follow = view::follow(registry_link(config), self.context.clone(), config.backoff);
+                let follow = view::follow(registry_link(config, &self.replicas), self.context.clone(), config.backoff);
                 tracker.spawn(cancellable(token.clone(), follow));
             }
             self.heartbeat_until_forgotten(&id, ttl, config.heartbeat_interval).await;
@@ -210,7 +218,7 @@ impl Node {
         let addr = session.addr.to_string();
         let mode = if id.is_some() { Mode::Leased } else { Mode::Original };
         let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr, group: session.group };
-        events::registered(event, &me, &self.membership.link.addr.to_string(), mode, contacts, new_peers.len());
+        events::registered(event, &me, &self.membership.link.registry().to_string(), mode, contacts, new_peers.len());
 
         let (name, greet, context) = (self.membership.name.clone(), config.greet, self.context.clone());
         let greeting = async move {
@@ -226,13 +234,28 @@ impl Node {
         tracker.spawn(cancellable(token.clone(), greeting));
     }
 
-    /// Returns once the registry no longer knows `id`.
+    /// Returns once the registry no longer knows `id`: only then does the
+    /// node register again.
+    ///
+    /// When the node's sessions move to another replica (`registry_moved`,
+    /// which its watch notices as soon as the old one's connection closes),
+    /// it heartbeats at once rather than at the next tick: its heartbeat is
+    /// the first request the new replica hears on its session (see
+    /// [`link::on_link`]). A replica that shares the membership renews the
+    /// entry and ties it to that session, and nothing is done again; one
+    /// that does not know the entry answers `unknown_id`.
     async fn heartbeat_until_forgotten(&self, id: &str, mut ttl: Duration, configured: Duration) {
-        let registry = self.membership.link.addr.to_string();
+        let mut moves = self.membership.link.moves();
         let mut failures = 0;
         loop {
-            tokio::time::sleep(membership::heartbeat_interval(configured, ttl)).await;
-            match self.membership.heartbeat(id).await {
+            tokio::select! {
+                () = tokio::time::sleep(membership::heartbeat_interval(configured, ttl)) => {}
+                Ok(()) = moves.changed() => {}
+            }
+            let renewed = self.membership.heartbeat(id).await;
+            // A move this heartbeat made itself calls for no other.
+            moves.mark_unchanged();
+            match renewed {
                 Ok(renewed) => {
                     ttl = renewed;
                     failures = 0;
@@ -240,7 +263,7 @@ impl Node {
                 Err(error) if error.code() == Some(ErrorCode::UnknownId) => return,
                 Err(error) => {
                     failures += 1;
-                    events::registry_unreachable(&registry, &error, failures);
+                    events::registry_unreachable(&self.membership.link.registry().to_string(), &error, failures);
                 }
             }
         }
@@ -248,7 +271,7 @@ impl Node {
 
     async fn leave(&self) {
         let Some(id) = self.id() else { return };
-        let registry = self.membership.link.addr.to_string();
+        let registry = self.membership.link.registry().to_string();
         match timeout(LEAVE_DEADLINE, self.membership.leave(&id)).await {
             Ok(Ok(())) => events::deregistered(&registry, &id),
             Ok(Err(error)) => events::deregistration_failed(&registry, &error),

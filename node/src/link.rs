@@ -3,20 +3,42 @@
 //! connections. When the session breaks (the registry restarted, or closed
 //! it while idle) the request is sent once more on a fresh one.
 //!
+//! The registry may run as replicas sharing one membership ([`Replicas`]).
+//! A fresh session goes to the replica used last; when that one cannot open
+//! one (refused, reset, closed, silent, busy, or not proving the pinned key),
+//! to the next ones in order, wrapping around, at once, and only when none
+//! can does the caller back off. Each replica is held to the same pinned key,
+//! so a replica proving another is skipped, never believed, and makes no
+//! other believed either. A node's links share which replica is in use:
+//! whichever notices a dead one first (the watch, as soon as its connection
+//! closes) moves them all (`registry_moved`), and the others' next request
+//! goes straight to the new one.
+//!
 //! Without a join token, a registry that does not speak the secure protocol
 //! (an original HIT6 registry) is spoken to in plaintext from then on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use registry::client::{Client, ClientError, RegistryAddr};
-use tokio::sync::Mutex;
+use registry::client::{Client, ClientError, Registries, RegistryAddr};
+use tokio::sync::{watch, Mutex};
+use tokio::time::Instant;
 use wire::secure::{HandshakeError, Keys, PublicKey};
+use wire::Chain;
 
-/// Runs `$op` with `$client` on `$link`'s kept session, or on a new one;
-/// when the kept one has broken, once more on a new one. Only idempotent
-/// requests may go through it (a registration is, by its incarnation), as
-/// a request sent on a session that broke may have arrived all the same.
+use crate::events;
+
+/// Runs `$op` with `$client` on `$link`'s kept session, or on a new one
+/// ([`RegistryLink::connect`]: with the replica in use, or the next that
+/// opens one); when the kept one has broken, once more on a new one. Only
+/// idempotent requests may go through it (a registration is, by its
+/// incarnation), as a request sent on a session that broke may have
+/// arrived all the same.
+///
+/// So the request that finds the session broken is the first one a replica
+/// the link moves to hears on the new session: for a node's membership, its
+/// heartbeat, with its id.
 ///
 /// A session given up on is closed only once the request has been sent
 /// again on its successor: the registry ends a node's entry when the
@@ -39,6 +61,7 @@ macro_rules! on_link {
             match &done {
                 Err(error) if !matches!(error, registry::client::ClientError::Refused { .. }) => {
                     tracing::debug!(error = %wire::Chain(error), reused, "the session with the registry broke");
+                    link.broke(error);
                     if reused {
                         retired = session.take();
                         continue;
@@ -55,11 +78,52 @@ macro_rules! on_link {
 }
 pub(crate) use on_link;
 
+/// The replicas of the registry and the one in use, shared by the links of
+/// one node (or of one sender).
+#[derive(Debug)]
+pub struct Replicas {
+    list: Registries,
+    /// The index in `list` of the replica of the last session opened, where
+    /// every walk begins; its receivers hear of every move.
+    used: watch::Sender<usize>,
+}
+
+impl Replicas {
+    /// The first of `list` is used first.
+    pub fn shared(list: Registries) -> Arc<Replicas> {
+        Arc::new(Replicas { list, used: watch::Sender::new(0) })
+    }
+
+    fn used(&self) -> usize {
+        *self.used.borrow()
+    }
+
+    /// Makes `index` the replica in use, returning the one it replaces, if another.
+    fn settle(&self, index: usize) -> Option<usize> {
+        let mut from = None;
+        self.used.send_if_modified(|used| {
+            if *used == index {
+                return false;
+            }
+            from = Some(std::mem::replace(used, index));
+            true
+        });
+        from
+    }
+}
+
+/// How a link's session with the replica in use first failed.
+#[derive(Debug)]
+struct Broken {
+    at: Instant,
+    error: String,
+}
+
 #[derive(Debug)]
 pub struct RegistryLink {
-    pub addr: RegistryAddr,
+    replicas: Arc<Replicas>,
     keys: Keys,
-    /// Bounds connecting, the handshake, and each request.
+    /// Bounds connecting, the handshake, and each request, per replica.
     timeout: Duration,
     pub(crate) session: Mutex<Option<Client>>,
     /// The registry turned out to be an original one, which speaks plaintext only.
@@ -67,19 +131,40 @@ pub struct RegistryLink {
     /// A secure session succeeded once: the registry is one of ours, and a
     /// handshake that fails later is a failure, never a reason for plaintext.
     secure_seen: AtomicBool,
-    /// The key the registry must prove (`--registry-key`); with one, never plaintext.
+    /// The key every replica must prove (`--registry-key`); with one, never plaintext.
     pinned: Option<PublicKey>,
+    /// The first failure since this link last opened a session: what a
+    /// move away from the replica reports, and since when.
+    broken: std::sync::Mutex<Option<Broken>>,
 }
 
 impl RegistryLink {
-    pub fn new(addr: RegistryAddr, keys: Keys, timeout: Duration) -> RegistryLink {
-        let (plaintext, secure_seen) = (AtomicBool::new(false), AtomicBool::new(false));
-        RegistryLink { addr, keys, timeout, session: Mutex::new(None), plaintext, secure_seen, pinned: None }
+    pub fn new(replicas: Arc<Replicas>, keys: Keys, timeout: Duration) -> RegistryLink {
+        RegistryLink {
+            replicas,
+            keys,
+            timeout,
+            session: Mutex::new(None),
+            plaintext: AtomicBool::new(false),
+            secure_seen: AtomicBool::new(false),
+            pinned: None,
+            broken: std::sync::Mutex::new(None),
+        }
     }
 
-    /// The link, refusing a registry that does not prove `key`, when given.
+    /// The link, refusing any replica that does not prove `key`, when given.
     pub fn pinned(self, key: Option<PublicKey>) -> RegistryLink {
         RegistryLink { pinned: key, ..self }
+    }
+
+    /// The replica in use, or tried first next.
+    pub fn registry(&self) -> &RegistryAddr {
+        &self.replicas.list.as_slice()[self.replicas.used()]
+    }
+
+    /// Changes with every move to another replica, whichever link made it.
+    pub fn moves(&self) -> watch::Receiver<usize> {
+        self.replicas.used.subscribe()
     }
 
     /// Forgets the kept session: an original registry answers once and hangs up.
@@ -100,13 +185,54 @@ impl RegistryLink {
         self.close().await;
     }
 
-    /// A secure session as this node's keys; without a join token, a
-    /// plaintext connection to a registry that turned out to be an original one.
+    /// A session with the replica in use failed with `error` (the first
+    /// failure counts, until a session opens again).
+    pub(crate) fn broke(&self, error: &dyn std::error::Error) {
+        wire::lock(&self.broken).get_or_insert_with(|| Broken { at: Instant::now(), error: Chain(error).to_string() });
+    }
+
+    /// A session with the replica in use or, when it cannot open one, with
+    /// the next replica that can, in order, wrapping around: the one place
+    /// that walks the list, for every request and the watch. Without any,
+    /// the error of the replica in use.
     pub(crate) async fn connect(&self) -> Result<Client, ClientError> {
-        if self.plaintext.load(Ordering::Relaxed) {
-            return Client::connect(&self.addr, self.timeout).await;
+        let list = self.replicas.list.as_slice();
+        let first = self.replicas.used();
+        let mut failure = None;
+        for index in (first..list.len()).chain(0..first) {
+            match self.open(&list[index]).await {
+                Ok(client) => {
+                    self.opened(index);
+                    return Ok(client);
+                }
+                Err(error) => {
+                    tracing::debug!(registry = %list[index], error = %Chain(&error), "no session with this registry");
+                    self.broke(&error);
+                    failure.get_or_insert(error);
+                }
+            }
         }
-        match Client::connect_pinned(&self.addr, &self.keys, self.pinned, self.timeout).await {
+        Err(failure.expect("a list of registries is never empty"))
+    }
+
+    /// A session opened with replica `index`: it is the one in use now.
+    fn opened(&self, index: usize) {
+        let broken = wire::lock(&self.broken).take();
+        if let Some(from) = self.replicas.settle(index) {
+            let list = self.replicas.list.as_slice();
+            let (after, error) = broken.map_or((Duration::ZERO, String::new()), |b| (b.at.elapsed(), b.error));
+            events::registry_moved(&list[from], &list[index], after, &error);
+        }
+    }
+
+    /// A secure session with `registry` as this node's keys; without a join
+    /// token, a plaintext connection to a registry that turned out to be an
+    /// original one.
+    async fn open(&self, registry: &RegistryAddr) -> Result<Client, ClientError> {
+        if self.plaintext.load(Ordering::Relaxed) {
+            return Client::connect(registry, self.timeout).await;
+        }
+        match Client::connect_pinned(registry, &self.keys, self.pinned, self.timeout).await {
             Ok(client) => {
                 self.secure_seen.store(true, Ordering::Relaxed);
                 Ok(client)
@@ -114,9 +240,9 @@ impl RegistryLink {
             Err(ClientError::Handshake {
                 source: HandshakeError::Closed | HandshakeError::NotSecure { .. }, ..
             }) if self.may_fall_back() => {
-                tracing::debug!(registry = %self.addr, "the registry does not speak the secure protocol: plaintext from now on");
+                tracing::debug!(%registry, "the registry does not speak the secure protocol: plaintext from now on");
                 self.plaintext.store(true, Ordering::Relaxed);
-                Client::connect(&self.addr, self.timeout).await
+                Client::connect(registry, self.timeout).await
             }
             connected => connected,
         }
@@ -127,5 +253,74 @@ impl RegistryLink {
     /// key (a stranger could pose as one), nor once a secure session worked.
     fn may_fall_back(&self) -> bool {
         !self.keys.admission.requires_token() && self.pinned.is_none() && !self.secure_seen.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::events::{Event, Record};
+    use crate::fake_registry::FakeRegistry;
+    use serde_json::{json, Value};
+
+    fn anything(_: &Value) -> Value {
+        json!({"ok": true})
+    }
+
+    /// A link to `list`, with no token and no pinned key: it speaks
+    /// plaintext to the fakes.
+    pub(crate) fn link_to(list: &[&RegistryAddr]) -> RegistryLink {
+        let list = list.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let keys = Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open);
+        RegistryLink::new(Replicas::shared(list.parse().unwrap()), keys, Duration::from_secs(5))
+    }
+
+    /// An address nothing listens at.
+    fn dead() -> RegistryAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().into()
+    }
+
+    /// Where a new session went, and whether that was a move.
+    async fn connected(link: &RegistryLink, moves: &mut watch::Receiver<usize>) -> (String, bool) {
+        link.connect().await.unwrap();
+        let moved = moves.has_changed().unwrap();
+        moves.mark_unchanged();
+        (link.registry().to_string(), moved)
+    }
+
+    #[test]
+    fn a_session_goes_to_the_replica_used_last_or_the_next_that_opens_one_wrapping_around() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (mut walked, mut addrs) = (Vec::new(), Vec::new());
+        let lines = wire::telemetry::capture(|| {
+            runtime.block_on(async {
+                let dead = dead();
+                let (a, b) = (FakeRegistry::start(anything).await, FakeRegistry::start(anything).await);
+                let a_addr = a.addr.to_string();
+                addrs = vec![dead.to_string(), a_addr.clone(), b.addr.to_string()];
+                let link = link_to(&[&dead, &a.addr, &b.addr]);
+                let mut moves = link.moves();
+                walked.push(connected(&link, &mut moves).await);
+                walked.push(connected(&link, &mut moves).await);
+                a.kill().await;
+                walked.push(connected(&link, &mut moves).await);
+                let _back = FakeRegistry::start_on(&a_addr, anything).await;
+                b.kill().await;
+                walked.push(connected(&link, &mut moves).await);
+            })
+        });
+        let [dead, a, b] = [0, 1, 2].map(|i| addrs[i].clone());
+        let expected = [(a.clone(), true), (a.clone(), false), (b.clone(), true), (a.clone(), true)];
+        assert_eq!(
+            walked, expected,
+            "past the dead one; the one used last; the next; wrapping around past the dead one"
+        );
+        let moved: Vec<(String, String)> = lines
+            .iter()
+            .filter_map(|line| Record::parse(line))
+            .filter(|record| record.event == Event::RegistryMoved)
+            .map(|record| (record.from.unwrap(), record.to.unwrap()))
+            .collect();
+        assert_eq!(moved, [(dead, a.clone()), (a.clone(), b.clone()), (b, a)], "{lines:#?}");
     }
 }

@@ -401,8 +401,8 @@ mod tests {
     use crate::meeting::OnItsWay;
     use crate::recent::REMEMBERED_PEERS;
 
-    fn registry() -> registry::client::RegistryAddr {
-        registry::client::RegistryAddr { host: "127.0.0.1".into(), port: 9 }
+    fn registry() -> Arc<crate::link::Replicas> {
+        crate::link::Replicas::shared(registry::client::RegistryAddr { host: "127.0.0.1".into(), port: 9 }.into())
     }
 
     fn keys() -> Keys {

@@ -65,10 +65,11 @@ impl Membership {
     /// works. `group` is the one to ask for: chosen, or kept from an earlier
     /// registration so that a restarted registry puts the node back in it.
     pub async fn join(&self, group: Option<u32>) -> Session {
-        let registry = self.link.addr.to_string();
         let mut delay = self.backoff.initial;
         for attempt in 1.. {
-            match self.try_join(group).await {
+            let joined = self.try_join(group).await;
+            let registry = self.link.registry().to_string();
+            match joined {
                 Ok(session) => return session,
                 Err(error @ ClientError::Refused { .. }) => events::registration_refused(&registry, &error, attempt),
                 Err(error) => events::registry_unreachable(&registry, &error, attempt),
@@ -84,7 +85,7 @@ impl Membership {
             let local_ip = client
                 .local_addr()
                 .map(|a| a.ip())
-                .map_err(|source| ClientError::Connect { addr: self.link.addr.to_string(), source });
+                .map_err(|source| ClientError::Connect { addr: self.link.registry().to_string(), source });
             match local_ip {
                 Ok(local_ip) => {
                     let ip = match self.advertise {
@@ -110,7 +111,7 @@ impl Membership {
             // secure session, which replaces this keyless entry (the same address).
             self.link.back_to_secure().await;
             return Err(ClientError::Unexpected {
-                addr: self.link.addr.to_string(),
+                addr: self.link.registry().to_string(),
                 op: "register",
                 detail: "the registry speaks the secure protocol after all; registering again securely".into(),
             });
@@ -181,6 +182,69 @@ pub fn heartbeat_interval(configured: Duration, ttl: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake_registry::FakeRegistry;
+    use crate::link::tests::link_to;
+    use registry::protocol::ErrorCode;
+    use serde_json::{json, Value};
+
+    /// A replica that shares the membership: it knows every id.
+    fn renewing(request: &Value) -> Value {
+        match request["op"].as_str() {
+            Some("heartbeat") => json!({"ok": true, "ttl_ms": 15000}),
+            _ => json!({"ok": false, "error": {"code": "bad_request", "message": "a heartbeat was expected"}}),
+        }
+    }
+
+    /// A registry that does not share it: it knows no id.
+    fn forgetting(_: &Value) -> Value {
+        json!({"ok": false, "error": {"code": "unknown_id", "message": "no live entry has this id"}})
+    }
+
+    fn membership(link: RegistryLink) -> Membership {
+        Membership {
+            link,
+            name: "n1".into(),
+            puerto: 4000,
+            advertise: Advertise::Observed,
+            backoff: Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(10) },
+            incarnation: incarnation(),
+            ticket_key: Arc::new(TicketKey::generate()),
+        }
+    }
+
+    fn requests(registry: &FakeRegistry) -> Vec<Value> {
+        registry.requests().into_iter().map(|(_, request)| request).collect()
+    }
+
+    /// The heartbeat that finds the session broken is sent again on the
+    /// next replica, the first thing that replica hears: one that knows the
+    /// entry renews it, and nothing is registered again.
+    #[tokio::test]
+    async fn after_a_move_the_next_replica_hears_the_heartbeat_first_and_nothing_else() {
+        let (a, b) = (FakeRegistry::start(renewing).await, FakeRegistry::start(renewing).await);
+        let membership = membership(link_to(&[&a.addr, &b.addr]));
+        membership.heartbeat("ab-1").await.unwrap();
+        let b_addr = b.addr.clone();
+        a.kill().await;
+
+        assert_eq!(membership.heartbeat("ab-1").await.unwrap(), Duration::from_secs(15));
+        assert_eq!(membership.link.registry(), &b_addr);
+        assert_eq!(requests(&b), [json!({"op": "heartbeat", "id": "ab-1"})]);
+    }
+
+    /// Where the replica does not know the entry, the heartbeat is answered
+    /// `unknown_id`, the one answer on which the node registers again.
+    #[tokio::test]
+    async fn a_replica_that_does_not_know_the_entry_answers_the_heartbeat_unknown_id() {
+        let (a, b) = (FakeRegistry::start(renewing).await, FakeRegistry::start(forgetting).await);
+        let membership = membership(link_to(&[&a.addr, &b.addr]));
+        membership.heartbeat("ab-1").await.unwrap();
+        a.kill().await;
+
+        let error = membership.heartbeat("ab-1").await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::UnknownId), "{error}");
+        assert_eq!(requests(&b), [json!({"op": "heartbeat", "id": "ab-1"})]);
+    }
 
     #[test]
     fn heartbeats_fit_three_times_in_a_lease() {

@@ -8,15 +8,19 @@
 //! While the watch runs, a coordinator multicasts with the group view it
 //! had a moment ago ([`crate::group::KnownView`]); every change forgets it.
 //!
-//! When the watch breaks (the registry restarted, or cut off a watcher that
-//! fell behind), the node watches again after the last revision it saw; a
-//! registry that no longer holds those changes answers with a snapshot.
+//! When the watch breaks (the registry died or restarted, or cut off a
+//! watcher that fell behind), the node watches again at once after the last
+//! revision it saw, on the next replica of the registry if this one is gone
+//! ([`crate::link`]); a registry that no longer holds those changes (or
+//! another registry, of another epoch) answers with a snapshot.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use registry::client::ClientError;
 use registry::protocol::Since;
 use registry::watch::{Change, WatchEvent};
+use tokio::time::Instant;
 
 use crate::config::Backoff;
 use crate::events;
@@ -35,39 +39,51 @@ pub async fn follow(link: RegistryLink, context: Arc<Context>, backoff: Backoff)
     let mut since = None;
     let mut delay = backoff.initial;
     loop {
-        let error = watch(&link, &context, &mut since, &mut delay, backoff).await;
+        let (error, ran) = watch(&link, &context, &mut since).await;
         context.group_view.watching(false);
-        events::watch_broken(&link.addr.to_string(), &error);
+        events::watch_broken(&link.registry().to_string(), &error);
+        if error.code().is_none() {
+            // The connection failed, rather than the registry ending the watch (`lagging`).
+            link.broke(&error);
+        }
+        match ran {
+            // A watch that ran a while broke as a dead registry's does (or it
+            // was cut off): watch again at once, on the next replica if this
+            // one is gone, which is how the node notices a dead one first.
+            Some(ran) if ran >= backoff.initial => {
+                delay = backoff.initial;
+                continue;
+            }
+            // One that broke as it started is asked again after a pause, so
+            // that a registry ending every watch at once is not asked again and again.
+            Some(_) => delay = backoff.initial,
+            None => {}
+        }
         tokio::time::sleep(jitter(delay)).await;
         delay = (delay * 2).min(backoff.max);
     }
 }
 
-/// One watch, until it breaks; `since` follows the revisions seen, and
-/// `delay` starts again from `backoff.initial` once the watch has started.
-async fn watch(
-    link: &RegistryLink,
-    context: &Context,
-    since: &mut Option<Since>,
-    delay: &mut std::time::Duration,
-    backoff: Backoff,
-) -> ClientError {
-    let mut watch = match link.connect().await {
-        Ok(client) => match client.watch(since.as_ref()).await {
-            Ok(watch) => watch,
-            Err(error) => return error,
-        },
-        Err(error) => return error,
+/// One watch, until it breaks: why, and how long it ran, if it started at
+/// all. `since` follows the revisions seen, on whichever replica.
+async fn watch(link: &RegistryLink, context: &Context, since: &mut Option<Since>) -> (ClientError, Option<Duration>) {
+    let watching = match link.connect().await {
+        Ok(client) => client.watch(since.as_ref()).await,
+        Err(error) => Err(error),
     };
+    let mut watch = match watching {
+        Ok(watch) => watch,
+        Err(error) => return (error, None),
+    };
+    let started = Instant::now();
     let start = &watch.start;
     context.group_view.watching(true);
-    events::watching(&link.addr.to_string(), start.start, start.revision);
-    *delay = backoff.initial;
+    events::watching(&link.registry().to_string(), start.start, start.revision);
     *since = Some(Since { revision: start.revision, epoch: Some(start.epoch.clone()) });
     loop {
         let batch = match watch.next_batch(BATCH).await {
             Ok(batch) => batch,
-            Err(error) => return error,
+            Err(error) => return (error, Some(started.elapsed())),
         };
         if let (Some(since), Some(last)) = (since.as_mut(), batch.last()) {
             since.revision = last.revision;

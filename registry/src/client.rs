@@ -7,7 +7,7 @@
 //! `clientes` variant; `register` tells them apart.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -61,6 +61,118 @@ impl std::str::FromStr for RegistryAddr {
 impl From<SocketAddr> for RegistryAddr {
     fn from(addr: SocketAddr) -> Self {
         Self { host: addr.ip().to_string(), port: addr.port() }
+    }
+}
+
+/// Replicas of one registry, in the order a client tries them: never
+/// empty, at most [`Registries::MAX`], none twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registries(Vec<RegistryAddr>);
+
+/// A list of registries that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistriesError {
+    #[error("the list of registries `{list}` has an empty entry")]
+    EmptyEntry { list: String },
+    #[error("registry `{entry}`: {reason}")]
+    Entry { entry: String, reason: String },
+    #[error("registry `{entry}` names no port: write it HOST:PORT ([v6]:PORT), or give the port of those without one")]
+    NoPort { entry: String },
+    #[error("{count} registries are more than the {max} a client tries", max = Registries::MAX)]
+    TooMany { count: usize },
+    #[error("registry `{entry}` is listed twice")]
+    Twice { entry: String },
+}
+
+impl Registries {
+    /// Replicas a list may name at most: a client walks them all before
+    /// backing off, so a long list would only make a dead membership slow to notice.
+    pub const MAX: usize = 16;
+
+    /// Parses a comma-separated list of `host`, `host:port`, `[v6]:port`
+    /// (or a bare IPv6 address, without a port); an entry without a port
+    /// takes `port`, which is then required.
+    pub fn parse(list: &str, port: Option<u16>) -> Result<Registries, RegistriesError> {
+        let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+        if entries.len() > Self::MAX {
+            return Err(RegistriesError::TooMany { count: entries.len() });
+        }
+        let mut registries: Vec<RegistryAddr> = Vec::with_capacity(entries.len());
+        for text in entries {
+            if text.is_empty() {
+                return Err(RegistriesError::EmptyEntry { list: list.to_owned() });
+            }
+            let addr = entry(text, port)?;
+            if registries.contains(&addr) {
+                return Err(RegistriesError::Twice { entry: addr.to_string() });
+            }
+            registries.push(addr);
+        }
+        Ok(Registries(registries))
+    }
+
+    pub fn as_slice(&self) -> &[RegistryAddr] {
+        &self.0
+    }
+}
+
+/// One entry of a list: `host:port` and `[v6]:port` as [`RegistryAddr`]
+/// parses them; `host`, `[v6]` and a bare IPv6 address (which has no room
+/// for a port) take `port`.
+fn entry(text: &str, port: Option<u16>) -> Result<RegistryAddr, RegistriesError> {
+    let bad = |reason: &str| RegistriesError::Entry { entry: text.to_owned(), reason: reason.to_owned() };
+    let host = match text.strip_prefix('[') {
+        Some(bracketed) => {
+            let (v6, rest) = bracketed.split_once(']').ok_or_else(|| bad("`[` without `]`"))?;
+            if v6.parse::<Ipv6Addr>().is_err() {
+                return Err(bad("only an IPv6 address goes in brackets"));
+            }
+            rest.is_empty().then_some(v6)
+        }
+        None if text.parse::<Ipv6Addr>().is_ok() => Some(text),
+        None if text.matches(':').count() > 1 => return Err(bad("an IPv6 address with a port is written [v6]:PORT")),
+        None => (!text.contains(':')).then_some(text),
+    };
+    match host {
+        Some(host) => {
+            let port = port.ok_or_else(|| RegistriesError::NoPort { entry: text.to_owned() })?;
+            Ok(RegistryAddr { host: host.to_owned(), port })
+        }
+        None => text.parse().map_err(|reason| RegistriesError::Entry { entry: text.to_owned(), reason }),
+    }
+}
+
+/// Every entry with its port: `HOST:PORT[,HOST:PORT...]`, as `node send --registry` takes it.
+impl std::str::FromStr for Registries {
+    type Err = RegistriesError;
+
+    fn from_str(list: &str) -> Result<Self, RegistriesError> {
+        Registries::parse(list, None)
+    }
+}
+
+/// The list as it is parsed back: comma-separated, IPv6 hosts in brackets.
+impl fmt::Display for Registries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, addr) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            addr.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<RegistryAddr> for Registries {
+    fn from(addr: RegistryAddr) -> Self {
+        Registries(vec![addr])
+    }
+}
+
+impl From<&RegistryAddr> for Registries {
+    fn from(addr: &RegistryAddr) -> Self {
+        Registries(vec![addr.clone()])
     }
 }
 
@@ -455,5 +567,40 @@ mod tests {
         assert!("vm1".parse::<RegistryAddr>().unwrap_err().contains("HOST:PORT"));
         assert!("vm1:0".parse::<RegistryAddr>().unwrap_err().contains("isn't a port number"));
         assert!(":80".parse::<RegistryAddr>().unwrap_err().contains("no host"));
+    }
+
+    #[test]
+    fn a_list_of_registries_takes_the_default_port_where_an_entry_names_none() {
+        let list = |text: &str, port| Registries::parse(text, port).map(|list| list.to_string());
+        assert_eq!(list("10.0.0.1", Some(8080)).unwrap(), "10.0.0.1:8080", "the lab's `ip port`");
+        assert_eq!(list("a:1, b ,[::1]:3,[fe80::2],::1", Some(9)).unwrap(), "a:1,b:9,[::1]:3,[fe80::2]:9,[::1]:9");
+        assert_eq!(list("a:1,[::1]:3", None).unwrap(), "a:1,[::1]:3", "no default needed");
+        let parsed = Registries::parse("::1", Some(80)).unwrap();
+        assert_eq!(parsed.as_slice(), [RegistryAddr { host: "::1".into(), port: 80 }]);
+        assert_eq!(
+            "a:1,b:2".parse::<Registries>().unwrap().to_string().parse::<Registries>().unwrap().as_slice().len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_bad_list_of_registries_says_which_entry_is_wrong() {
+        let error = |text: &str, port| Registries::parse(text, port).unwrap_err().to_string();
+        assert_eq!(
+            error("a:1,b", None),
+            "registry `b` names no port: write it HOST:PORT ([v6]:PORT), or give the port of those without one"
+        );
+        assert_eq!(error("a,,b", Some(1)), "the list of registries `a,,b` has an empty entry");
+        assert_eq!(error("a:1,", None), "the list of registries `a:1,` has an empty entry");
+        assert!(error("a:70000", None).contains("`70000` isn't a port number"), "{}", error("a:70000", None));
+        assert!(error(":80", None).contains("no host"));
+        assert!(error("fe80::1:2:x", None).contains("[v6]:PORT"));
+        assert!(error("[name]:80", None).contains("only an IPv6 address goes in brackets"));
+        assert!(error("[::1:80", None).contains("without `]`"));
+        assert_eq!(error("a:1,b,a:1", Some(2)), "registry `a:1` is listed twice");
+        assert_eq!(error("a,a:7", Some(7)), "registry `a:7` is listed twice");
+        let many = (1..=17).map(|i| format!("h{i}:1")).collect::<Vec<_>>().join(",");
+        assert_eq!(error(&many, None), "17 registries are more than the 16 a client tries");
+        assert!(Registries::parse(&many.replace(",h17:1", ""), None).is_ok());
     }
 }

@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use node::config::{Cli, Command, SendArgs};
 use node::exchange::Deadlines;
 use node::group::EXIT_UNDELIVERED;
@@ -14,7 +13,7 @@ use wire::{cli, telemetry, Chain};
 // One thread is plenty for a node, and keeps its memory small when many run on one host.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     if let Some(Command::Send(args)) = cli.command {
         return send(args).await;
     }
@@ -44,7 +43,7 @@ async fn send(args: SendArgs) -> ExitCode {
             return ExitCode::from(cli::EXIT_SECRET);
         }
     };
-    let sender = node::group::Sender::new(&args.registry, &keys, deadlines).pinned(args.pin.registry_key);
+    let sender = node::group::Sender::new(args.registry, &keys, deadlines).pinned(args.pin.registry_key);
     let sent = sender.send(args.group, &args.text, &args.sender).await;
     let report = match sent {
         Ok(report) => report,

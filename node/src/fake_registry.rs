@@ -1,0 +1,80 @@
+//! A stand-in for a registry in unit tests. It speaks plaintext only, as an
+//! original registry does, so that a link without a join token or a pinned
+//! key falls back to it; it records every request, and answers each with
+//! what its `answer` makes of it. Killing it closes its listener and every
+//! connection, as a killed process's kernel does.
+
+use std::sync::{Arc, Mutex};
+
+use futures::{SinkExt, StreamExt};
+use registry::client::RegistryAddr;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::codec::Framed;
+use wire::codec::{LinkCodec, MAX_REQUEST_BYTES};
+
+/// What a fake registry answers to a request.
+pub(crate) type Answer = fn(&Value) -> Value;
+
+pub(crate) struct FakeRegistry {
+    pub addr: RegistryAddr,
+    /// Every request, in the order answered, with the connection it came on (counting from 0).
+    pub requests: Arc<Mutex<Vec<(usize, Value)>>>,
+    serving: JoinHandle<()>,
+}
+
+impl FakeRegistry {
+    pub async fn start(answer: Answer) -> FakeRegistry {
+        FakeRegistry::start_on("127.0.0.1:0", answer).await
+    }
+
+    /// Starts one at `addr`: where one was killed, to bring it back.
+    pub async fn start_on(addr: &str, answer: Answer) -> FakeRegistry {
+        let listener = TcpListener::bind(addr).await.expect("a free port");
+        let addr = listener.local_addr().expect("a bound address").into();
+        let requests = Arc::default();
+        let serving = tokio::spawn(serve(listener, Arc::clone(&requests), answer));
+        FakeRegistry { addr, requests, serving }
+    }
+
+    /// Closes the listener and every connection, and returns once they are closed.
+    pub async fn kill(self) {
+        self.serving.abort();
+        let _ = self.serving.await;
+        // Let the connections' tasks see their abort.
+        tokio::task::yield_now().await;
+    }
+
+    pub fn requests(&self) -> Vec<(usize, Value)> {
+        wire::lock(&self.requests).clone()
+    }
+}
+
+async fn serve(listener: TcpListener, requests: Arc<Mutex<Vec<(usize, Value)>>>, answer: Answer) {
+    // Dropped with this task, which aborts every connection's.
+    let mut connections = JoinSet::new();
+    for connection in 0.. {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        connections.spawn(answer_each(stream, connection, Arc::clone(&requests), answer));
+    }
+}
+
+async fn answer_each(stream: TcpStream, connection: usize, requests: Arc<Mutex<Vec<(usize, Value)>>>, answer: Answer) {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await.unwrap_or(0) == 0 || wire::secure::is_secure(first[0]) {
+        // Hang up on a handshake, as an original registry does, once it is
+        // read: hanging up on unread bytes would reset the connection.
+        let mut handshake = [0u8; 1024];
+        let _ = tokio::io::AsyncReadExt::read(&mut { stream }, &mut handshake).await;
+        return;
+    }
+    let mut lines = Framed::new(stream, LinkCodec::plain(MAX_REQUEST_BYTES));
+    while let Some(Ok(Ok(request))) = lines.next().await {
+        let reply = answer(&request);
+        wire::lock(&requests).push((connection, request));
+        if lines.send(&reply).await.is_err() {
+            return;
+        }
+    }
+}
