@@ -2,8 +2,10 @@
 //! original registry does, so that a link without a join token or a pinned
 //! key falls back to it; it records every request, and answers each with
 //! what its `answer` makes of it. Killing it closes its listener and every
-//! connection, as a killed process's kernel does.
+//! connection, as a killed process's kernel does; pausing it leaves them
+//! open and silent, as a stopped process's kernel does.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
@@ -21,6 +23,7 @@ pub(crate) struct FakeRegistry {
     pub addr: RegistryAddr,
     /// Every request, in the order answered, with the connection it came on (counting from 0).
     pub requests: Arc<Mutex<Vec<(usize, Value)>>>,
+    paused: Arc<AtomicBool>,
     serving: JoinHandle<()>,
 }
 
@@ -33,9 +36,14 @@ impl FakeRegistry {
     pub async fn start_on(addr: &str, answer: Answer) -> FakeRegistry {
         let listener = TcpListener::bind(addr).await.expect("a free port");
         let addr = listener.local_addr().expect("a bound address").into();
-        let requests = Arc::default();
-        let serving = tokio::spawn(serve(listener, Arc::clone(&requests), answer));
-        FakeRegistry { addr, requests, serving }
+        let (requests, paused) = (Arc::default(), Arc::default());
+        let serving = tokio::spawn(serve(listener, Arc::clone(&requests), Arc::clone(&paused), answer));
+        FakeRegistry { addr, requests, paused, serving }
+    }
+
+    /// Answers nothing from now on, on connections old and new, which it still accepts.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Relaxed);
     }
 
     /// Closes the listener and every connection, and returns once they are closed.
@@ -51,16 +59,34 @@ impl FakeRegistry {
     }
 }
 
-async fn serve(listener: TcpListener, requests: Arc<Mutex<Vec<(usize, Value)>>>, answer: Answer) {
+async fn serve(
+    listener: TcpListener,
+    requests: Arc<Mutex<Vec<(usize, Value)>>>,
+    paused: Arc<AtomicBool>,
+    answer: Answer,
+) {
     // Dropped with this task, which aborts every connection's.
     let mut connections = JoinSet::new();
     for connection in 0.. {
         let Ok((stream, _)) = listener.accept().await else { return };
-        connections.spawn(answer_each(stream, connection, Arc::clone(&requests), answer));
+        connections.spawn(answer_each(stream, connection, Arc::clone(&requests), Arc::clone(&paused), answer));
     }
 }
 
-async fn answer_each(stream: TcpStream, connection: usize, requests: Arc<Mutex<Vec<(usize, Value)>>>, answer: Answer) {
+async fn answer_each(
+    stream: TcpStream,
+    connection: usize,
+    requests: Arc<Mutex<Vec<(usize, Value)>>>,
+    paused: Arc<AtomicBool>,
+    answer: Answer,
+) {
+    // Holds the connection open, and says nothing.
+    let hold = || async {
+        if paused.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    hold().await;
     let mut first = [0u8; 1];
     if stream.peek(&mut first).await.unwrap_or(0) == 0 || wire::secure::is_secure(first[0]) {
         // Hang up on a handshake, as an original registry does, once it is
@@ -71,6 +97,7 @@ async fn answer_each(stream: TcpStream, connection: usize, requests: Arc<Mutex<V
     }
     let mut lines = Framed::new(stream, LinkCodec::plain(MAX_REQUEST_BYTES));
     while let Some(Ok(Ok(request))) = lines.next().await {
+        hold().await;
         let reply = answer(&request);
         wire::lock(&requests).push((connection, request));
         if lines.send(&reply).await.is_err() {

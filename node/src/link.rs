@@ -7,7 +7,8 @@
 //! A fresh session goes to the replica used last; when that one cannot open
 //! one (refused, reset, closed, silent, busy, or not proving the pinned key),
 //! to the next ones in order, wrapping around, at once, and only when none
-//! can does the caller back off. Each replica is held to the same pinned key,
+//! can does the caller back off. A replica that let a session time out is
+//! tried last, since a paused one still accepts connections. Each replica is held to the same pinned key,
 //! so a replica proving another is skipped, never believed, and makes no
 //! other believed either. A node's links share which replica is in use:
 //! whichever notices a dead one first (the watch, as soon as its connection
@@ -117,6 +118,10 @@ impl Replicas {
 struct Broken {
     at: Instant,
     error: String,
+    /// It did not answer in time: paused, cut off or overloaded, it may
+    /// accept a connection and then keep as silent, so the next walk tries
+    /// it last rather than first.
+    silent: bool,
 }
 
 #[derive(Debug)]
@@ -187,17 +192,22 @@ impl RegistryLink {
 
     /// A session with the replica in use failed with `error` (the first
     /// failure counts, until a session opens again).
-    pub(crate) fn broke(&self, error: &dyn std::error::Error) {
-        wire::lock(&self.broken).get_or_insert_with(|| Broken { at: Instant::now(), error: Chain(error).to_string() });
+    pub(crate) fn broke(&self, error: &ClientError) {
+        wire::lock(&self.broken).get_or_insert_with(|| Broken {
+            at: Instant::now(),
+            error: Chain(error).to_string(),
+            silent: matches!(error, ClientError::Timeout { .. }),
+        });
     }
 
     /// A session with the replica in use or, when it cannot open one, with
     /// the next replica that can, in order, wrapping around: the one place
     /// that walks the list, for every request and the watch. Without any,
-    /// the error of the replica in use.
+    /// the error of the first replica tried.
     pub(crate) async fn connect(&self) -> Result<Client, ClientError> {
         let list = self.replicas.list.as_slice();
-        let first = self.replicas.used();
+        let silent = wire::lock(&self.broken).as_ref().is_some_and(|broken| broken.silent);
+        let first = (self.replicas.used() + usize::from(silent)) % list.len();
         let mut failure = None;
         for index in (first..list.len()).chain(0..first) {
             match self.open(&list[index]).await {
@@ -267,12 +277,12 @@ pub(crate) mod tests {
         json!({"ok": true})
     }
 
-    /// A link to `list`, with no token and no pinned key: it speaks
-    /// plaintext to the fakes.
-    pub(crate) fn link_to(list: &[&RegistryAddr]) -> RegistryLink {
+    /// A link to `list`, each request within `timeout`, with no token and
+    /// no pinned key: it speaks plaintext to the fakes.
+    pub(crate) fn link_to(list: &[&RegistryAddr], timeout: Duration) -> RegistryLink {
         let list = list.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let keys = Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open);
-        RegistryLink::new(Replicas::shared(list.parse().unwrap()), keys, Duration::from_secs(5))
+        RegistryLink::new(Replicas::shared(list.parse().unwrap()), keys, timeout)
     }
 
     /// An address nothing listens at.
@@ -298,7 +308,7 @@ pub(crate) mod tests {
                 let (a, b) = (FakeRegistry::start(anything).await, FakeRegistry::start(anything).await);
                 let a_addr = a.addr.to_string();
                 addrs = vec![dead.to_string(), a_addr.clone(), b.addr.to_string()];
-                let link = link_to(&[&dead, &a.addr, &b.addr]);
+                let link = link_to(&[&dead, &a.addr, &b.addr], Duration::from_secs(5));
                 let mut moves = link.moves();
                 walked.push(connected(&link, &mut moves).await);
                 walked.push(connected(&link, &mut moves).await);

@@ -222,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_move_the_next_replica_hears_the_heartbeat_first_and_nothing_else() {
         let (a, b) = (FakeRegistry::start(renewing).await, FakeRegistry::start(renewing).await);
-        let membership = membership(link_to(&[&a.addr, &b.addr]));
+        let membership = membership(link_to(&[&a.addr, &b.addr], Duration::from_secs(5)));
         membership.heartbeat("ab-1").await.unwrap();
         let b_addr = b.addr.clone();
         a.kill().await;
@@ -232,12 +232,29 @@ mod tests {
         assert_eq!(requests(&b), [json!({"op": "heartbeat", "id": "ab-1"})]);
     }
 
+    /// A replica that keeps the node's session open but answers no more
+    /// (paused, cut off) is tried last: the heartbeat that timed out there
+    /// is sent again on the next replica, not on a new session with the
+    /// silent one, which would take as long again.
+    #[tokio::test]
+    async fn a_heartbeat_that_timed_out_is_sent_again_on_the_next_replica() {
+        let (a, b) = (FakeRegistry::start(renewing).await, FakeRegistry::start(renewing).await);
+        let membership = membership(link_to(&[&a.addr, &b.addr], Duration::from_millis(300)));
+        membership.heartbeat("ab-1").await.unwrap();
+        a.pause();
+
+        assert_eq!(membership.heartbeat("ab-1").await.unwrap(), Duration::from_secs(15));
+        assert_eq!(membership.link.registry(), &b.addr);
+        assert_eq!(requests(&b), [json!({"op": "heartbeat", "id": "ab-1"})]);
+        assert_eq!(requests(&a).len(), 1, "only the first heartbeat was answered there");
+    }
+
     /// Where the replica does not know the entry, the heartbeat is answered
     /// `unknown_id`, the one answer on which the node registers again.
     #[tokio::test]
     async fn a_replica_that_does_not_know_the_entry_answers_the_heartbeat_unknown_id() {
         let (a, b) = (FakeRegistry::start(renewing).await, FakeRegistry::start(forgetting).await);
-        let membership = membership(link_to(&[&a.addr, &b.addr]));
+        let membership = membership(link_to(&[&a.addr, &b.addr], Duration::from_secs(5)));
         membership.heartbeat("ab-1").await.unwrap();
         a.kill().await;
 

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry::client::ClientError;
-use registry::protocol::Since;
+use registry::protocol::{Contact, Since};
 use registry::watch::{Change, WatchEvent};
 use tokio::time::Instant;
+use wire::secure::PublicKey;
 
 use crate::config::Backoff;
 use crate::events;
@@ -89,20 +90,20 @@ async fn watch(link: &RegistryLink, context: &Context, since: &mut Option<Since>
             since.revision = last.revision;
         }
         context.group_view.changed();
-        let own = wire::lock(&context.id).clone();
-        log(batch, own.as_deref());
+        let id = wire::lock(&context.id).clone();
+        log(batch, &Own { id: id.as_deref(), key: context.keys.identity.public() });
     }
 }
 
 /// Logs the peers in `batch` that joined or left, in order: the joins
-/// between two departures on one line, each departure on its own. `own`
-/// is this node's id.
-fn log(batch: Vec<WatchEvent>, own: Option<&str>) {
+/// between two departures on one line, each departure on its own, but
+/// never this node's own.
+fn log(batch: Vec<WatchEvent>, own: &Own<'_>) {
     let mut joined = Vec::new();
     for event in batch {
         match event.change {
-            Change::Joined { entry } if Some(entry.id.as_str()) != own => joined.push(entry),
-            Change::Left { entry, reason } if Some(entry.id.as_str()) != own => {
+            Change::Joined { entry } if !own.is(&entry) => joined.push(entry),
+            Change::Left { entry, reason } if !own.is(&entry) => {
                 events::peers_joined(&std::mem::take(&mut joined));
                 events::peer_left(&entry, reason);
             }
@@ -112,11 +113,27 @@ fn log(batch: Vec<WatchEvent>, own: Option<&str>) {
     events::peers_joined(&joined);
 }
 
+/// What tells this node's own entries from its peers'.
+struct Own<'a> {
+    /// Its id, while it has one.
+    id: Option<&'a str>,
+    /// Its key, which no other entry holds: an entry of this node under an
+    /// id it has not yet heard of is its own all the same, as when it
+    /// registers again with another registry, whose watch may tell of the
+    /// new entry before the registration's reply arrives.
+    key: PublicKey,
+}
+
+impl Own<'_> {
+    fn is(&self, entry: &Contact) -> bool {
+        Some(entry.id.as_str()) == self.id || entry.key == Some(self.key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::Record;
-    use registry::protocol::Contact;
     use registry::watch::LeftReason;
 
     fn contact(name: &str) -> Contact {
@@ -132,9 +149,12 @@ mod tests {
 
     #[test]
     fn a_batch_is_logged_in_order_joins_together_between_departures_and_never_this_node() {
+        let key = wire::secure::Identity::generate().public();
         let changes = [
             Change::Joined { entry: contact("a") },
             Change::Joined { entry: contact("me") },
+            // Its entry at another registry, of an id it has not heard of yet.
+            Change::Joined { entry: Contact { id: "id-me-elsewhere".into(), key: Some(key), ..contact("me") } },
             Change::Coordinator { group: 1, coordinator: Some(contact("a")) },
             Change::Joined { entry: contact("b") },
             Change::Left { entry: contact("c"), reason: LeftReason::Expired },
@@ -142,7 +162,7 @@ mod tests {
             Change::Joined { entry: contact("a") },
         ];
         let batch = changes.into_iter().zip(1..).map(|(change, revision)| WatchEvent { revision, change }).collect();
-        let lines = wire::telemetry::capture(|| log(batch, Some("id-me")));
+        let lines = wire::telemetry::capture(|| log(batch, &Own { id: Some("id-me"), key }));
         let logged: Vec<String> = lines
             .iter()
             .map(|line| Record::parse(line).expect(line))

@@ -256,20 +256,34 @@ impl Node {
         Self::start_with(registry, name, args, &[(TOKEN_ENV, token.reveal().as_str())]).await
     }
 
+    /// Starts a node given the replicas `registries` of a registry, in the
+    /// order it tries them, each with its port (REGISTRY_HOST alone), and
+    /// holding `token` when given.
+    pub async fn start_replicated(
+        registries: &[SocketAddr],
+        name: &str,
+        token: Option<&JoinToken>,
+        args: &[&str],
+    ) -> anyhow::Result<Node> {
+        let list = registries.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let revealed = token.map(|token| token.reveal());
+        let envs: Vec<(&str, &str)> = revealed.iter().map(|token| (TOKEN_ENV, token.as_str())).collect();
+        Self::spawn(vec![list], name, args, &envs).await
+    }
+
     async fn start_with(
         registry: SocketAddr,
         name: &str,
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> anyhow::Result<Node> {
-        let mut all = vec![
-            registry.ip().to_string(),
-            registry.port().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--name".into(),
-            name.into(),
-        ];
+        Self::spawn(vec![registry.ip().to_string(), registry.port().to_string()], name, args, envs).await
+    }
+
+    /// Starts a node with `registry` as its positional arguments.
+    async fn spawn(registry: Vec<String>, name: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Node> {
+        let mut all = registry;
+        all.extend(["--listen".into(), "127.0.0.1:0".into(), "--name".into(), name.into()]);
         all.extend(args.iter().map(|a| a.to_string()));
         let process = Process::spawn(name, "node", &all, envs)?;
         let listening = process.wait_for_event(node::events::Event::Listening).await?;

@@ -22,6 +22,19 @@ fn a_bad_value_names_itself_and_exits_2() {
 }
 
 #[test]
+fn a_list_of_registries_missing_a_port_or_with_a_bad_entry_exits_2_naming_it() {
+    let output = run("node", &["127.0.0.1:8080,10.0.0.2"]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = stderr(&output);
+    assert!(said.contains("<REGISTRY_PORT> is required: registry `10.0.0.2` names no port"), "{said}");
+    assert!(said.contains("Usage: node"), "{said}");
+
+    let output = run("node", &["127.0.0.1:8080,,10.0.0.2:8080"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("has an empty entry"), "{}", stderr(&output));
+}
+
+#[test]
 fn a_duration_too_long_to_add_to_a_clock_is_refused() {
     for (binary, args) in [
         ("registry", &["--ttl", "100000000000s"][..]),

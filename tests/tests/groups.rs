@@ -245,7 +245,7 @@ async fn a_kept_sender_follows_the_membership_through_what_it_knows() -> anyhow:
     let (registry, nodes) = nine_in_three_groups(&[]).await?;
     let keys = Keys::new(Identity::generate(), Admission::Open);
     let deadlines = node::exchange::Deadlines { connect: tests::PATIENCE, reply: tests::PATIENCE };
-    let sender = Sender::new(&registry.registry_addr(), &keys, deadlines);
+    let sender = Sender::new(registry.registry_addr(), &keys, deadlines);
     let report = sender.send(2, "uno", "test").await?;
     assert_eq!((report.coordinator.as_str(), report.members), ("node-2", 3), "{report}");
     assert!(report.is_complete(), "{report}");
