@@ -8,12 +8,14 @@
 //! one (refused, reset, closed, silent, busy, or not proving the pinned key),
 //! to the next ones in order, wrapping around, at once, and only when none
 //! can does the caller back off. A replica that let a session time out is
-//! tried last, since a paused one still accepts connections. Each replica is held to the same pinned key,
-//! so a replica proving another is skipped, never believed, and makes no
-//! other believed either. A node's links share which replica is in use:
-//! whichever notices a dead one first (the watch, as soon as its connection
-//! closes) moves them all (`registry_moved`), and the others' next request
-//! goes straight to the new one.
+//! tried last, since a paused one still accepts connections. Each replica
+//! is held to the same pinned key, so one proving another is skipped, never
+//! believed, and makes no other believed either: skipping it trusts nothing
+//! more, while stopping there would let whoever can intercept one replica
+//! keep the node from the others. A node's links share which replica is in
+//! use: whichever notices a dead one first (the watch, as soon as its
+//! connection closes) moves them all (`registry_moved`), and the others'
+//! next request goes straight to the new one.
 //!
 //! Without a join token, a registry that does not speak the secure protocol
 //! (an original HIT6 registry) is spoken to in plaintext from then on.

@@ -39,6 +39,7 @@ const BATCH: usize = 64;
 pub async fn follow(link: RegistryLink, context: Arc<Context>, backoff: Backoff) {
     let mut since = None;
     let mut delay = backoff.initial;
+    let mut hurried = false;
     loop {
         let (error, ran) = watch(&link, &context, &mut since).await;
         context.group_view.watching(false);
@@ -47,18 +48,17 @@ pub async fn follow(link: RegistryLink, context: Arc<Context>, backoff: Backoff)
             // The connection failed, rather than the registry ending the watch (`lagging`).
             link.broke(&error);
         }
-        match ran {
-            // A watch that ran a while broke as a dead registry's does (or it
-            // was cut off): watch again at once, on the next replica if this
-            // one is gone, which is how the node notices a dead one first.
-            Some(ran) if ran >= backoff.initial => {
-                delay = backoff.initial;
-                continue;
-            }
-            // One that broke as it started is asked again after a pause, so
-            // that a registry ending every watch at once is not asked again and again.
-            Some(_) => delay = backoff.initial,
-            None => {}
+        // A watch that broke (its registry died, or cut it off) is watched
+        // again at once, on the next replica if this one is gone: that is
+        // how the node notices a dead one first. Only a watch that broke as
+        // it started, right after such a hurry, waits, so that a registry
+        // ending every watch at once is not asked again and again.
+        if ran.is_some() {
+            delay = backoff.initial;
+        }
+        hurried = ran.is_some_and(|ran| ran >= backoff.initial || !hurried);
+        if hurried {
+            continue;
         }
         tokio::time::sleep(jitter(delay)).await;
         delay = (delay * 2).min(backoff.max);

@@ -5,6 +5,9 @@
 //! this client proved) or plaintext ([`Client::connect`]). A registration may
 //! also be answered by an original HIT6 registry (a bare array) or by the
 //! `clientes` variant; `register` tells them apart.
+//!
+//! [`RegistryAddr`] is where one registry listens; [`Registries`], the
+//! replicas of one, in the order a client tries them.
 
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
