@@ -1,5 +1,8 @@
 //! A lease kept alive by a Keeper outlives the death or silence of the leader and of the
 //! member its keep-alive stream is on; a lease left alone expires.
+//!
+//! Waiting out the TTL is the point here, so these tests sleep: a lease is alive when no
+//! delete came for longer than its TTL.
 
 mod common;
 
@@ -50,6 +53,17 @@ async fn a_kept_lease_survives_kills_and_stops() {
     sleep(Duration::from_secs(1)).await;
     cluster.cont(leader);
     outlives("a stopped leader", &mut watch).await;
+
+    // Stopped longer than the keeper waits for an answer, so it has to move.
+    let was_on = stream_endpoint(&keeper, None).await;
+    let on = common::member_at(&cluster, &was_on);
+    let stopped = Instant::now();
+    cluster.stop(on);
+    let moved = stream_endpoint(&keeper, Some(&was_on)).await;
+    eprintln!("the keep-alive stream moved to {moved} {:?} after its member was stopped", stopped.elapsed());
+    sleep(Duration::from_secs(2).saturating_sub(stopped.elapsed())).await;
+    cluster.cont(on);
+    outlives("the stop of the keeper's member", &mut watch).await;
 
     assert_eq!(etcd.get(KEY).await.unwrap().as_deref(), Some(&b"here"[..]), "the kept lease's key is still there");
     ticking.abort();
