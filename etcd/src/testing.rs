@@ -25,7 +25,8 @@ use tonic::Response;
 
 use crate::client::status;
 use crate::proto::kv_client::KvClient;
-use crate::proto::CompactionRequest;
+use crate::proto::maintenance_client::MaintenanceClient;
+use crate::proto::{CompactionRequest, MoveLeaderRequest, StatusResponse};
 use crate::{Etcd, EtcdError, Revision};
 
 /// One cluster at a time in a test process (see the module doc).
@@ -43,6 +44,9 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// How long a member has to answer one status request of the harness.
 const STATUS_WITHIN: Duration = Duration::from_millis(500);
+
+/// How long a leader has to hand leadership over (a few election timeouts).
+const MOVE_WITHIN: Duration = Duration::from_secs(3);
 
 /// How often to ask again while waiting for a leader.
 const POLL_EVERY: Duration = Duration::from_millis(50);
@@ -161,6 +165,27 @@ impl Cluster {
                 return;
             }
             assert!(Instant::now() < deadline, "{}: member {i} did not rejoin within {READY_WITHIN:?}", self.suite);
+            sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Hands leadership to member `to` (etcd's MoveLeader, asked of the current leader) and
+    /// waits until the members agree it leads.
+    pub async fn move_leader(&self, to: usize) {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            let from = self.leader().await;
+            if from == to {
+                return;
+            }
+            let target = timeout(STATUS_WITHIN, status(self.client.channel_at(to))).await;
+            if let Ok(Ok(StatusResponse { header: Some(header), .. })) = target {
+                let request = MoveLeaderRequest { target_id: header.member_id };
+                let mut leader = MaintenanceClient::new(self.client.channel_at(from));
+                // Whether it worked is seen by asking for the leader again.
+                let _ = timeout(MOVE_WITHIN, leader.move_leader(request)).await;
+            }
+            assert!(Instant::now() < deadline, "{}: leadership did not move to member {to}", self.suite);
             sleep(POLL_EVERY).await;
         }
     }
