@@ -1,6 +1,6 @@
 //! [`Etcd`], the client handle, and its unary calls.
 //!
-//! Every call goes through the pool's failover loop: up to [`FAILOVER_DEADLINE`] of attempts,
+//! Every call goes through the pool's failover loop: up to 5 s (`FAILOVER_DEADLINE`) of attempts,
 //! each under a request deadline, round-robin from the member that answered last.
 
 use std::fmt;

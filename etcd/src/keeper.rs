@@ -3,7 +3,7 @@
 //!
 //! A background task owns the stream. [`Keeper::keep_alive`] only queues the lease; the task
 //! sends one request per distinct lease queued since its last send, and expects each answer
-//! within [`ANSWER_WITHIN`]. When the stream fails or an answer is late, it opens a new stream
+//! within 1 s (`ANSWER_WITHIN`). When the stream fails or an answer is late, it opens a new stream
 //! on the next member and sends again every request that went unanswered, so a lease misses
 //! at most one round trip to a dead member plus one to a live one. The stream is opened only
 //! when there is something to send: etcd sends its response headers with its first answer,

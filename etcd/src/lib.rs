@@ -24,7 +24,7 @@
 //! - [`keeper`]: [`Keeper`], the background task holding the lease keep-alive stream.
 //! - [`error`]: [`EtcdError`], one variant per way a call fails.
 //! - `proto`: the generated messages and clients.
-//! - [`testing`] (feature `testing`): [`testing::Cluster`], real etcd members on loopback
+//! - `testing` (feature `testing`): `testing::Cluster`, real etcd members on loopback
 //!   ports, with the signals failover tests need.
 #![forbid(unsafe_code)]
 

@@ -9,9 +9,9 @@
 //!
 //! Silence: etcd sends nothing on a watch with no events, and a SIGSTOPped member keeps its
 //! connections open, so neither a quiet stream nor a connection error tells a dead member
-//! from a quiet one. After [`PROBE_AFTER`] without a message the watch sends a progress
+//! from a quiet one. After 0.5 s (`PROBE_AFTER`) without a message the watch sends a progress
 //! request (etcd >= 3.4 answers it at once), and a member that does not answer it within
-//! [`PROBE_ANSWER_WITHIN`] is given up. etcd's own progress notifications are no use here:
+//! 1 s (`PROBE_ANSWER_WITHIN`) is given up. etcd's own progress notifications are no use here:
 //! they come every 10 minutes by default.
 
 use std::collections::VecDeque;
@@ -108,6 +108,9 @@ impl Watch {
     /// etcd's history, and with [`EtcdError::Unreachable`] when no member would take the
     /// watch for a whole failover deadline (a few seconds). The watch stays usable after an
     /// error: the next call tries again from the same revision.
+    ///
+    /// Cancel safe: a `next` dropped before it returns (in a `select!`, under a timeout)
+    /// loses no event; the next call returns it.
     pub async fn next(&mut self) -> Result<Event, EtcdError> {
         loop {
             if let Some(event) = self.received.pop_front() {
