@@ -62,7 +62,7 @@ macro_rules! on_link {
             let $client = session.as_mut().expect("a session is open");
             let done = $op;
             match &done {
-                Err(error) if !matches!(error, registry::client::ClientError::Refused { .. }) => {
+                Err(error) if error.is_unanswered() => {
                     tracing::debug!(error = %wire::Chain(error), reused, "the session with the registry broke");
                     link.broke(error);
                     if reused {
@@ -120,9 +120,10 @@ impl Replicas {
 struct Broken {
     at: Instant,
     error: String,
-    /// It did not answer in time: paused, cut off or overloaded, it may
-    /// accept a connection and then keep as silent, so the next walk tries
-    /// it last rather than first.
+    /// It did not answer in time (paused, cut off or overloaded, it may
+    /// accept a connection and then keep as silent), or answered that it
+    /// cannot reach the store replicas share: the next walk tries it last
+    /// rather than first.
     silent: bool,
 }
 
@@ -198,7 +199,8 @@ impl RegistryLink {
         wire::lock(&self.broken).get_or_insert_with(|| Broken {
             at: Instant::now(),
             error: Chain(error).to_string(),
-            silent: matches!(error, ClientError::Timeout { .. }),
+            silent: matches!(error, ClientError::Timeout { .. })
+                || error.code() == Some(registry::protocol::ErrorCode::Unavailable),
         });
     }
 

@@ -16,14 +16,14 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 struct Running {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), registry::server::ServeError>>,
 }
 
 impl Running {
     /// Stops the registry and waits until its port is free again.
     async fn stop(self) {
         self.stop.send(()).unwrap();
-        self.task.await.unwrap();
+        self.task.await.unwrap().unwrap();
     }
 }
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 use clap::{Arg, Parser};
 use wire::cli::{self, JoinTokenArgs, Lifetime, LimitsArgs};
 use wire::connection::Limits;
+use wire::fields::truncate;
 use wire::secure::TokenError;
 use wire::telemetry::LogFormat;
 
-use crate::config::Config;
-use crate::identity::{IdentityError, RegistryIdentity};
+use crate::config::{Config, Storage};
+use crate::identity::{IdentityError, Origin, RegistryIdentity, KEY_ENV};
 use crate::store::{Capacity, Leases};
 
 /// HIT6 contacts registry: keeps the running nodes in memory and tells each
@@ -101,9 +102,38 @@ pub struct Cli {
     /// How long a client may take to read a reply before it is dropped.
     #[arg(long, env = "REGISTRY_WRITE_TIMEOUT", default_value = "5s", value_parser = cli::duration)]
     pub write_timeout: Duration,
+    /// Where the membership is kept: in this process's memory, or in etcd,
+    /// shared by every registry given the same endpoints (replicas).
+    #[arg(long, env = "REGISTRY_STORE", value_enum, default_value_t)]
+    pub store: StoreKind,
+    /// etcd's client endpoints, `host:port,...` (plain http, on a network of
+    /// the replicas' own). Replicas must share the registry's key
+    /// (`--key-file` or HIT6_REGISTRY_KEY).
+    #[arg(long, env = "REGISTRY_ETCD_ENDPOINTS", value_delimiter = ',', value_parser = endpoint,
+          required_if_eq("store", "etcd"))]
+    pub etcd_endpoints: Vec<String>,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+}
+
+/// The value of `--store`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Etcd,
+}
+
+/// An etcd client endpoint: `host:port`.
+fn endpoint(text: &str) -> Result<String, String> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("`{}` is not host:port", truncate(text)));
+    };
+    if host.is_empty() || host.contains(['/', ' ']) {
+        return Err(format!("`{}` names no host", truncate(text)));
+    }
+    cli::port(port).map(|_| text.to_owned())
 }
 
 /// The registry's word for the join token file, and its variable.
@@ -121,6 +151,11 @@ pub enum SecretError {
     Token(#[from] TokenError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(
+        "with --store etcd, replicas must prove the same key: give each the same --key-file, \
+         or set {KEY_ENV}"
+    )]
+    Unshared,
 }
 
 impl Cli {
@@ -130,6 +165,12 @@ impl Cli {
         let limits = Limits {
             read_budget: self.read_budget as usize,
             ..self.pending.limits(self.max_connections, self.max_connections_per_ip)
+        };
+        let identity = RegistryIdentity::from_file_or_env(self.key_file.as_deref())?;
+        let storage = match self.store {
+            StoreKind::Memory => Storage::Memory,
+            StoreKind::Etcd if identity.origin == Origin::Fresh => return Err(SecretError::Unshared),
+            StoreKind::Etcd => Storage::Etcd { endpoints: self.etcd_endpoints.clone() },
         };
         Ok(Config {
             leases: {
@@ -149,7 +190,8 @@ impl Cli {
             },
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
-            identity: RegistryIdentity::from_file_or_env(self.key_file.as_deref())?,
+            identity,
+            storage,
         })
     }
 }
@@ -177,6 +219,16 @@ mod tests {
     }
 
     #[test]
+    fn replicas_read_their_endpoints_and_must_share_a_key() {
+        let cli =
+            Cli::try_parse_from(["registry", "--store", "etcd", "--etcd-endpoints", "e1:2379,[::1]:2379"]).unwrap();
+        assert_eq!(cli.etcd_endpoints, ["e1:2379", "[::1]:2379"]);
+        // No key file and (in tests) no HIT6_REGISTRY_KEY: fresh keys, which no other replica has.
+        let error = cli.config().unwrap_err().to_string();
+        assert!(error.contains("--key-file") && error.contains(KEY_ENV), "{error}");
+    }
+
+    #[test]
     fn the_command_lines_connection_limits_are_the_librarys_defaults() {
         let cli = Cli::try_parse_from(["registry"]).unwrap();
         assert_eq!(cli.config().unwrap().limits, Config::default().limits);
@@ -191,6 +243,9 @@ mod tests {
         let refused = error(&["--join-token", "00"]);
         assert!(refused.contains("must not be given on the command line") && refused.contains("--join-token-file"));
         assert!(!refused.contains("00\""), "{refused}");
+        assert!(error(&["--store", "etcd"]).contains("--etcd-endpoints"));
+        assert!(error(&["--store", "etcd", "--etcd-endpoints", "a:1,nowhere"]).contains("`nowhere` is not host:port"));
+        assert!(error(&["--etcd-endpoints", "a:0"]).contains("0"));
         let cli = Cli::try_parse_from(["registry", "--ttl", "20", "--legacy-ttl", "never"]).unwrap();
         assert_eq!((cli.ttl, cli.legacy_ttl), (Duration::from_secs(20), Lifetime(None)));
     }

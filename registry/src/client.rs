@@ -222,6 +222,13 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether the registry gave no answer to the request itself: the
+    /// session broke, or a replica could not reach the store it shares
+    /// (`unavailable`). Either way another replica may answer.
+    pub fn is_unanswered(&self) -> bool {
+        !matches!(self, ClientError::Refused { .. }) || self.code() == Some(ErrorCode::Unavailable)
+    }
 }
 
 /// What a registration returned, whichever registry answered it.

@@ -30,6 +30,17 @@ pub struct Config {
     pub write_timeout: Duration,
     /// The keys it proves and signs with.
     pub identity: RegistryIdentity,
+    pub storage: Storage,
+}
+
+/// Where the membership is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Storage {
+    /// In this process: gone when it stops.
+    #[default]
+    Memory,
+    /// In etcd, at these client endpoints, shared by every replica given them.
+    Etcd { endpoints: Vec<String> },
 }
 
 impl Default for Config {
@@ -45,6 +56,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(5),
             identity: RegistryIdentity::generate(),
+            storage: Storage::Memory,
         }
     }
 }

@@ -109,7 +109,7 @@ pub fn listening(addr: SocketAddr, config: &Config) {
     let (key, identity) = (config.identity.public(), config.identity.origin);
     info!(
         event = %Event::Listening, %addr, ?ttl, ?legacy_ttl, groups, token, allow_original = config.allow_original,
-        %key, %identity, "listening"
+        %key, %identity, store = ?config.storage, "listening"
     );
 }
 

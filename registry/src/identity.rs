@@ -1,11 +1,13 @@
-//! The registry's own identity: the static key its sessions prove, and the
-//! key it signs group views with. Drawn afresh at each start unless given,
+//! The registry's own identity: the static key its sessions prove, the key
+//! it signs group views with, and the key replicas seal what they write to
+//! etcd with. Drawn afresh at each start unless given,
 //! from a key file or the environment (never argv), so that a restarted
 //! registry, or replicas sharing it, keep the keys nodes know and may pin.
 //!
-//! One 32-byte secret makes both keys, each derived from it with
+//! One 32-byte secret makes the three keys, each derived from it with
 //! HKDF-SHA256 under a label of its own, so that no key serves two
-//! algorithms (X25519 for Noise, Ed25519 for signatures).
+//! algorithms (X25519 for Noise, Ed25519 for signatures, XChaCha20-Poly1305
+//! for the replicas' log).
 
 use std::fmt;
 use std::path::Path;
@@ -24,6 +26,7 @@ pub const KEY_ENV: &str = "HIT6_REGISTRY_KEY";
 
 const SESSION_LABEL: &[u8] = b"hit6 registry session key v1";
 const SIGNING_LABEL: &[u8] = b"hit6 registry signing key v1";
+const STORE_LABEL: &[u8] = b"hit6 registry store key v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -39,6 +42,8 @@ pub enum IdentityError {
 pub struct RegistryIdentity {
     pub session: Arc<Identity>,
     pub signer: Arc<Signer>,
+    /// What replicas seal their commands in etcd with (`replica::Seal`).
+    store_key: Arc<Zeroizing<[u8; 32]>>,
     pub origin: Origin,
 }
 
@@ -119,6 +124,7 @@ impl RegistryIdentity {
         RegistryIdentity {
             session: Arc::new(Identity::from_secret(derive(SESSION_LABEL))),
             signer: Arc::new(Signer::from_seed(&derive(SIGNING_LABEL))),
+            store_key: Arc::new(derive(STORE_LABEL)),
             origin,
         }
     }
@@ -140,6 +146,11 @@ impl RegistryIdentity {
         }
     }
 
+    /// The key replicas sharing this identity seal their log with.
+    pub fn store_key(&self) -> &[u8; 32] {
+        &self.store_key
+    }
+
     /// The key its sessions prove: what a node pins (`--registry-key`).
     pub fn public(&self) -> PublicKey {
         self.session.public()
@@ -151,12 +162,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_secret_makes_the_same_two_keys_and_no_key_serves_two_algorithms() {
+    fn one_secret_makes_the_same_three_keys_and_no_key_serves_two_algorithms() {
         let secret = [7u8; 32];
         let from = |secret: &[u8; 32]| RegistryIdentity::from_secret(secret, Origin::Kept);
         let (one, again) = (from(&secret), from(&secret));
         assert_eq!(one.public(), again.public());
         assert_eq!(one.signer.public(), again.signer.public());
+        assert_eq!(one.store_key(), again.store_key());
+        assert_ne!(one.store_key(), &secret, "the store key is derived, not the secret");
         let other = from(&[8u8; 32]);
         let handed = RegistrySecret::generate();
         let parsed = secure::parse_secret(&handed.reveal()).unwrap();
@@ -164,6 +177,7 @@ mod tests {
         assert_eq!(format!("{handed:?}"), "RegistrySecret(<redacted>)");
         assert_ne!(one.public(), other.public());
         assert_ne!(one.signer.public(), other.signer.public());
+        assert_ne!(one.store_key(), other.store_key());
         // Neither key is the secret's own: the session key differs from the
         // key pair a node would make of the same bytes.
         assert_ne!(one.public(), Identity::from_secret(Zeroizing::new(secret)).public());

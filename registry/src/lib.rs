@@ -11,6 +11,10 @@
 //! - [`store`]: the membership rules (admission order, who owns a name or
 //!   an address, lapsed places, groups, capacity) over a table of entries
 //!   that keeps its own indexes, the seam for another storage backend.
+//! - [`replica`]: a store shared with other replicas through etcd: etcd's
+//!   log of commands, applied to the store by every replica alike.
+//! - [`backend`]: where the server finds the membership, a store of its
+//!   own or a replica's.
 //! - [`watch`]: the changes to the membership, by revision, that watchers
 //!   stream, and the bounded history they read them from.
 //! - [`config`]: how the registry serves ([`config::Config`]), which the
@@ -33,6 +37,7 @@
 //! and signals come from the `wire` crate, which the node shares.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -42,6 +47,7 @@ pub mod events;
 pub mod fanout;
 pub mod identity;
 pub mod protocol;
+pub mod replica;
 pub mod server;
 pub mod store;
 pub mod streamed;

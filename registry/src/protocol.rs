@@ -40,6 +40,9 @@ pub enum ErrorCode {
     AddressTaken,
     /// The registry holds as many entries (or original-dialect entries) as it may.
     Full,
+    /// A replica cannot reach the store it shares with the others (etcd):
+    /// ask another.
+    Unavailable,
     /// A connection dropped while still proving itself: try again.
     Busy,
     /// A watcher fell further behind than the registry keeps changes: watch
@@ -73,7 +76,7 @@ pub type ErrorBody = envelope::ErrorBody<ErrorCode>;
 /// The `registered` event logs it by its `Debug` name (`Native`), which is
 /// the name it deserializes from, so that the event reads back as it was
 /// written (`events::Record::dialect`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Dialect {
     /// `{"op":"register",...}`: leased, answered with `{"ok":true,...}`.
     Native,
@@ -86,7 +89,9 @@ pub enum Dialect {
 /// A registration after validation. `ip` is `None` when the sender gave none,
 /// or an unspecified one, or is known to give a wrong one: the registry then
 /// records the address it sees the connection come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized only between replicas (`replica::command`), sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub ip: Option<IpAddr>,
     pub puerto: u16,
@@ -104,7 +109,7 @@ pub struct Registration {
 }
 
 /// How a request names its entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKey {
     Id(String),
     Name(String),

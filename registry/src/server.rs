@@ -29,6 +29,7 @@ use wire::secure::{Keys, PublicKey};
 use wire::ticket::{Greeter, TICKET_VALIDITY};
 
 // What `run` takes, where its callers have always found it.
+use crate::backend::Backend;
 pub use crate::config::Config;
 use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
@@ -37,6 +38,7 @@ use crate::protocol::{
     ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact,
     Policy, Registration, Renewed, Reply, Request, Since,
 };
+use crate::replica::ReplicaError;
 use crate::store::{Store, StoreError, Subscription};
 use crate::streamed::{Changes, Head, RegisteredReply};
 use crate::watch::{Change, Compacted, WatchEvent, PROGRESS_EVERY};
@@ -58,12 +60,26 @@ pub const WATCH_TICK: Duration = Duration::from_millis(50);
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
-/// Serves the registry on `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
+/// Why the registry could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the store")]
+    Store(#[from] ReplicaError),
+    #[error("cannot read the address it listens on")]
+    Address(#[from] std::io::Error),
+}
+
+/// Serves the registry on `listener` until `shutdown` completes; once its
+/// store is open (a replica's, caught up with etcd), it logs `listening`.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -> Result<(), ServeError> {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let store = Arc::new(Store::new(config.leases, config.groups, config.capacity));
-    tracker.spawn(sweep(store.clone(), config.sweep_interval, token.clone()));
+    let backend = Backend::open(&config, &tracker, &token).await?;
+    if let Backend::Memory(store) = &backend {
+        // A replica's entries expire when etcd says so.
+        tracker.spawn(sweep(store.clone(), config.sweep_interval, token.clone()));
+    }
+    events::listening(listener.local_addr()?, &config);
 
     let keys = Keys::shared(config.identity.session.clone(), config.admission.clone());
     let views = Arc::new(Views::new(config.identity.signer.clone()));
@@ -72,11 +88,13 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let limits = config.limits;
     let serve = {
         let token = token.clone();
-        let sessions = AtomicU64::new(0);
+        // Numbers unique among replicas too: a session's number says which
+        // replica's connection holds an entry.
+        let sessions = AtomicU64::new(u64::from(fastrand::u32(..)) << 32);
         move |accepted: Accepted| {
             let remote = accepted.framed.codec().remote();
             let connection = Connection {
-                store: store.clone(),
+                backend: backend.clone(),
                 config: config.clone(),
                 views: views.clone(),
                 fanout: fanout.clone(),
@@ -98,6 +116,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         warn!(grace = ?SHUTDOWN_GRACE, "connections still open at shutdown were dropped");
     }
+    Ok(())
 }
 
 async fn sweep(store: Arc<Store>, every: Duration, token: CancellationToken) {
@@ -164,7 +183,7 @@ fn refused(error: StoreError) -> Answer {
 }
 
 struct Connection {
-    store: Arc<Store>,
+    backend: Backend,
     config: Arc<Config>,
     views: Arc<Views>,
     /// Where watches run, once started.
@@ -172,7 +191,7 @@ struct Connection {
     peer: SocketAddr,
     /// The key the client proved, on a secure connection.
     remote: Option<PublicKey>,
-    /// Numbers the connections, for [`Store::hold`].
+    /// Numbers the connections, for [`Backend::hold`].
     session: u64,
     /// The entry this secure session registered or renewed last: its node's
     /// kept session, whose closing means the node is gone.
@@ -194,7 +213,7 @@ impl Connection {
         let ended = self.requests(accepted.framed, accepted.first, accepted.slot, token).await;
         let held = wire::lock(&self.held).take();
         if let (Ended::ByPeer, Some(id)) = (ended, held) {
-            if let Some(entry) = self.store.session_lost(&id, self.session, Instant::now()) {
+            if let Some(entry) = self.backend.session_lost(&id, self.session).await {
                 events::session_lost(&entry);
             }
         }
@@ -222,7 +241,7 @@ impl Connection {
                     return Ended::ByRegistry;
                 }
                 Ok(None) => return Ended::ByPeer,
-                Ok(Some(Ok(Ok(message)))) => self.answer(message),
+                Ok(Some(Ok(Ok(message)))) => self.answer(message).await,
                 Ok(Some(Ok(Err(malformed)))) => {
                     debug!(error = %malformed, "rejected a malformed message");
                     Answer::Reply(Reply::Error(ErrorBody::bad_request(malformed.to_string())))
@@ -259,14 +278,14 @@ impl Connection {
     }
 
     /// Ties `id` to this session, when it is a secure one: a node's kept session.
-    fn hold(&self, id: &str, now: Instant) {
+    async fn hold(&self, id: &str) {
         if self.remote.is_some() {
-            self.store.hold(id, self.session, now);
+            self.backend.hold(id, self.session).await;
             *wire::lock(&self.held) = Some(id.to_owned());
         }
     }
 
-    fn answer(&self, message: serde_json::Value) -> Answer {
+    async fn answer(&self, message: serde_json::Value) -> Answer {
         let request = match Request::parse(message) {
             Ok(request) => request,
             Err(error) => {
@@ -277,22 +296,26 @@ impl Connection {
         if let Err(refusal) = self.admit(&request) {
             return Answer::Reply(Reply::Error(refusal));
         }
-        let now = Instant::now();
-        let (store, caller) = (&self.store, self.remote);
+        let (backend, caller) = (&self.backend, self.remote);
+        let (store, at) = (backend.store(), backend.now());
         let result = match request {
-            Request::Register(registration) => return self.register(&registration, now).unwrap_or_else(refused),
-            Request::Heartbeat { id } => store.heartbeat(&id, caller, now).map(|ttl| {
-                self.hold(&id, now);
-                Reply::Renewed(Renewed { ttl_ms: millis(ttl) })
-            }),
-            Request::Deregister(key) => store.deregister(&key, caller, now).map(|entry| {
+            Request::Register(registration) => return self.register(&registration).await.unwrap_or_else(refused),
+            Request::Heartbeat { id } => match backend.heartbeat(&id, caller) {
+                Ok(ttl) => {
+                    self.hold(&id).await;
+                    Ok(Reply::Renewed(Renewed { ttl_ms: millis(ttl) }))
+                }
+                Err(error) => Err(error),
+            },
+            Request::Deregister(key) => backend.deregister(&key, caller).await.map(|entry| {
                 events::deregistered(&entry);
                 Reply::Found(Found { entry })
             }),
-            Request::Lookup(key) => store.lookup(&key, now).map(|entry| Reply::Found(Found { entry })),
-            Request::List => Ok(Reply::Listed(Listed { contactos: store.list(now), silent: store.silent(now) })),
+            Request::Lookup(key) => store.lookup(&key, at).map(|entry| Reply::Found(Found { entry })),
+            Request::List => Ok(Reply::Listed(Listed { contactos: store.list(at), silent: store.silent(at) })),
             Request::Group { group } => {
-                store.group(group, now).map(|members| Reply::Group(self.view(group, members, now)))
+                // Views are kept by this process's clock, not the store's.
+                store.group(group, at).map(|members| Reply::Group(self.view(group, members, Instant::now())))
             }
             Request::Watch { since } => return Answer::Watch(since),
         };
@@ -307,8 +330,8 @@ impl Connection {
     async fn watch(&self, mut framed: JsonStream, since: Option<Since>, slot: Slot, token: CancellationToken) {
         let deadline = self.config.write_timeout;
         // Subscribed before the start is read, so that no change is missed.
-        let wakeups = self.store.subscribe();
-        let watching = match self.store.watch(since.as_ref()) {
+        let wakeups = self.backend.store().subscribe();
+        let watching = match self.backend.store().watch(since.as_ref()) {
             Ok(watching) => watching,
             Err(error) => return drop(connection::send(&mut framed, &Reply::Error(refusal(error)), deadline).await),
         };
@@ -318,7 +341,7 @@ impl Connection {
             return;
         }
         let watcher = Watcher { framed, wakeups, seen, next_batch: Instant::now(), peer: self.peer, deadline };
-        let store = self.store.clone();
+        let store = self.backend.store().clone();
         self.fanout.spawn(async move {
             let _slot = slot;
             watcher.run(&store, token).await
@@ -372,15 +395,17 @@ impl Connection {
         GroupView { group, coordinator, view: self.views.sign(claims, now), members }
     }
 
-    fn register(&self, registration: &Registration, now: Instant) -> Result<Answer, StoreError> {
+    async fn register(&self, registration: &Registration) -> Result<Answer, StoreError> {
         let registration = &Registration {
             key: self.remote.filter(|_| registration.dialect == Dialect::Native),
             ..registration.clone()
         };
-        let admitted = self.store.register(registration, self.peer.ip(), now)?;
+        // A node's kept session holds its entry.
+        let kept = self.remote.is_some() && registration.dialect == Dialect::Native;
+        let admitted = self.backend.register(registration, self.peer.ip(), kept.then_some(self.session)).await?;
         let entry = admitted.entry;
-        if registration.dialect == Dialect::Native {
-            self.hold(&entry.id, now);
+        if kept {
+            *wire::lock(&self.held) = Some(entry.id.clone());
         }
         for old in &admitted.replaced {
             debug!(id = %old.id, name = %old.name, addr = %old.addr(), "replaced an earlier entry of the same node");
@@ -395,7 +420,7 @@ impl Connection {
             Dialect::Native => {
                 let head = Head {
                     id: &entry.id,
-                    ttl_ms: millis(self.store.leases().ttl),
+                    ttl_ms: millis(self.backend.store().leases().ttl),
                     entry: &entry,
                     registry_key: self.views.signer.public(),
                     policy: self.policy(),

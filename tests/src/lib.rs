@@ -209,7 +209,8 @@ impl Registry {
         Self::start_with("127.0.0.1:0".parse()?, args, &[(TOKEN_ENV, token.reveal().as_str())]).await
     }
 
-    async fn start_with(listen: SocketAddr, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Registry> {
+    /// Starts a registry on `listen` with extra `args` and environment.
+    pub async fn start_with(listen: SocketAddr, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Registry> {
         let mut all = vec!["--listen".to_owned(), listen.to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         let process = Process::spawn("registry", "registry", &all, envs)?;
@@ -430,4 +431,46 @@ pub async fn read(sealed: &mut Sealed) -> anyhow::Result<Value> {
 /// Whether `name` is among the registry's live entries.
 pub fn contains(names: &[String], name: &str) -> bool {
     names.iter().any(|n| n == name)
+}
+
+/// Checks that every pair of `nodes` greeted exactly once: each node greets
+/// the k nodes registered before it (its `registered` event's `contacts`)
+/// and is greeted by those after it, once each, and every greeting received
+/// is from a greeter that proved the key the registry vouched for.
+pub async fn every_pair_greeted_once(nodes: &[Node]) -> anyhow::Result<()> {
+    use node::events::Event;
+    let n = nodes.len();
+    let names = |lines: &[Value]| -> Vec<String> {
+        lines.iter().filter_map(|l| l["peer_name"].as_str()).map(str::to_owned).collect()
+    };
+    let pair = |a: &str, b: &str| if a < b { (a.to_owned(), b.to_owned()) } else { (b.to_owned(), a.to_owned()) };
+    let mut contacts = Vec::with_capacity(n);
+    for node in nodes {
+        let registered = node.process.wait_for_event(Event::Registered).await?;
+        contacts.push(registered["contacts"].as_u64().context("`registered` counts its contacts")? as usize);
+    }
+    let mut counts = contacts.clone();
+    counts.sort_unstable();
+    anyhow::ensure!(counts == (0..n).collect::<Vec<_>>(), "registrations were not in one order: contacts {contacts:?}");
+    let (mut sent_pairs, mut received_pairs) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    for (node, &k) in nodes.iter().zip(&contacts) {
+        let sent = node.process.wait_for_lines(k, |l| is(l, Event::GreetingSent)).await?;
+        let received = node.process.wait_for_lines(n - 1 - k, |l| is(l, Event::GreetingReceived)).await?;
+        for peer in names(&sent) {
+            anyhow::ensure!(sent_pairs.insert(pair(&node.name, &peer)), "{} greeted {peer} twice", node.name);
+        }
+        for peer in names(&received) {
+            anyhow::ensure!(received_pairs.insert(pair(&node.name, &peer)), "{peer} greeted {} twice", node.name);
+        }
+        anyhow::ensure!(received.iter().all(|l| l["verified"] == true), "{} believed an unverified greeter", node.name);
+    }
+    anyhow::ensure!(sent_pairs.len() == n * (n - 1) / 2, "{} pairs greeted of {}", sent_pairs.len(), n * (n - 1) / 2);
+    anyhow::ensure!(received_pairs == sent_pairs, "a greeting sent was not received");
+    for (node, &k) in nodes.iter().zip(&contacts) {
+        anyhow::ensure!(node.process.events(Event::GreetingSent).len() == k, "{} sent extra greetings", node.name);
+        let received = node.process.events(Event::GreetingReceived).len();
+        anyhow::ensure!(received == n - 1 - k, "{} got extra greetings", node.name);
+        anyhow::ensure!(node.process.events(Event::GreetingFailed).is_empty(), "{} failed a greeting", node.name);
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use node::events::Event;
 use registry::events::Event as RegistryEvent;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -59,38 +59,8 @@ async fn twenty_nodes_at_once(token: Option<&JoinToken>) -> anyhow::Result<()> {
     };
     let nodes: Vec<Node> = futures::future::try_join_all(names.iter().map(start)).await?;
 
-    // Registration is atomic: the contact counts are a permutation of 0..N.
-    let mut contacts = HashMap::new();
-    for node in &nodes {
-        let registered = node.process.wait_for_event(Event::Registered).await?;
-        contacts.insert(node.name.clone(), registered["contacts"].as_u64().unwrap() as usize);
-    }
-    let mut counts: Vec<usize> = contacts.values().copied().collect();
-    counts.sort_unstable();
-    assert_eq!(counts, (0..N).collect::<Vec<_>>());
-
-    // A node greets the k nodes before it and is greeted by the N-1-k after it.
-    let (mut sent_pairs, mut received_pairs) = (HashSet::new(), HashSet::new());
-    for node in &nodes {
-        let k = contacts[&node.name];
-        let sent = node.process.wait_for_lines(k, |l| is(l, Event::GreetingSent)).await?;
-        let received = node.process.wait_for_lines(N - 1 - k, |l| is(l, Event::GreetingReceived)).await?;
-        for peer in names_of(&sent, "peer_name") {
-            assert!(sent_pairs.insert(pair(&node.name, &peer)), "{} greeted {peer} twice", node.name);
-        }
-        for peer in names_of(&received, "peer_name") {
-            assert!(received_pairs.insert(pair(&node.name, &peer)), "{peer} greeted {} twice", node.name);
-        }
-        assert!(received.iter().all(|l| l["verified"] == true), "{} believed an unverified greeter", node.name);
-    }
-    assert_eq!(sent_pairs.len(), N * (N - 1) / 2);
-    assert_eq!(received_pairs, sent_pairs, "every greeting sent was received");
-    for node in &nodes {
-        let k = contacts[&node.name];
-        assert_eq!(node.process.events(Event::GreetingSent).len(), k, "{} sent extra greetings", node.name);
-        assert_eq!(node.process.events(Event::GreetingReceived).len(), N - 1 - k, "{} got extra greetings", node.name);
-        assert!(node.process.events(Event::GreetingFailed).is_empty(), "{} failed a greeting", node.name);
-    }
+    // Registration is atomic, and every pair greets once.
+    tests::every_pair_greeted_once(&nodes).await?;
     if token.is_none() {
         assert_eq!(registry.names().await?.len(), N);
     }

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use registry::cli::Cli;
-use registry::{events, server};
+use registry::server;
 use wire::{telemetry, Chain};
+
+/// The store could not be opened: etcd unreachable, or its log unreadable.
+const EXIT_STORE: u8 = 5;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,8 +27,11 @@ async fn main() -> ExitCode {
         Ok(started) => started,
         Err(code) => return code,
     };
-    let addr = listener.local_addr().unwrap_or(cli.listen);
-    events::listening(addr, &config);
-    server::run(listener, config, shutdown).await;
-    ExitCode::SUCCESS
+    match server::run(listener, config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("registry: {}", Chain(&error));
+            ExitCode::from(EXIT_STORE)
+        }
+    }
 }

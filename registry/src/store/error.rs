@@ -29,6 +29,8 @@ pub enum StoreError {
     EmptyGroup { group: u32 },
     #[error("there is no group {group}: groups are 1 to {groups}, and no node chose {group}")]
     UnknownGroup { group: u32, groups: u32 },
+    #[error("this replica cannot reach the store it shares ({reason}); ask another replica")]
+    Unavailable { reason: String },
 }
 
 impl StoreError {
@@ -43,6 +45,7 @@ impl StoreError {
             StoreError::NotFound { .. } => ErrorCode::NotFound,
             StoreError::EmptyGroup { .. } => ErrorCode::EmptyGroup,
             StoreError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
+            StoreError::Unavailable { .. } => ErrorCode::Unavailable,
         }
     }
 }

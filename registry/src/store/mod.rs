@@ -104,8 +104,12 @@ pub struct Store {
     capacity: Capacity,
     /// Groups 1 to `groups` are assigned to nodes that choose none.
     groups: u32,
-    /// Random per store, so ids handed out before a restart never match new entries.
+    /// Random per store, so ids handed out before a restart never match
+    /// new entries; the etcd cluster's, for replicas that share one.
     id_prefix: String,
+    /// Whether leases are kept elsewhere (by etcd, for replicas): entries
+    /// then never expire here, but when told to ([`Store::expire`]).
+    leases_kept_elsewhere: bool,
 }
 
 /// What the rules keep under the lock: the entries, what is kept of those
@@ -326,11 +330,29 @@ impl Store {
             capacity,
             groups: groups.max(1),
             id_prefix: format!("{:08x}", fastrand::u32(..)),
+            leases_kept_elsewhere: false,
         }
+    }
+
+    /// A store that one of several replicas applies the same commands to,
+    /// in the same order: its ids begin with `epoch`, the same for all of
+    /// them, and its entries live until [`Store::expire`] ends them, since
+    /// their leases are kept where every replica sees them end.
+    pub fn replicated(leases: Leases, groups: u32, capacity: Capacity, epoch: String) -> Self {
+        Self { id_prefix: epoch, leases_kept_elsewhere: true, ..Store::new(leases, groups, capacity) }
     }
 
     pub fn leases(&self) -> Leases {
         self.leases
+    }
+
+    /// How long a registration in `dialect` lives without renewal; `None`
+    /// for ever (an original one, without `--legacy-ttl`).
+    pub fn lease(&self, dialect: Dialect) -> Option<Duration> {
+        match dialect {
+            Dialect::Native => Some(self.leases.ttl),
+            Dialect::Original | Dialect::Clientes => self.leases.legacy_ttl,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -371,10 +393,7 @@ impl Store {
         let name = registration.name.clone().unwrap_or_else(|| addr.to_string());
         let key = registration.key;
         let (mut state, now) = self.lock_at(now);
-        let expires_at = match registration.dialect {
-            Dialect::Native => Some(now + self.leases.ttl),
-            Dialect::Original | Dialect::Clientes => self.leases.legacy_ttl.map(|ttl| now + ttl),
-        };
+        let expires_at = self.lease(registration.dialect).filter(|_| !self.leases_kept_elsewhere).map(|ttl| now + ttl);
         let incarnation = registration.incarnation.as_deref();
         if let Some(repeat) = incarnation.and_then(|i| state.repeat(i, key, now, self.leases.ttl)) {
             return Ok(repeat);
@@ -496,6 +515,24 @@ impl Store {
         state.record_coordinators([lost.group]);
         self.wakeups.publish(&state.history);
         Some(lost)
+    }
+
+    /// The session the live entry `id` is tied to ([`Store::hold`]).
+    pub fn held_by(&self, id: &str) -> Option<u64> {
+        let state = self.lock();
+        state.entries.by_id(id).and_then(|seq| state.entries.get(seq)).and_then(|entry| entry.standing.session)
+    }
+
+    /// Ends the entry `id`, whose lease ran out where it is kept (etcd):
+    /// as the sweep ends one whose lease ran out here, it leaves its place
+    /// to its incarnation.
+    pub fn expire(&self, id: &str, now: Instant) -> Option<Contact> {
+        let (mut state, now) = self.lock_at(now);
+        let seq = state.entries.by_id(id)?;
+        let expired = state.remove(seq, now, LeftReason::Expired)?;
+        state.record_coordinators([expired.group]);
+        self.wakeups.publish(&state.history);
+        Some(expired)
     }
 
     /// Removes an entry. Only its key (`caller`) may.

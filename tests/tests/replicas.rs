@@ -1,0 +1,281 @@
+//! Registry replicas sharing one membership through a real 3-member etcd
+//! (`registry --store etcd`): real registry and node binaries, each node
+//! given one replica, the replicas agreeing on everything.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use etcd::testing::Cluster;
+use nix::sys::signal::Signal;
+use node::events::Event;
+use registry::events::Event as RegistryEvent;
+use registry::identity::{RegistrySecret, KEY_ENV};
+use registry::protocol::Since;
+use registry::watch::{Change, LeftReason, WatchEvent};
+use tests::{is, Node, Registry, PATIENCE};
+
+/// Replicas of one registry: one key, one etcd.
+struct Replicas {
+    etcd: Cluster,
+    secret: RegistrySecret,
+    replicas: Vec<Registry>,
+}
+
+impl Replicas {
+    /// `count` replicas on a new 3-member etcd, with extra `args`; `None`
+    /// when there is no etcd to run (and REQUIRE_ETCD is unset).
+    async fn start(suite: &str, count: usize, args: &[&str]) -> anyhow::Result<Option<Replicas>> {
+        let Some(etcd) = Cluster::start(suite, 3).await else { return Ok(None) };
+        let mut replicas = Replicas { etcd, secret: RegistrySecret::generate(), replicas: Vec::new() };
+        for _ in 0..count {
+            let replica = replicas.replica(args).await?;
+            replicas.replicas.push(replica);
+        }
+        Ok(Some(replicas))
+    }
+
+    async fn replica(&self, args: &[&str]) -> anyhow::Result<Registry> {
+        let endpoints = self.etcd.endpoints().join(",");
+        let mut all = vec!["--store", "etcd", "--etcd-endpoints", &endpoints];
+        all.extend(args);
+        let secret = self.secret.reveal();
+        Registry::start_with("127.0.0.1:0".parse()?, &all, &[(KEY_ENV, secret.as_str())]).await
+    }
+
+    /// What each replica lists, as (id, name), oldest first.
+    async fn lists(&self) -> anyhow::Result<Vec<Vec<(String, String)>>> {
+        let mut lists = Vec::new();
+        for replica in &self.replicas {
+            let listed = replica.client().await?.list().await?;
+            lists.push(listed.into_iter().map(|c| (c.id, c.name)).collect());
+        }
+        Ok(lists)
+    }
+
+    /// Waits until every replica lists `count` entries, the same ones in the same order.
+    /// (Each replica applies the log on its own, a few milliseconds apart:
+    /// there is no one event to await, so it asks until they agree.)
+    async fn agree_on(&self, count: usize) -> anyhow::Result<Vec<(String, String)>> {
+        let agreed = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let lists = self.lists().await?;
+                if lists[0].len() == count && lists.iter().all(|l| *l == lists[0]) {
+                    return anyhow::Ok(lists[0].clone());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        agreed.await.with_context(|| format!("the replicas did not agree on {count} entries"))?
+    }
+}
+
+/// The next `count` changes of a watch, progress skipped.
+async fn changes(watch: &mut registry::client::Watch, count: usize) -> anyhow::Result<Vec<WatchEvent>> {
+    let mut changes = Vec::with_capacity(count);
+    while changes.len() < count {
+        changes.push(tokio::time::timeout(PATIENCE, watch.next()).await??);
+    }
+    Ok(changes)
+}
+
+/// The name and reason of the next entry the watch sees leave.
+async fn first_left(watch: &mut registry::client::Watch) -> anyhow::Result<(String, LeftReason)> {
+    loop {
+        let change = tokio::time::timeout(PATIENCE, watch.next()).await??;
+        if let Change::Left { entry, reason } = change.change {
+            return Ok((entry.name, reason));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_registered_at_different_replicas_are_in_one_order_and_greet_every_pair_once() -> anyhow::Result<()> {
+    let Some(replicas) = Replicas::start("replicas", 3, &[]).await? else { return Ok(()) };
+    // Each joins at the next replica once the one before it has registered:
+    // node i is told of the i - 1 before it, whichever replica they used.
+    let mut nodes = Vec::new();
+    for i in 0..6 {
+        let node = Node::start(replicas.replicas[i % 3].addr, &format!("node-{}", i + 1), &[]).await?;
+        let registered = node.process.wait_for_event(Event::Registered).await?;
+        ensure!(registered["contacts"] == i, "node-{} was told of {} contacts", i + 1, registered["contacts"]);
+        nodes.push(node);
+    }
+    tests::every_pair_greeted_once(&nodes).await?;
+    let listed = replicas.agree_on(6).await?;
+    let names: Vec<&str> = listed.iter().map(|(_, name)| name.as_str()).collect();
+    assert_eq!(names, ["node-1", "node-2", "node-3", "node-4", "node-5", "node-6"]);
+    // Ids are the etcd cluster's, the same from every replica.
+    let epoch = listed[0].0.split('-').next().unwrap();
+    assert!(listed.iter().all(|(id, _)| id.starts_with(epoch)), "{listed:?}");
+    // Groups are assigned as one registry would: balanced over the three.
+    let client = &mut replicas.replicas[1].client().await?;
+    for group in 1..=3 {
+        let members = client.group(group).await?;
+        assert_eq!(members.members.len(), 2, "group {group}: {members:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_resumes_at_another_replica_where_it_left_off() -> anyhow::Result<()> {
+    let Some(replicas) = Replicas::start("replicas", 2, &[]).await? else { return Ok(()) };
+    let first = replicas.replicas[0].client().await?;
+    let mut watch = first.watch(None).await?;
+    let epoch = watch.start.epoch.clone();
+    let a = Node::start(replicas.replicas[0].addr, "a", &[]).await?;
+    let seen = changes(&mut watch, 2).await?; // a joined, and coordinates group 1
+    let last = seen.last().unwrap().revision;
+    drop(watch);
+
+    // Changes made while no one watched, at the other replica.
+    let b = Node::start(replicas.replicas[1].addr, "b", &[]).await?;
+    b.process.wait_for_event(Event::Registered).await?;
+    let since = Since { revision: last, epoch: Some(epoch.clone()) };
+    let mut resumed = replicas.replicas[1].client().await?.watch(Some(&since)).await?;
+    assert_eq!(resumed.start.epoch, epoch, "one epoch for every replica");
+    let next = changes(&mut resumed, 2).await?;
+    assert_eq!(next[0].revision, last + 1, "nothing missed, nothing repeated: {next:?}");
+    assert!(matches!(&next[0].change, Change::Joined { entry } if entry.name == "b"), "{next:?}");
+
+    // And the history is the same from either replica, revision for revision.
+    let mut again =
+        replicas.replicas[0].client().await?.watch(Some(&Since { revision: 0, epoch: Some(epoch) })).await?;
+    let from_first = changes(&mut again, seen.len() + next.len()).await?;
+    assert_eq!(from_first, [seen, next].concat());
+    drop(a);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_expires_once_through_etcd_and_a_heartbeating_one_never() -> anyhow::Result<()> {
+    let Some(replicas) = Replicas::start("replicas", 2, &["--ttl", "2s"]).await? else { return Ok(()) };
+    let quiet = Node::start(replicas.replicas[0].addr, "quiet", &[]).await?;
+    let alive = Node::start(replicas.replicas[1].addr, "alive", &[]).await?;
+    replicas.agree_on(2).await?;
+    let mut watch = replicas.replicas[1].client().await?.watch(None).await?;
+
+    // Stopped, its session stays open but it heartbeats no more: its etcd
+    // lease ends, and every replica ends its entry.
+    quiet.process.signal(Signal::SIGSTOP);
+    let left = first_left(&mut watch).await?;
+    assert_eq!(left, ("quiet".to_owned(), LeftReason::Expired));
+    let listed = replicas.agree_on(1).await?;
+    assert_eq!(listed[0].1, "alive");
+    // One replica logs the expiry, however many saw the lease end.
+    let logged: usize = replicas.replicas.iter().map(|r| r.process.events(RegistryEvent::Expired).len()).sum();
+    assert_eq!(logged, 1);
+    quiet.process.signal(Signal::SIGCONT);
+    assert!(alive.process.events(Event::Reregistered).is_empty(), "the live node never lapsed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_leaves_every_replica_at_once_and_its_place_is_kept() -> anyhow::Result<()> {
+    let Some(replicas) = Replicas::start("replicas", 2, &[]).await? else { return Ok(()) };
+    let doomed = Node::start(replicas.replicas[0].addr, "doomed", &[]).await?;
+    doomed.process.wait_for_event(Event::Registered).await?;
+    let mut watch = replicas.replicas[1].client().await?.watch(None).await?;
+    doomed.process.signal(Signal::SIGKILL);
+    let left = first_left(&mut watch).await?;
+    assert_eq!(left, ("doomed".to_owned(), LeftReason::ConnectionLost));
+    replicas.agree_on(0).await?;
+    let lost = replicas.replicas[0].process.wait_for_event(RegistryEvent::SessionLost).await?;
+    ensure!(lost["name"] == "doomed", "{lost}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_joins_late_catches_up_with_the_log() -> anyhow::Result<()> {
+    let Some(mut replicas) = Replicas::start("replicas", 1, &[]).await? else { return Ok(()) };
+    let nodes = Node::start_in_order(replicas.replicas[0].addr, 3, &[]).await?;
+    let late = replicas.replica(&[]).await?;
+    replicas.replicas.push(late);
+    let listed = replicas.agree_on(3).await?;
+    assert_eq!(listed.len(), 3);
+    // Its history is the first's: a watch from the start sees the same changes.
+    let mut watches = Vec::new();
+    for replica in &replicas.replicas {
+        let mut watch = replica.client().await?.watch(None).await?;
+        watches.push((watch.start.revision, watch.start.snapshot.take()));
+    }
+    assert_eq!(watches[0], watches[1]);
+    ensure!(replicas.replicas[1].process.lines().iter().any(|l| is(l, RegistryEvent::Listening)));
+    drop(nodes);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replica_without_a_shared_key_or_without_etcd_refuses_to_start() -> anyhow::Result<()> {
+    let output = tokio::process::Command::new(tests::binary("registry"))
+        .args(["--store", "etcd", "--etcd-endpoints", "127.0.0.1:9"])
+        .env_remove(KEY_ENV)
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("--key-file"), "{stderr}");
+    let secret = RegistrySecret::generate();
+    let output = tokio::process::Command::new(tests::binary("registry"))
+        .args(["--store", "etcd", "--etcd-endpoints", "127.0.0.1:9", "--listen", "127.0.0.1:0"])
+        .env(KEY_ENV, secret.reveal().as_str())
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("cannot reach etcd"), "{stderr}");
+    assert!(!stderr.contains(secret.reveal().as_str()), "the secret stays out of errors");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_most_nodes_use_is_killed_and_they_move_on_losing_nothing_greeting_no_one_again(
+) -> anyhow::Result<()> {
+    const TTL: Duration = Duration::from_secs(2);
+    let Some(mut replicas) = Replicas::start("replicas", 3, &["--ttl", "2s"]).await? else { return Ok(()) };
+    let addrs: Vec<_> = replicas.replicas.iter().map(|r| r.addr).collect();
+    // Four nodes try replica 0 first, two replica 1: replica 0 is the one most use.
+    let orders = [[0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2], [1, 2, 0], [1, 2, 0]];
+    let mut nodes = Vec::new();
+    for (i, order) in orders.iter().enumerate() {
+        let list: Vec<_> = order.iter().map(|&r| addrs[r]).collect();
+        let node = Node::start_replicated(&list, &format!("node-{}", i + 1), None, &[]).await?;
+        node.process.wait_for_event(Event::Registered).await?;
+        nodes.push(node);
+    }
+    replicas.agree_on(6).await?;
+    let mut watch = replicas.replicas[2].client().await?.watch(None).await?;
+
+    let killed = tokio::time::Instant::now();
+    replicas.replicas[0].process.signal(Signal::SIGKILL);
+    for node in &nodes[..4] {
+        let moved = node.process.wait_for_event(Event::RegistryMoved).await?;
+        let after = moved["after_ms"].as_u64().context("`registry_moved` has after_ms")?;
+        ensure!(after < 1000, "{} took {after} ms to move: {moved}", node.name);
+    }
+    // Nodes that join while one replica is gone, at the others.
+    for i in 7..=8 {
+        let node = Node::start_replicated(&[addrs[0], addrs[1 + i % 2]], &format!("node-{i}"), None, &[]).await?;
+        node.process.wait_for_event(Event::Registered).await?;
+        nodes.push(node);
+    }
+    // No lease lapses: an absence, shown by time passing, past two leases.
+    tokio::time::sleep_until(killed + 2 * TTL + TTL / 2).await;
+    replicas.replicas.remove(0);
+    let listed = replicas.agree_on(8).await?;
+    assert_eq!(listed.len(), 8);
+    for node in &nodes {
+        ensure!(node.process.events(Event::Reregistered).is_empty(), "{} registered again", node.name);
+    }
+    tests::every_pair_greeted_once(&nodes).await?;
+    // The watch at a surviving replica saw the two join, and no one leave.
+    let joined = changes(&mut watch, 2).await?;
+    let names: Vec<_> = joined
+        .iter()
+        .map(|c| match &c.change {
+            Change::Joined { entry } => entry.name.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["node-7", "node-8"], "nobody left: {joined:?}");
+    Ok(())
+}
