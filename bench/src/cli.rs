@@ -74,6 +74,13 @@ pub(crate) enum Section {
     /// Time from `kill -9` of a node until every other node has logged
     /// `peer_left`, p50/p99 over 50 kills in meshes of 10 and 100.
     Detection,
+    /// Registry replicas on a real 3-member etcd (`--store etcd`) next to
+    /// one registry in memory: heartbeats/s and re-registrations/s (64
+    /// clients), the time until 10 nodes have moved when the replica they
+    /// use is killed and until etcd takes writes again when its leader is
+    /// killed (10 kills each), and a full mesh of 200 with 3 replicas
+    /// against one registry; skipped without an etcd binary.
+    Replicas,
     /// `launcher up --detach` in Docker (project `hit6-bench`), 3 runs each of
     /// 5 and 9 nodes, and the images' sizes; skipped without a Docker daemon.
     Launcher,

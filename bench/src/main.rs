@@ -24,7 +24,8 @@
 //! - One module per section: [`throughput`] (heartbeat and register),
 //!   [`memory`], [`floor`], [`mesh`], [`originals`] (our mesh against the
 //!   lab's Python programs), [`multicast`], [`watch`], [`detection`],
-//!   [`launcher`], [`local`], [`hostile`] (a stranger's attacks).
+//!   [`replicas`] (registry replicas on etcd), [`launcher`], [`local`],
+//!   [`hostile`] (a stranger's attacks).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -39,6 +40,7 @@ mod multicast;
 mod nodes;
 mod originals;
 mod probe;
+mod replicas;
 mod report;
 mod spawn;
 mod swarm;
@@ -130,6 +132,7 @@ async fn run(cli: &Cli, rows: &Rows, node_bin: &Path) {
             Section::Multicast => multicast::bench_multicasts(cli, rows, node_bin).await,
             Section::Watch => watch::bench_watch(rows).await,
             Section::Detection => detection::bench_detection(rows).await,
+            Section::Replicas => replicas::bench_replicas(cli, rows, node_bin).await,
             Section::Launcher => launcher::bench_launcher(rows).await,
             Section::Local => local::bench_local_sizes(rows, &cli.local_sizes()).await,
             Section::Swarm => swarm::bench_swarm(rows).await,

@@ -41,7 +41,7 @@ pub(crate) async fn bench_mesh(
     let registry = start_registry().await?;
     let mesh = Mesh::new(nodes);
     let before = Before::now();
-    let (spawned, spawn_error) = spawn_nodes(cli, node_bin, registry.addr, &mesh).await;
+    let (spawned, spawn_error) = spawn_nodes(cli, node_bin, &[registry.addr], &mesh).await;
     let spawn_time = before.t0.elapsed();
     eprintln!("  {section}: spawned {} nodes in {:.3} s", spawned.children.len(), spawn_time.as_secs_f64());
     let limit = mesh_limit(cli, nodes);

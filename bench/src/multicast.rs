@@ -57,7 +57,7 @@ pub(crate) async fn bench_multicast(
     let registry = LeanRegistry::start(&["--ttl", "60s", "--groups", "1"]).await?;
     let mesh = Mesh::new(members);
     let t0 = Instant::now();
-    let (spawned, spawn_error) = spawn_nodes(cli, node_bin, registry.addr, &mesh).await;
+    let (spawned, spawn_error) = spawn_nodes(cli, node_bin, &[registry.addr], &mesh).await;
     let result = match spawn_error {
         Some(error) => Err(anyhow::anyhow!(error)),
         None => {

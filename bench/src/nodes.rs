@@ -334,24 +334,33 @@ pub(crate) fn mesh_limit(cli: &Cli, nodes: usize) -> Duration {
 }
 
 /// Spawns `mesh.nodes` nodes named `node-1`, `node-2`, ... that register
-/// with `registry`, counting their events into `mesh`.
+/// with `registry`, counting their events into `mesh`. Given several
+/// replicas, node `i` tries them from the `i`th on, so that the load spreads.
 pub(crate) async fn spawn_nodes(
     cli: &Cli,
     node_bin: &Path,
-    registry: SocketAddr,
+    registry: &[SocketAddr],
     mesh: &Arc<Mesh>,
 ) -> (Spawned, Option<String>) {
-    let (host, port) = (registry.ip().to_string(), registry.port().to_string());
+    let registry_args = |i: usize| -> Vec<String> {
+        match registry {
+            [one] => vec![one.ip().to_string(), one.port().to_string()],
+            many => {
+                let rotated = many.iter().cycle().skip(i % many.len()).take(many.len());
+                vec![rotated.map(ToString::to_string).collect::<Vec<_>>().join(",")]
+            }
+        }
+    };
     let node_command = |i: usize| {
         let name = format!("node-{i}");
         // Every peer connects from 127.0.0.1 here, where on a network each
         // host has its own address: the per-address bound of pending
         // connections is raised to the whole mesh's, as for the registry.
-        let args = [&host, &port, "--listen", "127.0.0.1:0", "--name", &name, "--log-format", "json"]
+        let args = ["--listen", "127.0.0.1:0", "--name", &name, "--log-format", "json"]
             .into_iter()
             .map(String::from)
             .chain(["--max-pending-per-ip".to_owned(), PENDING_PER_IP.to_owned()]);
-        let args: Vec<String> = args.collect();
+        let args: Vec<String> = registry_args(i).into_iter().chain(args).collect();
         let mut command = command(node_bin, &args);
         command.envs(cli.node_env.iter().map(|(k, v)| (k, v)));
         command

@@ -154,7 +154,7 @@ async fn ours(cli: &Cli, section: &str, nodes: usize, node_bin: &Path) -> anyhow
     let registry = start_registry().await?;
     let (addr, mesh) = (registry.addr, Mesh::new(nodes));
     let progress = format!("{section} ours");
-    Ok(Timed::run(cli, &progress, &mesh, registry, spawn_nodes(cli, node_bin, addr, &mesh)).await)
+    Ok(Timed::run(cli, &progress, &mesh, registry, spawn_nodes(cli, node_bin, &[addr], &mesh)).await)
 }
 
 /// The reconstructed Python registry and nodes.

@@ -173,25 +173,44 @@ pub(crate) async fn register_many(
 }
 
 pub(crate) async fn bench_heartbeat(cli: &Cli, rows: &Rows) -> anyhow::Result<()> {
-    let section = "heartbeat";
     let registry = LeanRegistry::start(&["--max-connections", "1024"]).await?;
+    heartbeats_at("heartbeat", cli, rows, registry, Some(Target::AtLeast(50_000.0))).await
+}
+
+/// Heartbeats/s of `cli.clients` entries at `registry`, which it stops.
+pub(crate) async fn heartbeats_at(
+    section: &str,
+    cli: &Cli,
+    rows: &Rows,
+    registry: LeanRegistry,
+    target: Option<Target>,
+) -> anyhow::Result<()> {
     let addr = RegistryAddr::from(registry.addr);
     let registered = register_many(&addr, "hb", 10_000, cli.clients as usize).await?;
     let work = registered.into_iter().map(|(c, id)| (c, Op::Heartbeat { id })).collect();
     let pid = registry.pid().map(|p| p.to_string()).unwrap_or_default();
     let (cpu_before, wall) = (cpu_seconds(&pid), Instant::now());
-    let result = drive(section, rows, cli, work, Some(Target::AtLeast(50_000.0))).await;
+    let result = drive(section, rows, cli, work, target).await;
     report_cpu(section, rows, &pid, cpu_before, wall);
     registry.stop().await;
     result
 }
 
 pub(crate) async fn bench_register(cli: &Cli, rows: &Rows) -> anyhow::Result<()> {
-    const ENTRIES: usize = 100;
-    let section = "register";
     // Not `Registry::start`: the registry logs every registration, and parsing
     // each line into a kept `serde_json::Value` would compete with the clients.
     let registry = LeanRegistry::start(&["--max-connections", "1024", "--ttl", "60s"]).await?;
+    registrations_at("register", cli, rows, registry).await
+}
+
+/// Re-registrations/s into `registry`, holding 100 entries, which it stops.
+pub(crate) async fn registrations_at(
+    section: &str,
+    cli: &Cli,
+    rows: &Rows,
+    registry: LeanRegistry,
+) -> anyhow::Result<()> {
+    const ENTRIES: usize = 100;
     let addr = RegistryAddr::from(registry.addr);
     // Each client re-registers the entry its own session registered; the
     // other sessions stay open, or their entries would go with them.
