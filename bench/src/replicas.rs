@@ -28,49 +28,56 @@ const FAILOVER: Target = Target::AtMost(1.0);
 /// Nodes that move when their replica is killed.
 const MOVING: usize = 10;
 
-/// Replicas of one registry on `etcd`, sharing one secret.
-struct Replicas<'a> {
-    etcd: &'a Cluster,
+/// Replicas of one registry on an etcd cluster of their own, sharing one secret.
+struct Replicas {
+    etcd: Cluster,
     secret: RegistrySecret,
 }
 
-impl Replicas<'_> {
+impl Replicas {
+    /// A new 3-member etcd, so that no entry of an earlier part is in its
+    /// log; an error when there is no etcd binary.
+    async fn fresh() -> anyhow::Result<Replicas> {
+        let etcd = Cluster::start("bench replicas", 3)
+            .await
+            .context("no etcd binary: put etcd >= 3.4 on PATH or set ETCD_BIN")?;
+        Ok(Replicas { etcd, secret: RegistrySecret::generate() })
+    }
+
     async fn start(&self, listen: &str, args: &[&str]) -> anyhow::Result<LeanRegistry> {
         let endpoints = self.etcd.endpoints().join(",");
-        let mut all = vec!["--listen", listen, "--store", "etcd", "--etcd-endpoints", &endpoints];
+        let mut all = vec!["--store", "etcd", "--etcd-endpoints", &endpoints];
         all.extend(args);
         let secret = self.secret.reveal();
-        LeanRegistry::start_with(&all, &[(KEY_ENV, secret.as_str())]).await
+        LeanRegistry::start_on(listen, &all, &[(KEY_ENV, secret.as_str())]).await
     }
 }
 
 pub(crate) async fn bench_replicas(cli: &Cli, rows: &Rows, node_bin: &Path) -> anyhow::Result<()> {
-    let Some(mut etcd) = Cluster::start("bench replicas", 3).await else {
-        rows.error("replicas", "etcd", None, "no etcd binary: put etcd >= 3.4 on PATH or set ETCD_BIN");
-        return Ok(());
-    };
-    let replicas = Replicas { etcd: &etcd, secret: RegistrySecret::generate() };
-    throughput(cli, rows, &replicas).await?;
-    replica_failover(rows, &replicas, node_bin).await?;
-    mesh(cli, rows, &replicas, node_bin).await?;
-    etcd_failover(rows, &mut etcd).await
+    throughput(cli, rows).await?;
+    replica_failover(rows, node_bin).await?;
+    mesh(cli, rows, node_bin).await?;
+    etcd_failover(rows).await
 }
 
 /// Heartbeats and re-registrations per second at one replica, next to one registry in memory.
-async fn throughput(cli: &Cli, rows: &Rows, replicas: &Replicas<'_>) -> anyhow::Result<()> {
+async fn throughput(cli: &Cli, rows: &Rows) -> anyhow::Result<()> {
     let lean = ["--max-connections", "1024", "--ttl", "60s"];
     heartbeats_at("replicas heartbeat, memory", cli, rows, LeanRegistry::start(&lean).await?, None).await?;
     let at_least = Some(Target::AtLeast(20_000.0));
-    let replica = replicas.start("127.0.0.1:0", &lean).await?;
-    heartbeats_at("replicas heartbeat, etcd", cli, rows, replica, at_least).await?;
+    let replicas = Replicas::fresh().await?;
+    heartbeats_at("replicas heartbeat, etcd", cli, rows, replicas.start("127.0.0.1:0", &lean).await?, at_least).await?;
+    drop(replicas);
     registrations_at("replicas register, memory", cli, rows, LeanRegistry::start(&lean).await?).await?;
+    let replicas = Replicas::fresh().await?;
     registrations_at("replicas register, etcd", cli, rows, replicas.start("127.0.0.1:0", &lean).await?).await
 }
 
 /// Kills the replica `MOVING` nodes use, `RUNS` times, and times until
 /// every one of them logged that it moved (its session and watch are back).
-async fn replica_failover(rows: &Rows, replicas: &Replicas<'_>, node_bin: &Path) -> anyhow::Result<()> {
+async fn replica_failover(rows: &Rows, node_bin: &Path) -> anyhow::Result<()> {
     let section = "replicas failover";
+    let replicas = Replicas::fresh().await?;
     let mut running = Vec::new();
     for _ in 0..3 {
         running.push(Some(replicas.start("127.0.0.1:0", &[]).await?));
@@ -141,7 +148,7 @@ async fn all_moved(moved: &mut tokio::sync::mpsc::UnboundedReceiver<Instant>, ki
 
 /// A full mesh of N = 200 with 3 replicas next to one registry in memory,
 /// one after the other, twice each.
-async fn mesh(cli: &Cli, rows: &Rows, replicas: &Replicas<'_>, node_bin: &Path) -> anyhow::Result<()> {
+async fn mesh(cli: &Cli, rows: &Rows, node_bin: &Path) -> anyhow::Result<()> {
     const N: usize = 200;
     let (mut one, mut three) = (Vec::new(), Vec::new());
     let args = ["--ttl", "60s", "--max-pending-per-ip", PENDING_PER_IP];
@@ -149,6 +156,8 @@ async fn mesh(cli: &Cli, rows: &Rows, replicas: &Replicas<'_>, node_bin: &Path) 
         let registry = start_registry().await?;
         one.push(timed_mesh(cli, node_bin, &[registry.addr], N).await);
         registry.stop().await;
+        // Names of killed nodes stay their keys' for a while: a new log each time.
+        let replicas = Replicas::fresh().await?;
         let mut started = Vec::new();
         for _ in 0..3 {
             started.push(replicas.start("127.0.0.1:0", &args).await?);
@@ -195,7 +204,9 @@ async fn timed_mesh(cli: &Cli, node_bin: &Path, registries: &[SocketAddr], n: us
 
 /// Kills etcd's leader `RUNS` times while a writer writes, and times from
 /// each kill until a write succeeds again.
-async fn etcd_failover(rows: &Rows, etcd: &mut Cluster) -> anyhow::Result<()> {
+async fn etcd_failover(rows: &Rows) -> anyhow::Result<()> {
+    let mut replicas = Replicas::fresh().await?;
+    let etcd = &mut replicas.etcd;
     let client = Etcd::connect(&etcd.endpoints(), Duration::from_secs(5)).await?;
     let mut times = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {

@@ -98,7 +98,12 @@ impl LeanRegistry {
 
     /// The same, with `envs` added to its environment.
     pub(crate) async fn start_with(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<LeanRegistry> {
-        let mut all: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--log-format".into(), "json".into()];
+        LeanRegistry::start_on("127.0.0.1:0", args, envs).await
+    }
+
+    /// The same, listening on `listen` (to start one again where it was).
+    pub(crate) async fn start_on(listen: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<LeanRegistry> {
+        let mut all: Vec<String> = vec!["--listen".into(), listen.into(), "--log-format".into(), "json".into()];
         all.extend(args.iter().map(|a| a.to_string()));
         let mut command = command(&::tests::binary("registry"), &all);
         command.envs(envs.iter().copied());
@@ -118,7 +123,7 @@ impl LeanRegistry {
         let mut child = command.spawn().context("failed to start the registry")?;
         let stderr = collect_stderr(child.stderr.take().expect("piped"));
         let mut lines = BufReader::new(child.stdout.take().expect("piped"));
-        let addr = timeout(START_TIMEOUT, async {
+        let started = timeout(START_TIMEOUT, async {
             let mut line = String::new();
             loop {
                 line.clear();
@@ -131,7 +136,14 @@ impl LeanRegistry {
             }
         })
         .await
-        .context("the registry did not say it listens in time")??;
+        .context("the registry did not say it listens in time");
+        let addr = match started {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(error)) | Err(error) => {
+                let _ = child.start_kill();
+                return Err(error.context(text_of(stderr).await));
+            }
+        };
         // Keep draining its log so that it never blocks on a full pipe.
         let logged = Arc::new(AtomicUsize::new(0));
         let counted = logged.clone();
