@@ -23,10 +23,12 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod etcd_log;
 pub mod follow;
 pub mod images;
 pub mod mesh;
 pub mod ports;
+pub mod probe;
 pub mod roster;
 pub mod runtime;
 pub mod stream;
@@ -90,9 +92,11 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         return exit::INCOMPLETE;
     }
     match error.downcast_ref() {
-        Some(follow::FollowError::MeshIncomplete { .. } | follow::FollowError::MembershipIncomplete { .. }) => {
-            exit::INCOMPLETE
-        }
+        Some(
+            follow::FollowError::MeshIncomplete { .. }
+            | follow::FollowError::MembershipIncomplete { .. }
+            | follow::FollowError::NotFollowed { .. },
+        ) => exit::INCOMPLETE,
         _ if matches!(error.downcast_ref(), Some(RuntimeError::AlreadyUp { .. })) => exit::ALREADY_UP,
         _ => 1,
     }

@@ -86,14 +86,19 @@ impl Swarm {
         let registry = match &plan.registry {
             Some(addr) => addr.clone(),
             None => {
-                self.create_service(&ContainerSpec::registry(plan), Some(manager)).await.with_context(|| {
+                self.create_service(
+                    &ContainerSpec::registry(plan, Member::REGISTRY, plan.registry_port, None),
+                    Some(manager),
+                )
+                .await
+                .with_context(|| {
                     format!(
                         "failed to start the registry on host port {}: choose another with --registry-port",
                         plan.registry_port
                     )
                 })?;
-                self.follow(Member::Registry, Reading::All { follow: true }, lines.clone());
-                self.engine.registry_inside()
+                self.follow(Member::REGISTRY, Reading::All { follow: true }, lines.clone());
+                self.engine.registry_inside(Member::REGISTRY)
             }
         };
         let placements: Vec<Option<Placement>> = if plan.publish {
@@ -106,7 +111,7 @@ impl Swarm {
             let registry = &registry;
             async move {
                 let published = placement.as_ref().map(|p| (plan.advertise_ip.unwrap_or(p.host.advertise), p.port));
-                let mut spec = ContainerSpec::node(plan, i + 1, registry, published);
+                let mut spec = ContainerSpec::node(plan, i + 1, std::slice::from_ref(registry), published);
                 spec.labels.insert(LABEL_PORT_RANGE.into(), plan.port_range.to_string());
                 if let Some(ip) = plan.advertise_ip {
                     // So that `scale` advertises it too.
@@ -125,7 +130,7 @@ impl Swarm {
             None if plan.publish => "the address of their host".into(),
             None => "their address on the overlay network".into(),
         };
-        Ok(Started { host_ports, registry, advertised })
+        Ok(Started { host_ports, registries: vec![registry], advertised })
     }
 
     /// Creates the project's attachable overlay network.
@@ -330,7 +335,7 @@ impl Swarm {
 
     /// The join token the registry service was started with.
     pub async fn join_token(&self) -> Result<Option<JoinToken>, DockerError> {
-        let name = self.engine.resource_name(Member::Registry);
+        let name = self.engine.resource_name(Member::REGISTRY);
         let inspected = self
             .engine
             .docker
@@ -342,7 +347,7 @@ impl Swarm {
 
     /// The host port the registry service is published on, on the manager.
     pub async fn registry_port(&self) -> Result<Option<u16>, DockerError> {
-        let name = self.engine.resource_name(Member::Registry);
+        let name = self.engine.resource_name(Member::REGISTRY);
         let services = self.engine.services().await?;
         let found = services.into_iter().find(|s| s.spec.as_ref().and_then(|s| s.name.as_ref()) == Some(&name));
         let ports = found.and_then(|s| s.endpoint?.ports).unwrap_or_default();
