@@ -24,8 +24,18 @@ impl EtcdRecord {
 
     /// The term at which the member that logged this became the leader.
     pub fn became_leader(&self) -> Option<u64> {
-        let (_, term) = self.msg.split_once(" became leader at term ")?;
-        term.trim().parse().ok()
+        self.became().filter(|(leader, _)| *leader).map(|(_, term)| term)
+    }
+
+    /// A change of the logging member's raft role (`<id> became follower
+    /// at term 3`): whether it became the leader, and at which term. A
+    /// leader that loses its quorum steps down this way too.
+    pub fn became(&self) -> Option<(bool, u64)> {
+        let (_, change) = self.msg.split_once(" became ")?;
+        let (role, term) = change.split_once(" at term ")?;
+        let role_ok = matches!(role, "leader" | "follower" | "candidate" | "pre-candidate");
+        role_ok.then_some(())?;
+        Some((role == "leader", term.trim().parse().ok()?))
     }
 }
 
@@ -43,5 +53,9 @@ mod tests {
             r#"{"level":"info","ts":"2026-12-06T12:51:47.801Z","msg":"raft.node: bdae elected leader bdae at term 2"}"#;
         assert_eq!(EtcdRecord::parse(elected).unwrap().became_leader(), None);
         assert!(EtcdRecord::parse(r#"{"event":"registered","name":"node-1"}"#).is_none());
+        let stepped_down =
+            r#"{"level":"info","ts":"2026-12-06T12:51:49.801Z","msg":"bdae9bbc11dd390d became follower at term 3"}"#;
+        assert_eq!(EtcdRecord::parse(stepped_down).unwrap().became(), Some((false, 3)));
+        assert_eq!(EtcdRecord::parse(stepped_down).unwrap().became_leader(), None);
     }
 }

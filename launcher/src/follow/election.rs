@@ -13,6 +13,7 @@
 //! (`crate::probe`) registers through a replica over and over from the
 //! request on, and the replica that takes it logs `registered` naming it.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use registry::events::Event as RegistryEvent;
@@ -22,14 +23,21 @@ use super::{ms_after, Verdict};
 use crate::stream::Line;
 use crate::ui::{self, Logged};
 
-/// The member leading the cluster, by the lines its members logged: the
-/// one that became leader at the highest term, and that term.
+/// The member leading the cluster, by the lines its members logged: of
+/// those whose last change of role made them leader (one that lost its
+/// quorum stepped down since), the one elected at the highest term, and
+/// that term.
 pub fn leader<'a>(lines: impl IntoIterator<Item = &'a Line>) -> Option<(String, u64)> {
-    let elected = lines.into_iter().filter_map(|line| match ui::record(line) {
-        Some(Logged::Etcd(record)) => record.became_leader().map(|term| (line.source.clone(), term)),
-        _ => None,
-    });
-    elected.max_by_key(|(_, term)| *term)
+    let mut last: BTreeMap<&str, (bool, u64)> = BTreeMap::new();
+    for line in lines {
+        if let Some(Logged::Etcd(record)) = ui::record(line) {
+            if let Some(change) = record.became() {
+                last.insert(&line.source, change);
+            }
+        }
+    }
+    let leaders = last.into_iter().filter(|(_, (leads, _))| *leads);
+    leaders.max_by_key(|(_, (_, term))| *term).map(|(member, (_, term))| (member.to_owned(), term))
 }
 
 /// Who leads after the disruption.
@@ -138,6 +146,11 @@ mod tests {
         assert_eq!(leader(&lines), Some(("etcd-3".to_owned(), 4)));
         assert_eq!(leader(&lines[..2]), Some(("etcd-2".to_owned(), 2)));
         assert_eq!(leader(&lines[3..]), None);
+        let stepped_down = line(
+            "etcd-3",
+            r#"{"level":"info","ts":"2026-01-01T00:00:02.000Z","msg":"8e9e05c5 became follower at term 4"}"#.into(),
+        );
+        assert_eq!(leader(lines.iter().chain([&stepped_down])), Some(("etcd-2".to_owned(), 2)));
     }
 
     #[test]

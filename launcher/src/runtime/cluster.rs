@@ -77,12 +77,14 @@ impl Cluster {
             ("--initial-cluster-token", self.token.clone()),
             ("--heartbeat-interval", "50".to_owned()),
             ("--election-timeout", "250".to_owned()),
-            ("--pre-vote", "true".to_owned()),
             ("--auto-compaction-retention", "0".to_owned()),
             ("--logger", "zap".to_owned()),
             ("--log-outputs", "stderr".to_owned()),
         ];
-        pairs.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]).collect()
+        let mut args: Vec<String> = pairs.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]).collect();
+        // A boolean flag takes its value only after `=`.
+        args.push("--pre-vote=true".to_owned());
+        args
     }
 
     /// The command of member `index` in a container: the image's binary,
@@ -155,13 +157,13 @@ mod tests {
             "--initial-cluster-token hit6-0123 ",
             "--heartbeat-interval 50 --election-timeout 250 ",
             "--auto-compaction-retention 0 ",
-            "--logger zap --log-outputs stderr",
+            "--logger zap --log-outputs stderr --pre-vote=true",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in {text}");
         }
-        // Flags and values alternate: nothing is glued together.
-        assert_eq!(cmd.len() % 2, 1, "{cmd:?}");
-        assert!(cmd[1..].iter().step_by(2).all(|flag| flag.starts_with("--")), "{cmd:?}");
+        // Flags and values alternate, the boolean last: nothing is glued together.
+        assert_eq!(cmd.last().map(String::as_str), Some("--pre-vote=true"));
+        assert!(cmd[1..cmd.len() - 1].iter().step_by(2).all(|flag| flag.starts_with("--")), "{cmd:?}");
     }
 
     #[test]
