@@ -7,49 +7,7 @@
 
 use serde_json::Value;
 use tests::docker::{self, images_built, leftovers, text, ProjectGuard};
-use tests::launcher::{last_json as summary, launcher};
-
-/// Whether an etcd binary is at hand to build the etcd image from.
-fn etcd_at_hand(suite: &str) -> bool {
-    let named = std::env::var_os("ETCD_BIN").map(std::path::PathBuf::from);
-    let on_path = || {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path).map(|dir| dir.join("etcd")).find(|candidate| candidate.is_file())
-    };
-    if named.filter(|bin| bin.is_file()).or_else(on_path).is_some() {
-        return true;
-    }
-    if std::env::var_os("REQUIRE_ETCD").is_some() {
-        panic!("REQUIRE_ETCD is set but there is no etcd binary (ETCD_BIN, or etcd on PATH)");
-    }
-    eprintln!("skipping {suite}: no etcd binary (ETCD_BIN, or etcd on PATH); set REQUIRE_ETCD=1 to fail instead");
-    false
-}
-
-/// `launcher ps --json`, by member name.
-fn ps(project: &str) -> Vec<Value> {
-    let ps = launcher(project, &["ps", "--json"]);
-    assert!(ps.status.success(), "{}", text(&ps));
-    serde_json::from_slice::<Value>(&ps.stdout).expect("a JSON array").as_array().expect("rows").clone()
-}
-
-/// The rows of one kind of member (`etcd-`, `registry-`, `node-`).
-fn rows<'a>(rows: &'a [Value], prefix: &str) -> Vec<&'a Value> {
-    rows.iter().filter(|row| row["member"].as_str().is_some_and(|m| m.starts_with(prefix))).collect()
-}
-
-/// The etcd member that leads, as `ps` says: exactly one of the running members.
-fn leader(project: &str) -> String {
-    let all = ps(project);
-    let etcd = rows(&all, "etcd-");
-    let leaders: Vec<&str> =
-        etcd.iter().filter(|row| row["role"] == "leader").map(|row| row["member"].as_str().unwrap()).collect();
-    assert_eq!(leaders.len(), 1, "exactly one leader: {etcd:?}");
-    for row in etcd.iter().filter(|row| row["state"] == "running") {
-        assert!(row["role"] == "leader" || row["role"] == "follower", "{row}");
-    }
-    leaders[0].to_owned()
-}
+use tests::launcher::{etcd_at_hand, last_json as summary, launcher, ps, ps_leader as leader, ps_rows as rows};
 
 #[test]
 fn three_replicas_on_etcd_outlive_a_killed_replica_and_a_killed_leader_and_down_removes_everything() {

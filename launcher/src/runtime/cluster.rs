@@ -16,6 +16,8 @@ pub use crate::images::etcd::{EtcdSource, CLIENT_PORT, ETCD_PATH, PEER_PORT};
 
 /// An etcd member's data in its container: below a directory its user owns.
 pub const DATA_DIR: &str = "/data/etcd";
+/// That directory, which a swarm mounts a volume on.
+pub const DATA_ROOT: &str = "/data";
 /// The largest cluster `up --registries` starts.
 pub const MAX_MEMBERS: usize = 7;
 

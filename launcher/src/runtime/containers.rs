@@ -83,7 +83,7 @@ impl Containers {
             // A replica listens once it has replayed etcd's log: nodes started
             // before would skip to the next replica, and the load would not spread.
             for (member, port) in members.iter().zip(ports) {
-                accepting(*member, port).await?;
+                engine::accepting(*member, port).await?;
             }
         }
         Ok(members.into_iter().map(|member| self.engine.registry_inside(member)).collect())
@@ -259,34 +259,6 @@ impl Containers {
     pub async fn restart(&self, name: &str) -> Result<(), DockerError> {
         let docker = &self.engine.docker;
         docker.restart_container(name, None).await.map_err(call(format!("restart the container {name}")))
-    }
-}
-
-/// How long a replica may take to listen: to reach etcd and replay its log.
-const REPLICA_START: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Waits until `member`, published on host `port`, accepts connections.
-async fn accepting(member: Member, port: u16) -> anyhow::Result<()> {
-    let started = tokio::time::Instant::now();
-    loop {
-        // A published port accepts for docker-proxy before the service listens: a refusal comes as a close.
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            let mut byte = [0u8; 1];
-            let read = tokio::time::timeout(std::time::Duration::from_millis(200), async {
-                use tokio::io::AsyncReadExt;
-                stream.read(&mut byte).await
-            });
-            // Our registry waits for the client's handshake: silence means it listens.
-            if read.await.is_err() {
-                return Ok(());
-            }
-        }
-        if started.elapsed() > REPLICA_START {
-            anyhow::bail!(
-                "the {member} did not listen on host port {port} within {REPLICA_START:?}: see `launcher logs`"
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

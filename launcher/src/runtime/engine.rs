@@ -17,8 +17,8 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, LocalNodeState, Service};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectNetworkOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListServicesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptions,
+    ListNetworksOptionsBuilder, ListServicesOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -138,6 +138,10 @@ pub struct ContainerSpec {
     pub host_port: Option<u16>,
     /// Labels of the project's own bookkeeping, besides project, role and index.
     pub labels: HashMap<String, String>,
+    /// Where it keeps data that must outlive its container: a swarm
+    /// mounts a volume of its own there, since a task the swarm starts
+    /// again is a new container (a container restarted keeps its files).
+    pub data: Option<&'static str>,
 }
 
 impl ContainerSpec {
@@ -168,6 +172,7 @@ impl ContainerSpec {
             cmd: vec![],
             host_port: Some(host_port),
             labels: HashMap::new(),
+            data: None,
         }
     }
 
@@ -183,6 +188,7 @@ impl ContainerSpec {
             cmd: cluster.container_cmd(index, addrs),
             host_port: None,
             labels: HashMap::new(),
+            data: Some(cluster::DATA_ROOT),
         }
     }
 
@@ -207,6 +213,7 @@ impl ContainerSpec {
             cmd: cluster::registry_args(registries, index),
             host_port: published.map(|(_, port)| port),
             labels: HashMap::new(),
+            data: None,
         }
     }
 }
@@ -343,6 +350,30 @@ impl Engine {
         Ok(networks.into_iter().filter_map(|n| n.name).collect())
     }
 
+    /// Names of the project's volumes (a swarm's etcd members keep their data in one each).
+    pub async fn volumes(&self) -> Result<Vec<String>, DockerError> {
+        let options = ListVolumesOptionsBuilder::default().filters(&self.project_filter()).build();
+        let volumes = self.docker.list_volumes(Some(options)).await.map_err(call("list the project's volumes"))?;
+        Ok(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect())
+    }
+
+    /// Removes a volume, waiting (with `wait`) for the containers of
+    /// removed services, which go in their own time, to let it go.
+    async fn remove_volume(&self, volume: &str, wait: bool) -> Result<(), DockerError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.docker.remove_volume(volume, None::<RemoveVolumeOptions>).await {
+                Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
+                Err(BollardError::DockerResponseServerError { status_code: 409, .. })
+                    if wait && started.elapsed() < NETWORK_RELEASE =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(source) => return Err(DockerError::Call { action: format!("remove the volume {volume}"), source }),
+            }
+        }
+    }
+
     /// Host ports published by any container on this daemon, of any project.
     pub async fn published_ports(&self) -> Result<HashSet<u16>, DockerError> {
         let options = ListContainersOptionsBuilder::default().all(true).build();
@@ -464,6 +495,9 @@ impl Engine {
             self.remove_container(name, true).await
         });
         futures::future::try_join_all(removals).await?;
+        for volume in self.volumes().await? {
+            self.remove_volume(&volume, wait).await?;
+        }
         let networks = self.networks().await?;
         for network in &networks {
             self.remove_network(network, wait).await?;
@@ -509,6 +543,34 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// How long a replica may take to listen: to reach etcd and replay its log.
+const REPLICA_START: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until `member`, published on host `port`, accepts connections.
+pub(crate) async fn accepting(member: Member, port: u16) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    loop {
+        // A published port accepts for docker-proxy before the service listens: a refusal comes as a close.
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+                use tokio::io::AsyncReadExt;
+                stream.read(&mut byte).await
+            });
+            // Our registry waits for the client's handshake: silence means it listens.
+            if read.await.is_err() {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > REPLICA_START {
+            anyhow::bail!(
+                "the {member} did not listen on host port {port} within {REPLICA_START:?}: see `launcher logs`"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

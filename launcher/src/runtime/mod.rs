@@ -152,9 +152,6 @@ impl Project {
                 Project::Containers(containers).unless_failed(started).await
             }
             Kind::Swarm => {
-                if let Some(cluster) = &plan.cluster {
-                    return Err(RuntimeError::ReplicasUnsupported { replicas: cluster.size, runtime: "swarm" }.into());
-                }
                 let swarm = Swarm { engine: Engine::connect(name).await? };
                 let manager = swarm.check(plan).await?;
                 swarm.engine.prepare(plan, ui).await?;
@@ -292,7 +289,7 @@ impl Project {
     pub async fn registries_from_here(&self) -> anyhow::Result<Vec<RegistryAddr>> {
         let ports = match self {
             Project::Containers(containers) => containers.registry_ports().await?,
-            Project::Swarm(swarm) => swarm.registry_port().await?.into_iter().collect(),
+            Project::Swarm(swarm) => swarm.registry_ports().await?,
             Project::Local(_) => return Err(RuntimeError::NotKept.into()),
         };
         if ports.is_empty() {
@@ -354,9 +351,8 @@ impl Project {
         };
         let survivors = match self {
             Project::Swarm(swarm) => {
-                // Every other node service: the manager may hear of a task running after its node has greeted.
-                let nodes = swarm.node_services().await?.into_keys().map(Member::Node).filter(|&m| m != member);
-                std::iter::once(Member::REGISTRY).chain(nodes).collect()
+                // Every other service: the manager may hear of a task running after its node has greeted.
+                swarm.members().await?.into_keys().filter(|&m| m != member).collect()
             }
             _ => here.into_iter().filter(|(_, (_, state))| state == "running").map(|(m, _)| m).collect(),
         };

@@ -120,8 +120,6 @@ pub enum RuntimeError {
     NoNodeImage { project: String },
     #[error("{member} is not a {state} {} of project `{project}`{here}: see `launcher ps`", member.kind())]
     NotThere { member: Member, state: &'static str, project: String, here: &'static str },
-    #[error("--registries {replicas} is not supported with --runtime {runtime} yet: use --runtime docker")]
-    ReplicasUnsupported { replicas: usize, runtime: &'static str },
     #[error("the processes of --runtime local live only as long as the `up` that started them")]
     NotKept,
 }
