@@ -550,7 +550,7 @@ impl Engine {
 const REPLICA_START: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Waits until `member`, published on host `port`, accepts connections.
-pub(crate) async fn accepting(member: Member, port: u16) -> anyhow::Result<()> {
+pub(crate) async fn accepting(member: Member, port: u16) -> Result<(), super::plan::RuntimeError> {
     let started = tokio::time::Instant::now();
     loop {
         // A published port accepts for docker-proxy before the service listens: a refusal comes as a close.
@@ -566,9 +566,7 @@ pub(crate) async fn accepting(member: Member, port: u16) -> anyhow::Result<()> {
             }
         }
         if started.elapsed() > REPLICA_START {
-            anyhow::bail!(
-                "the {member} did not listen on host port {port} within {REPLICA_START:?}: see `launcher logs`"
-            );
+            return Err(super::plan::RuntimeError::NotListening { member, port, waited: REPLICA_START });
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -120,6 +120,8 @@ pub enum RuntimeError {
     NoNodeImage { project: String },
     #[error("{member} is not a {state} {} of project `{project}`{here}: see `launcher ps`", member.kind())]
     NotThere { member: Member, state: &'static str, project: String, here: &'static str },
+    #[error("the {member} did not listen on host port {port} within {waited:?}: see `launcher logs`")]
+    NotListening { member: Member, port: u16, waited: Duration },
     #[error("the processes of --runtime local live only as long as the `up` that started them")]
     NotKept,
 }
