@@ -1,4 +1,5 @@
-//! The launcher: runs the HIT6 mesh (a registry and N greeting nodes) in
+//! The launcher: runs the HIT6 mesh (a registry, or replicas of one on an
+//! etcd cluster, and N greeting nodes) in
 //! Docker or as local processes, shows it forming, and tells whether every
 //! pair of nodes has greeted.
 //!
@@ -9,24 +10,29 @@
 //!   `scale`; `kill`, `pause`, `unpause` and `restart` in `disrupt`), none
 //!   using another.
 //! - [`follow`]: following the members' log lines to a verdict (the mesh
-//!   complete, a new membership, what followed a disruption), and the notes
-//!   on stuck members; [`roster`]: what the project's registry lists.
+//!   complete, a new membership, what followed a disruption of a node, a
+//!   registry replica or an etcd member), and the notes on stuck members;
+//!   [`roster`]: what the project's registry lists; [`probe`]: a
+//!   registration that tells when the registry takes one again.
 //! - [`runtime`]: where the members run, behind one type, with one
 //!   implementation per runtime: containers, swarm services, local processes.
 //! - [`images`]: the registry and node images: present, pulled, or built
 //!   from the workspace with no base image; the binaries cargo builds for
-//!   them and for `--runtime local`.
+//!   them and for `--runtime local`; the etcd image of registry replicas.
 //! - [`ui`]: progress, prefixed log lines, and the summary; [`mesh`]: what
-//!   the nodes' events say about the mesh; [`stream`]: log lines of
-//!   containers and processes, merged; [`ports`]: host port ranges and free ports.
+//!   the nodes' events say about the mesh; [`etcd_log`]: what etcd's log
+//!   lines say; [`stream`]: log lines of containers and processes, merged;
+//!   [`ports`]: host port ranges and free ports.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod cmd;
+pub mod etcd_log;
 pub mod follow;
 pub mod images;
 pub mod mesh;
 pub mod ports;
+pub mod probe;
 pub mod roster;
 pub mod runtime;
 pub mod stream;
@@ -90,9 +96,11 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         return exit::INCOMPLETE;
     }
     match error.downcast_ref() {
-        Some(follow::FollowError::MeshIncomplete { .. } | follow::FollowError::MembershipIncomplete { .. }) => {
-            exit::INCOMPLETE
-        }
+        Some(
+            follow::FollowError::MeshIncomplete { .. }
+            | follow::FollowError::MembershipIncomplete { .. }
+            | follow::FollowError::NotFollowed { .. },
+        ) => exit::INCOMPLETE,
         _ if matches!(error.downcast_ref(), Some(RuntimeError::AlreadyUp { .. })) => exit::ALREADY_UP,
         _ => 1,
     }

@@ -97,6 +97,13 @@ pub fn bound_here(range: PortRange) -> HashSet<u16> {
     range.ports().filter(|port| !is_free(*port)).collect()
 }
 
+/// The first `needed` ports above `after` that are free (unbound here,
+/// unpublished) and outside `range`, which the nodes take.
+pub fn next_free(after: u16, needed: usize, range: PortRange, published: &HashSet<u16>) -> Vec<u16> {
+    let candidates = (after.saturating_add(1)..=u16::MAX).filter(|p| !range.contains(*p) && !published.contains(p));
+    candidates.filter(|p| is_free(*p)).take(needed).collect()
+}
+
 /// Whether a listener could bind the port on every interface, as docker's would.
 fn is_free(port: u16) -> bool {
     TcpListener::bind(("0.0.0.0", port)).is_ok()

@@ -14,6 +14,7 @@ use node::events::{Event, Record};
 use registry::events::{Event as RegistryEvent, Record as RegistryRecord};
 use serde_json::Value;
 
+use crate::etcd_log::EtcdRecord;
 use crate::mesh::Mesh;
 use crate::stream::Line;
 
@@ -111,12 +112,18 @@ impl Ui {
 pub enum Logged {
     Node(Record),
     Registry(RegistryRecord),
+    Etcd(EtcdRecord),
 }
 
-/// The event a log line carries, if any, by who logged it.
+/// The event a log line carries, if any, by who logged it: a registry
+/// (`registry`, or a replica, `registry-2`), an etcd member (`etcd-1`), or
+/// a node.
 pub fn record(line: &Line) -> Option<Logged> {
-    if line.source == "registry" {
+    let source = line.source.as_str();
+    if source == "registry" || source.starts_with("registry-") {
         RegistryRecord::parse(&line.text).map(Logged::Registry)
+    } else if source.starts_with("etcd-") {
+        EtcdRecord::parse(&line.text).map(Logged::Etcd)
     } else {
         Record::parse(&line.text).map(Logged::Node)
     }
@@ -127,6 +134,7 @@ pub fn render(line: &Line, record: Option<&Logged>) -> String {
     match record {
         Some(Logged::Node(record)) => describe(record),
         Some(Logged::Registry(record)) => describe_registry(record),
+        Some(Logged::Etcd(record)) => record.msg.clone(),
         None => match serde_json::from_str::<Value>(&line.text) {
             Ok(value) => describe_json(&value),
             Err(_) => line.text.clone(),

@@ -70,3 +70,45 @@ pub async fn await_greetings(
 pub fn total(greetings: &BTreeMap<Greeting, usize>) -> usize {
     greetings.values().sum()
 }
+
+/// Whether an etcd binary is at hand to build the etcd image from.
+pub fn etcd_at_hand(suite: &str) -> bool {
+    let named = std::env::var_os("ETCD_BIN").map(std::path::PathBuf::from);
+    let on_path = || {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path).map(|dir| dir.join("etcd")).find(|candidate| candidate.is_file())
+    };
+    if named.filter(|bin| bin.is_file()).or_else(on_path).is_some() {
+        return true;
+    }
+    if std::env::var_os("REQUIRE_ETCD").is_some() {
+        panic!("REQUIRE_ETCD is set but there is no etcd binary (ETCD_BIN, or etcd on PATH)");
+    }
+    eprintln!("skipping {suite}: no etcd binary (ETCD_BIN, or etcd on PATH); set REQUIRE_ETCD=1 to fail instead");
+    false
+}
+
+/// `launcher ps --json`, by member name.
+pub fn ps(project: &str) -> Vec<Value> {
+    let ps = launcher(project, &["ps", "--json"]);
+    assert!(ps.status.success(), "{}", crate::docker::text(&ps));
+    serde_json::from_slice::<Value>(&ps.stdout).expect("a JSON array").as_array().expect("rows").clone()
+}
+
+/// The rows of one kind of member (`etcd-`, `registry-`, `node-`).
+pub fn ps_rows<'a>(rows: &'a [Value], prefix: &str) -> Vec<&'a Value> {
+    rows.iter().filter(|row| row["member"].as_str().is_some_and(|m| m.starts_with(prefix))).collect()
+}
+
+/// The etcd member that leads, as `ps` says: exactly one of the running members.
+pub fn ps_leader(project: &str) -> String {
+    let all = ps(project);
+    let etcd = ps_rows(&all, "etcd-");
+    let leaders: Vec<&str> =
+        etcd.iter().filter(|row| row["role"] == "leader").map(|row| row["member"].as_str().unwrap()).collect();
+    assert_eq!(leaders.len(), 1, "exactly one leader: {etcd:?}");
+    for row in etcd.iter().filter(|row| row["state"] == "running") {
+        assert!(row["role"] == "leader" || row["role"] == "follower", "{row}");
+    }
+    leaders[0].to_owned()
+}

@@ -37,7 +37,7 @@ impl Args {
         let members: Vec<Member> = scaled.kept.iter().chain(&scaled.added).map(|&i| Member::Node(i)).collect();
         let names: Vec<String> = members.iter().map(Member::to_string).collect();
         let mut sources = names.clone();
-        sources.push(Member::Registry.to_string());
+        sources.push(Member::REGISTRY.to_string());
         let ui = Ui::new(self.following.quiet, &sources);
         ui.note(&format!(
             "project {}: {} nodes kept, {} added, {} removed",
@@ -47,7 +47,7 @@ impl Args {
             scaled.removed.len()
         ));
         let (lines, received) = mpsc::channel(4096);
-        for member in std::iter::once(Member::Registry).chain(members) {
+        for member in std::iter::once(Member::REGISTRY).chain(members) {
             project.follow(member, Reading::All { follow: true }, lines.clone())?;
         }
         drop(lines);

@@ -77,7 +77,8 @@ impl Args {
     /// Multicasts with `node send` in a one-off container on the project
     /// network, where the nodes' advertised addresses are reachable.
     async fn send_inside(&self, project: &Project, token: Option<JoinToken>) -> anyhow::Result<Report> {
-        let registry = project.registry_inside()?.to_string();
+        let registries: Vec<String> = project.registries_inside().await?.iter().map(ToString::to_string).collect();
+        let registry = registries.join(",");
         let timeout = humantime::format_duration(self.timeout).to_string();
         let group = self.group.to_string();
         let cmd = [

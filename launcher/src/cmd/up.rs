@@ -13,9 +13,11 @@ use wire::cli::JoinTokenArgs;
 use wire::secure::JoinToken;
 
 use crate::follow::{self, Aftermath, Ending, FollowError, Follower, Following, Forming};
+use crate::images::etcd::EtcdArgs;
 use crate::images::Images;
 use crate::mesh::Mesh;
 use crate::ports::PortRange;
+use crate::runtime::cluster::{Cluster, MAX_MEMBERS};
 use crate::runtime::{Kind, Member, Plan, Project};
 use crate::ui::{self, Ui};
 
@@ -44,6 +46,13 @@ pub struct Args {
     /// Join an existing registry (on another VM, say) instead of starting one.
     #[arg(long, value_name = "HOST:PORT")]
     pub registry: Option<RegistryAddr>,
+    /// Registries to start: 1, or an odd number of replicas (3, 5, 7)
+    /// sharing one membership on an etcd cluster of as many members,
+    /// `etcd-1..N` and `registry-1..N` (see docs/replicas.md).
+    #[arg(long, default_value_t = 1, value_parser = registries, conflicts_with = "registry")]
+    pub registries: usize,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// The ip the nodes advertise [default: the host's address on the project
     /// network; with --runtime swarm --publish, the address of the host each
     /// node runs on].
@@ -71,12 +80,26 @@ pub struct Args {
     pub images: Images,
 }
 
+/// `--registries`: 1, or an odd number of replicas up to [`MAX_MEMBERS`],
+/// since etcd needs a majority of its members, and an even one tolerates
+/// no more failures than the odd one below it.
+fn registries(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(1) => Ok(1),
+        Ok(n) if n % 2 == 1 && n <= MAX_MEMBERS => Ok(n),
+        _ => Err(format!(
+            "`{text}` isn't a number of registries: give 1, or an odd number of replicas up to {MAX_MEMBERS} (3, 5 \
+             or 7), which etcd needs for a majority"
+        )),
+    }
+}
+
 impl Args {
     pub async fn run(self, project: &str) -> anyhow::Result<()> {
         let invoked = Instant::now();
-        let plan = self.plan()?;
+        let plan = self.plan().await?;
         let mut sources: Vec<String> = plan.node_members().map(|m| m.to_string()).collect();
-        sources.push(Member::Registry.to_string());
+        sources.extend(plan.registry_members().iter().map(Member::to_string));
         let ui = Ui::new(self.following.quiet, &sources);
         let (lines, received) = mpsc::channel(4096);
         let mut interrupt = std::pin::pin!(wire::shutdown::signals()?);
@@ -90,7 +113,8 @@ impl Args {
             }
         };
         drop(lines);
-        ui.note(&format!("nodes advertise {} and register with {}", started.advertised, started.registry));
+        let registries: Vec<String> = started.registries.iter().map(ToString::to_string).collect();
+        ui.note(&format!("nodes advertise {} and register with {}", started.advertised, registries.join(", ")));
         let nodes = plan.node_members().map(|m| m.to_string()).zip(started.host_ports);
         let mut forming = Forming::new(Mesh::new(nodes), &ui);
         let mut follower = Follower::new(received, Some(&ui));
@@ -124,7 +148,11 @@ impl Args {
         }
     }
 
-    fn plan(&self) -> anyhow::Result<Plan> {
+    async fn plan(&self) -> anyhow::Result<Plan> {
+        let cluster = match self.registries {
+            1 => None,
+            replicas => Some(Cluster::new(replicas, self.etcd.source().await?)),
+        };
         Ok(Plan {
             nodes: self.nodes as usize,
             port_range: self.port_range,
@@ -138,6 +166,7 @@ impl Args {
             token: self.join_token()?,
             // The registry the project starts gets keys its nodes pin.
             registry_secret: self.registry.is_none().then(|| Arc::new(RegistrySecret::generate())),
+            cluster,
         })
     }
 
@@ -185,5 +214,21 @@ impl Args {
             return Ending::Reached;
         }
         follower.until(&mut Aftermath(ui), None, interrupt).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_are_one_or_an_odd_number_up_to_seven() {
+        for good in [1, 3, 5, 7] {
+            assert_eq!(registries(&good.to_string()), Ok(good));
+        }
+        for bad in ["0", "2", "4", "9", "-1", "three", ""] {
+            let error = registries(bad).unwrap_err();
+            assert!(error.contains("isn't a number of registries: give 1, or an odd number"), "{bad}: {error}");
+        }
     }
 }

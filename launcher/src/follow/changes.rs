@@ -50,6 +50,7 @@ impl Change {
         match record {
             Logged::Registry(record) => self.by_registry(record, node),
             Logged::Node(record) => self.by_node(record, node),
+            Logged::Etcd(_) => None,
         }
     }
 
@@ -182,6 +183,7 @@ impl Verdict for Watching<'_> {
         let (source, timestamp) = match record {
             Logged::Registry(record) => (None, &record.timestamp),
             Logged::Node(record) => (Some(line.source.as_str()), &record.timestamp),
+            Logged::Etcd(_) => return,
         };
         let Some(ms) = ms_after(self.started, timestamp.as_deref()) else { return };
         for (change, heard) in &mut self.heard {

@@ -9,8 +9,14 @@
 //!   runtime's notes on stuck members.
 //! - [`changes`]: the departure and return of a disrupted node, as the
 //!   registry and every survivor log them.
+//! - [`moves`]: the nodes of a disrupted registry replica moving to
+//!   another, and the replica's return.
+//! - [`election`]: who leads the etcd cluster after one of its members is
+//!   disrupted, and when the registry takes a registration again.
 
 pub mod changes;
+pub mod election;
+pub mod moves;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -21,8 +27,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::mesh::Mesh;
-use crate::runtime::Project;
-use crate::stream::Line;
+use crate::runtime::{Member, Project};
+use crate::stream::{Line, Reading};
 use crate::ui::{self, Logged, Ui};
 
 /// How `up` and `scale` follow the mesh to their verdict.
@@ -67,6 +73,8 @@ pub enum FollowError {
     MembershipIncomplete { timeout: Duration, missing: Vec<String> },
     #[error("every log stream ended before the mesh was complete")]
     LogsEnded,
+    #[error("within {timeout:?}: {}", missing.join("; "))]
+    NotFollowed { timeout: Duration, missing: Vec<String> },
 }
 
 /// Reads a project's merged log lines, showing them on `ui` unless it is quiet.
@@ -108,6 +116,23 @@ impl<'a> Follower<'a> {
         }
         Ending::Reached
     }
+}
+
+/// Every line `members` have logged so far, each member's in order.
+pub async fn history(
+    project: &Project,
+    members: impl IntoIterator<Item = Member>,
+) -> Result<Vec<Line>, crate::runtime::RuntimeError> {
+    let (lines, mut received) = mpsc::channel(1024);
+    for member in members {
+        project.follow(member, Reading::All { follow: false }, lines.clone())?;
+    }
+    drop(lines);
+    let mut all = Vec::new();
+    while let Some(line) = received.recv().await {
+        all.push(line);
+    }
+    Ok(all)
 }
 
 /// A deadline that never comes (a year on, as `tokio::time::sleep` takes it).

@@ -57,20 +57,45 @@ pub fn runtime_dockerfile(service: Service) -> String {
 /// The build context of `service`'s image: its Dockerfile and its binary.
 pub fn build_context(service: Service, binary: &[u8]) -> std::io::Result<Vec<u8>> {
     let dockerfile = runtime_dockerfile(service);
+    tar(&[
+        Entry::File { path: "Dockerfile".into(), mode: 0o644, data: dockerfile.as_bytes() },
+        Entry::File { path: service.name().into(), mode: 0o755, data: binary },
+    ])
+}
+
+/// One entry of a build context.
+pub enum Entry<'a> {
+    File { path: String, mode: u32, data: &'a [u8] },
+    Dir { path: String, mode: u32 },
+}
+
+/// A build context: a tar of `entries`, dated 0, owned by root.
+pub fn tar(entries: &[Entry<'_>]) -> std::io::Result<Vec<u8>> {
     let mut archive = tar::Builder::new(Vec::new());
-    for (path, mode, data) in [("Dockerfile", 0o644, dockerfile.as_bytes()), (service.name(), 0o755, binary)] {
+    for entry in entries {
         let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
         header.set_mtime(0);
-        header.set_cksum();
-        archive.append_data(&mut header, path, data)?;
+        match entry {
+            Entry::File { path, mode, data } => {
+                header.set_size(data.len() as u64);
+                header.set_mode(*mode);
+                header.set_cksum();
+                archive.append_data(&mut header, path, *data)?;
+            }
+            Entry::Dir { path, mode } => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                header.set_mode(*mode);
+                header.set_cksum();
+                archive.append_data(&mut header, format!("{}/", path.trim_end_matches('/')), std::io::empty())?;
+            }
+        }
     }
     archive.into_inner()
 }
 
-/// Builds one image from `binary` through the engine API, showing its steps.
-pub(crate) async fn build_image(
+/// Builds the image of `service` from its `binary`.
+pub(crate) async fn build_service_image(
     docker: &Docker,
     service: Service,
     image: &str,
@@ -82,6 +107,16 @@ pub(crate) async fn build_image(
         .map_err(|source| EngineError::ReadBinary { path: binary.display().to_string(), source })?;
     let context =
         build_context(service, &contents).map_err(|source| EngineError::Context { image: image.to_owned(), source })?;
+    build_image(docker, image, context, progress).await
+}
+
+/// Builds one image from a build context through the engine API, showing its steps.
+pub(crate) async fn build_image(
+    docker: &Docker,
+    image: &str,
+    context: Vec<u8>,
+    progress: &MultiProgress,
+) -> Result<(), EngineError> {
     let labels = HashMap::from([(LABEL_BUILT_BY, "launcher")]);
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")

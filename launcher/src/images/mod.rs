@@ -19,10 +19,14 @@
 //!   the runtime stage of its Dockerfile.
 //! - [`service`]: the two images, the programs they ship, and whether an
 //!   image is present.
+//! - [`etcd`]: the etcd image of a project with registry replicas: an
+//!   official one, or one built here from an etcd binary and the libraries
+//!   it needs, through [`engine`] as ours are.
 
 pub mod binaries;
 pub mod credentials;
 pub mod engine;
+pub mod etcd;
 pub mod pull;
 pub mod service;
 
@@ -91,7 +95,7 @@ async fn build_services(
 ) -> anyhow::Result<()> {
     let dir = binaries::cargo_build(root, BinaryKind::Static, progress).await?;
     for &service in services {
-        engine::build_image(docker, service, images.get(service), &dir.join(service.name()), progress).await?;
+        engine::build_service_image(docker, service, images.get(service), &dir.join(service.name()), progress).await?;
     }
     Ok(())
 }

@@ -6,11 +6,13 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use anyhow::Context;
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
+use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions};
+use registry::client::RegistryAddr;
 use tokio::sync::mpsc;
 use wire::secure::JoinToken;
 
+use super::cluster;
 use super::engine::{self, call, ContainerSpec, DockerError, Engine};
 use super::member::Member;
 use super::plan::{Plan, Row, RuntimeError, Started};
@@ -25,29 +27,21 @@ pub struct Containers {
 }
 
 impl Containers {
-    /// Starts the plan's registry (unless it joins one) and its nodes, each
-    /// published on a free port of the range; their lines go to `lines`.
+    /// Starts the plan's registry (unless it joins one), or its etcd
+    /// cluster and replicas, and its nodes, each published on a free port
+    /// of the range; their lines go to `lines`.
     pub async fn start(&self, plan: &Plan, lines: &mpsc::Sender<Line>) -> anyhow::Result<Started> {
         let gateway = self.create_network().await?;
         let advertise = plan.advertise_ip.or(gateway).ok_or(RuntimeError::NoAdvertiseIp)?;
-        let registry = match &plan.registry {
-            Some(addr) => addr.clone(),
-            None => {
-                self.run(&ContainerSpec::registry(plan)).await.with_context(|| {
-                    format!(
-                        "failed to start the registry on host port {}: choose another with --registry-port",
-                        plan.registry_port
-                    )
-                })?;
-                self.follow(Member::Registry, Reading::All { follow: true }, lines.clone());
-                self.engine.registry_inside()
-            }
+        let registries = match &plan.registry {
+            Some(addr) => vec![addr.clone()],
+            None => self.start_registries(plan, lines).await?,
         };
         let (chosen, spare) = ports::pick(plan.port_range, plan.nodes, &self.engine.published_ports().await?)?;
         let spare = Mutex::new(spare);
         let starts = chosen.into_iter().enumerate().map(|(i, port)| {
-            let (spare, registry) = (&spare, &registry);
-            async move { self.start_node(plan, i + 1, port, (advertise, registry), spare).await }
+            let (spare, registries) = (&spare, &registries);
+            async move { self.start_node(plan, i + 1, port, (advertise, registries), spare).await }
         });
         let host_ports: Vec<u16> = futures::future::try_join_all(starts).await?;
         for member in plan.node_members() {
@@ -55,9 +49,44 @@ impl Containers {
         }
         Ok(Started {
             host_ports: host_ports.into_iter().map(Some).collect(),
-            registry,
+            registries,
             advertised: advertise.to_string(),
         })
+    }
+
+    /// Starts the plan's registry, or its etcd members and then its
+    /// replicas, the first published on the registry port and the others
+    /// on the next free ports outside the nodes' range; returns where the
+    /// nodes reach them.
+    async fn start_registries(&self, plan: &Plan, lines: &mpsc::Sender<Line>) -> anyhow::Result<Vec<RegistryAddr>> {
+        let endpoints = match &plan.cluster {
+            None => None,
+            Some(cluster) => {
+                let addrs = self.engine.etcd_addrs(cluster.size);
+                let specs: Vec<ContainerSpec> =
+                    (1..=cluster.size).map(|i| ContainerSpec::etcd(cluster, i, &addrs)).collect();
+                futures::future::try_join_all(specs.iter().map(|spec| self.run(spec))).await?;
+                Some(cluster::endpoints(&addrs))
+            }
+        };
+        let members = plan.registry_members();
+        let published = self.engine.published_ports().await?;
+        let others = ports::next_free(plan.registry_port, members.len() - 1, plan.port_range, &published);
+        let ports: Vec<u16> = std::iter::once(plan.registry_port).chain(others).collect();
+        for (&member, &port) in members.iter().zip(&ports) {
+            self.run(&ContainerSpec::registry(plan, member, port, endpoints.as_deref())).await.with_context(|| {
+                format!("failed to start the {member} on host port {port}: choose another with --registry-port")
+            })?;
+            self.follow(member, Reading::All { follow: true }, lines.clone());
+        }
+        if endpoints.is_some() {
+            // A replica listens once it has replayed etcd's log: nodes started
+            // before would skip to the next replica, and the load would not spread.
+            for (member, port) in members.iter().zip(ports) {
+                engine::accepting(*member, port).await?;
+            }
+        }
+        Ok(members.into_iter().map(|member| self.engine.registry_inside(member)).collect())
     }
 
     /// Starts node `index` on `port`, moving to a spare port if the daemon
@@ -67,11 +96,11 @@ impl Containers {
         plan: &Plan,
         index: usize,
         mut port: u16,
-        (advertise, registry): (IpAddr, &registry::client::RegistryAddr),
+        (advertise, registries): (IpAddr, &[RegistryAddr]),
         spare: &Mutex<Vec<u16>>,
     ) -> anyhow::Result<u16> {
         loop {
-            match self.run(&ContainerSpec::node(plan, index, registry, Some((advertise, port)))).await {
+            match self.run(&ContainerSpec::node(plan, index, registries, Some((advertise, port)))).await {
                 Ok(()) => return Ok(port),
                 Err(DockerError::PortTaken { .. }) => {
                     let next = wire::lock(spare).pop();
@@ -145,9 +174,11 @@ impl Containers {
         self.engine.follow_container(self.engine.resource_name(member), member.to_string(), reading, lines)
     }
 
-    /// The join token the registry container was started with.
+    /// The join token the registry containers were started with.
     pub async fn join_token(&self) -> Result<Option<JoinToken>, DockerError> {
-        let name = self.engine.resource_name(Member::Registry);
+        let Some(name) = self.registry_containers().await?.into_iter().next().map(|(name, ..)| name) else {
+            return Ok(None);
+        };
         let inspected = self
             .engine
             .docker
@@ -157,14 +188,38 @@ impl Containers {
         Ok(engine::token_in(inspected.config.and_then(|config| config.env)))
     }
 
-    /// The host port the registry container is published on.
+    /// The registry containers, the running ones first: their name, the
+    /// host port each is published on, and whether it runs.
+    async fn registry_containers(&self) -> Result<Vec<(String, Option<u16>, bool)>, DockerError> {
+        let mut containers: Vec<_> = self
+            .engine
+            .containers()
+            .await?
+            .into_iter()
+            .filter_map(|c| engine::member_of(c.labels.as_ref()).filter(|m| m.is_registry()).map(|m| (m, c)))
+            .collect();
+        let running = |c: &ContainerSummary| c.state.is_some_and(|s| s.to_string() == "running");
+        containers.sort_by_key(|(member, c)| (!running(c), *member));
+        Ok(containers
+            .into_iter()
+            .map(|(_, c)| {
+                let ports = c.ports.iter().flatten();
+                let port = ports.filter(|p| p.private_port == CONTAINER_PORT).find_map(|p| p.public_port);
+                (engine::container_name(&c).unwrap_or_default(), port, running(&c))
+            })
+            .collect())
+    }
+
+    /// The host port a registry container is published on: the first
+    /// running one's.
     pub async fn registry_port(&self) -> Result<Option<u16>, DockerError> {
-        let containers = self.engine.containers().await?;
-        let found = containers.iter().find(|c| engine::member_of(c.labels.as_ref()) == Some(Member::Registry));
-        Ok(found.and_then(|c| {
-            let ports = c.ports.iter().flatten();
-            ports.filter(|p| p.private_port == CONTAINER_PORT).find_map(|p| p.public_port)
-        }))
+        Ok(self.registry_containers().await?.into_iter().find_map(|(_, port, _)| port))
+    }
+
+    /// The host ports the running registry containers are published on.
+    pub async fn registry_ports(&self) -> Result<Vec<u16>, DockerError> {
+        let containers = self.registry_containers().await?.into_iter();
+        Ok(containers.filter(|(_, _, running)| *running).filter_map(|(_, port, _)| port).collect())
     }
 
     /// Each container, running or not.

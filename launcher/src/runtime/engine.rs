@@ -17,8 +17,8 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, LocalNodeState, Service};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectNetworkOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListServicesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptions,
+    ListNetworksOptionsBuilder, ListServicesOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -27,6 +27,7 @@ use registry::identity::{RegistrySecret, KEY_ENV};
 use tokio::sync::mpsc;
 use wire::secure::{JoinToken, TOKEN_ENV};
 
+use super::cluster::{self, Cluster, EtcdAddr, CLIENT_PORT, PEER_PORT};
 use super::member::Member;
 use super::plan::Plan;
 use crate::images::{self, CONTAINER_PORT};
@@ -137,6 +138,10 @@ pub struct ContainerSpec {
     pub host_port: Option<u16>,
     /// Labels of the project's own bookkeeping, besides project, role and index.
     pub labels: HashMap<String, String>,
+    /// Where it keeps data that must outlive its container: a swarm
+    /// mounts a volume of its own there, since a task the swarm starts
+    /// again is a new container (a container restarted keeps its files).
+    pub data: Option<&'static str>,
 }
 
 impl ContainerSpec {
@@ -147,27 +152,55 @@ impl ContainerSpec {
         self.env.iter().cloned().chain(token).chain(secret).collect()
     }
 
-    /// The registry a plan starts, published on its registry port.
-    pub fn registry(plan: &Plan) -> ContainerSpec {
+    /// Registry `member` of a plan, published on `host_port`: its only
+    /// one, or a replica on the etcd cluster at `etcd_endpoints`.
+    pub fn registry(plan: &Plan, member: Member, host_port: u16, etcd_endpoints: Option<&str>) -> ContainerSpec {
+        let mut env = vec![
+            "LOG_FORMAT=json".into(),
+            format!("REGISTRY_GROUPS={}", plan.groups),
+            format!("REGISTRY_TTL={}", humantime::format_duration(plan.lease)),
+        ];
+        if let Some(endpoints) = etcd_endpoints {
+            env.extend(["REGISTRY_STORE=etcd".into(), format!("REGISTRY_ETCD_ENDPOINTS={endpoints}")]);
+        }
         ContainerSpec {
-            member: Member::Registry,
+            member,
             image: plan.images.registry.clone(),
-            env: vec![
-                "LOG_FORMAT=json".into(),
-                format!("REGISTRY_GROUPS={}", plan.groups),
-                format!("REGISTRY_TTL={}", humantime::format_duration(plan.lease)),
-            ],
+            env,
             token: plan.token.clone(),
             registry_secret: plan.registry_secret.clone(),
             cmd: vec![],
-            host_port: Some(plan.registry_port),
+            host_port: Some(host_port),
             labels: HashMap::new(),
+            data: None,
         }
     }
 
-    /// Node `index` of a plan, registering with `registry`; `published` at
-    /// this ip and host port, or else advertising the address it is reached at.
-    pub fn node(plan: &Plan, index: usize, registry: &RegistryAddr, published: Option<(IpAddr, u16)>) -> ContainerSpec {
+    /// Member `index` of the plan's etcd cluster, its peers at `addrs`;
+    /// no port of it is published: only the project network reaches it.
+    pub fn etcd(cluster: &Cluster, index: usize, addrs: &[EtcdAddr]) -> ContainerSpec {
+        ContainerSpec {
+            member: Member::Etcd(index),
+            image: cluster.source.image.clone(),
+            env: vec![],
+            token: None,
+            registry_secret: None,
+            cmd: cluster.container_cmd(index, addrs),
+            host_port: None,
+            labels: HashMap::new(),
+            data: Some(cluster::DATA_ROOT),
+        }
+    }
+
+    /// Node `index` of a plan, registering with `registries` (its replicas
+    /// from replica `index` mod N on); `published` at this ip and host
+    /// port, or else advertising the address it is reached at.
+    pub fn node(
+        plan: &Plan,
+        index: usize,
+        registries: &[RegistryAddr],
+        published: Option<(IpAddr, u16)>,
+    ) -> ContainerSpec {
         let mut env = node_env(index, published);
         env.push("LOG_FORMAT=json".into());
         env.extend(plan.pin_env().map(|(var, key)| format!("{var}={key}")));
@@ -177,9 +210,10 @@ impl ContainerSpec {
             env,
             token: plan.token.clone(),
             registry_secret: None,
-            cmd: vec![registry.host.clone(), registry.port.to_string()],
+            cmd: cluster::registry_args(registries, index),
             host_port: published.map(|(_, port)| port),
             labels: HashMap::new(),
+            data: None,
         }
     }
 }
@@ -239,7 +273,11 @@ impl Engine {
     /// name, and the images present (pulled or built).
     pub async fn prepare(&self, plan: &Plan, ui: &Ui) -> anyhow::Result<()> {
         self.check_absent().await?;
-        images::ensure(&self.docker, &plan.images, ui.multi()).await
+        images::ensure(&self.docker, &plan.images, ui.multi()).await?;
+        if let Some(cluster) = &plan.cluster {
+            images::etcd::ensure(&self.docker, &cluster.source, ui.multi()).await?;
+        }
+        Ok(())
     }
 
     pub fn network_name(&self) -> String {
@@ -251,16 +289,23 @@ impl Engine {
         format!("{}-{member}", self.name)
     }
 
-    /// Where the project's nodes reach its registry: by its name on the project network.
-    pub fn registry_inside(&self) -> RegistryAddr {
-        RegistryAddr { host: self.resource_name(Member::Registry), port: CONTAINER_PORT }
+    /// Where the project's nodes reach registry `member`: by its name on the project network.
+    pub fn registry_inside(&self, member: Member) -> RegistryAddr {
+        RegistryAddr { host: self.resource_name(member), port: CONTAINER_PORT }
+    }
+
+    /// Where the members of an etcd cluster of `size` reach each other:
+    /// by name on the project network, on etcd's own ports.
+    pub fn etcd_addrs(&self, size: usize) -> Vec<EtcdAddr> {
+        let addr = |i| EtcdAddr { host: self.resource_name(Member::Etcd(i)), client: CLIENT_PORT, peer: PEER_PORT };
+        (1..=size).map(addr).collect()
     }
 
     pub(crate) fn labels(&self, member: Option<Member>) -> HashMap<String, String> {
         let mut labels = HashMap::from([(LABEL_PROJECT.to_owned(), self.name.clone())]);
         if let Some(member) = member {
             labels.insert(LABEL_ROLE.into(), member.role().into());
-            if let Member::Node(index) = member {
+            if let Some(index) = member.index() {
                 labels.insert(LABEL_INDEX.into(), index.to_string());
             }
         }
@@ -305,6 +350,30 @@ impl Engine {
         Ok(networks.into_iter().filter_map(|n| n.name).collect())
     }
 
+    /// Names of the project's volumes (a swarm's etcd members keep their data in one each).
+    pub async fn volumes(&self) -> Result<Vec<String>, DockerError> {
+        let options = ListVolumesOptionsBuilder::default().filters(&self.project_filter()).build();
+        let volumes = self.docker.list_volumes(Some(options)).await.map_err(call("list the project's volumes"))?;
+        Ok(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect())
+    }
+
+    /// Removes a volume, waiting (with `wait`) for the containers of
+    /// removed services, which go in their own time, to let it go.
+    async fn remove_volume(&self, volume: &str, wait: bool) -> Result<(), DockerError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.docker.remove_volume(volume, None::<RemoveVolumeOptions>).await {
+                Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
+                Err(BollardError::DockerResponseServerError { status_code: 409, .. })
+                    if wait && started.elapsed() < NETWORK_RELEASE =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(source) => return Err(DockerError::Call { action: format!("remove the volume {volume}"), source }),
+            }
+        }
+    }
+
     /// Host ports published by any container on this daemon, of any project.
     pub async fn published_ports(&self) -> Result<HashSet<u16>, DockerError> {
         let options = ListContainersOptionsBuilder::default().all(true).build();
@@ -312,20 +381,20 @@ impl Engine {
         Ok(containers.iter().flat_map(|c| c.ports.iter().flatten()).filter_map(|p| p.public_port).collect())
     }
 
-    /// The project's node containers on this engine, by index: their name
-    /// and state (`running`, `paused`). A swarm task's container counts, a
-    /// live one before those of the node's earlier tasks.
-    pub async fn node_containers(&self) -> Result<BTreeMap<usize, (String, String)>, DockerError> {
+    /// The project's containers on this engine, by member: their name and
+    /// state (`running`, `paused`). A swarm task's container counts, a live
+    /// one before those of the member's earlier tasks.
+    pub async fn member_containers(&self) -> Result<BTreeMap<Member, (String, String)>, DockerError> {
         let containers = self.containers().await?;
-        let label = |c: &ContainerSummary, key: &str| c.labels.as_ref().and_then(|l| l.get(key)).cloned();
-        let mut found: BTreeMap<usize, (String, String)> = BTreeMap::new();
-        for container in containers.iter().filter(|c| label(c, LABEL_ROLE).as_deref() == Some("node")) {
-            let index = label(container, LABEL_INDEX).and_then(|index| index.parse().ok());
-            let (Some(index), Some(name)) = (index, container_name(container)) else { continue };
+        let mut found: BTreeMap<Member, (String, String)> = BTreeMap::new();
+        for container in &containers {
+            let (Some(member), Some(name)) = (member_of(container.labels.as_ref()), container_name(container)) else {
+                continue;
+            };
             let state = container.state.map(|s| s.to_string()).unwrap_or_default();
             let live = |state: &str| matches!(state, "running" | "paused");
-            if !found.get(&index).is_some_and(|(_, known)| live(known)) {
-                found.insert(index, (name, state));
+            if !found.get(&member).is_some_and(|(_, known)| live(known)) {
+                found.insert(member, (name, state));
             }
         }
         Ok(found)
@@ -426,6 +495,9 @@ impl Engine {
             self.remove_container(name, true).await
         });
         futures::future::try_join_all(removals).await?;
+        for volume in self.volumes().await? {
+            self.remove_volume(&volume, wait).await?;
+        }
         let networks = self.networks().await?;
         for network in &networks {
             self.remove_network(network, wait).await?;
@@ -474,6 +546,32 @@ impl Engine {
     }
 }
 
+/// How long a replica may take to listen: to reach etcd and replay its log.
+const REPLICA_START: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until `member`, published on host `port`, accepts connections.
+pub(crate) async fn accepting(member: Member, port: u16) -> Result<(), super::plan::RuntimeError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        // A published port accepts for docker-proxy before the service listens: a refusal comes as a close.
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+                use tokio::io::AsyncReadExt;
+                stream.read(&mut byte).await
+            });
+            // Our registry waits for the client's handshake: silence means it listens.
+            if read.await.is_err() {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > REPLICA_START {
+            return Err(super::plan::RuntimeError::NotListening { member, port, waited: REPLICA_START });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The join token in an environment, as a member was started with it.
 pub fn token_in(env: Option<Vec<String>>) -> Option<JoinToken> {
     let prefix = format!("{TOKEN_ENV}=");
@@ -485,11 +583,11 @@ pub fn token_in(env: Option<Vec<String>>) -> Option<JoinToken> {
 /// The member a resource's labels say it is; `None` for a one-off client.
 pub fn member_of(labels: Option<&HashMap<String, String>>) -> Option<Member> {
     let labels = labels?;
-    match labels.get(LABEL_ROLE)?.as_str() {
-        "registry" => Some(Member::Registry),
-        "node" => Some(Member::Node(labels.get(LABEL_INDEX)?.parse().ok()?)),
-        _ => None,
-    }
+    let index = match labels.get(LABEL_INDEX) {
+        Some(index) => Some(index.parse().ok()?),
+        None => None,
+    };
+    Member::from_role(labels.get(LABEL_ROLE)?, index)
 }
 
 /// Whether a container is a swarm task's.

@@ -2,7 +2,7 @@
 //! for hosts without Docker and for large benchmarks. They live only as
 //! long as the `up` that started them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,10 @@ use tokio::sync::mpsc;
 
 use wire::secure::{JoinToken, TOKEN_ENV};
 
+use super::cluster::{self, Cluster, EtcdAddr};
 use super::member::Member;
 use super::plan::{Plan, Started};
+use crate::images::etcd::EtcdImageError;
 use crate::stream::{self, Line};
 
 /// Processes of a local mesh; they are killed if this is dropped.
@@ -28,6 +30,8 @@ pub struct Local {
     children: Vec<Child>,
     /// Handed to every process in its environment, never in argv.
     token: Option<Arc<JoinToken>>,
+    /// The etcd members' data and logs, removed with them.
+    scratch: Option<PathBuf>,
 }
 
 /// What a process is handed besides its arguments: secrets, and the key
@@ -37,38 +41,92 @@ struct Handed<'a> {
     token: Option<&'a JoinToken>,
     registry_secret: Option<&'a RegistrySecret>,
     pin: Option<(&'static str, String)>,
+    /// Other variables: a replica's store.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Local {
     /// Starts the plan's registry (unless it joins one) and nodes from the
     /// binaries in `bin`, on loopback; their lines go to `lines`.
     pub async fn start(plan: &Plan, bin: &Path, lines: &mpsc::Sender<Line>) -> anyhow::Result<(Local, Started)> {
-        let mut local = Local { children: Vec::new(), token: plan.token.clone() };
-        let registry = match &plan.registry {
-            Some(addr) => addr.clone(),
-            None => local.start_registry(bin, plan, lines).await?,
-        };
-        for member in plan.node_members() {
-            local.start_node(bin, &registry, member, plan.pin_env(), lines)?;
+        let mut local = Local { children: Vec::new(), token: plan.token.clone(), scratch: None };
+        let started = local.start_all(plan, bin, lines).await;
+        match started {
+            Ok(started) => Ok((local, started)),
+            Err(error) => {
+                local.stop(true).await;
+                Err(error)
+            }
         }
-        let started =
-            Started { host_ports: vec![None; plan.nodes], advertised: "their loopback address".into(), registry };
-        Ok((local, started))
     }
 
-    /// Starts a registry on a free loopback port.
+    async fn start_all(&mut self, plan: &Plan, bin: &Path, lines: &mpsc::Sender<Line>) -> anyhow::Result<Started> {
+        let endpoints = match &plan.cluster {
+            Some(cluster) => Some(self.start_etcd(cluster)?),
+            None => None,
+        };
+        let mut registries = Vec::new();
+        match &plan.registry {
+            Some(addr) => registries.push(addr.clone()),
+            None => {
+                for member in plan.registry_members() {
+                    registries.push(self.start_registry(bin, plan, member, endpoints.as_deref(), lines).await?);
+                }
+            }
+        }
+        for member in plan.node_members() {
+            self.start_node(bin, &registries, member, plan.pin_env(), lines)?;
+        }
+        Ok(Started { host_ports: vec![None; plan.nodes], advertised: "their loopback address".into(), registries })
+    }
+
+    /// Starts the cluster's members on free loopback ports, each logging
+    /// to a file beside its data in a scratch directory; returns the
+    /// replicas' endpoints.
+    fn start_etcd(&mut self, cluster: &Cluster) -> anyhow::Result<String> {
+        let binary = cluster.binary().ok_or(EtcdImageError::NoBinary { path: "etcd".into() })?.clone();
+        let scratch = std::env::temp_dir().join(format!("launcher-{}", cluster.token));
+        std::fs::create_dir_all(&scratch).with_context(|| format!("failed to create {}", scratch.display()))?;
+        self.scratch = Some(scratch.clone());
+        let ports = free_ports(2 * cluster.size)?;
+        let addrs: Vec<EtcdAddr> =
+            ports.chunks(2).map(|pair| EtcdAddr { host: "127.0.0.1".into(), client: pair[0], peer: pair[1] }).collect();
+        for (index, member) in cluster.members().enumerate() {
+            let data = scratch.join(member.to_string());
+            let log = std::fs::File::create(scratch.join(format!("{member}.log")))?;
+            let args = cluster.args(index + 1, &addrs, "127.0.0.1", &data.to_string_lossy());
+            let child = Command::new(&binary)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("failed to start {}", binary.display()))?;
+            self.children.push(child);
+        }
+        Ok(cluster::endpoints(&addrs))
+    }
+
+    /// Starts registry `member` on a free loopback port: a replica on the
+    /// etcd cluster at `endpoints`, when given.
     async fn start_registry(
         &mut self,
         bin: &Path,
         plan: &Plan,
+        member: Member,
+        endpoints: Option<&str>,
         lines: &mpsc::Sender<Line>,
     ) -> anyhow::Result<RegistryAddr> {
         let lease = humantime::format_duration(plan.lease).to_string();
         let groups = plan.groups.to_string();
         let args = ["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups, "--ttl".into(), lease];
+        let store = endpoints
+            .map(|endpoints| [("REGISTRY_STORE", "etcd".into()), ("REGISTRY_ETCD_ENDPOINTS", endpoints.into())]);
         let handed = Handed {
             token: self.token.as_deref(),
             registry_secret: plan.registry_secret.as_deref(),
+            env: store.into_iter().flatten().collect(),
             ..Handed::default()
         };
         let mut child = spawn(&bin.join("registry"), &args, handed)?;
@@ -78,33 +136,28 @@ impl Local {
         let mut reader = BufReader::new(stdout).lines();
         while let Some(text) = reader.next_line().await? {
             let record = Record::parse(&text);
-            let _ = lines.send(Line { source: Member::Registry.to_string(), text }).await;
+            let _ = lines.send(Line { source: member.to_string(), text }).await;
             if let Some(record) = record.filter(|r| r.event == Event::Listening) {
                 let addr = record.socket_addr().context("the registry's `listening` event has no address")?;
-                stream::follow_reader(reader.into_inner(), Member::Registry.to_string(), lines.clone());
+                stream::follow_reader(reader.into_inner(), member.to_string(), lines.clone());
                 return Ok(addr.into());
             }
         }
-        anyhow::bail!("the registry exited before listening")
+        anyhow::bail!("the {member} exited before listening")
     }
 
     fn start_node(
         &mut self,
         bin: &Path,
-        registry: &RegistryAddr,
+        registries: &[RegistryAddr],
         member: Member,
         pin: Option<(&'static str, String)>,
         lines: &mpsc::Sender<Line>,
     ) -> anyhow::Result<()> {
         let name = member.to_string();
-        let args = [
-            registry.host.clone(),
-            registry.port.to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--name".into(),
-            name.clone(),
-        ];
+        let index = member.index().unwrap_or(0);
+        let mut args = cluster::registry_args(registries, index);
+        args.extend(["--listen".into(), "127.0.0.1:0".into(), "--name".into(), name.clone()]);
         let handed = Handed { token: self.token.as_deref(), pin, ..Handed::default() };
         let mut child = spawn(&bin.join("node"), &args, handed)?;
         stream::follow_reader(child.stdout.take().expect("stdout is piped"), name, lines.clone());
@@ -127,6 +180,24 @@ impl Local {
             }
         }
         self.children.clear();
+        if let Some(scratch) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+    }
+}
+
+/// `n` distinct loopback ports that were free a moment ago: all bound at once, then released.
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    listeners.iter().map(|listener| Ok(listener.local_addr()?.port())).collect()
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // The processes are killed on drop; their data goes with them.
+        if let Some(scratch) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
     }
 }
 
@@ -143,6 +214,7 @@ fn spawn(binary: &Path, args: &[String], handed: Handed<'_>) -> anyhow::Result<C
     if let Some((var, key)) = handed.pin {
         command.env(var, key);
     }
+    command.envs(handed.env);
     command
         .args(args)
         .env("LOG_FORMAT", "json")

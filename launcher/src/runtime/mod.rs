@@ -4,7 +4,10 @@
 //! is one change per runtime.
 //!
 //! # Layout
-//! - [`member`]: the registry and the nodes, as every runtime names them.
+//! - [`member`]: the registry (or its replicas), the etcd members and the
+//!   nodes, as every runtime names them.
+//! - [`cluster`]: the etcd cluster under registry replicas: its members'
+//!   command lines, and the replicas each node is given.
 //! - [`plan`]: what `up` asks (a [`Plan`]), what a runtime reports back,
 //!   and why it may refuse.
 //! - [`engine`]: the Docker engine through bollard, and what the two Docker
@@ -14,6 +17,7 @@
 //! - [`swarm`]: `--runtime swarm`, a service per member on an overlay network.
 //! - [`local`]: `--runtime local`, processes on this machine.
 
+pub mod cluster;
 pub mod containers;
 pub mod engine;
 pub mod local;
@@ -99,13 +103,32 @@ impl Verb {
     }
 }
 
-/// The node a disruption acts on, and the nodes that survive it.
+/// The member a disruption acts on, and the members that survive it.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The node's container: in a swarm, its task's on this engine's host.
+    pub member: Member,
+    /// The member's container: in a swarm, its task's on this engine's host.
     container: String,
-    /// The other running nodes: in a swarm, every other node service, on any host.
+    /// The other running members: in a swarm, every other node service,
+    /// on any host, and the registry.
     pub survivors: Vec<Member>,
+}
+
+impl Target {
+    /// The surviving nodes.
+    pub fn nodes(&self) -> impl Iterator<Item = Member> + '_ {
+        self.survivors.iter().copied().filter(|m| matches!(m, Member::Node(_)))
+    }
+
+    /// The surviving registries: the only one, or the other replicas.
+    pub fn registries(&self) -> impl Iterator<Item = Member> + '_ {
+        self.survivors.iter().copied().filter(|m| m.is_registry())
+    }
+
+    /// The surviving etcd members.
+    pub fn etcd(&self) -> impl Iterator<Item = Member> + '_ {
+        self.survivors.iter().copied().filter(|m| matches!(m, Member::Etcd(_)))
+    }
 }
 
 impl Project {
@@ -261,9 +284,37 @@ impl Project {
         Ok(RegistryAddr { host: "127.0.0.1".into(), port })
     }
 
-    /// The project's registry as its members reach it, on the project network.
-    pub fn registry_inside(&self) -> Result<RegistryAddr, RuntimeError> {
-        Ok(self.docker()?.registry_inside())
+    /// The project's running registries as this machine reaches them:
+    /// through the host ports they are published on.
+    pub async fn registries_from_here(&self) -> anyhow::Result<Vec<RegistryAddr>> {
+        let ports = match self {
+            Project::Containers(containers) => containers.registry_ports().await?,
+            Project::Swarm(swarm) => swarm.registry_ports().await?,
+            Project::Local(_) => return Err(RuntimeError::NotKept.into()),
+        };
+        if ports.is_empty() {
+            return Err(RuntimeError::NoPublishedRegistry { project: self.name().to_owned() }.into());
+        }
+        Ok(ports.into_iter().map(|port| RegistryAddr { host: "127.0.0.1".into(), port }).collect())
+    }
+
+    /// The project's registries as its members reach them, on the project
+    /// network: its only one, or its replicas.
+    pub async fn registries_inside(&self) -> anyhow::Result<Vec<RegistryAddr>> {
+        let engine = self.docker()?;
+        let rows = self.rows().await?;
+        let mut members: Vec<Member> = rows.iter().filter_map(|row| row.member.filter(|m| m.is_registry())).collect();
+        members.sort();
+        members.dedup();
+        if members.is_empty() {
+            return Err(RuntimeError::NoPublishedRegistry { project: self.name().to_owned() }.into());
+        }
+        Ok(members.into_iter().map(|member| engine.registry_inside(member)).collect())
+    }
+
+    /// Where the nodes reach registry `member`, as they name it in their logs.
+    pub fn registry_inside(&self, member: Member) -> Result<RegistryAddr, RuntimeError> {
+        Ok(self.docker()?.registry_inside(member))
     }
 
     /// Whether a client here reaches every node. A swarm's nodes advertise
@@ -286,30 +337,30 @@ impl Project {
         Ok(self.docker()?.run_inside(image, args, token).await?)
     }
 
-    /// Node `index`, which must be in the state `verb` applies to, and the
+    /// `member`, which must be in the state `verb` applies to, and the
     /// others that survive a disruption of it.
-    pub async fn target(&self, index: usize, verb: Verb) -> anyhow::Result<Target> {
-        let mut here = self.docker()?.node_containers().await?;
-        let container = match here.remove(&index) {
+    pub async fn target(&self, member: Member, verb: Verb) -> anyhow::Result<Target> {
+        let mut here = self.docker()?.member_containers().await?;
+        let container = match here.remove(&member) {
             Some((container, state)) if state == verb.requires() => container,
             _ => {
                 let here = if matches!(self, Project::Swarm(_)) { " on this engine's host" } else { "" };
-                let (member, state, project) = (Member::Node(index), verb.requires(), self.name().to_owned());
+                let (state, project) = (verb.requires(), self.name().to_owned());
                 return Err(RuntimeError::NotThere { member, state, project, here }.into());
             }
         };
         let survivors = match self {
             Project::Swarm(swarm) => {
-                // Every other node service: the manager may hear of a task running after its node has greeted.
-                swarm.node_services().await?.into_keys().filter(|&i| i != index).map(Member::Node).collect()
+                // Every other service: the manager may hear of a task running after its node has greeted.
+                swarm.members().await?.into_keys().filter(|&m| m != member).collect()
             }
-            _ => here.into_iter().filter(|(_, (_, state))| state == "running").map(|(i, _)| Member::Node(i)).collect(),
+            _ => here.into_iter().filter(|(_, (_, state))| state == "running").map(|(m, _)| m).collect(),
         };
-        Ok(Target { container, survivors })
+        Ok(Target { member, container, survivors })
     }
 
-    /// Does `verb` to node `index`, found as `target`.
-    pub async fn disrupt(&self, verb: Verb, index: usize, target: &Target) -> anyhow::Result<()> {
+    /// Does `verb` to the member `target` found.
+    pub async fn disrupt(&self, verb: Verb, target: &Target) -> anyhow::Result<()> {
         let engine = self.docker()?;
         let container = &target.container;
         match (verb, self) {
@@ -317,7 +368,7 @@ impl Project {
             (Verb::Pause, _) => engine.pause(container).await?,
             (Verb::Unpause, _) => engine.unpause(container).await?,
             // A task's container restarted under the swarm would race the task the swarm starts for it.
-            (Verb::Restart, Project::Swarm(swarm)) => swarm.redeploy(Member::Node(index)).await?,
+            (Verb::Restart, Project::Swarm(swarm)) => swarm.redeploy(target.member).await?,
             (Verb::Restart, Project::Containers(containers)) => containers.restart(container).await?,
             (Verb::Restart, Project::Local(_)) => return Err(RuntimeError::NotKept.into()),
         }

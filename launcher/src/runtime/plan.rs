@@ -9,11 +9,13 @@ use registry::client::RegistryAddr;
 use registry::identity::RegistrySecret;
 use wire::secure::JoinToken;
 
+use super::cluster::Cluster;
 use super::member::Member;
 use crate::images::Images;
 use crate::ports::PortRange;
 
-/// A project to start: a registry (unless one is joined) and N nodes.
+/// A project to start: a registry (unless one is joined), or replicas of
+/// one on an etcd cluster, and N nodes.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub nodes: usize,
@@ -35,11 +37,24 @@ pub struct Plan {
     /// The secret of the registry the plan starts, handed to it in its
     /// environment; its nodes pin the key it makes.
     pub registry_secret: Option<Arc<RegistrySecret>>,
+    /// With several registries: their etcd cluster, as many members as
+    /// replicas, which share the registry secret.
+    pub cluster: Option<Cluster>,
 }
 
 impl Plan {
     pub fn node_members(&self) -> impl Iterator<Item = Member> {
         (1..=self.nodes).map(Member::Node)
+    }
+
+    /// The registries it starts: none when it joins one, its only one, or
+    /// its replicas.
+    pub fn registry_members(&self) -> Vec<Member> {
+        match (&self.registry, &self.cluster) {
+            (Some(_), _) => Vec::new(),
+            (None, None) => vec![Member::REGISTRY],
+            (None, Some(cluster)) => cluster.replicas().collect(),
+        }
     }
 
     /// The variables that pin the plan's registry's key in its nodes.
@@ -56,8 +71,8 @@ pub const REGISTRY_KEY_ENV: &str = "NODE_REGISTRY_KEY";
 pub struct Started {
     /// Each node's host port, in order, when it is published.
     pub host_ports: Vec<Option<u16>>,
-    /// The registry the nodes register with, as they reach it.
-    pub registry: RegistryAddr,
+    /// The registries the nodes register with, as they reach them.
+    pub registries: Vec<RegistryAddr>,
     /// The address the nodes advertise, in words.
     pub advertised: String,
 }
@@ -103,8 +118,10 @@ pub enum RuntimeError {
     NoPublishedRegistry { project: String },
     #[error("project `{project}` has no node to take the image from")]
     NoNodeImage { project: String },
-    #[error("{member} is not a {state} node of project `{project}`{here}: see `launcher ps`")]
+    #[error("{member} is not a {state} {} of project `{project}`{here}: see `launcher ps`", member.kind())]
     NotThere { member: Member, state: &'static str, project: String, here: &'static str },
+    #[error("the {member} did not listen on host port {port} within {waited:?}: see `launcher logs`")]
+    NotListening { member: Member, port: u16, waited: Duration },
     #[error("the processes of --runtime local live only as long as the `up` that started them")]
     NotKept,
 }

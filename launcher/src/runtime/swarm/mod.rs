@@ -32,13 +32,16 @@ use std::net::IpAddr;
 use anyhow::Context;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, NetworkAttachmentConfig,
-    NetworkCreateRequest, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
+    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Mount, MountType,
+    MountVolumeOptions, NetworkAttachmentConfig, NetworkCreateRequest, Service, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
 };
 use bollard::query_parameters::{InspectServiceOptions, UpdateServiceOptionsBuilder};
+use registry::client::RegistryAddr;
 use tokio::sync::mpsc;
 use wire::secure::JoinToken;
 
+use super::cluster;
 use super::engine::{self, call, swarm_manager, ContainerSpec, DockerError, Engine, Removed, SwarmError, LABEL_INDEX};
 use super::member::Member;
 use super::plan::{Plan, Row, RuntimeError, Scaled, Started};
@@ -83,18 +86,9 @@ impl Swarm {
     /// swarm puts them. Their lines go to `lines`.
     pub async fn start(&self, plan: &Plan, manager: &str, lines: &mpsc::Sender<Line>) -> anyhow::Result<Started> {
         self.create_overlay().await?;
-        let registry = match &plan.registry {
-            Some(addr) => addr.clone(),
-            None => {
-                self.create_service(&ContainerSpec::registry(plan), Some(manager)).await.with_context(|| {
-                    format!(
-                        "failed to start the registry on host port {}: choose another with --registry-port",
-                        plan.registry_port
-                    )
-                })?;
-                self.follow(Member::Registry, Reading::All { follow: true }, lines.clone());
-                self.engine.registry_inside()
-            }
+        let registries = match &plan.registry {
+            Some(addr) => vec![addr.clone()],
+            None => self.start_registries(plan, manager, lines).await?,
         };
         let placements: Vec<Option<Placement>> = if plan.publish {
             let placed = hosts::placements(&self.engine, plan.port_range, &HashMap::new(), plan.nodes).await?;
@@ -103,10 +97,10 @@ impl Swarm {
             vec![None; plan.nodes]
         };
         let starts = placements.into_iter().enumerate().map(|(i, placement)| {
-            let registry = &registry;
+            let registries = &registries;
             async move {
                 let published = placement.as_ref().map(|p| (plan.advertise_ip.unwrap_or(p.host.advertise), p.port));
-                let mut spec = ContainerSpec::node(plan, i + 1, registry, published);
+                let mut spec = ContainerSpec::node(plan, i + 1, registries, published);
                 spec.labels.insert(LABEL_PORT_RANGE.into(), plan.port_range.to_string());
                 if let Some(ip) = plan.advertise_ip {
                     // So that `scale` advertises it too.
@@ -125,7 +119,48 @@ impl Swarm {
             None if plan.publish => "the address of their host".into(),
             None => "their address on the overlay network".into(),
         };
-        Ok(Started { host_ports, registry, advertised })
+        Ok(Started { host_ports, registries, advertised })
+    }
+
+    /// Starts the plan's registry, or its etcd members and then its
+    /// replicas, every one pinned to `manager` (where the images are, and
+    /// where `ps` and the disruption verbs find them): the first replica
+    /// published on the registry port, the others on the next free ports
+    /// there outside the nodes' range. Returns where the nodes reach them.
+    async fn start_registries(
+        &self,
+        plan: &Plan,
+        manager: &str,
+        lines: &mpsc::Sender<Line>,
+    ) -> anyhow::Result<Vec<RegistryAddr>> {
+        let endpoints = match &plan.cluster {
+            None => None,
+            Some(cluster) => {
+                let addrs = self.engine.etcd_addrs(cluster.size);
+                for index in 1..=cluster.size {
+                    self.create_service(&ContainerSpec::etcd(cluster, index, &addrs), Some(manager)).await?;
+                }
+                Some(cluster::endpoints(&addrs))
+            }
+        };
+        let members = plan.registry_members();
+        let published = self.engine.published_ports().await?;
+        let others = ports::next_free(plan.registry_port, members.len() - 1, plan.port_range, &published);
+        let ports: Vec<u16> = std::iter::once(plan.registry_port).chain(others).collect();
+        for (&member, &port) in members.iter().zip(&ports) {
+            let spec = ContainerSpec::registry(plan, member, port, endpoints.as_deref());
+            self.create_service(&spec, Some(manager)).await.with_context(|| {
+                format!("failed to start the {member} on host port {port}: choose another with --registry-port")
+            })?;
+            self.follow(member, Reading::All { follow: true }, lines.clone());
+        }
+        if endpoints.is_some() {
+            // As with containers: nodes start once every replica listens.
+            for (member, port) in members.iter().zip(ports) {
+                engine::accepting(*member, port).await?;
+            }
+        }
+        Ok(members.into_iter().map(|member| self.engine.registry_inside(member)).collect())
     }
 
     /// Creates the project's attachable overlay network.
@@ -160,6 +195,7 @@ impl Swarm {
                     image: Some(spec.image.clone()),
                     args: Some(spec.cmd.clone()),
                     env: Some(spec.env_with_secrets()),
+                    mounts: spec.data.map(|target| vec![self.data_volume(spec.member, target)]),
                     labels: Some(labels),
                     ..Default::default()
                 }),
@@ -174,6 +210,21 @@ impl Swarm {
             ..Default::default()
         };
         self.create(service).await
+    }
+
+    /// A volume of `member`'s own, labelled like it, mounted at `target`: a
+    /// new task of its service finds the data of the one before.
+    fn data_volume(&self, member: Member, target: &str) -> Mount {
+        Mount {
+            target: Some(target.to_owned()),
+            source: Some(format!("{}-data", self.engine.resource_name(member))),
+            typ: Some(MountType::VOLUME),
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(self.engine.labels(Some(member))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     /// Creates a service; when its image names a registry (as `launcher
@@ -214,9 +265,13 @@ impl Swarm {
 
     /// The project's node services, by index.
     pub async fn node_services(&self) -> Result<BTreeMap<usize, ServiceSpec>, DockerError> {
-        let services = self.engine.services().await?;
-        let index = |spec: &ServiceSpec| spec.labels.as_ref()?.get(LABEL_INDEX)?.parse().ok();
-        Ok(services.into_iter().filter_map(|s| s.spec).filter_map(|spec| Some((index(&spec)?, spec))).collect())
+        let members = self.members().await?.into_iter();
+        Ok(members
+            .filter_map(|(member, service)| match member {
+                Member::Node(index) => Some((index, service.spec?)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Grows or shrinks the project to `wanted` nodes. New nodes are made
@@ -328,26 +383,40 @@ impl Swarm {
         stream::follow_service(docker, self.engine.resource_name(member), member.to_string(), reading, lines)
     }
 
-    /// The join token the registry service was started with.
-    pub async fn join_token(&self) -> Result<Option<JoinToken>, DockerError> {
-        let name = self.engine.resource_name(Member::Registry);
-        let inspected = self
-            .engine
-            .docker
-            .inspect_service(&name, None::<InspectServiceOptions>)
-            .await
-            .map_err(call(format!("inspect the service {name}")))?;
-        Ok(engine::token_in(inspected.spec.and_then(|s| s.task_template?.container_spec?.env)))
+    /// The project's services, by member.
+    pub async fn members(&self) -> Result<BTreeMap<Member, Service>, DockerError> {
+        let services = self.engine.services().await?;
+        let member = |s: &Service| engine::member_of(s.spec.as_ref()?.labels.as_ref());
+        Ok(services.into_iter().filter_map(|s| Some((member(&s)?, s))).collect())
     }
 
-    /// The host port the registry service is published on, on the manager.
+    /// The registry services, in order: the only one, or the replicas.
+    async fn registries(&self) -> Result<Vec<Service>, DockerError> {
+        let members = self.members().await?.into_iter();
+        Ok(members.filter(|(member, _)| member.is_registry()).map(|(_, service)| service).collect())
+    }
+
+    /// The join token the registry services were started with.
+    pub async fn join_token(&self) -> Result<Option<JoinToken>, DockerError> {
+        let first = self.registries().await?.into_iter().next();
+        Ok(engine::token_in(first.and_then(|s| s.spec?.task_template?.container_spec?.env)))
+    }
+
+    /// The host port the first registry service is published on, on the manager.
     pub async fn registry_port(&self) -> Result<Option<u16>, DockerError> {
-        let name = self.engine.resource_name(Member::Registry);
-        let services = self.engine.services().await?;
-        let found = services.into_iter().find(|s| s.spec.as_ref().and_then(|s| s.name.as_ref()) == Some(&name));
-        let ports = found.and_then(|s| s.endpoint?.ports).unwrap_or_default();
-        let mut ports = ports.iter().filter(|p| p.target_port == Some(CONTAINER_PORT.into()));
-        Ok(ports.find_map(|p| u16::try_from(p.published_port?).ok()))
+        Ok(self.registry_ports().await?.into_iter().next())
+    }
+
+    /// The host ports the registry services are published on, on the manager.
+    pub async fn registry_ports(&self) -> Result<Vec<u16>, DockerError> {
+        let services = self.registries().await?.into_iter();
+        Ok(services
+            .filter_map(|service| {
+                let ports = service.endpoint?.ports.unwrap_or_default();
+                let mut ports = ports.into_iter().filter(|p| p.target_port == Some(CONTAINER_PORT.into()));
+                ports.find_map(|p| u16::try_from(p.published_port?).ok())
+            })
+            .collect())
     }
 
     /// The image of the project's nodes, from a node service.
