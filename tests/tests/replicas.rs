@@ -5,69 +5,14 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use etcd::testing::Cluster;
 use nix::sys::signal::Signal;
 use node::events::Event;
 use registry::events::Event as RegistryEvent;
 use registry::identity::{RegistrySecret, KEY_ENV};
 use registry::protocol::Since;
 use registry::watch::{Change, LeftReason, WatchEvent};
-use tests::{is, Node, Registry, PATIENCE};
-
-/// Replicas of one registry: one key, one etcd.
-struct Replicas {
-    etcd: Cluster,
-    secret: RegistrySecret,
-    replicas: Vec<Registry>,
-}
-
-impl Replicas {
-    /// `count` replicas on a new 3-member etcd, with extra `args`; `None`
-    /// when there is no etcd to run (and REQUIRE_ETCD is unset).
-    async fn start(suite: &str, count: usize, args: &[&str]) -> anyhow::Result<Option<Replicas>> {
-        let Some(etcd) = Cluster::start(suite, 3).await else { return Ok(None) };
-        let mut replicas = Replicas { etcd, secret: RegistrySecret::generate(), replicas: Vec::new() };
-        for _ in 0..count {
-            let replica = replicas.replica(args).await?;
-            replicas.replicas.push(replica);
-        }
-        Ok(Some(replicas))
-    }
-
-    async fn replica(&self, args: &[&str]) -> anyhow::Result<Registry> {
-        let endpoints = self.etcd.endpoints().join(",");
-        let mut all = vec!["--store", "etcd", "--etcd-endpoints", &endpoints];
-        all.extend(args);
-        let secret = self.secret.reveal();
-        Registry::start_with("127.0.0.1:0".parse()?, &all, &[(KEY_ENV, secret.as_str())]).await
-    }
-
-    /// What each replica lists, as (id, name), oldest first.
-    async fn lists(&self) -> anyhow::Result<Vec<Vec<(String, String)>>> {
-        let mut lists = Vec::new();
-        for replica in &self.replicas {
-            let listed = replica.client().await?.list().await?;
-            lists.push(listed.into_iter().map(|c| (c.id, c.name)).collect());
-        }
-        Ok(lists)
-    }
-
-    /// Waits until every replica lists `count` entries, the same ones in the same order.
-    /// (Each replica applies the log on its own, a few milliseconds apart:
-    /// there is no one event to await, so it asks until they agree.)
-    async fn agree_on(&self, count: usize) -> anyhow::Result<Vec<(String, String)>> {
-        let agreed = tokio::time::timeout(PATIENCE, async {
-            loop {
-                let lists = self.lists().await?;
-                if lists[0].len() == count && lists.iter().all(|l| *l == lists[0]) {
-                    return anyhow::Ok(lists[0].clone());
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        agreed.await.with_context(|| format!("the replicas did not agree on {count} entries"))?
-    }
-}
+use tests::replicas_cluster::Replicas;
+use tests::{is, Node, PATIENCE};
 
 /// The next `count` changes of a watch, progress skipped.
 async fn changes(watch: &mut registry::client::Watch, count: usize) -> anyhow::Result<Vec<WatchEvent>> {
@@ -232,7 +177,7 @@ async fn the_replica_most_nodes_use_is_killed_and_they_move_on_losing_nothing_gr
 ) -> anyhow::Result<()> {
     const TTL: Duration = Duration::from_secs(2);
     let Some(mut replicas) = Replicas::start("replicas", 3, &["--ttl", "2s"]).await? else { return Ok(()) };
-    let addrs: Vec<_> = replicas.replicas.iter().map(|r| r.addr).collect();
+    let addrs = replicas.addrs();
     // Four nodes try replica 0 first, two replica 1: replica 0 is the one most use.
     let orders = [[0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2], [1, 2, 0], [1, 2, 0]];
     let mut nodes = Vec::new();
