@@ -182,6 +182,24 @@ fn refused(error: StoreError) -> Answer {
     Answer::Reply(Reply::Error(refusal(error)))
 }
 
+/// The entry a secure session registered or renewed last, and whether its
+/// closing ends the entry.
+///
+/// A node that gives up on a request (no answer in time) sends it again on
+/// a new session, with the next replica, and closes the old one once
+/// answered. A paused or slow replica may still take the old request up
+/// and apply it after the new one, tying the entry back to the old session
+/// as its node closes it. So a session that registered the entry as a
+/// repeat ends it only once it has renewed it since, and a session that
+/// held the entry never takes it back from the one that took it: its
+/// requests are ones its node gave up on. (A node that dies right after
+/// registering again on a new session is ended by its lease.)
+struct Held {
+    id: String,
+    /// Whether its closing ends the entry (not yet, after a repeat).
+    settled: bool,
+}
+
 struct Connection {
     backend: Backend,
     config: Arc<Config>,
@@ -195,7 +213,7 @@ struct Connection {
     session: u64,
     /// The entry this secure session registered or renewed last: its node's
     /// kept session, whose closing means the node is gone.
-    held: Mutex<Option<String>>,
+    held: Mutex<Option<Held>>,
 }
 
 /// Who ended a connection.
@@ -212,7 +230,7 @@ impl Connection {
     async fn serve(self, accepted: Accepted, token: CancellationToken) {
         let ended = self.requests(accepted.framed, accepted.first, accepted.slot, token).await;
         let held = wire::lock(&self.held).take();
-        if let (Ended::ByPeer, Some(id)) = (ended, held) {
+        if let (Ended::ByPeer, Some(Held { id, settled: true })) = (ended, held) {
             if let Some(entry) = self.backend.session_lost(&id, self.session).await {
                 events::session_lost(&entry);
             }
@@ -277,12 +295,20 @@ impl Connection {
         }
     }
 
-    /// Ties `id` to this session, when it is a secure one: a node's kept session.
+    /// Ties `id` to this session, when it is a secure one: a node's kept
+    /// session; but never back to it once another session took the entry
+    /// (see [`Held`]).
     async fn hold(&self, id: &str) {
-        if self.remote.is_some() {
-            self.backend.hold(id, self.session).await;
-            *wire::lock(&self.held) = Some(id.to_owned());
+        if self.remote.is_none() {
+            return;
         }
+        let held_here = wire::lock(&self.held).as_ref().is_some_and(|held| held.id == id);
+        if held_here && self.backend.store().held_by(id) != Some(self.session) {
+            debug!(id, "renewed an entry another session took from this one, which keeps it");
+            return;
+        }
+        self.backend.hold(id, self.session).await;
+        *wire::lock(&self.held) = Some(Held { id: id.to_owned(), settled: true });
     }
 
     async fn answer(&self, message: serde_json::Value) -> Answer {
@@ -405,7 +431,7 @@ impl Connection {
         let admitted = self.backend.register(registration, self.peer.ip(), kept.then_some(self.session)).await?;
         let entry = admitted.entry;
         if kept {
-            *wire::lock(&self.held) = Some(entry.id.clone());
+            *wire::lock(&self.held) = Some(Held { id: entry.id.clone(), settled: !admitted.repeat });
         }
         for old in &admitted.replaced {
             debug!(id = %old.id, name = %old.name, addr = %old.addr(), "replaced an earlier entry of the same node");

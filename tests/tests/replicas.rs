@@ -5,69 +5,17 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use etcd::testing::Cluster;
 use nix::sys::signal::Signal;
 use node::events::Event;
+use registry::client::{Client, Joined};
 use registry::events::Event as RegistryEvent;
 use registry::identity::{RegistrySecret, KEY_ENV};
-use registry::protocol::Since;
+use registry::protocol::{NativeRequest, Since};
 use registry::watch::{Change, LeftReason, WatchEvent};
-use tests::{is, Node, Registry, PATIENCE};
-
-/// Replicas of one registry: one key, one etcd.
-struct Replicas {
-    etcd: Cluster,
-    secret: RegistrySecret,
-    replicas: Vec<Registry>,
-}
-
-impl Replicas {
-    /// `count` replicas on a new 3-member etcd, with extra `args`; `None`
-    /// when there is no etcd to run (and REQUIRE_ETCD is unset).
-    async fn start(suite: &str, count: usize, args: &[&str]) -> anyhow::Result<Option<Replicas>> {
-        let Some(etcd) = Cluster::start(suite, 3).await else { return Ok(None) };
-        let mut replicas = Replicas { etcd, secret: RegistrySecret::generate(), replicas: Vec::new() };
-        for _ in 0..count {
-            let replica = replicas.replica(args).await?;
-            replicas.replicas.push(replica);
-        }
-        Ok(Some(replicas))
-    }
-
-    async fn replica(&self, args: &[&str]) -> anyhow::Result<Registry> {
-        let endpoints = self.etcd.endpoints().join(",");
-        let mut all = vec!["--store", "etcd", "--etcd-endpoints", &endpoints];
-        all.extend(args);
-        let secret = self.secret.reveal();
-        Registry::start_with("127.0.0.1:0".parse()?, &all, &[(KEY_ENV, secret.as_str())]).await
-    }
-
-    /// What each replica lists, as (id, name), oldest first.
-    async fn lists(&self) -> anyhow::Result<Vec<Vec<(String, String)>>> {
-        let mut lists = Vec::new();
-        for replica in &self.replicas {
-            let listed = replica.client().await?.list().await?;
-            lists.push(listed.into_iter().map(|c| (c.id, c.name)).collect());
-        }
-        Ok(lists)
-    }
-
-    /// Waits until every replica lists `count` entries, the same ones in the same order.
-    /// (Each replica applies the log on its own, a few milliseconds apart:
-    /// there is no one event to await, so it asks until they agree.)
-    async fn agree_on(&self, count: usize) -> anyhow::Result<Vec<(String, String)>> {
-        let agreed = tokio::time::timeout(PATIENCE, async {
-            loop {
-                let lists = self.lists().await?;
-                if lists[0].len() == count && lists.iter().all(|l| *l == lists[0]) {
-                    return anyhow::Ok(lists[0].clone());
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        agreed.await.with_context(|| format!("the replicas did not agree on {count} entries"))?
-    }
-}
+use tests::replicas_cluster::Replicas;
+use tests::{is, Node, PATIENCE};
+use wire::secure::{Admission, Identity, Keys};
+use wire::ticket::TicketKey;
 
 /// The next `count` changes of a watch, progress skipped.
 async fn changes(watch: &mut registry::client::Watch, count: usize) -> anyhow::Result<Vec<WatchEvent>> {
@@ -232,7 +180,7 @@ async fn the_replica_most_nodes_use_is_killed_and_they_move_on_losing_nothing_gr
 ) -> anyhow::Result<()> {
     const TTL: Duration = Duration::from_secs(2);
     let Some(mut replicas) = Replicas::start("replicas", 3, &["--ttl", "2s"]).await? else { return Ok(()) };
-    let addrs: Vec<_> = replicas.replicas.iter().map(|r| r.addr).collect();
+    let addrs = replicas.addrs();
     // Four nodes try replica 0 first, two replica 1: replica 0 is the one most use.
     let orders = [[0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2], [1, 2, 0], [1, 2, 0]];
     let mut nodes = Vec::new();
@@ -277,5 +225,110 @@ async fn the_replica_most_nodes_use_is_killed_and_they_move_on_losing_nothing_gr
         })
         .collect();
     assert_eq!(names, ["node-7", "node-8"], "nobody left: {joined:?}");
+    Ok(())
+}
+
+/// A heartbeat on a session its client gave up on, once its entry is tied to
+/// the session the client uses now at another replica, does not tie it
+/// back: the old session's end must not end the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_on_a_session_given_up_takes_nothing_back() -> anyhow::Result<()> {
+    let Some(replicas) = Replicas::start("replicas", 2, &["--ttl", "3s"]).await? else { return Ok(()) };
+    let (first, second) = (&replicas.replicas[0], &replicas.replicas[1]);
+    let keys = Keys::new(Identity::generate(), Admission::Open);
+    let ticket_key = TicketKey::generate();
+    let mut given_up = Client::connect_secure(&first.registry_addr(), &keys, PATIENCE).await?;
+    let Joined::Leased(registered) = given_up.register(&registration("moved", 4000, &ticket_key)).await? else {
+        anyhow::bail!("not leased")
+    };
+    let mut moved_on = Client::connect_secure(&second.registry_addr(), &keys, PATIENCE).await?;
+    moved_on.heartbeat(&registered.id).await?;
+    // A change at the first replica, answered once applied there, comes after
+    // the heartbeat's tie in the log: the first has applied that too.
+    let marker_keys = Keys::new(Identity::generate(), Admission::Open);
+    let mut marker = Client::connect_secure(&first.registry_addr(), &marker_keys, PATIENCE).await?;
+    let Joined::Leased(marked) = marker.register(&registration("marker", 4001, &ticket_key)).await? else {
+        anyhow::bail!("not leased")
+    };
+    marker.deregister(&marked.id).await?;
+
+    given_up.heartbeat(&registered.id).await?;
+    drop(given_up);
+    renew_past_two_leases(&mut moved_on, &registered.id).await?;
+    assert_eq!(replicas.agree_on(1).await?[0].1, "moved");
+    ensure!(first.process.events(RegistryEvent::SessionLost).is_empty());
+    Ok(())
+}
+
+/// A native registration of `name` listening on 127.0.0.1:`puerto`.
+fn registration<'a>(name: &'a str, puerto: u16, ticket_key: &'a TicketKey) -> NativeRequest<'a> {
+    NativeRequest::Register {
+        ip: Some([127, 0, 0, 1].into()),
+        puerto,
+        name,
+        group: None,
+        incarnation: Some(name),
+        ticket_key: Some(ticket_key),
+    }
+}
+
+/// Renews the entry `id` every third of a 3 s lease, past two leases: that
+/// no entry ends is an absence, shown by time passing.
+async fn renew_past_two_leases(client: &mut Client, id: &str) -> anyhow::Result<()> {
+    const TTL: Duration = Duration::from_secs(3);
+    let until = tokio::time::Instant::now() + 2 * TTL;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(TTL / 3).await;
+        client.heartbeat(id).await.context("the entry was ended")?;
+    }
+    Ok(())
+}
+
+/// How a client leaves a replica that takes its registration up late.
+#[derive(Debug, Clone, Copy)]
+enum Leaving {
+    /// It hangs up while the replica is paused.
+    WhilePaused,
+    /// It reads the late answer, then hangs up.
+    AfterTheLateAnswer,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_a_paused_replica_takes_up_after_its_client_hung_up_ends_nothing() -> anyhow::Result<()> {
+    a_late_registration_ends_nothing(Leaving::WhilePaused).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_a_paused_replica_answers_after_its_client_moved_on_ends_nothing() -> anyhow::Result<()> {
+    a_late_registration_ends_nothing(Leaving::AfterTheLateAnswer).await
+}
+
+/// A client whose registration goes unanswered at a paused replica
+/// registers at the other instead; the paused one, resumed, applies its
+/// own after the other's (a repeat, on the session the client gives up),
+/// and the client hangs up on it. Its entry, renewed at the other replica,
+/// must not end.
+async fn a_late_registration_ends_nothing(leaving: Leaving) -> anyhow::Result<()> {
+    use futures::SinkExt;
+    let Some(replicas) = Replicas::start("replicas", 2, &["--ttl", "3s"]).await? else { return Ok(()) };
+    let (paused, other) = (&replicas.replicas[0], &replicas.replicas[1]);
+    let keys = Keys::new(Identity::generate(), Admission::Open);
+    let ticket_key = TicketKey::generate();
+    let request = registration("late", 4000, &ticket_key);
+    let mut given_up = tests::open_sealed(paused.addr, &keys).await?;
+    paused.process.signal(Signal::SIGSTOP);
+    given_up.send(&serde_json::to_value(&request)?).await?;
+    let mut moved_on = Client::connect_secure(&other.registry_addr(), &keys, PATIENCE).await?;
+    let Joined::Leased(registered) = moved_on.register(&request).await? else { anyhow::bail!("not leased") };
+    paused.process.signal(Signal::SIGCONT);
+    if let Leaving::AfterTheLateAnswer = leaving {
+        let late = tests::read(&mut given_up).await?;
+        ensure!(late["id"] == registered.id.as_str(), "the same registration: {late}");
+    }
+    drop(given_up);
+    renew_past_two_leases(&mut moved_on, &registered.id).await.with_context(|| format!("{leaving:?}"))?;
+    let listed = replicas.agree_on(1).await?;
+    assert_eq!(listed[0].1, "late");
+    ensure!(paused.process.events(RegistryEvent::SessionLost).is_empty());
     Ok(())
 }
