@@ -303,12 +303,17 @@ impl Connection {
             return;
         }
         let held_here = wire::lock(&self.held).as_ref().is_some_and(|held| held.id == id);
-        if held_here && self.backend.store().held_by(id) != Some(self.session) {
+        if !held_here {
+            self.backend.hold(id, self.session).await;
+            *wire::lock(&self.held) = Some(Held { id: id.to_owned(), settled: true });
+        } else if self.backend.store().held_by(id) == Some(self.session) {
+            // Held here already: renewed since, it is settled.
+            if let Some(held) = wire::lock(&self.held).as_mut() {
+                held.settled = true;
+            }
+        } else {
             debug!(id, "renewed an entry another session took from this one, which keeps it");
-            return;
         }
-        self.backend.hold(id, self.session).await;
-        *wire::lock(&self.held) = Some(Held { id: id.to_owned(), settled: true });
     }
 
     async fn answer(&self, message: serde_json::Value) -> Answer {
