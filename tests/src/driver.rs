@@ -288,7 +288,7 @@ impl Life {
                 first
             });
             match self.renew(&registered.id, every, &mut leave, &stop).await {
-                Renewals::Leave => return self.deregister(&registered.id).await,
+                Renewals::Leave => return self.deregister(&registered.id, &stop).await,
                 Renewals::Stop => return,
                 Renewals::Unknown => continue,
             }
@@ -343,14 +343,14 @@ impl Life {
         }
     }
 
-    /// Deregisters until acknowledged, or refused because the entry is gone.
-    async fn deregister(&mut self, id: &str) {
+    /// Deregisters until acknowledged, refused because the entry is gone, or stopped.
+    async fn deregister(&mut self, id: &str, stop: &CancellationToken) {
         let call = Call::Deregister { name: self.name.clone() };
-        loop {
+        while !stop.is_cancelled() {
             match self.session.call(&self.recorder, &self.name, &call, &Request::Deregister(id)).await {
                 Some(Ok(_)) => return,
                 Some(Err(error)) if !error.is_unanswered() => return,
-                _ => tokio::time::sleep(RETRY_PAUSE).await,
+                _ => pause(stop).await,
             }
         }
     }
