@@ -39,7 +39,7 @@ const PAUSE: Duration = Duration::from_secs(1);
 /// lists of another, which applies etcd's log on its own (reads are served
 /// from each replica's store): a replica whose etcd watch is on a stopped
 /// member leaves it after 1.5 s at most (0.5 s quiet, then 1 s for the
-/// probe's answer); twice that, on a loaded machine. Lists lagged 0.4 s at
+/// probe's answer); twice that, on a loaded machine. Lists lagged 1 s at
 /// most in the runs measured.
 const LAG: Duration = Duration::from_secs(3);
 
