@@ -6,13 +6,16 @@
 //! members that register and deregister one after another, a steady stream
 //! of writes at each replica.
 //!
-//! A member holds one secure session, as a node does, with the replica in
-//! use. A request left unanswered (a timeout, a broken session, or a
-//! replica answering `unavailable`) is recorded as such and sent once more
-//! on a session with the next replica, and the session given up on is
-//! closed only after: the registry ends an entry whose session closes,
-//! unless another session renewed it since. A registration sent again
-//! carries the same incarnation, so it is the same registration.
+//! A member keeps one secure session, as a node does, with the replica in
+//! use, for its registration, heartbeats and deregistration, and another
+//! for its lists (as a node keeps one for its watch). A request left
+//! unanswered (a timeout, a broken session, or a replica answering
+//! `unavailable`) is recorded as such and sent once more on a session with
+//! the next replica; a session given up on is never used again, and is
+//! closed only once a request is answered on the one in use: the registry
+//! ends an entry whose session closes, unless another session renewed it
+//! since. A registration sent again carries the same incarnation, so it is
+//! the same registration.
 //!
 //! Each member listens, and answers the greetings of the nodes told of it
 //! as a node would, remembering who greeted it.
@@ -42,8 +45,12 @@ use crate::PATIENCE;
 /// What every name the driver registers begins with.
 pub const PREFIX: &str = "h-";
 
-/// How long a member waits for a session to open, and for each answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a member waits for a session to open, and for each answer:
+/// shorter than the outages of the faults tested (about a second), so that
+/// requests go unanswered, are sent again at another replica, and are taken
+/// up late where they were sent first, as a node's are when a registry is
+/// slower than its timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long a member waits before trying again when no replica opened a session.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -117,10 +124,11 @@ impl Driver {
         let greeters = Arc::new(Mutex::new(Vec::new()));
         let accepting =
             tokio::spawn(answer_greetings(listener, keys.clone(), ticket_key.clone(), name.clone(), greeters.clone()));
-        let session = Session { replicas: self.replicas.clone(), order: order.to_vec(), at: 0, client: None, keys };
+        let session = Session::new(self.replicas.clone(), order, keys.clone());
         let life = Life {
             name: name.clone(),
             recorder: self.recorder.clone(),
+            reader: Session::new(self.replicas.clone(), order, keys),
             session,
             incarnation: format!("{:032x}", fastrand::u128(..)),
             ticket_key,
@@ -245,7 +253,10 @@ async fn churn(
 struct Life {
     name: String,
     recorder: Arc<Recorder>,
+    /// The session its entry is tied to.
     session: Session,
+    /// The session it lists on.
+    reader: Session,
     incarnation: String,
     ticket_key: Arc<TicketKey>,
     port: u16,
@@ -277,7 +288,7 @@ impl Life {
                 first
             });
             match self.renew(&registered.id, every, &mut leave, &stop).await {
-                Renewals::Leave => return self.deregister(&registered.id).await,
+                Renewals::Leave => return self.deregister(&registered.id, &stop).await,
                 Renewals::Stop => return,
                 Renewals::Unknown => continue,
             }
@@ -328,18 +339,18 @@ impl Life {
             if matches!(&renewed, Some(Err(error)) if error.code() == Some(ErrorCode::UnknownId)) {
                 return Renewals::Unknown;
             }
-            self.session.call(&self.recorder, &self.name, &Call::List, &Request::List).await;
+            self.reader.call(&self.recorder, &self.name, &Call::List, &Request::List).await;
         }
     }
 
-    /// Deregisters until acknowledged, or refused because the entry is gone.
-    async fn deregister(&mut self, id: &str) {
+    /// Deregisters until acknowledged, refused because the entry is gone, or stopped.
+    async fn deregister(&mut self, id: &str, stop: &CancellationToken) {
         let call = Call::Deregister { name: self.name.clone() };
-        loop {
+        while !stop.is_cancelled() {
             match self.session.call(&self.recorder, &self.name, &call, &Request::Deregister(id)).await {
                 Some(Ok(_)) => return,
                 Some(Err(error)) if !error.is_unanswered() => return,
-                _ => tokio::time::sleep(RETRY_PAUSE).await,
+                _ => pause(stop).await,
             }
         }
     }
@@ -410,10 +421,16 @@ struct Session {
     /// Where in `order` the replica in use is.
     at: usize,
     client: Option<Client>,
+    /// Sessions given up on, kept open until a request is answered on the one in use.
+    retired: Vec<Client>,
     keys: Keys,
 }
 
 impl Session {
+    fn new(replicas: Arc<[RegistryAddr]>, order: &[usize], keys: Keys) -> Session {
+        Session { replicas, order: order.to_vec(), at: 0, client: None, retired: Vec::new(), keys }
+    }
+
     /// Sends `request` (recorded as `call` by `client`) to the replica in
     /// use, or the next that opens a session; when unanswered, once more
     /// on the next. The last answer; `None` when no replica opened a
@@ -425,7 +442,6 @@ impl Session {
         call: &Call,
         request: &Request<'_>,
     ) -> Option<Result<Answer, ClientError>> {
-        let mut retired = None;
         for attempt in 1..=2 {
             let replica = self.open().await?;
             let invoked = Instant::now();
@@ -433,12 +449,16 @@ impl Session {
             let outcome = Answer::outcome(&answered);
             let indeterminate = outcome.is_indeterminate();
             recorder.record(client, replica, call.clone(), invoked, outcome);
-            if !indeterminate || attempt == 2 {
-                drop(retired);
+            if !indeterminate {
+                self.retired.clear();
                 return Some(answered);
             }
-            retired = self.client.take();
+            // Its answer may still come: the session carries nothing else.
+            self.retired.extend(self.client.take());
             self.at = (self.at + 1) % self.order.len();
+            if attempt == 2 {
+                return Some(answered);
+            }
         }
         unreachable!("the second attempt returns")
     }

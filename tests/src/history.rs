@@ -200,6 +200,9 @@ struct Entry<'a> {
     first_invoked: Option<Duration>,
     /// Whether some registration of it may have taken effect.
     maybe_registered: bool,
+    /// Its registrations that may have taken effect: acknowledged, or
+    /// indeterminate (which may take effect at any time after they were sent).
+    registrations: Vec<&'a Op>,
     /// Its acknowledged registrations, the first completed first.
     acks: Vec<&'a Op>,
     /// The names its first acknowledged registration was told of.
@@ -242,6 +245,9 @@ impl<'a> Facts<'a> {
                     let entry = entries.entry(name).or_default();
                     entry.first_invoked.get_or_insert(op.invoked);
                     entry.maybe_registered |= renewed || op.outcome.is_indeterminate();
+                    if renewed || op.outcome.is_indeterminate() {
+                        entry.registrations.push(op);
+                    }
                     if renewed {
                         entry.acks.push(op);
                     }
@@ -315,10 +321,10 @@ impl<'a> Facts<'a> {
     }
 
     /// The deregistration of `entry` that `list` must not show it past, when
-    /// it was not registered again since.
+    /// no registration may have registered it again since.
     fn gone(&self, entry: &Entry<'a>, list: &Op) -> Option<&'a Op> {
         let gone = entry.deregistered.iter().find(|d| d.completed + self.lag(d.replica, list.replica) <= list.invoked);
-        gone.copied().filter(|d| entry.acks.iter().all(|acked| acked.invoked < d.invoked))
+        gone.copied().filter(|d| !registers_after(entry, d.invoked, list.completed))
     }
 
     /// How long past an acknowledgement at another replica `list` went on
@@ -372,7 +378,10 @@ impl<'a> Facts<'a> {
                     violations
                         .push(format!("{name} was told of {contact}, which registered after it completed: {acked}"));
                 }
-                let left = other.and_then(|o| o.deregistered.iter().find(|d| Some(d.completed) < entry.first_invoked));
+                let left = other.and_then(|o| {
+                    let left = |d: &&&Op| Some(d.completed) < entry.first_invoked;
+                    o.deregistered.iter().find(left).filter(|d| !registers_after(o, d.invoked, acked.completed))
+                });
                 if let Some(left) = left {
                     violations.push(format!("{name} was told of {contact}, which had left: {acked}; left by {left}"));
                 }
@@ -419,6 +428,12 @@ impl<'a> Facts<'a> {
         (before && !b_entry.told.contains(a) && !self.may_be_gone(a, b_op.completed))
             .then(|| format!("{b} was not told of {a}, which completed before {b} started: {b_op}; {a_op}"))
     }
+}
+
+/// Whether a registration of `entry` sent before `until` may have taken
+/// effect after `at`: one whose outcome is unknown, or one acknowledged after `at`.
+fn registers_after(entry: &Entry, at: Duration, until: Duration) -> bool {
+    entry.registrations.iter().any(|r| r.invoked < until && (r.outcome.is_indeterminate() || r.completed > at))
 }
 
 /// The contacts a registration was told of.
@@ -564,6 +579,16 @@ mod tests {
     fn a_deregistered_or_unknown_name_listed_is_caught() {
         caught(&seeded(None, list(0, [700, 705], &["a", "b", "c"])), "b listed after its deregistration");
         caught(&seeded(None, list(0, [700, 705], &["a", "c", "x"])), "x listed but never registered before");
+    }
+
+    #[test]
+    fn a_registration_whose_outcome_is_unknown_may_take_effect_after_a_deregistration() {
+        let late = op("b", 1, Call::Register { name: "b".into() }, [10, 15], Outcome::Unknown("timed out".into()));
+        let ops = [correct(), vec![late.clone(), list(0, [700, 705], &["a", "b", "c"])]].concat();
+        assert_eq!(violations(&ops), Vec::<String>::new(), "registered again, late");
+        let told = [correct(), vec![late, register("e", [1300, 1305], &["a", "b", "c"])]].concat();
+        assert_eq!(violations(&told), Vec::<String>::new());
+        caught(&seeded(None, register("e", [1300, 1305], &["a", "b", "c"])), "e was told of b, which had left");
     }
 
     #[test]

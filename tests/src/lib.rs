@@ -459,9 +459,10 @@ pub fn contains(names: &[String], name: &str) -> bool {
 /// is from a greeter that proved the key the registry vouched for.
 pub async fn every_pair_greeted_once(nodes: &[Node]) -> anyhow::Result<()> {
     let n = nodes.len();
-    let mut counts = registered_contacts(nodes).await?;
+    let contacts = registered_contacts(nodes).await?;
+    let mut counts = contacts.clone();
     counts.sort_unstable();
-    anyhow::ensure!(counts == (0..n).collect::<Vec<_>>(), "registrations were not in one order: contacts {counts:?}");
+    anyhow::ensure!(counts == (0..n).collect::<Vec<_>>(), "registrations were not in one order: contacts {contacts:?}");
     every_pair_of_nodes_greeted_once(nodes).await.map(drop)
 }
 
