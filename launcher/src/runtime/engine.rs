@@ -31,6 +31,7 @@ use super::cluster::{self, Cluster, EtcdAddr, CLIENT_PORT, PEER_PORT};
 use super::member::Member;
 use super::plan::Plan;
 use crate::images::{self, CONTAINER_PORT};
+use crate::ports;
 use crate::stream::{self, Line, Reading};
 use crate::ui::Ui;
 
@@ -375,6 +376,16 @@ impl Engine {
     }
 
     /// Host ports published by any container on this daemon, of any project.
+    /// The plan's registry members, each with the host port it is to be
+    /// published on: the first on `--registry-port`, the others on the next
+    /// ports free here.
+    pub async fn registry_ports(&self, plan: &Plan) -> Result<Vec<(Member, u16)>, DockerError> {
+        let members = plan.registry_members();
+        let published = self.published_ports().await?;
+        let others = ports::next_free(plan.registry_port, members.len().saturating_sub(1), plan.port_range, &published);
+        Ok(members.into_iter().zip(std::iter::once(plan.registry_port).chain(others)).collect())
+    }
+
     pub async fn published_ports(&self) -> Result<HashSet<u16>, DockerError> {
         let options = ListContainersOptionsBuilder::default().all(true).build();
         let containers = self.docker.list_containers(Some(options)).await.map_err(call("list containers"))?;
@@ -550,7 +561,17 @@ impl Engine {
 const REPLICA_START: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Waits until `member`, published on host `port`, accepts connections.
-pub(crate) async fn accepting(member: Member, port: u16) -> Result<(), super::plan::RuntimeError> {
+/// Waits until every replica of `published` accepts connections: a replica
+/// listens once it has replayed etcd's log, and nodes started before would
+/// skip to the next replica, so that the load would not spread.
+pub(crate) async fn all_accepting(published: &[(Member, u16)]) -> Result<(), super::plan::RuntimeError> {
+    for &(member, port) in published {
+        accepting(member, port).await?;
+    }
+    Ok(())
+}
+
+async fn accepting(member: Member, port: u16) -> Result<(), super::plan::RuntimeError> {
     let started = tokio::time::Instant::now();
     loop {
         // A published port accepts for docker-proxy before the service listens: a refusal comes as a close.

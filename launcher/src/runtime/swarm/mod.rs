@@ -143,11 +143,8 @@ impl Swarm {
                 Some(cluster::endpoints(&addrs))
             }
         };
-        let members = plan.registry_members();
-        let published = self.engine.published_ports().await?;
-        let others = ports::next_free(plan.registry_port, members.len() - 1, plan.port_range, &published);
-        let ports: Vec<u16> = std::iter::once(plan.registry_port).chain(others).collect();
-        for (&member, &port) in members.iter().zip(&ports) {
+        let published = self.engine.registry_ports(plan).await?;
+        for &(member, port) in &published {
             let spec = ContainerSpec::registry(plan, member, port, endpoints.as_deref());
             self.create_service(&spec, Some(manager)).await.with_context(|| {
                 format!("failed to start the {member} on host port {port}: choose another with --registry-port")
@@ -155,12 +152,9 @@ impl Swarm {
             self.follow(member, Reading::All { follow: true }, lines.clone());
         }
         if endpoints.is_some() {
-            // As with containers: nodes start once every replica listens.
-            for (member, port) in members.iter().zip(ports) {
-                engine::accepting(*member, port).await?;
-            }
+            engine::all_accepting(&published).await?;
         }
-        Ok(members.into_iter().map(|member| self.engine.registry_inside(member)).collect())
+        Ok(published.into_iter().map(|(member, _)| self.engine.registry_inside(member)).collect())
     }
 
     /// Creates the project's attachable overlay network.
