@@ -30,6 +30,8 @@ module "cluster" {
   advertise_ips   = aws_eip.vm[*].public_ip
   ssh_user        = var.ssh_user
   orchestrator    = var.orchestrator
+  registries      = var.registries
+  etcd_image      = var.etcd_image
   launcher_url    = var.launcher_url
   launcher_sha256 = var.launcher_sha256
   # IMDSv2, its session token passed to curl in its config on stdin.
@@ -161,12 +163,15 @@ resource "aws_security_group" "mesh" {
     cidr_blocks = local.allowed_cidrs
   }
 
-  ingress {
-    description = "registry"
-    protocol    = "tcp"
-    from_port   = module.cluster.registry_port
-    to_port     = module.cluster.registry_port
-    cidr_blocks = local.allowed_cidrs
+  dynamic "ingress" {
+    for_each = module.cluster.registry_ports
+    content {
+      description = "registry"
+      protocol    = "tcp"
+      from_port   = ingress.value
+      to_port     = ingress.value
+      cidr_blocks = local.allowed_cidrs
+    }
   }
 
   ingress {

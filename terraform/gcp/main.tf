@@ -29,6 +29,8 @@ module "cluster" {
   advertise_ips      = google_compute_address.vm[*].address
   ssh_user           = var.ssh_user
   orchestrator       = var.orchestrator
+  registries         = var.registries
+  etcd_image         = var.etcd_image
   launcher_url       = var.launcher_url
   launcher_sha256    = var.launcher_sha256
   private_ip_command = local.swarm ? "curl -fsS -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/network-interfaces/0/ip" : null

@@ -131,6 +131,18 @@ variable "orchestrator" {
   default     = "docker"
 }
 
+variable "registries" {
+  description = "With orchestrator = \"swarm\": registry replicas on etcd, 1 (one registry), 3, 5 or 7, spread over the VMs, VM 1 first. Replica i is published on the module's registry_ports[i-1]."
+  type        = number
+  default     = 1
+}
+
+variable "etcd_image" {
+  description = "With registries above 1: the etcd image, with its tag, that every VM pulls."
+  type        = string
+  default     = "gcr.io/etcd-development/etcd:v3.5.17"
+}
+
 variable "launcher_url" {
   description = "With orchestrator = \"swarm\": where VM 1 downloads the launcher (a Linux x86_64 binary, for the default image), http(s)://host/path."
   type        = string

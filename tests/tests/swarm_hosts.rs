@@ -11,9 +11,14 @@
 //! - published, each node is pinned to a host and advertises that host's
 //!   `io.hit6.advertise-ip` label (the second engine's) or its swarm address
 //!   (the main engine's, which has no label), and its own port there;
+//! - with `--registries 3`, etcd-2 and registry-2 go to the second host and
+//!   the others to the first (the manager first, round robin), and the
+//!   launcher reaches registry-2 at the second host's swarm address;
 //! - the second host is lost (its link cut, then its engine stopped): swarm
 //!   reschedules its nodes on the first host, and each rescheduled node
-//!   registers and greets the others as a new node, once.
+//!   registers and greets the others as a new node, once; the replica
+//!   project keeps its quorum and two replicas there: a replica restarted
+//!   then catches up and listens again, which takes etcd writes.
 //!
 //! Everything (project, swarm, engine, namespace, link, cgroups, directory)
 //! is undone when the test ends, also when it fails; the main engine is left
@@ -25,14 +30,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use registry::client::{Client, Joined, RegistryAddr};
+use registry::protocol::NativeRequest;
 use tests::docker::{self, images_built, leftovers, text, ProjectGuard, DOCKER_PATIENCE};
-use tests::launcher::{greeting, last_json as json, Greeting};
+use tests::launcher::{etcd_at_hand, greeting, last_json as json, Greeting};
 use tests::second_engine::{SecondEngine, TwoHostSwarm, HOST_IP, NETNS, SECOND_HOSTNAME, SECOND_IP};
+use tests::PATIENCE;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use wire::secure::{Admission, Identity, JoinToken, Keys};
+use wire::ticket::TicketKey;
 
 const SUITE: &str = "the two-host swarm test";
 const PROJECT: &str = "hit6-test-hosts";
 const NODES: usize = 6;
+/// A second project, of registry replicas on etcd over both hosts.
+const REPLICAS: &str = "hit6-test-hosts-replicas";
 
 fn launcher(args: &[&str]) -> Output {
     tests::launcher::launcher(PROJECT, args)
@@ -103,19 +115,22 @@ fn follow_greetings(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_project_meshes_across_two_hosts_and_recovers_from_losing_one() {
-    if !docker::available(SUITE) || !TwoHostSwarm::engine_is_free(SUITE) {
+    if !docker::available(SUITE) || !TwoHostSwarm::engine_is_free(SUITE) || !etcd_at_hand(SUITE) {
         return;
     }
     images_built();
+    let etcd_image = etcd_image_built();
     let main_host =
         String::from_utf8_lossy(&docker::docker(&["info", "--format", "{{.Name}}"]).stdout).trim().to_owned();
     // Declared in the order they are made: dropped in reverse, the project
     // goes first, then the swarm, then the second engine and its namespace.
     let Some(mut second) = SecondEngine::start(SUITE) else { return };
     let version = env!("CARGO_PKG_VERSION");
-    second.load_images(&[&format!("hit6-mesh/registry:{version}"), &format!("hit6-mesh/node:{version}")]);
+    second.load_images(&[&format!("hit6-mesh/registry:{version}"), &format!("hit6-mesh/node:{version}"), &etcd_image]);
     let Some(swarm) = TwoHostSwarm::form(SUITE, &second) else { return };
     published_nodes_advertise_their_hosts_address();
+    let replicas = ProjectGuard(REPLICAS.into());
+    replicas_spread_over_both_hosts(&main_host);
     let project = ProjectGuard(PROJECT.into());
 
     // Six nodes over two hosts (the registry is pinned to the first): every
@@ -180,19 +195,88 @@ async fn a_project_meshes_across_two_hosts_and_recovers_from_losing_one() {
     let rescheduled = hosts_of_nodes();
     assert!(rescheduled.values().all(|h| *h == main_host), "all nodes rescheduled on {main_host}: {rescheduled:?}");
     eprintln!("from losing {SECOND_HOSTNAME} to every rescheduled node greeted: {recovered:.1?}");
+    replicas_outlive_the_second_host().await;
 
-    let down = launcher(&["down"]);
-    assert!(down.status.success(), "{}", text(&down));
-    assert!(leftovers(PROJECT).is_empty(), "left behind: {:?}", leftovers(PROJECT));
+    for project in [PROJECT, REPLICAS] {
+        let down = tests::launcher::launcher(project, &["down"]);
+        assert!(down.status.success(), "{}", text(&down));
+        assert!(leftovers(project).is_empty(), "left behind: {:?}", leftovers(project));
+    }
 
     // Undone in order, and checked: the machine is as it was found.
     drop(project);
+    drop(replicas);
     drop(swarm);
     drop(second);
     let state = docker::docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "inactive", "the engine left the swarm");
     let netns = Command::new("ip").args(["netns", "list"]).output().expect("ip runs");
     assert!(!String::from_utf8_lossy(&netns.stdout).contains(NETNS), "the namespace is gone");
+}
+
+/// The etcd image `up --registries` runs, built here from the etcd binary
+/// at hand, for the second engine to load.
+fn etcd_image_built() -> String {
+    let output = tests::launcher::launcher("hit6-test-build", &["build", "--etcd"]);
+    assert!(output.status.success(), "launcher build --etcd failed: {}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let image = stdout.lines().find_map(|line| line.split('\t').next().filter(|i| i.starts_with("hit6-mesh/etcd:")));
+    image.unwrap_or_else(|| panic!("no etcd image among what was built: {stdout}")).to_owned()
+}
+
+/// The host each of a project's members runs on, from `launcher ps --json`
+/// (a status "... on <host>").
+fn hosts_of(project: &str) -> BTreeMap<String, String> {
+    let rows = tests::launcher::ps(project);
+    let host = |row: &serde_json::Value| Some(row["status"].as_str()?.split(" on ").nth(1)?.trim().to_owned());
+    rows.iter().filter_map(|row| Some((row["member"].as_str()?.to_owned(), host(row)?))).collect()
+}
+
+/// Three replicas over two hosts: etcd-2 and registry-2 on the second, the
+/// others on the manager; the launcher waited for registry-2 at the second
+/// host's address, and the nodes meshed through the replicas.
+fn replicas_spread_over_both_hosts(main_host: &str) {
+    let up = ["up", "--runtime", "swarm", "--registries", "3", "--nodes", "3", "--detach", "--quiet", "--json"];
+    let output =
+        tests::launcher::launcher(REPLICAS, &[&up[..], &["--timeout", "180s", "--registry-port", "18886"]].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    let summary = json(&output);
+    assert_eq!((summary["complete"].as_bool(), summary["greetings"].as_u64()), (Some(true), Some(3)), "{summary}");
+    let hosts = hosts_of(REPLICAS);
+    for member in ["etcd-1", "etcd-3", "registry-1", "registry-3"] {
+        assert_eq!(hosts.get(member).map(String::as_str), Some(main_host), "{member} on the manager: {hosts:?}");
+    }
+    for member in ["etcd-2", "registry-2"] {
+        assert_eq!(hosts.get(member).map(String::as_str), Some(SECOND_HOSTNAME), "{member} on the second: {hosts:?}");
+    }
+}
+
+/// With the second host gone, etcd-1 and etcd-3 are a quorum: a
+/// registration at registry-1 (published on the manager), which is an etcd
+/// write, is taken and can be undone.
+async fn replicas_outlive_the_second_host() {
+    let token = tests::launcher::launcher(REPLICAS, &["token"]);
+    let admission = match token.status.success() {
+        true => Admission::from_token(Some(
+            JoinToken::parse(String::from_utf8_lossy(&token.stdout).trim()).expect("the project's token"),
+        )),
+        false => Admission::Open,
+    };
+    let keys = Keys::new(Identity::generate(), admission);
+    let ticket_key = TicketKey::generate();
+    let request = NativeRequest::Register {
+        ip: Some([127, 0, 0, 1].into()),
+        puerto: 4999,
+        name: "after-the-loss",
+        group: None,
+        incarnation: Some("after-the-loss"),
+        ticket_key: Some(&ticket_key),
+    };
+    let registry: RegistryAddr = "127.0.0.1:18886".parse().expect("an address");
+    let mut client = Client::connect_secure(&registry, &keys, PATIENCE).await.expect("a session with registry-1");
+    let joined = client.register(&request).await.expect("registry-1 takes a registration without the second host");
+    let Joined::Leased(registered) = joined else { panic!("a leased entry") };
+    client.deregister(&registered.id).await.expect("and its deregistration");
 }
 
 /// With --publish, nodes are spread over both hosts, each on a port of the

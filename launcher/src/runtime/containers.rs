@@ -2,7 +2,7 @@
 //! engine; every node published on a host port of its own.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 use anyhow::Context;
@@ -77,7 +77,8 @@ impl Containers {
             self.follow(member, Reading::All { follow: true }, lines.clone());
         }
         if endpoints.is_some() {
-            engine::all_accepting(&published).await?;
+            let from_here: Vec<_> = published.iter().map(|&(member, port)| (member, engine::here(port))).collect();
+            engine::all_accepting(&from_here).await?;
         }
         Ok(published.into_iter().map(|(member, _)| self.engine.registry_inside(member)).collect())
     }
@@ -203,16 +204,12 @@ impl Containers {
             .collect())
     }
 
-    /// The host port a registry container is published on: the first
-    /// running one's.
-    pub async fn registry_port(&self) -> Result<Option<u16>, DockerError> {
-        Ok(self.registry_containers().await?.into_iter().find_map(|(_, port, _)| port))
-    }
-
-    /// The host ports the running registry containers are published on.
-    pub async fn registry_ports(&self) -> Result<Vec<u16>, DockerError> {
+    /// The running registry containers as this machine reaches them: at the
+    /// host ports they are published on.
+    pub async fn registries_from_here(&self) -> Result<Vec<SocketAddr>, DockerError> {
         let containers = self.registry_containers().await?.into_iter();
-        Ok(containers.filter(|(_, _, running)| *running).filter_map(|(_, port, _)| port).collect())
+        let running = containers.filter(|(_, _, running)| *running);
+        Ok(running.filter_map(|(_, port, _)| port).map(engine::here).collect())
     }
 
     /// Each container, running or not.

@@ -8,7 +8,7 @@
 //! without any state on disk.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -560,22 +560,27 @@ impl Engine {
 /// How long a replica may take to listen: to reach etcd and replay its log.
 const REPLICA_START: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Waits until `member`, published on host `port`, accepts connections.
-/// Waits until every replica of `published` accepts connections: a replica
-/// listens once it has replayed etcd's log, and nodes started before would
-/// skip to the next replica, so that the load would not spread.
-pub(crate) async fn all_accepting(published: &[(Member, u16)]) -> Result<(), super::plan::RuntimeError> {
-    for &(member, port) in published {
-        accepting(member, port).await?;
+/// Waits until every replica of `published` (each reached from here at its
+/// address) accepts connections: a replica listens once it has replayed
+/// etcd's log, and nodes started before would skip to the next replica, so
+/// that the load would not spread.
+pub(crate) async fn all_accepting(published: &[(Member, SocketAddr)]) -> Result<(), super::plan::RuntimeError> {
+    for &(member, addr) in published {
+        accepting(member, addr).await?;
     }
     Ok(())
 }
 
-async fn accepting(member: Member, port: u16) -> Result<(), super::plan::RuntimeError> {
+/// The address from here of what is published on `port` of this host.
+pub(crate) fn here(port: u16) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))
+}
+
+async fn accepting(member: Member, addr: SocketAddr) -> Result<(), super::plan::RuntimeError> {
     let started = tokio::time::Instant::now();
     loop {
         // A published port accepts for docker-proxy before the service listens: a refusal comes as a close.
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
             let mut byte = [0u8; 1];
             let read = tokio::time::timeout(std::time::Duration::from_millis(200), async {
                 use tokio::io::AsyncReadExt;
@@ -587,7 +592,7 @@ async fn accepting(member: Member, port: u16) -> Result<(), super::plan::Runtime
             }
         }
         if started.elapsed() > REPLICA_START {
-            return Err(super::plan::RuntimeError::NotListening { member, port, waited: REPLICA_START });
+            return Err(super::plan::RuntimeError::NotListening { member, addr, waited: REPLICA_START });
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

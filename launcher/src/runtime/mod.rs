@@ -272,30 +272,26 @@ impl Project {
         })
     }
 
-    /// The project's registry as this machine reaches it: through the host
-    /// port it is published on.
+    /// The project's registry as this machine reaches it: the first of
+    /// [`Project::registries_from_here`].
     pub async fn registry_from_here(&self) -> anyhow::Result<RegistryAddr> {
-        let port = match self {
-            Project::Containers(containers) => containers.registry_port().await?,
-            Project::Swarm(swarm) => swarm.registry_port().await?,
-            Project::Local(_) => return Err(RuntimeError::NotKept.into()),
-        };
-        let port = port.ok_or_else(|| RuntimeError::NoPublishedRegistry { project: self.name().to_owned() })?;
-        Ok(RegistryAddr { host: "127.0.0.1".into(), port })
+        let mut all = self.registries_from_here().await?;
+        // Never empty: that is an error already.
+        Ok(all.swap_remove(0))
     }
 
     /// The project's running registries as this machine reaches them:
     /// through the host ports they are published on.
     pub async fn registries_from_here(&self) -> anyhow::Result<Vec<RegistryAddr>> {
-        let ports = match self {
-            Project::Containers(containers) => containers.registry_ports().await?,
-            Project::Swarm(swarm) => swarm.registry_ports().await?,
+        let addrs = match self {
+            Project::Containers(containers) => containers.registries_from_here().await?,
+            Project::Swarm(swarm) => swarm.registries_from_here().await?,
             Project::Local(_) => return Err(RuntimeError::NotKept.into()),
         };
-        if ports.is_empty() {
+        if addrs.is_empty() {
             return Err(RuntimeError::NoPublishedRegistry { project: self.name().to_owned() }.into());
         }
-        Ok(ports.into_iter().map(|port| RegistryAddr { host: "127.0.0.1".into(), port }).collect())
+        Ok(addrs.into_iter().map(|addr| RegistryAddr { host: addr.ip().to_string(), port: addr.port() }).collect())
     }
 
     /// The project's registries as its members reach them, on the project

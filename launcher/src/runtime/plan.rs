@@ -1,7 +1,7 @@
 //! What subcommands ask of a runtime, what it reports back, and why a
 //! runtime may refuse a request.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,8 +120,8 @@ pub enum RuntimeError {
     NoNodeImage { project: String },
     #[error("{member} is not a {state} {} of project `{project}`{here}: see `launcher ps`", member.kind())]
     NotThere { member: Member, state: &'static str, project: String, here: &'static str },
-    #[error("the {member} did not listen on host port {port} within {waited:?}: see `launcher logs`")]
-    NotListening { member: Member, port: u16, waited: Duration },
+    #[error("the {member} did not listen on {addr} within {waited:?}: see `launcher logs`")]
+    NotListening { member: Member, addr: SocketAddr, waited: Duration },
     #[error("the processes of --runtime local live only as long as the `up` that started them")]
     NotKept,
 }

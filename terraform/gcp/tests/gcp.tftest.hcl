@@ -188,3 +188,21 @@ run "a_swarm_of_two_vms" {
     error_message = "a change of VM 1's script replaces every VM, so that no worker is left in an old swarm"
   }
 }
+
+run "a_swarm_with_three_registry_replicas" {
+  variables {
+    orchestrator    = "swarm"
+    registries      = 3
+    launcher_url    = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256 = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+  }
+
+  assert {
+    condition = (
+      tolist(google_compute_firewall.mesh.allow)[0].ports == tolist(["22", "8086", "8096", "8097", "8087-8095"]) &&
+      strcontains(google_compute_instance.vm[0].metadata_startup_script, " --registries 3 --etcd-image gcr.io/etcd-development/etcd:v3.5.17 ") &&
+      strcontains(google_compute_instance.vm[1].metadata_startup_script, "docker pull gcr.io/etcd-development/etcd:v3.5.17 ||")
+    )
+    error_message = "each replica's port is open, VM 1 starts the replicas, and every VM pulls the etcd image"
+  }
+}

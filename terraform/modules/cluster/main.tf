@@ -29,6 +29,12 @@ locals {
   registry_ref = "${var.registry_image}:${var.image_tag}"
   node_ref     = "${var.node_image}:${var.image_tag}"
 
+  # Where the registry replicas are published, as the launcher picks them on
+  # a fresh VM: registry_port, then the next ports outside the node range.
+  registry_candidates = range(var.registry_port, min(65536, var.registry_port + var.registries + local.port_to - local.port_from + 1))
+  registry_ports      = slice([for p in local.registry_candidates : p if p < local.port_from || p > local.port_to], 0, var.registries)
+  replicated          = var.registries > 1
+
   node_count         = var.node_vms * var.nodes_per_vm
   expected_greetings = local.node_count * (local.node_count - 1) / 2
 
@@ -100,11 +106,12 @@ locals {
   # subshell), never in its arguments. A marker file keeps a later boot
   # from deploying again over a running mesh.
   launcher_marker = "/var/lib/hit6/${var.project}.deployed"
-  launcher_up = join(" ", [
+  launcher_up = join(" ", compact([
     "launcher -p ${var.project} up --runtime swarm --publish --nodes ${local.node_count}",
     "--port-range ${var.node_port_range} --registry-port ${var.registry_port}",
+    local.replicated ? "--registries ${var.registries} --etcd-image ${var.etcd_image}" : "",
     "--registry-image ${local.registry_ref} --node-image ${local.node_ref} --detach --quiet --timeout 600s",
-  ])
+  ]))
   launcher_command = !local.swarm ? null : join(" ", [
     "[ -e ${local.launcher_marker} ] || {",
     # Whether there is a token is no secret, unlike the token.
@@ -136,7 +143,8 @@ locals {
       private_ip    = local.swarm && length(var.private_ips) > 0 ? var.private_ips[v] : null
       node_names    = [for i in range(local.swarm ? 0 : var.nodes_per_vm) : "${var.project}-vm${v + 1}-node-${i + 1}"]
       node_ports    = [for port in local.node_ports : port if !local.swarm]
-      images        = v == 0 ? [local.registry_ref, local.node_ref] : [local.node_ref]
+      # With replicas, any VM may run one, and its etcd member.
+      images = v == 0 || local.replicated ? concat([local.registry_ref, local.node_ref], local.replicated ? [var.etcd_image] : []) : [local.node_ref]
       # With swarm, VM 1 starts everything through the launcher, and the
       # workers run what the swarm schedules on them. (Filters rather than
       # conditionals, so that the values keep their types with docker.)

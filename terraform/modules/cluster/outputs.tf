@@ -14,8 +14,13 @@ output "startup_scripts" {
 }
 
 output "registry_port" {
-  description = "Host port of the registry on VM 1."
+  description = "Host port of the registry on VM 1 (of registry-1, with replicas)."
   value       = var.registry_port
+}
+
+output "registry_ports" {
+  description = "Host ports of the registry replicas, registry-i on registry_ports[i-1] of the VM the launcher puts it on (VM 1 for registry-1): registry_port alone without replicas."
+  value       = local.registry_ports
 }
 
 output "node_ports" {
@@ -29,8 +34,8 @@ output "node_port_range" {
 }
 
 output "firewall_ports" {
-  description = "TCP ports for the cloud firewall, in the form firewall rules take: the registry port and the whole node range."
-  value       = [tostring(var.registry_port), local.port_from == local.port_to ? tostring(local.port_from) : var.node_port_range]
+  description = "TCP ports for the cloud firewall, in the form firewall rules take: the registry ports and the whole node range."
+  value       = concat([for p in local.registry_ports : tostring(p)], [local.port_from == local.port_to ? tostring(local.port_from) : var.node_port_range])
 }
 
 output "swarm_ports" {

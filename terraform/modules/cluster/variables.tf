@@ -299,6 +299,44 @@ variable "orchestrator" {
   }
 }
 
+variable "registries" {
+  description = "With orchestrator = \"swarm\": how many registry replicas, each with an etcd member (`launcher up --registries`): 1 (a single registry, the default), 3, 5 or 7. The launcher puts etcd-i and registry-i on the i-th host of the swarm, VM 1 first, so that with as many VMs the mesh outlives any one VM. Replica i is published on registry_ports[i-1] of its host: registry_port and the next ports outside node_port_range."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = contains([1, 3, 5, 7], var.registries)
+    error_message = "registries must be 1, 3, 5 or 7: an etcd quorum of an odd number of members, at most 7."
+  }
+
+  validation {
+    condition     = var.registries == 1 || var.orchestrator == "swarm"
+    error_message = "registries above 1 needs orchestrator = \"swarm\": the launcher starts the etcd members and the replicas."
+  }
+
+  validation {
+    condition = try(
+      length([
+        for p in range(var.registry_port, min(65536, var.registry_port + var.registries + tonumber(split("-", var.node_port_range)[1]) - tonumber(split("-", var.node_port_range)[0]) + 1)) :
+        p if p < tonumber(split("-", var.node_port_range)[0]) || p > tonumber(split("-", var.node_port_range)[1])
+      ]) >= var.registries,
+      true, # a malformed range is reported by node_port_range itself
+    )
+    error_message = "the registry replicas need registries ports from registry_port up, outside node_port_range and at most 65535: choose a lower registry_port."
+  }
+}
+
+variable "etcd_image" {
+  description = "With registries above 1: the etcd image of the members, with its tag, which every VM pulls (it must be in a registry they can reach, or loaded on every VM)."
+  type        = string
+  default     = "gcr.io/etcd-development/etcd:v3.5.17"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._/:-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.etcd_image))
+    error_message = "etcd_image must be an image with its tag, such as gcr.io/etcd-development/etcd:v3.5.17."
+  }
+}
+
 variable "launcher_url" {
   description = "With orchestrator = \"swarm\": where VM 1 downloads the launcher, a Linux binary for its architecture (e.g. a release asset), as http(s)://host[:port]/path. VM 1 installs it as /usr/local/bin/launcher only if its SHA-256 is launcher_sha256."
   type        = string

@@ -1,6 +1,8 @@
-//! The hosts of a swarm, and where a published node goes among them: the
-//! host with the fewest of the project's nodes, on the lowest free port
-//! of the range there.
+//! The hosts of a swarm, and where the project's members go among them: a
+//! published node to the host with the fewest of the project's nodes, on
+//! the lowest free port of the range there; etcd member and registry
+//! replica i to the i-th host, the manager first, so that a quorum
+//! outlives the loss of any one host when there are as many hosts.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -29,6 +31,9 @@ pub struct Host {
     /// What nodes published on it advertise: its `io.hit6.advertise-ip`
     /// engine label, or else its address in the swarm.
     pub advertise: IpAddr,
+    /// Its address in the swarm, at which the manager reaches the ports
+    /// published there.
+    pub addr: IpAddr,
 }
 
 /// The hosts that may run tasks, in the swarm's order.
@@ -39,6 +44,8 @@ pub async fn hosts(docker: &Docker) -> Result<Vec<Host>, DockerError> {
         let ready = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
         let active = node.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::ACTIVE);
         let (Some(id), true) = (node.id, ready && active) else { continue };
+        // Its address in the swarm, which a ready host has.
+        let Some(addr) = node.status.and_then(|s| s.addr).and_then(|addr| addr.parse().ok()) else { continue };
         let description = node.description.unwrap_or_default();
         let hostname = description.hostname.unwrap_or_default();
         let labelled = description.engine.and_then(|e| e.labels).and_then(|l| l.get(LABEL_ADVERTISE_IP).cloned());
@@ -48,13 +55,9 @@ pub async fn hosts(docker: &Docker) -> Result<Vec<Host>, DockerError> {
                 label: LABEL_ADVERTISE_IP,
                 value,
             })?,
-            // Its address in the swarm, which a ready host has.
-            None => match node.status.and_then(|s| s.addr).and_then(|addr| addr.parse().ok()) {
-                Some(ip) => ip,
-                None => continue,
-            },
+            None => addr,
         };
-        hosts.push(Host { id, hostname, advertise });
+        hosts.push(Host { id, hostname, advertise, addr });
     }
     if hosts.is_empty() {
         return Err(DockerError::Swarm(SwarmError::NoHosts));
@@ -118,6 +121,17 @@ pub fn spread(
     Ok(placements)
 }
 
+/// The host of etcd member and registry replica `i` (from 1) for each of
+/// `count`: the `i`-th of `hosts`, taken with `manager` first and round
+/// robin, so that members share a host only when there are fewer hosts
+/// than members. etcd-i and registry-i share one: losing a host costs one
+/// etcd member and one replica.
+pub fn for_replicas<'a>(hosts: &'a [Host], manager: &str, count: usize) -> Vec<&'a Host> {
+    let mut ordered: Vec<&Host> = hosts.iter().collect();
+    ordered.sort_by_key(|host| host.id != manager);
+    ordered.iter().copied().cycle().take(count).collect()
+}
+
 /// For each of `hosts`, the ports that services of any project publish
 /// there, from their specs: a service pinned to a host holds its ports
 /// there even before its task is scheduled; the routing mesh (ingress
@@ -169,7 +183,25 @@ mod tests {
     use super::*;
 
     fn host(id: &str) -> Host {
-        Host { id: id.into(), hostname: id.into(), advertise: "10.0.0.1".parse().unwrap() }
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        Host { id: id.into(), hostname: id.into(), advertise: ip, addr: ip }
+    }
+
+    fn ids(hosts: Vec<&Host>) -> Vec<&str> {
+        hosts.into_iter().map(|host| host.id.as_str()).collect()
+    }
+
+    #[test]
+    fn replicas_spread_over_as_many_hosts_the_manager_first() {
+        let hosts = [host("a"), host("b"), host("m"), host("c")];
+        assert_eq!(ids(for_replicas(&hosts, "m", 3)), ["m", "a", "b"]);
+        assert_eq!(ids(for_replicas(&hosts, "m", 5)), ["m", "a", "b", "c", "m"]);
+    }
+
+    #[test]
+    fn replicas_share_hosts_only_when_there_are_fewer() {
+        assert_eq!(ids(for_replicas(&[host("m")], "m", 3)), ["m", "m", "m"]);
+        assert_eq!(ids(for_replicas(&[host("a"), host("m")], "m", 3)), ["m", "a", "m"]);
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //!   that host's address. An unpublished node may run anywhere, and
 //!   advertises its overlay address.
 //! - The registry is pinned to the manager the launcher talks to, so that
-//!   `ps` finds its published port on that host. `send` runs inside the
+//!   `ps` finds its published port on that host. Registry replicas and
+//!   their etcd members spread over the hosts, the manager first
+//!   ([`hosts::for_replicas`]); the launcher reaches a replica elsewhere at
+//!   its host's address in the swarm. `send` runs inside the
 //!   swarm instead ([`Engine::run_inside`](super::engine::Engine::run_inside)): the nodes' overlay addresses
 //!   are reachable only there.
 //! - Swarm restarts a task that dies, on any host it may use; the new task is
@@ -27,7 +30,7 @@ pub mod hosts;
 pub mod tasks;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 use bollard::errors::Error as BollardError;
@@ -48,7 +51,7 @@ use super::plan::{Plan, Row, RuntimeError, Scaled, Started};
 use crate::images::{credentials, CONTAINER_PORT};
 use crate::ports::{self, PortRange};
 use crate::stream::{self, Line, Reading};
-use hosts::{Placement, LABEL_ADVERTISE_IP};
+use hosts::{Host, Placement, LABEL_ADVERTISE_IP};
 
 /// On a node service: the range its published port was picked from, for `scale`.
 pub const LABEL_PORT_RANGE: &str = "io.hit6.port-range";
@@ -123,36 +126,48 @@ impl Swarm {
     }
 
     /// Starts the plan's registry, or its etcd members and then its
-    /// replicas, every one pinned to `manager` (where the images are, and
-    /// where `ps` and the disruption verbs find them): the first replica
-    /// published on the registry port, the others on the next free ports
-    /// there outside the nodes' range. Returns where the nodes reach them.
+    /// replicas: the registry pinned to `manager` (where `ps` and the
+    /// disruption verbs find it), etcd-i and registry-i together on the
+    /// i-th host, the manager first ([`hosts::for_replicas`]). The first
+    /// replica is published on the registry port, the others on the next
+    /// free ports outside the nodes' range. Returns where the nodes reach
+    /// them.
     async fn start_registries(
         &self,
         plan: &Plan,
         manager: &str,
         lines: &mpsc::Sender<Line>,
     ) -> anyhow::Result<Vec<RegistryAddr>> {
+        let hosts = hosts::hosts(&self.engine.docker).await?;
+        let placed = match &plan.cluster {
+            None => hosts.iter().filter(|host| host.id == manager).collect(),
+            Some(cluster) => hosts::for_replicas(&hosts, manager, cluster.size),
+        };
         let endpoints = match &plan.cluster {
             None => None,
             Some(cluster) => {
                 let addrs = self.engine.etcd_addrs(cluster.size);
-                for index in 1..=cluster.size {
-                    self.create_service(&ContainerSpec::etcd(cluster, index, &addrs), Some(manager)).await?;
+                for (index, host) in (1..=cluster.size).zip(&placed) {
+                    self.create_service(&ContainerSpec::etcd(cluster, index, &addrs), Some(&host.id)).await?;
                 }
                 Some(cluster::endpoints(&addrs))
             }
         };
         let published = self.engine.registry_ports(plan).await?;
-        for &(member, port) in &published {
+        for (&(member, port), host) in published.iter().zip(&placed) {
             let spec = ContainerSpec::registry(plan, member, port, endpoints.as_deref());
-            self.create_service(&spec, Some(manager)).await.with_context(|| {
+            self.create_service(&spec, Some(&host.id)).await.with_context(|| {
                 format!("failed to start the {member} on host port {port}: choose another with --registry-port")
             })?;
             self.follow(member, Reading::All { follow: true }, lines.clone());
         }
         if endpoints.is_some() {
-            engine::all_accepting(&published).await?;
+            let from_here: Vec<(Member, SocketAddr)> = published
+                .iter()
+                .zip(&placed)
+                .map(|(&(member, port), host)| (member, SocketAddr::new(reach(host, manager), port)))
+                .collect();
+            engine::all_accepting(&from_here).await?;
         }
         Ok(published.into_iter().map(|(member, _)| self.engine.registry_inside(member)).collect())
     }
@@ -396,19 +411,21 @@ impl Swarm {
         Ok(engine::token_in(first.and_then(|s| s.spec?.task_template?.container_spec?.env)))
     }
 
-    /// The host port the first registry service is published on, on the manager.
-    pub async fn registry_port(&self) -> Result<Option<u16>, DockerError> {
-        Ok(self.registry_ports().await?.into_iter().next())
-    }
-
-    /// The host ports the registry services are published on, on the manager.
-    pub async fn registry_ports(&self) -> Result<Vec<u16>, DockerError> {
+    /// The registry services as this machine (the manager) reaches them:
+    /// at the ports they are published on, on the hosts they are pinned to.
+    pub async fn registries_from_here(&self) -> Result<Vec<SocketAddr>, DockerError> {
+        let manager = swarm_manager(&self.engine.docker).await?;
+        let hosts = hosts::hosts(&self.engine.docker).await?;
         let services = self.registries().await?.into_iter();
         Ok(services
             .filter_map(|service| {
+                let pinned = service.spec.as_ref().and_then(hosts::pinned_host).unwrap_or(&manager).to_owned();
                 let ports = service.endpoint?.ports.unwrap_or_default();
                 let mut ports = ports.into_iter().filter(|p| p.target_port == Some(CONTAINER_PORT.into()));
-                ports.find_map(|p| u16::try_from(p.published_port?).ok())
+                let port = ports.find_map(|p| u16::try_from(p.published_port?).ok())?;
+                // A host that is down no longer counts: nothing is reached there.
+                let host = hosts.iter().find(|host| host.id == pinned)?;
+                Some(SocketAddr::new(reach(host, &manager), port))
             })
             .collect())
     }
@@ -447,6 +464,15 @@ impl Swarm {
     /// The project's services whose current task is not running, and why.
     pub async fn stuck(&self) -> Result<Vec<String>, DockerError> {
         tasks::stuck(&self.engine).await
+    }
+}
+
+/// The address at which this machine, the manager, reaches what `host` publishes.
+fn reach(host: &Host, manager: &str) -> IpAddr {
+    if host.id == manager {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.addr
     }
 }
 

@@ -601,3 +601,50 @@ run "a_swarm_on_gcp_adds_versions_to_its_secret" {
     error_message = "VM 1 adds a version to the worker token's secret; the workers read its latest"
   }
 }
+
+run "a_swarm_of_three_with_three_registry_replicas" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    node_vms           = 3
+    registries         = 3
+    advertise_ips      = ["203.0.113.10", "203.0.113.11", "203.0.113.12"]
+    launcher_url       = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    private_ip_command = "curl -fsS http://169.254.169.254/latest/meta-data/local-ipv4"
+    join_token_secret = {
+      store            = "aws_ssm"
+      name             = "/hit6/join-token"
+      region           = "eu-west-1"
+      swarm_token_name = "/hit6/swarm-worker-token"
+    }
+  }
+
+  assert {
+    condition     = strcontains(output.launcher_command, " --registry-port 8086 --registries 3 --etcd-image gcr.io/etcd-development/etcd:v3.5.17 --registry-image ")
+    error_message = "VM 1's launcher starts 3 replicas on etcd: ${output.launcher_command}"
+  }
+
+  assert {
+    condition     = output.registry_ports == [8086, 8096, 8097] && output.firewall_ports == ["8086", "8096", "8097", "8087-8095"]
+    error_message = "the replicas are published on the registry port and the next ports past the node range, and the firewall opens them"
+  }
+
+  assert {
+    condition = alltrue([
+      for i in range(3) : jsonencode(nonsensitive(output.vms[i].images)) == jsonencode(["hit6-mesh/registry:0.1.0", "hit6-mesh/node:0.1.0", "gcr.io/etcd-development/etcd:v3.5.17"]) &&
+      strcontains(nonsensitive(output.startup_scripts[i]), "docker pull gcr.io/etcd-development/etcd:v3.5.17 ||")
+    ])
+    error_message = "every VM may run a replica and its etcd member, so every VM pulls the three images"
+  }
+}
+
+run "one_registry_publishes_one_port" {
+  command = plan
+
+  assert {
+    condition     = output.registry_ports == [8086] && output.firewall_ports == ["8086", "8087-8095"]
+    error_message = "without replicas, the registry port alone"
+  }
+}

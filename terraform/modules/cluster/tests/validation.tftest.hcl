@@ -381,3 +381,54 @@ run "a_private_ip_per_vm_missing" {
 
   expect_failures = [var.private_ips]
 }
+
+run "an_even_number_of_registries" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    registries         = 2
+    launcher_url       = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    private_ip_command = "curl -fsS http://metadata/ip"
+    join_token_secret  = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token" }
+  }
+
+  expect_failures = [var.registries]
+}
+
+run "registry_replicas_without_a_swarm" {
+  command = plan
+
+  variables {
+    registries = 3
+  }
+
+  expect_failures = [var.registries]
+}
+
+run "registry_replicas_past_the_last_port" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    registries         = 3
+    registry_port      = 65534
+    launcher_url       = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    private_ip_command = "curl -fsS http://metadata/ip"
+    join_token_secret  = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token" }
+  }
+
+  expect_failures = [var.registries]
+}
+
+run "an_etcd_image_without_its_tag" {
+  command = plan
+
+  variables {
+    etcd_image = "gcr.io/etcd-development/etcd"
+  }
+
+  expect_failures = [var.etcd_image]
+}
