@@ -1,7 +1,7 @@
-//! A stand-in for a registry in unit tests. It speaks plaintext only, as an
-//! original registry does, so that a link without a join token or a pinned
-//! key falls back to it; it records every request, and answers each with
-//! what its `answer` makes of it. Killing it closes its listener and every
+//! A stand-in for a registry in unit tests. It speaks the secure protocol
+//! (as an open registry of ours, with a key of its own) and plaintext, and
+//! answers a hello as ours does; it records every other request, and
+//! answers each with what its `answer` makes of it. Killing it closes its listener and every
 //! connection, as a killed process's kernel does; pausing it leaves them
 //! open and silent, as a stopped process's kernel does.
 
@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::codec::Framed;
 use wire::codec::{LinkCodec, MAX_REQUEST_BYTES};
+use wire::secure::{self, Admission, Identity, Keys};
 
 /// What a fake registry answers to a request.
 pub(crate) type Answer = fn(&Value) -> Value;
@@ -67,14 +68,17 @@ async fn serve(
 ) {
     // Dropped with this task, which aborts every connection's.
     let mut connections = JoinSet::new();
+    let keys = Keys::new(Identity::generate(), Admission::Open);
     for connection in 0.. {
         let Ok((stream, _)) = listener.accept().await else { return };
-        connections.spawn(answer_each(stream, connection, Arc::clone(&requests), Arc::clone(&paused), answer));
+        let (requests, paused) = (Arc::clone(&requests), Arc::clone(&paused));
+        connections.spawn(answer_each(stream, keys.clone(), connection, requests, paused, answer));
     }
 }
 
 async fn answer_each(
-    stream: TcpStream,
+    mut stream: TcpStream,
+    keys: Keys,
     connection: usize,
     requests: Arc<Mutex<Vec<(usize, Value)>>>,
     paused: Arc<AtomicBool>,
@@ -88,16 +92,21 @@ async fn answer_each(
     };
     hold().await;
     let mut first = [0u8; 1];
-    if stream.peek(&mut first).await.unwrap_or(0) == 0 || wire::secure::is_secure(first[0]) {
-        // Hang up on a handshake, as an original registry does, once it is
-        // read: hanging up on unread bytes would reset the connection.
-        let mut handshake = [0u8; 1024];
-        let _ = tokio::io::AsyncReadExt::read(&mut { stream }, &mut handshake).await;
-        return;
-    }
-    let mut lines = Framed::new(stream, LinkCodec::plain(MAX_REQUEST_BYTES));
+    let codec = match stream.peek(&mut first).await {
+        Ok(1) if secure::is_secure(first[0]) => match secure::respond(&mut stream, &keys).await {
+            Ok(session) => LinkCodec::sealed(session, MAX_REQUEST_BYTES),
+            Err(_) => return,
+        },
+        Ok(1) => LinkCodec::plain(MAX_REQUEST_BYTES),
+        _ => return,
+    };
+    let mut lines = Framed::new(stream, codec);
     while let Some(Ok(Ok(request))) = lines.next().await {
         hold().await;
+        if request.get("op").is_none() && request.get(registry::protocol::HELLO_FIELD).is_some() {
+            let _ = lines.send(&serde_json::json!({"ok": true, "secure": registry::protocol::SECURE_VERSION})).await;
+            return;
+        }
         let reply = answer(&request);
         wire::lock(&requests).push((connection, request));
         if lines.send(&reply).await.is_err() {

@@ -17,17 +17,23 @@
 //! connection closes) moves them all (`registry_moved`), and the others'
 //! next request goes straight to the new one.
 //!
-//! Without a join token, a registry that does not speak the secure protocol
-//! (an original HIT6 registry) is spoken to in plaintext from then on.
+//! Without a join token or a pinned key, the registry may be an original
+//! HIT6 one, which dies on the first byte of a handshake: the node's first
+//! registration is a [`Hello`] ([`RegistryLink::hello`]), which an original
+//! registry takes as the node's registration and ours answers without
+//! registering anything. Once the registry is known to be ours (it said so,
+//! or a secure session opened), sessions are secure only.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry::client::{Client, ClientError, Registries, RegistryAddr};
+use registry::client::{Client, ClientError, Probed, Registries, RegistryAddr};
+use registry::protocol::Hello;
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
-use wire::secure::{HandshakeError, Keys, PublicKey};
+use wire::secure::{Keys, PublicKey};
 use wire::Chain;
 
 use crate::events;
@@ -134,11 +140,9 @@ pub struct RegistryLink {
     /// Bounds connecting, the handshake, and each request, per replica.
     timeout: Duration,
     pub(crate) session: Mutex<Option<Client>>,
-    /// The registry turned out to be an original one, which speaks plaintext only.
-    plaintext: AtomicBool,
-    /// A secure session succeeded once: the registry is one of ours, and a
-    /// handshake that fails later is a failure, never a reason for plaintext.
-    secure_seen: AtomicBool,
+    /// The registry is one of ours: it answered a hello so, or a secure
+    /// session opened. No more hellos.
+    ours: AtomicBool,
     /// The key every replica must prove (`--registry-key`); with one, never plaintext.
     pinned: Option<PublicKey>,
     /// The first failure since this link last opened a session: what a
@@ -153,8 +157,7 @@ impl RegistryLink {
             keys,
             timeout,
             session: Mutex::new(None),
-            plaintext: AtomicBool::new(false),
-            secure_seen: AtomicBool::new(false),
+            ours: AtomicBool::new(false),
             pinned: None,
             broken: std::sync::Mutex::new(None),
         }
@@ -175,22 +178,11 @@ impl RegistryLink {
         self.replicas.used.subscribe()
     }
 
-    /// Forgets the kept session: an original registry answers once and hangs up.
-    pub async fn close(&self) {
-        *self.session.lock().await = None;
-    }
-
-    /// Whether requests go in plaintext, to what looked like an original registry.
-    pub fn is_plaintext(&self) -> bool {
-        self.plaintext.load(Ordering::Relaxed)
-    }
-
-    /// The registry answered a plaintext request as one of ours does: it was
-    /// no original after all (a handshake was merely cut short), so go back
-    /// to secure sessions.
-    pub async fn back_to_secure(&self) {
-        self.plaintext.store(false, Ordering::Relaxed);
-        self.close().await;
+    /// Whether the registry may be an original one, to be sent a hello
+    /// first: never with a token or a pinned key (a stranger could pose as
+    /// one, and talk the node into plaintext), nor once it is known to be ours.
+    pub fn may_be_original(&self) -> bool {
+        !self.keys.admission.requires_token() && self.pinned.is_none() && !self.ours.load(Ordering::Relaxed)
     }
 
     /// A session with the replica in use failed with `error` (the first
@@ -205,19 +197,57 @@ impl RegistryLink {
     }
 
     /// A session with the replica in use or, when it cannot open one, with
-    /// the next replica that can, in order, wrapping around: the one place
-    /// that walks the list, for every request and the watch. Without any,
-    /// the error of the first replica tried.
+    /// the next replica that can ([`RegistryLink::walk`]).
     pub(crate) async fn connect(&self) -> Result<Client, ClientError> {
+        self.walk(|registry| self.open(registry)).await
+    }
+
+    /// Sends the registry a [`Hello`] for this node, listening on `puerto`
+    /// and reached at `ip` (else at this end of the connection), on a
+    /// plaintext connection to the replica in use or the next that answers
+    /// it. Returns who answered, and the ip the hello named.
+    pub async fn hello(&self, ip: Option<IpAddr>, puerto: u16) -> Result<(Probed, IpAddr), ClientError> {
+        self.walk(|registry| self.hello_at(registry, ip, puerto)).await
+    }
+
+    async fn hello_at(
+        &self,
+        registry: &RegistryAddr,
+        ip: Option<IpAddr>,
+        puerto: u16,
+    ) -> Result<(Probed, IpAddr), ClientError> {
+        let mut client = Client::connect(registry, self.timeout).await?;
+        let ip = match ip {
+            Some(ip) => ip,
+            None => {
+                client.local_addr().map_err(|source| ClientError::Connect { addr: registry.to_string(), source })?.ip()
+            }
+        };
+        let probed = client.hello(&Hello::new(ip, puerto)).await?;
+        if probed == Probed::Ours {
+            self.ours.store(true, Ordering::Relaxed);
+        }
+        Ok((probed, ip))
+    }
+
+    /// Runs `attempt` with the replica in use or, when it fails, with the
+    /// next replicas in order, wrapping around, until one succeeds: the one
+    /// place that walks the list, for every request, the watch and the
+    /// hello. Without any, the error of the first replica tried.
+    async fn walk<'a, T, F, Fut>(&'a self, attempt: F) -> Result<T, ClientError>
+    where
+        F: Fn(&'a RegistryAddr) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
         let list = self.replicas.list.as_slice();
         let silent = wire::lock(&self.broken).as_ref().is_some_and(|broken| broken.silent);
         let first = (self.replicas.used() + usize::from(silent)) % list.len();
         let mut failure = None;
         for index in (first..list.len()).chain(0..first) {
-            match self.open(&list[index]).await {
-                Ok(client) => {
+            match attempt(&list[index]).await {
+                Ok(done) => {
                     self.opened(index);
-                    return Ok(client);
+                    return Ok(done);
                 }
                 Err(error) => {
                     tracing::debug!(registry = %list[index], error = %Chain(&error), "no session with this registry");
@@ -239,34 +269,11 @@ impl RegistryLink {
         }
     }
 
-    /// A secure session with `registry` as this node's keys; without a join
-    /// token, a plaintext connection to a registry that turned out to be an
-    /// original one.
+    /// A secure session with `registry` as this node's keys.
     async fn open(&self, registry: &RegistryAddr) -> Result<Client, ClientError> {
-        if self.plaintext.load(Ordering::Relaxed) {
-            return Client::connect(registry, self.timeout).await;
-        }
-        match Client::connect_pinned(registry, &self.keys, self.pinned, self.timeout).await {
-            Ok(client) => {
-                self.secure_seen.store(true, Ordering::Relaxed);
-                Ok(client)
-            }
-            Err(ClientError::Handshake {
-                source: HandshakeError::Closed | HandshakeError::NotSecure { .. }, ..
-            }) if self.may_fall_back() => {
-                tracing::debug!(%registry, "the registry does not speak the secure protocol: plaintext from now on");
-                self.plaintext.store(true, Ordering::Relaxed);
-                Client::connect(registry, self.timeout).await
-            }
-            connected => connected,
-        }
-    }
-
-    /// Whether a registry that does not speak the secure protocol may be an
-    /// original one, spoken to in plaintext: never with a token or a pinned
-    /// key (a stranger could pose as one), nor once a secure session worked.
-    fn may_fall_back(&self) -> bool {
-        !self.keys.admission.requires_token() && self.pinned.is_none() && !self.secure_seen.load(Ordering::Relaxed)
+        let client = Client::connect_pinned(registry, &self.keys, self.pinned, self.timeout).await?;
+        self.ours.store(true, Ordering::Relaxed);
+        Ok(client)
     }
 }
 
@@ -282,7 +289,7 @@ pub(crate) mod tests {
     }
 
     /// A link to `list`, each request within `timeout`, with no token and
-    /// no pinned key: it speaks plaintext to the fakes.
+    /// no pinned key: a secure session with each fake.
     pub(crate) fn link_to(list: &[&RegistryAddr], timeout: Duration) -> RegistryLink {
         let list = list.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let keys = Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open);

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry::client::{ClientError, Joined};
+use registry::client::{ClientError, Joined, Probed};
 use registry::credential::RegistryKey;
 use registry::protocol::{NativeRequest, Policy, Registered};
 use wire::ticket::TicketKey;
@@ -81,7 +81,16 @@ impl Membership {
     }
 
     async fn try_join(&self, group: Option<u32>) -> Result<Session, ClientError> {
-        let (joined, ip, local_ip) = on_link!(&self.link, |client| {
+        let advertised = match self.advertise {
+            Advertise::Ip(ip) => Some(ip),
+            Advertise::Observed | Advertise::ConnectionLocal => None,
+        };
+        if self.link.may_be_original() {
+            if let (Probed::Original(addrs), ip) = self.link.hello(advertised, self.puerto).await? {
+                return Ok(original_session(SocketAddr::new(ip, self.puerto), addrs));
+            }
+        }
+        let joined = on_link!(&self.link, |client| {
             let local_ip = client
                 .local_addr()
                 .map(|a| a.ip())
@@ -89,9 +98,8 @@ impl Membership {
             match local_ip {
                 Ok(local_ip) => {
                     let ip = match self.advertise {
-                        Advertise::Ip(ip) => Some(ip),
-                        Advertise::Observed => None,
                         Advertise::ConnectionLocal => Some(local_ip),
+                        _ => advertised,
                     };
                     let request = NativeRequest::Register {
                         ip,
@@ -99,46 +107,28 @@ impl Membership {
                         name: &self.name,
                         group,
                         incarnation: Some(self.incarnation.as_str()),
-                        ticket_key: client.is_secure().then_some(&*self.ticket_key),
+                        ticket_key: Some(&*self.ticket_key),
                     };
-                    client.register(&request).await.map(|joined| (joined, ip, local_ip))
+                    client.register(&request).await
                 }
                 Err(error) => Err(error),
             }
         })?;
-        if self.link.is_plaintext() && matches!(joined, Joined::Leased(_)) {
-            // Registered in plaintext with a registry of ours: register again in a
-            // secure session, which replaces this keyless entry (the same address).
-            self.link.back_to_secure().await;
-            return Err(ClientError::Unexpected {
-                addr: self.link.registry().to_string(),
-                op: "register",
-                detail: "the registry speaks the secure protocol after all; registering again securely".into(),
-            });
-        }
-        Ok(match joined {
-            Joined::Leased(registered) => Session {
+        match joined {
+            Joined::Leased(registered) => Ok(Session {
                 lease: Some((registered.id.clone(), Duration::from_millis(registered.ttl_ms))),
                 addr: registered.entry.addr(),
                 group: registered.entry.group,
                 vouched: Some((registered.registry_key, registered.policy)),
                 peers: contacts(*registered),
-            },
-            Joined::Original(addrs) => {
-                // An original registry answers once and hangs up.
-                self.link.close().await;
-                Session {
-                    lease: None,
-                    addr: SocketAddr::new(ip.unwrap_or(local_ip), self.puerto),
-                    group: None,
-                    peers: addrs
-                        .into_iter()
-                        .map(|addr| Contact::original(Peer { name: addr.to_string(), addr, key: None }))
-                        .collect(),
-                    vouched: None,
-                }
-            }
-        })
+            }),
+            // A secure session is with a registry of ours.
+            Joined::Original(_) => Err(ClientError::Unexpected {
+                addr: self.link.registry().to_string(),
+                op: "register",
+                detail: "an original registry's answer in a secure session".into(),
+            }),
+        }
     }
 
     /// Renews the lease, returning its length.
@@ -148,6 +138,21 @@ impl Membership {
 
     pub async fn leave(&self, id: &str) -> Result<(), ClientError> {
         on_link!(&self.link, |client| client.deregister(id).await.map(drop))
+    }
+}
+
+/// A node registered, by its hello, with an original registry, which answers
+/// once and never hears from it again: no lease, no group, no vouching.
+fn original_session(addr: SocketAddr, contacts: Vec<SocketAddr>) -> Session {
+    Session {
+        lease: None,
+        addr,
+        group: None,
+        peers: contacts
+            .into_iter()
+            .map(|addr| Contact::original(Peer { name: addr.to_string(), addr, key: None }))
+            .collect(),
+        vouched: None,
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -26,7 +27,7 @@ use wire::fields::{parse_ip, parse_port};
 use wire::secure::{self, HandshakeError, Keys, PublicKey};
 
 use crate::protocol::{
-    Contact, ErrorBody, ErrorCode, Found, GroupView, Listed, NativeRequest, Registered, Renewed, Since,
+    Contact, ErrorBody, ErrorCode, Found, GroupView, Hello, Listed, NativeRequest, Registered, Renewed, Secure, Since,
 };
 use crate::watch::{Change, WatchEvent, Watching, PROGRESS_EVERY};
 
@@ -241,6 +242,16 @@ pub enum Joined {
     Original(Vec<SocketAddr>),
 }
 
+/// Who answered a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probed {
+    /// A registry of ours: a secure session is next.
+    Ours,
+    /// An original HIT6 registry (or the `clientes` variant), which took
+    /// the hello as the node's registration: its earlier contacts.
+    Original(Vec<SocketAddr>),
+}
+
 pub struct Client {
     framed: Framed<TcpStream, LinkCodec>,
     addr: String,
@@ -316,21 +327,43 @@ impl Client {
 
     pub async fn register(&mut self, request: &NativeRequest<'_>) -> Result<Joined, ClientError> {
         let op = "register";
-        match self.call(op, request).await? {
-            Value::Array(contacts) => Ok(Joined::Original(original_contacts(&contacts, "ip"))),
-            Value::Object(mut fields) if !fields.contains_key("ok") && fields.contains_key("clientes") => {
-                match fields.remove("clientes") {
-                    Some(Value::Array(contacts)) => Ok(Joined::Original(original_contacts(&contacts, "IP"))),
-                    _ => Err(self.unexpected(op, "`clientes` is not an array")),
-                }
-            }
-            reply => {
+        let reply = self.call(op, request).await?;
+        match self.original(op, reply)? {
+            Ok(contacts) => Ok(Joined::Original(contacts)),
+            Err(reply) => {
                 let registered: Registered = self.success(op, reply)?;
                 if registered.tickets.as_ref().is_some_and(|tickets| tickets.len() != registered.contactos.len()) {
                     return Err(self.unexpected(op, "`tickets` does not match `contactos` one for one"));
                 }
                 Ok(Joined::Leased(Box::new(registered)))
             }
+        }
+    }
+
+    /// Sends a [`Hello`], on a plaintext connection: whoever answers it is
+    /// one of ours, or an original registry that has just registered the
+    /// node it names.
+    pub async fn hello(&mut self, hello: &Hello) -> Result<Probed, ClientError> {
+        let op = "hello";
+        let reply = self.call(op, hello).await?;
+        match self.original(op, reply)? {
+            Ok(contacts) => Ok(Probed::Original(contacts)),
+            Err(reply) => self.success::<Secure>(op, reply).map(|_| Probed::Ours),
+        }
+    }
+
+    /// The contacts of an original registry's reply (a bare array, or
+    /// `{"clientes":[...]}`), or the reply when it is not one.
+    fn original(&self, op: &'static str, reply: Value) -> Result<Result<Vec<SocketAddr>, Value>, ClientError> {
+        match reply {
+            Value::Array(contacts) => Ok(Ok(original_contacts(&contacts, "ip"))),
+            Value::Object(mut fields) if !fields.contains_key("ok") && fields.contains_key("clientes") => {
+                match fields.remove("clientes") {
+                    Some(Value::Array(contacts)) => Ok(Ok(original_contacts(&contacts, "IP"))),
+                    _ => Err(self.unexpected(op, "`clientes` is not an array")),
+                }
+            }
+            reply => Ok(Err(reply)),
         }
     }
 
@@ -388,7 +421,7 @@ impl Client {
         Ok(Watch { client: self, start, ended: None })
     }
 
-    async fn call(&mut self, op: &'static str, request: &NativeRequest<'_>) -> Result<Value, ClientError> {
+    async fn call<R: Serialize>(&mut self, op: &'static str, request: &R) -> Result<Value, ClientError> {
         let exchange = async {
             self.framed.send(request).await?;
             self.framed.next().await.transpose()

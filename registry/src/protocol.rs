@@ -121,6 +121,9 @@ pub enum EntryKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Register(Registration),
+    /// A node of ours asking, in a message an original registry reads as
+    /// a registration, whether this registry is one of ours ([`Hello`]).
+    Hello,
     Heartbeat {
         id: String,
     },
@@ -143,6 +146,43 @@ pub enum Request {
 pub struct Since {
     pub revision: u64,
     pub epoch: Option<String>,
+}
+
+/// The field that makes an original registration a [`Hello`].
+pub const HELLO_FIELD: &str = "hit6";
+
+/// What a node without a join token sends a registry before anything else,
+/// to learn whether it is one of ours without crashing it if not: the
+/// original registries read one `recv(1024)`, and die on anything but a
+/// JSON registration. So the hello is one, of both dialects at once (`ip`
+/// for the original, `IP` for the variant), in one write, with a field of
+/// ours that they ignore: an original registry registers the node and
+/// answers its contacts, which is all the node will ever ask of it; ours
+/// answers `{"ok":true,"secure":1}` and registers nothing, and the node
+/// goes on in a secure session.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hello {
+    pub ip: IpAddr,
+    #[serde(rename = "IP")]
+    pub ip_variant: IpAddr,
+    pub puerto: u16,
+    /// The version of the secure protocol the node speaks.
+    pub hit6: u32,
+}
+
+impl Hello {
+    pub fn new(ip: IpAddr, puerto: u16) -> Hello {
+        Hello { ip, ip_variant: ip, puerto, hit6: SECURE_VERSION }
+    }
+}
+
+/// The version of the secure protocol ([`wire::secure`]) a hello names.
+pub const SECURE_VERSION: u32 = 1;
+
+/// Our answer to a hello: this registry speaks the secure protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secure {
+    pub secure: u32,
 }
 
 /// A native request as a client sends it.
@@ -268,8 +308,11 @@ fn parse_since(fields: &Map<String, Value>) -> Result<Option<Since>, ErrorBody> 
     Ok(Some(Since { revision, epoch }))
 }
 
-/// A request without `op`: one of the original registrations.
+/// A request without `op`: one of the original registrations, or a hello.
 fn parse_dialect_registration(fields: &Map<String, Value>) -> Result<Request, ErrorBody> {
+    if fields.contains_key(HELLO_FIELD) {
+        return Ok(Request::Hello);
+    }
     let (dialect, ip) = if fields.contains_key("IP") {
         // That variant's sender fills `IP` with an address peers cannot reach,
         // so it is validated but the observed source address is recorded.
@@ -403,6 +446,8 @@ pub enum Reply {
     Group(GroupView),
     Watching(Box<crate::watch::Watching>),
     Error(ErrorBody),
+    /// The answer to a hello, then the connection is closed.
+    Secure(Secure),
     /// The original dialect: a bare array, then the connection is closed.
     Original(Vec<OriginalContact>),
     /// The `IP` variant: `{"clientes":[...]}`, then the connection is closed.
@@ -412,7 +457,7 @@ pub enum Reply {
 impl Reply {
     /// The original programs read one reply and expect the registry to hang up.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Reply::Original(_) | Reply::Clientes(_))
+        matches!(self, Reply::Original(_) | Reply::Clientes(_) | Reply::Secure(_))
     }
 }
 
@@ -425,6 +470,7 @@ impl Serialize for Reply {
             Reply::Group(body) => envelope::success(body, s),
             Reply::Watching(body) => envelope::success(body, s),
             Reply::Error(error) => envelope::failure(error, s),
+            Reply::Secure(body) => envelope::success(body, s),
             Reply::Original(contacts) => contacts.serialize(s),
             Reply::Clientes(clientes) => {
                 #[derive(Serialize)]

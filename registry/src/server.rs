@@ -36,7 +36,7 @@ use crate::events;
 use crate::fanout::Fanout;
 use crate::protocol::{
     ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact,
-    Policy, Registration, Renewed, Reply, Request, Since,
+    Policy, Registration, Renewed, Reply, Request, Secure, Since, SECURE_VERSION,
 };
 use crate::replica::ReplicaError;
 use crate::store::{Store, StoreError, Subscription};
@@ -349,6 +349,7 @@ impl Connection {
                 store.group(group, at).map(|members| Reply::Group(self.view(group, members, Instant::now())))
             }
             Request::Watch { since } => return Answer::Watch(since),
+            Request::Hello => Ok(Reply::Secure(Secure { secure: SECURE_VERSION })),
         };
         result.map_or_else(refused, Answer::Reply)
     }
@@ -387,7 +388,8 @@ impl Connection {
             // Whoever is on the path would read it.
             return Err(ErrorBody::bad_request("field `ticket_key` travels only in a secure session"));
         }
-        if self.remote.is_some() || !self.config.admission.requires_token() {
+        // A hello learns only what the handshake would tell anyone.
+        if self.remote.is_some() || !self.config.admission.requires_token() || matches!(request, Request::Hello) {
             return Ok(());
         }
         let original = matches!(request, Request::Register(r) if r.dialect != Dialect::Native);

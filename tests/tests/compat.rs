@@ -5,7 +5,6 @@
 use node::events::Event;
 use registry::events::Event as RegistryEvent;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use tests::{is, Node, Registry};
@@ -116,41 +115,164 @@ async fn a_node_greets_original_nodes_that_answer_or_just_hang_up() -> anyhow::R
     Ok(())
 }
 
+/// The two lab dialects of the original registry.
+#[derive(Clone, Copy, Debug)]
+enum Dialect {
+    /// `{"ip","puerto"}`, answered by a bare array.
+    Ip,
+    /// `{"IP","puerto"}`, answered by `{"clientes":[...]}`.
+    Clientes,
+}
+
+/// An original HIT6 registry as the lab's Python programs behave: one
+/// connection at a time, one `recv(1024)`, `.decode()`, `json.loads`, the
+/// dialect's keys read, the earlier entries answered, the connection
+/// closed. Anything else (bytes that are not UTF-8, JSON that is not one
+/// object with its keys) is an exception that ends the program: the
+/// listener closes and every later node is refused. Yields, when dropped
+/// or asked, the messages it read and whether it died.
+struct OriginalRegistry {
+    addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    died: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    serving: JoinHandle<()>,
+}
+
+impl OriginalRegistry {
+    async fn start(dialect: Dialect) -> anyhow::Result<OriginalRegistry> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (seen, died) = (std::sync::Arc::default(), std::sync::Arc::default());
+        let serving =
+            tokio::spawn(Self::serve(listener, dialect, std::sync::Arc::clone(&seen), std::sync::Arc::clone(&died)));
+        Ok(OriginalRegistry { addr, seen, died, serving })
+    }
+
+    async fn serve(
+        listener: TcpListener,
+        dialect: Dialect,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+        died: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let mut entries: Vec<Value> = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            seen.lock().unwrap().push(buf[..n].to_vec());
+            let key = match dialect {
+                Dialect::Ip => "ip",
+                Dialect::Clientes => "IP",
+            };
+            let parsed = std::str::from_utf8(&buf[..n]).ok().and_then(|text| serde_json::from_str::<Value>(text).ok());
+            let Some((ip, puerto)) = parsed.and_then(|v| Some((v.get(key)?.clone(), v.get("puerto")?.clone()))) else {
+                // UnicodeDecodeError, JSONDecodeError or KeyError: the program ends.
+                died.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            };
+            let reply = match dialect {
+                Dialect::Ip => json!(entries),
+                Dialect::Clientes => json!({"clientes": entries}),
+            };
+            let _ = stream.write_all(reply.to_string().as_bytes()).await;
+            entries.push(json!({key: ip, "puerto": puerto}));
+        }
+    }
+
+    /// The messages read so far, one per connection.
+    fn seen(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn died(&self) -> bool {
+        self.died.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for OriginalRegistry {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+/// Three of our nodes without a token against an original registry of
+/// `dialect`: each registers with one message, read as a registration of
+/// that dialect, and sends the registry nothing else; the registry never
+/// dies; each node greets the contacts it was given, in plaintext, and is
+/// greeted by those registered after it: every pair once.
+async fn our_nodes_register_at_an_original_registry_and_greet(dialect: Dialect) -> anyhow::Result<()> {
+    let original = OriginalRegistry::start(dialect).await?;
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let node = Node::start(original.addr, name, &["--heartbeat-interval", "50ms"]).await?;
+        let registered = node.process.wait_for_event(Event::Registered).await?;
+        anyhow::ensure!(registered["mode"] == "original", "{registered}");
+        anyhow::ensure!(registered["contacts"] == nodes.len(), "{registered}");
+        nodes.push(node);
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        for (event, count) in [(Event::GreetingSent, i), (Event::GreetingReceived, nodes.len() - 1 - i)] {
+            if count > 0 {
+                node.process.wait_for_nth_event(event, count).await?;
+            }
+        }
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let sent = node.process.events(Event::GreetingSent).len();
+        let received = node.process.events(Event::GreetingReceived).len();
+        anyhow::ensure!(
+            (sent, received) == (i, nodes.len() - 1 - i),
+            "node {i} greeted {sent} and was greeted {received} times"
+        );
+    }
+    let seen = original.seen();
+    anyhow::ensure!(!original.died(), "the original registry died on {seen:?}");
+    anyhow::ensure!(seen.len() == nodes.len(), "one connection per node, not {}: {seen:?}", seen.len());
+    for (message, node) in seen.iter().zip(&nodes) {
+        let registration: Value = serde_json::from_slice(message)?;
+        anyhow::ensure!(registration["puerto"] == node.addr.port(), "{registration}");
+        anyhow::ensure!(registration["ip"] == "127.0.0.1" && registration["IP"] == "127.0.0.1", "{registration}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
-async fn a_node_of_an_original_registry_greets_its_contacts_and_sends_it_nothing_else() -> anyhow::Result<()> {
-    let peer = TcpListener::bind("127.0.0.1:0").await?;
-    let peer_port = peer.local_addr()?.port();
-    let peer = original_node(peer, true);
+async fn our_nodes_register_at_an_original_registry_and_greet_in_plaintext() -> anyhow::Result<()> {
+    our_nodes_register_at_an_original_registry_and_greet(Dialect::Ip).await
+}
 
-    // The original registry: one recv, a bare array with string ports, hang up.
-    let original = TcpListener::bind("127.0.0.1:0").await?;
-    let registry_addr = original.local_addr()?;
-    let node = Node::start(registry_addr, "ours", &["--heartbeat-interval", "50ms"]).await?;
-    // The node opens with a secure handshake, which the original cannot
-    // parse: it gives up on the connection, and the node, which has no join
-    // token, registers again in plaintext.
-    let (mut stream, _) = original.accept().await?;
-    let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf).await?;
-    assert!(serde_json::from_slice::<Value>(&buf[..n]).is_err(), "the first attempt is a handshake, not JSON");
-    drop(stream);
-    let (mut stream, _) = original.accept().await?;
-    let n = stream.read(&mut buf).await?;
-    let registration: Value = serde_json::from_slice(&buf[..n])?;
-    assert_eq!(registration["puerto"], node.addr.port());
-    assert_eq!(registration["ip"], "127.0.0.1");
-    stream.write_all(format!(r#"[{{"ip": "127.0.0.1", "puerto": "{peer_port}"}}]"#).as_bytes()).await?;
-    drop(stream);
+#[tokio::test]
+async fn our_nodes_register_at_an_original_clientes_registry_and_greet_in_plaintext() -> anyhow::Result<()> {
+    our_nodes_register_at_an_original_registry_and_greet(Dialect::Clientes).await
+}
 
+/// The stand-in dies on a handshake's first bytes, as the originals do:
+/// what our nodes were fixed not to send them.
+#[tokio::test]
+async fn the_stand_in_dies_on_a_handshake_as_the_originals_do() -> anyhow::Result<()> {
+    let original = OriginalRegistry::start(Dialect::Ip).await?;
+    let keys = wire::secure::Keys::new(wire::secure::Identity::generate(), wire::secure::Admission::Open);
+    let attempt = registry::client::Client::connect_secure(&original.addr.into(), &keys, tests::PATIENCE).await;
+    anyhow::ensure!(attempt.is_err(), "an original registry speaks no secure protocol");
+    anyhow::ensure!(original.died(), "the stand-in lived through a handshake");
+    anyhow::ensure!(TcpStream::connect(original.addr).await.is_err(), "a dead registry refuses every later node");
+    Ok(())
+}
+
+/// Our registry answers a node's hello without registering anything: the
+/// node registers once, in a secure session, and the registry logs one
+/// registration, bound to the node's key.
+#[tokio::test]
+async fn our_registry_answers_a_hello_and_registers_only_the_secure_registration() -> anyhow::Result<()> {
+    let registry = Registry::start(&[]).await?;
+    let node = Node::start(registry.addr, "ours", &[]).await?;
     let registered = node.process.wait_for_event(Event::Registered).await?;
-    assert_eq!(registered["mode"], "original");
-    assert_eq!(registered["contacts"], 1);
-    node.process.wait_for_event(Event::GreetingSent).await?;
-    assert_eq!(peer.await??["mensaje"], "Hola, soy un nodo C");
-
-    // Ten heartbeat intervals without a single connection: no heartbeats, no other ops.
-    let quiet = tokio::time::timeout(Duration::from_millis(500), original.accept()).await;
-    assert!(quiet.is_err(), "the node contacted an original registry again");
+    anyhow::ensure!(registered["mode"] != "original", "{registered}");
+    registry.process.wait_for_event(RegistryEvent::Registered).await?;
+    let hello =
+        exchange_until_closed(registry.addr, br#"{"ip":"127.0.0.1","IP":"127.0.0.1","puerto":9,"hit6":1}"#).await?;
+    anyhow::ensure!(hello == json!({"ok": true, "secure": 1}), "{hello}");
+    let registrations = registry.process.events(RegistryEvent::Registered);
+    anyhow::ensure!(registrations.len() == 1 && registrations[0]["key"].is_string(), "{registrations:?}");
     Ok(())
 }
 
