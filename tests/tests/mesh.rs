@@ -132,7 +132,8 @@ async fn a_repeated_greeting_is_answered_but_logged_once() -> anyhow::Result<()>
 }
 
 /// Stands between one node and the registry: passes requests on at once,
-/// loses the first reply (the first frame after the handshake's), and holds
+/// passes a hello and its answer, loses the first reply of the first secure
+/// session (the first frame after the handshake's), and holds
 /// every later reply until `release` is sent. `lost` says when the first
 /// reply has been lost.
 async fn lossy_registry(
@@ -146,9 +147,16 @@ async fn lossy_registry(
         let mut first = true;
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = TcpStream::connect(registry).await else { return };
+            // A node's hello (plaintext) goes through as it is: the first secure session is the one that loses.
+            let mut byte = [0u8; 1];
+            let secure = matches!(client.peek(&mut byte).await, Ok(1) if wire::secure::is_secure(byte[0]));
             let (mut client_read, mut client_write) = client.into_split();
             let (mut server_read, mut server_write) = server.into_split();
             tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+            if !secure {
+                tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
+                continue;
+            }
             let (mut released, lose, lost_tx) = (released.clone(), std::mem::take(&mut first), lost_tx.clone());
             tokio::spawn(async move {
                 if lose {
