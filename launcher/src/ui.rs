@@ -152,6 +152,7 @@ pub fn describe_registry(record: &RegistryRecord) -> String {
             text(&record.ttl),
             record.groups.unwrap_or(0)
         ),
+        RegistryEvent::Assigning => format!("the group lab's assigner is listening on {}", text(&record.addr)),
         RegistryEvent::Open => {
             format!("open at {}: anyone who reaches it may join (no join token)", text(&record.addr))
         }
@@ -223,6 +224,12 @@ pub fn describe(record: &Record) -> String {
             text(&record.coordinator),
             text(&record.text)
         ),
+        Event::OriginalMemberJoined => {
+            format!("{} joined group {} with JOIN (plaintext)", text(&record.from), record.group.unwrap_or(0))
+        }
+        Event::OriginalMemberLeft => {
+            format!("{} left group {}: {}", text(&record.from), record.group.unwrap_or(0), text(&record.reason))
+        }
         Event::Deregistered => "deregistered".to_owned(),
     }
 }

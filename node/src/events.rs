@@ -32,6 +32,8 @@ wire::log_events! {
         GreetingRejected => "greeting_rejected",
         GroupMessageRejected => "group_message_rejected",
         GroupMessageReceived => "group_message_received",
+        OriginalMemberJoined => "original_member_joined",
+        OriginalMemberLeft => "original_member_left",
         Deregistered => "deregistered",
         Watching => "watching",
         PeersJoined => "peers_joined",
@@ -219,6 +221,17 @@ pub fn group_message_rejected(from: SocketAddr, group: u32, reason: &dyn std::fm
 
 pub fn group_message_received(group: u32, sender: &str, coordinator: &str, text: &str) {
     info!(event = %Event::GroupMessageReceived, group, sender, coordinator, text, "received a group message");
+}
+
+/// One of the group lab's internal clients joined the group this node
+/// coordinates, with `JOIN`, from `peer`.
+pub fn original_member_joined(from: SocketAddr, group: u32) {
+    info!(event = %Event::OriginalMemberJoined, %from, group, "an original member joined");
+}
+
+/// That member left: its connection ended, or it said `CLOSE`.
+pub fn original_member_left(from: SocketAddr, group: u32, reason: &str) {
+    info!(event = %Event::OriginalMemberLeft, %from, group, reason, "an original member left");
 }
 
 /// The node follows the registry's membership from `revision` on.

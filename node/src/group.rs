@@ -36,6 +36,7 @@ use wire::secure::{Keys, PublicKey};
 use wire::Chain;
 
 use crate::exchange::{self, Deadlines, ExchangeError, Pool, Target};
+use crate::lab;
 use crate::link::{on_link, RegistryLink, Replicas};
 use crate::protocol::{ErrorBody, ErrorCode};
 
@@ -121,6 +122,10 @@ pub struct Report {
     /// Names of the members that acknowledged.
     pub acked: Vec<String>,
     pub failed: Vec<Undelivered>,
+    /// Which of the members acked or failed are the group lab's programs,
+    /// joined with `JOIN` in plaintext (named by their address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plaintext: Vec<String>,
     /// The coordinator the sender tried first, which had just died (or no
     /// longer coordinated): this report is from the one the registry named next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,11 +154,12 @@ impl fmt::Display for Report {
             "group {}: delivered to {} of {} members (coordinator {})",
             self.group, self.delivered, self.members, self.coordinator
         )?;
+        let plaintext = |name: &str| if self.plaintext.iter().any(|p| p == name) { " (plaintext, JOIN)" } else { "" };
         for member in &self.acked {
-            writeln!(f, "  acked   {member}")?;
+            writeln!(f, "  acked   {member}{}", plaintext(member))?;
         }
         for member in &self.failed {
-            writeln!(f, "  FAILED  {} ({}): {}", member.name, member.addr, member.error)?;
+            writeln!(f, "  FAILED  {} ({}){}: {}", member.name, member.addr, plaintext(&member.name), member.error)?;
         }
         if let Some(first) = &self.failed_over_from {
             writeln!(
@@ -230,19 +236,27 @@ async fn group_view(link: &RegistryLink, group: u32) -> Result<GroupView, Client
     on_link!(link, |client| client.group(group).await)
 }
 
+/// What a coordinator delivers with: the registry it asks for the group's
+/// view (and the view from a moment ago), its keys and name, the deadlines
+/// and kept sessions of deliveries, and the lab's members that joined it.
+#[derive(Debug, Clone, Copy)]
+pub struct Coordinating<'a> {
+    pub registry: &'a RegistryLink,
+    pub known: &'a KnownView,
+    pub keys: &'a Keys,
+    pub name: &'a str,
+    pub deadlines: Deadlines,
+    pub pool: &'a Pool,
+    pub joined: &'a lab::Members,
+}
+
 /// The coordinator's side: deliver `message` to every live member of its
 /// group, at once, each within `deadlines`, once the registry confirms this
 /// node (`keys`) coordinates the group (or its view, `known`, from a
-/// moment ago, with no change since).
-pub async fn coordinate(
-    registry: &RegistryLink,
-    known: &KnownView,
-    keys: &Keys,
-    coordinator: &str,
-    message: &Message,
-    deadlines: Deadlines,
-    members_pool: &Pool,
-) -> Result<Report, ErrorBody> {
+/// moment ago, with no change since); and to the group lab's members that
+/// joined it (`joined`), at the same time.
+pub async fn coordinate(by: &Coordinating<'_>, message: &Message) -> Result<Report, ErrorBody> {
+    let Coordinating { registry, known, keys, name: coordinator, deadlines, pool: members_pool, joined } = *by;
     let view = known.get(registry, message.group).await.map_err(|error| match error {
         ClientError::Refused { error, .. } => error.widen(),
         other => ErrorBody::new(ErrorCode::RegistryUnavailable, Chain(&other).to_string()),
@@ -263,7 +277,7 @@ pub async fn coordinate(
         coordinator,
         view: &view.view,
     };
-    let outcomes: Vec<(Contact, Result<(), ExchangeError>)> = futures::stream::iter(view.members.iter().cloned())
+    let ours = futures::stream::iter(view.members.iter().cloned())
         .map(|member| {
             let outgoing = &outgoing;
             async move {
@@ -272,17 +286,27 @@ pub async fn coordinate(
             }
         })
         .buffer_unordered(DELIVERY_FANOUT)
-        .collect()
-        .await;
+        .collect::<Vec<(Contact, Result<(), ExchangeError>)>>();
+    let (outcomes, theirs) = futures::join!(ours, joined.deliver(&message.text));
     let mut report = Report {
         group: message.group,
         coordinator: coordinator.to_owned(),
-        members: view.members.len(),
+        members: view.members.len() + theirs.len(),
         delivered: 0,
         acked: Vec::new(),
         failed: Vec::new(),
+        plaintext: Vec::new(),
         failed_over_from: None,
     };
+    for lab::Outcome { addr, acked } in theirs {
+        let name = addr.to_string();
+        report.plaintext.push(name.clone());
+        match acked {
+            Ok(()) => report.acked.push(name),
+            Err(error) => report.failed.push(Undelivered { name, addr: addr.to_string(), error }),
+        }
+    }
+    report.plaintext.sort();
     for (member, outcome) in outcomes {
         match outcome {
             Ok(()) => report.acked.push(member.name),
@@ -531,14 +555,15 @@ mod tests {
         let report = Report {
             group: 2,
             coordinator: "n1".into(),
-            members: 3,
-            delivered: 2,
-            acked: vec!["n1".into(), "n2".into()],
+            members: 4,
+            delivered: 3,
+            acked: vec!["n1".into(), "n2".into(), "127.0.0.1:7".into()],
             failed: vec![Undelivered {
                 name: "n3".into(),
                 addr: "127.0.0.1:9".into(),
                 error: "failed to connect".into(),
             }],
+            plaintext: vec!["127.0.0.1:7".into()],
             failed_over_from: None,
         };
         let reply = serde_json::to_value(GroupReply::Ok(Answer::Report(report.clone()))).unwrap();
@@ -546,8 +571,10 @@ mod tests {
         assert_eq!(serde_json::from_value::<Report>(reply).unwrap(), report);
         assert!(!report.is_complete());
         let text = report.to_string();
-        assert!(text.starts_with("group 2: delivered to 2 of 3 members (coordinator n1)"), "{text}");
+        assert!(text.starts_with("group 2: delivered to 3 of 4 members (coordinator n1)"), "{text}");
         assert!(text.contains("FAILED  n3 (127.0.0.1:9): failed to connect"), "{text}");
+        assert!(text.contains("acked   127.0.0.1:7 (plaintext, JOIN)\n"), "{text}");
+        assert!(text.contains("acked   n2\n"), "{text}");
 
         let dead = Undelivered { name: "n0".into(), addr: "127.0.0.1:8".into(), error: "failed to connect".into() };
         let again = Report { failed_over_from: Some(dead), ..report };

@@ -13,6 +13,7 @@
 //! - [`listener`]: answering peers: greetings and group operations.
 //! - [`meeting`]: which peers this node has met, so that every pair meets once.
 //! - [`group`]: group communication: coordinator, member and sender sides.
+//! - [`lab`]: the group lab's Node.js programs at a coordinator of ours.
 //! - [`recent`]: the bounded sets of peers met and greeters heard from.
 //! - [`view`]: the live membership, followed on the registry's watch.
 //! - [`events`]: the log contract ([`events::Event`]), read back by the launcher.
@@ -29,6 +30,7 @@ mod fake_registry;
 pub mod greeter;
 pub mod greeting;
 pub mod group;
+pub mod lab;
 pub mod link;
 pub mod listener;
 pub mod meeting;
@@ -142,6 +144,8 @@ impl Node {
             deliveries: Deadlines { connect: config.greet.deadlines.connect, reply: config.ack_timeout },
             members: Default::default(),
             view: Default::default(),
+            group: Default::default(),
+            joined: Default::default(),
         };
         Node {
             membership: Membership {
@@ -206,6 +210,7 @@ impl Node {
     ) {
         let id = session.lease.as_ref().map(|(id, _)| id.clone());
         *wire::lock(&self.context.id) = id.clone();
+        *wire::lock(&self.context.group) = session.group;
         *wire::lock(&self.context.trust) = match session.vouched {
             Some((key, policy)) => Trust::Registry(Arc::new(Vouched { key, policy })),
             None => Trust::Original,

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use tokio::time::timeout;
 use tracing::debug;
 use wire::codec::{Decoded, FrameError};
-use wire::connection::{self, Accepted};
+use wire::connection::{self, Accepted, JsonStream};
 use wire::envelope::Reply;
 use wire::secure::{Keys, PublicKey};
 use wire::ticket::{Delivery, Opened, Seen, TicketAnswer, TicketGreeting, TicketKey};
@@ -32,6 +32,7 @@ use crate::events::{self, Peer};
 use crate::exchange::{Deadlines, Pool};
 use crate::greeting::{self, GreetingReply, Received, GREETING_REPLY};
 use crate::group::{self, Answer as GroupAnswer, GroupReply, Incoming, KnownView};
+use crate::lab;
 use crate::link::{on_link, RegistryLink};
 use crate::meeting::{Meetings, Verdict};
 use crate::protocol::ErrorBody;
@@ -117,6 +118,10 @@ pub struct Context {
     /// The last group view a delivery showed, once checked: its
     /// coordinator shows the same one at every multicast.
     pub view: Mutex<Option<CheckedView>>,
+    /// The group the registry put this node in, once registered.
+    pub group: Mutex<Option<u32>>,
+    /// The group lab's members that joined this node with `JOIN`.
+    pub joined: lab::Members,
 }
 
 /// What a checked group view says that a member needs.
@@ -134,6 +139,27 @@ pub struct CheckedView {
 impl Context {
     fn trust(&self) -> Trust {
         wire::lock(&self.trust).clone()
+    }
+
+    fn coordinating(&self) -> group::Coordinating<'_> {
+        group::Coordinating {
+            registry: &self.lookups,
+            known: &self.group_view,
+            keys: &self.keys,
+            name: &self.name,
+            deadlines: self.deliveries,
+            pool: &self.members,
+            joined: &self.joined,
+        }
+    }
+
+    /// The group this node is in, when its registry serves the group lab's
+    /// programs (no join token, or `--allow-original`).
+    fn lab_group(&self) -> Option<u32> {
+        match self.trust() {
+            Trust::Registry(vouched) if vouched.policy.originals => *wire::lock(&self.group),
+            _ => None,
+        }
     }
 }
 
@@ -153,6 +179,10 @@ pub async fn serve(accepted: Accepted, context: Arc<Context>) {
             },
         };
         let Some(next) = next else { return };
+        if let Ok(Ok(Value::String(text))) = next {
+            // Bare text: the group lab's programs ([`lab`]), which take the connection over.
+            return serve_lab(framed, &text, from, &context).await;
+        }
         let (answer, keep_open) = match next {
             Err(error) => return connection::reject(framed, error, config.write_timeout).await,
             Ok(Err(malformed)) => (Err(ErrorBody::bad_request(malformed.to_string())), false),
@@ -177,6 +207,52 @@ pub async fn serve(accepted: Accepted, context: Arc<Context>) {
         }
         if !keep_open {
             return connection::close(framed).await;
+        }
+    }
+}
+
+/// One of the group lab's programs: a member's `JOIN`, which it serves
+/// until the member leaves, or an external client's `SEND…`s and `CLOSE`,
+/// answered in its words. Anything else, or the lab's programs where the
+/// registry does not serve them, is hung up on.
+async fn serve_lab(mut framed: JsonStream, first: &str, from: SocketAddr, context: &Context) {
+    let Some(group) = context.lab_group() else {
+        debug!("bare text where the group lab's programs are not served");
+        return connection::close(framed).await;
+    };
+    let ack_timeout = context.deliveries.reply;
+    let mut next = Some(first.to_owned());
+    loop {
+        let text = match next.take() {
+            Some(text) => text,
+            None => match framed.next().await {
+                Some(Ok(Ok(Value::String(text)))) => text,
+                _ => return,
+            },
+        };
+        let answer = match lab::Command::parse(&text) {
+            Some(lab::Command::Join) if first == text => {
+                return lab::member(framed, from, group, &context.joined, ack_timeout).await
+            }
+            Some(lab::Command::Send(text)) => {
+                let message = group::Message { group, text, sender: lab::EXTERNAL_SENDER.into() };
+                match group::coordinate(&context.coordinating(), &message).await {
+                    Ok(report) if report.is_complete() => lab::sent(group),
+                    Ok(_) | Err(_) => {
+                        let _ =
+                            connection::send(&mut framed, &lab::not_sent(group), context.config.write_timeout).await;
+                        return connection::close(framed).await;
+                    }
+                }
+            }
+            Some(lab::Command::Close) => {
+                let _ = connection::send(&mut framed, &lab::disconnected(group), context.config.write_timeout).await;
+                return connection::close(framed).await;
+            }
+            Some(lab::Command::Join) | None => return connection::close(framed).await,
+        };
+        if connection::send(&mut framed, &answer, context.config.write_timeout).await.is_err() {
+            return;
         }
     }
 }
@@ -353,16 +429,7 @@ async fn answer_group(
             if remote.is_none() && !open {
                 return Err(unauthorized("a multicast needs a secure session with this node"));
             }
-            let report = group::coordinate(
-                &context.lookups,
-                &context.group_view,
-                &context.keys,
-                &context.name,
-                &message,
-                context.deliveries,
-                &context.members,
-            )
-            .await?;
+            let report = group::coordinate(&context.coordinating(), &message).await?;
             Ok(GroupAnswer::Report(report))
         }
     }
@@ -429,6 +496,8 @@ mod tests {
             deliveries: deadlines,
             members: Pool::default(),
             view: Mutex::new(None),
+            group: Mutex::new(None),
+            joined: lab::Members::default(),
         }
     }
 

@@ -60,6 +60,12 @@ pub struct Cli {
     /// and unauthenticated (see README, Trust).
     #[arg(long, env = "REGISTRY_ALLOW_ORIGINAL")]
     pub allow_original: bool,
+    /// Also answer the group lab's internal clients, as its assigner does
+    /// (8888 in the lab): on this address, every connection gets the
+    /// address of a group's coordinator. With a join token, only under
+    /// --allow-original.
+    #[arg(long, env = "REGISTRY_ASSIGNER_LISTEN", value_name = "ADDR")]
+    pub assigner_listen: Option<SocketAddr>,
     /// Connections served at once, once established. Every node keeps two
     /// open, its session (its heartbeats travel on it) and its watch, so
     /// this bounds the nodes at half of it.
@@ -156,6 +162,11 @@ pub enum SecretError {
          or set {KEY_ENV}"
     )]
     Unshared,
+    #[error(
+        "--assigner-listen answers the group lab's programs, which prove nothing: with a join token, \
+         give --allow-original too"
+    )]
+    AssignerWithoutOriginals,
 }
 
 impl Cli {
@@ -167,6 +178,10 @@ impl Cli {
             ..self.pending.limits(self.max_connections, self.max_connections_per_ip)
         };
         let identity = RegistryIdentity::from_file_or_env(self.key_file.as_deref())?;
+        let admission = self.join_token.admission()?;
+        if self.assigner_listen.is_some() && admission.requires_token() && !self.allow_original {
+            return Err(SecretError::AssignerWithoutOriginals);
+        }
         let storage = match self.store {
             StoreKind::Memory => Storage::Memory,
             StoreKind::Etcd if identity.origin == Origin::Fresh => return Err(SecretError::Unshared),
@@ -179,7 +194,7 @@ impl Cli {
             },
             sweep_interval: self.sweep_interval,
             groups: self.groups,
-            admission: self.join_token.admission()?,
+            admission,
             allow_original: self.allow_original,
             limits,
             capacity: Capacity {

@@ -19,6 +19,7 @@ wire::log_events! {
     /// Every event the registry emits, by its stable name.
     pub enum Event {
         Listening => "listening",
+        Assigning => "assigning",
         Open => "open",
         Registered => "registered",
         Deregistered => "deregistered",
@@ -96,6 +97,11 @@ impl Record {
 /// Also warns, first, when the registry has no join token: it serves the
 /// lab's original programs that way, which cannot hold one, but anyone who
 /// reaches it may then join (docs/trust.md says what that allows).
+/// The group lab's assigner answers on `addr` too.
+pub fn assigning(addr: SocketAddr) {
+    info!(event = %Event::Assigning, %addr, "the group lab's assigner is listening");
+}
+
 pub fn listening(addr: SocketAddr, config: &Config) {
     let (ttl, legacy_ttl, groups) = (config.leases.ttl, config.leases.legacy_ttl, config.groups);
     let token = config.admission.requires_token();

@@ -20,6 +20,7 @@
 //! - [`config`]: how the registry serves ([`config::Config`]), which the
 //!   command line makes, the server runs and the events log.
 //! - [`server`]: the registry service: request loop and lease sweeper.
+//! - [`assigner`]: the group lab's assigner, on a port of its own.
 //! - [`fanout`]: the thread watches run on, apart from requests.
 //! - [`streamed`]: the large replies (a registration's, a watcher's batch),
 //!   made a piece at a time as their reader takes them.
@@ -37,6 +38,7 @@
 //! and signals come from the `wire` crate, which the node shares.
 #![forbid(unsafe_code)]
 
+pub mod assigner;
 pub mod backend;
 pub mod cli;
 pub mod client;

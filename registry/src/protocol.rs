@@ -124,6 +124,12 @@ pub enum Request {
     /// A node of ours asking, in a message an original registry reads as
     /// a registration, whether this registry is one of ours ([`Hello`]).
     Hello,
+    /// The group lab's group server: a bare group number, as text, for
+    /// the address of that group's coordinator; `None` when the text is
+    /// no number.
+    Coordinator {
+        group: Option<u32>,
+    },
     Heartbeat {
         id: String,
     },
@@ -178,6 +184,25 @@ impl Hello {
 
 /// The version of the secure protocol ([`wire::secure`]) a hello names.
 pub const SECURE_VERSION: u32 = 1;
+
+/// Where the group lab's programs find a group's coordinator, as its group
+/// server and assigner answer: `{"address":"10.0.0.5","port":8081}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorAddr {
+    pub address: String,
+    pub port: u16,
+}
+
+impl From<SocketAddr> for CoordinatorAddr {
+    fn from(addr: SocketAddr) -> CoordinatorAddr {
+        CoordinatorAddr { address: addr.ip().to_string(), port: addr.port() }
+    }
+}
+
+/// The group lab's answer to a group that is not one, `groups` being how many there are.
+pub fn invalid_group(groups: u32) -> String {
+    format!("Grupo no valido, grupos disponibles del 1 al {groups}")
+}
 
 /// Our answer to a hello: this registry speaks the secure protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +259,10 @@ pub enum NativeRequest<'a> {
 impl Request {
     /// Validates one decoded message.
     pub fn parse(value: Value) -> Result<Request, ErrorBody> {
+        if let Value::String(text) = &value {
+            // Bare text ([`wire::codec::LinkCodec::raw`]): the group server's dialect.
+            return Ok(Request::Coordinator { group: text.trim().parse().ok() });
+        }
         let Value::Object(fields) = value else {
             return Err(ErrorBody::bad_request(format!("expected a JSON object, got {}", kind_of(&value))));
         };
@@ -448,6 +477,12 @@ pub enum Reply {
     Error(ErrorBody),
     /// The answer to a hello, then the connection is closed.
     Secure(Secure),
+    /// The group lab's answer naming a coordinator, `{"address":…,"port":…}`,
+    /// then the connection is closed.
+    Coordinator(CoordinatorAddr),
+    /// The group lab's bare text answer (an invalid group), then the
+    /// connection is closed.
+    Text(String),
     /// The original dialect: a bare array, then the connection is closed.
     Original(Vec<OriginalContact>),
     /// The `IP` variant: `{"clientes":[...]}`, then the connection is closed.
@@ -457,7 +492,10 @@ pub enum Reply {
 impl Reply {
     /// The original programs read one reply and expect the registry to hang up.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Reply::Original(_) | Reply::Clientes(_) | Reply::Secure(_))
+        matches!(
+            self,
+            Reply::Original(_) | Reply::Clientes(_) | Reply::Secure(_) | Reply::Coordinator(_) | Reply::Text(_)
+        )
     }
 }
 
@@ -471,6 +509,8 @@ impl Serialize for Reply {
             Reply::Watching(body) => envelope::success(body, s),
             Reply::Error(error) => envelope::failure(error, s),
             Reply::Secure(body) => envelope::success(body, s),
+            Reply::Coordinator(addr) => addr.serialize(s),
+            Reply::Text(text) => text.serialize(s),
             Reply::Original(contacts) => contacts.serialize(s),
             Reply::Clientes(clientes) => {
                 #[derive(Serialize)]

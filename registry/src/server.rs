@@ -35,8 +35,8 @@ use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
 use crate::fanout::Fanout;
 use crate::protocol::{
-    ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed, OriginalContact,
-    Policy, Registration, Renewed, Reply, Request, Secure, Since, SECURE_VERSION,
+    invalid_group, ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed,
+    OriginalContact, Policy, Registration, Renewed, Reply, Request, Secure, Since, SECURE_VERSION,
 };
 use crate::replica::ReplicaError;
 use crate::store::{Store, StoreError, Subscription};
@@ -71,7 +71,8 @@ pub enum ServeError {
 
 /// Serves the registry on `listener` until `shutdown` completes; once its
 /// store is open (a replica's, caught up with etcd), it logs `listening`.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -> Result<(), ServeError> {
+pub async fn run(listeners: impl Into<Listeners>, config: Config, shutdown: impl Future) -> Result<(), ServeError> {
+    let Listeners { main: listener, assigner } = listeners.into();
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let backend = Backend::open(&config, &tracker, &token).await?;
@@ -80,6 +81,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -
         tracker.spawn(sweep(store.clone(), config.sweep_interval, token.clone()));
     }
     events::listening(listener.local_addr()?, &config);
+    if let Some(assigner) = assigner {
+        events::assigning(assigner.local_addr()?);
+        let serving =
+            crate::assigner::serve(assigner, backend.clone(), config.groups, config.write_timeout, tracker.clone());
+        tracker.spawn(token.clone().run_until_cancelled_owned(serving));
+    }
 
     let keys = Keys::shared(config.identity.session.clone(), config.admission.clone());
     let views = Arc::new(Views::new(config.identity.signer.clone()));
@@ -117,6 +124,20 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -
         warn!(grace = ?SHUTDOWN_GRACE, "connections still open at shutdown were dropped");
     }
     Ok(())
+}
+
+/// What the registry listens on: its own port and, when asked, the group
+/// lab's assigner port ([`crate::assigner`]).
+#[derive(Debug)]
+pub struct Listeners {
+    pub main: TcpListener,
+    pub assigner: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(main: TcpListener) -> Listeners {
+        Listeners { main, assigner: None }
+    }
 }
 
 async fn sweep(store: Arc<Store>, every: Duration, token: CancellationToken) {
@@ -350,6 +371,7 @@ impl Connection {
             }
             Request::Watch { since } => return Answer::Watch(since),
             Request::Hello => Ok(Reply::Secure(Secure { secure: SECURE_VERSION })),
+            Request::Coordinator { group } => Ok(self.coordinator_of(group, at)),
         };
         result.map_or_else(refused, Answer::Reply)
     }
@@ -392,7 +414,8 @@ impl Connection {
         if self.remote.is_some() || !self.config.admission.requires_token() || matches!(request, Request::Hello) {
             return Ok(());
         }
-        let original = matches!(request, Request::Register(r) if r.dialect != Dialect::Native);
+        let original = matches!(request, Request::Register(r) if r.dialect != Dialect::Native)
+            || matches!(request, Request::Coordinator { .. });
         if original && self.config.allow_original {
             return Ok(());
         }
@@ -403,6 +426,16 @@ impl Connection {
         };
         events::unauthorized(self.peer, &reason);
         Err(ErrorBody::new(ErrorCode::Unauthorized, reason))
+    }
+
+    /// The group server's answer: where `group`'s coordinator listens, or
+    /// the line the lab's programs print when there is none.
+    fn coordinator_of(&self, group: Option<u32>, at: Instant) -> Reply {
+        let coordinator = group.and_then(|group| self.backend.store().group(group, at).ok()?.into_iter().next());
+        match coordinator {
+            Some(coordinator) => Reply::Coordinator(coordinator.addr().into()),
+            None => Reply::Text(invalid_group(self.config.groups)),
+        }
     }
 
     /// With a join token, a plaintext connection gets one answer: the only

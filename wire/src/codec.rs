@@ -1,4 +1,6 @@
-//! Framing: one JSON value per message, with or without a trailing newline.
+//! Framing: one JSON value per message, with or without a trailing newline;
+//! or, for the group lab's programs, which send bare text with no framing at
+//! all, whatever one read brings ([`LinkCodec::raw`]).
 //!
 //! The original HIT6 programs send a bare JSON object and read it with a
 //! single `recv(1024)`, so messages cannot be split on newlines. Instead a
@@ -219,6 +221,8 @@ impl Drop for Meter {
 pub struct LinkCodec {
     json: JsonCodec,
     sealed: Option<Box<Sealed>>,
+    /// Bare text, each read one message ([`LinkCodec::raw`]).
+    raw: bool,
     /// A served connection's share of its server's [`Budget`].
     meter: Option<Meter>,
 }
@@ -237,12 +241,22 @@ impl std::fmt::Debug for Sealed {
 
 impl LinkCodec {
     pub fn plain(max_len: usize) -> LinkCodec {
-        LinkCodec { json: JsonCodec::new(max_len), sealed: None, meter: None }
+        LinkCodec { json: JsonCodec::new(max_len), sealed: None, raw: false, meter: None }
     }
 
     pub fn sealed(session: Session, max_len: usize) -> LinkCodec {
         let sealed = Sealed { session, plain: BytesMut::new() };
-        LinkCodec { json: JsonCodec::new(max_len), sealed: Some(Box::new(sealed)), meter: None }
+        LinkCodec { json: JsonCodec::new(max_len), sealed: Some(Box::new(sealed)), raw: false, meter: None }
+    }
+
+    /// The group lab's Node.js programs write bare text (`2`, `JOIN`,
+    /// `SENDhola`, `ACK`) and take each write as one message, with no
+    /// delimiter: every read is a message, decoded as a JSON string (which
+    /// no JSON message can be: those are objects or arrays), at most
+    /// `max_len` bytes. A string is written as its bare bytes, anything
+    /// else as JSON without a newline, as those programs write theirs.
+    pub fn raw(max_len: usize) -> LinkCodec {
+        LinkCodec { raw: true, ..LinkCodec::plain(max_len) }
     }
 
     /// The same, counting what it holds of unfinished messages against `budget`.
@@ -310,6 +324,9 @@ impl Decoder for LinkCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        if self.raw {
+            return self.decode_raw(src);
+        }
         let decoded = match self.sealed.as_mut() {
             None => self.json.decode(src),
             Some(sealed) => sealed.decode(&mut self.json, src),
@@ -324,6 +341,9 @@ impl Decoder for LinkCodec {
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        if self.raw {
+            return self.decode_raw(src);
+        }
         if self.sealed.is_none() {
             return self.json.decode_eof(src);
         }
@@ -338,10 +358,31 @@ impl Decoder for LinkCodec {
     }
 }
 
+impl LinkCodec {
+    /// All the bytes read so far, as one bare-text message.
+    fn decode_raw(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        if src.is_empty() {
+            return Ok(None);
+        }
+        if src.len() > self.json.max_len {
+            return Err(FrameError::TooLarge { limit: self.json.max_len });
+        }
+        let message = src.split();
+        Ok(Some(Ok(Value::String(String::from_utf8_lossy(&message).into_owned()))))
+    }
+}
+
 impl<T: Serialize> Encoder<&T> for LinkCodec {
     type Error = FrameError;
 
     fn encode(&mut self, item: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
+        if self.raw {
+            match serde_json::to_value(item).map_err(FrameError::Encode)? {
+                Value::String(text) => dst.extend_from_slice(text.as_bytes()),
+                other => serde_json::to_writer(dst.writer(), &other).map_err(FrameError::Encode)?,
+            }
+            return Ok(());
+        }
         let Some(sealed) = self.sealed.as_mut() else { return self.json.encode(item, dst) };
         let mut plain = serde_json::to_vec(item).map_err(FrameError::Encode)?;
         plain.push(b'\n');
@@ -408,6 +449,20 @@ mod tests {
             }
         }
         assert_eq!(got.unwrap().unwrap(), json!({"s":"a\"}\\","n":[1,{"x":2}]}));
+    }
+
+    #[test]
+    fn raw_text_is_one_message_per_read_and_written_bare() {
+        let mut codec = LinkCodec::raw(8);
+        let mut buf = BytesMut::from(&b"SENDhola"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().unwrap(), json!("SENDhola"));
+        assert!(codec.decode(&mut buf).unwrap().is_none(), "nothing is left");
+        let mut big = BytesMut::from(&b"SENDholas"[..]);
+        assert!(matches!(codec.decode(&mut big), Err(FrameError::TooLarge { limit: 8 })));
+        let mut out = BytesMut::new();
+        codec.encode(&json!("ACK"), &mut out).unwrap();
+        codec.encode(&json!({"address": "10.0.0.5", "port": 8081}), &mut out).unwrap();
+        assert_eq!(&out[..], br#"ACK{"address":"10.0.0.5","port":8081}"#);
     }
 
     #[test]

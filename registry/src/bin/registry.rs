@@ -23,11 +23,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(wire::cli::EXIT_SECRET);
         }
     };
-    let (listener, shutdown) = match wire::cli::start("registry", cli.listen).await {
+    let (main, shutdown) = match wire::cli::start("registry", cli.listen).await {
         Ok(started) => started,
         Err(code) => return code,
     };
-    match server::run(listener, config, shutdown).await {
+    let assigner = match cli.assigner_listen {
+        None => None,
+        Some(addr) => match wire::connection::bind(addr) {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                eprintln!("registry: failed to listen on {addr} (--assigner-listen): {error}");
+                return ExitCode::from(wire::cli::EXIT_BIND);
+            }
+        },
+    };
+    match server::run(server::Listeners { main, assigner }, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("registry: {}", Chain(&error));
