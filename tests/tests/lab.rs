@@ -174,3 +174,36 @@ async fn with_a_token_the_assigner_needs_allow_original() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// `launcher up --assigner-port`: the lab's internal client asks the
+/// project's assigner port for a coordinator, joins it from this host, and
+/// `launcher send` delivers to it beside the project's nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_opens_the_assigner_port_when_asked() -> anyhow::Result<()> {
+    if !tests::docker::available("the launcher's assigner test") {
+        return Ok(());
+    }
+    tests::docker::images_built();
+    let project = "hit6-test-assigner";
+    let _guard = tests::docker::ProjectGuard(project.into());
+    let up = ["up", "--nodes", "2", "--groups", "1", "--detach", "--quiet", "--json", "--timeout", "120s"];
+    let ports = ["--registry-port", "18686", "--port-range", "18687-18689", "--assigner-port", "18690"];
+    let output = tests::launcher::launcher(project, &[&up[..], &ports[..]].concat());
+    assert!(output.status.success(), "{}", tests::docker::text(&output));
+
+    let (mut member, _) = Member::join("127.0.0.1:18690".parse()?, true).await?;
+    // The coordinator logs the join before the member could be sent anything.
+    let joined = tests::docker::await_events(&format!("{project}-node-1"), Event::OriginalMemberJoined, 1).await;
+    assert_eq!(joined.len(), 1, "node-1, group 1's coordinator, logged no original member");
+    let send = tests::launcher::launcher(project, &["send", "--group", "1", "--json", "hola"]);
+    assert!(send.status.success(), "{}", tests::docker::text(&send));
+    let report: Value = serde_json::from_slice(&send.stdout)?;
+    assert_eq!((report["members"].as_u64(), report["delivered"].as_u64()), (Some(3), Some(3)), "{report}");
+    assert_eq!(report["plaintext"].as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(member.next().await?, "hola");
+
+    let down = tests::launcher::launcher(project, &["down"]);
+    assert!(down.status.success(), "{}", tests::docker::text(&down));
+    assert!(tests::docker::leftovers(project).is_empty(), "left behind: {:?}", tests::docker::leftovers(project));
+    Ok(())
+}

@@ -36,6 +36,13 @@ pub struct Args {
     /// Host port the registry is published on.
     #[arg(long, default_value_t = 8086, value_parser = wire::cli::port)]
     pub registry_port: u16,
+    /// Also serve the group lab's Node.js programs: the registry (the first
+    /// replica) answers its internal clients on this host port, as the
+    /// lab's assigner does on 8888, and admits the lab's programs in
+    /// plaintext, unauthenticated (`--allow-original`; see
+    /// docs/compatibility.md).
+    #[arg(long, value_name = "PORT", value_parser = wire::cli::port, conflicts_with = "registry")]
+    pub assigner_port: Option<u16>,
     /// Groups the registry places nodes in, least loaded first.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub groups: u32,
@@ -157,6 +164,7 @@ impl Args {
             nodes: self.nodes as usize,
             port_range: self.port_range,
             registry_port: self.registry_port,
+            assigner_port: self.assigner_port,
             advertise_ip: self.advertise_ip,
             publish: self.publish,
             registry: self.registry.clone(),

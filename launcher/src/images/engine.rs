@@ -20,6 +20,10 @@ use super::service::{image_size, ImageError, Service};
 use crate::ui;
 
 /// The port the services listen on inside their containers.
+/// The port the registry answers the group lab's internal clients on,
+/// inside its container, with `up --assigner-port` (the lab's assigner's).
+pub const ASSIGNER_CONTAINER_PORT: u16 = 8888;
+
 pub const CONTAINER_PORT: u16 = 8080;
 
 /// Where the images say their sources are (`org.opencontainers.image.source`).

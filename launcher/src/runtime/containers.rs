@@ -1,7 +1,6 @@
 //! `--runtime docker`: a container per member, on a bridge network of this
 //! engine; every node published on a host port of its own.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
@@ -16,7 +15,7 @@ use super::cluster;
 use super::engine::{self, call, ContainerSpec, DockerError, Engine};
 use super::member::Member;
 use super::plan::{Plan, Row, RuntimeError, Started};
-use crate::images::CONTAINER_PORT;
+use crate::images::{ASSIGNER_CONTAINER_PORT, CONTAINER_PORT};
 use crate::ports;
 use crate::stream::{Line, Reading};
 
@@ -130,19 +129,22 @@ impl Containers {
     /// Creates and starts a container on the project network.
     async fn run(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
         let name = self.engine.resource_name(spec.member);
-        let port_key = format!("{CONTAINER_PORT}/tcp");
-        let port_bindings = spec.host_port.map(|port| {
-            HashMap::from([(
-                port_key.clone(),
-                Some(vec![PortBinding { host_ip: None, host_port: Some(port.to_string()) }]),
-            )])
+        let published = [(CONTAINER_PORT, spec.host_port), (ASSIGNER_CONTAINER_PORT, spec.assigner_port)];
+        let published: Vec<(u16, u16)> =
+            published.into_iter().filter_map(|(inside, host)| Some((inside, host?))).collect();
+        let key = |inside: u16| format!("{inside}/tcp");
+        let port_bindings = (!published.is_empty()).then(|| {
+            let binding = |host: u16| Some(vec![PortBinding { host_ip: None, host_port: Some(host.to_string()) }]);
+            published.iter().map(|&(inside, host)| (key(inside), binding(host))).collect()
         });
+        let mut exposed = vec![key(CONTAINER_PORT)];
+        exposed.extend(spec.assigner_port.map(|_| key(ASSIGNER_CONTAINER_PORT)));
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
             env: Some(spec.env_with_secrets()),
             labels: Some(self.engine.labels(Some(spec.member)).into_iter().chain(spec.labels.clone()).collect()),
-            exposed_ports: Some(vec![port_key]),
+            exposed_ports: Some(exposed),
             host_config: Some(HostConfig {
                 port_bindings,
                 network_mode: Some(self.engine.network_name()),

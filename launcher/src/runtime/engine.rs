@@ -30,7 +30,7 @@ use wire::secure::{JoinToken, TOKEN_ENV};
 use super::cluster::{self, Cluster, EtcdAddr, CLIENT_PORT, PEER_PORT};
 use super::member::Member;
 use super::plan::Plan;
-use crate::images::{self, CONTAINER_PORT};
+use crate::images::{self, ASSIGNER_CONTAINER_PORT, CONTAINER_PORT};
 use crate::ports;
 use crate::stream::{self, Line, Reading};
 use crate::ui::Ui;
@@ -137,6 +137,8 @@ pub struct ContainerSpec {
     pub cmd: Vec<String>,
     /// Host port to publish the service port on.
     pub host_port: Option<u16>,
+    /// Host port to publish the registry's assigner port on.
+    pub assigner_port: Option<u16>,
     /// Labels of the project's own bookkeeping, besides project, role and index.
     pub labels: HashMap<String, String>,
     /// Where it keeps data that must outlive its container: a swarm
@@ -164,6 +166,14 @@ impl ContainerSpec {
         if let Some(endpoints) = etcd_endpoints {
             env.extend(["REGISTRY_STORE=etcd".into(), format!("REGISTRY_ETCD_ENDPOINTS={endpoints}")]);
         }
+        // Every replica admits the lab's programs, so that nodes learn the same policy from each.
+        let assigner_port = plan.assigner_of(member);
+        if plan.assigner_port.is_some() {
+            env.push("REGISTRY_ALLOW_ORIGINAL=true".into());
+        }
+        if assigner_port.is_some() {
+            env.push(format!("REGISTRY_ASSIGNER_LISTEN=0.0.0.0:{ASSIGNER_CONTAINER_PORT}"));
+        }
         ContainerSpec {
             member,
             image: plan.images.registry.clone(),
@@ -172,6 +182,7 @@ impl ContainerSpec {
             registry_secret: plan.registry_secret.clone(),
             cmd: vec![],
             host_port: Some(host_port),
+            assigner_port,
             labels: HashMap::new(),
             data: None,
         }
@@ -188,6 +199,7 @@ impl ContainerSpec {
             registry_secret: None,
             cmd: cluster.container_cmd(index, addrs),
             host_port: None,
+            assigner_port: None,
             labels: HashMap::new(),
             data: Some(cluster::DATA_ROOT),
         }
@@ -213,6 +225,7 @@ impl ContainerSpec {
             registry_secret: None,
             cmd: cluster::registry_args(registries, index),
             host_port: published.map(|(_, port)| port),
+            assigner_port: None,
             labels: HashMap::new(),
             data: None,
         }

@@ -120,7 +120,14 @@ impl Local {
     ) -> anyhow::Result<RegistryAddr> {
         let lease = humantime::format_duration(plan.lease).to_string();
         let groups = plan.groups.to_string();
-        let args = ["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups, "--ttl".into(), lease];
+        let mut args = vec!["--listen".into(), "127.0.0.1:0".into(), "--groups".into(), groups, "--ttl".into(), lease];
+        if plan.assigner_port.is_some() {
+            // Every replica admits the lab's programs; the first answers its internal clients.
+            args.push("--allow-original".into());
+        }
+        if let Some(port) = plan.assigner_of(member) {
+            args.extend(["--assigner-listen".into(), format!("127.0.0.1:{port}")]);
+        }
         let store = endpoints
             .map(|endpoints| [("REGISTRY_STORE", "etcd".into()), ("REGISTRY_ETCD_ENDPOINTS", endpoints.into())]);
         let handed = Handed {

@@ -23,6 +23,9 @@ pub struct Plan {
     pub port_range: PortRange,
     /// Host port the registry is published on.
     pub registry_port: u16,
+    /// Host port the first registry answers the group lab's internal
+    /// clients on, when asked; its registries then admit the lab's programs.
+    pub assigner_port: Option<u16>,
     /// The ip the nodes advertise, when the user names it.
     pub advertise_ip: Option<IpAddr>,
     /// A swarm's nodes published on the host each is pinned to.
@@ -55,6 +58,12 @@ impl Plan {
             (None, None) => vec![Member::REGISTRY],
             (None, Some(cluster)) => cluster.replicas().collect(),
         }
+    }
+
+    /// The host port registry `member` answers the group lab's internal
+    /// clients on: the first registry's, when the plan asks for one.
+    pub fn assigner_of(&self, member: Member) -> Option<u16> {
+        self.assigner_port.filter(|_| member.is_registry() && member.index().unwrap_or(1) == 1)
     }
 
     /// The variables that pin the plan's registry's key in its nodes.

@@ -48,7 +48,7 @@ use super::cluster;
 use super::engine::{self, call, swarm_manager, ContainerSpec, DockerError, Engine, Removed, SwarmError, LABEL_INDEX};
 use super::member::Member;
 use super::plan::{Plan, Row, RuntimeError, Scaled, Started};
-use crate::images::{credentials, CONTAINER_PORT};
+use crate::images::{credentials, ASSIGNER_CONTAINER_PORT, CONTAINER_PORT};
 use crate::ports::{self, PortRange};
 use crate::stream::{self, Line, Reading};
 use hosts::{Host, Placement, LABEL_ADVERTISE_IP};
@@ -190,7 +190,10 @@ impl Swarm {
     /// network, pinned to `host` when given.
     async fn create_service(&self, spec: &ContainerSpec, host: Option<&str>) -> Result<(), DockerError> {
         let name = self.engine.resource_name(spec.member);
-        let ports = spec.host_port.map(published);
+        let ports = spec.host_port.map(|port| {
+            let assigner = spec.assigner_port.map(|port| published_at(ASSIGNER_CONTAINER_PORT, port));
+            std::iter::once(published_at(CONTAINER_PORT, port)).chain(assigner).collect()
+        });
         let labels = self.engine.labels(Some(spec.member));
         let service = ServiceSpec {
             name: Some(name.clone()),
@@ -363,7 +366,7 @@ impl Swarm {
         let advertised = placement.map(|p| (given.unwrap_or(p.host.advertise), p.port));
         env.extend(engine::node_env(index, advertised));
         let endpoint = spec.endpoint_spec.get_or_insert_with(EndpointSpec::default);
-        endpoint.ports = placement.map(|p| published(p.port));
+        endpoint.ports = placement.map(|p| vec![published_at(CONTAINER_PORT, p.port)]);
         self.create(spec).await
     }
 
@@ -476,12 +479,12 @@ fn reach(host: &Host, manager: &str) -> IpAddr {
     }
 }
 
-/// The service port, published on `port` of the host a task runs on.
-fn published(port: u16) -> Vec<EndpointPortConfig> {
-    vec![EndpointPortConfig {
-        target_port: Some(CONTAINER_PORT.into()),
+/// The service's port `target`, published on `port` of the host a task runs on.
+fn published_at(target: u16, port: u16) -> EndpointPortConfig {
+    EndpointPortConfig {
+        target_port: Some(target.into()),
         published_port: Some(port.into()),
         publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
         ..Default::default()
-    }]
+    }
 }
