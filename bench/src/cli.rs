@@ -68,6 +68,11 @@ pub(crate) enum Section {
     Originals,
     /// p50/p99/max latency of sequential multicasts to groups of 10 and 100.
     Multicast,
+    /// The group lab's programs next to ours: a group of 5 nodes and 5
+    /// members joined with `JOIN`, sent to by an external client's `SEND`
+    /// on a kept connection and by our kept sender (p50/p99), and a group
+    /// of 10 nodes alone for reference.
+    Lab,
     /// One change fanned out to 1000 watchers (p50/p99 until each has it),
     /// and the registry's memory and CPU with 1000 idle watchers.
     Watch,

@@ -23,7 +23,8 @@
 //! - [`nodes`]: many node processes and the event counts of their logs.
 //! - One module per section: [`throughput`] (heartbeat and register),
 //!   [`memory`], [`floor`], [`mesh`], [`originals`] (our mesh against the
-//!   lab's Python programs), [`multicast`], [`watch`], [`detection`],
+//!   lab's Python programs), [`multicast`], [`lab`] (the group lab's
+//!   programs beside ours), [`watch`], [`detection`],
 //!   [`replicas`] (registry replicas on etcd), [`launcher`], [`local`],
 //!   [`hostile`] (a stranger's attacks).
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ mod cli;
 mod detection;
 mod floor;
 mod hostile;
+mod lab;
 mod launcher;
 mod local;
 mod memory;
@@ -130,6 +132,7 @@ async fn run(cli: &Cli, rows: &Rows, node_bin: &Path) {
             }
             Section::Originals => originals::bench_originals(cli, rows, node_bin).await,
             Section::Multicast => multicast::bench_multicasts(cli, rows, node_bin).await,
+            Section::Lab => lab::bench_lab(cli, rows, node_bin).await,
             Section::Watch => watch::bench_watch(rows).await,
             Section::Detection => detection::bench_detection(rows).await,
             Section::Replicas => replicas::bench_replicas(cli, rows, node_bin).await,

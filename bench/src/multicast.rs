@@ -254,7 +254,7 @@ pub(crate) async fn group_lookups(registry: &RegistryAddr, count: usize) -> anyh
 
 /// One multicast to group 1: an error unless all `members` acknowledged;
 /// returns the coordinator's name.
-async fn multicast(sender: &Sender, text: &str, members: usize) -> anyhow::Result<String> {
+pub(crate) async fn multicast(sender: &Sender, text: &str, members: usize) -> anyhow::Result<String> {
     let send = sender.send(1, text, "bench");
     let report = timeout(MULTICAST_PATIENCE, send)
         .await
