@@ -132,7 +132,7 @@ async fn send(client: &mut TcpStream, text: &str) -> anyhow::Result<()> {
     let n = timeout(MULTICAST_PATIENCE, client.read(&mut buf)).await??;
     match &buf[..n] {
         b"Mensaje enviado al grupo 1" => Ok(()),
-        other => bail!("the coordinator answered {:?}", String::from_utf8_lossy(other)),
+        other => bail!("the coordinator answered {:?} to SEND{text}", String::from_utf8_lossy(other)),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The framing every server reads strangers' bytes with: any bytes, cut
 //! into any chunks, decode without a panic, never hold more than the cap
 //! allows, and count in the shared budget exactly what their buffer
-//! allocated while it holds part of a message.
+//! allocated while it holds part of a message. An odd first byte picks the
+//! bare-text codec of the group lab's programs, which holds nothing.
 #![no_main]
 
 use bytes::BytesMut;
@@ -16,7 +17,8 @@ fuzz_target!(|input: &[u8]| {
     let Some((&chunk, bytes)) = input.split_first() else { return };
     let chunk = usize::from(chunk).max(1);
     let budget = Budget::new(2 * CAP);
-    let mut codec = LinkCodec::plain(CAP).metered(&budget);
+    let codec = if chunk % 2 == 1 { LinkCodec::raw(CAP) } else { LinkCodec::plain(CAP) };
+    let mut codec = codec.metered(&budget);
     let mut buffer = BytesMut::new();
     for piece in bytes.chunks(chunk) {
         buffer.extend_from_slice(piece);

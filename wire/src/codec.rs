@@ -54,6 +54,10 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// The room a bare-text connection's buffer keeps for its next read: a
+/// message (a group message's 16 KiB, and its command) comes in one read.
+const RAW_READ: usize = 16 * 1024 + 64;
+
 /// A decoded message: a JSON value, or a well-delimited message that failed to parse.
 pub type Decoded = Result<Value, MalformedJson>;
 
@@ -368,7 +372,13 @@ impl LinkCodec {
             return Err(FrameError::TooLarge { limit: self.json.max_len });
         }
         let message = src.split();
-        Ok(Some(Ok(Value::String(String::from_utf8_lossy(&message).into_owned()))))
+        let text = String::from_utf8_lossy(&message).into_owned();
+        // A read fills only the room the buffer has left, and every split
+        // leaves it less: room for a whole message, or the next read would
+        // cut one in two. With the message dropped, this takes its room back.
+        drop(message);
+        src.reserve(RAW_READ);
+        Ok(Some(Ok(Value::String(text))))
     }
 }
 
@@ -463,6 +473,22 @@ mod tests {
         codec.encode(&json!("ACK"), &mut out).unwrap();
         codec.encode(&json!({"address": "10.0.0.5", "port": 8081}), &mut out).unwrap();
         assert_eq!(&out[..], br#"ACK{"address":"10.0.0.5","port":8081}"#);
+    }
+
+    /// Hundreds of messages on one connection, each read whole: the room
+    /// each one took in the read buffer is given back.
+    #[tokio::test]
+    async fn raw_messages_stay_whole_however_many_come_on_one_connection() {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+        let mut framed = tokio_util::codec::Framed::with_capacity(reader, LinkCodec::raw(MAX_REQUEST_BYTES), 512);
+        for i in 0..500 {
+            let message = format!("SENDbench {i}");
+            writer.write_all(message.as_bytes()).await.unwrap();
+            let got = framed.next().await.unwrap().unwrap().unwrap();
+            assert_eq!(got, json!(message));
+        }
     }
 
     #[test]
