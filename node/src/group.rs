@@ -287,7 +287,7 @@ pub async fn coordinate(by: &Coordinating<'_>, message: &Message) -> Result<Repo
         })
         .buffer_unordered(DELIVERY_FANOUT)
         .collect::<Vec<(Contact, Result<(), ExchangeError>)>>();
-    let (outcomes, theirs) = futures::join!(ours, joined.deliver(&message.text));
+    let (outcomes, theirs) = futures::join!(ours, joined.deliver(&message.text, deadlines.reply));
     let mut report = Report {
         group: message.group,
         coordinator: coordinator.to_owned(),

@@ -83,16 +83,19 @@ pub struct Outcome {
 }
 
 impl Members {
-    /// Writes `text` to every member at once, and collects each one's ACK.
-    pub async fn deliver(&self, text: &str) -> Vec<Outcome> {
+    /// Writes `text` to every member at once, and collects each one's ACK
+    /// within `deadline`, a delivery queued behind another's included.
+    pub async fn deliver(&self, text: &str, deadline: Duration) -> Vec<Outcome> {
         let members: Vec<(SocketAddr, mpsc::Sender<Delivery>)> =
             wire::lock(&self.joined).iter().map(|(_, addr, to)| (*addr, to.clone())).collect();
         let deliveries = members.into_iter().map(|(addr, to)| async move {
             let (acked, answer) = oneshot::channel();
-            let acked = match to.send(Delivery { text: text.to_owned(), acked }).await {
-                Ok(()) => answer.await.unwrap_or_else(|_| Err("its connection ended".into())),
-                Err(_) => Err("its connection ended".into()),
+            let delivered = async {
+                to.send(Delivery { text: text.to_owned(), acked }).await.map_err(|_| ENDED.to_owned())?;
+                answer.await.unwrap_or_else(|_| Err(ENDED.into()))
             };
+            let acked =
+                timeout(deadline, delivered).await.unwrap_or_else(|_| Err(format!("no ACK within {deadline:?}")));
             Outcome { addr, acked }
         });
         futures::future::join_all(deliveries).await
