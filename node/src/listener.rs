@@ -220,9 +220,10 @@ async fn serve_lab(mut framed: JsonStream, first: &str, from: SocketAddr, contex
         debug!("bare text where the group lab's programs are not served");
         return connection::close(framed).await;
     };
-    let ack_timeout = context.deliveries.reply;
+    let write_timeout = context.config.write_timeout;
     let mut next = Some(first.to_owned());
     loop {
+        let opening = next.is_some();
         let text = match next.take() {
             Some(text) => text,
             None => match framed.next().await {
@@ -231,30 +232,30 @@ async fn serve_lab(mut framed: JsonStream, first: &str, from: SocketAddr, contex
             },
         };
         let answer = match lab::Command::parse(&text) {
-            Some(lab::Command::Join) if first == text => {
-                return lab::member(framed, from, group, &context.joined, ack_timeout).await
+            // A member joins on a connection of its own.
+            Some(lab::Command::Join) if opening => {
+                return lab::member(framed, from, group, &context.joined, context.deliveries.reply).await
             }
             Some(lab::Command::Send(text)) => {
                 let message = group::Message { group, text, sender: lab::EXTERNAL_SENDER.into() };
                 match group::coordinate(&context.coordinating(), &message).await {
                     Ok(report) if report.is_complete() => lab::sent(group),
-                    Ok(_) | Err(_) => {
-                        let _ =
-                            connection::send(&mut framed, &lab::not_sent(group), context.config.write_timeout).await;
-                        return connection::close(framed).await;
-                    }
+                    Ok(_) | Err(_) => return last_word(framed, &lab::not_sent(group), write_timeout).await,
                 }
             }
-            Some(lab::Command::Close) => {
-                let _ = connection::send(&mut framed, &lab::disconnected(group), context.config.write_timeout).await;
-                return connection::close(framed).await;
-            }
+            Some(lab::Command::Close) => return last_word(framed, &lab::disconnected(group), write_timeout).await,
             Some(lab::Command::Join) | None => return connection::close(framed).await,
         };
-        if connection::send(&mut framed, &answer, context.config.write_timeout).await.is_err() {
+        if connection::send(&mut framed, &answer, write_timeout).await.is_err() {
             return;
         }
     }
+}
+
+/// Writes `text` to one of the lab's programs, then hangs up.
+async fn last_word(mut framed: JsonStream, text: &str, write_timeout: Duration) {
+    let _ = connection::send(&mut framed, &text, write_timeout).await;
+    connection::close(framed).await
 }
 
 fn unauthorized(message: impl Into<String>) -> ErrorBody {
