@@ -24,9 +24,7 @@ use tokio::time::timeout;
 
 use crate::cli::Cli;
 use crate::multicast::{self, MULTICAST_DEADLINES, MULTICAST_PATIENCE, MULTICAST_WARMUP};
-use crate::nodes::{spawn_nodes, Mesh};
 use crate::report::{percentile, Rows, Target};
-use crate::spawn::LeanRegistry;
 
 /// Ours and theirs in the mixed group.
 const OURS: usize = 5;
@@ -44,35 +42,18 @@ pub(crate) async fn bench_lab(cli: &Cli, rows: &Rows, node_bin: &Path) -> anyhow
 }
 
 async fn bench_mixed(cli: &Cli, rows: &Rows, section: &str, node_bin: &Path) -> anyhow::Result<()> {
-    let registry = LeanRegistry::start(&["--ttl", "60s", "--groups", "1"]).await?;
-    let mesh = Mesh::new(OURS);
-    let t0 = Instant::now();
-    let (spawned, spawn_error) = spawn_nodes(cli, node_bin, &[registry.addr], &mesh).await;
-    let result = match spawn_error {
-        Some(error) => Err(anyhow::anyhow!(error)),
-        None => {
-            async {
-                multicast::group_ready(cli, rows, section, &mesh, t0).await?;
-                let coordinator = group_server(registry.addr).await?;
-                let (acks, _members) = join(coordinator).await?;
-                let external = sends(coordinator, &acks).await?;
-                report(rows, section, "external client's SEND", &external);
-                let kept =
-                    Sender::new(RegistryAddr::from(registry.addr), &crate::spawn::client_keys(), MULTICAST_DEADLINES);
-                let ours =
-                    timed(async |i| multicast::multicast(&kept, &format!("bench {i}"), OURS + THEIRS).await.map(drop))
-                        .await?;
-                report(rows, section, "our kept sender", &ours);
-                anyhow::Ok(())
-            }
-            .await
-        }
-    };
-    for said in spawned.kill_all().await {
-        eprintln!("  {section}: stderr of {said}");
-    }
-    registry.stop().await;
-    result
+    multicast::in_group(cli, rows, section, OURS, node_bin, async |registry, _| {
+        let coordinator = group_server(registry).await?;
+        let (acks, _members) = join(coordinator).await?;
+        let external = sends(coordinator, &acks).await?;
+        report(rows, section, "external client's SEND", &external);
+        let kept = Sender::new(RegistryAddr::from(registry), &crate::spawn::client_keys(), MULTICAST_DEADLINES);
+        let ours =
+            timed(async |i| multicast::multicast(&kept, &format!("bench {i}"), OURS + THEIRS).await.map(drop)).await?;
+        report(rows, section, "our kept sender", &ours);
+        Ok(())
+    })
+    .await
 }
 
 /// Group 1's coordinator, as the lab's group server dialect asks the registry.

@@ -4,6 +4,7 @@
 //! handshakes per message), and by a `node::group::Sender` that keeps its
 //! sessions and knows the coordinator.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -54,20 +55,33 @@ pub(crate) async fn bench_multicast(
     sends: usize,
     node_bin: &Path,
 ) -> anyhow::Result<()> {
+    in_group(cli, rows, section, members, node_bin, async |registry, spawned| {
+        multicasts(rows, section, &RegistryAddr::from(registry), members, sends, spawned).await
+    })
+    .await
+}
+
+/// Runs `body` with the address of a registry of its own and `members` node
+/// processes registered with it, all in group 1, once they have meshed;
+/// then stops them all, whatever `body` did.
+pub(crate) async fn in_group(
+    cli: &Cli,
+    rows: &Rows,
+    section: &str,
+    members: usize,
+    node_bin: &Path,
+    body: impl AsyncFnOnce(SocketAddr, &Spawned) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let registry = LeanRegistry::start(&["--ttl", "60s", "--groups", "1"]).await?;
     let mesh = Mesh::new(members);
     let t0 = Instant::now();
     let (spawned, spawn_error) = spawn_nodes(cli, node_bin, &[registry.addr], &mesh).await;
     let result = match spawn_error {
         Some(error) => Err(anyhow::anyhow!(error)),
-        None => {
-            let addr = RegistryAddr::from(registry.addr);
-            async {
-                group_ready(cli, rows, section, &mesh, t0).await?;
-                multicasts(rows, section, &addr, members, sends, &spawned).await
-            }
-            .await
-        }
+        None => match group_ready(cli, rows, section, &mesh, t0).await {
+            Ok(()) => body(registry.addr, &spawned).await,
+            Err(error) => Err(error),
+        },
     };
     for said in spawned.kill_all().await {
         eprintln!("  {section}: stderr of {said}");
