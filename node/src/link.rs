@@ -219,9 +219,7 @@ impl RegistryLink {
         let mut client = Client::connect(registry, self.timeout).await?;
         let ip = match ip {
             Some(ip) => ip,
-            None => {
-                client.local_addr().map_err(|source| ClientError::Connect { addr: registry.to_string(), source })?.ip()
-            }
+            None => client.local_ip()?,
         };
         let probed = client.hello(&Hello::new(ip, puerto)).await?;
         if probed == Probed::Ours {

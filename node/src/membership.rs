@@ -91,11 +91,7 @@ impl Membership {
             }
         }
         let joined = on_link!(&self.link, |client| {
-            let local_ip = client
-                .local_addr()
-                .map(|a| a.ip())
-                .map_err(|source| ClientError::Connect { addr: self.link.registry().to_string(), source });
-            match local_ip {
+            match client.local_ip() {
                 Ok(local_ip) => {
                     let ip = match self.advertise {
                         Advertise::ConnectionLocal => Some(local_ip),

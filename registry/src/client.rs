@@ -10,7 +10,7 @@
 //! replicas of one, in the order a client tries them.
 
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -315,14 +315,10 @@ impl Client {
         Ok(stream)
     }
 
-    /// Whether this is a secure session, in which secrets may travel.
-    pub fn is_secure(&self) -> bool {
-        self.framed.codec().remote().is_some()
-    }
-
-    /// Our end of the connection: the address the registry sees us at, barring NAT.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.framed.get_ref().local_addr()
+    /// The ip of our end of the connection: the one the registry sees us at, barring NAT.
+    pub fn local_ip(&self) -> Result<IpAddr, ClientError> {
+        let local = self.framed.get_ref().local_addr();
+        local.map(|addr| addr.ip()).map_err(|source| ClientError::Connect { addr: self.addr.clone(), source })
     }
 
     pub async fn register(&mut self, request: &NativeRequest<'_>) -> Result<Joined, ClientError> {
