@@ -1,4 +1,5 @@
-# The registry image: one static binary FROM scratch, run as nobody on port 8080.
+# The registry image: one static binary FROM scratch, run as nobody on port 8080,
+# serving /metrics and /health on 8081 for its HEALTHCHECK (`registry health`).
 #
 #   docker build -f docker/registry.Dockerfile -t hit6-mesh/registry:0.1.0 .     (from the workspace root)
 #
@@ -11,10 +12,13 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # Every workspace member's manifest is needed to load the workspace.
 COPY Cargo.toml Cargo.lock ./
+COPY wire wire
+COPY etcd etcd
 COPY registry registry
 COPY node node
 COPY launcher launcher
 COPY tests tests
+COPY bench bench
 # Static glibc for the host triple, spelled out (crt-static needs --target);
 # no musl target needed.
 RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
@@ -29,7 +33,9 @@ LABEL org.opencontainers.image.title="registry" \
       org.opencontainers.image.source="https://github.com/hit6-mesh/hit6-mesh" \
       org.opencontainers.image.licenses="MIT"
 ENV REGISTRY_LISTEN=0.0.0.0:8080
+ENV REGISTRY_HTTP_LISTEN=0.0.0.0:8081
 USER 65534:65534
-EXPOSE 8080
+EXPOSE 8080 8081
 COPY --from=build /out/registry /registry
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["/registry", "health"]
 ENTRYPOINT ["/registry"]

@@ -153,6 +153,7 @@ pub fn describe_registry(record: &RegistryRecord) -> String {
             record.groups.unwrap_or(0)
         ),
         RegistryEvent::Assigning => format!("the group lab's assigner is listening on {}", text(&record.addr)),
+        RegistryEvent::ServingHttp => format!("serving /metrics and /health on {}", text(&record.addr)),
         RegistryEvent::Open => {
             format!("open at {}: anyone who reaches it may join (no join token)", text(&record.addr))
         }
@@ -178,6 +179,7 @@ pub fn describe(record: &Record) -> String {
     let peer = || format!("{} ({})", text(&record.peer_name), text(&record.peer_addr));
     match record.event {
         Event::Listening => format!("listening on {}, advertising {}", text(&record.listen), text(&record.addr)),
+        Event::ServingHttp => format!("serving /metrics and /health on {}", text(&record.addr)),
         Event::Registered | Event::Reregistered => format!(
             "{}registered as {} at {}{}: {} contacts to greet",
             if record.event == Event::Reregistered { "re-" } else { "" },

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Arg, CommandFactory, Parser, Subcommand};
 use registry::client::{Registries, RegistriesError};
-use wire::cli::{self, JoinTokenArgs, LimitsArgs};
+use wire::cli::{self, HealthArgs, HttpArgs, JoinTokenArgs, LimitsArgs};
 use wire::secure::{Identity, KeyFileError, Keys, PublicKey, TokenError};
 use wire::telemetry::LogFormat;
 
@@ -30,7 +30,15 @@ pub struct Cli {
 pub enum Command {
     /// Multicast a message to a group through its coordinator, and print the delivery report.
     Send(SendArgs),
+    /// Check the health of the node serving HTTP at --http-listen: exit 0
+    /// when it is registered and its session with the registry is up (the
+    /// image's HEALTHCHECK).
+    #[command(mut_arg("http_listen", |arg| arg.env(HTTP_LISTEN_ENV)))]
+    Health(HealthArgs),
 }
+
+/// The variable of `--http-listen`, which `node health` reads too.
+pub const HTTP_LISTEN_ENV: &str = "NODE_HTTP_LISTEN";
 
 impl Cli {
     /// The command line, checked as [`Cli::checked`] does; on an error,
@@ -61,6 +69,7 @@ impl Cli {
 #[derive(Debug, clap::Args)]
 #[command(
     mut_arg("join_token_file", join_token_file),
+    mut_arg("http_listen", |arg| arg.env(HTTP_LISTEN_ENV)),
     mut_arg("max_pending_per_ip", |arg| arg.env("NODE_MAX_PENDING_PER_IP")),
     mut_arg("handshake_timeout", |arg| arg.env("NODE_HANDSHAKE_TIMEOUT"))
 )]
@@ -77,6 +86,8 @@ pub struct Args {
     /// Address to listen for greetings on; port 0 picks a free one.
     #[arg(long, env = "NODE_LISTEN", default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// The ip peers reach this node at (the host's, behind docker -p).
     #[arg(long, env = "IP_EXT")]
     pub advertise_ip: Option<IpAddr>,

@@ -21,6 +21,7 @@ wire::log_events! {
     /// Every event a node emits, by its stable name.
     pub enum Event {
         Listening => "listening",
+        ServingHttp => "serving_http",
         Registered => "registered",
         RegistrationRefused => "registration_refused",
         RegistryUnreachable => "registry_unreachable",
@@ -94,7 +95,8 @@ pub struct Peer {
 pub struct Record {
     pub event: Event,
     pub timestamp: Option<String>,
-    /// This node's name, id and advertised address (`listening`, `registered`, `reregistered`).
+    /// This node's name, id and advertised address (`listening`, `registered`,
+    /// `reregistered`); `addr` is the HTTP listener's in `serving_http`.
     pub name: Option<String>,
     pub id: Option<String>,
     pub addr: Option<String>,
@@ -158,6 +160,11 @@ pub struct Identity<'a> {
     pub group: Option<u32>,
 }
 
+/// The operators' HTTP listener (`/metrics`, `/health`) is up on `addr`.
+pub fn serving_http(addr: SocketAddr) {
+    info!(event = %Event::ServingHttp, %addr, "serving /metrics and /health");
+}
+
 pub fn listening(listen: SocketAddr, advertise: &str) {
     info!(event = %Event::Listening, %listen, addr = %advertise, "listening for greetings");
 }
@@ -183,6 +190,7 @@ pub fn registry_unreachable(registry: &str, error: &dyn std::error::Error, attem
 /// when its watch saw the connection close. Its next request there is its
 /// heartbeat (see `docs/protocol.md`, "Replicas").
 pub fn registry_moved(from: &RegistryAddr, to: &RegistryAddr, after: Duration, error: &str) {
+    crate::metrics::count(|m| m.reconnected(crate::metrics::Reconnect::Moved));
     let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
     warn!(event = %Event::RegistryMoved, %from, %to, after_ms, error, "moved to another registry");
 }
@@ -198,6 +206,7 @@ pub fn greeting_failed(peer: &Peer, error: &dyn std::error::Error) {
 /// `peer` is as verified: by the registry's ticket, or, for an original
 /// node, by the registry's record of its address.
 pub fn greeting_received(peer: &Peer, from: SocketAddr) {
+    crate::metrics::count(|m| m.received(peer.key.is_some()));
     info!(
         event = %Event::GreetingReceived, peer_name = %peer.name, peer_addr = %peer.addr, %from,
         verified = peer.key.is_some(), "received a greeting"

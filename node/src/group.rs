@@ -38,6 +38,7 @@ use wire::Chain;
 use crate::exchange::{self, Deadlines, ExchangeError, Pool, Target};
 use crate::lab;
 use crate::link::{on_link, RegistryLink, Replicas};
+use crate::metrics;
 use crate::protocol::{ErrorBody, ErrorCode};
 
 /// Exit code of a send that some member did not acknowledge, the same for
@@ -281,7 +282,11 @@ pub async fn coordinate(by: &Coordinating<'_>, message: &Message) -> Result<Repo
         .map(|member| {
             let outgoing = &outgoing;
             async move {
+                let started = metrics::started();
                 let outcome = deliver(members_pool, keys, &member, outgoing, deadlines).await;
+                if outcome.is_ok() {
+                    metrics::count(|m| m.acknowledged(started));
+                }
                 (member, outcome)
             }
         })
@@ -318,6 +323,7 @@ pub async fn coordinate(by: &Coordinating<'_>, message: &Message) -> Result<Repo
         }
     }
     report.delivered = report.acked.len();
+    metrics::count(|m| m.multicast(report.is_complete()));
     report.acked.sort();
     report.failed.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(report)

@@ -26,6 +26,7 @@ use tokio::time::timeout;
 use wire::connection::{self, JsonStream};
 
 use crate::events;
+use crate::metrics;
 
 /// Members that joined with `JOIN`, at most this many at once.
 pub const MAX_MEMBERS: usize = 1024;
@@ -89,6 +90,7 @@ impl Members {
         let members: Vec<(SocketAddr, mpsc::Sender<Delivery>)> =
             wire::lock(&self.joined).iter().map(|(_, addr, to)| (*addr, to.clone())).collect();
         let deliveries = members.into_iter().map(|(addr, to)| async move {
+            let started = metrics::started();
             let (acked, answer) = oneshot::channel();
             let delivered = async {
                 to.send(Delivery { text: text.to_owned(), acked }).await.map_err(|_| ENDED.to_owned())?;
@@ -96,6 +98,9 @@ impl Members {
             };
             let acked =
                 timeout(deadline, delivered).await.unwrap_or_else(|_| Err(format!("no ACK within {deadline:?}")));
+            if acked.is_ok() {
+                metrics::count(|m| m.acknowledged(started));
+            }
             Outcome { addr, acked }
         });
         futures::future::join_all(deliveries).await

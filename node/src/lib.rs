@@ -16,6 +16,8 @@
 //! - [`lab`]: the group lab's Node.js programs at a coordinator of ours.
 //! - [`recent`]: the bounded sets of peers met and greeters heard from.
 //! - [`view`]: the live membership, followed on the registry's watch.
+//! - [`health`], [`metrics`], [`http`]: what the node's HTTP listener
+//!   serves (`--http-listen`): its health, and its events counted.
 //! - [`events`]: the log contract ([`events::Event`]), read back by the launcher.
 //!
 //! [`run`] ties them together: listen, register, greet, then heartbeat until
@@ -30,11 +32,14 @@ mod fake_registry;
 pub mod greeter;
 pub mod greeting;
 pub mod group;
+pub mod health;
+pub mod http;
 pub mod lab;
 pub mod link;
 pub mod listener;
 pub mod meeting;
 pub mod membership;
+pub mod metrics;
 pub mod protocol;
 pub mod recent;
 pub mod view;
@@ -50,7 +55,7 @@ use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wire::connection;
+use wire::connection::{self, Refusal};
 use wire::ticket::{Seen, TicketKey};
 
 pub use config::Config;
@@ -67,8 +72,23 @@ const LEAVE_DEADLINE: Duration = Duration::from_millis(500);
 /// How long shutdown waits for greetings in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 
-/// Runs a node on `listener` until `shutdown` completes, then deregisters.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
+/// What a node listens on: its greeting port and, when asked, the
+/// operators' HTTP listener ([`http`]).
+#[derive(Debug)]
+pub struct Listeners {
+    pub greeting: TcpListener,
+    pub http: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(greeting: TcpListener) -> Listeners {
+        Listeners { greeting, http: None }
+    }
+}
+
+/// Runs a node until `shutdown` completes, then deregisters.
+pub async fn run(listeners: impl Into<Listeners>, config: Config, shutdown: impl Future) {
+    let Listeners { greeting: listener, http } = listeners.into();
     let local = listener.local_addr().expect("a bound listener has an address");
     let node = Node::new(&config, local);
     events::listening(local, &node.describe_advertised());
@@ -79,7 +99,20 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
         let context = node.context.clone();
         move |accepted| listener::serve(accepted, context.clone())
     };
-    let refused = |from: SocketAddr, error: &wire::secure::HandshakeError| events::greeting_rejected(from, None, error);
+    if let Some(http) = http {
+        events::serving_http(http.local_addr().expect("a bound listener has an address"));
+        let vitals = node.context.vitals.clone();
+        let pages = http::Pages { metrics: metrics::install(vitals.clone()), vitals };
+        tracker.spawn(wire::http::serve(http, Arc::new(pages), tracker.clone(), token.clone()));
+    }
+    let refused = |from: SocketAddr, refusal: Refusal<'_>| {
+        metrics::count(|m| m.rejected(refusal.reason()));
+        if let Refusal::Handshake(error) = refusal {
+            if error.is_refusal() {
+                events::greeting_rejected(from, None, error);
+            }
+        }
+    };
     let (keys, limits) = (config.keys.clone(), config.listen.limits);
     let accepting = connection::accept_loop(listener, keys, limits, tracker.clone(), serve, refused);
     tracker.spawn(cancellable(token.clone(), accepting));
@@ -146,6 +179,7 @@ impl Node {
             view: Default::default(),
             group: Default::default(),
             joined: Default::default(),
+            vitals: Default::default(),
         };
         Node {
             membership: Membership {
@@ -224,6 +258,10 @@ impl Node {
         let mode = if id.is_some() { Mode::Leased } else { Mode::Original };
         let me = Identity { name: &self.membership.name, id: id.as_deref(), addr: &addr, group: session.group };
         events::registered(event, &me, &self.membership.link.registry().to_string(), mode, contacts, new_peers.len());
+        self.context.vitals.registered(true);
+        if event == Event::Reregistered {
+            metrics::count(|m| m.reconnected(metrics::Reconnect::Reregistered));
+        }
 
         let (name, greet, context) = (self.membership.name.clone(), config.greet, self.context.clone());
         let greeting = async move {
@@ -264,9 +302,14 @@ impl Node {
                 Ok(renewed) => {
                     ttl = renewed;
                     failures = 0;
+                    self.context.vitals.session(true);
                 }
-                Err(error) if error.code() == Some(ErrorCode::UnknownId) => return,
+                Err(error) if error.code() == Some(ErrorCode::UnknownId) => {
+                    self.context.vitals.registered(false);
+                    return;
+                }
                 Err(error) => {
+                    self.context.vitals.session(false);
                     failures += 1;
                     events::registry_unreachable(&self.membership.link.registry().to_string(), &error, failures);
                 }

@@ -35,6 +35,7 @@ use crate::group::{self, Answer as GroupAnswer, GroupReply, Incoming, KnownView}
 use crate::lab;
 use crate::link::{on_link, RegistryLink};
 use crate::meeting::{Meetings, Verdict};
+use crate::metrics;
 use crate::protocol::ErrorBody;
 use crate::recent::Recent;
 
@@ -122,6 +123,8 @@ pub struct Context {
     pub group: Mutex<Option<u32>>,
     /// The group lab's members that joined this node with `JOIN`.
     pub joined: lab::Members,
+    /// Whether the node is registered and its session up ([`crate::health`]).
+    pub vitals: Arc<crate::health::Vitals>,
 }
 
 /// What a checked group view says that a member needs.
@@ -275,6 +278,7 @@ async fn answer_greeting(
         None => verify_plain(&received, context).await,
     };
     let (peer, id) = verified.inspect_err(|reason| {
+        metrics::count(|m| m.rejected("unverified"));
         events::greeting_rejected(from, Some(&received.peer.name), reason);
     })?;
     let first_time = wire::lock(&context.greeted_by).insert((peer.addr, id));
@@ -293,6 +297,7 @@ fn answer_ticket(message: Value, from: SocketAddr, context: &Context) -> Result<
         .map_err(|_| ErrorBody::bad_request("a greeting with a ticket has `ticket`, `attempt` and `sealed`"))?;
     let mut claimed = None;
     let (opened, delivery) = check_ticket(&sent, from, context, &mut claimed).map_err(|reason| {
+        metrics::count(|m| m.rejected("ticket"));
         events::greeting_rejected(from, claimed.as_deref(), &reason);
         unauthorized(reason)
     })?;
@@ -499,6 +504,7 @@ mod tests {
             view: Mutex::new(None),
             group: Mutex::new(None),
             joined: lab::Members::default(),
+            vitals: Default::default(),
         }
     }
 

@@ -28,6 +28,7 @@ use crate::events;
 use crate::link::RegistryLink;
 use crate::listener::Context;
 use crate::membership::jitter;
+use crate::metrics;
 
 /// Changes read from the watch at a time, and so joins named in one
 /// `peers_joined` line at most: 64 plain names of the longest (128 bytes)
@@ -47,6 +48,7 @@ pub async fn follow(link: RegistryLink, context: Arc<Context>, backoff: Backoff)
         if error.code().is_none() {
             // The connection failed, rather than the registry ending the watch (`lagging`).
             link.broke(&error);
+            context.vitals.session(false);
         }
         // A watch that broke (its registry died, or cut it off) is watched
         // again at once, on the next replica if this one is gone: that is
@@ -79,6 +81,12 @@ async fn watch(link: &RegistryLink, context: &Context, since: &mut Option<Since>
     let started = Instant::now();
     let start = &watch.start;
     context.group_view.watching(true);
+    context.vitals.session(true);
+    if let Some(snapshot) = &start.snapshot {
+        let own = own(context);
+        let peers = snapshot.entries.iter().filter(|entry| !own.is(entry));
+        metrics::count(|m| m.peers_are(peers.map(|entry| entry.id.as_str())));
+    }
     events::watching(&link.registry().to_string(), start.start, start.revision);
     *since = Some(Since { revision: start.revision, epoch: Some(start.epoch.clone()) });
     loop {
@@ -90,20 +98,23 @@ async fn watch(link: &RegistryLink, context: &Context, since: &mut Option<Since>
             since.revision = last.revision;
         }
         context.group_view.changed();
-        let id = wire::lock(&context.id).clone();
-        log(batch, &Own { id: id.as_deref(), key: context.keys.identity.public() });
+        log(batch, &own(context));
     }
 }
 
 /// Logs the peers in `batch` that joined or left, in order: the joins
 /// between two departures on one line, each departure on its own, but
 /// never this node's own.
-fn log(batch: Vec<WatchEvent>, own: &Own<'_>) {
+fn log(batch: Vec<WatchEvent>, own: &Own) {
     let mut joined = Vec::new();
     for event in batch {
         match event.change {
-            Change::Joined { entry } if !own.is(&entry) => joined.push(entry),
+            Change::Joined { entry } if !own.is(&entry) => {
+                metrics::count(|m| m.peer_joined(&entry.id));
+                joined.push(entry);
+            }
             Change::Left { entry, reason } if !own.is(&entry) => {
+                metrics::count(|m| m.peer_left(&entry.id));
                 events::peers_joined(&std::mem::take(&mut joined));
                 events::peer_left(&entry, reason);
             }
@@ -113,10 +124,14 @@ fn log(batch: Vec<WatchEvent>, own: &Own<'_>) {
     events::peers_joined(&joined);
 }
 
+fn own(context: &Context) -> Own {
+    Own { id: wire::lock(&context.id).clone(), key: context.keys.identity.public() }
+}
+
 /// What tells this node's own entries from its peers'.
-struct Own<'a> {
+struct Own {
     /// Its id, while it has one.
-    id: Option<&'a str>,
+    id: Option<String>,
     /// Its key, which no other entry holds: an entry of this node under an
     /// id it has not yet heard of is its own all the same, as when it
     /// registers again with another registry, whose watch may tell of the
@@ -124,9 +139,9 @@ struct Own<'a> {
     key: PublicKey,
 }
 
-impl Own<'_> {
+impl Own {
     fn is(&self, entry: &Contact) -> bool {
-        Some(entry.id.as_str()) == self.id || entry.key == Some(self.key)
+        self.id.as_deref() == Some(entry.id.as_str()) || entry.key == Some(self.key)
     }
 }
 
@@ -162,7 +177,7 @@ mod tests {
             Change::Joined { entry: contact("a") },
         ];
         let batch = changes.into_iter().zip(1..).map(|(change, revision)| WatchEvent { revision, change }).collect();
-        let lines = wire::telemetry::capture(|| log(batch, &Own { id: Some("id-me"), key }));
+        let lines = wire::telemetry::capture(|| log(batch, &Own { id: Some("id-me".into()), key }));
         let logged: Vec<String> = lines
             .iter()
             .map(|line| Record::parse(line).expect(line))

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Arg, Parser};
-use wire::cli::{self, JoinTokenArgs, Lifetime, LimitsArgs};
+use wire::cli::{self, HealthArgs, HttpArgs, JoinTokenArgs, Lifetime, LimitsArgs};
 use wire::connection::Limits;
 use wire::fields::truncate;
 use wire::secure::TokenError;
@@ -21,11 +21,15 @@ use crate::store::{Capacity, Leases};
 #[command(
     version,
     about,
+    subcommand_negates_reqs = true,
+    mut_arg("http_listen", |arg| arg.env(HTTP_LISTEN_ENV)),
     mut_arg("join_token_file", join_token_file),
     mut_arg("max_pending_per_ip", |arg| arg.env("REGISTRY_MAX_PENDING_PER_IP")),
     mut_arg("handshake_timeout", |arg| arg.env("REGISTRY_HANDSHAKE_TIMEOUT"))
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "REGISTRY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -66,6 +70,8 @@ pub struct Cli {
     /// --allow-original.
     #[arg(long, env = "REGISTRY_ASSIGNER_LISTEN", value_name = "ADDR")]
     pub assigner_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Connections served at once, once established. Every node keeps two
     /// open, its session (its heartbeats travel on it) and its watch, so
     /// this bounds the nodes at half of it.
@@ -121,6 +127,17 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+}
+
+/// The variable of `--http-listen`, which `registry health` reads too.
+pub const HTTP_LISTEN_ENV: &str = "REGISTRY_HTTP_LISTEN";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check the health of the registry serving HTTP at --http-listen:
+    /// exit 0 when it is good (the image's HEALTHCHECK).
+    #[command(mut_arg("http_listen", |arg| arg.env(HTTP_LISTEN_ENV)))]
+    Health(HealthArgs),
 }
 
 /// The value of `--store`.

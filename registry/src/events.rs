@@ -13,6 +13,7 @@ use wire::throttle;
 
 use crate::config::Config;
 use crate::identity::Origin;
+use crate::metrics::{self, Departure};
 use crate::protocol::{Contact, Dialect};
 
 wire::log_events! {
@@ -20,6 +21,7 @@ wire::log_events! {
     pub enum Event {
         Listening => "listening",
         Assigning => "assigning",
+        ServingHttp => "serving_http",
         Open => "open",
         Registered => "registered",
         Deregistered => "deregistered",
@@ -55,7 +57,7 @@ impl Event {
 pub struct Record {
     pub event: Event,
     pub timestamp: Option<String>,
-    /// The listening address (`listening`), or the entry's (the others).
+    /// The listening address (`listening`, `serving_http`), or the entry's (the others).
     pub addr: Option<String>,
     /// The entry's id, name and group.
     pub id: Option<String>,
@@ -102,6 +104,11 @@ pub fn assigning(addr: SocketAddr) {
     info!(event = %Event::Assigning, %addr, "the group lab's assigner is listening");
 }
 
+/// The operators' HTTP listener (`/metrics`, `/health`) is up on `addr`.
+pub fn serving_http(addr: SocketAddr) {
+    info!(event = %Event::ServingHttp, %addr, "serving /metrics and /health");
+}
+
 pub fn listening(addr: SocketAddr, config: &Config) {
     let (ttl, legacy_ttl, groups) = (config.leases.ttl, config.leases.legacy_ttl, config.groups);
     let token = config.admission.requires_token();
@@ -120,6 +127,7 @@ pub fn listening(addr: SocketAddr, config: &Config) {
 }
 
 pub fn registered(entry: &Contact, dialect: Dialect, contacts: usize) {
+    metrics::count(|m| m.registered(dialect));
     info!(
         event = %Event::Registered, id = %entry.id, name = %entry.name, addr = %entry.addr(), group = entry.group,
         key = entry.key.map(tracing::field::display), ?dialect, contacts, "registered"
@@ -136,15 +144,18 @@ pub fn unauthorized(peer: SocketAddr, reason: &dyn std::fmt::Display) {
 }
 
 pub fn deregistered(entry: &Contact) {
+    metrics::count(|m| m.departed(Departure::Deregistered));
     info!(event = %Event::Deregistered, id = %entry.id, name = %entry.name, addr = %entry.addr(), "deregistered");
 }
 
 /// A node's kept session closed without a deregistration: the node is gone.
 pub fn session_lost(entry: &Contact) {
+    metrics::count(|m| m.departed(Departure::SessionLost));
     info!(event = %Event::SessionLost, id = %entry.id, name = %entry.name, addr = %entry.addr(), "session lost");
 }
 
 pub fn expired(entry: &Contact) {
+    metrics::count(|m| m.departed(Departure::Expired));
     info!(event = %Event::Expired, id = %entry.id, name = %entry.name, addr = %entry.addr(), "lease expired");
 }
 

@@ -31,6 +31,9 @@
 //! - [`identity`]: the registry's own keys (the one its sessions prove, the
 //!   one it signs with), fresh at each start or kept in a key file.
 //! - [`cli`]: the command line and environment of the `registry` binary.
+//! - [`metrics`]: what `/metrics` serves: the events counted, and the
+//!   membership read at each scrape.
+//! - [`http`]: the operators' HTTP listener's pages (`/metrics`, `/health`).
 //! - [`events`]: the registry's log contract ([`events::Event`]), read back
 //!   by the launcher and the tests.
 //!
@@ -47,7 +50,9 @@ pub mod contact;
 pub mod credential;
 pub mod events;
 pub mod fanout;
+pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod protocol;
 pub mod replica;
 pub mod server;

@@ -76,7 +76,7 @@ pub type ErrorBody = envelope::ErrorBody<ErrorCode>;
 /// The `registered` event logs it by its `Debug` name (`Native`), which is
 /// the name it deserializes from, so that the event reads back as it was
 /// written (`events::Record::dialect`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Dialect {
     /// `{"op":"register",...}`: leased, answered with `{"ok":true,...}`.
     Native,
@@ -144,6 +144,61 @@ pub enum Request {
     Watch {
         since: Option<Since>,
     },
+}
+
+/// What a request asks, by name: a metric's label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Register,
+    Hello,
+    Coordinator,
+    Heartbeat,
+    Deregister,
+    Lookup,
+    List,
+    Group,
+    Watch,
+    /// A message that is no request.
+    Invalid,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Register => "register",
+            Operation::Hello => "hello",
+            Operation::Coordinator => "coordinator",
+            Operation::Heartbeat => "heartbeat",
+            Operation::Deregister => "deregister",
+            Operation::Lookup => "lookup",
+            Operation::List => "list",
+            Operation::Group => "group",
+            Operation::Watch => "watch",
+            Operation::Invalid => "invalid",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Request {
+    pub fn operation(&self) -> Operation {
+        match self {
+            Request::Register(_) => Operation::Register,
+            Request::Hello => Operation::Hello,
+            Request::Coordinator { .. } => Operation::Coordinator,
+            Request::Heartbeat { .. } => Operation::Heartbeat,
+            Request::Deregister(_) => Operation::Deregister,
+            Request::Lookup(_) => Operation::Lookup,
+            Request::List => Operation::List,
+            Request::Group { .. } => Operation::Group,
+            Request::Watch { .. } => Operation::Watch,
+        }
+    }
 }
 
 /// Where a watcher resumes: after `revision`, of the registry run `epoch`

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use wire::codec::{Decoded, FrameError, LinkCodec};
-use wire::connection::{self, Accepted, ByteStream, JsonStream, Slot};
+use wire::connection::{self, Accepted, ByteStream, JsonStream, Refusal, Slot};
 use wire::replay::millis;
 use wire::secure::{Keys, PublicKey};
 use wire::ticket::{Greeter, TICKET_VALIDITY};
@@ -34,9 +34,10 @@ pub use crate::config::Config;
 use crate::credential::{unix_ms, GroupClaims, Signer, VIEW_VALIDITY};
 use crate::events;
 use crate::fanout::Fanout;
+use crate::metrics;
 use crate::protocol::{
     invalid_group, ClientesContact, Contact, Dialect, Encoded, ErrorBody, ErrorCode, Found, GroupView, Listed,
-    OriginalContact, Policy, Registration, Renewed, Reply, Request, Secure, Since, SECURE_VERSION,
+    Operation, OriginalContact, Policy, Registration, Renewed, Reply, Request, Secure, Since, SECURE_VERSION,
 };
 use crate::replica::ReplicaError;
 use crate::store::{Store, StoreError, Subscription};
@@ -72,7 +73,7 @@ pub enum ServeError {
 /// Serves the registry on `listener` until `shutdown` completes; once its
 /// store is open (a replica's, caught up with etcd), it logs `listening`.
 pub async fn run(listeners: impl Into<Listeners>, config: Config, shutdown: impl Future) -> Result<(), ServeError> {
-    let Listeners { main: listener, assigner } = listeners.into();
+    let Listeners { main: listener, assigner, http } = listeners.into();
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let backend = Backend::open(&config, &tracker, &token).await?;
@@ -86,6 +87,14 @@ pub async fn run(listeners: impl Into<Listeners>, config: Config, shutdown: impl
         let serving =
             crate::assigner::serve(assigner, backend.clone(), config.groups, config.write_timeout, tracker.clone());
         tracker.spawn(token.clone().run_until_cancelled_owned(serving));
+    }
+
+    if let Some(http) = http {
+        events::serving_http(http.local_addr()?);
+        let metrics = crate::metrics::install(backend.store().clone(), config.groups);
+        let pages = crate::http::Pages { metrics, serving: token.clone() };
+        let serving = wire::http::serve(http, Arc::new(pages), tracker.clone(), token.clone());
+        tracker.spawn(serving);
     }
 
     let keys = Keys::shared(config.identity.session.clone(), config.admission.clone());
@@ -113,7 +122,14 @@ pub async fn run(listeners: impl Into<Listeners>, config: Config, shutdown: impl
             connection.serve(accepted, token.clone())
         }
     };
-    let refused = |peer: SocketAddr, error: &wire::secure::HandshakeError| events::unauthorized(peer, error);
+    let refused = |peer: SocketAddr, refusal: Refusal<'_>| {
+        metrics::count(|m| m.refused(refusal.reason()));
+        if let Refusal::Handshake(error) = refusal {
+            if error.is_refusal() {
+                events::unauthorized(peer, error);
+            }
+        }
+    };
     tokio::select! {
         () = connection::accept_loop(listener, keys, limits, tracker.clone(), serve, refused) => {}
         _ = shutdown => events::shutting_down(),
@@ -127,16 +143,18 @@ pub async fn run(listeners: impl Into<Listeners>, config: Config, shutdown: impl
 }
 
 /// What the registry listens on: its own port and, when asked, the group
-/// lab's assigner port ([`crate::assigner`]).
+/// lab's assigner port ([`crate::assigner`]) and the operators' HTTP
+/// listener ([`crate::http`]).
 #[derive(Debug)]
 pub struct Listeners {
     pub main: TcpListener,
     pub assigner: Option<TcpListener>,
+    pub http: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
     fn from(main: TcpListener) -> Listeners {
-        Listeners { main, assigner: None }
+        Listeners { main, assigner: None, http: None }
     }
 }
 
@@ -249,6 +267,7 @@ impl Connection {
     /// Answers requests until the connection ends; when its client ended a
     /// node's kept session, the node's entry goes with it.
     async fn serve(self, accepted: Accepted, token: CancellationToken) {
+        let _open = metrics::get().map(|m| m.session());
         let ended = self.requests(accepted.framed, accepted.first, accepted.slot, token).await;
         let held = wire::lock(&self.held).take();
         if let (Ended::ByPeer, Some(Held { id, settled: true })) = (ended, held) {
@@ -338,13 +357,26 @@ impl Connection {
     }
 
     async fn answer(&self, message: serde_json::Value) -> Answer {
+        let started = metrics::started();
         let request = match Request::parse(message) {
             Ok(request) => request,
             Err(error) => {
                 debug!(code = %error.code, message = %error.message, "rejected a request");
+                metrics::answered(Operation::Invalid, Some(error.code), started);
                 return Answer::Reply(Reply::Error(error));
             }
         };
+        let operation = request.operation();
+        let answer = self.answer_request(request).await;
+        let refusal = match &answer {
+            Answer::Reply(Reply::Error(error)) => Some(error.code),
+            _ => None,
+        };
+        metrics::answered(operation, refusal, started);
+        answer
+    }
+
+    async fn answer_request(&self, request: Request) -> Answer {
         if let Err(refusal) = self.admit(&request) {
             return Answer::Reply(Reply::Error(refusal));
         }
@@ -396,8 +428,9 @@ impl Connection {
         }
         let watcher = Watcher { framed, wakeups, seen, next_batch: Instant::now(), peer: self.peer, deadline };
         let store = self.backend.store().clone();
+        let open = metrics::get().map(|m| (m.session(), m.watcher()));
         self.fanout.spawn(async move {
-            let _slot = slot;
+            let (_slot, _open) = (slot, open);
             watcher.run(&store, token).await
         });
     }
@@ -424,6 +457,7 @@ impl Connection {
         } else {
             "this registry admits members with the join token only: open a secure session (see README, Trust)"
         };
+        metrics::count(|m| m.refused("plaintext"));
         events::unauthorized(self.peer, &reason);
         Err(ErrorBody::new(ErrorCode::Unauthorized, reason))
     }
@@ -589,6 +623,7 @@ impl<S: ByteStream> Watcher<S> {
     /// Sends `changes` in one write.
     async fn send(&mut self, changes: &[Arc<Encoded<WatchEvent>>]) -> std::io::Result<()> {
         connection::send_pieces(&mut self.framed, &mut Changes::new(changes), self.deadline).await?;
+        metrics::count(|m| m.changes_sent(changes.len()));
         self.seen = changes.last().map_or(self.seen, |change| change.value.revision);
         self.next_batch = Instant::now() + WATCH_TICK;
         Ok(())

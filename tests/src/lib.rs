@@ -313,6 +313,33 @@ impl Node {
     }
 }
 
+/// The address of `process`'s HTTP listener (`--http-listen 127.0.0.1:0`),
+/// once it serves: `event` is its emitter's `serving_http`.
+pub async fn http_addr(process: &Process, event: impl EventName) -> anyhow::Result<SocketAddr> {
+    let serving = process.wait_for_event(event).await?;
+    Ok(serving["addr"].as_str().context("`serving_http` has an addr")?.parse()?)
+}
+
+/// What `/metrics` at `addr` serves, parsed strictly ([`wire::exposition`]).
+pub async fn scrape(addr: SocketAddr) -> anyhow::Result<Metrics> {
+    let (status, body) = wire::http::get(addr, "/metrics", PATIENCE).await?;
+    anyhow::ensure!(status == 200, "/metrics answered {status}");
+    let text = String::from_utf8(body.to_vec())?;
+    Ok(Metrics(wire::exposition::parse(&text).with_context(|| format!("/metrics is not exposition format:\n{text}"))?))
+}
+
+/// Families read from `/metrics`.
+#[derive(Debug)]
+pub struct Metrics(pub Vec<wire::exposition::Family>);
+
+impl Metrics {
+    /// The sum of the samples named `sample` (a family's name and its
+    /// suffix) whose labels include `labels`; 0 when there is none.
+    pub fn value(&self, sample: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0.iter().map(|family| family.sum(sample, labels)).sum()
+    }
+}
+
 /// A secure session opened by hand, for requests no client sends.
 pub type Sealed = tokio_util::codec::Framed<tokio::net::TcpStream, wire::codec::LinkCodec>;
 

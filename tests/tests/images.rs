@@ -1,6 +1,7 @@
 //! `launcher build` against the real Docker daemon: both images are small,
-//! `FROM scratch`, run as nobody on 8080, and the node resolves the
-//! registry's container name (static glibc DNS in a scratch image).
+//! `FROM scratch`, run as nobody on 8080, the node resolves the registry's
+//! container name (static glibc DNS in a scratch image), and both turn
+//! healthy by their own HEALTHCHECK.
 //!
 //! Skips (saying so) when no daemon is reachable, unless REQUIRE_DOCKER is set.
 
@@ -42,7 +43,7 @@ fn inspect_image(image: &str) -> Value {
     all[0].clone()
 }
 
-fn check_image(image: &str, name: &str, listen_env: &str) {
+fn check_image(image: &str, name: &str, listen_env: &str, http_env: &str) {
     let inspect = inspect_image(image);
     let config = &inspect["Config"];
     let size = inspect["Size"].as_u64().expect("the image has a size");
@@ -56,6 +57,9 @@ fn check_image(image: &str, name: &str, listen_env: &str) {
     assert!(labels["org.opencontainers.image.source"].as_str().is_some_and(|s| s.starts_with("https://")), "{labels}");
     let env: Vec<&str> = config["Env"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     assert!(env.contains(&format!("{listen_env}=0.0.0.0:8080").as_str()), "{env:?}");
+    assert!(env.contains(&format!("{http_env}=0.0.0.0:8081").as_str()), "{env:?}");
+    let health = &config["Healthcheck"];
+    assert_eq!(health["Test"], serde_json::json!(["CMD", format!("/{name}"), "health"]), "{config}");
     assert!(!env.iter().any(|e| e.starts_with("LOG_FORMAT=")), "the launcher sets LOG_FORMAT per container: {env:?}");
     // FROM scratch: one layer, the binary.
     let layers = inspect["RootFS"]["Layers"].as_array().map_or(0, Vec::len);
@@ -87,8 +91,8 @@ fn launcher_builds_small_scratch_images_whose_node_finds_the_registry_by_name() 
         );
     }
 
-    check_image(REGISTRY_IMAGE, "registry", "REGISTRY_LISTEN");
-    check_image(NODE_IMAGE, "node", "NODE_LISTEN");
+    check_image(REGISTRY_IMAGE, "registry", "REGISTRY_LISTEN", registry::cli::HTTP_LISTEN_ENV);
+    check_image(NODE_IMAGE, "node", "NODE_LISTEN", node::config::HTTP_LISTEN_ENV);
 
     let help = docker(&["run", "--rm", NODE_IMAGE, "--help"]);
     assert!(help.status.success(), "node --help in its image failed: {}", text(&help));
@@ -132,6 +136,27 @@ fn launcher_builds_small_scratch_images_whose_node_finds_the_registry_by_name() 
                 tests::PATIENCE,
                 text(&logs)
             );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // The images' HEALTHCHECK (`registry health`, `node health`, run inside
+    // them every 10 s) turns both containers healthy.
+    for container in [REGISTRY_CONTAINER, NODE_CONTAINER] {
+        let status = await_health(container, "healthy");
+        assert_eq!(status, "healthy", "{container}: {}", text(&docker(&["inspect", container])));
+    }
+}
+
+/// `container`'s health status once it is `wanted`, or the last one seen
+/// after [`tests::PATIENCE`].
+fn await_health(container: &str, wanted: &str) -> String {
+    let deadline = Instant::now() + tests::PATIENCE;
+    loop {
+        let inspect = docker(&["inspect", "--format", "{{.State.Health.Status}}", container]);
+        let status = text(&inspect).trim().to_owned();
+        if status == wanted || Instant::now() > deadline {
+            return status;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }

@@ -128,6 +128,45 @@ pub async fn start(
     Ok((listener, shutdown))
 }
 
+/// Binds the listener of an optional `--flag`, when given. On failure,
+/// prints why (prefixed with `program`) and returns the exit code to use.
+pub fn bind_optional(program: &str, flag: &str, listen: Option<SocketAddr>) -> Result<Option<TcpListener>, ExitCode> {
+    let Some(listen) = listen else { return Ok(None) };
+    crate::connection::bind(listen).map(Some).map_err(|error| {
+        eprintln!("{program}: failed to listen on {listen} (--{flag}): {error}");
+        ExitCode::from(EXIT_BIND)
+    })
+}
+
+/// The operators' HTTP listener ([`crate::http`]).
+#[derive(Debug, clap::Args)]
+pub struct HttpArgs {
+    /// Serve /metrics (Prometheus) and /health over HTTP on this address;
+    /// none without it. They carry counts and states, never a key or a
+    /// member's address; keep them on a network of the operators' own.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// The `health` subcommand, which the images' HEALTHCHECK runs.
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// The service's HTTP listener, as it was given (an unspecified address
+    /// such as 0.0.0.0 is asked on loopback).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: SocketAddr,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    pub timeout: Duration,
+}
+
+impl HealthArgs {
+    /// Checks the health; exits 0 only when it is good.
+    pub async fn run(&self, program: &str) -> ExitCode {
+        crate::health::main(program, self.http_listen, self.timeout).await
+    }
+}
+
 /// Writes `text` to stdout at once (a line at a time reaches `grep` as it comes).
 pub fn print(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();

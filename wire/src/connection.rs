@@ -154,7 +154,8 @@ pub struct Accepted {
 /// Accepts connections forever: establishes each (see the module's doc),
 /// then hands it to `serve` in a task on `tracker` inside a span naming the
 /// peer. A handshake refused for want of the join token is answered with
-/// `unauthorized` and reported to `refused`.
+/// `unauthorized`; it and every connection dropped at a bound are reported
+/// to `refused` ([`Refusal`]).
 pub async fn accept_loop<F, Fut, R>(
     listener: TcpListener,
     keys: Keys,
@@ -165,7 +166,7 @@ pub async fn accept_loop<F, Fut, R>(
 ) where
     F: Fn(Accepted) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
-    R: Fn(SocketAddr, &HandshakeError) + Send + Sync + 'static,
+    R: Fn(SocketAddr, Refusal<'_>) + Send + Sync + 'static,
 {
     let established = Arc::new(Established::new(limits));
     let pending = Arc::new(Pending::new(limits));
@@ -205,10 +206,16 @@ pub async fn accept_loop<F, Fut, R>(
                     codec = tokio::time::timeout_at(deadline, handshake(&mut stream, &keys, &mut secure)) => {
                         codec.map(|codec| codec.map(|codec| codec.metered(&budget)))
                     }
-                    () = waiting.evicted.cancelled() => return busy(&stream, secure, "dropped for a newer connection"),
+                    () = waiting.evicted.cancelled() => {
+                        refused(peer, Refusal::Evicted);
+                        return busy(&stream, secure, "dropped for a newer connection");
+                    }
                 };
                 let codec = match codec {
-                    Err(_) => return busy(&stream, secure, "no handshake in time"),
+                    Err(_) => {
+                        refused(peer, Refusal::Late);
+                        return busy(&stream, secure, "no handshake in time");
+                    }
                     // Refused while still pending, so that refusals count against the bounds too.
                     Ok(Err(error)) => return refuse(stream, peer, error, refused.as_ref()).await,
                     Ok(Ok(codec)) => codec,
@@ -219,12 +226,16 @@ pub async fn accept_loop<F, Fut, R>(
                     () = waiting.evicted.cancelled() => None,
                 };
                 let Some(first) = first else {
+                    refused(peer, if waiting.evicted.is_cancelled() { Refusal::Evicted } else { Refusal::Late });
                     return debug!("no first message in time, or dropped for a newer connection");
                 };
                 drop(waiting);
                 let slot = match established.take(source, limits.handshake_timeout).await {
                     Ok(slot) => slot,
-                    Err(full) => return refuse_established(framed, full).await,
+                    Err(full) => {
+                        refused(peer, Refusal::Full);
+                        return refuse_established(framed, full).await;
+                    }
                 };
                 serve(Accepted { framed, peer, first, slot }).await;
             }
@@ -297,6 +308,32 @@ async fn handshake(stream: &mut TcpStream, keys: &Keys, progress: &mut Progress)
     }
 }
 
+/// Why the accept loop refused a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal<'a> {
+    /// Its handshake failed: refused, when [`HandshakeError::is_refusal`]
+    /// (and answered `unauthorized`), else broken off or not ours.
+    Handshake(&'a HandshakeError),
+    /// No handshake or first message within the handshake timeout.
+    Late,
+    /// Dropped for a newer pending connection of the same source.
+    Evicted,
+    /// The bound on established connections was reached.
+    Full,
+}
+
+impl Refusal<'_> {
+    /// A word for the reason, of a few values whatever the peer sends: a metric's label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Handshake(error) => error.reason(),
+            Refusal::Late => "late",
+            Refusal::Evicted => "evicted",
+            Refusal::Full => "full",
+        }
+    }
+}
+
 /// Drops a pending connection. A peer whose handshake began but got no
 /// answer yet is told (when the socket takes it at once) that it may try
 /// again, so that a member does not mistake a busy server of ours for one
@@ -315,16 +352,16 @@ fn busy(stream: &TcpStream, progress: Progress, why: &'static str) {
 /// Answers a handshake whose first message was refused (no token, a
 /// replay, a clock too far off); anything else (a reset, a peer of another
 /// protocol) is only closed.
-async fn refuse<R: Fn(SocketAddr, &HandshakeError)>(
+async fn refuse<R: Fn(SocketAddr, Refusal<'_>)>(
     stream: TcpStream,
     peer: SocketAddr,
     error: HandshakeError,
     refused: &R,
 ) {
+    refused(peer, Refusal::Handshake(&error));
     if !error.is_refusal() {
         return debug!(%error, "closed a connection whose handshake failed");
     }
-    refused(peer, &error);
     let reply: Reply<(), Code> = Reply::Err(ErrorBody::new(Code::Unauthorized, error.to_string()));
     let mut framed = Framed::new(stream, LinkCodec::plain(MAX_REQUEST_BYTES));
     // The peer sent a whole handshake message and waits for the next one:

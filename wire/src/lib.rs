@@ -17,6 +17,10 @@
 //!   names, groups), with messages that name the field and never echo much.
 //! - [`connection`]: binding, the capped accept loop, reply deadlines and the
 //!   careful hang-up.
+//! - [`http`], [`health`]: the operators' HTTP listener (`/metrics`,
+//!   `/health`, a service's own pages), bounded apart from the service, and
+//!   the health check the `health` subcommands run; [`exposition`]: what
+//!   `/metrics` serves, read back.
 //! - [`heap`]: giving freed memory back to the system after a burst.
 //! - [`throttle`]: log lines about refusals, at most one per source and
 //!   reason per interval.
@@ -34,8 +38,11 @@ pub mod cli;
 pub mod codec;
 pub mod connection;
 pub mod envelope;
+pub mod exposition;
 pub mod fields;
+pub mod health;
 pub mod heap;
+pub mod http;
 pub mod replay;
 pub mod secure;
 pub mod shutdown;

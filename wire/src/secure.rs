@@ -445,6 +445,22 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// A word for the failure, of a few values whatever the peer sends: a metric's label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HandshakeError::Closed => "closed",
+            HandshakeError::NotSecure { .. } => "not_secure",
+            HandshakeError::Rejected(_) => "rejected",
+            HandshakeError::Undated => "undated",
+            HandshakeError::Skewed { .. } => "skewed",
+            HandshakeError::Replayed => "replayed",
+            HandshakeError::Refused { .. } => "refused",
+            HandshakeError::Busy { .. } => "busy",
+            HandshakeError::WrongKey { .. } => "wrong_key",
+            HandshakeError::Io(_) => "io",
+        }
+    }
+
     /// Whether the peer sent a whole first message that was refused (as
     /// opposed to a failure of the connection): it waits for an answer,
     /// and may be told why.

@@ -51,6 +51,15 @@ impl Service {
         }
     }
 
+    /// The variable that sets the address of the program's HTTP listener
+    /// (`/metrics`, `/health`), which its `health` subcommand reads too.
+    pub(super) fn http_env(self) -> &'static str {
+        match self {
+            Service::Registry => registry::cli::HTTP_LISTEN_ENV,
+            Service::Node => node::config::HTTP_LISTEN_ENV,
+        }
+    }
+
     /// The variable that sets the address the program listens on.
     pub(super) fn listen_env(self) -> &'static str {
         match self {

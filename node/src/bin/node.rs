@@ -1,5 +1,6 @@
 //! `node`: parses the command line, sets up logging, binds the greeting
-//! listener, and runs until SIGINT or SIGTERM; `node send` multicasts to a group.
+//! listener, and runs until SIGINT or SIGTERM; `node send` multicasts to a
+//! group, `node health` checks a running node.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -14,8 +15,10 @@ use wire::{cli, telemetry, Chain};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse_checked();
-    if let Some(Command::Send(args)) = cli.command {
-        return send(args).await;
+    match cli.command {
+        Some(Command::Send(args)) => return send(args).await,
+        Some(Command::Health(health)) => return health.run("node").await,
+        None => {}
     }
     telemetry::init(cli.args.log_format);
     let config = match cli.args.config() {
@@ -25,11 +28,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_SECRET);
         }
     };
-    let (listener, shutdown) = match cli::start("node", cli.args.listen).await {
+    let (greeting, shutdown) = match cli::start("node", cli.args.listen).await {
         Ok(started) => started,
         Err(code) => return code,
     };
-    node::run(listener, config, shutdown).await;
+    let http = match cli::bind_optional("node", "http-listen", cli.args.http.http_listen) {
+        Ok(http) => http,
+        Err(code) => return code,
+    };
+    node::run(node::Listeners { greeting, http }, config, shutdown).await;
     ExitCode::SUCCESS
 }
 

@@ -1,11 +1,11 @@
 //! `registry`: parses the command line, sets up logging, binds, and serves
-//! until SIGINT or SIGTERM.
+//! until SIGINT or SIGTERM; `registry health` checks a serving one.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use registry::cli::Cli;
+use registry::cli::{Cli, Command};
 use registry::server;
 use wire::{telemetry, Chain};
 
@@ -15,6 +15,9 @@ const EXIT_STORE: u8 = 5;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Health(health)) = &cli.command {
+        return health.run("registry").await;
+    }
     telemetry::init(cli.log_format);
     let config = match cli.config() {
         Ok(config) => config,
@@ -27,17 +30,13 @@ async fn main() -> ExitCode {
         Ok(started) => started,
         Err(code) => return code,
     };
-    let assigner = match cli.assigner_listen {
-        None => None,
-        Some(addr) => match wire::connection::bind(addr) {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                eprintln!("registry: failed to listen on {addr} (--assigner-listen): {error}");
-                return ExitCode::from(wire::cli::EXIT_BIND);
-            }
-        },
-    };
-    match server::run(server::Listeners { main, assigner }, config, shutdown).await {
+    let optional = |flag, listen| wire::cli::bind_optional("registry", flag, listen);
+    let (assigner, http) =
+        match (optional("assigner-listen", cli.assigner_listen), optional("http-listen", cli.http.http_listen)) {
+            (Ok(assigner), Ok(http)) => (assigner, http),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
+    match server::run(server::Listeners { main, assigner, http }, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("registry: {}", Chain(&error));

@@ -112,6 +112,24 @@ pub struct Store {
     leases_kept_elsewhere: bool,
 }
 
+/// The live entries by standing and dialect ([`Store::census`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    pub native: Standings,
+    /// Of either original dialect.
+    pub original: Standings,
+    /// Groups with a live member, which coordinates them.
+    pub coordinators: usize,
+}
+
+/// Live entries that renew their lease, and those silent for more than half
+/// of it: suspect, though still listed until it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standings {
+    pub live: usize,
+    pub suspect: usize,
+}
+
 /// What the rules keep under the lock: the entries, what is kept of those
 /// that lapsed, the order of admissions, and the changes for watchers.
 #[derive(Debug)]
@@ -564,6 +582,22 @@ impl Store {
         let state = self.lock();
         let silent = state.entries.iter().filter(|(_, e)| e.is_live(now) && e.is_silent(now));
         silent.map(|(_, e)| e.contact().id.clone()).collect()
+    }
+
+    /// How many live entries there are, by standing and dialect, and how
+    /// many groups have a coordinator: what the registry's metrics report.
+    pub fn census(&self, now: Instant) -> Census {
+        let state = self.lock();
+        let mut census = Census::default();
+        let mut coordinated = std::collections::HashSet::new();
+        for (_, entry) in state.entries.iter().filter(|(_, e)| e.is_live(now)) {
+            let dialect = if entry.original_from.is_some() { &mut census.original } else { &mut census.native };
+            let standing = if entry.is_silent(now) { &mut dialect.suspect } else { &mut dialect.live };
+            *standing += 1;
+            coordinated.extend(entry.contact().group);
+        }
+        census.coordinators = coordinated.len();
+        census
     }
 
     /// Removes expired entries and returns them.
