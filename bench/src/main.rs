@@ -26,7 +26,7 @@
 //!   lab's Python programs), [`multicast`], [`lab`] (the group lab's
 //!   programs beside ours), [`watch`], [`detection`],
 //!   [`replicas`] (registry replicas on etcd), [`launcher`], [`local`],
-//!   [`hostile`] (a stranger's attacks).
+//!   [`metrics`] (what counting costs), [`hostile`] (a stranger's attacks).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -38,6 +38,7 @@ mod launcher;
 mod local;
 mod memory;
 mod mesh;
+mod metrics;
 mod multicast;
 mod nodes;
 mod originals;
@@ -139,6 +140,7 @@ async fn run(cli: &Cli, rows: &Rows, node_bin: &Path) {
             Section::Launcher => launcher::bench_launcher(rows).await,
             Section::Local => local::bench_local_sizes(rows, &cli.local_sizes()).await,
             Section::Swarm => swarm::bench_swarm(rows).await,
+            Section::Metrics => metrics::bench_metrics(cli, rows, node_bin).await,
             Section::Hostile => hostile::bench_hostile(rows).await,
         };
         if let Err(error) = result {

@@ -86,6 +86,48 @@ pub(crate) async fn drive(
     work: Vec<(Client, Op)>,
     target: Option<Target>,
 ) -> anyhow::Result<()> {
+    let Driven { ops, window, run, clients, latencies_ns, client_cpu } = measure(cli, work).await?;
+    let latencies_ns = &latencies_ns;
+    let note = format!(
+        "{} requests in {window:.2} s, {clients} clients, after {:.1} s warm-up",
+        latencies_ns.len(),
+        WARMUP.as_secs_f64()
+    );
+    rows.push(section, "throughput", Some(ops), "ops/s", target, note);
+    rows.info(section, "latency p50", percentile(latencies_ns, 0.50) / 1e6, "ms", "");
+    rows.info(
+        section,
+        "latency p99",
+        percentile(latencies_ns, 0.99) / 1e6,
+        "ms",
+        format!("max {:.3} ms", percentile(latencies_ns, 1.0) / 1e6),
+    );
+    if let Some(used) = client_cpu {
+        rows.info(
+            section,
+            "bench clients CPU",
+            used,
+            "CPU s",
+            format!("{:.0}% of one core over {run:.2} s", 100.0 * used / run),
+        );
+    }
+    Ok(())
+}
+
+/// What [`measure`] measured.
+pub(crate) struct Driven {
+    pub(crate) ops: f64,
+    /// Seconds measured, and run in all (with the warm-up).
+    window: f64,
+    run: f64,
+    clients: usize,
+    /// Every request's latency, sorted.
+    latencies_ns: Vec<u64>,
+    client_cpu: Option<f64>,
+}
+
+/// Runs one worker per (client, op) for the warm-up and `cli.duration`.
+pub(crate) async fn measure(cli: &Cli, work: Vec<(Client, Op)>) -> anyhow::Result<Driven> {
     let clients = work.len();
     let start = Instant::now() + Duration::from_millis(50);
     let warm_end = start + WARMUP;
@@ -111,30 +153,7 @@ pub(crate) async fn drive(
     let client_cpu = cpu_before.zip(cpu_seconds("self")).map(|(before, after)| after - before);
     all.sort_unstable();
     let ops = all.len() as f64 / window;
-    let note = format!(
-        "{} requests in {window:.2} s, {clients} clients, after {:.1} s warm-up",
-        all.len(),
-        WARMUP.as_secs_f64()
-    );
-    rows.push(section, "throughput", Some(ops), "ops/s", target, note);
-    rows.info(section, "latency p50", percentile(&all, 0.50) / 1e6, "ms", "");
-    rows.info(
-        section,
-        "latency p99",
-        percentile(&all, 0.99) / 1e6,
-        "ms",
-        format!("max {:.3} ms", percentile(&all, 1.0) / 1e6),
-    );
-    if let Some(used) = client_cpu {
-        rows.info(
-            section,
-            "bench clients CPU",
-            used,
-            "CPU s",
-            format!("{:.0}% of one core over {run:.2} s", 100.0 * used / run),
-        );
-    }
-    Ok(())
+    Ok(Driven { ops, window, run, clients, latencies_ns: all, client_cpu })
 }
 
 /// A secure session with the registry as a client of its own (see [`client_keys`]).

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::cmd::{build, disrupt, down, logs, ps, push, scale, send, token, up};
+use crate::cmd::{build, disrupt, down, logs, ps, push, scale, send, stats, token, up};
 
 /// Runs the HIT6 mesh (a registry and greeting nodes) in Docker, shows it
 /// forming, and tells whether it is complete.
@@ -27,6 +27,9 @@ pub enum Command {
     Ps(ps::Args),
     /// Show the project's logs.
     Logs(logs::Args),
+    /// A live table of the registries and nodes, as their /metrics and
+    /// /health say and their engine counts them, refreshed every second.
+    Stats(stats::Args),
     /// Build the registry and node images from the workspace sources.
     Build(build::Args),
     /// Push the registry and node images to an image registry, for the

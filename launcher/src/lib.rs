@@ -66,6 +66,7 @@ impl Command {
             Command::Down(args) => args.run(project).await,
             Command::Ps(args) => args.run(project).await,
             Command::Logs(args) => args.run(project).await,
+            Command::Stats(args) => args.run(project).await,
             Command::Build(args) => args.run().await,
             Command::Push(args) => args.run().await,
             Command::Send(args) => args.run(project).await,

@@ -1,25 +1,25 @@
 //! The node's metrics, served at `/metrics` ([`crate::http`]) when it has
 //! an HTTP listener, every name under `hit6_node_`.
 //!
-//! As the registry's ([`registry::metrics`]): one set per process,
-//! installed when the node serves HTTP and absent otherwise, so that a node
-//! without `--http-listen` counts nothing and keeps no peer set. Labels take
+//! As the registry's ([`registry::metrics`]): one set per process
+//! ([`wire::metrics::Installed`]), installed when the node serves HTTP and
+//! absent otherwise, so that a node without `--http-listen` counts nothing
+//! and keeps no peer set; greetings are counted in [`wire::metrics`]'
+//! lock-free counters and histograms, resolved per outcome once. Labels take
 //! a few values each; no metric names a peer.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use registry::metrics::latency_histogram;
 use tokio::time::Instant;
+use wire::metrics::{Count, Installed, Latency};
 
 use crate::health::Vitals;
 
@@ -71,14 +71,18 @@ struct Kind {
 /// The counts this process keeps.
 #[derive(Debug)]
 pub struct Metrics {
-    sent: Family<Outcome, Counter>,
-    greeting_latency: Histogram,
-    received: Family<Kind, Counter>,
-    rejected: Family<Reason, Counter>,
-    reconnects: Family<Kind, Counter>,
-    multicasts: Family<Outcome, Counter>,
-    acknowledged: Counter,
-    ack_latency: Histogram,
+    sent: Family<Outcome, Count>,
+    /// The counts of `sent` by [`Sent`], resolved once.
+    sent_by: [Count; 3],
+    greeting_latency: Latency,
+    received: Family<Kind, Count>,
+    /// The counts of `received`: with a ticket, and in plaintext.
+    received_by: [Count; 2],
+    rejected: Family<Reason, Count>,
+    reconnects: Family<Kind, Count>,
+    multicasts: Family<Outcome, Count>,
+    acknowledged: Count,
+    ack_latency: Latency,
     /// The peers in the live view, by a hash of their id: 16 bytes a peer,
     /// kept only with metrics on.
     peers: Mutex<HashSet<u64>>,
@@ -87,22 +91,29 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Metrics {
+        let sent = Family::<Outcome, Count>::default();
+        let sent_by = [Sent::Welcome, Sent::Met, Sent::Failed]
+            .map(|outcome| sent.get_or_create(&Outcome { outcome: outcome.as_str() }).clone());
+        let received = Family::<Kind, Count>::default();
+        let received_by = ["ticket", "plaintext"].map(|kind| received.get_or_create(&Kind { kind }).clone());
         Metrics {
-            sent: Family::default(),
-            greeting_latency: latency_histogram(),
-            received: Family::default(),
+            sent,
+            sent_by,
+            greeting_latency: Latency::default(),
+            received,
+            received_by,
             rejected: Family::default(),
             reconnects: Family::default(),
             multicasts: Family::default(),
-            acknowledged: Counter::default(),
-            ack_latency: latency_histogram(),
+            acknowledged: Count::default(),
+            ack_latency: Latency::default(),
             peers: Mutex::default(),
             hasher: RandomState::new(),
         }
     }
 }
 
-static METRICS: OnceLock<Metrics> = OnceLock::new();
+static METRICS: Installed<Metrics> = Installed::new();
 
 /// The process's metrics, once [`install`]ed.
 pub fn get() -> Option<&'static Metrics> {
@@ -111,20 +122,18 @@ pub fn get() -> Option<&'static Metrics> {
 
 /// Counts with `count` when metrics are on.
 pub fn count(count: impl FnOnce(&'static Metrics)) {
-    if let Some(metrics) = get() {
-        count(metrics);
-    }
+    METRICS.count(count)
 }
 
 /// When something timed began, when metrics are on.
 pub fn started() -> Option<Instant> {
-    get().map(|_| Instant::now())
+    METRICS.started()
 }
 
 /// Starts counting, and returns what `/metrics` serves, with whether the
 /// node is registered and up read from `vitals` at each scrape.
 pub fn install(vitals: Arc<Vitals>) -> Registry {
-    let metrics = METRICS.get_or_init(Metrics::default);
+    let metrics = METRICS.install(Metrics::default);
     let mut registry = Registry::with_prefix("hit6_node");
     metrics.register(&mut registry);
     registry.register_collector(Box::new(Live { vitals }));
@@ -173,15 +182,15 @@ impl Metrics {
 
     /// A greeting ended with `outcome`, `started` when it began.
     pub fn greeted(&self, outcome: Sent, started: Option<Instant>) {
-        self.sent.get_or_create(&Outcome { outcome: outcome.as_str() }).inc();
-        if let (Sent::Welcome | Sent::Met, Some(started)) = (outcome, started) {
-            self.greeting_latency.observe(started.elapsed().as_secs_f64());
+        self.sent_by[outcome as usize].inc();
+        if outcome != Sent::Failed {
+            self.greeting_latency.since(started);
         }
     }
 
     /// A greeting received, with a ticket or in plaintext.
     pub fn received(&self, ticket: bool) {
-        self.received.get_or_create(&Kind { kind: if ticket { "ticket" } else { "plaintext" } }).inc();
+        self.received_by[usize::from(!ticket)].inc();
     }
 
     pub fn rejected(&self, reason: &'static str) {
@@ -203,9 +212,7 @@ impl Metrics {
     /// A delivery acknowledged, `started` when it was sent.
     pub fn acknowledged(&self, started: Option<Instant>) {
         self.acknowledged.inc();
-        if let Some(started) = started {
-            self.ack_latency.observe(started.elapsed().as_secs_f64());
-        }
+        self.ack_latency.since(started);
     }
 
     /// The live view starts again from a snapshot of `peers`' ids.

@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Arg, Parser};
 use wire::cli::{self, HealthArgs, HttpArgs, JoinTokenArgs, Lifetime, LimitsArgs};
 use wire::connection::Limits;
 use wire::fields::truncate;
+use wire::http::ReadToken;
 use wire::secure::TokenError;
 use wire::telemetry::LogFormat;
 
@@ -72,6 +74,11 @@ pub struct Cli {
     pub assigner_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub http: HttpArgs,
+    /// A file holding a token of the HTTP listener's own (64 hex characters,
+    /// not the join token), which the status page's viewers must hold; with
+    /// a join token and without this, the status page is not served.
+    #[arg(long, env = "REGISTRY_HTTP_TOKEN_FILE", value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// Connections served at once, once established. Every node keeps two
     /// open, its session (its heartbeats travel on it) and its watch, so
     /// this bounds the nodes at half of it.
@@ -159,6 +166,11 @@ fn endpoint(text: &str) -> Result<String, String> {
     cli::port(port).map(|_| text.to_owned())
 }
 
+/// The HTTP listener's token, from its file.
+fn http_token(path: &std::path::Path) -> Result<Arc<ReadToken>, SecretError> {
+    ReadToken::from_file(path).map(Arc::new).map_err(SecretError::HttpToken)
+}
+
 /// The registry's word for the join token file, and its variable.
 fn join_token_file(arg: Arg) -> Arg {
     arg.env("REGISTRY_JOIN_TOKEN_FILE").help(
@@ -174,6 +186,8 @@ pub enum SecretError {
     Token(#[from] TokenError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error("--http-token-file: {0}")]
+    HttpToken(TokenError),
     #[error(
         "with --store etcd, replicas must prove the same key: give each the same --key-file, \
          or set {KEY_ENV}"
@@ -224,6 +238,7 @@ impl Cli {
             write_timeout: self.write_timeout,
             identity,
             storage,
+            http_token: self.http_token_file.as_deref().map(http_token).transpose()?,
         })
     }
 }

@@ -1,9 +1,11 @@
 //! The registry's configuration: read once, from the command line or made
 //! by a test, then run by the server and logged when it starts listening.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wire::connection::Limits;
+use wire::http::ReadToken;
 use wire::secure::Admission;
 
 use crate::identity::RegistryIdentity;
@@ -31,6 +33,8 @@ pub struct Config {
     /// The keys it proves and signs with.
     pub identity: RegistryIdentity,
     pub storage: Storage,
+    /// The HTTP listener's own read token, which the status page asks for.
+    pub http_token: Option<Arc<ReadToken>>,
 }
 
 /// Where the membership is kept.
@@ -57,6 +61,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(5),
             identity: RegistryIdentity::generate(),
             storage: Storage::Memory,
+            http_token: None,
         }
     }
 }

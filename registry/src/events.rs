@@ -127,7 +127,7 @@ pub fn listening(addr: SocketAddr, config: &Config) {
 }
 
 pub fn registered(entry: &Contact, dialect: Dialect, contacts: usize) {
-    metrics::count(|m| m.registered(dialect));
+    metrics::count(|m| m.registered(dialect, contacts));
     info!(
         event = %Event::Registered, id = %entry.id, name = %entry.name, addr = %entry.addr(), group = entry.group,
         key = entry.key.map(tracing::field::display), ?dialect, contacts, "registered"

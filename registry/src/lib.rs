@@ -33,7 +33,9 @@
 //! - [`cli`]: the command line and environment of the `registry` binary.
 //! - [`metrics`]: what `/metrics` serves: the events counted, and the
 //!   membership read at each scrape.
-//! - [`http`]: the operators' HTTP listener's pages (`/metrics`, `/health`).
+//! - [`http`]: the operators' HTTP listener's pages (`/metrics`, `/health`,
+//!   the status page) and who may read them.
+//! - [`status`]: the status page, and the events it draws the membership from.
 //! - [`events`]: the registry's log contract ([`events::Event`]), read back
 //!   by the launcher and the tests.
 //!
@@ -56,6 +58,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod replica;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod streamed;
 pub mod watch;

@@ -2,30 +2,33 @@
 //! has an HTTP listener, every name under `hit6_registry_`.
 //!
 //! Events are counted where they are logged ([`crate::events`]), in one set
-//! of metrics per process, installed by the server when it serves HTTP and
-//! absent otherwise, so that a registry without `--http-listen` counts
-//! nothing. The membership (members by standing and dialect, groups with a
+//! of metrics per process ([`wire::metrics::Installed`]), installed by the
+//! server when it serves HTTP and absent otherwise, so that a registry
+//! without `--http-listen` counts nothing. Requests are counted in
+//! [`wire::metrics`]' lock-free counters and histograms, resolved per
+//! operation once. The membership (members by standing and dialect, groups with a
 //! coordinator) is read from the store at each scrape instead, off every
 //! request's path.
 //!
 //! Labels take a few values each, whatever strangers send: operations,
-//! error codes, dialects, reasons. No metric names a member or carries a key.
+//! error codes, dialects, reasons. No metric names a member or carries a
+//! key. (prometheus-client writes label values as they are, unescaped:
+//! a label must never hold text from the network.)
 
 use std::fmt::Write;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
+use wire::metrics::{Count, Installed, Latency};
 
 use crate::protocol::{Dialect, ErrorCode, Operation};
 use crate::store::{Standings, Store};
@@ -71,48 +74,67 @@ struct ByReason {
 /// The counts this process keeps.
 #[derive(Debug)]
 pub struct Metrics {
-    requests: Family<Answered, Counter>,
-    latency: Family<ByOperation, Histogram, fn() -> Histogram>,
-    registrations: Family<ByDialect, Counter>,
-    departures: Family<ByDeparture, Counter>,
-    refused: Family<ByReason, Counter>,
-    watch_changes: Counter,
+    requests: Family<Answered, Count>,
+    latency: Family<ByOperation, Latency>,
+    /// Each operation's `ok` count and its latency, by [`Operation::ALL`]'s
+    /// order: resolved once, so that answering looks nothing up.
+    by_operation: Vec<(Count, Latency)>,
+    registrations: Family<ByDialect, Count>,
+    introductions: Count,
+    departures: Family<ByDeparture, Count>,
+    refused: Family<ByReason, Count>,
+    watch_changes: Count,
     sessions: Gauge,
     watchers: Gauge,
 }
 
 impl Default for Metrics {
     fn default() -> Metrics {
+        let (requests, latency) = (Family::<Answered, Count>::default(), Family::<ByOperation, Latency>::default());
+        let by_operation = Operation::ALL
+            .iter()
+            .map(|&operation| {
+                let ok = requests.get_or_create(&Answered { operation, outcome: Outcome(None) }).clone();
+                (ok, latency.get_or_create(&ByOperation { operation }).clone())
+            })
+            .collect();
         Metrics {
-            requests: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            requests,
+            latency,
+            by_operation,
             registrations: Family::default(),
+            introductions: Count::default(),
             departures: Family::default(),
             refused: Family::default(),
-            watch_changes: Counter::default(),
+            watch_changes: Count::default(),
             sessions: Gauge::default(),
             watchers: Gauge::default(),
         }
     }
 }
 
-/// Request latencies from 25 µs to about 0.8 s.
-pub fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(25e-6, 2.0, 16))
-}
-
-static METRICS: OnceLock<Metrics> = OnceLock::new();
+static METRICS: Installed<Metrics> = Installed::new();
 
 /// The process's metrics, once [`install`]ed.
 pub fn get() -> Option<&'static Metrics> {
     METRICS.get()
 }
 
+/// Counts with `count` when metrics are on.
+pub fn count(count: impl FnOnce(&'static Metrics)) {
+    METRICS.count(count)
+}
+
+/// When a request was read, when metrics are on (their clock costs nothing otherwise).
+pub fn started() -> Option<Instant> {
+    METRICS.started()
+}
+
 /// Starts counting, and returns what `/metrics` serves: the counts and the
 /// membership of `store`, read at each scrape. Counting starts once per
 /// process; a second call serves the same counts.
 pub fn install(store: Arc<Store>, groups: u32) -> Registry {
-    let metrics = METRICS.get_or_init(Metrics::default);
+    let metrics = METRICS.install(Metrics::default);
     let mut registry = Registry::with_prefix("hit6_registry");
     metrics.register(&mut registry);
     registry.register_collector(Box::new(Membership { store, groups }));
@@ -128,6 +150,11 @@ impl Metrics {
             self.latency.clone(),
         );
         registry.register("registrations", "Nodes admitted, by dialect", self.registrations.clone());
+        registry.register(
+            "introductions",
+            "Earlier contacts handed to registering nodes: each a greeting for them to send",
+            self.introductions.clone(),
+        );
         registry.register(
             "departures",
             "Entries that left: deregistered, expired, or their kept session lost",
@@ -149,12 +176,23 @@ impl Metrics {
 
     /// `operation` answered, with `refusal` if it was refused, `elapsed` after it was read.
     pub fn answered(&self, operation: Operation, refusal: Option<ErrorCode>, elapsed: Duration) {
-        self.requests.get_or_create(&Answered { operation, outcome: Outcome(refusal) }).inc();
-        self.latency.get_or_create(&ByOperation { operation }).observe(elapsed.as_secs_f64());
+        let (ok, latency) = &self.by_operation[operation as usize];
+        latency.observe(elapsed);
+        match refusal {
+            None => ok.inc(),
+            Some(code) => self.requests.get_or_create(&Answered { operation, outcome: Outcome(Some(code)) }).inc(),
+        }
     }
 
-    pub fn registered(&self, dialect: Dialect) {
+    /// A node admitted in `dialect`, handed `contacts` earlier ones.
+    pub fn registered(&self, dialect: Dialect, contacts: usize) {
         self.registrations.get_or_create(&ByDialect { dialect }).inc();
+        self.introductions.inc_by(contacts as u64);
+    }
+
+    /// Contacts handed out since the registry started.
+    pub fn introduced(&self) -> u64 {
+        self.introductions.get()
     }
 
     pub fn departed(&self, reason: Departure) {
@@ -196,23 +234,11 @@ impl Drop for Open {
     }
 }
 
-/// Counts with `count` when metrics are on.
-pub fn count(count: impl FnOnce(&'static Metrics)) {
-    if let Some(metrics) = get() {
-        count(metrics);
-    }
-}
-
 /// Counts `operation`'s answer when metrics are on: `started` is when its request was read.
 pub fn answered(operation: Operation, refusal: Option<ErrorCode>, started: Option<Instant>) {
     if let (Some(metrics), Some(started)) = (get(), started) {
         metrics.answered(operation, refusal, started.elapsed());
     }
-}
-
-/// When a request was read, when metrics are on (their clock costs nothing otherwise).
-pub fn started() -> Option<Instant> {
-    get().map(|_| Instant::now())
 }
 
 /// The membership, read from the store at each scrape.
@@ -289,5 +315,17 @@ impl EncodeLabelValue for Departure {
             Departure::Expired => "expired",
             Departure::SessionLost => "session_lost",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_operation_finds_its_own_counts() {
+        for (index, operation) in Operation::ALL.into_iter().enumerate() {
+            assert_eq!(operation as usize, index, "{operation}");
+        }
     }
 }

@@ -163,6 +163,19 @@ pub enum Operation {
 }
 
 impl Operation {
+    pub const ALL: [Operation; 10] = [
+        Operation::Register,
+        Operation::Hello,
+        Operation::Coordinator,
+        Operation::Heartbeat,
+        Operation::Deregister,
+        Operation::Lookup,
+        Operation::List,
+        Operation::Group,
+        Operation::Watch,
+        Operation::Invalid,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Register => "register",

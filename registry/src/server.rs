@@ -91,8 +91,10 @@ pub async fn run(listeners: impl Into<Listeners>, config: Config, shutdown: impl
 
     if let Some(http) = http {
         events::serving_http(http.local_addr()?);
-        let metrics = crate::metrics::install(backend.store().clone(), config.groups);
-        let pages = crate::http::Pages { metrics, serving: token.clone() };
+        let (store, groups) = (backend.store().clone(), config.groups);
+        let metrics = crate::metrics::install(store.clone(), groups);
+        let access = crate::http::Access::of(&config);
+        let pages = crate::http::Pages::new(metrics, store, groups, access, token.clone());
         let serving = wire::http::serve(http, Arc::new(pages), tracker.clone(), token.clone());
         tracker.spawn(serving);
     }
@@ -647,6 +649,7 @@ impl<S: ByteStream> Watcher<S> {
 mod tests {
     use super::*;
     use crate::protocol::EntryKey;
+    use crate::store::testing::join;
     use crate::store::{Capacity, Leases};
     use futures::{FutureExt, SinkExt};
     use tokio::io::DuplexStream;
@@ -675,20 +678,6 @@ mod tests {
         let store = store.clone();
         let running = tokio::spawn(async move { watcher.run(&store, CancellationToken::new()).await });
         (Framed::new(theirs, LinkCodec::plain(MAX_REPLY_BYTES)), running)
-    }
-
-    fn join(store: &Store, name: &str, puerto: u16) {
-        let registration = Registration {
-            ip: Some("10.0.0.1".parse().unwrap()),
-            puerto,
-            name: Some(name.into()),
-            group: Some(1),
-            incarnation: None,
-            dialect: Dialect::Native,
-            key: None,
-            ticket_key: None,
-        };
-        store.register(&registration, "10.0.0.1".parse().unwrap(), Instant::now()).unwrap();
     }
 
     fn message(next: Option<Result<wire::codec::Decoded, wire::codec::FrameError>>) -> serde_json::Value {

@@ -340,6 +340,29 @@ impl Metrics {
     }
 }
 
+/// A directory under the system temp directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `hit6-<name>-<pid>`, empty.
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("hit6-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("the temp directory is writable");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A secure session opened by hand, for requests no client sends.
 pub type Sealed = tokio_util::codec::Framed<tokio::net::TcpStream, wire::codec::LinkCodec>;
 

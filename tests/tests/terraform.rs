@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use tests::docker::{self, await_events, bridge_gateway, images_built, labelled, leftovers, text, ProjectGuard};
+use tests::TempDir;
 
 #[path = "support/fake_cloud.rs"]
 mod fake_cloud;
@@ -104,33 +105,11 @@ fn terraform_available(suite: &str) -> bool {
     }
 }
 
-/// A directory under the system temp directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("hit6-terraform-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("the temp directory is writable");
-        TempDir(path)
-    }
-
-    /// A copy of terraform/ (sources only: no .terraform/, state or lock file) inside this directory.
-    fn with_terraform_sources(name: &str) -> TempDir {
-        let dir = TempDir::new(name);
-        copy_sources(&terraform_sources(), &dir.0);
-        dir
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A copy of terraform/ (sources only: no .terraform/, state or lock file) in a directory of its own.
+fn with_terraform_sources(name: &str) -> TempDir {
+    let dir = TempDir::new(&format!("terraform-{name}"));
+    copy_sources(&terraform_sources(), dir.path());
+    dir
 }
 
 fn copy_sources(from: &Path, to: &Path) {
@@ -157,7 +136,7 @@ fn copy_sources(from: &Path, to: &Path) {
 /// local state in a temp directory (the module has no provider, so this
 /// creates nothing), and returns its outputs' values by name.
 fn render(name: &str, main_tf: &str) -> BTreeMap<String, Value> {
-    let dir = TempDir::with_terraform_sources(name);
+    let dir = with_terraform_sources(name);
     let root = dir.path().join("render");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("main.tf"), main_tf).unwrap();
@@ -197,7 +176,7 @@ fn the_cluster_module_validates_and_passes_its_tests() {
     if !terraform_available("the terraform tests") {
         return;
     }
-    let dir = TempDir::with_terraform_sources("module");
+    let dir = with_terraform_sources("module");
     let module = dir.path().join("modules/cluster");
     // No provider to install: this works offline.
     terraform_ok(&module, &["init", "-input=false", "-no-color"]);
@@ -236,7 +215,7 @@ fn the_cloud_roots_pass_their_mock_provider_tests_where_the_provider_is_at_hand(
             );
             continue;
         };
-        let dir = TempDir::with_terraform_sources(root);
+        let dir = with_terraform_sources(root);
         let root_dir = dir.path().join(root);
         let plugin_dir_flag = format!("-plugin-dir={}", plugin_dir.display());
         terraform_ok(&root_dir, &["init", "-input=false", "-no-color", "-backend=false", &plugin_dir_flag]);
@@ -370,7 +349,7 @@ async fn the_rendered_scripts_of_two_vms_form_one_mesh_through_published_ports()
     // The VMs hold a join token, which the scripts write where the "VMs" keep secrets.
     let join_token = wire::secure::JoinToken::generate();
     let join_token = join_token.reveal().as_str().to_owned();
-    let secrets = TempDir::new("simulation-secrets");
+    let secrets = TempDir::new("terraform-simulation-secrets");
     let secrets_dir = secrets.path().display();
     let outputs = render(
         "simulation",
@@ -556,7 +535,7 @@ struct Fetched {
 /// Renders the module with `join_token_secret = {secret}` (an HCL object,
 /// whose endpoints are `cloud`'s) and runs what it renders, as above.
 fn fetch_join_token(name: &str, secret: &str, cloud: FakeCloud) -> Fetched {
-    let dir = TempDir::new(&format!("{name}-vm"));
+    let dir = TempDir::new(&format!("terraform-{name}-vm"));
     let secrets_dir = dir.path().join("secrets");
     let outputs = render(
         name,
@@ -774,7 +753,7 @@ struct SwarmToken {
 /// {secret}` (an HCL object, with swarm_token_name and `cloud`'s endpoints),
 /// then runs `hit6-swarm-token {mode}` with `stdin` as its input.
 fn swarm_token(name: &str, secret: &str, cloud: FakeCloud, mode: &str, stdin: &str) -> SwarmToken {
-    let dir = TempDir::new(&format!("{name}-vm"));
+    let dir = TempDir::new(&format!("terraform-{name}-vm"));
     let outputs = render(
         name,
         &format!(

@@ -190,20 +190,21 @@ impl Family {
         })
     }
 
-    /// The `q` quantile of a histogram, estimated as Prometheus's
-    /// `histogram_quantile` does: linearly within the bucket it falls in.
-    /// `None` with no observation.
+    /// The `q` quantile of a histogram, over all its label sets, estimated
+    /// as Prometheus's `histogram_quantile` does: linearly within the
+    /// bucket it falls in. `None` with no observation.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let bucket = format!("{}_bucket", self.name);
-        let mut buckets: Vec<(f64, f64)> = self
-            .matching(&bucket, &[])
-            .filter_map(|sample| {
-                let le = sample.labels.get("le")?;
-                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
-                Some((le, sample.value))
-            })
-            .collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Bounds by their bits, which order as the bounds do for positive ones.
+        let mut by_bound: BTreeMap<u64, f64> = BTreeMap::new();
+        for sample in self.matching(&bucket, &[]) {
+            let Some(le) = sample.labels.get("le") else { continue };
+            let le: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) };
+            if le >= 0.0 {
+                *by_bound.entry(le.to_bits()).or_default() += sample.value;
+            }
+        }
+        let buckets: Vec<(f64, f64)> = by_bound.into_iter().map(|(le, count)| (f64::from_bits(le), count)).collect();
         let total = buckets.last()?.1;
         if total <= 0.0 {
             return None;
@@ -264,6 +265,23 @@ mod tests {
         let median = latency.quantile(0.5).unwrap();
         assert!((median - 0.15).abs() < 1e-9, "{median}");
         assert_eq!(latency.quantile(1.0), Some(0.4));
+        let empty = Histogram::new([0.1]);
+        let mut registry = Registry::default();
+        registry.register("empty", "Nothing", empty);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert_eq!(parse(&text).unwrap()[0].quantile(0.5), None);
+    }
+
+    #[test]
+    fn a_quantile_counts_every_label_set_of_a_histogram() {
+        let text = "# HELP h x\n# TYPE h histogram\n\
+                    h_bucket{op=\"a\",le=\"1.0\"} 2\nh_bucket{op=\"a\",le=\"+Inf\"} 2\n\
+                    h_bucket{op=\"b\",le=\"1.0\"} 0\nh_bucket{op=\"b\",le=\"+Inf\"} 2\n# EOF\n";
+        let families = parse(text).unwrap();
+        // Half of the four observations are at most 1, the others above it.
+        assert_eq!(families[0].quantile(0.5), Some(1.0));
+        assert_eq!(families[0].quantile(0.9), Some(1.0), "past the last finite bound: that bound");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hyper::StatusCode;
+use crate::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::http::{self, GetError, Page};

@@ -24,13 +24,16 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+pub use hyper::StatusCode;
+use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
+
+use crate::secure::{JoinToken, TokenError};
 
 /// Connections the listener serves at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -96,6 +99,25 @@ pub fn metrics_page(registry: &prometheus_client::registry::Registry) -> Page {
         Ok(()) => Page::new(StatusCode::OK, OPENMETRICS, text),
         // Only a collector's own error could fail it, and none of ours returns one.
         Err(_) => Page::text(StatusCode::INTERNAL_SERVER_ERROR, "the metrics could not be written\n"),
+    }
+}
+
+/// A read-only bearer token of the HTTP listener's own, for what it serves
+/// only to operators (the registry's status page): as a join token is
+/// written (64 hexadecimal characters, in a file only its owner reads), but
+/// another secret, so that the join token never travels over plaintext HTTP.
+#[derive(Debug)]
+pub struct ReadToken(JoinToken);
+
+impl ReadToken {
+    pub fn from_file(path: &std::path::Path) -> Result<ReadToken, TokenError> {
+        let token = JoinToken::from_file_or_env(Some(path))?;
+        Ok(ReadToken(token.expect("a file was given")))
+    }
+
+    /// Whether a request's bearer token is this one.
+    pub fn admits(&self, bearer: Option<&str>) -> bool {
+        bearer.and_then(|bearer| JoinToken::parse(bearer).ok()).is_some_and(|token| token.is(&self.0))
     }
 }
 

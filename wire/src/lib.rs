@@ -20,7 +20,8 @@
 //! - [`http`], [`health`]: the operators' HTTP listener (`/metrics`,
 //!   `/health`, a service's own pages), bounded apart from the service, and
 //!   the health check the `health` subcommands run; [`exposition`]: what
-//!   `/metrics` serves, read back.
+//!   `/metrics` serves, read back; [`metrics`]: lock-free counters and
+//!   histograms for hot paths, and the set a service installs.
 //! - [`heap`]: giving freed memory back to the system after a burst.
 //! - [`throttle`]: log lines about refusals, at most one per source and
 //!   reason per interval.
@@ -43,6 +44,7 @@ pub mod fields;
 pub mod health;
 pub mod heap;
 pub mod http;
+pub mod metrics;
 pub mod replay;
 pub mod secure;
 pub mod shutdown;

@@ -309,6 +309,12 @@ impl JoinToken {
     }
 
     /// The token as text, for a user who must hand it to another program.
+    /// Whether `other` is this token, compared in constant time.
+    pub fn is(&self, other: &JoinToken) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&*other.0).into()
+    }
+
     pub fn reveal(&self) -> Zeroizing<String> {
         Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect())
     }

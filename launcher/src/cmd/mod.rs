@@ -10,5 +10,6 @@ pub mod ps;
 pub mod push;
 pub mod scale;
 pub mod send;
+pub mod stats;
 pub mod token;
 pub mod up;

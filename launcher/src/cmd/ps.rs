@@ -5,13 +5,14 @@
 //! its lease: stopped, or cut off) or `gone`; `?` when the registry cannot
 //! be asked. Of several registries, each is a `replica`; an etcd member is
 //! the `leader` or a `follower`, as the members' own logs say
-//! ([`crate::follow::election`]).
+//! ([`crate::follow::election`]). HEALTH is what the engine's runs of the
+//! image's HEALTHCHECK say (`registry health`, `node health`).
 
 use serde::Serialize;
 
 use crate::follow::{self, election};
 use crate::roster::{self, Seen};
-use crate::runtime::{Member, Project, Row};
+use crate::runtime::{Health, Member, Project, Row};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,6 +31,8 @@ struct Shown {
     state: String,
     /// How the registry sees a node.
     registry: String,
+    /// What the image's health check says; none without one.
+    health: Option<Health>,
     status: String,
     ports: Vec<String>,
 }
@@ -74,6 +77,7 @@ impl Args {
                     role,
                     state: row.state,
                     registry: seen.to_owned(),
+                    health: row.health,
                     status: row.status,
                     ports: row.ports,
                 }
@@ -83,15 +87,18 @@ impl Args {
             wire::cli::print(&(serde_json::to_string(&shown)? + "\n"))?;
             return Ok(());
         }
-        let mut table =
-            format!("{:<28} {:<9} {:<8} {:<9} {:<24} PORTS\n", "NAME", "ROLE", "STATE", "REGISTRY", "STATUS");
+        let mut table = format!(
+            "{:<28} {:<9} {:<8} {:<9} {:<10} {:<24} PORTS\n",
+            "NAME", "ROLE", "STATE", "REGISTRY", "HEALTH", "STATUS"
+        );
         for row in &shown {
             table += &format!(
-                "{:<28} {:<9} {:<8} {:<9} {:<24} {}\n",
+                "{:<28} {:<9} {:<8} {:<9} {:<10} {:<24} {}\n",
                 row.name,
                 row.role,
                 row.state,
                 row.registry,
+                row.health.map_or("-", Health::as_str),
                 row.status,
                 row.ports.join(",")
             );

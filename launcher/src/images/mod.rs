@@ -30,7 +30,7 @@ pub mod etcd;
 pub mod pull;
 pub mod service;
 
-pub use engine::{ASSIGNER_CONTAINER_PORT, CONTAINER_PORT};
+pub use engine::{ASSIGNER_CONTAINER_PORT, CONTAINER_PORT, HTTP_CONTAINER_PORT};
 pub use service::{image_size, ImageError, Images, Service};
 
 use std::path::Path;

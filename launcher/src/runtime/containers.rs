@@ -6,7 +6,10 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest, PortBinding};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions, StatsOptionsBuilder,
+};
+use futures::StreamExt;
 use registry::client::RegistryAddr;
 use tokio::sync::mpsc;
 use wire::secure::JoinToken;
@@ -14,8 +17,8 @@ use wire::secure::JoinToken;
 use super::cluster;
 use super::engine::{self, call, ContainerSpec, DockerError, Engine};
 use super::member::Member;
-use super::plan::{Plan, Row, RuntimeError, Started};
-use crate::images::{ASSIGNER_CONTAINER_PORT, CONTAINER_PORT};
+use super::plan::{Health, Observed, Plan, Row, RuntimeError, Started, Usage};
+use crate::images::{ASSIGNER_CONTAINER_PORT, CONTAINER_PORT, HTTP_CONTAINER_PORT};
 use crate::ports;
 use crate::stream::{Line, Reading};
 
@@ -232,11 +235,40 @@ impl Containers {
                     name: engine::container_name(&container).unwrap_or_default(),
                     member: engine::member_of(container.labels.as_ref()),
                     state: container.state.map(|s| s.to_string()).unwrap_or_default(),
+                    health: container.status.as_deref().and_then(Health::in_status),
                     status: container.status.unwrap_or_default(),
                     ports,
                 }
             })
             .collect())
+    }
+
+    /// The project's registries and nodes, with where this machine reaches
+    /// their HTTP listeners: at their address on the project network.
+    pub async fn observed(&self) -> Result<Vec<Observed>, DockerError> {
+        let network = self.engine.network_name();
+        let containers = self.engine.containers().await?;
+        let observed = containers.into_iter().filter_map(|container| {
+            let member = engine::member_of(container.labels.as_ref()).filter(|m| m.serves_http())?;
+            let networks = container.network_settings.as_ref().and_then(|settings| settings.networks.as_ref());
+            let ip = networks.and_then(|networks| networks.get(&network)?.ip_address.as_deref()?.parse().ok());
+            Some(Observed {
+                name: engine::container_name(&container)?,
+                member,
+                state: container.state.map(|s| s.to_string()).unwrap_or_default(),
+                http: ip.map(|ip: IpAddr| SocketAddr::new(ip, HTTP_CONTAINER_PORT)),
+            })
+        });
+        Ok(observed.collect())
+    }
+
+    /// What container `name` uses of the host, as `docker stats` shows it:
+    /// CPU over the engine's last second, and memory less the page cache.
+    pub async fn usage(&self, name: &str) -> Result<Usage, DockerError> {
+        let options = StatsOptionsBuilder::default().stream(false).one_shot(false).build();
+        let mut stats = self.engine.docker.stats(name, Some(options));
+        let stats = stats.next().await.transpose().map_err(call(format!("read the stats of {name}")))?;
+        Ok(stats.map(|stats| Usage::of(&stats)).unwrap_or_default())
     }
 
     /// The image of the project's nodes, from a node container.

@@ -82,6 +82,11 @@ impl Member {
     pub fn is_registry(self) -> bool {
         matches!(self, Member::Registry(_))
     }
+
+    /// Whether it serves `/metrics` and `/health` (a registry or a node, not etcd).
+    pub fn serves_http(self) -> bool {
+        !matches!(self, Member::Etcd(_))
+    }
 }
 
 /// `registry`, `registry-2`, `etcd-1` or `node-3`: the name that prefixes

@@ -38,7 +38,7 @@ use containers::Containers;
 use engine::{DockerError, Engine, Ran, Removed, SwarmError};
 use local::Local;
 pub use member::Member;
-pub use plan::{Plan, Row, RuntimeError, Scaled, Started};
+pub use plan::{Health, Observed, Plan, Row, RuntimeError, Scaled, Started, Usage};
 use swarm::Swarm;
 
 /// Where `up` runs a project (`--runtime`).
@@ -260,6 +260,26 @@ impl Project {
             Project::Swarm(swarm) => swarm.rows().await?,
             Project::Local(_) => return Err(RuntimeError::NotKept.into()),
         })
+    }
+
+    /// The project's registries and nodes, and where this machine reaches
+    /// their HTTP listeners: only a project of containers here, whose
+    /// network this machine reaches.
+    pub async fn observed(&self) -> anyhow::Result<Vec<Observed>> {
+        match self {
+            Project::Containers(containers) => Ok(containers.observed().await?),
+            Project::Swarm(_) => Err(RuntimeError::OverlayOnly { project: self.name().to_owned() }.into()),
+            Project::Local(_) => Err(RuntimeError::NotKept.into()),
+        }
+    }
+
+    /// What member container `name` uses of its host.
+    pub async fn usage(&self, name: &str) -> anyhow::Result<Usage> {
+        match self {
+            Project::Containers(containers) => Ok(containers.usage(name).await?),
+            Project::Swarm(_) => Err(RuntimeError::OverlayOnly { project: self.name().to_owned() }.into()),
+            Project::Local(_) => Err(RuntimeError::NotKept.into()),
+        }
     }
 
     /// The join token the project's registry was started with; `None` for

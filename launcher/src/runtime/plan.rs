@@ -94,8 +94,81 @@ pub struct Row {
     pub member: Option<Member>,
     pub state: String,
     pub status: String,
+    /// What the engine's runs of the image's HEALTHCHECK say: `healthy`,
+    /// `unhealthy` or `starting`; none without a health check.
+    pub health: Option<Health>,
     /// `host->container`.
     pub ports: Vec<String>,
+}
+
+/// A container's health, as its engine tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    /// The health in a container's status line, where the engine writes
+    /// it: `Up 3 minutes (healthy)`, `Up 2 seconds (health: starting)`.
+    pub fn in_status(status: &str) -> Option<Health> {
+        let inside = status.rsplit_once('(')?.1.strip_suffix(')')?;
+        match inside {
+            "healthy" => Some(Health::Healthy),
+            "unhealthy" => Some(Health::Unhealthy),
+            "health: starting" => Some(Health::Starting),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// A registry or node as `stats` reads it.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub name: String,
+    pub member: Member,
+    pub state: String,
+    /// Where this machine reaches its HTTP listener (`/metrics`, `/health`).
+    pub http: Option<SocketAddr>,
+}
+
+/// What a member uses of its host, as its engine counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Per cent of one core.
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+}
+
+impl Usage {
+    /// As `docker stats` reckons it: the CPU the container used between the
+    /// engine's two samples, against the host's, times its cores; memory
+    /// less the page cache (`inactive_file`, or `cache` under cgroup v1).
+    pub fn of(stats: &bollard::models::ContainerStatsResponse) -> Usage {
+        let total = |cpu: &Option<bollard::models::ContainerCpuStats>| {
+            let cpu = cpu.as_ref()?;
+            Some((cpu.cpu_usage.as_ref()?.total_usage?, cpu.system_cpu_usage?, cpu.online_cpus.unwrap_or(1)))
+        };
+        let cpu_percent = total(&stats.cpu_stats).zip(total(&stats.precpu_stats)).and_then(|(now, before)| {
+            let (used, system) = (now.0.checked_sub(before.0)?, now.1.checked_sub(before.1)?);
+            (system > 0).then(|| used as f64 / system as f64 * f64::from(now.2) * 100.0)
+        });
+        let memory_bytes = stats.memory_stats.as_ref().and_then(|memory| {
+            let cache = memory.stats.as_ref().and_then(|s| s.get("inactive_file").or(s.get("cache")).copied());
+            Some(memory.usage?.saturating_sub(cache.unwrap_or(0)))
+        });
+        Usage { cpu_percent, memory_bytes }
+    }
 }
 
 /// The nodes a scale kept, added and removed, by index.
@@ -133,4 +206,24 @@ pub enum RuntimeError {
     NotListening { member: Member, addr: SocketAddr, waited: Duration },
     #[error("the processes of --runtime local live only as long as the `up` that started them")]
     NotKept,
+    #[error(
+        "project `{project}` runs on a swarm, whose overlay network this machine does not reach: \
+         scrape its members from a container on that network (docs/observability.md)"
+    )]
+    OverlayOnly { project: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_containers_health_is_read_from_its_status_line() {
+        assert_eq!(Health::in_status("Up 3 minutes (healthy)"), Some(Health::Healthy));
+        assert_eq!(Health::in_status("Up 1 second (health: starting)"), Some(Health::Starting));
+        assert_eq!(Health::in_status("Up 2 hours (unhealthy)"), Some(Health::Unhealthy));
+        assert_eq!(Health::in_status("Up 3 minutes"), None);
+        assert_eq!(Health::in_status("Exited (137) 2 seconds ago"), None);
+        assert_eq!(Health::in_status("Up 3 minutes (Paused)"), None);
+    }
 }

@@ -51,6 +51,30 @@ mod lapsed;
 mod limits;
 #[cfg(test)]
 mod tests;
+
+/// What the other modules' tests share of the store.
+#[cfg(test)]
+pub(crate) mod testing {
+    use tokio::time::Instant;
+
+    use super::Store;
+    use crate::protocol::{Dialect, Registration};
+
+    /// Registers node `name` at 10.0.0.1:`puerto` in group 1, natively and without a key.
+    pub fn join(store: &Store, name: &str, puerto: u16) {
+        let registration = Registration {
+            ip: Some("10.0.0.1".parse().unwrap()),
+            puerto,
+            name: Some(name.into()),
+            group: Some(1),
+            incarnation: None,
+            dialect: Dialect::Native,
+            key: None,
+            ticket_key: None,
+        };
+        store.register(&registration, "10.0.0.1".parse().unwrap(), Instant::now()).unwrap();
+    }
+}
 mod wakeups;
 
 use std::collections::BTreeSet;

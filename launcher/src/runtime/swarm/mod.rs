@@ -453,8 +453,10 @@ impl Swarm {
                 let ports = ports.iter().filter_map(|p| Some(format!("{}->{}", p.published_port?, p.target_port?)));
                 let task = tasks.get(&name);
                 let on = task.and_then(|t| hosts.get(&t.host)).map(|host| format!(" on {host}")).unwrap_or_default();
+                let member = engine::member_of(spec.labels.as_ref());
                 Some(Row {
-                    member: engine::member_of(spec.labels.as_ref()),
+                    health: task.and_then(|task| tasks::health(member, task.state)),
+                    member,
                     state: task.map(|t| t.state.to_string()).unwrap_or_else(|| "no task".into()),
                     status: task.map(|t| format!("{}{on}", t.message)).unwrap_or_default(),
                     ports: ports.collect(),

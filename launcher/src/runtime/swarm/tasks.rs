@@ -8,6 +8,22 @@ use bollard::models::TaskState;
 use bollard::query_parameters::ListTasksOptionsBuilder;
 
 use crate::runtime::engine::{call, DockerError, Engine};
+use crate::runtime::{Health, Member};
+
+/// A task's health, as its state tells it: with a health check (the
+/// registry's and the node's images have one), the swarm holds a task
+/// `starting` until its container is healthy, and one that turns unhealthy
+/// is replaced; etcd's image has none.
+pub fn health(member: Option<Member>, state: TaskState) -> Option<Health> {
+    if !member.is_some_and(Member::serves_http) {
+        return None;
+    }
+    match state {
+        TaskState::STARTING => Some(Health::Starting),
+        TaskState::RUNNING => Some(Health::Healthy),
+        _ => None,
+    }
+}
 
 /// A service's current task, as `ps` shows it.
 #[derive(Debug, Clone)]
