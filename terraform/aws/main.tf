@@ -15,6 +15,7 @@ module "cluster" {
   project         = var.name
   registry_host   = aws_eip.vm[0].public_ip
   registry_port   = var.registry_port
+  metrics_port    = var.metrics_port
   node_vms        = var.node_vms
   nodes_per_vm    = var.nodes_per_vm
   node_port_range = var.node_port_range
@@ -171,6 +172,18 @@ resource "aws_security_group" "mesh" {
       from_port   = ingress.value
       to_port     = ingress.value
       cidr_blocks = local.allowed_cidrs
+    }
+  }
+
+  # The operators' HTTP listener: their addresses only, not the VMs'.
+  dynamic "ingress" {
+    for_each = module.cluster.metrics_port == null ? [] : [module.cluster.metrics_port]
+    content {
+      description = "registry /metrics, /health and status page"
+      protocol    = "tcp"
+      from_port   = ingress.value
+      to_port     = ingress.value
+      cidr_blocks = var.allowed_cidrs
     }
   }
 

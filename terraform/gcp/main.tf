@@ -15,6 +15,7 @@ module "cluster" {
   project         = var.name
   registry_host   = google_compute_address.vm[0].address
   registry_port   = var.registry_port
+  metrics_port    = var.metrics_port
   node_vms        = var.node_vms
   nodes_per_vm    = var.nodes_per_vm
   node_port_range = var.node_port_range
@@ -135,6 +136,21 @@ resource "google_compute_firewall" "mesh" {
   allow {
     protocol = "tcp"
     ports    = concat(["22"], module.cluster.firewall_ports)
+  }
+}
+
+# The registry's HTTP listener, from the operators' addresses only (not the VMs').
+resource "google_compute_firewall" "metrics" {
+  count         = var.metrics_port == null ? 0 : 1
+  name          = "${var.name}-metrics"
+  network       = var.network
+  direction     = "INGRESS"
+  source_ranges = var.allowed_cidrs
+  target_tags   = ["${var.name}-mesh"]
+
+  allow {
+    protocol = "tcp"
+    ports    = [tostring(var.metrics_port)]
   }
 }
 

@@ -154,3 +154,9 @@ variable "launcher_sha256" {
   type        = string
   default     = null
 }
+
+variable "metrics_port" {
+  description = "Host port on which VM 1 publishes the registry's /metrics, /health and status page, opened to allowed_cidrs only (never to the VMs or the internet); null (the default) publishes it nowhere. orchestrator = \"docker\" only."
+  type        = number
+  default     = null
+}

@@ -60,6 +60,35 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     let rows: Vec<String> = String::from_utf8_lossy(&ps.stdout).lines().skip(1).map(str::to_owned).collect();
     assert_eq!(rows.len(), 6, "a registry and five nodes: {rows:?}");
     assert!(rows.iter().all(|row| row.contains("running")), "{rows:?}");
+    // Every container has the image's health check, which has or has not run yet.
+    for row in tests::launcher::ps(project) {
+        assert!(["starting", "healthy"].contains(&row["health"].as_str().unwrap_or("none")), "{row}");
+    }
+
+    // `stats` reads every member's /metrics and /health over the project network.
+    let stats = launcher(project, &["stats", "--no-stream", "--json"]);
+    assert!(stats.status.success(), "{}", text(&stats));
+    let stats: Vec<Value> = serde_json::from_slice(&stats.stdout).expect("a JSON array of rows");
+    assert_eq!(stats.len(), 6, "{stats:?}");
+    for stat in &stats {
+        assert_eq!((stat["state"].as_str(), stat["health"].as_str()), (Some("running"), Some("healthy")), "{stat}");
+        assert!(
+            stat["cpu_percent"].as_f64().is_some() && stat["memory_bytes"].as_u64().is_some_and(|b| b > 0),
+            "{stat}"
+        );
+    }
+    let registry = stats.iter().find(|stat| stat["member"] == "registry").expect("the registry's row");
+    assert_eq!(registry["peers"], 5, "the registry's live members: {registry}");
+    let nodes: Vec<&Value> =
+        stats.iter().filter(|stat| stat["member"].as_str().unwrap().starts_with("node-")).collect();
+    let greeted =
+        |stat: &Value| stat["greetings_sent"].as_u64().unwrap() + stat["greetings_received"].as_u64().unwrap();
+    assert!(nodes.iter().all(|stat| greeted(stat) == 4), "each node met the four others: {nodes:?}");
+    let sent: u64 = nodes.iter().map(|stat| stat["greetings_sent"].as_u64().unwrap()).sum();
+    assert_eq!(sent, 10, "one greeting a pair: {nodes:?}");
+    for stat in nodes.iter().filter(|stat| stat["greetings_sent"].as_u64() > Some(0)) {
+        assert!(stat["p50_ms"].as_f64().is_some_and(|ms| ms > 0.0), "a greeter has a latency: {stat}");
+    }
 
     // Log lines are the result of `logs`: on stdout, so they can be piped.
     let logs = launcher(project, &["logs"]);

@@ -1,7 +1,7 @@
 //! `launcher stats`: a live table of the project's registries and nodes,
 //! refreshed every second as `docker stats` is: each member's state, its
 //! health (`/health`), what its `/metrics` say (peers in view, greetings
-//! sent, received and rejected, p50/p99 greeting latency, multicasts
+//! sent and welcomed, received and rejected, p50/p99 greeting latency, multicasts
 //! coordinated; for a registry, its members, refused connections and
 //! request latency) and the CPU and memory its engine counts.
 //!
@@ -43,6 +43,7 @@ pub struct Stat {
     pub health: Option<String>,
     /// Peers in a node's view; a registry's live members.
     pub peers: Option<u64>,
+    /// Greetings sent and welcomed: with those received, the pairs it met.
     pub greetings_sent: Option<u64>,
     pub greetings_received: Option<u64>,
     /// Greetings a node refused; connections a registry refused.
@@ -146,10 +147,10 @@ impl Figures<'_> {
 
     fn node(&self, stat: &mut Stat) {
         stat.peers = self.count("hit6_node_peers", "hit6_node_peers", &[]);
+        // Welcomed only: a pair meets once, by one greeting welcomed at the
+        // other end, so that sent and received add up to the pairs it met.
         let sent = "hit6_node_greetings_sent";
-        let welcome = self.count(sent, "hit6_node_greetings_sent_total", &[("outcome", "welcome")]);
-        let met = self.count(sent, "hit6_node_greetings_sent_total", &[("outcome", "met")]);
-        stat.greetings_sent = welcome.zip(met).map(|(welcome, met)| welcome + met);
+        stat.greetings_sent = self.count(sent, "hit6_node_greetings_sent_total", &[("outcome", "welcome")]);
         let received = "hit6_node_greetings_received";
         stat.greetings_received = self.count(received, "hit6_node_greetings_received_total", &[]);
         let rejected = "hit6_node_greetings_rejected";
@@ -227,7 +228,7 @@ mod tests {
             Observed { name: "p-node-1".into(), member: Member::Node(1), state: "running".into(), http: None };
         let read = Read { health: Some(Health::bad("not registered")), metrics: Some(families(text)) };
         let stat = stat(&observed, read, Usage { cpu_percent: Some(1.5), memory_bytes: Some(2 << 20) });
-        assert_eq!((stat.peers, stat.greetings_sent, stat.greetings_received), (Some(4), Some(4), None));
+        assert_eq!((stat.peers, stat.greetings_sent, stat.greetings_received), (Some(4), Some(3), None));
         assert_eq!(stat.health.as_deref(), Some("unhealthy: not registered"));
         assert_eq!((stat.p50_ms, stat.p99_ms), (Some(0.5), Some(0.99)));
         let table = table(&[stat], false);
@@ -235,7 +236,7 @@ mod tests {
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cells,
-            ["p-node-1", "running", "unhealthy", "4", "4", "-", "-", "0.500", "0.990", "-", "1.5", "2.0MiB"]
+            ["p-node-1", "running", "unhealthy", "4", "3", "-", "-", "0.500", "0.990", "-", "1.5", "2.0MiB"]
         );
     }
 }

@@ -231,3 +231,27 @@ run "a_swarm_with_three_registry_replicas" {
     error_message = "each replica's port is open, VM 1 starts the replicas, and every VM pulls the etcd image"
   }
 }
+
+run "a_metrics_port_is_opened_to_allowed_cidrs_only" {
+  override_resource {
+    target = aws_eip.vm[1]
+    values = { id = "eipalloc-0fedcba9876543210", public_ip = "203.0.113.11" }
+  }
+
+  variables {
+    allowed_cidrs = ["198.51.100.0/24"]
+    metrics_port  = 9180
+  }
+
+  assert {
+    condition = [
+      for rule in aws_security_group.mesh.ingress : rule.cidr_blocks if rule.from_port == 9180 && rule.to_port == 9180
+    ] == [["198.51.100.0/24"]]
+    error_message = "the registry's HTTP listener is open to allowed_cidrs, and not to the VMs"
+  }
+
+  assert {
+    condition     = strcontains(aws_instance.vm[0].user_data, " -p 9180:8081 ")
+    error_message = "VM 1 publishes the registry's HTTP listener"
+  }
+}

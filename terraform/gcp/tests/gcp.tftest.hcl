@@ -206,3 +206,30 @@ run "a_swarm_with_three_registry_replicas" {
     error_message = "each replica's port is open, VM 1 starts the replicas, and every VM pulls the etcd image"
   }
 }
+
+run "a_metrics_port_is_opened_to_allowed_cidrs_only" {
+  override_resource {
+    target = google_compute_address.vm[1]
+    values = { address = "203.0.113.11" }
+  }
+
+  variables {
+    allowed_cidrs = ["198.51.100.0/24"]
+    metrics_port  = 9180
+  }
+
+  assert {
+    condition     = length(google_compute_firewall.metrics) == 1 && toset(google_compute_firewall.metrics[0].source_ranges) == toset(["198.51.100.0/24"])
+    error_message = "the registry's HTTP listener is open to allowed_cidrs, and not to the VMs"
+  }
+
+  assert {
+    condition     = [for rule in google_compute_firewall.metrics[0].allow : rule.ports] == [["9180"]] && !contains(google_compute_firewall.mesh.allow[0].ports, "9180")
+    error_message = "only the metrics rule opens 9180"
+  }
+
+  assert {
+    condition     = strcontains(google_compute_instance.vm[0].metadata_startup_script, " -p 9180:8081 ")
+    error_message = "VM 1 publishes the registry's HTTP listener"
+  }
+}

@@ -80,6 +80,7 @@ locals {
     "docker run -d --name ${var.project}-registry --network ${var.project} --restart unless-stopped",
     "${local.labels} --label io.hit6.role=registry --label io.hit6.index=0",
     "-p ${var.registry_port}:8080 -e LOG_FORMAT=${var.log_format}",
+    var.metrics_port == null ? "" : "-p ${var.metrics_port}:8081",
     local.token_env,
     local.registry_ref,
   ]))

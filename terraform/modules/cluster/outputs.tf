@@ -38,6 +38,11 @@ output "firewall_ports" {
   value       = concat([for p in local.registry_ports : tostring(p)], [local.port_from == local.port_to ? tostring(local.port_from) : var.node_port_range])
 }
 
+output "metrics_port" {
+  description = "Host port of the registry's HTTP listener (/metrics, /health, the status page) on VM 1, or null: for the cloud firewall to open to the operators' addresses only."
+  value       = var.metrics_port
+}
+
 output "swarm_ports" {
   description = "With orchestrator = \"swarm\", what the cloud firewall must also open between the VMs (and only between them): a list of { protocol, port, purpose }. Empty with docker."
   value       = local.swarm_ports

@@ -648,3 +648,25 @@ run "one_registry_publishes_one_port" {
     error_message = "without replicas, the registry port alone"
   }
 }
+
+run "a_metrics_port_publishes_the_registrys_http_listener" {
+  command = plan
+
+  variables {
+    project       = "sim-m"
+    node_vms      = 1
+    nodes_per_vm  = 1
+    advertise_ips = ["198.51.100.7"]
+    metrics_port  = 9180
+  }
+
+  assert {
+    condition     = strcontains(output.vms[0].docker_commands[1], " -p 8086:8080 -e LOG_FORMAT=json -p 9180:8081 ")
+    error_message = "registry command: ${output.vms[0].docker_commands[1]}"
+  }
+
+  assert {
+    condition     = output.metrics_port == 9180 && !contains(output.firewall_ports, "9180")
+    error_message = "the metrics port is opened apart from the mesh's ports: ${jsonencode(output.firewall_ports)}"
+  }
+}
