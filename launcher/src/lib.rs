@@ -6,12 +6,13 @@
 //! # Layout
 //! From the top floor down; a module uses only those below it.
 //! - [`cli`]: the command line, and [`cmd`]: one module per subcommand
-//!   (`up`, `down`, `ps`, `logs`, `build`, `push`, `send`, `token`,
+//!   (`up`, `down`, `ps`, `stats`, `logs`, `build`, `push`, `send`, `token`,
 //!   `scale`; `kill`, `pause`, `unpause` and `restart` in `disrupt`), none
 //!   using another.
 //! - [`follow`]: following the members' log lines to a verdict (the mesh
 //!   complete, a new membership, what followed a disruption of a node, a
 //!   registry replica or an etcd member), and the notes on stuck members;
+//!   [`observe`]: what the members' `/health` and `/metrics` say;
 //!   [`roster`]: what the project's registry lists; [`probe`]: a
 //!   registration that tells when the registry takes one again.
 //! - [`runtime`]: where the members run, behind one type, with one
@@ -31,6 +32,7 @@ pub mod etcd_log;
 pub mod follow;
 pub mod images;
 pub mod mesh;
+pub mod observe;
 pub mod ports;
 pub mod probe;
 pub mod roster;

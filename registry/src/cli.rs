@@ -75,8 +75,9 @@ pub struct Cli {
     #[command(flatten)]
     pub http: HttpArgs,
     /// A file holding a token of the HTTP listener's own (64 hex characters,
-    /// not the join token), which the status page's viewers must hold; with
-    /// a join token and without this, the status page is not served.
+    /// not the join token), which the status page's viewers must hold; or
+    /// set HIT6_HTTP_TOKEN. With a join token and without one, the status
+    /// page's membership is not served.
     #[arg(long, env = "REGISTRY_HTTP_TOKEN_FILE", value_name = "FILE")]
     pub http_token_file: Option<PathBuf>,
     /// Connections served at once, once established. Every node keeps two
@@ -166,11 +167,6 @@ fn endpoint(text: &str) -> Result<String, String> {
     cli::port(port).map(|_| text.to_owned())
 }
 
-/// The HTTP listener's token, from its file.
-fn http_token(path: &std::path::Path) -> Result<Arc<ReadToken>, SecretError> {
-    ReadToken::from_file(path).map(Arc::new).map_err(SecretError::HttpToken)
-}
-
 /// The registry's word for the join token file, and its variable.
 fn join_token_file(arg: Arg) -> Arg {
     arg.env("REGISTRY_JOIN_TOKEN_FILE").help(
@@ -238,7 +234,9 @@ impl Cli {
             write_timeout: self.write_timeout,
             identity,
             storage,
-            http_token: self.http_token_file.as_deref().map(http_token).transpose()?,
+            http_token: ReadToken::from_file_or_env(self.http_token_file.as_deref())
+                .map_err(SecretError::HttpToken)?
+                .map(Arc::new),
         })
     }
 }

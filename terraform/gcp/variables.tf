@@ -156,7 +156,7 @@ variable "launcher_sha256" {
 }
 
 variable "metrics_port" {
-  description = "Host port on which VM 1 publishes the registry's /metrics, /health and status page, opened to allowed_cidrs only (never to the VMs or the internet); null (the default) publishes it nowhere. orchestrator = \"docker\" only."
+  description = "Host port on which VM 1 publishes the registry's /metrics, /health and status page, opened to allowed_cidrs only (never to the VMs or the internet); null (the default) publishes it nowhere."
   type        = number
   default     = null
 }

@@ -27,8 +27,10 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     let _guard = ProjectGuard(project.into());
 
     // A bare number of seconds, as `docker stop -t` takes it.
-    let output = launcher(project, &["up", "--nodes", "5", "--detach", "--quiet", "--json", "--timeout", "120"]);
+    let up = ["up", "--nodes", "5", "--detach", "--quiet", "--json", "--timeout", "120", "--http-port", "18181"];
+    let output = launcher(project, &up);
     assert!(output.status.success(), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("health: 6 of 6 healthy"), "{}", text(&output));
     let summary = summary(&output);
     assert_eq!(summary["complete"], true);
     assert_eq!(summary["greetings"], 10);
@@ -64,6 +66,23 @@ fn up_detached_meshes_five_nodes_on_the_default_ports_and_down_removes_everythin
     for row in tests::launcher::ps(project) {
         assert!(["starting", "healthy"].contains(&row["health"].as_str().unwrap_or("none")), "{row}");
     }
+
+    // The registry's HTTP listener, published: its status page's events go
+    // to the holders of the read token `token --http` prints, and no one else.
+    let http: std::net::SocketAddr = "127.0.0.1:18181".parse().unwrap();
+    let patience = std::time::Duration::from_secs(10);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (health, _) = runtime.block_on(wire::http::get(http, "/health", patience)).expect("/health answers");
+    assert_eq!(health, 200);
+    let refused = runtime.block_on(wire::http::get(http, "/status/events", patience)).expect("an answer");
+    assert_eq!(refused.0, 401, "no token");
+    let token = launcher(project, &["token", "--http"]);
+    assert!(token.status.success(), "{}", text(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    assert_eq!(token.len(), 64, "64 hex characters");
+    let first_event = runtime.block_on(first_status_event(http, &token));
+    assert!(first_event.contains("HTTP/1.1 200") && first_event.contains("event: snapshot"), "{first_event}");
+    assert!(first_event.contains("\"name\":\"node-5\""), "the snapshot lists the nodes: {first_event}");
 
     // `stats` reads every member's /metrics and /health over the project network.
     let stats = launcher(project, &["stats", "--no-stream", "--json"]);
@@ -185,6 +204,27 @@ fn assert_heard(heard: &Value, registry: &str, survivor: &str, survivors: &[&str
     assert_eq!(logged.keys().collect::<Vec<_>>(), survivors, "{heard}");
     assert!(logged.values().all(|logging| logging["how"] == survivor), "{heard}");
     assert!(heard["all_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{heard}");
+}
+
+/// What `/status/events` at `http` sends a bearer of `token` until its
+/// first event (the snapshot) is whole.
+async fn first_status_event(http: std::net::SocketAddr, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let request = format!("GET /status/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut read = Vec::new();
+    let whole = async {
+        while !String::from_utf8_lossy(&read).contains("\n\n") || !String::from_utf8_lossy(&read).contains("event:") {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), whole).await;
+    String::from_utf8_lossy(&read).into_owned()
 }
 
 /// The rows of `launcher ps`, after its header.

@@ -109,10 +109,27 @@ pub fn metrics_page(registry: &prometheus_client::registry::Registry) -> Page {
 #[derive(Debug)]
 pub struct ReadToken(JoinToken);
 
+/// The variable a [`ReadToken`] may come from instead of a file.
+pub const READ_TOKEN_ENV: &str = "HIT6_HTTP_TOKEN";
+
 impl ReadToken {
-    pub fn from_file(path: &std::path::Path) -> Result<ReadToken, TokenError> {
-        let token = JoinToken::from_file_or_env(Some(path))?;
-        Ok(ReadToken(token.expect("a file was given")))
+    /// The token in `file` when one is given, else in [`READ_TOKEN_ENV`]; none without either.
+    pub fn from_file_or_env(file: Option<&std::path::Path>) -> Result<Option<ReadToken>, TokenError> {
+        if file.is_some() {
+            return Ok(JoinToken::from_file_or_env(file)?.map(ReadToken));
+        }
+        match std::env::var(READ_TOKEN_ENV) {
+            Ok(text) => JoinToken::parse(&zeroize::Zeroizing::new(text)).map(|token| Some(ReadToken(token))),
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn generate() -> ReadToken {
+        ReadToken(JoinToken::generate())
+    }
+
+    pub fn reveal(&self) -> zeroize::Zeroizing<String> {
+        self.0.reveal()
     }
 
     /// Whether a request's bearer token is this one.

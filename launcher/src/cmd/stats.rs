@@ -8,17 +8,13 @@
 //! It reads each member's HTTP listener at its address on the project
 //! network, which this machine reaches for a project of containers.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 use wire::exposition::{self, Family};
-use wire::health::Health;
 
+use crate::observe::{self, Read};
 use crate::runtime::{Member, Observed, Project, Usage};
-
-/// How long a member's answer may take before its figures are left blank.
-const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the table is drawn again.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -85,25 +81,10 @@ async fn read_all(project: &Project) -> anyhow::Result<Vec<Stat>> {
                 _ => Usage::default(),
             }
         };
-        let (usage, read) = futures::join!(usage, read_member(observed.http));
+        let (usage, read) = futures::join!(usage, observe::read(observed.http, true));
         stat(&observed, read, usage)
     });
     Ok(futures::future::join_all(reads).await)
-}
-
-/// What a member's HTTP listener answered, if it did.
-#[derive(Debug, Default)]
-struct Read {
-    health: Option<Health>,
-    metrics: Option<Vec<Family>>,
-}
-
-async fn read_member(http: Option<SocketAddr>) -> Read {
-    let Some(addr) = http else { return Read::default() };
-    let (health, metrics) =
-        futures::join!(wire::health::check(addr, READ_TIMEOUT), wire::http::get(addr, "/metrics", READ_TIMEOUT));
-    let metrics = metrics.ok().and_then(|(_, body)| exposition::parse(std::str::from_utf8(&body).ok()?).ok());
-    Read { health: health.ok(), metrics }
 }
 
 fn stat(observed: &Observed, read: Read, usage: Usage) -> Stat {
@@ -210,6 +191,7 @@ fn decimal(value: Option<f64>, places: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wire::health::Health;
 
     fn families(text: &str) -> Vec<Family> {
         exposition::parse(text).unwrap()

@@ -10,15 +10,17 @@ use registry::identity::RegistrySecret;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wire::cli::JoinTokenArgs;
+use wire::http::ReadToken;
 use wire::secure::JoinToken;
 
 use crate::follow::{self, Aftermath, Ending, FollowError, Follower, Following, Forming};
 use crate::images::etcd::EtcdArgs;
 use crate::images::Images;
 use crate::mesh::Mesh;
+use crate::observe;
 use crate::ports::PortRange;
 use crate::runtime::cluster::{Cluster, MAX_MEMBERS};
-use crate::runtime::{Kind, Member, Plan, Project};
+use crate::runtime::{Http, Kind, Member, Plan, Project};
 use crate::ui::{self, Ui};
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +45,12 @@ pub struct Args {
     /// docs/compatibility.md).
     #[arg(long, value_name = "PORT", value_parser = wire::cli::port, conflicts_with = "registry")]
     pub assigner_port: Option<u16>,
+    /// Publish the first registry's HTTP listener (/metrics, /health and
+    /// the status page; 8081 in its container) on this host port. Every
+    /// registry's status page then asks for a read token of its own, drawn
+    /// here: `launcher token --http` prints it.
+    #[arg(long, value_name = "PORT", value_parser = wire::cli::port, conflicts_with = "registry")]
+    pub http_port: Option<u16>,
     /// Groups the registry places nodes in, least loaded first.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub groups: u32,
@@ -122,10 +130,14 @@ impl Args {
         drop(lines);
         let registries: Vec<String> = started.registries.iter().map(ToString::to_string).collect();
         ui.note(&format!("nodes advertise {} and register with {}", started.advertised, registries.join(", ")));
+        if let Some(http) = &plan.http {
+            let page = format!("http://127.0.0.1:{}/status", http.port);
+            ui.note(&format!("status page: {page}#token=<launcher -p {} token --http>", project.name()));
+        }
         let nodes = plan.node_members().map(|m| m.to_string()).zip(started.host_ports);
         let mut forming = Forming::new(Mesh::new(nodes), &ui);
         let mut follower = Follower::new(received, Some(&ui));
-        let ending = self.follow(&mut follower, &mut forming, &ui, invoked, &mut interrupt).await;
+        let ending = self.follow(&mut follower, &mut forming, (&ui, &project), invoked, &mut interrupt).await;
         ui.finish();
         let ends_with_launcher = project.ends_with_launcher();
         match ending {
@@ -165,6 +177,7 @@ impl Args {
             port_range: self.port_range,
             registry_port: self.registry_port,
             assigner_port: self.assigner_port,
+            http: self.http_port.map(|port| Http { port, token: Arc::new(ReadToken::generate()) }),
             advertise_ip: self.advertise_ip,
             publish: self.publish,
             registry: self.registry.clone(),
@@ -189,7 +202,8 @@ impl Args {
         Ok(token.map(Arc::new))
     }
 
-    /// Follows the mesh to completion and prints the summary; then, in the
+    /// Follows the mesh to completion and prints the summary and the
+    /// members' health; then, in the
     /// foreground, keeps showing what happens until interrupted. Past the
     /// timeout, a detached `up` gives up, a foreground one says what is
     /// missing and keeps following.
@@ -197,7 +211,7 @@ impl Args {
         &self,
         follower: &mut Follower<'_>,
         forming: &mut Forming<'_>,
-        ui: &Ui,
+        (ui, project): (&Ui, &Project),
         invoked: Instant,
         interrupt: &mut (impl std::future::Future + Unpin),
     ) -> Ending {
@@ -217,6 +231,9 @@ impl Args {
             if !wire::cli::is_closed_pipe(&error) {
                 ui.note(&format!("failed to print the summary: {error}"));
             }
+        }
+        if let Some(health) = observe::health_line(project).await {
+            ui.note(&health);
         }
         if self.detach {
             return Ending::Reached;

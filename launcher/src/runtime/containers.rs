@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use registry::client::RegistryAddr;
 use tokio::sync::mpsc;
+use wire::http::READ_TOKEN_ENV;
 use wire::secure::JoinToken;
 
 use super::cluster;
@@ -132,7 +133,11 @@ impl Containers {
     /// Creates and starts a container on the project network.
     async fn run(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
         let name = self.engine.resource_name(spec.member);
-        let published = [(CONTAINER_PORT, spec.host_port), (ASSIGNER_CONTAINER_PORT, spec.assigner_port)];
+        let published = [
+            (CONTAINER_PORT, spec.host_port),
+            (ASSIGNER_CONTAINER_PORT, spec.assigner_port),
+            (HTTP_CONTAINER_PORT, spec.http_port),
+        ];
         let published: Vec<(u16, u16)> =
             published.into_iter().filter_map(|(inside, host)| Some((inside, host?))).collect();
         let key = |inside: u16| format!("{inside}/tcp");
@@ -142,6 +147,7 @@ impl Containers {
         });
         let mut exposed = vec![key(CONTAINER_PORT)];
         exposed.extend(spec.assigner_port.map(|_| key(ASSIGNER_CONTAINER_PORT)));
+        exposed.extend(spec.http_port.map(|_| key(HTTP_CONTAINER_PORT)));
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
@@ -185,6 +191,20 @@ impl Containers {
             .await
             .map_err(call(format!("inspect the container {name}")))?;
         Ok(engine::token_in(inspected.config.and_then(|config| config.env)))
+    }
+
+    /// The read token the project's registries' HTTP listeners were started with, if any.
+    pub async fn http_token(&self) -> Result<Option<JoinToken>, DockerError> {
+        let Some(name) = self.registry_containers().await?.into_iter().next().map(|(name, ..)| name) else {
+            return Ok(None);
+        };
+        let inspected = self
+            .engine
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .map_err(call(format!("inspect the container {name}")))?;
+        Ok(engine::secret_in(inspected.config.and_then(|config| config.env), READ_TOKEN_ENV))
     }
 
     /// The registry containers, the running ones first: their name, the

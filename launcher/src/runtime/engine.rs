@@ -25,6 +25,7 @@ use futures::StreamExt;
 use registry::client::RegistryAddr;
 use registry::identity::{RegistrySecret, KEY_ENV};
 use tokio::sync::mpsc;
+use wire::http::{ReadToken, READ_TOKEN_ENV};
 use wire::secure::{JoinToken, TOKEN_ENV};
 
 use super::cluster::{self, Cluster, EtcdAddr, CLIENT_PORT, PEER_PORT};
@@ -139,6 +140,10 @@ pub struct ContainerSpec {
     pub host_port: Option<u16>,
     /// Host port to publish the registry's assigner port on.
     pub assigner_port: Option<u16>,
+    /// Host port to publish the registry's HTTP listener on.
+    pub http_port: Option<u16>,
+    /// The read token of a registry's HTTP listener, in its environment.
+    pub http_token: Option<Arc<ReadToken>>,
     /// Labels of the project's own bookkeeping, besides project, role and index.
     pub labels: HashMap<String, String>,
     /// Where it keeps data that must outlive its container: a swarm
@@ -152,7 +157,8 @@ impl ContainerSpec {
     pub(crate) fn env_with_secrets(&self) -> Vec<String> {
         let token = self.token.iter().map(|token| format!("{TOKEN_ENV}={}", token.reveal().as_str()));
         let secret = self.registry_secret.iter().map(|secret| format!("{KEY_ENV}={}", secret.reveal().as_str()));
-        self.env.iter().cloned().chain(token).chain(secret).collect()
+        let http = self.http_token.iter().map(|token| format!("{READ_TOKEN_ENV}={}", token.reveal().as_str()));
+        self.env.iter().cloned().chain(token).chain(secret).chain(http).collect()
     }
 
     /// Registry `member` of a plan, published on `host_port`: its only
@@ -183,6 +189,8 @@ impl ContainerSpec {
             cmd: vec![],
             host_port: Some(host_port),
             assigner_port,
+            http_port: plan.http_port_of(member),
+            http_token: plan.http.as_ref().map(|http| http.token.clone()),
             labels: HashMap::new(),
             data: None,
         }
@@ -200,6 +208,8 @@ impl ContainerSpec {
             cmd: cluster.container_cmd(index, addrs),
             host_port: None,
             assigner_port: None,
+            http_port: None,
+            http_token: None,
             labels: HashMap::new(),
             data: Some(cluster::DATA_ROOT),
         }
@@ -226,6 +236,8 @@ impl ContainerSpec {
             cmd: cluster::registry_args(registries, index),
             host_port: published.map(|(_, port)| port),
             assigner_port: None,
+            http_port: None,
+            http_token: None,
             labels: HashMap::new(),
             data: None,
         }
@@ -613,7 +625,13 @@ async fn accepting(member: Member, addr: SocketAddr) -> Result<(), super::plan::
 
 /// The join token in an environment, as a member was started with it.
 pub fn token_in(env: Option<Vec<String>>) -> Option<JoinToken> {
-    let prefix = format!("{TOKEN_ENV}=");
+    secret_in(env, TOKEN_ENV)
+}
+
+/// The token in variable `var` of an environment (the join token, the HTTP
+/// listener's read token), as a member was started with it.
+pub fn secret_in(env: Option<Vec<String>>, var: &str) -> Option<JoinToken> {
+    let prefix = format!("{var}=");
     let env = env.unwrap_or_default();
     let value = env.iter().find_map(|var| var.strip_prefix(&prefix));
     value.and_then(|text| JoinToken::parse(text).ok())

@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use wire::http::{ReadToken, READ_TOKEN_ENV};
 use wire::secure::{JoinToken, TOKEN_ENV};
 
 use super::cluster::{self, Cluster, EtcdAddr};
@@ -40,6 +41,7 @@ pub struct Local {
 struct Handed<'a> {
     token: Option<&'a JoinToken>,
     registry_secret: Option<&'a RegistrySecret>,
+    http_token: Option<&'a ReadToken>,
     pin: Option<(&'static str, String)>,
     /// Other variables: a replica's store.
     env: Vec<(&'static str, String)>,
@@ -128,11 +130,15 @@ impl Local {
         if let Some(port) = plan.assigner_of(member) {
             args.extend(["--assigner-listen".into(), format!("127.0.0.1:{port}")]);
         }
+        if let Some(port) = plan.http_port_of(member) {
+            args.extend(["--http-listen".into(), format!("127.0.0.1:{port}")]);
+        }
         let store = endpoints
             .map(|endpoints| [("REGISTRY_STORE", "etcd".into()), ("REGISTRY_ETCD_ENDPOINTS", endpoints.into())]);
         let handed = Handed {
             token: self.token.as_deref(),
             registry_secret: plan.registry_secret.as_deref(),
+            http_token: plan.http.as_ref().map(|http| &*http.token),
             env: store.into_iter().flatten().collect(),
             ..Handed::default()
         };
@@ -217,6 +223,10 @@ fn spawn(binary: &Path, args: &[String], handed: Handed<'_>) -> anyhow::Result<C
     match handed.registry_secret {
         Some(secret) => command.env(KEY_ENV, secret.reveal().as_str()),
         None => command.env_remove(KEY_ENV),
+    };
+    match handed.http_token {
+        Some(token) => command.env(READ_TOKEN_ENV, token.reveal().as_str()),
+        None => command.env_remove(READ_TOKEN_ENV),
     };
     if let Some((var, key)) = handed.pin {
         command.env(var, key);

@@ -38,7 +38,7 @@ use containers::Containers;
 use engine::{DockerError, Engine, Ran, Removed, SwarmError};
 use local::Local;
 pub use member::Member;
-pub use plan::{Health, Observed, Plan, Row, RuntimeError, Scaled, Started, Usage};
+pub use plan::{Health, Http, Observed, Plan, Row, RuntimeError, Scaled, Started, Usage};
 use swarm::Swarm;
 
 /// Where `up` runs a project (`--runtime`).
@@ -258,6 +258,16 @@ impl Project {
         Ok(match self {
             Project::Containers(containers) => containers.rows().await?,
             Project::Swarm(swarm) => swarm.rows().await?,
+            Project::Local(_) => return Err(RuntimeError::NotKept.into()),
+        })
+    }
+
+    /// The read token the project's registries' HTTP listeners were started
+    /// with (`up --http-port`); `None` without one.
+    pub async fn http_token(&self) -> anyhow::Result<Option<JoinToken>> {
+        Ok(match self {
+            Project::Containers(containers) => containers.http_token().await?,
+            Project::Swarm(swarm) => swarm.http_token().await?,
             Project::Local(_) => return Err(RuntimeError::NotKept.into()),
         })
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use registry::client::RegistryAddr;
 use registry::identity::RegistrySecret;
+use wire::http::ReadToken;
 use wire::secure::JoinToken;
 
 use super::cluster::Cluster;
@@ -26,6 +27,10 @@ pub struct Plan {
     /// Host port the first registry answers the group lab's internal
     /// clients on, when asked; its registries then admit the lab's programs.
     pub assigner_port: Option<u16>,
+    /// Where the first registry's HTTP listener (`/metrics`, `/health`, the
+    /// status page) is published, and the read token every registry's
+    /// status page asks for, when asked.
+    pub http: Option<Http>,
     /// The ip the nodes advertise, when the user names it.
     pub advertise_ip: Option<IpAddr>,
     /// A swarm's nodes published on the host each is pinned to.
@@ -64,6 +69,11 @@ impl Plan {
     /// clients on: the first registry's, when the plan asks for one.
     pub fn assigner_of(&self, member: Member) -> Option<u16> {
         self.assigner_port.filter(|_| member.is_registry() && member.index().unwrap_or(1) == 1)
+    }
+
+    /// The host port registry `member`'s HTTP listener is published on: the first registry's, when asked.
+    pub fn http_port_of(&self, member: Member) -> Option<u16> {
+        self.http.as_ref().map(|http| http.port).filter(|_| member.is_registry() && member.index().unwrap_or(1) == 1)
     }
 
     /// The variables that pin the plan's registry's key in its nodes.
@@ -130,6 +140,16 @@ impl Health {
             Health::Unhealthy => "unhealthy",
         }
     }
+}
+
+/// The registries' HTTP listener as `up --http-port` asks for it.
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// Host port of the first registry's listener.
+    pub port: u16,
+    /// What the status page asks of its viewers, handed to every registry
+    /// in its environment (`HIT6_HTTP_TOKEN`); `launcher token --http` reads it back.
+    pub token: Arc<ReadToken>,
 }
 
 /// A registry or node as `stats` reads it.

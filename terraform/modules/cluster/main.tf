@@ -111,6 +111,7 @@ locals {
     "launcher -p ${var.project} up --runtime swarm --publish --nodes ${local.node_count}",
     "--port-range ${var.node_port_range} --registry-port ${var.registry_port}",
     local.replicated ? "--registries ${var.registries} --etcd-image ${var.etcd_image}" : "",
+    var.metrics_port == null ? "" : "--http-port ${var.metrics_port}",
     "--registry-image ${local.registry_ref} --node-image ${local.node_ref} --detach --quiet --timeout 600s",
   ]))
   launcher_command = !local.swarm ? null : join(" ", [

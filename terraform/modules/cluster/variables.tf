@@ -387,18 +387,13 @@ variable "private_ip_command" {
 }
 
 variable "metrics_port" {
-  description = "Host port on which VM 1 publishes the registry's HTTP listener (/metrics, /health, the status page; 8081 in its container), or null (the default) to publish it nowhere. The cloud roots open it to allowed_cidrs only, never to the VMs or the internet by default. docker orchestrator only, for now: the launcher does not publish it."
+  description = "Host port on which VM 1 publishes the registry's HTTP listener (/metrics, /health, the status page; 8081 in its container), or null (the default) to publish it nowhere. The cloud roots open it to allowed_cidrs only, never to the VMs or the internet by default. With swarm, the launcher publishes it (`up --http-port`) and draws the status page's read token (`launcher token --http` on VM 1); with docker, the status page has no token, so it serves /metrics and /health only."
   type        = number
   default     = null
 
   validation {
     condition     = var.metrics_port == null || try(var.metrics_port == floor(var.metrics_port) && var.metrics_port >= 1 && var.metrics_port <= 65535, false)
     error_message = "metrics_port must be a whole number from 1 to 65535, or null."
-  }
-
-  validation {
-    condition     = var.metrics_port == null || var.orchestrator == "docker"
-    error_message = "metrics_port needs orchestrator = \"docker\": with swarm, the launcher does not publish the registry's HTTP listener yet."
   }
 
   validation {

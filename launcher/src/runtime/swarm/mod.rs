@@ -42,13 +42,14 @@ use bollard::models::{
 use bollard::query_parameters::{InspectServiceOptions, UpdateServiceOptionsBuilder};
 use registry::client::RegistryAddr;
 use tokio::sync::mpsc;
-use wire::secure::JoinToken;
+use wire::http::READ_TOKEN_ENV;
+use wire::secure::{JoinToken, TOKEN_ENV};
 
 use super::cluster;
 use super::engine::{self, call, swarm_manager, ContainerSpec, DockerError, Engine, Removed, SwarmError, LABEL_INDEX};
 use super::member::Member;
 use super::plan::{Plan, Row, RuntimeError, Scaled, Started};
-use crate::images::{credentials, ASSIGNER_CONTAINER_PORT, CONTAINER_PORT};
+use crate::images::{credentials, ASSIGNER_CONTAINER_PORT, CONTAINER_PORT, HTTP_CONTAINER_PORT};
 use crate::ports::{self, PortRange};
 use crate::stream::{self, Line, Reading};
 use hosts::{Host, Placement, LABEL_ADVERTISE_IP};
@@ -192,7 +193,8 @@ impl Swarm {
         let name = self.engine.resource_name(spec.member);
         let ports = spec.host_port.map(|port| {
             let assigner = spec.assigner_port.map(|port| published_at(ASSIGNER_CONTAINER_PORT, port));
-            std::iter::once(published_at(CONTAINER_PORT, port)).chain(assigner).collect()
+            let http = spec.http_port.map(|port| published_at(HTTP_CONTAINER_PORT, port));
+            std::iter::once(published_at(CONTAINER_PORT, port)).chain(assigner).chain(http).collect()
         });
         let labels = self.engine.labels(Some(spec.member));
         let service = ServiceSpec {
@@ -410,8 +412,17 @@ impl Swarm {
 
     /// The join token the registry services were started with.
     pub async fn join_token(&self) -> Result<Option<JoinToken>, DockerError> {
+        self.registry_secret(TOKEN_ENV).await
+    }
+
+    /// The read token the project's registries' HTTP listeners were started with, if any.
+    pub async fn http_token(&self) -> Result<Option<JoinToken>, DockerError> {
+        self.registry_secret(READ_TOKEN_ENV).await
+    }
+
+    async fn registry_secret(&self, var: &str) -> Result<Option<JoinToken>, DockerError> {
         let first = self.registries().await?.into_iter().next();
-        Ok(engine::token_in(first.and_then(|s| s.spec?.task_template?.container_spec?.env)))
+        Ok(engine::secret_in(first.and_then(|s| s.spec?.task_template?.container_spec?.env), var))
     }
 
     /// The registry services as this machine (the manager) reaches them:

@@ -670,3 +670,26 @@ run "a_metrics_port_publishes_the_registrys_http_listener" {
     error_message = "the metrics port is opened apart from the mesh's ports: ${jsonencode(output.firewall_ports)}"
   }
 }
+
+run "a_metrics_port_on_a_swarm_is_the_launchers_http_port" {
+  command = plan
+
+  variables {
+    orchestrator       = "swarm"
+    metrics_port       = 9180
+    launcher_url       = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
+    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    private_ip_command = "curl -fsS http://169.254.169.254/latest/meta-data/local-ipv4"
+    join_token_secret = {
+      store            = "aws_ssm"
+      name             = "/hit6/join-token"
+      region           = "eu-west-1"
+      swarm_token_name = "/hit6/swarm-worker-token"
+    }
+  }
+
+  assert {
+    condition     = strcontains(output.launcher_command, " --registry-port 8086 --http-port 9180 --registry-image ")
+    error_message = "VM 1's launcher publishes the registry's HTTP listener: ${output.launcher_command}"
+  }
+}

@@ -433,21 +433,6 @@ run "an_etcd_image_without_its_tag" {
   expect_failures = [var.etcd_image]
 }
 
-run "a_metrics_port_with_swarm" {
-  command = plan
-
-  variables {
-    orchestrator       = "swarm"
-    metrics_port       = 9180
-    launcher_url       = "https://github.com/acme/hit6/releases/download/v0.1.0/launcher-x86_64-linux"
-    launcher_sha256    = "5f0c3a9e1d2b4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
-    private_ip_command = "curl -fsS http://metadata/ip"
-    join_token_secret  = { store = "aws_ssm", name = "/hit6/join-token", region = "eu-west-1", swarm_token_name = "/hit6/swarm-worker-token" }
-  }
-
-  expect_failures = [var.metrics_port]
-}
-
 run "a_metrics_port_among_the_nodes" {
   command = plan
 
