@@ -13,7 +13,7 @@ use futures::StreamExt;
 use registry::client::RegistryAddr;
 use tokio::sync::mpsc;
 use wire::http::READ_TOKEN_ENV;
-use wire::secure::JoinToken;
+use wire::secure::{JoinToken, TOKEN_ENV};
 
 use super::cluster;
 use super::engine::{self, call, ContainerSpec, DockerError, Engine};
@@ -181,20 +181,16 @@ impl Containers {
 
     /// The join token the registry containers were started with.
     pub async fn join_token(&self) -> Result<Option<JoinToken>, DockerError> {
-        let Some(name) = self.registry_containers().await?.into_iter().next().map(|(name, ..)| name) else {
-            return Ok(None);
-        };
-        let inspected = self
-            .engine
-            .docker
-            .inspect_container(&name, None::<InspectContainerOptions>)
-            .await
-            .map_err(call(format!("inspect the container {name}")))?;
-        Ok(engine::token_in(inspected.config.and_then(|config| config.env)))
+        self.registry_secret(TOKEN_ENV).await
     }
 
     /// The read token the project's registries' HTTP listeners were started with, if any.
     pub async fn http_token(&self) -> Result<Option<JoinToken>, DockerError> {
+        self.registry_secret(READ_TOKEN_ENV).await
+    }
+
+    /// The token in variable `var` of the first registry's environment.
+    async fn registry_secret(&self, var: &str) -> Result<Option<JoinToken>, DockerError> {
         let Some(name) = self.registry_containers().await?.into_iter().next().map(|(name, ..)| name) else {
             return Ok(None);
         };
@@ -204,7 +200,7 @@ impl Containers {
             .inspect_container(&name, None::<InspectContainerOptions>)
             .await
             .map_err(call(format!("inspect the container {name}")))?;
-        Ok(engine::secret_in(inspected.config.and_then(|config| config.env), READ_TOKEN_ENV))
+        Ok(engine::secret_in(inspected.config.and_then(|config| config.env), var))
     }
 
     /// The registry containers, the running ones first: their name, the

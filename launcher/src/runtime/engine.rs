@@ -623,11 +623,6 @@ async fn accepting(member: Member, addr: SocketAddr) -> Result<(), super::plan::
     }
 }
 
-/// The join token in an environment, as a member was started with it.
-pub fn token_in(env: Option<Vec<String>>) -> Option<JoinToken> {
-    secret_in(env, TOKEN_ENV)
-}
-
 /// The token in variable `var` of an environment (the join token, the HTTP
 /// listener's read token), as a member was started with it.
 pub fn secret_in(env: Option<Vec<String>>, var: &str) -> Option<JoinToken> {
