@@ -232,6 +232,9 @@ impl Args {
                 ui.note(&format!("failed to print the summary: {error}"));
             }
         }
+        if let Err(error) = project.settled().await {
+            ui.note(&format!("{error:#}"));
+        }
         if let Some(health) = observe::health_line(project).await {
             ui.note(&health);
         }

@@ -262,6 +262,17 @@ impl Project {
         })
     }
 
+    /// Returns once every registry's and node's task runs, on a swarm: one
+    /// is held `starting` until its first health check passes, and until
+    /// then the swarm serves none of its logs, which `kill` and `logs` read.
+    /// Containers and processes run once started.
+    pub async fn settled(&self) -> anyhow::Result<()> {
+        match self {
+            Project::Swarm(swarm) => swarm.settled().await,
+            Project::Containers(_) | Project::Local(_) => Ok(()),
+        }
+    }
+
     /// The read token the project's registries' HTTP listeners were started
     /// with (`up --http-port`); `None` without one.
     pub async fn http_token(&self) -> anyhow::Result<Option<JoinToken>> {

@@ -227,6 +227,10 @@ pub enum RuntimeError {
     #[error("the processes of --runtime local live only as long as the `up` that started them")]
     NotKept,
     #[error(
+        "the service {service} was not running (healthy) within {waited:?}: see `launcher ps` and `launcher logs`"
+    )]
+    NotRunning { service: String, waited: Duration },
+    #[error(
         "project `{project}` runs on a swarm, whose overlay network this machine does not reach: \
          scrape its members from a container on that network (docs/observability.md)"
     )]

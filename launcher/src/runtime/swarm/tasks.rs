@@ -2,13 +2,13 @@
 //! not complete may be waiting for.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bollard::models::TaskState;
 use bollard::query_parameters::ListTasksOptionsBuilder;
 
 use crate::runtime::engine::{call, DockerError, Engine};
-use crate::runtime::{Health, Member};
+use crate::runtime::{Health, Member, RuntimeError};
 
 /// A task's health, as its state tells it: with a health check (the
 /// registry's and the node's images have one), the swarm holds a task
@@ -62,6 +62,27 @@ pub async fn current(engine: &Engine) -> Result<HashMap<String, Task>, DockerErr
         current.insert(name.clone(), newest(known, task));
     }
     Ok(current)
+}
+
+/// How often [`await_running`] looks.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Waits until the current task of each of `services` runs: with a health
+/// check, once its container is healthy, which is when the swarm gives the
+/// service's name an address. Docker's API has no event for it that a
+/// manager sees for every host, so this asks every [`POLL`].
+pub async fn await_running(engine: &Engine, services: &[String], patience: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let current = current(engine).await?;
+        let waiting =
+            services.iter().find(|name| current.get(*name).is_none_or(|task| task.state != TaskState::RUNNING));
+        let Some(waiting) = waiting else { return Ok(()) };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RuntimeError::NotRunning { service: waiting.clone(), waited: patience }.into());
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// The project's services whose current task is not running, each with
