@@ -8,7 +8,8 @@ use bollard::models::TaskState;
 use bollard::query_parameters::ListTasksOptionsBuilder;
 
 use crate::runtime::engine::{call, DockerError, Engine};
-use crate::runtime::{Health, Member, RuntimeError};
+use crate::runtime::member::Member;
+use crate::runtime::plan::{Health, RuntimeError};
 
 /// A task's health, as its state tells it: with a health check (the
 /// registry's and the node's images have one), the swarm holds a task
