@@ -11,7 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use node::events::Event;
 use registry::events::Event as RegistryEvent;
 use tests::{http_addr, Node, Registry, TempDir, PATIENCE};
@@ -47,10 +48,12 @@ fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-/// The browser, killed when dropped.
+/// The browser: the driving script, chromedriver and Chromium, in a
+/// process group of their own that is killed when dropped, also when the
+/// test fails (the script's own `quit` runs only on a clean end).
 struct Browser {
-    _child: Child,
-    stdin: ChildStdin,
+    child: Child,
+    stdin: Option<ChildStdin>,
     answers: Lines<BufReader<ChildStdout>>,
 }
 
@@ -61,15 +64,23 @@ impl Browser {
             .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("python3 runs");
-        let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
-        Browser { _child: child, stdin, answers: BufReader::new(stdout).lines() }
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take().unwrap());
+        Browser { child, stdin, answers: BufReader::new(stdout).lines() }
+    }
+
+    /// Ends the script's input, so that it quits the browser, and waits for it.
+    async fn close(mut self) {
+        drop(self.stdin.take());
+        let _ = tokio::time::timeout(PATIENCE, self.child.wait()).await;
     }
 
     async fn ask(&mut self, command: &str) -> String {
-        self.stdin.write_all(format!("{command}\n").as_bytes()).await.unwrap();
+        let stdin = self.stdin.as_mut().expect("the browser's input is open");
+        stdin.write_all(format!("{command}\n").as_bytes()).await.unwrap();
         let answer = tokio::time::timeout(PATIENCE, self.answers.next_line()).await;
         answer.expect("the browser answers in time").unwrap().expect("the browser is still running")
     }
@@ -77,6 +88,15 @@ impl Browser {
     /// Waits for the page to show node `name` as `state`: how long after asking.
     async fn shows(&mut self, name: &str, state: &str) -> String {
         self.ask(&format!("wait {name} {state} {WITHIN_MS}")).await
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // The group the script leads: chromedriver and Chromium are in it too.
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
     }
 }
 
@@ -127,6 +147,7 @@ async fn the_status_page_shows_a_node_join_and_marks_it_gone_once_killed() -> an
     let shown = browser.shows("node-2", "gone").await;
     assert!(shown.starts_with("ok"), "node-2 was killed: {shown}");
     assert!(browser.shows("node-1", "live").await.starts_with("ok"), "node-1 is still live");
+    browser.close().await;
     Ok(())
 }
 
