@@ -190,7 +190,7 @@ pub fn registry_unreachable(registry: &str, error: &dyn std::error::Error, attem
 /// when its watch saw the connection close. Its next request there is its
 /// heartbeat (see `docs/protocol.md`, "Replicas").
 pub fn registry_moved(from: &RegistryAddr, to: &RegistryAddr, after: Duration, error: &str) {
-    crate::metrics::count(|m| m.reconnected(crate::metrics::Reconnect::Moved));
+    crate::metrics::METRICS.count(|m| m.reconnected(crate::metrics::Reconnect::Moved));
     let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
     warn!(event = %Event::RegistryMoved, %from, %to, after_ms, error, "moved to another registry");
 }
@@ -206,7 +206,7 @@ pub fn greeting_failed(peer: &Peer, error: &dyn std::error::Error) {
 /// `peer` is as verified: by the registry's ticket, or, for an original
 /// node, by the registry's record of its address.
 pub fn greeting_received(peer: &Peer, from: SocketAddr) {
-    crate::metrics::count(|m| m.received(peer.key.is_some()));
+    crate::metrics::METRICS.count(|m| m.received(peer.key.is_some()));
     info!(
         event = %Event::GreetingReceived, peer_name = %peer.name, peer_addr = %peer.addr, %from,
         verified = peer.key.is_some(), "received a greeting"

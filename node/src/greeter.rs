@@ -87,14 +87,14 @@ async fn greet_lane(contacts: Vec<Contact>, hello: &[u8], config: GreetConfig, m
             }
             let on_its_way = contact.introduction.as_ref().and(contact.peer.key);
             let on_its_way = on_its_way.map(|key| OnItsWay::start(meetings, key));
-            let started = metrics::started();
+            let started = metrics::METRICS.started();
             let greeted = greet_with_retries(&contact, hello, config).await;
             let outcome = match &greeted {
                 Ok(Answer::Welcome) => Sent::Welcome,
                 Ok(Answer::Met) => Sent::Met,
                 Err(_) => Sent::Failed,
             };
-            metrics::count(|m| m.greeted(outcome, started));
+            metrics::METRICS.count(|m| m.greeted(outcome, started));
             match greeted {
                 Ok(Answer::Met) => {
                     tracing::debug!(peer_name = %name, peer_addr = %addr, "met already, through its greeting");

@@ -282,10 +282,10 @@ pub async fn coordinate(by: &Coordinating<'_>, message: &Message) -> Result<Repo
         .map(|member| {
             let outgoing = &outgoing;
             async move {
-                let started = metrics::started();
+                let started = metrics::METRICS.started();
                 let outcome = deliver(members_pool, keys, &member, outgoing, deadlines).await;
                 if outcome.is_ok() {
-                    metrics::count(|m| m.acknowledged(started));
+                    metrics::METRICS.count(|m| m.acknowledged(started));
                 }
                 (member, outcome)
             }
@@ -323,7 +323,7 @@ pub async fn coordinate(by: &Coordinating<'_>, message: &Message) -> Result<Repo
         }
     }
     report.delivered = report.acked.len();
-    metrics::count(|m| m.multicast(report.is_complete()));
+    metrics::METRICS.count(|m| m.multicast(report.is_complete()));
     report.acked.sort();
     report.failed.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(report)

@@ -90,7 +90,7 @@ impl Members {
         let members: Vec<(SocketAddr, mpsc::Sender<Delivery>)> =
             wire::lock(&self.joined).iter().map(|(_, addr, to)| (*addr, to.clone())).collect();
         let deliveries = members.into_iter().map(|(addr, to)| async move {
-            let started = metrics::started();
+            let started = metrics::METRICS.started();
             let (acked, answer) = oneshot::channel();
             let delivered = async {
                 to.send(Delivery { text: text.to_owned(), acked }).await.map_err(|_| ENDED.to_owned())?;
@@ -99,7 +99,7 @@ impl Members {
             let acked =
                 timeout(deadline, delivered).await.unwrap_or_else(|_| Err(format!("no ACK within {deadline:?}")));
             if acked.is_ok() {
-                metrics::count(|m| m.acknowledged(started));
+                metrics::METRICS.count(|m| m.acknowledged(started));
             }
             Outcome { addr, acked }
         });

@@ -106,7 +106,7 @@ pub async fn run(listeners: impl Into<Listeners>, config: Config, shutdown: impl
         tracker.spawn(wire::http::serve(http, Arc::new(pages), tracker.clone(), token.clone()));
     }
     let refused = |from: SocketAddr, refusal: Refusal<'_>| {
-        metrics::count(|m| m.rejected(refusal.reason()));
+        metrics::METRICS.count(|m| m.rejected(refusal.reason()));
         if let Refusal::Handshake(error) = refusal {
             if error.is_refusal() {
                 events::greeting_rejected(from, None, error);
@@ -260,7 +260,7 @@ impl Node {
         events::registered(event, &me, &self.membership.link.registry().to_string(), mode, contacts, new_peers.len());
         self.context.vitals.registered(true);
         if event == Event::Reregistered {
-            metrics::count(|m| m.reconnected(metrics::Reconnect::Reregistered));
+            metrics::METRICS.count(|m| m.reconnected(metrics::Reconnect::Reregistered));
         }
 
         let (name, greet, context) = (self.membership.name.clone(), config.greet, self.context.clone());

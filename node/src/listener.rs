@@ -278,7 +278,7 @@ async fn answer_greeting(
         None => verify_plain(&received, context).await,
     };
     let (peer, id) = verified.inspect_err(|reason| {
-        metrics::count(|m| m.rejected("unverified"));
+        metrics::METRICS.count(|m| m.rejected("unverified"));
         events::greeting_rejected(from, Some(&received.peer.name), reason);
     })?;
     let first_time = wire::lock(&context.greeted_by).insert((peer.addr, id));
@@ -297,7 +297,7 @@ fn answer_ticket(message: Value, from: SocketAddr, context: &Context) -> Result<
         .map_err(|_| ErrorBody::bad_request("a greeting with a ticket has `ticket`, `attempt` and `sealed`"))?;
     let mut claimed = None;
     let (opened, delivery) = check_ticket(&sent, from, context, &mut claimed).map_err(|reason| {
-        metrics::count(|m| m.rejected("ticket"));
+        metrics::METRICS.count(|m| m.rejected("ticket"));
         events::greeting_rejected(from, claimed.as_deref(), &reason);
         unauthorized(reason)
     })?;

@@ -113,22 +113,8 @@ impl Default for Metrics {
     }
 }
 
-static METRICS: Installed<Metrics> = Installed::new();
-
-/// The process's metrics, once [`install`]ed.
-pub fn get() -> Option<&'static Metrics> {
-    METRICS.get()
-}
-
-/// Counts with `count` when metrics are on.
-pub fn count(count: impl FnOnce(&'static Metrics)) {
-    METRICS.count(count)
-}
-
-/// When something timed began, when metrics are on.
-pub fn started() -> Option<Instant> {
-    METRICS.started()
-}
+/// The process's metrics, counting once [`install`]ed.
+pub static METRICS: Installed<Metrics> = Installed::new();
 
 /// Starts counting, and returns what `/metrics` serves, with whether the
 /// node is registered and up read from `vitals` at each scrape.
@@ -244,7 +230,7 @@ struct Live {
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let peers = get().map_or(0, |metrics| wire::lock(&metrics.peers).len());
+        let peers = METRICS.get().map_or(0, |metrics| wire::lock(&metrics.peers).len());
         let help = "Peers in the node's live view of the membership (the registry's watch).";
         let gauge = encoder.encode_descriptor("peers", help, None, MetricType::Gauge)?;
         ConstGauge::new(peers as i64).encode(gauge)?;

@@ -85,7 +85,7 @@ async fn watch(link: &RegistryLink, context: &Context, since: &mut Option<Since>
     if let Some(snapshot) = &start.snapshot {
         let own = own(context);
         let peers = snapshot.entries.iter().filter(|entry| !own.is(entry));
-        metrics::count(|m| m.peers_are(peers.map(|entry| entry.id.as_str())));
+        metrics::METRICS.count(|m| m.peers_are(peers.map(|entry| entry.id.as_str())));
     }
     events::watching(&link.registry().to_string(), start.start, start.revision);
     *since = Some(Since { revision: start.revision, epoch: Some(start.epoch.clone()) });
@@ -110,11 +110,11 @@ fn log(batch: Vec<WatchEvent>, own: &Own) {
     for event in batch {
         match event.change {
             Change::Joined { entry } if !own.is(&entry) => {
-                metrics::count(|m| m.peer_joined(&entry.id));
+                metrics::METRICS.count(|m| m.peer_joined(&entry.id));
                 joined.push(entry);
             }
             Change::Left { entry, reason } if !own.is(&entry) => {
-                metrics::count(|m| m.peer_left(&entry.id));
+                metrics::METRICS.count(|m| m.peer_left(&entry.id));
                 events::peers_joined(&std::mem::take(&mut joined));
                 events::peer_left(&entry, reason);
             }

@@ -127,7 +127,7 @@ pub fn listening(addr: SocketAddr, config: &Config) {
 }
 
 pub fn registered(entry: &Contact, dialect: Dialect, contacts: usize) {
-    metrics::count(|m| m.registered(dialect, contacts));
+    metrics::METRICS.count(|m| m.registered(dialect, contacts));
     info!(
         event = %Event::Registered, id = %entry.id, name = %entry.name, addr = %entry.addr(), group = entry.group,
         key = entry.key.map(tracing::field::display), ?dialect, contacts, "registered"
@@ -144,18 +144,18 @@ pub fn unauthorized(peer: SocketAddr, reason: &dyn std::fmt::Display) {
 }
 
 pub fn deregistered(entry: &Contact) {
-    metrics::count(|m| m.departed(Departure::Deregistered));
+    metrics::METRICS.count(|m| m.departed(Departure::Deregistered));
     info!(event = %Event::Deregistered, id = %entry.id, name = %entry.name, addr = %entry.addr(), "deregistered");
 }
 
 /// A node's kept session closed without a deregistration: the node is gone.
 pub fn session_lost(entry: &Contact) {
-    metrics::count(|m| m.departed(Departure::SessionLost));
+    metrics::METRICS.count(|m| m.departed(Departure::SessionLost));
     info!(event = %Event::SessionLost, id = %entry.id, name = %entry.name, addr = %entry.addr(), "session lost");
 }
 
 pub fn expired(entry: &Contact) {
-    metrics::count(|m| m.departed(Departure::Expired));
+    metrics::METRICS.count(|m| m.departed(Departure::Expired));
     info!(event = %Event::Expired, id = %entry.id, name = %entry.name, addr = %entry.addr(), "lease expired");
 }
 

@@ -85,7 +85,7 @@ impl Pages {
         let Ok(permit) = self.streams.clone().try_acquire_owned() else {
             return Page::text(StatusCode::SERVICE_UNAVAILABLE, "too many status pages are open: try again later\n");
         };
-        let introduced = Arc::new(|| crate::metrics::get().map_or(0, |metrics| metrics.introduced()));
+        let introduced = Arc::new(|| crate::metrics::METRICS.get().map_or(0, |metrics| metrics.introduced()));
         let events = status::events(self.store.clone(), self.groups, introduced, self.serving.clone());
         // The permit goes with the stream.
         let events = futures::StreamExt::map(events, move |event| {

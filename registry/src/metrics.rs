@@ -113,22 +113,8 @@ impl Default for Metrics {
     }
 }
 
-static METRICS: Installed<Metrics> = Installed::new();
-
-/// The process's metrics, once [`install`]ed.
-pub fn get() -> Option<&'static Metrics> {
-    METRICS.get()
-}
-
-/// Counts with `count` when metrics are on.
-pub fn count(count: impl FnOnce(&'static Metrics)) {
-    METRICS.count(count)
-}
-
-/// When a request was read, when metrics are on (their clock costs nothing otherwise).
-pub fn started() -> Option<Instant> {
-    METRICS.started()
-}
+/// The process's metrics, counting once [`install`]ed.
+pub static METRICS: Installed<Metrics> = Installed::new();
 
 /// Starts counting, and returns what `/metrics` serves: the counts and the
 /// membership of `store`, read at each scrape. Counting starts once per
@@ -236,7 +222,7 @@ impl Drop for Open {
 
 /// Counts `operation`'s answer when metrics are on: `started` is when its request was read.
 pub fn answered(operation: Operation, refusal: Option<ErrorCode>, started: Option<Instant>) {
-    if let (Some(metrics), Some(started)) = (get(), started) {
+    if let (Some(metrics), Some(started)) = (METRICS.get(), started) {
         metrics.answered(operation, refusal, started.elapsed());
     }
 }

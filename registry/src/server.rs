@@ -125,7 +125,7 @@ pub async fn run(listeners: impl Into<Listeners>, config: Config, shutdown: impl
         }
     };
     let refused = |peer: SocketAddr, refusal: Refusal<'_>| {
-        metrics::count(|m| m.refused(refusal.reason()));
+        metrics::METRICS.count(|m| m.refused(refusal.reason()));
         if let Refusal::Handshake(error) = refusal {
             if error.is_refusal() {
                 events::unauthorized(peer, error);
@@ -269,7 +269,7 @@ impl Connection {
     /// Answers requests until the connection ends; when its client ended a
     /// node's kept session, the node's entry goes with it.
     async fn serve(self, accepted: Accepted, token: CancellationToken) {
-        let _open = metrics::get().map(|m| m.session());
+        let _open = metrics::METRICS.get().map(|m| m.session());
         let ended = self.requests(accepted.framed, accepted.first, accepted.slot, token).await;
         let held = wire::lock(&self.held).take();
         if let (Ended::ByPeer, Some(Held { id, settled: true })) = (ended, held) {
@@ -359,7 +359,7 @@ impl Connection {
     }
 
     async fn answer(&self, message: serde_json::Value) -> Answer {
-        let started = metrics::started();
+        let started = metrics::METRICS.started();
         let request = match Request::parse(message) {
             Ok(request) => request,
             Err(error) => {
@@ -430,7 +430,7 @@ impl Connection {
         }
         let watcher = Watcher { framed, wakeups, seen, next_batch: Instant::now(), peer: self.peer, deadline };
         let store = self.backend.store().clone();
-        let open = metrics::get().map(|m| (m.session(), m.watcher()));
+        let open = metrics::METRICS.get().map(|m| (m.session(), m.watcher()));
         self.fanout.spawn(async move {
             let (_slot, _open) = (slot, open);
             watcher.run(&store, token).await
@@ -459,7 +459,7 @@ impl Connection {
         } else {
             "this registry admits members with the join token only: open a secure session (see README, Trust)"
         };
-        metrics::count(|m| m.refused("plaintext"));
+        metrics::METRICS.count(|m| m.refused("plaintext"));
         events::unauthorized(self.peer, &reason);
         Err(ErrorBody::new(ErrorCode::Unauthorized, reason))
     }
@@ -625,7 +625,7 @@ impl<S: ByteStream> Watcher<S> {
     /// Sends `changes` in one write.
     async fn send(&mut self, changes: &[Arc<Encoded<WatchEvent>>]) -> std::io::Result<()> {
         connection::send_pieces(&mut self.framed, &mut Changes::new(changes), self.deadline).await?;
-        metrics::count(|m| m.changes_sent(changes.len()));
+        metrics::METRICS.count(|m| m.changes_sent(changes.len()));
         self.seen = changes.last().map_or(self.seen, |change| change.value.revision);
         self.next_batch = Instant::now() + WATCH_TICK;
         Ok(())

@@ -115,9 +115,14 @@ fn stat(observed: &Observed, read: Read, usage: Usage) -> Stat {
 struct Figures<'a>(&'a [Family]);
 
 impl Figures<'_> {
-    fn count(&self, family: &str, sample: &str, labels: &[(&str, &str)]) -> Option<u64> {
-        let family = exposition::family(self.0, family)?;
-        Some(family.sum(sample, labels) as u64)
+    /// The value of family `name` (a counter's `_total`) over the samples whose labels include `labels`.
+    fn count(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        let family = exposition::family(self.0, name)?;
+        let sample = match family.kind {
+            exposition::Kind::Counter => format!("{name}_total"),
+            _ => name.to_owned(),
+        };
+        Some(family.sum(&sample, labels) as u64)
     }
 
     fn latency(&self, family: &str, stat: &mut Stat) {
@@ -127,23 +132,19 @@ impl Figures<'_> {
     }
 
     fn node(&self, stat: &mut Stat) {
-        stat.peers = self.count("hit6_node_peers", "hit6_node_peers", &[]);
+        stat.peers = self.count("hit6_node_peers", &[]);
         // Welcomed only: a pair meets once, by one greeting welcomed at the
         // other end, so that sent and received add up to the pairs it met.
-        let sent = "hit6_node_greetings_sent";
-        stat.greetings_sent = self.count(sent, "hit6_node_greetings_sent_total", &[("outcome", "welcome")]);
-        let received = "hit6_node_greetings_received";
-        stat.greetings_received = self.count(received, "hit6_node_greetings_received_total", &[]);
-        let rejected = "hit6_node_greetings_rejected";
-        stat.rejected = self.count(rejected, "hit6_node_greetings_rejected_total", &[]);
-        stat.multicasts = self.count("hit6_node_multicasts", "hit6_node_multicasts_total", &[]);
+        stat.greetings_sent = self.count("hit6_node_greetings_sent", &[("outcome", "welcome")]);
+        stat.greetings_received = self.count("hit6_node_greetings_received", &[]);
+        stat.rejected = self.count("hit6_node_greetings_rejected", &[]);
+        stat.multicasts = self.count("hit6_node_multicasts", &[]);
         self.latency("hit6_node_greeting_duration_seconds", stat);
     }
 
     fn registry(&self, stat: &mut Stat) {
-        stat.peers = self.count("hit6_registry_members", "hit6_registry_members", &[("state", "live")]);
-        let refused = "hit6_registry_refused_connections";
-        stat.rejected = self.count(refused, "hit6_registry_refused_connections_total", &[]);
+        stat.peers = self.count("hit6_registry_members", &[("state", "live")]);
+        stat.rejected = self.count("hit6_registry_refused_connections", &[]);
         self.latency("hit6_registry_request_duration_seconds", stat);
     }
 }
